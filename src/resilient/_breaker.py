@@ -1,0 +1,543 @@
+"""The circuit breaker: stop calling a dependency that keeps failing, then probe it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Union
+
+from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._errors import CircuitOpenError, ConfigurationError
+from ._core._match import ExceptionSpec, exception_matcher
+from ._core._registry import Registry, default_registry
+from ._core._run import NO_RESULT, Admission
+from ._core._state import Health, Statistic
+from ._core._validate import Duration, check_count, check_ratio, to_seconds
+from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow
+
+__all__ = [
+    "DEFAULT_FAILURE_RATE_THRESHOLD",
+    "DEFAULT_HALF_OPEN_CALLS",
+    "DEFAULT_HALF_OPEN_MAX_WAIT",
+    "DEFAULT_MINIMUM_CALLS",
+    "DEFAULT_OPEN_DURATION",
+    "DEFAULT_OPEN_DURATION_MULTIPLIER",
+    "DEFAULT_WINDOW",
+    "BreakerState",
+    "CircuitBreaker",
+]
+
+DEFAULT_WINDOW = CountWindow(100)
+DEFAULT_MINIMUM_CALLS = 20
+DEFAULT_FAILURE_RATE_THRESHOLD = 0.5
+DEFAULT_OPEN_DURATION = 30.0
+DEFAULT_OPEN_DURATION_MULTIPLIER = 2.0
+DEFAULT_HALF_OPEN_CALLS = 1
+DEFAULT_HALF_OPEN_MAX_WAIT = 60.0
+
+
+class BreakerState(str, enum.Enum):
+    """The states of a :class:`CircuitBreaker`."""
+
+    CLOSED = "closed"
+    """Calls pass; outcomes are recorded in the window."""
+    OPEN = "open"
+    """Calls are refused until the open duration has passed."""
+    HALF_OPEN = "half_open"
+    """A few trial calls pass; their outcomes decide between closed and open."""
+    FORCED_OPEN = "forced_open"
+    """An operator refuses every call until ``close()`` or ``reset()``."""
+    DISABLED = "disabled"
+    """An operator lets every call pass; outcomes are still recorded, the breaker never trips."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF_OPEN = BreakerState.HALF_OPEN
+_FORCED_OPEN = BreakerState.FORCED_OPEN
+_DISABLED = BreakerState.DISABLED
+
+_HEALTH = {
+    _CLOSED: Health.HEALTHY,
+    _OPEN: Health.UNAVAILABLE,
+    _HALF_OPEN: Health.DEGRADED,
+    _FORCED_OPEN: Health.UNAVAILABLE,
+    _DISABLED: Health.HEALTHY,
+}
+
+# Every legal move. The automatic ones run closed -> open -> half-open -> closed or open;
+# an operator may close, force open or disable from anywhere.
+_LEGAL: dict[BreakerState, frozenset[BreakerState]] = {
+    _CLOSED: frozenset({_OPEN, _FORCED_OPEN, _DISABLED}),
+    _OPEN: frozenset({_HALF_OPEN, _CLOSED, _FORCED_OPEN, _DISABLED}),
+    _HALF_OPEN: frozenset({_CLOSED, _OPEN, _FORCED_OPEN, _DISABLED}),
+    _FORCED_OPEN: frozenset({_CLOSED, _DISABLED}),
+    _DISABLED: frozenset({_CLOSED, _FORCED_OPEN}),
+}
+
+_IGNORED = -1  # outcome of an exception that counts as neither success nor failure
+
+
+class _Trial:
+    """The permit of one half-open trial call."""
+
+    __slots__ = ("started",)
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+
+# A permit: the epoch a closed call was admitted in, with its start time when calls are
+# timed, or a half-open trial.
+_Permit = Union[int, tuple[int, float], _Trial]
+
+
+class CircuitBreaker(Admission[BreakerState, _Permit]):
+    """Stops calling a dependency while it fails, and lets a few trial calls probe it.
+
+    Use it as a decorator on a sync or ``async def`` function, through
+    :meth:`call` / :meth:`call_async`, or around a block with ``with`` / ``async with``.
+
+    While **closed**, every outcome goes into a sliding window. Once the window holds at
+    least ``minimum_calls`` calls and the failure rate reaches ``failure_rate_threshold``
+    (or the slow-call rate reaches ``slow_call_rate_threshold``), the breaker **opens**:
+    calls are refused with :class:`CircuitOpenError` for ``open_duration``. The first call
+    after that moves it to **half-open**, where exactly ``half_open_calls`` trial calls are
+    admitted; if all succeed it closes with an empty window, and if any fails it opens again,
+    for longer each time when ``open_duration_max`` is set.
+
+    Args:
+        name: Unique name in the registry, used in errors, events and telemetry.
+        window: :class:`CountWindow` (last N calls) or :class:`TimeWindow` (last T seconds).
+        minimum_calls: Calls the window must hold before the breaker may trip.
+            Defaults to 20, or the window's size if it is smaller.
+        failure_rate_threshold: Trip when failures / calls >= this, in (0, 1].
+        slow_call_duration: A call taking at least this long is slow; ``None`` (default)
+            turns slow-call tracking off.
+        slow_call_rate_threshold: Trip when slow calls / calls >= this, in (0, 1].
+            Defaults to 1.0 when ``slow_call_duration`` is set.
+        open_duration: How long the breaker stays open after tripping.
+        open_duration_max: When set, each re-open from half-open multiplies the open
+            duration by ``open_duration_multiplier``, up to this cap.
+        open_duration_multiplier: Growth factor of the open duration (> 1).
+        half_open_calls: How many trial calls the half-open breaker admits.
+        half_open_max_wait: A trial call that has not reported back after this long
+            releases its slot and counts as neither outcome; ``None`` waits forever.
+        record: Exceptions that count as failures: a class, a tuple of classes, or a
+            predicate. Other exceptions count as successes (the dependency answered).
+        ignore: Exceptions that count as neither success nor failure; wins over ``record``.
+        failure_result: Predicate on a returned value; a true answer counts the call as
+            a failure (the value is still returned to the caller).
+        registry: Where the breaker is registered; the default registry if omitted.
+        replace: Replace a guard of the same name in the registry instead of refusing.
+        clock: Source of time; :class:`resilient.testing.VirtualClock` in tests.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "circuit_breaker"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        window: CountWindow | TimeWindow = DEFAULT_WINDOW,
+        minimum_calls: int | None = None,
+        failure_rate_threshold: float = DEFAULT_FAILURE_RATE_THRESHOLD,
+        slow_call_duration: Duration | None = None,
+        slow_call_rate_threshold: float | None = None,
+        open_duration: Duration = DEFAULT_OPEN_DURATION,
+        open_duration_max: Duration | None = None,
+        open_duration_multiplier: float = DEFAULT_OPEN_DURATION_MULTIPLIER,
+        half_open_calls: int = DEFAULT_HALF_OPEN_CALLS,
+        half_open_max_wait: Duration | None = DEFAULT_HALF_OPEN_MAX_WAIT,
+        record: ExceptionSpec = Exception,
+        ignore: ExceptionSpec = (),
+        failure_result: Callable[[object], bool] | None = None,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(window, (CountWindow, TimeWindow)):
+            raise ConfigurationError(
+                f"window must be a CountWindow or a TimeWindow (got {window!r})"
+            )
+        if minimum_calls is None:
+            minimum_calls = DEFAULT_MINIMUM_CALLS
+            if isinstance(window, CountWindow):
+                minimum_calls = min(minimum_calls, window.calls)
+        check_count(minimum_calls, "minimum_calls")
+        if isinstance(window, CountWindow) and minimum_calls > window.calls:
+            raise ConfigurationError(
+                f"minimum_calls must be <= the window's {window.calls} calls, or the breaker "
+                f"could never trip (got {minimum_calls})"
+            )
+        self._failure_rate_threshold = check_ratio(failure_rate_threshold, "failure_rate_threshold")
+        if slow_call_duration is None:
+            if slow_call_rate_threshold is not None:
+                raise ConfigurationError(
+                    "slow_call_rate_threshold needs slow_call_duration, the time from which a "
+                    f"call is slow (got slow_call_rate_threshold={slow_call_rate_threshold!r} "
+                    "and no slow_call_duration)"
+                )
+            self._slow_seconds: float | None = None
+            self._slow_rate_threshold = 1.0
+        else:
+            self._slow_seconds = to_seconds(slow_call_duration, "slow_call_duration")
+            self._slow_rate_threshold = check_ratio(
+                1.0 if slow_call_rate_threshold is None else slow_call_rate_threshold,
+                "slow_call_rate_threshold",
+            )
+        self._open_base = to_seconds(open_duration, "open_duration")
+        if open_duration_max is None:
+            self._open_max = self._open_base
+        else:
+            self._open_max = to_seconds(open_duration_max, "open_duration_max")
+            if self._open_max < self._open_base:
+                raise ConfigurationError(
+                    f"open_duration_max must be >= open_duration ({self._open_base:g} s) "
+                    f"(got {open_duration_max!r})"
+                )
+        if (
+            isinstance(open_duration_multiplier, bool)
+            or not isinstance(open_duration_multiplier, (int, float))
+            or not 1.0 < open_duration_multiplier < float("inf")
+        ):
+            raise ConfigurationError(
+                f"open_duration_multiplier must be a finite number > 1 "
+                f"(got {open_duration_multiplier!r})"
+            )
+        self._open_multiplier = float(open_duration_multiplier)
+        self._half_open_calls = check_count(half_open_calls, "half_open_calls")
+        self._half_open_max_wait = (
+            None
+            if half_open_max_wait is None
+            else to_seconds(half_open_max_wait, "half_open_max_wait", allow_zero=False)
+        )
+        self._is_recorded = exception_matcher(record, "record")
+        self._is_ignored = exception_matcher(ignore, "ignore")
+        if failure_result is not None and not callable(failure_result):
+            raise ConfigurationError(
+                f"failure_result must be a predicate (result) -> bool (got {failure_result!r})"
+            )
+        self._failure_result = failure_result
+        self._minimum_calls = minimum_calls
+        self._window_spec = window
+        self._window = window._live()
+        clock = SYSTEM_CLOCK if clock is None else clock
+        # Calls need timing only to spot slow ones or to place them in a time window.
+        self._timed = self._slow_seconds is not None or isinstance(window, TimeWindow)
+        self._now = clock.monotonic
+
+        # Changed only under the lock. _epoch grows on every transition, so an outcome
+        # reported after a transition is known to be late.
+        self._epoch = 0
+        self._open_until = 0.0
+        self._open_for = self._open_base
+        self._consecutive_opens = 0
+        self._trials: set[_Trial] = set()
+        self._trials_succeeded = 0
+        self._successes = 0
+        self._failures = 0
+        self._slow_calls = 0
+        self._ignored = 0
+        self._cancelled = 0
+        self._rejected = 0
+        self._late = 0
+        self._last_failure: str | None = None
+
+        super().__init__(
+            name,
+            state=_CLOSED,
+            health=Health.HEALTHY,
+            registry=default_registry if registry is None else registry,
+            clock=clock,
+            replace=replace,
+        )
+
+    # -- admission -----------------------------------------------------------------------
+
+    def _enter(self) -> _Permit:
+        # Read the epoch before the state: a transition writes the state first, so a
+        # closed-looking state with a stale epoch only yields a permit that comes back late.
+        epoch = self._epoch
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
+            if self._timed:
+                return (epoch, self._now())
+            return epoch
+        return self._enter_slow()
+
+    def _enter_slow(self) -> _Permit:
+        now = self._now()
+        moved = False
+        try:
+            with self._lock:
+                state = self._state
+                if state is _CLOSED or state is _DISABLED:
+                    return (self._epoch, now) if self._timed else self._epoch
+                if state is _FORCED_OPEN:
+                    self._rejected += 1
+                    raise CircuitOpenError(self._name, None, "forced_open")
+                if state is _OPEN:
+                    if now < self._open_until:
+                        self._rejected += 1
+                        raise CircuitOpenError(self._name, self._open_until - now, "open")
+                    self._move_to(
+                        _HALF_OPEN,
+                        f"open for {self._open_for:g} s; admitting "
+                        f"{_trial_calls(self._half_open_calls)}",
+                        now,
+                    )
+                    moved = True
+                # Half-open: a trial that never reported back gives its slot up.
+                if self._half_open_max_wait is not None and self._trials:
+                    oldest_allowed = now - self._half_open_max_wait
+                    self._trials = {t for t in self._trials if t.started > oldest_allowed}
+                if len(self._trials) + self._trials_succeeded >= self._half_open_calls:
+                    self._rejected += 1
+                    raise CircuitOpenError(self._name, None, "half_open")
+                trial = _Trial(now)
+                self._trials.add(trial)
+                return trial
+        finally:
+            if moved:
+                self._deliver()
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _exit_ok(self, permit: _Permit, result: object) -> None:
+        failure_result = self._failure_result
+        if failure_result is not None and result is not NO_RESULT:
+            try:
+                failed = failure_result(result)
+            except BaseException:
+                # A broken predicate must not keep a trial slot forever; its error surfaces.
+                self._exit_cancel(permit)
+                raise
+            if failed:
+                self._finish(permit, FAILURE, "failure_result")
+                return
+        self._finish(permit, 0, None)
+
+    def _exit_error(self, permit: _Permit, error: Exception) -> None:
+        try:
+            if self._is_ignored(error):
+                outcome = _IGNORED
+            elif self._is_recorded(error):
+                outcome = FAILURE
+            else:
+                outcome = 0
+        except BaseException:
+            self._exit_cancel(permit)
+            raise
+        self._finish(permit, outcome, type(error).__name__)
+
+    def _exit_cancel(self, permit: _Permit) -> None:
+        with self._lock:
+            self._cancelled += 1
+            if isinstance(permit, _Trial):
+                self._trials.discard(permit)
+
+    def _finish(self, permit: _Permit, outcome: int, failure: str | None) -> None:
+        now = self._now() if self._timed else 0.0
+        if permit.__class__ is int:
+            epoch = permit
+        elif permit.__class__ is tuple:
+            epoch, started = permit  # type: ignore[misc]
+            if self._slow_seconds is not None and now - started >= self._slow_seconds:
+                outcome |= SLOW
+        else:
+            trial_now = now if self._timed else self._now()
+            self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
+            return
+        with self._lock:
+            if epoch != self._epoch:
+                self._late += 1
+                return
+            if outcome < 0:
+                self._ignored += 1
+                return
+            if outcome & FAILURE:
+                self._failures += 1
+                self._last_failure = failure
+            else:
+                self._successes += 1
+            if outcome & SLOW:
+                self._slow_calls += 1
+            window = self._window
+            window.record(outcome, now)
+            if window.calls < self._minimum_calls or self._state is not _CLOSED:
+                return
+            reason = self._trip_reason()
+            if reason is None:
+                return
+            self._open(reason, now if self._timed else self._now())
+        self._deliver()
+
+    def _finish_trial(self, trial: _Trial, outcome: int, failure: str | None, now: float) -> None:
+        with self._lock:
+            if trial not in self._trials:
+                self._late += 1
+                return
+            self._trials.discard(trial)
+            if outcome < 0:
+                self._ignored += 1
+                return
+            elapsed = now - trial.started if self._timed else 0.0
+            if self._slow_seconds is not None and elapsed >= self._slow_seconds:
+                outcome |= SLOW
+                self._slow_calls += 1
+            if outcome & FAILURE:
+                self._failures += 1
+                self._last_failure = failure
+                self._consecutive_opens += 1
+                self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
+                self._open(f"trial call failed ({failure})", now)
+            elif outcome & SLOW:
+                self._successes += 1
+                self._consecutive_opens += 1
+                self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
+                self._open(
+                    f"trial call slow ({elapsed:.3g} s >= {self._slow_seconds:g} s)", now
+                )
+            else:
+                self._successes += 1
+                self._trials_succeeded += 1
+                if self._trials_succeeded < self._half_open_calls:
+                    return
+                self._open_for = self._open_base
+                self._consecutive_opens = 0
+                self._window.clear()
+                n = self._half_open_calls
+                self._move_to(
+                    _CLOSED,
+                    "trial call succeeded" if n == 1 else f"all {n} trial calls succeeded",
+                    now,
+                )
+        self._deliver()
+
+    def _trip_reason(self) -> str | None:
+        window = self._window
+        calls = window.calls
+        slow = window.slow
+        failure_rate = window.failures / calls
+        if failure_rate >= self._failure_rate_threshold:
+            last = f"; last failure: {self._last_failure}" if self._last_failure else ""
+            return (
+                f"failure rate {failure_rate:.0%} >= {self._failure_rate_threshold:.0%} over "
+                f"{window.describe()}{last}"
+            )
+        if self._slow_seconds is not None and slow / calls >= self._slow_rate_threshold:
+            return (
+                f"slow-call rate {slow / calls:.0%} >= {self._slow_rate_threshold:.0%} "
+                f"(calls of {self._slow_seconds:g} s or more) over {window.describe()}"
+            )
+        return None
+
+    # -- state changes -------------------------------------------------------------------
+
+    def _open(self, reason: str, now: float) -> None:
+        if self._consecutive_opens == 0:
+            self._consecutive_opens = 1
+        self._open_until = now + self._open_for
+        self._move_to(_OPEN, f"{reason}; open for {self._open_for:g} s", now)
+
+    def _move_to(self, state: BreakerState, reason: str, now: float) -> None:
+        if state not in _LEGAL[self._state]:
+            raise AssertionError(f"illegal transition {self._state.value} -> {state.value}")
+        if state is not _HALF_OPEN:
+            self._trials = set()
+        self._trials_succeeded = 0
+        self._move(state, _HEALTH[state], reason, now)
+        # The state is written first (in _move), the epoch second: see _enter.
+        self._epoch += 1
+
+    def _operator(self, state: BreakerState, reason: str, *, clear: bool) -> None:
+        now = self._now()
+        with self._lock:
+            if clear:
+                self._window.clear()
+                self._open_for = self._open_base
+                self._consecutive_opens = 0
+            if self._state is state:
+                return
+            self._move_to(state, reason, now)
+        self._deliver()
+
+    def close(self, *, reason: str | None = None) -> None:
+        """Close the breaker with an empty window, whatever its state.
+
+        Args:
+            reason: Why, for the audit trail; ``"closed by operator"`` if omitted.
+        """
+        self._operator(_CLOSED, reason or "closed by operator", clear=True)
+
+    def force_open(self, *, reason: str | None = None) -> None:
+        """Refuse every call until :meth:`close` or :meth:`reset`.
+
+        Args:
+            reason: Why, for the audit trail; ``"forced open by operator"`` if omitted.
+        """
+        self._operator(_FORCED_OPEN, reason or "forced open by operator", clear=False)
+
+    def disable(self, *, reason: str | None = None) -> None:
+        """Let every call pass and never trip; outcomes are still counted.
+
+        Args:
+            reason: Why, for the audit trail; ``"disabled by operator"`` if omitted.
+        """
+        self._operator(_DISABLED, reason or "disabled by operator", clear=False)
+
+    def reset(self, *, reason: str | None = None) -> None:
+        """Close the breaker and zero every statistic, as if newly created.
+
+        Args:
+            reason: Why, for the audit trail; ``"reset by operator"`` if omitted.
+        """
+        with self._lock:
+            self._successes = self._failures = self._slow_calls = 0
+            self._ignored = self._cancelled = self._rejected = self._late = 0
+            self._last_failure = None
+        self._operator(_CLOSED, reason or "reset by operator", clear=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until an open breaker admits a trial call; ``None`` when not open."""
+        if self._state is not _OPEN:
+            return None
+        return max(0.0, self._open_until - self._now())
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        window = self._window
+        window.expire(now)
+        calls = window.calls
+        return {
+            "window_calls": calls,
+            "window_failures": window.failures,
+            "window_slow_calls": window.slow,
+            "failure_rate": window.failures / calls if calls else None,
+            "slow_call_rate": window.slow / calls if calls else None,
+            "successes": self._successes,
+            "failures": self._failures,
+            "slow_calls": self._slow_calls,
+            "ignored": self._ignored,
+            "cancelled": self._cancelled,
+            "rejected": self._rejected,
+            "late": self._late,
+            "half_open_in_flight": len(self._trials),
+            "half_open_succeeded": self._trials_succeeded,
+            "open_duration": self._open_for,
+            "consecutive_opens": self._consecutive_opens,
+            "retry_after": max(0.0, self._open_until - now) if self._state is _OPEN else None,
+        }
+
+
+def _trial_calls(n: int) -> str:
+    return "1 trial call" if n == 1 else f"{n} trial calls"

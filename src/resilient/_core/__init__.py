@@ -1,0 +1,1 @@
+"""The one state model every pattern shares; it imports no pattern module."""

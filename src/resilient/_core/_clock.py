@@ -1,0 +1,92 @@
+"""Time, injected.
+
+Every guard reads time through a :class:`Clock`. :class:`SystemClock` is the only code in
+the library that reads the process clocks; tests swap in
+:class:`resilient.testing.VirtualClock` and never sleep for real.
+
+Durations are always measured on ``monotonic()``; ``wall()`` only stamps events for people
+to read, so a wall-clock jump never changes how long anything waits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol, runtime_checkable
+
+import anyio
+
+__all__ = ["Clock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """The source of time and waiting for every guard."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards; only differences matter."""
+        ...
+
+    def wall(self) -> float:
+        """Seconds since the Unix epoch, for timestamps that people read."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds``."""
+        ...
+
+    async def sleep_async(self, seconds: float) -> None:
+        """Suspend the calling task for ``seconds``; a cancellation point."""
+        ...
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Block until ``event`` is set or ``timeout`` seconds pass.
+
+        Returns:
+            Whether the event is set.
+        """
+        ...
+
+    async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        """Suspend until ``event`` is set or ``timeout`` seconds pass; a cancellation point.
+
+        Returns:
+            Whether the event is set.
+        """
+        ...
+
+
+class SystemClock:
+    """The process clocks: ``time.monotonic`` and ``time.time``."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        return event.wait(timeout)
+
+    async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        if timeout is None:
+            await event.wait()
+            return True
+        with anyio.move_on_after(timeout):
+            await event.wait()
+        return event.is_set()
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+SYSTEM_CLOCK = SystemClock()
+"""The clock every guard uses unless given another."""

@@ -1,0 +1,130 @@
+"""What every guard is: a name, a kind, a state, a health, snapshots and transitions."""
+
+from __future__ import annotations
+
+import abc
+import enum
+import threading
+from typing import ClassVar, Generic, TypeVar
+
+from ._clock import Clock
+from ._errors import ConfigurationError
+from ._registry import Registry
+from ._state import GuardSnapshot, Health, Statistic, Transition
+
+__all__ = ["Guard"]
+
+S = TypeVar("S", bound=enum.Enum)
+
+
+class Guard(abc.ABC, Generic[S]):
+    """The shape every pattern shares.
+
+    A guard has a unique ``name`` in its registry, a ``kind``, a pattern-specific ``state``
+    (a str-valued enum) and the ``health`` that state implies. It is read through
+    :meth:`snapshot`; every change of state goes through one path that records a
+    :class:`Transition` with its reason and tells the registry's listeners.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: S,
+        health: Health,
+        registry: Registry,
+        clock: Clock,
+        replace: bool,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
+        if not isinstance(registry, Registry):
+            raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
+                f"(got {clock!r})"
+            )
+        self._name = name
+        self._registry = registry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = state
+        self._health = health
+        self._since = clock.monotonic()
+        self._since_wall = clock.wall()
+        self._reason: str | None = None
+        registry.register(self, replace=replace)
+
+    @property
+    def name(self) -> str:
+        """The guard's unique name in its registry."""
+        return self._name
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the guard belongs to."""
+        return self._registry
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the guard reads."""
+        return self._clock
+
+    @property
+    def state(self) -> S:
+        """The current state."""
+        return self._state
+
+    @property
+    def health(self) -> Health:
+        """The health of the current state."""
+        return self._health
+
+    def snapshot(self) -> GuardSnapshot:
+        """A frozen copy of the guard's state and statistics."""
+        now = self._clock.monotonic()
+        with self._lock:
+            return GuardSnapshot(
+                name=self._name,
+                kind=self.kind,
+                state=self._state.value,
+                health=self._health,
+                since=self._since,
+                since_wall=self._since_wall,
+                reason=self._reason,
+                statistics=self._statistics(now),
+            )
+
+    @abc.abstractmethod
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        """Pattern-specific statistics; called with the guard's lock held."""
+
+    def _move(self, new_state: S, new_health: Health, reason: str, now: float) -> None:
+        """Enter ``new_state``; call with the lock held, then :meth:`_deliver` after it."""
+        transition = Transition(
+            guard=self._name,
+            kind=self.kind,
+            old_state=self._state.value,
+            new_state=new_state.value,
+            old_health=self._health,
+            new_health=new_health,
+            reason=reason,
+            at=now,
+            at_wall=self._clock.wall(),
+        )
+        self._state = new_state
+        self._health = new_health
+        self._since = now
+        self._since_wall = transition.at_wall
+        self._reason = reason
+        self._registry._record(transition)
+
+    def _deliver(self) -> None:
+        """Hand queued transitions to listeners; call after releasing the lock."""
+        self._registry._deliver()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name!r} state={self._state.value}>"

@@ -1,0 +1,175 @@
+"""Named guards, their snapshots, their transitions and who listens to them."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._errors import ConfigurationError
+from ._events import Listener, ListenerSet, Subscription
+from ._state import GuardSnapshot, Health, Transition, worst
+from ._validate import check_count
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+
+__all__ = ["DEFAULT_TRAIL_SIZE", "Registry", "RegistrySnapshot", "default_registry"]
+
+DEFAULT_TRAIL_SIZE = 1000
+"""How many transitions a registry's audit trail keeps unless told otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """Every guard of a registry at one instant, for a health endpoint or a log line.
+
+    Attributes:
+        health: The worst health of any guard (``HEALTHY`` when there are none).
+        guards: One snapshot per guard, in registration order.
+        trail: The most recent transitions, oldest first.
+        at: Monotonic time of the snapshot.
+        at_wall: Wall time (Unix seconds) of the snapshot.
+    """
+
+    health: Health
+    guards: tuple[GuardSnapshot, ...]
+    trail: tuple[Transition, ...]
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain, JSON-able dictionary of the snapshot."""
+        return {
+            "health": self.health.value,
+            "at": self.at,
+            "at_wall": self.at_wall,
+            "guards": [guard.to_dict() for guard in self.guards],
+            "trail": [transition.to_dict() for transition in self.trail],
+        }
+
+
+class Registry:
+    """Guards by name, one place to read them all and to hear every transition.
+
+    Args:
+        trail_size: How many recent transitions the audit trail keeps.
+        clock: Clock used to stamp snapshots of the whole registry.
+    """
+
+    def __init__(self, *, trail_size: int = DEFAULT_TRAIL_SIZE, clock: Clock = SYSTEM_CLOCK):
+        check_count(trail_size, "trail_size")
+        self._guards: dict[str, Guard] = {}
+        self._lock = threading.Lock()
+        self._trail: deque[Transition] = deque(maxlen=trail_size)
+        self._listeners = ListenerSet()
+        self._clock = clock
+
+    # -- guards ---------------------------------------------------------------------------
+
+    def register(self, guard: Guard, *, replace: bool = False) -> None:
+        """Add ``guard`` under its name.
+
+        Raises:
+            ConfigurationError: Another guard has that name and ``replace`` is false.
+        """
+        with self._lock:
+            existing = self._guards.get(guard.name)
+            if existing is not None and existing is not guard and not replace:
+                raise ConfigurationError(
+                    f"a {existing.kind} named {guard.name!r} is already registered; "
+                    "choose another name, pass replace=True, or use a separate Registry"
+                )
+            self._guards[guard.name] = guard
+
+    def unregister(self, name: str) -> None:
+        """Remove the guard called ``name``; unknown names are an error.
+
+        Raises:
+            KeyError: No guard has that name.
+        """
+        with self._lock:
+            if name not in self._guards:
+                raise KeyError(self._unknown(name))
+            del self._guards[name]
+
+    def get(self, name: str) -> Guard:
+        """The guard called ``name``.
+
+        Raises:
+            KeyError: No guard has that name; the message lists the ones that exist.
+        """
+        try:
+            return self._guards[name]
+        except KeyError:
+            raise KeyError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        known = ", ".join(repr(n) for n in sorted(self._guards)) or "none"
+        return f"no guard named {name!r} in this registry (registered: {known})"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._guards
+
+    def __iter__(self) -> Iterator[Guard]:
+        return iter(tuple(self._guards.values()))
+
+    def __len__(self) -> int:
+        return len(self._guards)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        """The worst health of any registered guard."""
+        return worst(guard.health for guard in tuple(self._guards.values()))
+
+    @property
+    def trail(self) -> tuple[Transition, ...]:
+        """The most recent transitions (at most ``trail_size``), oldest first."""
+        return tuple(self._trail)
+
+    @property
+    def listener_errors(self) -> int:
+        """How many times a listener of this registry has raised."""
+        return self._listeners.errors
+
+    def snapshot(self) -> RegistrySnapshot:
+        """Snapshots of every guard, the overall health and the recent trail."""
+        guards = tuple(guard.snapshot() for guard in tuple(self._guards.values()))
+        return RegistrySnapshot(
+            health=worst(g.health for g in guards),
+            guards=guards,
+            trail=tuple(self._trail),
+            at=self._clock.monotonic(),
+            at_wall=self._clock.wall(),
+        )
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Subscription:
+        """Call ``listener(transition)`` for every transition of every guard here.
+
+        Returns:
+            A handle whose ``unsubscribe()`` stops the deliveries; also a context manager.
+        """
+        return self._listeners.add(listener)
+
+    def _record(self, transition: Transition) -> None:
+        # Called with the moving guard's lock held, which orders transitions per guard.
+        self._trail.append(transition)
+        self._listeners.enqueue(transition)
+
+    def _deliver(self) -> None:
+        # Called after the moving guard released its lock.
+        self._listeners.deliver()
+
+    def __repr__(self) -> str:
+        return f"<Registry guards={len(self._guards)} health={self.health.value}>"
+
+
+default_registry = Registry()
+"""The registry every guard joins unless given ``registry=``."""

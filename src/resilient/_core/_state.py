@@ -1,0 +1,155 @@
+"""The one state model: health, snapshots and transitions shared by every guard.
+
+Everything here is a frozen, slotted value. Telemetry, tests, operators and degraded-mode
+switches all read the same objects, and none of them can change a guard by accident.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Union
+
+__all__ = ["GuardSnapshot", "Health", "Statistic", "Transition", "worst"]
+
+Statistic = Union[int, float, str, bool, None]
+"""A value in a snapshot's statistics: always JSON-able."""
+
+
+class Health(str, enum.Enum):
+    """How well a guard's dependency is doing, ordered ``HEALTHY < DEGRADED < UNAVAILABLE``.
+
+    Values are lower-case strings, so health serialises as ``"healthy"``.
+    """
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNAVAILABLE = "unavailable"
+
+    @property
+    def rank(self) -> int:
+        """0 for healthy, 1 for degraded, 2 for unavailable."""
+        return _RANK[self]
+
+    # str's own comparisons would order these alphabetically; health orders by severity.
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Health):
+            return NotImplemented
+        return _RANK[self] < _RANK[other]
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Health):
+            return NotImplemented
+        return _RANK[self] <= _RANK[other]
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Health):
+            return NotImplemented
+        return _RANK[self] > _RANK[other]
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Health):
+            return NotImplemented
+        return _RANK[self] >= _RANK[other]
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RANK = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNAVAILABLE: 2}
+
+
+def worst(healths: Iterable[Health]) -> Health:
+    """The worst of ``healths``; ``HEALTHY`` when there are none."""
+    result = Health.HEALTHY
+    for health in healths:
+        if _RANK[health] > _RANK[result]:
+            result = health
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSnapshot:
+    """A guard's state at one instant.
+
+    Attributes:
+        name: The guard's unique name.
+        kind: What the guard is: ``"circuit_breaker"``, ``"retry"``, ...
+        state: The pattern-specific state, e.g. ``"open"``.
+        health: The state's health.
+        since: Monotonic time of the last transition (or of creation).
+        since_wall: Wall time (Unix seconds) of the same moment.
+        reason: Why the guard entered its state, or ``None`` if it never moved.
+        statistics: Pattern-specific numbers (read-only mapping of JSON-able values).
+    """
+
+    name: str
+    kind: str
+    state: str
+    health: Health
+    since: float
+    since_wall: float
+    reason: str | None
+    statistics: Mapping[str, Statistic]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.statistics, MappingProxyType):
+            object.__setattr__(self, "statistics", MappingProxyType(dict(self.statistics)))
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain, JSON-able dictionary of this snapshot."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "health": self.health.value,
+            "since": self.since,
+            "since_wall": self.since_wall,
+            "reason": self.reason,
+            "statistics": dict(self.statistics),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of a guard's state, with the reason for it.
+
+    Attributes:
+        guard: Name of the guard that moved.
+        kind: The guard's kind.
+        old_state: The state it left.
+        new_state: The state it entered.
+        old_health: Health before.
+        new_health: Health after.
+        reason: Why, specifically: ``"failure rate 62% >= 50% over last 20 calls"``.
+        at: Monotonic time of the change.
+        at_wall: Wall time (Unix seconds) of the change.
+    """
+
+    guard: str
+    kind: str
+    old_state: str
+    new_state: str
+    old_health: Health
+    new_health: Health
+    reason: str
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain, JSON-able dictionary of this transition."""
+        return {
+            "guard": self.guard,
+            "kind": self.kind,
+            "old_state": self.old_state,
+            "new_state": self.new_state,
+            "old_health": self.old_health.value,
+            "new_health": self.new_health.value,
+            "reason": self.reason,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }

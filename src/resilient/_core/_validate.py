@@ -1,0 +1,96 @@
+"""Validation of configuration values, shared by every guard.
+
+Every check raises :class:`ConfigurationError` naming the parameter and the value it got,
+so a typo in a config file reads as ``"open_duration must be >= 0 (got -5.0)"``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from typing import Union
+
+from ._errors import ConfigurationError
+
+__all__ = ["Duration", "check_count", "check_ratio", "to_seconds"]
+
+Duration = Union[float, int, timedelta, str]
+"""A duration: seconds as a number, a :class:`~datetime.timedelta`, or a string such as
+``"50ms"``, ``"1.5s"``, ``"2m"``."""
+
+_UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m|h)\s*$")
+
+
+def to_seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
+    """Convert a duration to seconds, refusing what no guard can use.
+
+    Args:
+        value: Seconds (int or float), a ``timedelta``, or a string with a unit
+            (``us``, ``ms``, ``s``, ``m``, ``h``).
+        name: The parameter name, for the error message.
+        allow_zero: Whether zero is a legal value.
+
+    Returns:
+        The duration in seconds, finite and not negative.
+
+    Raises:
+        ConfigurationError: The value is of another type, unparseable, NaN, infinite,
+            negative, or zero where zero is not allowed.
+    """
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be a duration, not a bool (got {value!r})")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_TEXT.match(value)
+        if match is None:
+            raise ConfigurationError(
+                f"{name} must be a number of seconds or a string such as '50ms', '2s', '1m' "
+                f"(got {value!r})"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ConfigurationError(
+            f"{name} must be seconds (float), a timedelta or a string such as '50ms' "
+            f"(got {type(value).__name__} {value!r})"
+        )
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ConfigurationError(f"{name} must be a finite duration (got {value!r})")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(f"{name} must be {bound} (got {value!r})")
+    return seconds
+
+
+def check_count(value: object, name: str, *, minimum: int = 1) -> int:
+    """Check that ``value`` is an int (not a bool) of at least ``minimum``.
+
+    Raises:
+        ConfigurationError: The value is not an int or is below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an int (got {type(value).__name__} {value!r})")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum} (got {value!r})")
+    return value
+
+
+def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """Check that ``value`` is a number in (0, 1], or [0, 1] where zero is allowed.
+
+    Raises:
+        ConfigurationError: The value is not a real number, is NaN, or is out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"{name} must be a number (got {type(value).__name__} {value!r})"
+        )
+    low_ok = value >= 0 if allow_zero else value > 0
+    if math.isnan(value) or not low_ok or value > 1:
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ConfigurationError(f"{name} must be in {interval} (got {value!r})")
+    return float(value)

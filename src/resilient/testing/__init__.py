@@ -1,0 +1,10 @@
+"""Tools for testing code that uses ``resilient``: a virtual clock and pytest fixtures.
+
+The pytest plugin is registered automatically and provides the fixtures
+``virtual_clock`` (a fresh :class:`VirtualClock`) and ``resilient_registry`` (a fresh
+:class:`~resilient.Registry` stamped by that clock).
+"""
+
+from ._virtual_clock import VirtualClock as VirtualClock
+
+__all__ = ["VirtualClock"]

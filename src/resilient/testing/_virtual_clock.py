@@ -1,0 +1,122 @@
+"""A clock that moves only when told to."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from .._core._errors import ConfigurationError
+
+__all__ = ["VirtualClock"]
+
+# How long (in real seconds) a blocked thread sleeps between looks at the virtual time.
+# Waits end as soon as the event is set; this only bounds how late a timeout is noticed.
+_THREAD_POLL_SECONDS = 0.001
+
+# 2026-01-01T00:00:00Z: a fixed, readable wall time for transitions in tests.
+DEFAULT_WALL_START = 1_767_225_600.0
+
+
+@dataclass(eq=False)
+class _AsyncTimer:
+    deadline: float
+    scope: anyio.CancelScope
+    thread: int
+    token: anyio.lowlevel.EventLoopToken
+
+
+class VirtualClock:
+    """A deterministic clock for tests.
+
+    It starts at ``start`` and moves only through :meth:`advance` and sleeps:
+
+    - ``sleep`` and ``sleep_async`` advance the clock at once instead of blocking
+      (``sleep_async`` is still a cancellation point);
+    - ``wait`` and ``wait_async`` end when their event is set, or when :meth:`advance`
+      moves the clock past their timeout, from any thread or task.
+
+    Sleeps of concurrent tasks add up rather than overlap: each one moves the clock.
+
+    Args:
+        start: The initial monotonic reading, in seconds.
+        wall_start: The wall time (Unix seconds) that corresponds to ``start``.
+    """
+
+    def __init__(self, start: float = 0.0, *, wall_start: float = DEFAULT_WALL_START) -> None:
+        self._lock = threading.Lock()
+        self._now = float(start)
+        self._wall_offset = float(wall_start) - self._now
+        self._timers: list[_AsyncTimer] = []
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return self._now + self._wall_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward and end every wait whose timeout has passed.
+
+        Raises:
+            ConfigurationError: ``seconds`` is negative or not finite.
+        """
+        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise ConfigurationError(
+                f"seconds must be a finite number >= 0; a clock never goes back (got {seconds!r})"
+            )
+        with self._lock:
+            self._now += seconds
+            due = [timer for timer in self._timers if timer.deadline <= self._now]
+        here = threading.get_ident()
+        for timer in due:
+            if timer.thread == here:
+                timer.scope.cancel()
+            else:
+                anyio.from_thread.run_sync(timer.scope.cancel, token=timer.token)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.advance(seconds)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if timeout is None:
+            return event.wait()
+        deadline = self._now + timeout
+        while not event.is_set():
+            if self._now >= deadline:
+                return event.is_set()
+            event.wait(_THREAD_POLL_SECONDS)
+        return True
+
+    async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        if timeout is None:
+            await event.wait()
+            return True
+        if timeout <= 0 or event.is_set():
+            await anyio.lowlevel.checkpoint()
+            return event.is_set()
+        timer = _AsyncTimer(
+            0.0, anyio.CancelScope(), threading.get_ident(), anyio.lowlevel.current_token()
+        )
+        with self._lock:
+            # Read and register under one lock, so no advance() can slip in between.
+            timer.deadline = self._now + timeout
+            self._timers.append(timer)
+        try:
+            with timer.scope:
+                await event.wait()
+        finally:
+            with self._lock:
+                self._timers.remove(timer)
+        return event.is_set()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self._now!r})"
