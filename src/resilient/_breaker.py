@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
 from typing import Union
 
 from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._counter import Counter
 from ._core._errors import CircuitOpenError, ConfigurationError
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
 from ._core._run import NO_RESULT, Admission
 from ._core._state import Health, Statistic
 from ._core._validate import Duration, check_count, check_ratio, to_seconds
-from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow
+from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow, _CountRing
 
 __all__ = [
     "DEFAULT_FAILURE_RATE_THRESHOLD",
@@ -226,12 +228,18 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             )
         self._failure_result = failure_result
         self._minimum_calls = minimum_calls
-        self._window_spec = window
         self._window = window._live()
         clock = SYSTEM_CLOCK if clock is None else clock
         # Calls need timing only to spot slow ones or to place them in a time window.
         self._timed = self._slow_seconds is not None or isinstance(window, TimeWindow)
         self._now = clock.monotonic
+        # With a count window, a plain success only appends its epoch to _pending (one C
+        # call, no lock); the epochs are folded into the window under the lock before any
+        # decision, on every snapshot, and whenever a window's worth has piled up.
+        self._ring = self._window if isinstance(self._window, _CountRing) else None
+        self._pending: deque[int] = deque()
+        self._drain_at = window.calls if isinstance(window, CountWindow) else 1
+        self._lock_free_ok = self._ring is not None and failure_result is None
 
         # Changed only under the lock. _epoch grows on every transition, so an outcome
         # reported after a transition is known to be late.
@@ -246,9 +254,12 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._slow_calls = 0
         self._ignored = 0
         self._cancelled = 0
-        self._rejected = 0
         self._late = 0
         self._last_failure: str | None = None
+        self._rejected = Counter()  # bumped without the lock on the refusal path
+        # The permit of a closed, untimed call, or None when _enter must look closer.
+        # Cleared before every transition and set again after a move to closed or disabled.
+        self._closed_permit: int | None = None if self._timed else 0
 
         super().__init__(
             name,
@@ -262,14 +273,25 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     # -- admission -----------------------------------------------------------------------
 
     def _enter(self) -> _Permit:
+        # The fast path reads one attribute: the permit every closed, untimed call gets.
+        permit = self._closed_permit
+        if permit is not None:
+            return permit
         # Read the epoch before the state: a transition writes the state first, so a
         # closed-looking state with a stale epoch only yields a permit that comes back late.
         epoch = self._epoch
         state = self._state
         if state is _CLOSED or state is _DISABLED:
-            if self._timed:
-                return (epoch, self._now())
-            return epoch
+            return (epoch, self._now())
+        if state is _OPEN:
+            now = self._now()
+            open_until = self._open_until
+            if now < open_until:
+                self._rejected.increment()
+                raise CircuitOpenError(self._name, open_until - now, "open")
+        elif state is _FORCED_OPEN:
+            self._rejected.increment()
+            raise CircuitOpenError(self._name, None, "forced_open")
         return self._enter_slow()
 
     def _enter_slow(self) -> _Permit:
@@ -281,11 +303,11 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 if state is _CLOSED or state is _DISABLED:
                     return (self._epoch, now) if self._timed else self._epoch
                 if state is _FORCED_OPEN:
-                    self._rejected += 1
+                    self._rejected.increment()
                     raise CircuitOpenError(self._name, None, "forced_open")
                 if state is _OPEN:
                     if now < self._open_until:
-                        self._rejected += 1
+                        self._rejected.increment()
                         raise CircuitOpenError(self._name, self._open_until - now, "open")
                     self._move_to(
                         _HALF_OPEN,
@@ -299,7 +321,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                     oldest_allowed = now - self._half_open_max_wait
                     self._trials = {t for t in self._trials if t.started > oldest_allowed}
                 if len(self._trials) + self._trials_succeeded >= self._half_open_calls:
-                    self._rejected += 1
+                    self._rejected.increment()
                     raise CircuitOpenError(self._name, None, "half_open")
                 trial = _Trial(now)
                 self._trials.add(trial)
@@ -311,6 +333,13 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     # -- outcomes ------------------------------------------------------------------------
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
+        if self._lock_free_ok and permit.__class__ is int:
+            pending = self._pending
+            pending.append(permit)  # type: ignore[arg-type]
+            if len(pending) >= self._drain_at:
+                with self._lock:
+                    self._drain()
+            return
         failure_result = self._failure_result
         if failure_result is not None and result is not NO_RESULT:
             try:
@@ -351,11 +380,15 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             epoch, started = permit  # type: ignore[misc]
             if self._slow_seconds is not None and now - started >= self._slow_seconds:
                 outcome |= SLOW
+            elif outcome == 0 and self._ring is not None:
+                self._pending.append(epoch)
+                return
         else:
             trial_now = now if self._timed else self._now()
             self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
             return
         with self._lock:
+            self._drain()
             if epoch != self._epoch:
                 self._late += 1
                 return
@@ -371,13 +404,32 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._slow_calls += 1
             window = self._window
             window.record(outcome, now)
-            if window.calls < self._minimum_calls or self._state is not _CLOSED:
+            # Thresholds are judged when a failure or a slow call is recorded: a plain
+            # success can only lower both rates.
+            if not outcome or window.calls < self._minimum_calls or self._state is not _CLOSED:
                 return
             reason = self._trip_reason()
             if reason is None:
                 return
             self._open(reason, now if self._timed else self._now())
         self._deliver()
+
+    def _drain(self) -> None:
+        """Fold the lock-free successes into the window; call with the lock held."""
+        pending = self._pending
+        count = len(pending)
+        if not count:
+            return
+        epoch = self._epoch
+        popleft = pending.popleft
+        current = 0
+        for _ in range(count):
+            if popleft() == epoch:
+                current += 1
+        self._late += count - current
+        self._successes += current
+        if current and self._ring is not None:
+            self._ring.record_successes(current)
 
     def _finish_trial(self, trial: _Trial, outcome: int, failure: str | None, now: float) -> None:
         with self._lock:
@@ -450,12 +502,16 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _move_to(self, state: BreakerState, reason: str, now: float) -> None:
         if state not in _LEGAL[self._state]:
             raise AssertionError(f"illegal transition {self._state.value} -> {state.value}")
+        self._drain()  # successes that finished before the move belong to the old state
+        self._closed_permit = None
         if state is not _HALF_OPEN:
             self._trials = set()
         self._trials_succeeded = 0
         self._move(state, _HEALTH[state], reason, now)
         # The state is written first (in _move), the epoch second: see _enter.
         self._epoch += 1
+        if not self._timed and (state is _CLOSED or state is _DISABLED):
+            self._closed_permit = self._epoch
 
     def _operator(self, state: BreakerState, reason: str, *, clear: bool) -> None:
         now = self._now()
@@ -500,8 +556,10 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             reason: Why, for the audit trail; ``"reset by operator"`` if omitted.
         """
         with self._lock:
+            self._drain()
             self._successes = self._failures = self._slow_calls = 0
-            self._ignored = self._cancelled = self._rejected = self._late = 0
+            self._ignored = self._cancelled = self._late = 0
+            self._rejected.reset()
             self._last_failure = None
         self._operator(_CLOSED, reason or "reset by operator", clear=True)
 
@@ -515,6 +573,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         return max(0.0, self._open_until - self._now())
 
     def _statistics(self, now: float) -> dict[str, Statistic]:
+        self._drain()
         window = self._window
         window.expire(now)
         calls = window.calls
@@ -529,7 +588,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             "slow_calls": self._slow_calls,
             "ignored": self._ignored,
             "cancelled": self._cancelled,
-            "rejected": self._rejected,
+            "rejected": self._rejected.value,
             "late": self._late,
             "half_open_in_flight": len(self._trials),
             "half_open_succeeded": self._trials_succeeded,

@@ -32,54 +32,60 @@ class ConfigurationError(ResilientError, ValueError):
 class RejectedError(ResilientError):
     """A call was refused without running.
 
-    Refusals are meant to be cheap: a new, small exception per refusal, with the message
-    built only when somebody reads it.
+    Refusals are cheap: a new, small exception per refusal (nothing is kept per refused
+    call, and no traceback grows), built in C from its arguments, with the message
+    formatted only when somebody reads it.
 
-    Attributes:
+    Args:
         guard: Name of the guard that refused the call.
         retry_after: Seconds after which a new call may be admitted, or ``None`` when
             no estimate exists.
     """
 
-    __slots__ = ("guard", "retry_after")
+    __slots__ = ()
 
-    def __init__(self, guard: str, retry_after: float | None = None) -> None:
-        # BaseException.__init__ is skipped on purpose: args are kept so that the
-        # exception pickles, and the message is formatted lazily in __str__.
-        self.args = (guard, retry_after)
-        self.guard = guard
-        self.retry_after = retry_after
+    @property
+    def guard(self) -> str:
+        """Name of the guard that refused the call."""
+        return str(self.args[0])
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds after which a new call may be admitted, or ``None`` if unknown."""
+        return self.args[1] if len(self.args) > 1 else None  # type: ignore[no-any-return]
 
     def __str__(self) -> str:
         return f"guard {self.guard!r} refused the call{_retry_hint(self.retry_after)}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.guard!r}, retry_after={self.retry_after!r})"
+        return f"{type(self).__name__}{self.args!r}"
 
 
 class CircuitOpenError(RejectedError):
     """A circuit breaker refused the call.
 
-    Attributes:
-        state: The breaker's state when it refused (``"open"``, ``"half_open"`` or
-            ``"forced_open"``).
+    Args:
+        guard: Name of the breaker.
+        retry_after: Seconds until the breaker admits a trial call, or ``None``.
+        state: The breaker's state when it refused: ``"open"``, ``"half_open"`` (every
+            trial slot taken) or ``"forced_open"``.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ()
 
-    def __init__(self, guard: str, retry_after: float | None = None, state: str = "open") -> None:
-        self.args = (guard, retry_after, state)
-        self.guard = guard
-        self.retry_after = retry_after
-        self.state = state
+    @property
+    def state(self) -> str:
+        """The breaker's state when it refused the call."""
+        return str(self.args[2]) if len(self.args) > 2 else "open"
 
     def __str__(self) -> str:
-        if self.state == "forced_open":
+        state = self.state
+        if state == "forced_open":
             return (
                 f"circuit breaker {self.guard!r} is forced open by an operator; "
                 "call close() or reset() on it to admit calls again"
             )
-        if self.state == "half_open":
+        if state == "half_open":
             return (
                 f"circuit breaker {self.guard!r} is half-open and all its trial calls are "
                 f"in flight{_retry_hint(self.retry_after)}"

@@ -91,6 +91,7 @@ class TimeWindow:
 
 
 class _CountRing(LiveWindow):
+    # Empty slots hold 0, like successes, so overwriting one never needs a special case.
     __slots__ = ("_index", "_ring", "_size")
 
     def __init__(self, size: int) -> None:
@@ -101,24 +102,49 @@ class _CountRing(LiveWindow):
 
     def record(self, flags: int, now: float) -> None:
         index = self._index
-        if self.calls == self._size:
-            old = self._ring[index]
+        old = self._ring[index]
+        if old:
             if old & FAILURE:
                 self.failures -= 1
             if old & SLOW:
                 self.slow -= 1
-        else:
-            self.calls += 1
         self._ring[index] = flags
-        if flags & FAILURE:
-            self.failures += 1
-        if flags & SLOW:
-            self.slow += 1
+        if flags:
+            if flags & FAILURE:
+                self.failures += 1
+            if flags & SLOW:
+                self.slow += 1
+        if self.calls < self._size:
+            self.calls += 1
         index += 1
         self._index = 0 if index == self._size else index
 
+    def record_successes(self, count: int) -> None:
+        """Record ``count`` plain successes at once, in time independent of ``count``'s
+        size beyond list slicing (done in C)."""
+        size = self._size
+        ring = self._ring
+        if count >= size:
+            ring[:] = [0] * size
+            self.calls = size
+            self.failures = self.slow = 0
+            self._index = 0
+            return
+        start = self._index
+        end = start + count
+        spans = ((start, end),) if end <= size else ((start, size), (0, end - size))
+        for low, high in spans:
+            span = ring[low:high]
+            both = span.count(FAILURE | SLOW)
+            self.failures -= span.count(FAILURE) + both
+            self.slow -= span.count(SLOW) + both
+            ring[low:high] = [0] * (high - low)
+        self.calls = min(size, self.calls + count)
+        self._index = end % size
+
     def clear(self) -> None:
         self.calls = self.failures = self.slow = 0
+        self._ring[:] = [0] * self._size
         self._index = 0
 
     def describe(self) -> str:
