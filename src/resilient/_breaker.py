@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import Union
+from typing import TypeAlias
 
 from ._core._clock import SYSTEM_CLOCK, Clock
 from ._core._counter import Counter
@@ -94,7 +94,7 @@ class _Trial:
 
 # A permit: the epoch a closed call was admitted in, with its start time when calls are
 # timed, or a half-open trial.
-_Permit = Union[int, tuple[int, float], _Trial]
+_Permit: TypeAlias = int | tuple[int, float] | _Trial
 
 
 class CircuitBreaker(Admission[BreakerState, _Permit]):
@@ -230,8 +230,10 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._minimum_calls = minimum_calls
         self._window = window._live()
         clock = SYSTEM_CLOCK if clock is None else clock
-        # Calls need timing only to spot slow ones or to place them in a time window.
-        self._timed = self._slow_seconds is not None or isinstance(window, TimeWindow)
+        # A call's start is read only to spot slow calls; its end only for that or to place
+        # it in a time window. Without either, a closed call reads no clock at all.
+        self._timed = self._slow_seconds is not None
+        self._needs_now = self._timed or isinstance(window, TimeWindow)
         self._now = clock.monotonic
         # With a count window, a plain success only appends its epoch to _pending (one C
         # call, no lock); the epochs are folded into the window under the lock before any
@@ -335,7 +337,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _exit_ok(self, permit: _Permit, result: object) -> None:
         if self._lock_free_ok and permit.__class__ is int:
             pending = self._pending
-            pending.append(permit)  # type: ignore[arg-type]
+            pending.append(permit)
             if len(pending) >= self._drain_at:
                 with self._lock:
                     self._drain()
@@ -373,18 +375,18 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._trials.discard(permit)
 
     def _finish(self, permit: _Permit, outcome: int, failure: str | None) -> None:
-        now = self._now() if self._timed else 0.0
+        now = self._now() if self._needs_now else 0.0
         if permit.__class__ is int:
             epoch = permit
         elif permit.__class__ is tuple:
-            epoch, started = permit  # type: ignore[misc]
+            epoch, started = permit
             if self._slow_seconds is not None and now - started >= self._slow_seconds:
                 outcome |= SLOW
             elif outcome == 0 and self._ring is not None:
                 self._pending.append(epoch)
                 return
         else:
-            trial_now = now if self._timed else self._now()
+            trial_now = now if self._needs_now else self._now()
             self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
             return
         with self._lock:
@@ -411,7 +413,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             reason = self._trip_reason()
             if reason is None:
                 return
-            self._open(reason, now if self._timed else self._now())
+            self._open(reason, now if self._needs_now else self._now())
         self._deliver()
 
     def _drain(self) -> None:
@@ -440,7 +442,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome < 0:
                 self._ignored += 1
                 return
-            elapsed = now - trial.started if self._timed else 0.0
+            elapsed = now - trial.started
             if self._slow_seconds is not None and elapsed >= self._slow_seconds:
                 outcome |= SLOW
                 self._slow_calls += 1
@@ -454,9 +456,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._successes += 1
                 self._consecutive_opens += 1
                 self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
-                self._open(
-                    f"trial call slow ({elapsed:.3g} s >= {self._slow_seconds:g} s)", now
-                )
+                self._open(f"trial call slow ({elapsed:.3g} s >= {self._slow_seconds:g} s)", now)
             else:
                 self._successes += 1
                 self._trials_succeeded += 1

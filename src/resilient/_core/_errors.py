@@ -52,7 +52,7 @@ class RejectedError(ResilientError):
     @property
     def retry_after(self) -> float | None:
         """Seconds after which a new call may be admitted, or ``None`` if unknown."""
-        return self.args[1] if len(self.args) > 1 else None  # type: ignore[no-any-return]
+        return self.args[1] if len(self.args) > 1 else None
 
     def __str__(self) -> str:
         return f"guard {self.guard!r} refused the call{_retry_hint(self.retry_after)}"

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
+from typing import TypeAlias, cast
 
 from ._errors import ConfigurationError
 
 __all__ = ["ExceptionSpec", "exception_matcher"]
 
-ExceptionSpec = Union[
-    type[BaseException],
-    tuple[type[BaseException], ...],
-    Callable[[BaseException], bool],
-]
+ExceptionSpec: TypeAlias = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+)
 """Which exceptions: a class, a tuple of classes, or a predicate ``(exc) -> bool``."""
 
 
@@ -41,7 +39,7 @@ def exception_matcher(spec: ExceptionSpec, name: str) -> Callable[[BaseException
         classes = spec
         return lambda exc: isinstance(exc, classes)
     if callable(spec):
-        return spec
+        return cast(Callable[[BaseException], bool], spec)
     raise ConfigurationError(
         f"{name} must be an exception class, a tuple of them, or a predicate "
         f"(exc) -> bool (got {spec!r})"

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import ConfigurationError
@@ -62,7 +62,7 @@ class Registry:
 
     def __init__(self, *, trail_size: int = DEFAULT_TRAIL_SIZE, clock: Clock = SYSTEM_CLOCK):
         check_count(trail_size, "trail_size")
-        self._guards: dict[str, Guard] = {}
+        self._guards: dict[str, Guard[Any]] = {}
         self._lock = threading.Lock()
         self._trail: deque[Transition] = deque(maxlen=trail_size)
         self._listeners = ListenerSet()
@@ -70,7 +70,7 @@ class Registry:
 
     # -- guards ---------------------------------------------------------------------------
 
-    def register(self, guard: Guard, *, replace: bool = False) -> None:
+    def register(self, guard: Guard[Any], *, replace: bool = False) -> None:
         """Add ``guard`` under its name.
 
         Raises:
@@ -96,7 +96,7 @@ class Registry:
                 raise KeyError(self._unknown(name))
             del self._guards[name]
 
-    def get(self, name: str) -> Guard:
+    def get(self, name: str) -> Guard[Any]:
         """The guard called ``name``.
 
         Raises:
@@ -114,7 +114,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._guards
 
-    def __iter__(self) -> Iterator[Guard]:
+    def __iter__(self) -> Iterator[Guard[Any]]:
         return iter(tuple(self._guards.values()))
 
     def __len__(self) -> int:

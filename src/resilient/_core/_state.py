@@ -10,18 +10,19 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Union
+from typing import TypeAlias
 
 __all__ = ["GuardSnapshot", "Health", "Statistic", "Transition", "worst"]
 
-Statistic = Union[int, float, str, bool, None]
+Statistic: TypeAlias = int | float | str | bool | None
 """A value in a snapshot's statistics: always JSON-able."""
 
 
-class Health(str, enum.Enum):
+class Health(enum.Enum):
     """How well a guard's dependency is doing, ordered ``HEALTHY < DEGRADED < UNAVAILABLE``.
 
-    Values are lower-case strings, so health serialises as ``"healthy"``.
+    Each value is a lower-case string (``Health.DEGRADED.value == "degraded"``), which is
+    how snapshots and transitions serialise it.
     """
 
     HEALTHY = "healthy"
@@ -33,7 +34,6 @@ class Health(str, enum.Enum):
         """0 for healthy, 1 for degraded, 2 for unavailable."""
         return _RANK[self]
 
-    # str's own comparisons would order these alphabetically; health orders by severity.
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Health):
             return NotImplemented
@@ -53,8 +53,6 @@ class Health(str, enum.Enum):
         if not isinstance(other, Health):
             return NotImplemented
         return _RANK[self] >= _RANK[other]
-
-    __hash__ = str.__hash__
 
     def __str__(self) -> str:
         return self.value

@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Union
+from typing import TypeAlias
 
 from ._errors import ConfigurationError
 
 __all__ = ["Duration", "check_count", "check_ratio", "to_seconds"]
 
-Duration = Union[float, int, timedelta, str]
+Duration: TypeAlias = float | int | timedelta | str
 """A duration: seconds as a number, a :class:`~datetime.timedelta`, or a string such as
 ``"50ms"``, ``"1.5s"``, ``"2m"``."""
 
@@ -86,9 +86,7 @@ def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:
         ConfigurationError: The value is not a real number, is NaN, or is out of range.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(
-            f"{name} must be a number (got {type(value).__name__} {value!r})"
-        )
+        raise ConfigurationError(f"{name} must be a number (got {type(value).__name__} {value!r})")
     low_ok = value >= 0 if allow_zero else value > 0
     if math.isnan(value) or not low_ok or value > 1:
         interval = "[0, 1]" if allow_zero else "(0, 1]"

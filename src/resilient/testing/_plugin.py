@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from .._core._registry import Registry
+from resilient._core._registry import Registry
+
 from ._virtual_clock import VirtualClock
 
 

@@ -10,7 +10,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .._core._errors import ConfigurationError
+from resilient._core._errors import ConfigurationError
 
 __all__ = ["VirtualClock"]
 

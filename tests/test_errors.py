@@ -1,0 +1,56 @@
+"""Specification of the exception tree and the messages it carries."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from resilient import CircuitOpenError, ConfigurationError, RejectedError, ResilientError
+
+
+def test_the_tree() -> None:
+    """Every library exception derives from ResilientError; configuration errors are ValueErrors."""
+    assert issubclass(ConfigurationError, ResilientError)
+    assert issubclass(ConfigurationError, ValueError)
+    assert issubclass(RejectedError, ResilientError)
+    assert issubclass(CircuitOpenError, RejectedError)
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        pytest.param(RejectedError("pool"), "guard 'pool' refused the call", id="no-retry-after"),
+        pytest.param(
+            RejectedError("pool", 0.25), "guard 'pool' refused the call; retry in 0.25 s", id="hint"
+        ),
+        pytest.param(
+            CircuitOpenError("odds-feed", 12.5, "open"),
+            "circuit breaker 'odds-feed' is open; retry in 12.5 s",
+            id="open",
+        ),
+        pytest.param(
+            CircuitOpenError("odds-feed", None, "forced_open"),
+            "circuit breaker 'odds-feed' is forced open by an operator; call close() or reset() "
+            "on it to admit calls again",
+            id="forced-open",
+        ),
+        pytest.param(
+            CircuitOpenError("odds-feed", None, "half_open"),
+            "circuit breaker 'odds-feed' is half-open and all its trial calls are in flight",
+            id="half-open",
+        ),
+    ],
+)
+def test_messages_say_what_and_what_to_do(error: RejectedError, message: str) -> None:
+    """Refusal messages name the guard, the state and when to come back."""
+    assert str(error) == message
+
+
+def test_rejections_carry_their_pieces() -> None:
+    """guard, retry_after and state are attributes, and survive pickling."""
+    error = CircuitOpenError("odds-feed", 3.0, "open")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.guard, copy.retry_after, copy.state) == ("odds-feed", 3.0, "open")
+    assert repr(copy) == "CircuitOpenError('odds-feed', 3.0, 'open')"
+    assert RejectedError("x").retry_after is None

@@ -1,0 +1,199 @@
+"""Specification of Registry: names, snapshots, health, listeners and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from resilient import (
+    BreakerState,
+    CircuitBreaker,
+    ConfigurationError,
+    CountWindow,
+    Health,
+    Registry,
+    Transition,
+)
+from resilient.testing import VirtualClock
+
+
+def breaker(registry: Registry, clock: VirtualClock, name: str = "feed") -> CircuitBreaker:
+    return CircuitBreaker(
+        name, registry=registry, clock=clock, window=CountWindow(2), minimum_calls=1
+    )
+
+
+def test_get_unknown_name_lists_what_exists(registry: Registry, clock: VirtualClock) -> None:
+    """get() of an unknown name raises KeyError listing the registered names."""
+    breaker(registry, clock, "a")
+    breaker(registry, clock, "b")
+    with pytest.raises(
+        KeyError, match=r"no guard named 'c' in this registry \(registered: 'a', 'b'\)"
+    ):
+        registry.get("c")
+
+
+def test_registry_is_a_collection_of_guards(registry: Registry, clock: VirtualClock) -> None:
+    """A registry knows its length, membership and iterates guards in registration order."""
+    a = breaker(registry, clock, "a")
+    b = breaker(registry, clock, "b")
+    assert len(registry) == 2
+    assert "a" in registry
+    assert "z" not in registry
+    assert list(registry) == [a, b]
+
+
+def test_unregister_frees_the_name(registry: Registry, clock: VirtualClock) -> None:
+    """After unregister() the name can be used again; unknown names are a KeyError."""
+    breaker(registry, clock)
+    registry.unregister("feed")
+    assert "feed" not in registry
+    breaker(registry, clock)
+    with pytest.raises(KeyError, match="no guard named 'nope'"):
+        registry.unregister("nope")
+
+
+def test_registering_the_same_guard_twice_is_harmless(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Registering a guard under its own name again is not a duplicate."""
+    guard = breaker(registry, clock)
+    registry.register(guard)
+    assert len(registry) == 1
+
+
+def test_health_is_the_worst_of_all_guards(registry: Registry, clock: VirtualClock) -> None:
+    """The registry's health is the worst health of its guards."""
+    assert registry.health is Health.HEALTHY
+    a = breaker(registry, clock, "a")
+    breaker(registry, clock, "b")
+    assert registry.health is Health.HEALTHY
+    a.force_open()
+    assert registry.health is Health.UNAVAILABLE
+
+
+def test_snapshot_covers_every_guard_and_is_json(registry: Registry, clock: VirtualClock) -> None:
+    """snapshot() has every guard, the overall health and the trail, as plain JSON."""
+    breaker(registry, clock, "a").force_open(reason="maintenance")
+    breaker(registry, clock, "b")
+    clock.advance(5)
+    snapshot = registry.snapshot()
+    assert snapshot.health is Health.UNAVAILABLE
+    assert [g.name for g in snapshot.guards] == ["a", "b"]
+    assert snapshot.at == 5.0
+    data = json.loads(json.dumps(snapshot.to_dict()))
+    assert data["health"] == "unavailable"
+    assert data["guards"][0]["state"] == "forced_open"
+    assert data["guards"][0]["reason"] == "maintenance"
+    assert data["trail"][0]["reason"] == "maintenance"
+    assert data["trail"][0]["new_health"] == "unavailable"
+
+
+def test_the_trail_keeps_the_last_n_transitions_in_order(clock: VirtualClock) -> None:
+    """The audit trail is bounded to trail_size and keeps the newest, oldest first."""
+    registry = Registry(trail_size=3, clock=clock)
+    guard = breaker(registry, clock)
+    for i in range(5):
+        guard.force_open(reason=f"open {i}")
+        guard.close(reason=f"close {i}")
+    assert [t.reason for t in registry.trail] == ["close 3", "open 4", "close 4"]
+
+
+def test_trail_size_must_be_positive() -> None:
+    """A trail_size below 1 is a configuration error naming the value."""
+    with pytest.raises(ConfigurationError, match=r"trail_size must be >= 1 \(got 0\)"):
+        Registry(trail_size=0)
+
+
+def test_unsubscribe_stops_delivery(registry: Registry, clock: VirtualClock) -> None:
+    """After unsubscribe() a listener hears nothing more; unsubscribing twice is harmless."""
+    heard: list[str] = []
+    subscription = registry.subscribe(lambda t: heard.append(t.new_state))
+    guard = breaker(registry, clock)
+    guard.force_open()
+    assert subscription.active
+    subscription.unsubscribe()
+    subscription.unsubscribe()
+    assert not subscription.active
+    guard.close()
+    assert heard == ["forced_open"]
+
+
+def test_a_subscription_is_a_context_manager(registry: Registry, clock: VirtualClock) -> None:
+    """Leaving a `with registry.subscribe(...)` block unsubscribes."""
+    heard: list[str] = []
+    guard = breaker(registry, clock)
+    with registry.subscribe(lambda t: heard.append(t.new_state)):
+        guard.force_open()
+    guard.close()
+    assert heard == ["forced_open"]
+
+
+def test_listeners_must_be_callable(registry: Registry) -> None:
+    """subscribe() refuses a non-callable with a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="listener must be callable"):
+        registry.subscribe("not callable")  # type: ignore[arg-type]
+
+
+def test_a_raising_listener_changes_nothing_else(
+    registry: Registry, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that raises never breaks the call, the transition, or other listeners."""
+    heard: list[str] = []
+
+    def broken(_: Transition) -> None:
+        raise RuntimeError("listener bug")
+
+    registry.subscribe(broken)
+    registry.subscribe(lambda t: heard.append(t.new_state))
+    guard = breaker(registry, clock)
+
+    def boom() -> None:
+        raise ConnectionError
+
+    with caplog.at_level(logging.ERROR, logger="resilient"):
+        with pytest.raises(ConnectionError):
+            guard.call(boom)
+        guard.close()
+        guard.force_open()
+    assert guard.state is BreakerState.FORCED_OPEN
+    assert heard == ["open", "closed", "forced_open"]
+    assert registry.listener_errors == 3
+    logged = [r for r in caplog.records if "listener" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+
+
+def test_a_listener_may_read_and_reset_the_guard(registry: Registry, clock: VirtualClock) -> None:
+    """A listener can read the guard and call reset() from its callback without deadlock."""
+    guard = breaker(registry, clock)
+    seen: list[tuple[str, str]] = []
+
+    def auto_reset(transition: Transition) -> None:
+        seen.append((transition.new_state, guard.snapshot().state))
+        if transition.new_state == "forced_open":
+            guard.reset(reason="auto reset")
+
+    registry.subscribe(auto_reset)
+    guard.force_open()
+    assert guard.state is BreakerState.CLOSED
+    # The reset's transition arrives after the one that caused it, never inside it.
+    assert seen == [("forced_open", "forced_open"), ("closed", "closed")]
+    assert [t.reason for t in registry.trail] == ["forced open by operator", "auto reset"]
+
+
+def test_listeners_cost_nothing_when_absent(registry: Registry) -> None:
+    """A registry with no listeners reports none (and delivers to none)."""
+    assert not registry._listeners
+    subscription = registry.subscribe(lambda t: None)
+    assert registry._listeners
+    subscription.unsubscribe()
+    assert not registry._listeners
+
+
+def test_repr_shows_size_and_health(registry: Registry, clock: VirtualClock) -> None:
+    """repr of a registry shows how many guards it holds and its health."""
+    breaker(registry, clock)
+    assert repr(registry) == "<Registry guards=1 health=healthy>"

@@ -1,0 +1,89 @@
+"""Type-checked with ``mypy --strict``, never run: how users call the public API.
+
+``assert_type`` fails the type check if a decorated function loses its parameters or
+its return type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from typing_extensions import assert_type
+
+import resilient
+from resilient import BreakerState, CircuitBreaker, CountWindow, Health, TimeWindow
+from resilient.testing import VirtualClock
+
+breaker = CircuitBreaker(
+    "odds-feed",
+    window=TimeWindow("1m"),
+    minimum_calls=20,
+    failure_rate_threshold=0.5,
+    slow_call_duration="2s",
+    open_duration=30,
+    open_duration_max=300,
+    record=(ConnectionError, TimeoutError),
+    ignore=lambda exc: isinstance(exc, KeyError),
+    failure_result=lambda odds: odds is None,
+    clock=VirtualClock(),
+    registry=resilient.Registry(),
+)
+
+
+@breaker
+def price(match: str, *, market: str = "1x2") -> float:
+    return 1.95
+
+
+@breaker
+async def price_async(match: str, *, market: str = "1x2") -> float:
+    return 1.95
+
+
+class PriceFunction(Protocol):
+    def __call__(self, match: str, *, market: str = ...) -> float: ...
+
+
+keeps_signature: PriceFunction = price
+assert_type(price("ARS-CHE", market="ou"), float)
+assert_type(breaker.call(price, "ARS-CHE", market="ou"), float)
+# Each ignore below is itself checked: mypy --strict reports an ignore that is not needed,
+# so these lines prove that wrong arguments are still caught through the decorator.
+price(1)  # type: ignore[arg-type]
+price("ARS-CHE", "ou")  # type: ignore[call-arg]
+breaker.call(price, "ARS-CHE", mkt="ou")  # type: ignore[call-arg]
+
+
+def coroutine_kept() -> None:
+    pending = price_async("ARS-CHE")
+    _: Coroutine[Any, Any, float] = pending
+    pending.close()
+
+
+async def use_async() -> None:
+    value = await breaker.call_async(price_async, "ARS-CHE", market="ou")
+    assert_type(value, float)
+    async with breaker:
+        pass
+
+
+def use_sync() -> None:
+    with breaker:
+        pass
+    assert_type(breaker.state, BreakerState)
+    assert_type(breaker.health, Health)
+    assert_type(breaker.retry_after, float | None)
+    snapshot = resilient.default_registry.snapshot()
+    assert_type(snapshot.health, Health)
+    breaker.force_open(reason="maintenance")
+    breaker.close()
+    window: CountWindow | TimeWindow = CountWindow(100)
+    del window
+
+
+def awaitable_factory() -> Callable[[], Awaitable[int]]:
+    async def one() -> int:
+        return 1
+
+    return breaker(one)
