@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TypeAlias
 
 from ._core._clock import SYSTEM_CLOCK, Clock
@@ -79,6 +80,11 @@ _LEGAL: dict[BreakerState, frozenset[BreakerState]] = {
     _FORCED_OPEN: frozenset({_CLOSED, _DISABLED}),
     _DISABLED: frozenset({_CLOSED, _FORCED_OPEN}),
 }
+
+# How many lock-free successes may pile up before the next one folds them into the window.
+# A count window folds any number in O(window) C-level work, so it can wait longer.
+_COUNT_DRAIN_AT = 1024
+_TIME_DRAIN_AT = 64
 
 _IGNORED = -1  # outcome of an exception that counts as neither success nor failure
 
@@ -235,12 +241,13 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._timed = self._slow_seconds is not None
         self._needs_now = self._timed or isinstance(window, TimeWindow)
         self._now = clock.monotonic
-        # With a count window, a plain success only appends its epoch to _pending (one C
-        # call, no lock); the epochs are folded into the window under the lock before any
-        # decision, on every snapshot, and whenever a window's worth has piled up.
+        # A plain success in the closed state only appends its epoch (with a time window,
+        # its epoch and end time) to _pending: one C call, no lock. The lock holder folds
+        # them into the window before every decision, every snapshot and every transition,
+        # and whenever _drain_at of them have piled up, so memory stays bounded.
         self._ring = self._window if isinstance(self._window, _CountRing) else None
-        self._pending: deque[int] = deque()
-        self._drain_at = window.calls if isinstance(window, CountWindow) else 1
+        self._pending: deque[int | tuple[int, float]] = deque()
+        self._drain_at = _COUNT_DRAIN_AT if isinstance(window, CountWindow) else _TIME_DRAIN_AT
         self._lock_free_ok = self._ring is not None and failure_result is None
 
         # Changed only under the lock. _epoch grows on every transition, so an outcome
@@ -382,12 +389,17 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             epoch, started = permit
             if self._slow_seconds is not None and now - started >= self._slow_seconds:
                 outcome |= SLOW
-            elif outcome == 0 and self._ring is not None:
-                self._pending.append(epoch)
-                return
         else:
             trial_now = now if self._needs_now else self._now()
             self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
+            return
+        if outcome == 0:
+            # A plain success cannot trip the breaker: queue it without the lock.
+            pending = self._pending
+            pending.append(epoch if self._ring is not None else (epoch, now))
+            if len(pending) >= self._drain_at:
+                with self._lock:
+                    self._drain()
             return
         with self._lock:
             self._drain()
@@ -406,9 +418,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._slow_calls += 1
             window = self._window
             window.record(outcome, now)
-            # Thresholds are judged when a failure or a slow call is recorded: a plain
-            # success can only lower both rates.
-            if not outcome or window.calls < self._minimum_calls or self._state is not _CLOSED:
+            if window.calls < self._minimum_calls or self._state is not _CLOSED:
                 return
             reason = self._trip_reason()
             if reason is None:
@@ -425,13 +435,22 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         epoch = self._epoch
         popleft = pending.popleft
         current = 0
-        for _ in range(count):
-            if popleft() == epoch:
-                current += 1
+        ring = self._ring
+        if ring is not None:
+            # Pop exactly `count` epochs in C (appends racing with us stay queued), then
+            # count the current ones in C too.
+            current = list(islice(iter(popleft, None), count)).count(epoch)
+            if current:
+                ring.record_successes(current)
+        else:
+            record = self._window.record
+            for _ in range(count):
+                item_epoch, finished = popleft()  # type: ignore[misc]
+                if item_epoch == epoch:
+                    current += 1
+                    record(0, finished)
         self._late += count - current
         self._successes += current
-        if current and self._ring is not None:
-            self._ring.record_successes(current)
 
     def _finish_trial(self, trial: _Trial, outcome: int, failure: str | None, now: float) -> None:
         with self._lock:

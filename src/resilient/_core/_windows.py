@@ -182,8 +182,13 @@ class _TimeBuckets(LiveWindow):
         self._head = epoch
 
     def record(self, flags: int, now: float) -> None:
-        self.expire(now)
-        slot = self._head % self._count  # type: ignore[operator]  # set by expire()
+        epoch = int(now // self._width)
+        head = self._head
+        if head is None or epoch > head:
+            self.expire(now)
+        elif epoch <= head - self._count:
+            return  # reported after its bucket slid out of the window
+        slot = epoch % self._count
         self._b_calls[slot] += 1
         self.calls += 1
         if flags & FAILURE:
