@@ -536,6 +536,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         now = self._now()
         with self._lock:
             if clear:
+                self._drain()  # successes already queued belong to the window being cleared
                 self._window.clear()
                 self._open_for = self._open_base
                 self._consecutive_opens = 0

@@ -65,7 +65,12 @@ class VirtualClock:
         Raises:
             ConfigurationError: ``seconds`` is negative or not finite.
         """
-        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise ConfigurationError(
                 f"seconds must be a finite number >= 0; a clock never goes back (got {seconds!r})"
             )

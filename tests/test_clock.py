@@ -1,0 +1,414 @@
+"""The clocks: VirtualClock moves only when told to; SystemClock reads the process clocks."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+import resilient
+from resilient import ConfigurationError, SystemClock
+from resilient.testing import VirtualClock
+
+TIMEOUT = 5.0
+# Real seconds: only an upper bound on how long a thread may block, never a pause.
+BOUND = 5.0
+# Real seconds a waiting thread is given to show it keeps waiting.
+GLANCE = 0.05
+
+
+class WatchedEvent(threading.Event):
+    """A threading.Event that tells when somebody first blocks on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.blocked.set()
+        return super().wait(timeout)
+
+
+class Waiter:
+    """``clock.wait(event, timeout)`` running in its own thread."""
+
+    def __init__(self, clock: VirtualClock, timeout: float | None) -> None:
+        self.event = WatchedEvent()
+        self.result: list[bool] = []
+        self._thread = threading.Thread(
+            target=lambda: self.result.append(clock.wait(self.event, timeout)), daemon=True
+        )
+        self._thread.start()
+
+    def blocked(self) -> None:
+        """Return once the waiter blocks on its event (it has read the clock by then)."""
+        assert self.event.blocked.wait(timeout=BOUND), "the waiter never blocked"
+
+    def still_waiting(self) -> bool:
+        """Whether the waiter is still waiting after a short, bounded look."""
+        self._thread.join(timeout=GLANCE)
+        return self._thread.is_alive()
+
+    def outcome(self) -> bool:
+        """What ``wait`` returned, once it has."""
+        self._thread.join(timeout=BOUND)
+        assert not self._thread.is_alive(), "wait never returned"
+        return self.result[0]
+
+
+# -- VirtualClock: reading -------------------------------------------------------------------
+
+
+def test_virtual_clock_starts_at_zero() -> None:
+    """A new VirtualClock reads 0.0."""
+    assert VirtualClock().monotonic() == 0.0
+
+
+def test_virtual_clock_starts_at_start() -> None:
+    """VirtualClock(start) reads start."""
+    assert VirtualClock(start=42.5).monotonic() == 42.5
+
+
+def test_virtual_wall_time_starts_at_a_fixed_date() -> None:
+    """Without wall_start, wall() starts at 2026-01-01T00:00:00Z."""
+    assert VirtualClock(start=7.0).wall() == 1_767_225_600.0
+
+
+def test_virtual_wall_time_is_wall_start_plus_elapsed() -> None:
+    """wall() is wall_start plus the time elapsed since start."""
+    clock = VirtualClock(start=100.0, wall_start=1_000_000.0)
+
+    clock.advance(2.5)
+
+    assert (clock.monotonic(), clock.wall()) == (102.5, 1_000_002.5)
+
+
+def test_advance_moves_the_clock_forward() -> None:
+    """advance(s) adds s to the reading; successive advances add up."""
+    clock = VirtualClock()
+
+    clock.advance(1.5)
+    clock.advance(0)
+    clock.advance(2)
+
+    assert clock.monotonic() == 3.5
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        pytest.param(-1.0, "-1.0", id="negative"),
+        pytest.param(-1e-9, "-1e-09", id="barely-negative"),
+        pytest.param(math.nan, "nan", id="nan"),
+        pytest.param(math.inf, "inf", id="inf"),
+        pytest.param(-math.inf, "-inf", id="minus-inf"),
+        pytest.param(True, "True", id="bool"),
+    ],
+)
+def test_advance_refuses_a_value_that_is_negative_or_not_finite(seconds: float, shown: str) -> None:
+    """advance refuses negative, NaN and infinite seconds with an error naming the value."""
+    clock = VirtualClock(start=1.0)
+
+    with pytest.raises(ConfigurationError, match=f"got {shown}\\)") as refused:
+        clock.advance(seconds)
+
+    assert "seconds" in str(refused.value)
+    assert clock.monotonic() == 1.0
+
+
+def test_sleep_advances_the_clock_at_once() -> None:
+    """sleep(3600) moves the virtual clock by 3600 s without blocking."""
+    clock = VirtualClock()
+    started = time.monotonic()
+
+    clock.sleep(3600)
+
+    assert clock.monotonic() == 3600.0
+    assert time.monotonic() - started < 1.0
+
+
+def test_sleep_refuses_a_negative_duration() -> None:
+    """sleep(-1) is refused like advance(-1), and the clock does not move."""
+    clock = VirtualClock()
+
+    with pytest.raises(ConfigurationError, match=r"got -1\)"):
+        clock.sleep(-1)
+
+    assert clock.monotonic() == 0.0
+
+
+# -- VirtualClock: waiting from threads ------------------------------------------------------
+
+
+def test_wait_returns_false_once_advanced_past_the_timeout() -> None:
+    """A thread in wait(event, 5) gets False once the test thread advances past 5 s."""
+    clock = VirtualClock()
+    waiter = Waiter(clock, TIMEOUT)
+    waiter.blocked()
+
+    clock.advance(TIMEOUT + 1)
+
+    assert waiter.outcome() is False
+
+
+def test_wait_returns_true_when_the_event_is_set_first() -> None:
+    """A thread in wait(event, 5) gets True when the event is set before the timeout."""
+    clock = VirtualClock()
+    waiter = Waiter(clock, TIMEOUT)
+    waiter.blocked()
+
+    waiter.event.set()
+
+    assert waiter.outcome() is True
+    assert clock.monotonic() == 0.0
+
+
+def test_wait_keeps_waiting_until_the_timeout_is_reached() -> None:
+    """Advancing to just before the timeout leaves the thread waiting."""
+    clock = VirtualClock()
+    waiter = Waiter(clock, TIMEOUT)
+    waiter.blocked()
+
+    clock.advance(TIMEOUT - 0.001)
+
+    assert waiter.still_waiting()
+    waiter.event.set()
+    assert waiter.outcome() is True
+
+
+def test_wait_measures_its_timeout_from_when_it_was_called() -> None:
+    """Time that passed before wait was called does not count towards its timeout."""
+    clock = VirtualClock(start=100.0)
+    clock.advance(TIMEOUT * 10)
+    waiter = Waiter(clock, TIMEOUT)
+    waiter.blocked()
+
+    clock.advance(TIMEOUT - 0.001)
+
+    assert waiter.still_waiting()
+    clock.advance(0.001)
+    assert waiter.outcome() is False
+
+
+def test_wait_without_a_timeout_ignores_the_clock() -> None:
+    """wait(event, None) outlasts any advance and returns True once the event is set."""
+    clock = VirtualClock()
+    waiter = Waiter(clock, None)
+    waiter.blocked()
+
+    clock.advance(1e9)
+
+    assert waiter.still_waiting()
+    waiter.event.set()
+    assert waiter.outcome() is True
+
+
+# -- VirtualClock: waiting in tasks ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_wait_async_ends_false_when_another_task_advances_past_the_timeout() -> None:
+    """A task in wait_async(event, 5) gets False once another task advances past 5 s."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    results: list[bool] = []
+
+    async def waiter() -> None:
+        results.append(await clock.wait_async(event, TIMEOUT))
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(TIMEOUT + 1)
+
+    assert results == [False]
+
+
+@pytest.mark.anyio
+async def test_wait_async_ends_true_when_the_event_is_set() -> None:
+    """A task in wait_async(event, 5) gets True when another task sets the event."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    results: list[bool] = []
+
+    async def waiter() -> None:
+        results.append(await clock.wait_async(event, TIMEOUT))
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            event.set()
+
+    assert results == [True]
+    assert clock.monotonic() == 0.0
+
+
+@pytest.mark.anyio
+async def test_wait_async_keeps_waiting_until_the_timeout_is_reached() -> None:
+    """Advancing to just before the timeout leaves the task waiting."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    results: list[bool] = []
+
+    async def waiter() -> None:
+        results.append(await clock.wait_async(event, TIMEOUT))
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(TIMEOUT - 0.001)
+            await anyio.wait_all_tasks_blocked()
+            assert results == []
+            event.set()
+
+    assert results == [True]
+
+
+@pytest.mark.anyio
+async def test_wait_async_ends_when_a_thread_advances_past_the_timeout() -> None:
+    """A task in wait_async(event, 5) gets False when another thread advances past 5 s."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    results: list[bool] = []
+
+    async def waiter() -> None:
+        results.append(await clock.wait_async(event, TIMEOUT))
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(clock.advance, TIMEOUT + 1)
+
+    assert results == [False]
+
+
+@pytest.mark.anyio
+async def test_wait_async_with_a_set_event_returns_true_at_once() -> None:
+    """wait_async on an event that is already set returns True without moving the clock."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    event.set()
+
+    assert await clock.wait_async(event, TIMEOUT) is True
+    assert clock.monotonic() == 0.0
+
+
+@pytest.mark.anyio
+async def test_sleep_async_advances_the_clock_at_once() -> None:
+    """sleep_async(3600) moves the virtual clock by 3600 s."""
+    clock = VirtualClock()
+
+    with anyio.fail_after(BOUND):
+        await clock.sleep_async(3600)
+
+    assert clock.monotonic() == 3600.0
+
+
+@pytest.mark.anyio
+async def test_sleep_async_is_a_cancellation_point() -> None:
+    """sleep_async in a cancelled scope is cancelled, and the clock does not move."""
+    clock = VirtualClock()
+    reached: list[bool] = []
+
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await clock.sleep_async(10)
+        reached.append(True)
+
+    assert (scope.cancelled_caught, reached, clock.monotonic()) == (True, [], 0.0)
+
+
+@pytest.mark.anyio
+async def test_wait_async_is_a_cancellation_point() -> None:
+    """wait_async in a cancelled scope is cancelled, even on a set event."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    event.set()
+    reached: list[bool] = []
+
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await clock.wait_async(event, TIMEOUT)
+        reached.append(True)
+
+    assert (scope.cancelled_caught, reached) == (True, [])
+
+
+# -- SystemClock -----------------------------------------------------------------------------
+
+
+def test_system_clock_monotonic_never_goes_back() -> None:
+    """Successive SystemClock.monotonic() readings never decrease."""
+    clock = SystemClock()
+
+    readings = [clock.monotonic() for _ in range(1000)]
+
+    assert readings == sorted(readings)
+
+
+def test_system_clock_wall_is_unix_time() -> None:
+    """SystemClock.wall() reads Unix time."""
+    before = time.time()
+
+    reading = SystemClock().wall()
+
+    assert before <= reading <= time.time()
+
+
+def test_system_clock_wait_returns_true_for_a_set_event() -> None:
+    """SystemClock.wait on a set event returns True."""
+    event = threading.Event()
+    event.set()
+
+    assert SystemClock().wait(event, TIMEOUT) is True
+
+
+def test_system_clock_wait_returns_false_after_a_short_timeout() -> None:
+    """SystemClock.wait on an unset event returns False once its (short, real) timeout passes."""
+    assert SystemClock().wait(threading.Event(), 0.01) is False
+
+
+@pytest.mark.anyio
+async def test_system_clock_wait_async_returns_true_for_a_set_event() -> None:
+    """SystemClock.wait_async on a set event returns True."""
+    event = anyio.Event()
+    event.set()
+
+    with anyio.fail_after(BOUND):
+        assert await SystemClock().wait_async(event, TIMEOUT) is True
+
+
+@pytest.mark.anyio
+async def test_system_clock_wait_async_returns_false_after_a_short_timeout() -> None:
+    """SystemClock.wait_async on an unset event returns False after a short real timeout."""
+    with anyio.fail_after(BOUND):
+        assert await SystemClock().wait_async(anyio.Event(), 0.01) is False
+
+
+# -- the protocol ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make", [pytest.param(VirtualClock, id="virtual"), pytest.param(SystemClock, id="system")]
+)
+def test_clocks_satisfy_the_clock_protocol(make: Callable[[], object]) -> None:
+    """VirtualClock() and SystemClock() are both resilient.Clock."""
+    assert isinstance(make(), resilient.Clock)
+
+
+def test_an_object_without_the_clock_methods_is_not_a_clock() -> None:
+    """An object lacking the Clock methods is not a resilient.Clock."""
+
+    class Stopwatch:
+        def monotonic(self) -> float:
+            return 0.0
+
+    assert not isinstance(Stopwatch(), resilient.Clock)
