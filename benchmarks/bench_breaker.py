@@ -53,6 +53,19 @@ def fail() -> int:
     raise ConnectionError("feed down")
 
 
+class Refused(Exception):
+    """Stands for any refusal: the floor below which no refusing breaker can go."""
+
+
+def _raise_fresh() -> None:
+    raise Refused("refused", 1.0)
+
+
+def raise_floor() -> None:
+    """A fresh exception raised two frames down: what a refusal costs CPython at least."""
+    _raise_fresh()
+
+
 def trip(fn: Callable[[], object], times: int) -> None:
     for _ in range(times):
         try:
@@ -140,7 +153,9 @@ def main() -> int:
     if missing:
         print(f"not installed, skipped: {', '.join(missing)} (make bench installs them)")
     bare = per_call_ns(work, calls, refused=False)
-    print(f"bare function call: {bare:.0f} ns\n")
+    floor = per_call_ns(raise_floor, calls, refused=True)
+    print(f"bare function call: {bare:.0f} ns")
+    print(f"raising and catching a fresh exception two frames down: {floor:.0f} ns\n")
 
     results: dict[str, tuple[float, float]] = {}
     for name, (closed, open_fn) in contenders.items():
