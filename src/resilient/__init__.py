@@ -1,17 +1,31 @@
 """Reliability patterns for high-volume, real-time services, over one shared state model.
 
-Every guard (circuit breaker, and the patterns that follow) has a name, a state, a health,
-frozen snapshots and transition events in one :class:`Registry`.
+Every guard (circuit breaker, retry policy, retry budget, and the patterns that follow)
+has a name, a state, a health, frozen snapshots and transition events in one
+:class:`Registry`.
 """
 
+from ._backoff import Backoff as Backoff
+from ._backoff import Constant as Constant
+from ._backoff import DecorrelatedJitter as DecorrelatedJitter
+from ._backoff import EqualJitter as EqualJitter
+from ._backoff import Exponential as Exponential
+from ._backoff import FullJitter as FullJitter
+from ._backoff import Linear as Linear
+from ._backoff import NoWait as NoWait
 from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreaker as CircuitBreaker
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
+from ._core._deadline import Deadline as Deadline
+from ._core._deadline import current_deadline as current_deadline
+from ._core._deadline import deadline as deadline
 from ._core._errors import CircuitOpenError as CircuitOpenError
 from ._core._errors import ConfigurationError as ConfigurationError
+from ._core._errors import DeadlineExceededError as DeadlineExceededError
 from ._core._errors import RejectedError as RejectedError
 from ._core._errors import ResilientError as ResilientError
+from ._core._errors import RetryExhaustedError as RetryExhaustedError
 from ._core._events import Listener as Listener
 from ._core._events import Subscription as Subscription
 from ._core._guard import Guard as Guard
@@ -19,35 +33,70 @@ from ._core._match import ExceptionSpec as ExceptionSpec
 from ._core._registry import Registry as Registry
 from ._core._registry import RegistrySnapshot as RegistrySnapshot
 from ._core._registry import default_registry as default_registry
+from ._core._run import Attempt as Attempt
+from ._core._state import Event as Event
 from ._core._state import GuardSnapshot as GuardSnapshot
 from ._core._state import Health as Health
 from ._core._state import Transition as Transition
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
 from ._core._windows import TimeWindow as TimeWindow
+from ._retry import Retry as Retry
+from ._retry import RetryAttempt as RetryAttempt
+from ._retry import RetryGaveUp as RetryGaveUp
+from ._retry import RetryScheduled as RetryScheduled
+from ._retry import RetryState as RetryState
+from ._retry import default_not_sent as default_not_sent
+from ._retry import parse_retry_after as parse_retry_after
+from ._retry_budget import BudgetState as BudgetState
+from ._retry_budget import RetryBudget as RetryBudget
 
 __all__ = [
+    "Attempt",
+    "Backoff",
     "BreakerState",
+    "BudgetState",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
+    "Constant",
     "CountWindow",
+    "Deadline",
+    "DeadlineExceededError",
+    "DecorrelatedJitter",
     "Duration",
+    "EqualJitter",
+    "Event",
     "ExceptionSpec",
+    "Exponential",
+    "FullJitter",
     "Guard",
     "GuardSnapshot",
     "Health",
+    "Linear",
     "Listener",
+    "NoWait",
     "Registry",
     "RegistrySnapshot",
     "RejectedError",
     "ResilientError",
+    "Retry",
+    "RetryAttempt",
+    "RetryBudget",
+    "RetryExhaustedError",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "RetryState",
     "Subscription",
     "SystemClock",
     "TimeWindow",
     "Transition",
+    "current_deadline",
+    "deadline",
+    "default_not_sent",
     "default_registry",
+    "parse_retry_after",
 ]
 
 __version__ = "0.1.0.dev0"

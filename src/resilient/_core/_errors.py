@@ -4,6 +4,8 @@
 
     ResilientError                   anything this library raises on its own account
     ├── ConfigurationError           bad configuration; also a ValueError
+    ├── DeadlineExceededError        no time was left to start the work; also a TimeoutError
+    ├── RetryExhaustedError          retries ended on a result judged bad; .last_result
     └── RejectedError                a call refused without running; .guard, .retry_after
         └── CircuitOpenError         refused by a circuit breaker; .state
 
@@ -14,7 +16,14 @@ Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
 
 from __future__ import annotations
 
-__all__ = ["CircuitOpenError", "ConfigurationError", "RejectedError", "ResilientError"]
+__all__ = [
+    "CircuitOpenError",
+    "ConfigurationError",
+    "DeadlineExceededError",
+    "RejectedError",
+    "ResilientError",
+    "RetryExhaustedError",
+]
 
 
 class ResilientError(Exception):
@@ -27,6 +36,63 @@ class ConfigurationError(ResilientError, ValueError):
     The message names the parameter and the value it got, e.g.
     ``"failure_rate_threshold must be in (0, 1] (got 1.5)"``.
     """
+
+
+class DeadlineExceededError(ResilientError, TimeoutError):
+    """The deadline had passed before the work could start.
+
+    Raised instead of starting an attempt when no time is left; once an attempt has failed,
+    a retry that runs out of time re-raises that attempt's own exception instead.
+
+    Args:
+        guard: Name of the guard that found no time left.
+        overdue: Seconds past the deadline.
+    """
+
+    __slots__ = ()
+
+    @property
+    def guard(self) -> str:
+        """Name of the guard that found no time left."""
+        return str(self.args[0])
+
+    @property
+    def overdue(self) -> float:
+        """Seconds past the deadline when the guard looked."""
+        return float(self.args[1])
+
+    def __str__(self) -> str:
+        return (
+            f"{self.guard!r} did not start: its deadline passed {self.overdue:.3g} s ago; "
+            "give the call more time with resilient.deadline(...) or timeout="
+        )
+
+
+class RetryExhaustedError(ResilientError):
+    """Every attempt returned a result that ``on_result`` asked to retry.
+
+    (When attempts end on an exception, that exception itself is raised, with a note.)
+
+    Attributes:
+        guard: Name of the retry policy.
+        attempts: How many attempts were made.
+        last_result: What the last attempt returned.
+        reason: Why retrying stopped, e.g. ``"3 of 3 attempts made"``.
+    """
+
+    def __init__(self, guard: str, attempts: int, last_result: object, reason: str) -> None:
+        super().__init__(guard, attempts, last_result, reason)
+        self.guard = guard
+        self.attempts = attempts
+        self.last_result = last_result
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"retry {self.guard!r} gave up after {self.attempts} attempt"
+            f"{'' if self.attempts == 1 else 's'} ({self.reason}); "
+            f"the last result was {self.last_result!r}"
+        )
 
 
 class RejectedError(ResilientError):

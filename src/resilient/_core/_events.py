@@ -1,9 +1,10 @@
 """Listener dispatch.
 
-Transitions are queued in the order guards make them and delivered outside every guard
-lock, one at a time, by whichever thread finds the queue non-empty. So a listener may read
-a guard, or call its ``reset()``, from inside its callback without deadlock; a transition
-it causes is delivered after the current one, never in the middle of it.
+Events (transitions and the per-call events of patterns such as retries) are queued in the
+order guards make them and delivered outside every guard lock, one at a time, by whichever
+thread finds the queue non-empty. So a listener may read a guard, or call its ``reset()``,
+from inside its callback without deadlock; an event it causes is delivered after the
+current one, never in the middle of it.
 
 A listener that raises never changes a guarded call's outcome and never stops the other
 listeners: its first error is logged with a traceback, later ones are counted.
@@ -15,13 +16,15 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-from ._state import Transition
+from ._errors import ConfigurationError
+from ._state import Event
 
 __all__ = ["Listener", "ListenerSet", "Subscription"]
 
-Listener = Callable[[Transition], object]
-"""A callable that receives every :class:`Transition`; its return value is ignored."""
+Listener = Callable[[Any], object]
+"""A callable that receives events; its return value is ignored."""
 
 logger = logging.getLogger("resilient")
 
@@ -29,11 +32,12 @@ logger = logging.getLogger("resilient")
 class Subscription:
     """Handle returned by ``subscribe``; call :meth:`unsubscribe` (or use ``with``) to stop."""
 
-    __slots__ = ("_listener", "_owner")
+    __slots__ = ("_listener", "_owner", "_types")
 
-    def __init__(self, owner: ListenerSet, listener: Listener) -> None:
+    def __init__(self, owner: ListenerSet, listener: Listener, types: tuple[type, ...]) -> None:
         self._owner = owner
         self._listener = listener
+        self._types = types
 
     @property
     def active(self) -> bool:
@@ -54,13 +58,14 @@ class Subscription:
 class ListenerSet:
     """Ordered delivery of transitions to a changing set of listeners."""
 
-    __slots__ = ("_delivering", "_entries", "_errors", "_logged", "_mutate", "_queue")
+    __slots__ = ("_delivering", "_entries", "_errors", "_logged", "_mutate", "_queue", "_wanted")
 
     def __init__(self) -> None:
         # Copy-on-write tuple: delivery iterates it without a lock.
         self._entries: tuple[Subscription, ...] = ()
         self._mutate = threading.Lock()
-        self._queue: deque[Transition] = deque()
+        self._queue: deque[Event] = deque()
+        self._wanted: dict[type, bool] = {}  # event class -> does any listener take it
         self._delivering = threading.Lock()
         self._logged: set[Subscription] = set()
         self._errors = 0
@@ -73,26 +78,40 @@ class ListenerSet:
     def __bool__(self) -> bool:
         return bool(self._entries)
 
-    def add(self, listener: Listener) -> Subscription:
+    def add(self, listener: Listener, types: type | tuple[type, ...]) -> Subscription:
         if not callable(listener):
-            from ._errors import ConfigurationError
-
             raise ConfigurationError(f"listener must be callable (got {listener!r})")
-        subscription = Subscription(self, listener)
+        wanted = types if isinstance(types, tuple) else (types,)
+        if not wanted or not all(isinstance(t, type) and issubclass(t, Event) for t in wanted):
+            raise ConfigurationError(
+                f"events must be an Event class or a tuple of them, such as Transition "
+                f"(got {types!r})"
+            )
+        subscription = Subscription(self, listener, wanted)
         with self._mutate:
             self._entries = (*self._entries, subscription)
+            self._wanted = {}
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
         with self._mutate:
             self._entries = tuple(e for e in self._entries if e is not subscription)
+            self._wanted = {}
 
-    def enqueue(self, transition: Transition) -> None:
-        """Queue a transition; call while holding the lock that ordered it."""
-        self._queue.append(transition)
+    def wants(self, event_class: type) -> bool:
+        """Whether any listener takes events of ``event_class``; cheap enough for a hot path."""
+        wanted = self._wanted.get(event_class)
+        if wanted is None:
+            wanted = any(issubclass(event_class, entry._types) for entry in self._entries)
+            self._wanted[event_class] = wanted
+        return wanted
+
+    def enqueue(self, event: Event) -> None:
+        """Queue an event; for a transition, call while holding the lock that ordered it."""
+        self._queue.append(event)
 
     def deliver(self) -> None:
-        """Deliver queued transitions; call after releasing every guard lock."""
+        """Deliver queued events; call after releasing every guard lock."""
         queue = self._queue
         while queue:
             if not self._delivering.acquire(blocking=False):
@@ -101,23 +120,25 @@ class ListenerSet:
                 return
             try:
                 while queue:
-                    transition = queue.popleft()
+                    event = queue.popleft()
                     for entry in self._entries:
-                        self._call(entry, transition)
+                        if isinstance(event, entry._types):
+                            self._call(entry, event)
             finally:
                 self._delivering.release()
 
-    def _call(self, entry: Subscription, transition: Transition) -> None:
+    def _call(self, entry: Subscription, event: Event) -> None:
         try:
-            entry._listener(transition)
+            entry._listener(event)
         except Exception:
             self._errors += 1
             if entry not in self._logged:
                 self._logged.add(entry)
                 logger.exception(
-                    "listener %r raised while handling a transition of %r; the call and the "
-                    "transition are unaffected, and later errors of this listener are counted "
-                    "in the registry's listener_errors, not logged",
+                    "listener %r raised while handling %s of %r; the call and the guard are "
+                    "unaffected, and later errors of this listener are counted in the "
+                    "registry's listener_errors, not logged",
                     entry._listener,
-                    transition.guard,
+                    type(event).__name__,
+                    getattr(event, "guard", None),
                 )

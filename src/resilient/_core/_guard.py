@@ -37,6 +37,7 @@ class Guard(abc.ABC, Generic[S]):
         registry: Registry,
         clock: Clock,
         replace: bool,
+        register: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
@@ -56,7 +57,8 @@ class Guard(abc.ABC, Generic[S]):
         self._since = clock.monotonic()
         self._since_wall = clock.wall()
         self._reason: str | None = None
-        registry.register(self, replace=replace)
+        if register:
+            registry.register(self, replace=replace)
 
     @property
     def name(self) -> str:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import ConfigurationError
-from ._events import Listener, ListenerSet, Subscription
-from ._state import GuardSnapshot, Health, Transition, worst
+from ._events import ListenerSet, Subscription
+from ._state import Event, GuardSnapshot, Health, Transition, worst
 from ._validate import check_count
 
 if TYPE_CHECKING:
     from ._guard import Guard
 
 __all__ = ["DEFAULT_TRAIL_SIZE", "Registry", "RegistrySnapshot", "default_registry"]
+
+E = TypeVar("E", bound=Event)
 
 DEFAULT_TRAIL_SIZE = 1000
 """How many transitions a registry's audit trail keeps unless told otherwise."""
@@ -150,13 +152,32 @@ class Registry:
 
     # -- transitions ----------------------------------------------------------------------
 
-    def subscribe(self, listener: Listener) -> Subscription:
-        """Call ``listener(transition)`` for every transition of every guard here.
+    @overload
+    def subscribe(self, listener: Callable[[Transition], object]) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self, listener: Callable[[E], object], *, events: type[E] | tuple[type[E], ...]
+    ) -> Subscription: ...
+
+    def subscribe(
+        self,
+        listener: Callable[[Any], object],
+        *,
+        events: type[Event] | tuple[type[Event], ...] = Transition,
+    ) -> Subscription:
+        """Call ``listener(event)`` for every event of the given classes from guards here.
+
+        Args:
+            listener: Receives each event; what it returns is ignored, what it raises is
+                logged once and counted, and never reaches the guarded call.
+            events: The event classes to receive: :class:`Transition` (the default), a
+                pattern's own events such as ``RetryScheduled``, or :class:`Event` for all.
 
         Returns:
             A handle whose ``unsubscribe()`` stops the deliveries; also a context manager.
         """
-        return self._listeners.add(listener)
+        return self._listeners.add(listener, events)
 
     def _record(self, transition: Transition) -> None:
         # Called with the moving guard's lock held, which orders transitions per guard.
@@ -165,6 +186,15 @@ class Registry:
 
     def _deliver(self) -> None:
         # Called after the moving guard released its lock.
+        self._listeners.deliver()
+
+    def _wants(self, event_class: type[Event]) -> bool:
+        """Whether an event of this class would reach any listener: check before building."""
+        return bool(self._listeners) and self._listeners.wants(event_class)
+
+    def _publish(self, event: Event) -> None:
+        """Deliver a per-call event (not a transition); call holding no guard lock."""
+        self._listeners.enqueue(event)
         self._listeners.deliver()
 
     def __repr__(self) -> str:

@@ -1,10 +1,14 @@
 """The one bridge between guards and the code they protect, sync and async.
 
-A guard that admits calls (a breaker now; a bulkhead and a budget later) only decides:
-``_enter`` admits a call (returning a permit) or raises :class:`RejectedError`, and one of
-``_exit_ok`` / ``_exit_error`` / ``_exit_cancel`` tells it how the call ended. The drivers
-here act: they run the function, sync or async, as a decorator, through ``call`` /
-``call_async``, or around a ``with`` / ``async with`` block.
+Two kinds of pattern meet their code here. A guard that admits calls (a breaker now; a
+bulkhead and a budget later) only decides: ``_enter`` admits a call (returning a permit)
+or raises :class:`RejectedError`, and one of ``_exit_ok`` / ``_exit_error`` /
+``_exit_cancel`` tells it how the call ended. A retrying pattern answers, after each
+attempt, how long to wait before the next one or that there is none.
+
+The drivers here act: they run the function, sync or async, as a decorator, through
+``call`` / ``call_async``, or around a block, and they do all the waiting, on the
+pattern's clock, skipping the sleep entirely for a zero wait.
 
 Control-flow exceptions (anything that is not an ``Exception``: cancellation,
 ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``) end the call as *cancelled*
@@ -19,13 +23,22 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from ._clock import Clock
 from ._guard import Guard, S
 
-__all__ = ["NO_RESULT", "Admission"]
+__all__ = [
+    "NO_RESULT",
+    "Admission",
+    "Attempt",
+    "Attempts",
+    "Retrying",
+    "retry_call",
+    "retry_call_async",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -194,3 +207,185 @@ class Admission(Guard[S], Generic[S, Permit]):
             self._exit_error(permit, exc)
         else:
             self._exit_cancel(permit)
+
+
+# -- retrying ----------------------------------------------------------------------------------
+
+
+class Retrying(Protocol):
+    """What a retrying pattern answers; the drivers below do the waiting and the calling."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def _begin(self) -> float: ...
+
+    def _new_call(self, start: float, operation: str) -> Any: ...
+
+    def _succeeded(self, call: Any, operation: str) -> None: ...
+
+    def _judge(self, result: object) -> bool: ...
+
+    def _on_error(self, call: Any, error: Exception) -> float | None: ...
+
+    def _on_bad_result(self, call: Any, result: object) -> float: ...
+
+    def _before_retry(self, call: Any) -> None: ...
+
+
+def retry_call(
+    policy: Retrying,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: str,
+) -> R:
+    """Run ``fn`` until it succeeds or ``policy`` stops it, sleeping between attempts."""
+    start = policy._begin()
+    call = None  # per-call state, made on the first failure only
+    while True:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            if call is None:
+                call = policy._new_call(start, operation)
+            wait = policy._on_error(call, error)
+            if wait is None:
+                raise
+        else:
+            if not policy._judge(result):
+                policy._succeeded(call, operation)
+                return result
+            if call is None:
+                call = policy._new_call(start, operation)
+            wait = policy._on_bad_result(call, result)
+        if wait > 0:
+            policy.clock.sleep(wait)
+        policy._before_retry(call)
+
+
+async def retry_call_async(
+    policy: Retrying,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: str,
+) -> R:
+    """The async twin of :func:`retry_call`; each wait is a cancellation point."""
+    start = policy._begin()
+    call = None
+    while True:
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as error:
+            if call is None:
+                call = policy._new_call(start, operation)
+            wait = policy._on_error(call, error)
+            if wait is None:
+                raise
+        else:
+            if not policy._judge(result):
+                policy._succeeded(call, operation)
+                return result
+            if call is None:
+                call = policy._new_call(start, operation)
+            wait = policy._on_bad_result(call, result)
+        if wait > 0:
+            await policy.clock.sleep_async(wait)
+        policy._before_retry(call)
+
+
+class Attempt:
+    """One attempt of a retried block: use it as ``with attempt:``."""
+
+    __slots__ = ("_attempts", "number")
+
+    def __init__(self, attempts: Attempts, number: int) -> None:
+        self._attempts = attempts
+        self.number = number
+        """1 for the first attempt."""
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        return self._attempts._ended(exc)
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number}>"
+
+
+class Attempts:
+    """Iterates over the attempts of a retried block, sync (``for``) or async (``async for``).
+
+    The block's exception is swallowed only when a retry follows; otherwise it propagates
+    out of the ``with`` block (with the policy's note on it). A block that ends normally
+    ends the loop.
+    """
+
+    __slots__ = ("_call", "_done", "_number", "_operation", "_policy", "_start", "_wait")
+
+    def __init__(self, policy: Retrying, operation: str) -> None:
+        self._policy = policy
+        self._operation = operation
+        self._start = policy._begin()
+        self._call: Any = None
+        self._number = 0
+        self._wait: float | None = None
+        self._done = False
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    def __next__(self) -> Attempt:
+        wait = self._next_wait()
+        if wait:
+            self._policy.clock.sleep(wait)
+        return self._next_attempt()
+
+    async def __anext__(self) -> Attempt:
+        try:
+            wait = self._next_wait()
+        except StopIteration:
+            raise StopAsyncIteration from None
+        if wait:
+            await self._policy.clock.sleep_async(wait)
+        return self._next_attempt()
+
+    def _next_wait(self) -> float | None:
+        if self._done or (self._number and self._wait is None):
+            self._done = True
+            raise StopIteration
+        return self._wait
+
+    def _next_attempt(self) -> Attempt:
+        if self._number:
+            self._policy._before_retry(self._call)
+        self._wait = None
+        self._number += 1
+        return Attempt(self, self._number)
+
+    def _ended(self, exc: BaseException | None) -> bool:
+        policy = self._policy
+        if exc is None:
+            policy._succeeded(self._call, self._operation)
+            self._done = True
+            return False
+        if not isinstance(exc, Exception):
+            self._done = True
+            return False
+        if self._call is None:
+            self._call = policy._new_call(self._start, self._operation)
+        self._wait = policy._on_error(self._call, exc)
+        if self._wait is None:
+            self._done = True
+            return False
+        return True

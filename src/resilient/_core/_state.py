@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeAlias
 
-__all__ = ["GuardSnapshot", "Health", "Statistic", "Transition", "worst"]
+__all__ = ["Event", "GuardSnapshot", "Health", "Statistic", "Transition", "worst"]
 
 Statistic: TypeAlias = int | float | str | bool | None
 """A value in a snapshot's statistics: always JSON-able."""
@@ -112,8 +112,22 @@ class GuardSnapshot:
         }
 
 
+class Event:
+    """Base of everything a registry delivers to its listeners.
+
+    Every event is a frozen, slotted dataclass that names its ``guard`` and turns into a
+    plain JSON-able dictionary with ``to_dict()``.
+    """
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain, JSON-able dictionary of this event."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(Event):
     """One change of a guard's state, with the reason for it.
 
     Attributes:

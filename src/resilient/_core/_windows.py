@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ._validate import Duration, check_count, to_seconds
 
-__all__ = ["FAILURE", "SLOW", "CountWindow", "LiveWindow", "TimeWindow"]
+__all__ = ["FAILURE", "SLOW", "BucketRing", "CountWindow", "LiveWindow", "TimeWindow"]
 
 FAILURE = 1
 """Outcome flag: the call failed."""
@@ -151,20 +151,24 @@ class _CountRing(LiveWindow):
         return f"last {self.calls} calls"
 
 
-class _TimeBuckets(LiveWindow):
-    __slots__ = ("_b_calls", "_b_failures", "_b_slow", "_count", "_head", "_seconds", "_width")
+class BucketRing:
+    """Sums of several counters over the last ``seconds``, kept in equal buckets.
 
-    def __init__(self, seconds: float, buckets: int) -> None:
-        super().__init__()
-        self._seconds = seconds
+    The shared mechanism of every time-based window: the breaker's time window counts
+    calls, failures and slow calls in one; a retry budget counts first attempts and retries.
+    """
+
+    __slots__ = ("_buckets", "_count", "_head", "_width", "totals")
+
+    def __init__(self, seconds: float, buckets: int, series: int) -> None:
         self._count = buckets
         self._width = seconds / buckets
-        self._b_calls = [0] * buckets
-        self._b_failures = [0] * buckets
-        self._b_slow = [0] * buckets
+        self._buckets = [[0] * buckets for _ in range(series)]
+        self.totals = [0] * series
         self._head: int | None = None  # absolute index of the newest bucket
 
     def expire(self, now: float) -> None:
+        """Drop the buckets that have slid out of the window by ``now``."""
         epoch = int(now // self._width)
         head = self._head
         if head is None or epoch - head >= self._count:
@@ -173,36 +177,66 @@ class _TimeBuckets(LiveWindow):
             return
         if epoch <= head:
             return
-        for absolute in range(head + 1, epoch + 1):
-            slot = absolute % self._count
-            self.calls -= self._b_calls[slot]
-            self.failures -= self._b_failures[slot]
-            self.slow -= self._b_slow[slot]
-            self._b_calls[slot] = self._b_failures[slot] = self._b_slow[slot] = 0
+        for series, buckets in enumerate(self._buckets):
+            dropped = 0
+            for absolute in range(head + 1, epoch + 1):
+                slot = absolute % self._count
+                dropped += buckets[slot]
+                buckets[slot] = 0
+            self.totals[series] -= dropped
         self._head = epoch
 
-    def record(self, flags: int, now: float) -> None:
+    def add(self, series: int, now: float, amount: int = 1) -> bool:
+        """Add ``amount`` to ``series`` at time ``now``.
+
+        Returns:
+            False when ``now`` lies in a bucket that has already slid out (nothing added).
+        """
         epoch = int(now // self._width)
         head = self._head
         if head is None or epoch > head:
             self.expire(now)
         elif epoch <= head - self._count:
-            return  # reported after its bucket slid out of the window
-        slot = epoch % self._count
-        self._b_calls[slot] += 1
-        self.calls += 1
-        if flags & FAILURE:
-            self._b_failures[slot] += 1
-            self.failures += 1
-        if flags & SLOW:
-            self._b_slow[slot] += 1
-            self.slow += 1
+            return False
+        self._buckets[series][epoch % self._count] += amount
+        self.totals[series] += amount
+        return True
 
     def clear(self) -> None:
-        self.calls = self.failures = self.slow = 0
-        for series in (self._b_calls, self._b_failures, self._b_slow):
-            series[:] = [0] * self._count
+        for buckets in self._buckets:
+            buckets[:] = [0] * self._count
+        self.totals[:] = [0] * len(self.totals)
         self._head = None
+
+
+class _TimeBuckets(LiveWindow):
+    __slots__ = ("_ring", "_seconds")
+
+    def __init__(self, seconds: float, buckets: int) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._ring = BucketRing(seconds, buckets, 3)
+
+    def _sync(self) -> None:
+        self.calls, self.failures, self.slow = self._ring.totals
+
+    def expire(self, now: float) -> None:
+        self._ring.expire(now)
+        self._sync()
+
+    def record(self, flags: int, now: float) -> None:
+        ring = self._ring
+        if not ring.add(0, now):
+            return  # reported after its bucket slid out of the window
+        if flags & FAILURE:
+            ring.add(1, now)
+        if flags & SLOW:
+            ring.add(2, now)
+        self._sync()
+
+    def clear(self) -> None:
+        self._ring.clear()
+        self._sync()
 
     def describe(self) -> str:
         return f"last {self._seconds:g} s ({self.calls} calls)"

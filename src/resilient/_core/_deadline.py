@@ -1,0 +1,111 @@
+"""A deadline that travels with the call, through every guard it passes.
+
+``with resilient.deadline(0.5):`` (or ``async with``) sets a deadline in a context variable.
+Every guard inside reads it: a retry starts no attempt once it has passed and no sleep that
+would end past it, and nested deadlines only ever shorten what is left. Threads and tasks
+started inside inherit it as context variables do.
+"""
+
+from __future__ import annotations
+
+import math
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from types import TracebackType
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._validate import Duration, to_seconds
+
+__all__ = ["Deadline", "current_deadline", "deadline"]
+
+_current: ContextVar[Deadline | None] = ContextVar("resilient_deadline", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A moment on a clock by which the work must be done.
+
+    Attributes:
+        expires_at: The moment, on ``clock.monotonic()``.
+        clock: The clock it is measured on.
+    """
+
+    expires_at: float
+    clock: Clock
+
+    def remaining(self) -> float:
+        """Seconds left; zero or negative once it has passed."""
+        return self.expires_at - self.clock.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self.remaining() <= 0
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline in force for this thread or task, or ``None``."""
+    return _current.get()
+
+
+class deadline:
+    """Set a deadline for a block, sync or async: ``with deadline(0.5): ...``.
+
+    An outer deadline that ends sooner stays in force: nesting only ever shortens the time
+    left. Leaving the block restores what was in force before.
+
+    Args:
+        seconds: Time from now (a duration: ``0.5``, ``timedelta(...)``, ``"500ms"``).
+        clock: The clock to measure on; the system clock if omitted.
+
+    Raises:
+        ConfigurationError: ``seconds`` is not a positive, finite duration.
+    """
+
+    __slots__ = ("_clock", "_seconds", "_tokens")
+
+    def __init__(self, seconds: Duration, *, clock: Clock | None = None) -> None:
+        self._seconds = to_seconds(seconds, "seconds", allow_zero=False)
+        self._clock = SYSTEM_CLOCK if clock is None else clock
+        self._tokens: list[Token[Deadline | None]] = []
+
+    def __enter__(self) -> Deadline:
+        mine = Deadline(self._clock.monotonic() + self._seconds, self._clock)
+        outer = _current.get()
+        effective = mine
+        if outer is not None and outer.remaining() <= mine.remaining():
+            effective = outer
+        self._tokens.append(_current.set(effective))
+        return effective
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _current.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> Deadline:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def remaining_seconds(start: float, timeout: float | None, now: float) -> float | None:
+    """Seconds left under both a call's own ``timeout`` (from ``start``) and the deadline.
+
+    Returns:
+        ``None`` when neither applies; otherwise the smaller of the two, possibly <= 0.
+    """
+    left = math.inf if timeout is None else start + timeout - now
+    outer = _current.get()
+    if outer is not None:
+        left = min(left, outer.remaining())
+    return None if left == math.inf else left

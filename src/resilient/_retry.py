@@ -1,0 +1,614 @@
+"""Retry policies that never make an outage worse."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import math
+import random as _random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar, cast
+
+from typing_extensions import ParamSpec
+
+from ._backoff import Backoff, Exponential, FullJitter
+from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._counter import Counter
+from ._core._deadline import current_deadline, remaining_seconds
+from ._core._errors import (
+    ConfigurationError,
+    DeadlineExceededError,
+    RejectedError,
+    RetryExhaustedError,
+)
+from ._core._guard import Guard
+from ._core._match import ExceptionSpec, exception_matcher
+from ._core._registry import Registry, default_registry
+from ._core._run import Attempts, retry_call, retry_call_async
+from ._core._state import Event, Health, Statistic
+from ._core._validate import Duration, check_count, to_seconds
+from ._retry_budget import RetryBudget
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "Retry",
+    "RetryAttempt",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "RetryState",
+    "default_not_sent",
+    "parse_retry_after",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_BACKOFF: Backoff = FullJitter(Exponential(0.1, cap=5.0))
+"""Full jitter over 0.1 s doubling up to 5 s: the first retry waits up to 0.1 s."""
+
+
+class RetryState(str, enum.Enum):
+    """A retry policy has one state: it keeps no state between calls."""
+
+    READY = "ready"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAttempt(Event):
+    """One attempt ended.
+
+    Attributes:
+        guard: The retry policy's name.
+        operation: The qualified name of the function retried (``"block"`` for a block).
+        attempt: 1 for the first attempt.
+        outcome: ``"success"``, ``"error"`` or ``"bad_result"`` (``on_result`` said retry).
+        error_type: The exception's class name for an error, else ``None``.
+        at: Monotonic time when it ended.
+        at_wall: Wall time when it ended.
+    """
+
+    guard: str
+    operation: str
+    attempt: int
+    outcome: str
+    error_type: str | None
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "retry_attempt",
+            "guard": self.guard,
+            "operation": self.operation,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "error_type": self.error_type,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(Event):
+    """A retry was scheduled after a wait.
+
+    Attributes:
+        guard: The retry policy's name.
+        operation: The qualified name of the function retried.
+        attempt: The number of the attempt that will follow the wait (2 for the first retry).
+        wait: Seconds to wait first.
+        reason: ``"backoff"``, or ``"retry_after"`` when the server's hint set the wait.
+        error_type: Class name of the exception that caused the retry, or ``None`` when
+            a result was retried.
+        at: Monotonic time of the decision.
+        at_wall: Wall time of the decision.
+    """
+
+    guard: str
+    operation: str
+    attempt: int
+    wait: float
+    reason: str
+    error_type: str | None
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "retry_scheduled",
+            "guard": self.guard,
+            "operation": self.operation,
+            "attempt": self.attempt,
+            "wait": self.wait,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetryGaveUp(Event):
+    """A retry policy stopped retrying before the call succeeded.
+
+    Attributes:
+        guard: The retry policy's name.
+        operation: The qualified name of the function retried.
+        attempts: How many attempts were made.
+        cause: Why, as a short stable word: ``"attempts"``, ``"deadline"``, ``"budget"``,
+            ``"retry_after"`` (the server asked for a longer wait than allowed) or
+            ``"not_idempotent"``.
+        reason: The same, spelled out for people.
+        error_type: Class name of the last exception, or ``None`` for a bad result.
+        at: Monotonic time.
+        at_wall: Wall time.
+    """
+
+    guard: str
+    operation: str
+    attempts: int
+    cause: str
+    reason: str
+    error_type: str | None
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "retry_gave_up",
+            "guard": self.guard,
+            "operation": self.operation,
+            "attempts": self.attempts,
+            "cause": self.cause,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def default_not_sent(error: BaseException) -> bool:
+    """Whether ``error`` shows that the request never left: connection refused, or refused
+    by a guard of this library before it ran. Used for non-idempotent retries."""
+    return isinstance(error, (ConnectionRefusedError, RejectedError))
+
+
+def _retry_after_attribute(outcome: object) -> object:
+    # Refusals (RejectedError) and many client errors carry a ``retry_after``.
+    if isinstance(outcome, BaseException):
+        return getattr(outcome, "retry_after", None)
+    return None
+
+
+def parse_retry_after(value: object, wall_now: float) -> float | None:
+    """Seconds to wait from a Retry-After hint, or ``None`` when the hint is unusable.
+
+    Accepts seconds (a non-negative number, or a string of digits as in HTTP), a
+    ``timedelta``, an aware ``datetime``, or an HTTP-date string such as
+    ``"Wed, 21 Oct 2026 07:28:00 GMT"`` (measured against ``wall_now``). Negative waits,
+    dates in the past, NaN, infinities and anything unparseable give ``None``.
+    """
+    seconds: float | None = None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, datetime):
+        if value.tzinfo is None:
+            return None
+        seconds = value.timestamp() - wall_now
+    elif isinstance(value, (str, bytes)):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        text = text.strip()
+        if text.isdigit():
+            seconds = float(text)
+        else:
+            try:
+                when = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                return None
+            seconds = when.timestamp() - wall_now
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    else:  # Python 3.10: keep the note where 3.11's traceback printer looks
+        notes = getattr(error, "__notes__", None)
+        if isinstance(notes, list):
+            notes.append(note)
+        else:
+            error.__notes__ = [note]  # type: ignore[attr-defined]
+
+
+class _Call:
+    """What one call through a retry policy remembers; never shared between calls."""
+
+    __slots__ = ("attempt", "operation", "previous_wait", "start", "stopped")
+
+    def __init__(self, start: float, operation: str) -> None:
+        self.attempt = 1
+        self.start = start
+        self.previous_wait = 0.0
+        self.operation = operation
+        self.stopped = ""  # why retrying stopped, once it has
+
+
+# -- the policy -----------------------------------------------------------------------------
+
+
+class Retry(Guard[RetryState]):
+    """Retries a failing call with backoff, within a deadline and a budget.
+
+    Use it as a decorator on a sync or ``async def`` function, through :meth:`call` /
+    :meth:`call_async`, or to retry a block::
+
+        for attempt in retry:          # async for, in async code
+            with attempt:
+                place_bet(...)
+
+    What is retried: exceptions matching ``on`` and results for which ``on_result`` is
+    true. Never retried: cancellation, ``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit`` (they are not even caught), and refusals of other guards
+    (``RejectedError``, such as an open breaker) unless ``retry_rejections`` is set.
+
+    When retrying stops on an exception, the caller gets that exception itself, with a
+    note saying why retrying stopped. When it stops on a result, the caller gets
+    :class:`RetryExhaustedError` holding the last result.
+
+    Args:
+        name: Name in the registry. A policy without a name is not registered (its events
+            still reach the registry's listeners, under the name ``"retry"``).
+        attempts: The most attempts per call, the first included (>= 1).
+        on: Exceptions to retry: a class, a tuple of classes, or a predicate. ``()``
+            retries no exception (for a policy that only judges results).
+        on_result: Predicate on a returned value; true means "retry this".
+        backoff: How long to wait before each retry (see :mod:`resilient` backoffs).
+        timeout: The longest a whole call may take, retries and waits included; no
+            attempt or wait starts that would end after it.
+        retry_after: Reads a wait hint from an exception or result (seconds, a
+            ``timedelta``, an aware ``datetime`` or an HTTP Retry-After value). The default
+            reads a ``retry_after`` attribute of the exception. ``None`` turns hints off.
+            A usable hint longer than the backoff's wait replaces it.
+        max_retry_after: Give up at once when a hint asks for a longer wait than this.
+        idempotent: False for calls that must not run twice (placing a bet): then only
+            exceptions for which ``not_sent`` is true are retried.
+        not_sent: Whether an exception proves the request never reached the other side;
+            by default connection-refused errors and refusals by guards.
+        retry_rejections: Retry ``RejectedError`` refusals too, waiting at least their
+            ``retry_after``.
+        budget: A :class:`RetryBudget` shared with other policies; when it is spent the
+            call fails fast with its error.
+        random: The random source for jitter (seed it in tests).
+        registry: Where a named policy is registered; the default registry if omitted.
+        replace: Replace a guard of the same name instead of refusing.
+        clock: Source of time; a :class:`~resilient.testing.VirtualClock` in tests makes
+            every wait instant.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "retry"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        attempts: int,
+        on: ExceptionSpec,
+        on_result: Callable[[Any], bool] | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        timeout: Duration | None = None,
+        retry_after: Callable[[Any], object] | None = _retry_after_attribute,
+        max_retry_after: Duration | None = None,
+        idempotent: bool = True,
+        not_sent: Callable[[BaseException], bool] = default_not_sent,
+        retry_rejections: bool = False,
+        budget: RetryBudget | None = None,
+        random: _random.Random | None = None,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._attempts = check_count(attempts, "attempts")
+        self._on = exception_matcher(on, "on")
+        for label, value in (
+            ("on_result", on_result),
+            ("retry_after", retry_after),
+        ):
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"{label} must be callable or None (got {value!r})")
+        if not callable(not_sent):
+            raise ConfigurationError(f"not_sent must be a predicate (got {not_sent!r})")
+        if not isinstance(backoff, Backoff):
+            raise ConfigurationError(
+                f"backoff must be a backoff strategy such as Exponential(0.1, cap=5) "
+                f"(got {backoff!r})"
+            )
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise ConfigurationError(f"budget must be a RetryBudget or None (got {budget!r})")
+        if random is not None and not isinstance(random, _random.Random):
+            raise ConfigurationError(
+                f"random must be a random.Random, e.g. random.Random(42) (got {random!r})"
+            )
+        self._on_result = on_result
+        self._backoff = backoff
+        self._timeout = (
+            None if timeout is None else to_seconds(timeout, "timeout", allow_zero=False)
+        )
+        self._retry_after = retry_after
+        self._max_retry_after = (
+            None if max_retry_after is None else to_seconds(max_retry_after, "max_retry_after")
+        )
+        self._idempotent = bool(idempotent)
+        self._not_sent = not_sent
+        self._retry_rejections = bool(retry_rejections)
+        self._budget = budget
+        self._random = _random.Random() if random is None else random
+        clock = SYSTEM_CLOCK if clock is None else clock
+        self._now = clock.monotonic
+        self._calls = Counter()
+        self._retries = Counter()
+        self._recovered = Counter()
+        self._gave_up = {
+            cause: Counter()
+            for cause in ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
+        }
+        super().__init__(
+            "retry" if name is None else name,
+            state=RetryState.READY,
+            health=Health.HEALTHY,
+            registry=default_registry if registry is None else registry,
+            clock=clock,
+            replace=replace,
+            register=name is not None,
+        )
+
+    # -- how it is used -------------------------------------------------------------------
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
+        operation = getattr(fn, "__qualname__", None) or repr(fn)
+        if inspect.iscoroutinefunction(fn):
+            async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def async_retried(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await retry_call_async(self, async_fn, args, kwargs, operation)
+
+            return cast(Callable[P, R], async_retried)
+
+        @functools.wraps(fn)
+        def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+            return retry_call(self, fn, args, kwargs, operation)
+
+        return retried
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` with retries and return its result."""
+        return retry_call(self, fn, args, kwargs, getattr(fn, "__qualname__", "call"))
+
+    async def call_async(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` with retries and return its result."""
+        operation = getattr(fn, "__qualname__", "call")
+        return cast(R, await retry_call_async(self, fn, args, kwargs, operation))
+
+    def __iter__(self) -> Attempts:
+        """Retry a block: ``for attempt in retry: with attempt: ...``."""
+        return Attempts(self, "block")
+
+    def __aiter__(self) -> Attempts:
+        """Retry a block in async code: ``async for attempt in retry: with attempt: ...``."""
+        return Attempts(self, "block")
+
+    # -- what the driver asks -------------------------------------------------------------
+
+    def _begin(self) -> float:
+        """A call starts: count it, draw on the budget's deposits, check the deadline.
+
+        Returns:
+            The start time when a timeout needs it, else 0.0.
+        """
+        self._calls.increment()
+        if self._budget is not None:
+            self._budget._deposit()
+        if self._timeout is None and current_deadline() is None:
+            return 0.0
+        start = self._now()
+        left = remaining_seconds(start, self._timeout, start)
+        if left is not None and left <= 0:
+            raise DeadlineExceededError(self._name, -left)
+        return start
+
+    def _new_call(self, start: float, operation: str) -> _Call:
+        return _Call(start, operation)
+
+    def _succeeded(self, call: _Call | None, operation: str) -> None:
+        """The attempt succeeded (``call`` is None when it was the first)."""
+        if call is not None:
+            self._recovered.increment()
+        if self._registry._wants(RetryAttempt):
+            attempt = 1 if call is None else call.attempt
+            self._emit_attempt(operation, attempt, "success", None)
+
+    def _judge(self, result: object) -> bool:
+        """Whether ``result`` should be retried."""
+        return self._on_result is not None and bool(self._on_result(result))
+
+    def _on_error(self, call: _Call, error: Exception) -> float | None:
+        """An attempt raised ``error``: the wait before the next attempt, or None to stop."""
+        if self._registry._wants(RetryAttempt):
+            self._emit_attempt(call.operation, call.attempt, "error", type(error).__name__)
+        if isinstance(error, RejectedError) and not self._retry_rejections:
+            return None
+        if not self._on(error):
+            return None
+        if not self._idempotent and not self._not_sent(error):
+            self._give_up(
+                call,
+                error,
+                "not_idempotent",
+                "the request may have reached the other side and the call is not idempotent",
+            )
+            return None
+        return self._schedule(call, error)
+
+    def _on_bad_result(self, call: _Call, result: object) -> float:
+        """An attempt returned a result to retry: the wait, or RetryExhaustedError."""
+        if self._registry._wants(RetryAttempt):
+            self._emit_attempt(call.operation, call.attempt, "bad_result", None)
+        wait = self._schedule(call, result)
+        if wait is None:
+            raise RetryExhaustedError(self._name, call.attempt, result, call.stopped)
+        return wait
+
+    def _before_retry(self, call: _Call) -> None:
+        """After the wait, before the next attempt: is there still time?"""
+        if self._timeout is None and current_deadline() is None:
+            return
+        left = remaining_seconds(call.start, self._timeout, self._now())
+        if left is not None and left <= 0:
+            self._give_up(call, None, "deadline", "the deadline passed during the wait")
+            raise DeadlineExceededError(self._name, -left)
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def _schedule(self, call: _Call, outcome: object) -> float | None:
+        attempt = call.attempt
+        error = outcome if isinstance(outcome, BaseException) else None
+        if attempt >= self._attempts:
+            return self._give_up(
+                call, error, "attempts", f"{attempt} of {self._attempts} attempts made"
+            )
+        wait = self._backoff.wait(attempt, call.previous_wait, self._random)
+        reason = "backoff"
+        if self._retry_after is not None:
+            hint = parse_retry_after(self._retry_after(outcome), self._clock.wall())
+            if hint is not None:
+                if self._max_retry_after is not None and hint > self._max_retry_after:
+                    return self._give_up(
+                        call,
+                        error,
+                        "retry_after",
+                        f"asked to wait {hint:.3g} s, more than max_retry_after "
+                        f"{self._max_retry_after:g} s",
+                    )
+                if hint >= wait:
+                    wait, reason = hint, "retry_after"
+        if self._timeout is not None or current_deadline() is not None:
+            left = remaining_seconds(call.start, self._timeout, self._now())
+            if left is not None and wait >= left:
+                return self._give_up(
+                    call,
+                    error,
+                    "deadline",
+                    f"waiting {wait:.3g} s for attempt {attempt + 1} would pass the deadline "
+                    f"({max(left, 0.0):.3g} s left)",
+                )
+        budget = self._budget
+        if budget is not None and not budget._withdraw():
+            return self._give_up(call, error, "budget", f"retry budget {budget.name!r} is spent")
+        call.attempt = attempt + 1
+        call.previous_wait = wait
+        self._retries.increment()
+        if self._registry._wants(RetryScheduled):
+            self._registry._publish(
+                RetryScheduled(
+                    guard=self._name,
+                    operation=call.operation,
+                    attempt=attempt + 1,
+                    wait=wait,
+                    reason=reason,
+                    error_type=None if error is None else type(error).__name__,
+                    at=self._now(),
+                    at_wall=self._clock.wall(),
+                )
+            )
+        return wait
+
+    def _give_up(
+        self, call: _Call, error: BaseException | None, cause: str, reason: str
+    ) -> float | None:
+        """Record why retrying stops; returns None, the "no wait" answer."""
+        self._gave_up[cause].increment()
+        call.stopped = reason
+        if error is not None:
+            _add_note(
+                error,
+                f"resilient: retry {self._name!r} gave up after {call.attempt} attempt"
+                f"{'' if call.attempt == 1 else 's'}: {reason}",
+            )
+        if self._registry._wants(RetryGaveUp):
+            self._registry._publish(
+                RetryGaveUp(
+                    guard=self._name,
+                    operation=call.operation,
+                    attempts=call.attempt,
+                    cause=cause,
+                    reason=reason,
+                    error_type=None if error is None else type(error).__name__,
+                    at=self._now(),
+                    at_wall=self._clock.wall(),
+                )
+            )
+        return None
+
+    def _emit_attempt(
+        self, operation: str, attempt: int, outcome: str, error_type: str | None
+    ) -> None:
+        self._registry._publish(
+            RetryAttempt(
+                guard=self._name,
+                operation=operation,
+                attempt=attempt,
+                outcome=outcome,
+                error_type=error_type,
+                at=self._now(),
+                at_wall=self._clock.wall(),
+            )
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def attempts(self) -> int:
+        """The most attempts per call, the first included."""
+        return self._attempts
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        stats: dict[str, Statistic] = {
+            "calls": self._calls.value,
+            "retries": self._retries.value,
+            "recovered": self._recovered.value,
+        }
+        for cause, counter in self._gave_up.items():
+            stats[f"gave_up_{cause}"] = counter.value
+        return stats

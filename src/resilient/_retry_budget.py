@@ -1,0 +1,163 @@
+"""A retry budget shared by many retry policies, so retries cannot become a storm."""
+
+from __future__ import annotations
+
+import enum
+
+from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._guard import Guard
+from ._core._registry import Registry, default_registry
+from ._core._state import Health, Statistic
+from ._core._validate import Duration, check_ratio, to_seconds
+from ._core._windows import BucketRing
+
+__all__ = [
+    "DEFAULT_BUDGET_MIN_PER_SECOND",
+    "DEFAULT_BUDGET_RATIO",
+    "DEFAULT_BUDGET_WINDOW",
+    "BudgetState",
+    "RetryBudget",
+]
+
+DEFAULT_BUDGET_RATIO = 0.2
+DEFAULT_BUDGET_WINDOW = 10.0
+DEFAULT_BUDGET_MIN_PER_SECOND = 10.0
+_BUCKETS = 10
+_FIRST, _RETRY = 0, 1
+
+
+class BudgetState(str, enum.Enum):
+    """The states of a :class:`RetryBudget`."""
+
+    NORMAL = "normal"
+    """Retries are allowed."""
+    THROTTLED = "throttled"
+    """The budget is spent: retries fail fast with the original error."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RetryBudget(Guard[BudgetState]):
+    """Caps retries at a share of recent first attempts, across every policy that shares it.
+
+    Over the last ``window`` seconds, retries may be at most ``ratio`` times the first
+    attempts, plus ``min_per_second * window`` so that a quiet service can still retry.
+    When a retry would exceed that, it is refused: the retry policy gives up at once with
+    the original error, and the budget is THROTTLED (health DEGRADED) until a retry fits
+    again. This is the scheme of Finagle's ``RetryBudget`` and gRPC's retry throttling: a
+    slow dependency then sees at most ``1 + ratio`` times its normal load, however many
+    layers retry and however many callers there are.
+
+    Args:
+        name: Unique name in the registry.
+        ratio: Retries allowed per first attempt, in [0, 1] (default 0.2: 20%).
+        window: How far back first attempts and retries are counted (default 10 s).
+        min_per_second: Retries always allowed per second of window, >= 0 (default 10).
+        registry: Where the budget is registered; the default registry if omitted.
+        replace: Replace a guard of the same name instead of refusing.
+        clock: Source of time.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "retry_budget"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ratio: float = DEFAULT_BUDGET_RATIO,
+        window: Duration = DEFAULT_BUDGET_WINDOW,
+        min_per_second: float = DEFAULT_BUDGET_MIN_PER_SECOND,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._ratio = check_ratio(ratio, "ratio", allow_zero=True)
+        self._window = to_seconds(window, "window", allow_zero=False)
+        self._reserve = to_seconds(min_per_second, "min_per_second") * self._window
+        self._counts = BucketRing(self._window, _BUCKETS, 2)
+        self._throttled = 0
+        clock = SYSTEM_CLOCK if clock is None else clock
+        self._now = clock.monotonic
+        super().__init__(
+            name,
+            state=BudgetState.NORMAL,
+            health=Health.HEALTHY,
+            registry=default_registry if registry is None else registry,
+            clock=clock,
+            replace=replace,
+        )
+
+    def _allowance(self) -> float:
+        first, retries = self._counts.totals
+        return self._reserve + self._ratio * first - retries
+
+    def _deposit(self) -> None:
+        """Count a first attempt; called by retry policies."""
+        now = self._now()
+        with self._lock:
+            self._counts.add(_FIRST, now)
+            moved = self._state is BudgetState.THROTTLED and self._allowance() >= 1
+            if moved:
+                self._recover(now)
+        if moved:
+            self._deliver()
+
+    def _withdraw(self) -> bool:
+        """Take one retry from the budget; False (and THROTTLED) when none is left."""
+        now = self._now()
+        with self._lock:
+            self._counts.expire(now)
+            allowed = self._allowance() >= 1
+            if allowed:
+                self._counts.add(_RETRY, now)
+                moved = self._state is BudgetState.THROTTLED
+                if moved:
+                    self._recover(now)
+            else:
+                self._throttled += 1
+                moved = self._state is BudgetState.NORMAL
+                if moved:
+                    first, retries = self._counts.totals
+                    self._move(
+                        BudgetState.THROTTLED,
+                        Health.DEGRADED,
+                        f"{retries} retries in the last {self._window:g} s would exceed "
+                        f"{self._ratio:.0%} of {first} first attempts + "
+                        f"{self._reserve:g} reserved",
+                        now,
+                    )
+        if moved:
+            self._deliver()
+        return allowed
+
+    def _recover(self, now: float) -> None:
+        self._move(
+            BudgetState.NORMAL,
+            Health.HEALTHY,
+            f"retries fit in the budget again ({self._allowance():.0f} left)",
+            now,
+        )
+
+    @property
+    def available(self) -> float:
+        """Retries the budget would allow right now (may be fractional)."""
+        with self._lock:
+            self._counts.expire(self._now())
+            return max(0.0, self._allowance())
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        self._counts.expire(now)
+        first, retries = self._counts.totals
+        return {
+            "first_attempts": first,
+            "retries": retries,
+            "available": max(0.0, self._allowance()),
+            "throttled": self._throttled,
+            "ratio": self._ratio,
+            "window": self._window,
+            "reserve": self._reserve,
+        }
