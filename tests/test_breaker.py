@@ -126,6 +126,31 @@ def test_failure_rate_threshold_boundary_is_inclusive(
     assert (breaker.state is BreakerState.OPEN) is opens
 
 
+def test_the_success_that_reaches_minimum_calls_can_trip(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A success that brings the window up to minimum_calls is judged like any outcome."""
+    breaker = make(registry, clock, window=CountWindow(10), minimum_calls=5)
+    fail(breaker, 4)
+    assert breaker.state is BreakerState.CLOSED
+    succeed(breaker, 1)
+    assert breaker.state is BreakerState.OPEN
+    assert registry.trail[-1].reason.startswith("failure rate 80% >= 50% over last 5 calls")
+
+
+def test_a_time_window_that_expires_below_minimum_is_judged_again(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """After a time window empties below minimum_calls, successes are judged again."""
+    breaker = make(registry, clock, window=TimeWindow(10, buckets=10), minimum_calls=4)
+    succeed(breaker, 10)
+    clock.advance(20)
+    fail(breaker, 3)
+    assert breaker.state is BreakerState.CLOSED
+    succeed(breaker, 1)
+    assert breaker.state is BreakerState.OPEN
+
+
 def test_the_transition_says_why(registry: Registry, clock: VirtualClock) -> None:
     """Tripping records a transition with a specific reason and both healths."""
     breaker = make(registry, clock, minimum_calls=4)
@@ -664,12 +689,22 @@ def test_wall_clock_jumps_change_no_duration(registry: Registry) -> None:
             r"open_duration_max must be >= open_duration \(10 s\) \(got 5\)",
         ),
         pytest.param(
-            {"open_duration_multiplier": 1.0},
+            {"open_duration_max": 60, "open_duration_multiplier": 1.0},
             r"open_duration_multiplier must be a finite number > 1 \(got 1.0\)",
+        ),
+        pytest.param(
+            {"open_duration_multiplier": 3},
+            r"open_duration_multiplier needs open_duration_max.*\(got open_duration_multiplier=3",
+        ),
+        pytest.param(
+            {"open_duration": 10**400}, r"open_duration must be a finite duration", id="overflow"
+        ),
+        pytest.param(
+            {"slow_call_duration": 0}, r"slow_call_duration must be > 0 \(got 0\)", id="slow-0"
         ),
         pytest.param({"half_open_calls": 0}, r"half_open_calls must be >= 1 \(got 0\)"),
         pytest.param({"half_open_max_wait": 0}, r"half_open_max_wait must be > 0 \(got 0\)"),
-        pytest.param({"slow_call_duration": -1}, r"slow_call_duration must be >= 0 \(got -1\)"),
+        pytest.param({"slow_call_duration": -1}, r"slow_call_duration must be > 0 \(got -1\)"),
         pytest.param(
             {"slow_call_rate_threshold": 0.5}, r"slow_call_rate_threshold needs slow_call_duration"
         ),

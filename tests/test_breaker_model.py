@@ -1,8 +1,9 @@
 """The circuit breaker, driven by Hypothesis side by side with a small reference model.
 
 The model is plain, sequential Python written from the breaker's specification: a count
-window of the last ``n`` outcomes, a failure-rate threshold judged only when a failure is
-recorded, an open duration that doubles on every failed trial (up to a cap) and operator
+window of the last ``n`` outcomes, a failure-rate threshold judged whenever an outcome is
+recorded (so the success that brings the window up to ``minimum_calls`` can trip it too),
+an open duration that doubles on every failed trial (up to a cap) and operator
 actions. Every step runs on the real breaker and on the model; they must never disagree.
 """
 
@@ -153,7 +154,6 @@ class Model:
         self.window.append(failed)
         if (
             self.state == CLOSED
-            and failed
             and len(self.window) >= self.minimum_calls
             and self.window_failures / len(self.window) >= self.threshold
         ):
@@ -221,7 +221,7 @@ class BreakerMachine(RuleBasedStateMachine):
             half_open_calls=half_open_calls,
             open_duration=open_duration,
             open_duration_max=open_max,
-            open_duration_multiplier=2,
+            open_duration_multiplier=None if open_max is None else 2,
             record=ConnectionError,
             ignore=KeyError,
             registry=self.registry,

@@ -17,7 +17,7 @@ import random as _random
 from dataclasses import dataclass, field
 
 from ._core._errors import ConfigurationError
-from ._core._validate import Duration, to_seconds
+from ._core._validate import Duration, check_factor, to_seconds
 
 __all__ = [
     "Backoff",
@@ -117,13 +117,7 @@ class Exponential(Backoff):
         capped = _check_cap(cap, self.base, "base")
         assert capped is not None
         object.__setattr__(self, "cap", capped)
-        if (
-            isinstance(multiplier, bool)
-            or not isinstance(multiplier, (int, float))
-            or not 1.0 < multiplier < math.inf
-        ):
-            raise ConfigurationError(f"multiplier must be a finite number > 1 (got {multiplier!r})")
-        object.__setattr__(self, "multiplier", float(multiplier))
+        object.__setattr__(self, "multiplier", check_factor(multiplier, "multiplier"))
         growth = math.log(self.cap / self.base) / math.log(self.multiplier)
         object.__setattr__(self, "_capped_from", 1.0 + growth)
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TypeAlias
 
-from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._errors import CircuitOpenError, ConfigurationError
+from ._core._errors import CircuitOpenError, ConfigurationError, format_seconds
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
 from ._core._run import NO_RESULT, Admission
 from ._core._state import Health, Statistic
-from ._core._validate import Duration, check_count, check_ratio, to_seconds
+from ._core._validate import Duration, check_count, check_factor, check_ratio, to_seconds
 from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow, _CountRing
 
 __all__ = [
@@ -130,7 +130,8 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         open_duration: How long the breaker stays open after tripping.
         open_duration_max: When set, each re-open from half-open multiplies the open
             duration by ``open_duration_multiplier``, up to this cap.
-        open_duration_multiplier: Growth factor of the open duration (> 1).
+        open_duration_multiplier: Growth factor of the open duration (> 1; default 2).
+            Only with ``open_duration_max``.
         half_open_calls: How many trial calls the half-open breaker admits.
         half_open_max_wait: A trial call that has not reported back after this long
             releases its slot and counts as neither outcome; ``None`` waits forever.
@@ -160,7 +161,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         slow_call_rate_threshold: float | None = None,
         open_duration: Duration = DEFAULT_OPEN_DURATION,
         open_duration_max: Duration | None = None,
-        open_duration_multiplier: float = DEFAULT_OPEN_DURATION_MULTIPLIER,
+        open_duration_multiplier: float | None = None,
         half_open_calls: int = DEFAULT_HALF_OPEN_CALLS,
         half_open_max_wait: Duration | None = DEFAULT_HALF_OPEN_MAX_WAIT,
         record: ExceptionSpec = Exception,
@@ -195,31 +196,32 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             self._slow_seconds: float | None = None
             self._slow_rate_threshold = 1.0
         else:
-            self._slow_seconds = to_seconds(slow_call_duration, "slow_call_duration")
+            self._slow_seconds = to_seconds(
+                slow_call_duration, "slow_call_duration", allow_zero=False
+            )
             self._slow_rate_threshold = check_ratio(
                 1.0 if slow_call_rate_threshold is None else slow_call_rate_threshold,
                 "slow_call_rate_threshold",
             )
         self._open_base = to_seconds(open_duration, "open_duration")
         if open_duration_max is None:
+            if open_duration_multiplier is not None:
+                raise ConfigurationError(
+                    "open_duration_multiplier needs open_duration_max, the cap of the growing "
+                    f"open duration (got open_duration_multiplier={open_duration_multiplier!r} "
+                    "and no open_duration_max)"
+                )
             self._open_max = self._open_base
         else:
             self._open_max = to_seconds(open_duration_max, "open_duration_max")
             if self._open_max < self._open_base:
                 raise ConfigurationError(
-                    f"open_duration_max must be >= open_duration ({self._open_base:g} s) "
-                    f"(got {open_duration_max!r})"
+                    "open_duration_max must be >= open_duration "
+                    f"({format_seconds(self._open_base)} s) (got {open_duration_max!r})"
                 )
-        if (
-            isinstance(open_duration_multiplier, bool)
-            or not isinstance(open_duration_multiplier, (int, float))
-            or not 1.0 < open_duration_multiplier < float("inf")
-        ):
-            raise ConfigurationError(
-                f"open_duration_multiplier must be a finite number > 1 "
-                f"(got {open_duration_multiplier!r})"
-            )
-        self._open_multiplier = float(open_duration_multiplier)
+        if open_duration_multiplier is None:
+            open_duration_multiplier = DEFAULT_OPEN_DURATION_MULTIPLIER
+        self._open_multiplier = check_factor(open_duration_multiplier, "open_duration_multiplier")
         self._half_open_calls = check_count(half_open_calls, "half_open_calls")
         self._half_open_max_wait = (
             None
@@ -235,20 +237,24 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._failure_result = failure_result
         self._minimum_calls = minimum_calls
         self._window = window._live()
-        clock = SYSTEM_CLOCK if clock is None else clock
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
         # A call's start is read only to spot slow calls; its end only for that or to place
         # it in a time window. Without either, a closed call reads no clock at all.
         self._timed = self._slow_seconds is not None
         self._needs_now = self._timed or isinstance(window, TimeWindow)
         self._now = clock.monotonic
-        # A plain success in the closed state only appends its epoch (with a time window,
-        # its epoch and end time) to _pending: one C call, no lock. The lock holder folds
-        # them into the window before every decision, every snapshot and every transition,
-        # and whenever _drain_at of them have piled up, so memory stays bounded.
+        # Once the window holds minimum_calls, a plain success in the closed state only
+        # appends its epoch (with a time window, its epoch and end time) to _pending: one C
+        # call, no lock. The lock holder folds them into the window, and judges it, before
+        # every decision, every snapshot and every transition, and whenever _drain_at of
+        # them have piled up, so memory stays bounded. Below minimum_calls every outcome
+        # takes the lock, because the success that reaches minimum_calls must be judged.
         self._ring = self._window if isinstance(self._window, _CountRing) else None
         self._pending: deque[int | tuple[int, float]] = deque()
         self._drain_at = _COUNT_DRAIN_AT if isinstance(window, CountWindow) else _TIME_DRAIN_AT
-        self._lock_free_ok = self._ring is not None and failure_result is None
+        self._queue_successes = False  # window.calls >= minimum_calls
+        self._lock_free_ok = False  # ... and a count window, and no failure_result
 
         # Changed only under the lock. _epoch grows on every transition, so an outcome
         # reported after a transition is known to be late.
@@ -274,7 +280,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             name,
             state=_CLOSED,
             health=Health.HEALTHY,
-            registry=default_registry if registry is None else registry,
+            registry=registry,
             clock=clock,
             replace=replace,
         )
@@ -306,6 +312,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _enter_slow(self) -> _Permit:
         now = self._now()
         moved = False
+        trial: _Trial | None = None
         try:
             with self._lock:
                 state = self._state
@@ -320,7 +327,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                         raise CircuitOpenError(self._name, self._open_until - now, "open")
                     self._move_to(
                         _HALF_OPEN,
-                        f"open for {self._open_for:g} s; admitting "
+                        f"open for {format_seconds(self._open_for)} s; admitting "
                         f"{_trial_calls(self._half_open_calls)}",
                         now,
                     )
@@ -337,7 +344,14 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 return trial
         finally:
             if moved:
-                self._deliver()
+                try:
+                    self._deliver()
+                except BaseException:
+                    # A listener raised KeyboardInterrupt or the like: the call will not
+                    # run, so its trial slot must not stay taken.
+                    if trial is not None:
+                        self._exit_cancel(trial)
+                    raise
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -346,8 +360,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             pending = self._pending
             pending.append(permit)
             if len(pending) >= self._drain_at:
-                with self._lock:
-                    self._drain()
+                self._fold()
             return
         failure_result = self._failure_result
         if failure_result is not None and result is not NO_RESULT:
@@ -393,13 +406,11 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             trial_now = now if self._needs_now else self._now()
             self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
             return
-        if outcome == 0:
-            # A plain success cannot trip the breaker: queue it without the lock.
+        if outcome == 0 and self._queue_successes:
             pending = self._pending
             pending.append(epoch if self._ring is not None else (epoch, now))
             if len(pending) >= self._drain_at:
-                with self._lock:
-                    self._drain()
+                self._fold()
             return
         with self._lock:
             self._drain()
@@ -416,15 +427,19 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._successes += 1
             if outcome & SLOW:
                 self._slow_calls += 1
-            window = self._window
-            window.record(outcome, now)
-            if window.calls < self._minimum_calls or self._state is not _CLOSED:
+            self._window.record(outcome, now)
+            self._window_changed()
+            if not self._judge(now if self._needs_now else None):
                 return
-            reason = self._trip_reason()
-            if reason is None:
-                return
-            self._open(reason, now if self._needs_now else self._now())
         self._deliver()
+
+    def _fold(self) -> None:
+        """Fold queued successes into the window and judge it."""
+        with self._lock:
+            self._drain()
+            moved = self._judge(None)
+        if moved:
+            self._deliver()
 
     def _drain(self) -> None:
         """Fold the lock-free successes into the window; call with the lock held."""
@@ -451,6 +466,28 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                     record(0, finished)
         self._late += count - current
         self._successes += current
+        self._window_changed()
+
+    def _window_changed(self) -> None:
+        """Decide again whether successes may skip the lock; call with the lock held."""
+        queue = self._window.calls >= self._minimum_calls
+        self._queue_successes = queue
+        self._lock_free_ok = queue and self._ring is not None and self._failure_result is None
+
+    def _judge(self, now: float | None) -> bool:
+        """Open a closed breaker whose window crossed a threshold; call with the lock held.
+
+        Returns:
+            Whether it opened (the caller delivers the transition after the lock).
+        """
+        window = self._window
+        if self._state is not _CLOSED or window.calls < self._minimum_calls:
+            return False
+        reason = self._trip_reason()
+        if reason is None:
+            return False
+        self._open(reason, self._now() if now is None else now)
+        return True
 
     def _finish_trial(self, trial: _Trial, outcome: int, failure: str | None, now: float) -> None:
         with self._lock:
@@ -468,14 +505,11 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
-                self._consecutive_opens += 1
-                self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
-                self._open(f"trial call failed ({failure})", now)
+                self._reopen(f"trial call failed ({failure})", now)
             elif outcome & SLOW:
                 self._successes += 1
-                self._consecutive_opens += 1
-                self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
-                self._open(f"trial call slow ({elapsed:.3g} s >= {self._slow_seconds:g} s)", now)
+                limit = format_seconds(self._slow_seconds or 0.0)
+                self._reopen(f"trial call slow ({format_seconds(elapsed)} s >= {limit} s)", now)
             else:
                 self._successes += 1
                 self._trials_succeeded += 1
@@ -506,17 +540,24 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         if self._slow_seconds is not None and slow / calls >= self._slow_rate_threshold:
             return (
                 f"slow-call rate {slow / calls:.0%} >= {self._slow_rate_threshold:.0%} "
-                f"(calls of {self._slow_seconds:g} s or more) over {window.describe()}"
+                f"(calls of {format_seconds(self._slow_seconds)} s or more) "
+                f"over {window.describe()}"
             )
         return None
 
     # -- state changes -------------------------------------------------------------------
 
+    def _reopen(self, reason: str, now: float) -> None:
+        """A trial failed: open again, for longer when the open duration grows."""
+        self._consecutive_opens += 1
+        self._open_for = min(self._open_max, self._open_for * self._open_multiplier)
+        self._open(reason, now)
+
     def _open(self, reason: str, now: float) -> None:
         if self._consecutive_opens == 0:
             self._consecutive_opens = 1
         self._open_until = now + self._open_for
-        self._move_to(_OPEN, f"{reason}; open for {self._open_for:g} s", now)
+        self._move_to(_OPEN, f"{reason}; open for {format_seconds(self._open_for)} s", now)
 
     def _move_to(self, state: BreakerState, reason: str, now: float) -> None:
         if state not in _LEGAL[self._state]:
@@ -527,22 +568,41 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             self._trials = set()
         self._trials_succeeded = 0
         self._move(state, _HEALTH[state], reason, now)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        """Start a new epoch: calls admitted before it now come back late."""
         # The state is written first (in _move), the epoch second: see _enter.
+        self._closed_permit = None
         self._epoch += 1
+        state = self._state
         if not self._timed and (state is _CLOSED or state is _DISABLED):
             self._closed_permit = self._epoch
+        self._window_changed()
 
-    def _operator(self, state: BreakerState, reason: str, *, clear: bool) -> None:
+    def _operator(
+        self, state: BreakerState, reason: str, *, clear: bool, zero: bool = False
+    ) -> None:
         now = self._now()
         with self._lock:
+            self._drain()  # successes already queued belong to the window as it was
+            if zero:
+                self._successes = self._failures = self._slow_calls = 0
+                self._ignored = self._cancelled = self._late = 0
+                self._rejected.reset()
+                self._last_failure = None
             if clear:
-                self._drain()  # successes already queued belong to the window being cleared
                 self._window.clear()
                 self._open_for = self._open_base
                 self._consecutive_opens = 0
-            if self._state is state:
+            if self._state is not state:
+                self._move_to(state, reason, now)
+            elif clear:
+                # No transition, but calls admitted before belong to the old window.
+                self._new_epoch()
                 return
-            self._move_to(state, reason, now)
+            else:
+                return
         self._deliver()
 
     def close(self, *, reason: str | None = None) -> None:
@@ -575,13 +635,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         Args:
             reason: Why, for the audit trail; ``"reset by operator"`` if omitted.
         """
-        with self._lock:
-            self._drain()
-            self._successes = self._failures = self._slow_calls = 0
-            self._ignored = self._cancelled = self._late = 0
-            self._rejected.reset()
-            self._last_failure = None
-        self._operator(_CLOSED, reason or "reset by operator", clear=True)
+        self._operator(_CLOSED, reason or "reset by operator", clear=True, zero=True)
 
     # -- reading -------------------------------------------------------------------------
 

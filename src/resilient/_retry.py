@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from typing_extensions import ParamSpec
 
 from ._backoff import Backoff, Exponential, FullJitter
-from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._deadline import current_deadline, remaining_seconds
 from ._core._errors import (
@@ -24,6 +24,7 @@ from ._core._errors import (
     DeadlineExceededError,
     RejectedError,
     RetryExhaustedError,
+    format_seconds,
 )
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
@@ -367,7 +368,8 @@ class Retry(Guard[RetryState]):
         self._retry_rejections = bool(retry_rejections)
         self._budget = budget
         self._random = _random.Random() if random is None else random
-        clock = SYSTEM_CLOCK if clock is None else clock
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
         self._now = clock.monotonic
         self._calls = Counter()
         self._retries = Counter()
@@ -380,7 +382,7 @@ class Retry(Guard[RetryState]):
             "retry" if name is None else name,
             state=RetryState.READY,
             health=Health.HEALTHY,
-            registry=default_registry if registry is None else registry,
+            registry=registry,
             clock=clock,
             replace=replace,
             register=name is not None,
@@ -518,8 +520,8 @@ class Retry(Guard[RetryState]):
                         call,
                         error,
                         "retry_after",
-                        f"asked to wait {hint:.3g} s, more than max_retry_after "
-                        f"{self._max_retry_after:g} s",
+                        f"asked to wait {format_seconds(hint)} s, more than max_retry_after "
+                        f"{format_seconds(self._max_retry_after)} s",
                     )
                 if hint >= wait:
                     wait, reason = hint, "retry_after"
@@ -530,8 +532,8 @@ class Retry(Guard[RetryState]):
                     call,
                     error,
                     "deadline",
-                    f"waiting {wait:.3g} s for attempt {attempt + 1} would pass the deadline "
-                    f"({max(left, 0.0):.3g} s left)",
+                    f"waiting {format_seconds(wait)} s for attempt {attempt + 1} would pass "
+                    f"the deadline ({format_seconds(max(left, 0.0))} s left)",
                 )
         budget = self._budget
         if budget is not None and not budget._withdraw():

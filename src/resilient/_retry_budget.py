@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 
-from ._core._clock import SYSTEM_CLOCK, Clock
+from ._core._clock import Clock
+from ._core._errors import format_seconds
 from ._core._guard import Guard
 from ._core._registry import Registry, default_registry
 from ._core._state import Health, Statistic
@@ -80,13 +81,14 @@ class RetryBudget(Guard[BudgetState]):
         self._reserve = to_seconds(min_per_second, "min_per_second") * self._window
         self._counts = BucketRing(self._window, _BUCKETS, 2)
         self._throttled = 0
-        clock = SYSTEM_CLOCK if clock is None else clock
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
         self._now = clock.monotonic
         super().__init__(
             name,
             state=BudgetState.NORMAL,
             health=Health.HEALTHY,
-            registry=default_registry if registry is None else registry,
+            registry=registry,
             clock=clock,
             replace=replace,
         )
@@ -125,9 +127,9 @@ class RetryBudget(Guard[BudgetState]):
                     self._move(
                         BudgetState.THROTTLED,
                         Health.DEGRADED,
-                        f"{retries} retries in the last {self._window:g} s would exceed "
-                        f"{self._ratio:.0%} of {first} first attempts + "
-                        f"{self._reserve:g} reserved",
+                        f"{retries} retries in the last {format_seconds(self._window)} s "
+                        f"would exceed {self._ratio:.0%} of {first} first attempts + "
+                        f"{format_seconds(self._reserve)} reserved",
                         now,
                     )
         if moved:

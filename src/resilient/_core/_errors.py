@@ -63,8 +63,8 @@ class DeadlineExceededError(ResilientError, TimeoutError):
 
     def __str__(self) -> str:
         return (
-            f"{self.guard!r} did not start: its deadline passed {self.overdue:.3g} s ago; "
-            "give the call more time with resilient.deadline(...) or timeout="
+            f"{self.guard!r} did not start: its deadline passed {format_seconds(self.overdue)} "
+            "s ago; give the call more time with resilient.deadline(...) or timeout="
         )
 
 
@@ -99,13 +99,13 @@ class RejectedError(ResilientError):
     """A call was refused without running.
 
     Refusals are cheap: a new, small exception per refusal (nothing is kept per refused
-    call, and no traceback grows), built in C from its arguments, with the message
-    formatted only when somebody reads it.
+    call, and no traceback grows), built in C from its positional arguments
+    ``(guard, retry_after)``, with the message formatted only when somebody reads it.
 
     Args:
-        guard: Name of the guard that refused the call.
+        guard: Name of the guard that refused the call (positional).
         retry_after: Seconds after which a new call may be admitted, or ``None`` when
-            no estimate exists.
+            no estimate exists (positional, optional).
     """
 
     __slots__ = ()
@@ -113,7 +113,7 @@ class RejectedError(ResilientError):
     @property
     def guard(self) -> str:
         """Name of the guard that refused the call."""
-        return str(self.args[0])
+        return str(self.args[0]) if self.args else "?"
 
     @property
     def retry_after(self) -> float | None:
@@ -130,7 +130,7 @@ class RejectedError(ResilientError):
 class CircuitOpenError(RejectedError):
     """A circuit breaker refused the call.
 
-    Args:
+    Args (positional, as for every refusal):
         guard: Name of the breaker.
         retry_after: Seconds until the breaker admits a trial call, or ``None``.
         state: The breaker's state when it refused: ``"open"``, ``"half_open"`` (every
@@ -162,4 +162,10 @@ class CircuitOpenError(RejectedError):
 def _retry_hint(retry_after: float | None) -> str:
     if retry_after is None:
         return ""
-    return f"; retry in {retry_after:.3g} s"
+    return f"; retry in {format_seconds(retry_after)} s"
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds for people: ``12.5``, ``30``, ``1230``, ``0.25``; never exponent notation."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text

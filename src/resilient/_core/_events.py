@@ -100,10 +100,11 @@ class ListenerSet:
 
     def wants(self, event_class: type) -> bool:
         """Whether any listener takes events of ``event_class``; cheap enough for a hot path."""
-        wanted = self._wanted.get(event_class)
+        cache = self._wanted  # read once: add() and _remove() swap in a new cache
+        wanted = cache.get(event_class)
         if wanted is None:
             wanted = any(issubclass(event_class, entry._types) for entry in self._entries)
-            self._wanted[event_class] = wanted
+            cache[event_class] = wanted
         return wanted
 
     def enqueue(self, event: Event) -> None:

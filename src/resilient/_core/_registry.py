@@ -64,6 +64,11 @@ class Registry:
 
     def __init__(self, *, trail_size: int = DEFAULT_TRAIL_SIZE, clock: Clock = SYSTEM_CLOCK):
         check_count(trail_size, "trail_size")
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
+                f"(got {clock!r})"
+            )
         self._guards: dict[str, Guard[Any]] = {}
         self._lock = threading.Lock()
         self._trail: deque[Transition] = deque(maxlen=trail_size)
@@ -73,11 +78,17 @@ class Registry:
     # -- guards ---------------------------------------------------------------------------
 
     def register(self, guard: Guard[Any], *, replace: bool = False) -> None:
-        """Add ``guard`` under its name.
+        """Add ``guard`` under its name; guards do this themselves when they are built.
 
         Raises:
-            ConfigurationError: Another guard has that name and ``replace`` is false.
+            ConfigurationError: Another guard has that name and ``replace`` is false, or
+                the guard was built for another registry (its transitions go there).
         """
+        if guard.registry is not self:
+            raise ConfigurationError(
+                f"{guard.kind} {guard.name!r} reports to another registry; build it with "
+                "registry=this_registry instead"
+            )
         with self._lock:
             existing = self._guards.get(guard.name)
             if existing is not None and existing is not guard and not replace:
@@ -123,6 +134,11 @@ class Registry:
         return len(self._guards)
 
     # -- reading --------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that stamps snapshots; guards built without ``clock=`` use it too."""
+        return self._clock
 
     @property
     def health(self) -> Health:
@@ -182,7 +198,8 @@ class Registry:
     def _record(self, transition: Transition) -> None:
         # Called with the moving guard's lock held, which orders transitions per guard.
         self._trail.append(transition)
-        self._listeners.enqueue(transition)
+        if self._listeners:
+            self._listeners.enqueue(transition)
 
     def _deliver(self) -> None:
         # Called after the moving guard released its lock.

@@ -13,14 +13,16 @@ from typing import TypeAlias
 
 from ._errors import ConfigurationError
 
-__all__ = ["Duration", "check_count", "check_ratio", "to_seconds"]
+__all__ = ["Duration", "check_count", "check_factor", "check_ratio", "to_seconds"]
 
 Duration: TypeAlias = float | int | timedelta | str
 """A duration: seconds as a number, a :class:`~datetime.timedelta`, or a string such as
 ``"50ms"``, ``"1.5s"``, ``"2m"``."""
 
 _UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m|h)\s*$")
+_DURATION_TEXT = re.compile(
+    r"^\s*((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m|h)\s*$"
+)
 
 
 def to_seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
@@ -44,7 +46,10 @@ def to_seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ConfigurationError(f"{name} must be a finite duration (got {value!r})") from None
     elif isinstance(value, str):
         match = _DURATION_TEXT.match(value)
         if match is None:
@@ -77,6 +82,23 @@ def check_count(value: object, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum} (got {value!r})")
     return value
+
+
+def check_factor(value: object, name: str) -> float:
+    """Check that ``value`` is a finite number > 1, such as a growth multiplier.
+
+    Raises:
+        ConfigurationError: The value is not a real number, not finite, or not above 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number (got {type(value).__name__} {value!r})")
+    try:
+        factor = float(value)
+    except OverflowError:
+        factor = math.inf
+    if not 1.0 < factor < math.inf:
+        raise ConfigurationError(f"{name} must be a finite number > 1 (got {value!r})")
+    return factor
 
 
 def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:

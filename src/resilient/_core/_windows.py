@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._errors import format_seconds
 from ._validate import Duration, check_count, to_seconds
 
 __all__ = ["FAILURE", "SLOW", "BucketRing", "CountWindow", "LiveWindow", "TimeWindow"]
@@ -239,4 +240,4 @@ class _TimeBuckets(LiveWindow):
         self._sync()
 
     def describe(self) -> str:
-        return f"last {self._seconds:g} s ({self.calls} calls)"
+        return f"last {format_seconds(self._seconds)} s ({self.calls} calls)"
