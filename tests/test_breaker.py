@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -777,3 +778,108 @@ def test_decorated_functions_keep_their_identity(registry: Registry, clock: Virt
     assert guarded.__name__ == "fetch_odds"
     assert guarded.__doc__ == "Fetch odds for a match."
     assert guarded.__wrapped__ is fetch_odds  # type: ignore[attr-defined]
+
+
+# -- what can be guarded -------------------------------------------------------------------
+
+
+def test_generator_functions_are_refused(registry: Registry, clock: VirtualClock) -> None:
+    """Decorating a generator function is a TypeError: its body would run after counting."""
+    breaker = make(registry, clock)
+
+    def odds_stream() -> Iterator[float]:
+        yield 1.95
+
+    async def odds_stream_async() -> AsyncIterator[float]:
+        yield 1.95
+
+    with pytest.raises(TypeError, match="generator function"):
+        breaker(odds_stream)
+    with pytest.raises(TypeError, match="generator function"):
+        breaker(odds_stream_async)
+
+
+def test_call_refuses_an_async_function(registry: Registry, clock: VirtualClock) -> None:
+    """breaker.call(async_fn) is a TypeError pointing at call_async, and counts nothing."""
+    breaker = make(registry, clock)
+
+    async def fetch() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="call_async"):
+        breaker.call(fetch)  # type: ignore[arg-type]
+    assert breaker.snapshot().statistics["successes"] == 0
+
+
+def test_an_object_with_async_call_is_guarded_as_async(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An instance whose __call__ is async def gets the async driver."""
+    breaker = make(registry, clock)
+
+    class Client:
+        async def __call__(self) -> str:
+            return "odds"
+
+    guarded = breaker(Client())
+    assert inspect.iscoroutinefunction(guarded)
+
+
+def test_record_accepts_a_union(registry: Registry, clock: VirtualClock) -> None:
+    """`record=A | B` works like `record=(A, B)`."""
+    breaker = make(registry, clock, record=FeedDown | TimeoutError, minimum_calls=10)
+    fail(breaker, 1, error=TimeoutError)
+    fail(breaker, 1, error=ValueError)
+    stats = breaker.snapshot().statistics
+    assert (stats["failures"], stats["successes"]) == (1, 1)
+
+
+def test_record_refuses_a_class_that_is_not_an_exception(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A non-exception class is not mistaken for a predicate."""
+    with pytest.raises(ConfigurationError, match="int is a class but not an exception"):
+        make(registry, clock, record=int)
+
+
+def test_a_guard_uses_its_registrys_clock(clock: VirtualClock) -> None:
+    """Without clock=, a breaker reads the clock of the registry it joins."""
+    registry = Registry(clock=clock)
+    breaker = CircuitBreaker("feed", registry=registry, window=CountWindow(2), minimum_calls=1)
+    fail(breaker, 1)
+    clock.advance(30)
+    succeed(breaker, 1)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_listener_interrupt_frees_the_trial_slot(registry: Registry, clock: VirtualClock) -> None:
+    """A listener raising KeyboardInterrupt at half-open does not keep the trial slot."""
+    breaker = make(registry, clock, half_open_max_wait=None)
+    trip(breaker)
+    clock.advance(30)
+
+    def interrupt(transition: Transition) -> None:
+        if transition.new_state == "half_open":
+            raise KeyboardInterrupt
+
+    subscription = registry.subscribe(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        breaker.call(lambda: 1)
+    subscription.unsubscribe()
+    assert breaker.snapshot().statistics["half_open_in_flight"] == 0
+    succeed(breaker, 1)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_reset_makes_calls_in_flight_late(registry: Registry, clock: VirtualClock) -> None:
+    """A call admitted before reset() of a closed breaker does not land in the new window."""
+    breaker = make(registry, clock)
+
+    def fails_across_a_reset() -> None:
+        breaker.reset()
+        raise FeedDown("admitted before the reset")
+
+    with pytest.raises(FeedDown):
+        breaker.call(fails_across_a_reset)
+    stats = breaker.snapshot().statistics
+    assert (stats["window_calls"], stats["late"]) == (0, 1)

@@ -412,3 +412,18 @@ def test_an_object_without_the_clock_methods_is_not_a_clock() -> None:
             return 0.0
 
     assert not isinstance(Stopwatch(), resilient.Clock)
+
+
+def test_virtual_time_does_not_drift() -> None:
+    """Ten advances of 0.1 s make exactly one second: time is kept in nanoseconds."""
+    clock = VirtualClock()
+    for _ in range(10):
+        clock.advance(0.1)
+    assert clock.monotonic() == 1.0
+
+
+@pytest.mark.parametrize("start", [pytest.param("x", id="text"), pytest.param(math.nan, id="nan")])
+def test_virtual_clock_refuses_a_bad_start(start: object) -> None:
+    """VirtualClock(start=...) must be a finite number of seconds."""
+    with pytest.raises(ConfigurationError, match="start"):
+        VirtualClock(start=start)  # type: ignore[arg-type]

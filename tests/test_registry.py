@@ -197,3 +197,18 @@ def test_repr_shows_size_and_health(registry: Registry, clock: VirtualClock) -> 
     """repr of a registry shows how many guards it holds and its health."""
     breaker(registry, clock)
     assert repr(registry) == "<Registry guards=1 health=healthy>"
+
+
+def test_a_guard_cannot_join_a_second_registry(registry: Registry, clock: VirtualClock) -> None:
+    """register() refuses a guard built for another registry, whose events go elsewhere."""
+    guard = breaker(registry, clock)
+    other = Registry(clock=clock)
+    with pytest.raises(ConfigurationError, match="reports to another registry"):
+        other.register(guard)
+    assert "feed" not in other
+
+
+def test_registry_clock_must_be_a_clock() -> None:
+    """Registry(clock=...) refuses what is not a Clock."""
+    with pytest.raises(ConfigurationError, match="clock must provide the Clock protocol"):
+        Registry(clock=None)  # type: ignore[arg-type]

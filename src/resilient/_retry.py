@@ -29,7 +29,7 @@ from ._core._errors import (
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
-from ._core._run import Attempts, retry_call, retry_call_async
+from ._core._run import Attempts, is_async_callable, retry_call, retry_call_async
 from ._core._state import Event, Health, Statistic
 from ._core._validate import Duration, check_count, to_seconds
 from ._retry_budget import RetryBudget
@@ -392,8 +392,8 @@ class Retry(Guard[RetryState]):
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
-        operation = getattr(fn, "__qualname__", None) or repr(fn)
-        if inspect.iscoroutinefunction(fn):
+        operation = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        if is_async_callable(fn):
             async_fn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
@@ -410,6 +410,11 @@ class Retry(Guard[RetryState]):
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` with retries and return its result."""
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"{fn!r} is async: use `await retry.call_async(...)` (or decorate it) instead "
+                "of retry.call(...), which would only create a coroutine"
+            )
         return retry_call(self, fn, args, kwargs, getattr(fn, "__qualname__", "call"))
 
     async def call_async(

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
-from typing import TypeAlias, cast
+from typing import TypeAlias
 
 from ._errors import ConfigurationError
 
 __all__ = ["ExceptionSpec", "exception_matcher"]
 
 ExceptionSpec: TypeAlias = (
-    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+    type[BaseException]
+    | tuple[type[BaseException], ...]
+    | types.UnionType
+    | Callable[[BaseException], bool]
 )
-"""Which exceptions: a class, a tuple of classes, or a predicate ``(exc) -> bool``."""
+"""Which exceptions: a class, a tuple or union of classes, or a predicate ``(exc) -> bool``."""
 
 
 def _never(_: BaseException) -> bool:
@@ -22,10 +27,20 @@ def _never(_: BaseException) -> bool:
 def exception_matcher(spec: ExceptionSpec, name: str) -> Callable[[BaseException], bool]:
     """One predicate for an :data:`ExceptionSpec`.
 
+    A union such as ``ConnectionError | TimeoutError`` counts as the tuple of its members.
+
     Raises:
-        ConfigurationError: ``spec`` is none of the accepted forms.
+        ConfigurationError: ``spec`` is none of the accepted forms, or a class that is not
+            an exception.
     """
-    if isinstance(spec, type) and issubclass(spec, BaseException):
+    if isinstance(spec, types.UnionType):
+        spec = typing.get_args(spec)
+    if isinstance(spec, type):
+        if not issubclass(spec, BaseException):
+            raise ConfigurationError(
+                f"{name} must be an exception class, a tuple of them, or a predicate "
+                f"(exc) -> bool; {spec.__name__} is a class but not an exception (got {spec!r})"
+            )
         cls = spec
         return lambda exc: isinstance(exc, cls)
     if isinstance(spec, tuple):
@@ -39,7 +54,7 @@ def exception_matcher(spec: ExceptionSpec, name: str) -> Callable[[BaseException
         classes = spec
         return lambda exc: isinstance(exc, classes)
     if callable(spec):
-        return cast(Callable[[BaseException], bool], spec)
+        return spec
     raise ConfigurationError(
         f"{name} must be an exception class, a tuple of them, or a predicate "
         f"(exc) -> bool (got {spec!r})"

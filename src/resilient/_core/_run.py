@@ -55,6 +55,34 @@ class _NoResult:
 NO_RESULT: Any = _NoResult()
 """Passed to ``_exit_ok`` when a ``with`` block ended: there is no result to judge."""
 
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def`` function, a partial of
+    one, or an object whose ``__call__`` is ``async def``.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or is a generator function (whose body would
+            run only after the guard has already counted the call).
+    """
+    if not callable(fn):
+        raise TypeError(f"a guard wraps a callable (got {fn!r})")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{fn!r} is a generator function: its body runs only when iterated, after the "
+            "guard has counted the call. Guard the function that consumes it instead"
+        )
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _refuse_async(fn: object, method: str) -> None:
+    raise TypeError(
+        f"{fn!r} is async: use `await guard.{method}_async(...)` (or decorate it) instead of "
+        f"guard.{method}(...), which would only count the creation of a coroutine"
+    )
+
+
 # Permits of the ``with`` blocks open in this thread or task, innermost last.
 _open_blocks: ContextVar[tuple[tuple[object, object], ...]] = ContextVar(
     "resilient_open_blocks", default=()
@@ -95,7 +123,7 @@ class Admission(Guard[S], Generic[S, Permit]):
         exit_error = self._exit_error
         exit_cancel = self._exit_cancel
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             enter_async = self._enter_async
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
@@ -133,6 +161,8 @@ class Admission(Guard[S], Generic[S, Permit]):
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through this guard and return its result."""
+        if inspect.iscoroutinefunction(fn):
+            _refuse_async(fn, "call")
         permit = self._enter()
         try:
             result = fn(*args, **kwargs)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 
 from resilient._core._errors import ConfigurationError
@@ -21,13 +24,27 @@ _THREAD_POLL_SECONDS = 0.001
 # 2026-01-01T00:00:00Z: a fixed, readable wall time for transitions in tests.
 DEFAULT_WALL_START = 1_767_225_600.0
 
+_NS = 1_000_000_000
+
 
 @dataclass(eq=False)
 class _AsyncTimer:
-    deadline: float
+    deadline_ns: int
     scope: anyio.CancelScope
     thread: int
-    token: anyio.lowlevel.EventLoopToken
+    wake: Callable[[], None]  # cancels the scope from any thread, without blocking
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds (got {value!r})")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be finite (got {value!r})")
+    return float(value)
+
+
+def _to_ns(seconds: float) -> int:
+    return round(seconds * _NS)
 
 
 class VirtualClock:
@@ -40,24 +57,28 @@ class VirtualClock:
     - ``wait`` and ``wait_async`` end when their event is set, or when :meth:`advance`
       moves the clock past their timeout, from any thread or task.
 
+    Time is kept in whole nanoseconds, so ten ``advance(0.1)`` make exactly one second.
     Sleeps of concurrent tasks add up rather than overlap: each one moves the clock.
 
     Args:
         start: The initial monotonic reading, in seconds.
         wall_start: The wall time (Unix seconds) that corresponds to ``start``.
+
+    Raises:
+        ConfigurationError: ``start`` or ``wall_start`` is not a finite number.
     """
 
     def __init__(self, start: float = 0.0, *, wall_start: float = DEFAULT_WALL_START) -> None:
         self._lock = threading.Lock()
-        self._now = float(start)
-        self._wall_offset = float(wall_start) - self._now
+        self._now_ns = _to_ns(_seconds(start, "start"))
+        self._wall_offset = _seconds(wall_start, "wall_start") - self._now_ns / _NS
         self._timers: list[_AsyncTimer] = []
 
     def monotonic(self) -> float:
-        return self._now
+        return self._now_ns / _NS
 
     def wall(self) -> float:
-        return self._now + self._wall_offset
+        return self._now_ns / _NS + self._wall_offset
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward and end every wait whose timeout has passed.
@@ -75,14 +96,14 @@ class VirtualClock:
                 f"seconds must be a finite number >= 0; a clock never goes back (got {seconds!r})"
             )
         with self._lock:
-            self._now += seconds
-            due = [timer for timer in self._timers if timer.deadline <= self._now]
+            self._now_ns += _to_ns(seconds)
+            due = [timer for timer in self._timers if timer.deadline_ns <= self._now_ns]
         here = threading.get_ident()
         for timer in due:
             if timer.thread == here:
                 timer.scope.cancel()
             else:
-                anyio.from_thread.run_sync(timer.scope.cancel, token=timer.token)
+                timer.wake()
 
     def sleep(self, seconds: float) -> None:
         self.advance(seconds)
@@ -94,9 +115,9 @@ class VirtualClock:
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if timeout is None:
             return event.wait()
-        deadline = self._now + timeout
+        deadline_ns = self._now_ns + _to_ns(timeout)
         while not event.is_set():
-            if self._now >= deadline:
+            if self._now_ns >= deadline_ns:
                 return event.is_set()
             event.wait(_THREAD_POLL_SECONDS)
         return True
@@ -108,15 +129,14 @@ class VirtualClock:
         if timeout <= 0 or event.is_set():
             await anyio.lowlevel.checkpoint()
             return event.is_set()
-        timer = _AsyncTimer(
-            0.0, anyio.CancelScope(), threading.get_ident(), anyio.lowlevel.current_token()
-        )
+        scope = anyio.CancelScope()
+        timer = _AsyncTimer(0, scope, threading.get_ident(), _waker(scope))
         with self._lock:
             # Read and register under one lock, so no advance() can slip in between.
-            timer.deadline = self._now + timeout
+            timer.deadline_ns = self._now_ns + _to_ns(timeout)
             self._timers.append(timer)
         try:
-            with timer.scope:
+            with scope:
                 await event.wait()
         finally:
             with self._lock:
@@ -124,4 +144,33 @@ class VirtualClock:
         return event.is_set()
 
     def __repr__(self) -> str:
-        return f"VirtualClock(now={self._now!r})"
+        return f"VirtualClock(now={self.monotonic()!r})"
+
+
+def _waker(scope: anyio.CancelScope) -> Callable[[], None]:
+    """A callable that cancels ``scope`` from another thread without waiting for its loop.
+
+    A loop that has already finished is left alone: nothing waits there any more.
+    """
+    trio = sys.modules.get("trio")  # only a trio program has trio imported
+    if trio is not None:
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # trio is imported, but this task runs under asyncio
+            token = None
+        if token is not None:
+
+            def wake_trio() -> None:
+                # A finished run has nobody waiting any more.
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(scope.cancel)
+
+            return wake_trio
+
+    loop = asyncio.get_running_loop()
+
+    def wake_asyncio() -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            loop.call_soon_threadsafe(scope.cancel)
+
+    return wake_asyncio
