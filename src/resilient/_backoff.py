@@ -31,6 +31,10 @@ __all__ = [
 ]
 
 
+# Below this natural-log size, multiplier ** n is a finite float.
+_SAFE_EXPONENT = 700.0
+
+
 class Backoff:
     """Base of every backoff strategy; ``a + b`` waits for the sum of both."""
 
@@ -118,13 +122,18 @@ class Exponential(Backoff):
         assert capped is not None
         object.__setattr__(self, "cap", capped)
         object.__setattr__(self, "multiplier", check_factor(multiplier, "multiplier"))
-        growth = math.log(self.cap / self.base) / math.log(self.multiplier)
+        # Logarithms of each side, not of cap / base, which may overflow for extreme values.
+        growth = (math.log(self.cap) - math.log(self.base)) / math.log(self.multiplier)
         object.__setattr__(self, "_capped_from", 1.0 + growth)
 
     def wait(self, retry: int, previous: float, random: _random.Random) -> float:
         if retry >= self._capped_from:
             return self.cap
-        return min(self.cap, self.base * self.multiplier ** (retry - 1))
+        exponent = (retry - 1) * math.log(self.multiplier)
+        if exponent < _SAFE_EXPONENT:
+            return min(self.cap, self.base * self.multiplier ** (retry - 1))
+        # A tiny base with a huge factor: multiply in log space, where nothing overflows.
+        return min(self.cap, math.exp(math.log(self.base) + exponent))
 
 
 @dataclass(frozen=True, slots=True)

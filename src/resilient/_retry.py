@@ -8,8 +8,9 @@ import inspect
 import math
 import random as _random
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 
@@ -18,7 +19,7 @@ from typing_extensions import ParamSpec
 from ._backoff import Backoff, Exponential, FullJitter
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._deadline import current_deadline, remaining_seconds
+from ._core._deadline import Deadline, current_deadline, set_deadline
 from ._core._errors import (
     ConfigurationError,
     DeadlineExceededError,
@@ -197,16 +198,20 @@ def _retry_after_attribute(outcome: object) -> object:
 def parse_retry_after(value: object, wall_now: float) -> float | None:
     """Seconds to wait from a Retry-After hint, or ``None`` when the hint is unusable.
 
-    Accepts seconds (a non-negative number, or a string of digits as in HTTP), a
+    Accepts seconds (a non-negative number, or a string of ASCII digits as in HTTP), a
     ``timedelta``, an aware ``datetime``, or an HTTP-date string such as
-    ``"Wed, 21 Oct 2026 07:28:00 GMT"`` (measured against ``wall_now``). Negative waits,
-    dates in the past, NaN, infinities and anything unparseable give ``None``.
+    ``"Wed, 21 Oct 2026 07:28:00 GMT"`` in any of the three forms HTTP allows (measured
+    against ``wall_now``). Negative waits, dates in the past, naive ``datetime`` objects,
+    NaN, infinities and anything unparseable give ``None``.
     """
     seconds: float | None = None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            return None
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, datetime):
@@ -216,15 +221,15 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
     elif isinstance(value, (str, bytes)):
         text = value.decode("latin-1") if isinstance(value, bytes) else value
         text = text.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             seconds = float(text)
         else:
             try:
                 when = parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 return None
-            if when.tzinfo is None:
-                return None
+            if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are UTC
+                when = when.replace(tzinfo=timezone.utc)
             seconds = when.timestamp() - wall_now
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
@@ -243,16 +248,37 @@ def _add_note(error: BaseException, note: str) -> None:
             error.__notes__ = [note]  # type: ignore[attr-defined]
 
 
+# The budgets whose retry policies are running in this thread or task: a retry nested in
+# another on the same budget deposits no first attempt of its own.
+_budgets_in_use: ContextVar[frozenset[RetryBudget]] = ContextVar(
+    "resilient_budgets_in_use", default=frozenset()
+)
+
+
 class _Call:
     """What one call through a retry policy remembers; never shared between calls."""
 
-    __slots__ = ("attempt", "operation", "previous_wait", "start", "stopped")
+    __slots__ = (
+        "attempt",
+        "deadline",
+        "holds_budget",
+        "last_error",
+        "operation",
+        "previous_wait",
+        "sets_deadline",
+        "stopped",
+        "tokens",
+    )
 
-    def __init__(self, start: float, operation: str) -> None:
+    def __init__(self, operation: str) -> None:
         self.attempt = 1
-        self.start = start
-        self.previous_wait = 0.0
         self.operation = operation
+        self.previous_wait = 0.0
+        self.deadline: Deadline | None = None
+        self.sets_deadline = False  # its own timeout is sooner than any outer deadline
+        self.holds_budget = False  # it deposited in the budget (it is not nested)
+        self.tokens: list[Token[Any]] = []
+        self.last_error: BaseException | None = None
         self.stopped = ""  # why retrying stopped, once it has
 
 
@@ -438,29 +464,59 @@ class Retry(Guard[RetryState]):
 
     # -- what the driver asks -------------------------------------------------------------
 
-    def _begin(self) -> float:
-        """A call starts: count it, draw on the budget's deposits, check the deadline.
+    def _begin(self, operation: str) -> _Call | None:
+        """A call starts: count it, deposit in the budget, fix its deadline.
 
         Returns:
-            The start time when a timeout needs it, else 0.0.
+            The call's state when it has a deadline or a budget to carry; None otherwise
+            (the common case, which then allocates nothing unless an attempt fails).
+
+        Raises:
+            DeadlineExceededError: The deadline in force has already passed.
         """
         self._calls.increment()
-        if self._budget is not None:
-            self._budget._deposit()
-        if self._timeout is None and current_deadline() is None:
-            return 0.0
-        start = self._now()
-        left = remaining_seconds(start, self._timeout, start)
-        if left is not None and left <= 0:
-            raise DeadlineExceededError(self._name, -left)
-        return start
+        budget = self._budget
+        outer = current_deadline()
+        if self._timeout is None and budget is None and outer is None:
+            return None
+        call = _Call(operation)
+        if self._timeout is not None:
+            own = Deadline(self._now() + self._timeout, self._clock)
+            call.deadline = own if outer is None or own.remaining() < outer.remaining() else outer
+            call.sets_deadline = call.deadline is own
+        else:
+            call.deadline = outer
+        if call.deadline is not None:
+            left = call.deadline.remaining()
+            if left <= 0:
+                raise DeadlineExceededError(self._name, -left)
+        if budget is not None and budget not in _budgets_in_use.get():
+            # A retry nested inside another retry on the same budget is part of the outer
+            # call's attempt: it draws retries from the budget but deposits nothing.
+            budget._deposit()
+            call.holds_budget = True
+        return call
 
-    def _new_call(self, start: float, operation: str) -> _Call:
-        return _Call(start, operation)
+    def _activate(self, call: _Call) -> None:
+        """Make the call's deadline and budget visible to guards nested inside it."""
+        if call.sets_deadline:
+            call.tokens.append(set_deadline(call.deadline))
+        if call.holds_budget and self._budget is not None:
+            in_use = _budgets_in_use.get() | {self._budget}
+            call.tokens.append(_budgets_in_use.set(in_use))
+
+    def _deactivate(self, call: _Call) -> None:
+        tokens = call.tokens
+        while tokens:
+            token = tokens.pop()
+            token.var.reset(token)
+
+    def _new_call(self, operation: str) -> _Call:
+        return _Call(operation)
 
     def _succeeded(self, call: _Call | None, operation: str) -> None:
         """The attempt succeeded (``call`` is None when it was the first)."""
-        if call is not None:
+        if call is not None and call.attempt > 1:
             self._recovered.increment()
         if self._registry._wants(RetryAttempt):
             attempt = 1 if call is None else call.attempt
@@ -486,7 +542,10 @@ class Retry(Guard[RetryState]):
                 "the request may have reached the other side and the call is not idempotent",
             )
             return None
-        return self._schedule(call, error)
+        wait = self._schedule(call, error)
+        if wait is not None:
+            call.last_error = error  # re-raised if the wait overshoots the deadline
+        return wait
 
     def _on_bad_result(self, call: _Call, result: object) -> float:
         """An attempt returned a result to retry: the wait, or RetryExhaustedError."""
@@ -498,13 +557,27 @@ class Retry(Guard[RetryState]):
         return wait
 
     def _before_retry(self, call: _Call) -> None:
-        """After the wait, before the next attempt: is there still time?"""
-        if self._timeout is None and current_deadline() is None:
+        """After the wait, before the next attempt: is there still time?
+
+        Raises:
+            Exception: The last attempt's own exception (with a note) when the wait
+                overshot the deadline; DeadlineExceededError after a retried result.
+        """
+        error = call.last_error
+        call.last_error = None
+        if call.deadline is None:
             return
-        left = remaining_seconds(call.start, self._timeout, self._now())
-        if left is not None and left <= 0:
-            self._give_up(call, None, "deadline", "the deadline passed during the wait")
+        left = call.deadline.remaining()
+        if left > 0:
+            return
+        call.attempt -= 1  # the attempt scheduled for after the wait never starts
+        self._give_up(call, error, "deadline", "the deadline passed during the wait")
+        if error is None:
             raise DeadlineExceededError(self._name, -left)
+        try:
+            raise error
+        finally:
+            del error  # no cycle through this frame's traceback
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -517,6 +590,10 @@ class Retry(Guard[RetryState]):
             )
         wait = self._backoff.wait(attempt, call.previous_wait, self._random)
         reason = "backoff"
+        # Coming back before a refusing guard can admit us is pointless.
+        refused_for = outcome.retry_after if isinstance(outcome, RejectedError) else None
+        if refused_for is not None and refused_for >= wait:
+            wait, reason = refused_for, "retry_after"
         if self._retry_after is not None:
             hint = parse_retry_after(self._retry_after(outcome), self._clock.wall())
             if hint is not None:
@@ -530,9 +607,9 @@ class Retry(Guard[RetryState]):
                     )
                 if hint >= wait:
                     wait, reason = hint, "retry_after"
-        if self._timeout is not None or current_deadline() is not None:
-            left = remaining_seconds(call.start, self._timeout, self._now())
-            if left is not None and wait >= left:
+        if call.deadline is not None:
+            left = call.deadline.remaining()
+            if wait >= left:
                 return self._give_up(
                     call,
                     error,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import math
 
 from ._core._clock import Clock
 from ._core._errors import format_seconds
 from ._core._guard import Guard
 from ._core._registry import Registry, default_registry
 from ._core._state import Health, Statistic
-from ._core._validate import Duration, check_ratio, to_seconds
+from ._core._validate import Duration, check_non_negative, check_ratio, to_seconds
 from ._core._windows import BucketRing
 
 __all__ = [
@@ -25,6 +26,7 @@ DEFAULT_BUDGET_WINDOW = 10.0
 DEFAULT_BUDGET_MIN_PER_SECOND = 10.0
 _BUCKETS = 10
 _FIRST, _RETRY = 0, 1
+_ROUNDING = 1e-9
 
 
 class BudgetState(str, enum.Enum):
@@ -78,7 +80,7 @@ class RetryBudget(Guard[BudgetState]):
     ) -> None:
         self._ratio = check_ratio(ratio, "ratio", allow_zero=True)
         self._window = to_seconds(window, "window", allow_zero=False)
-        self._reserve = to_seconds(min_per_second, "min_per_second") * self._window
+        self._reserve = check_non_negative(min_per_second, "min_per_second") * self._window
         self._counts = BucketRing(self._window, _BUCKETS, 2)
         self._throttled = 0
         registry = default_registry if registry is None else registry
@@ -97,12 +99,16 @@ class RetryBudget(Guard[BudgetState]):
         first, retries = self._counts.totals
         return self._reserve + self._ratio * first - retries
 
+    def _fits(self) -> bool:
+        # A hair of tolerance: 0.29 * 100 is 28.999999999999996 in floating point.
+        return self._allowance() + _ROUNDING >= 1
+
     def _deposit(self) -> None:
         """Count a first attempt; called by retry policies."""
         now = self._now()
         with self._lock:
             self._counts.add(_FIRST, now)
-            moved = self._state is BudgetState.THROTTLED and self._allowance() >= 1
+            moved = self._state is BudgetState.THROTTLED and self._fits()
             if moved:
                 self._recover(now)
         if moved:
@@ -113,7 +119,7 @@ class RetryBudget(Guard[BudgetState]):
         now = self._now()
         with self._lock:
             self._counts.expire(now)
-            allowed = self._allowance() >= 1
+            allowed = self._fits()
             if allowed:
                 self._counts.add(_RETRY, now)
                 moved = self._state is BudgetState.THROTTLED
@@ -140,7 +146,7 @@ class RetryBudget(Guard[BudgetState]):
         self._move(
             BudgetState.NORMAL,
             Health.HEALTHY,
-            f"retries fit in the budget again ({self._allowance():.0f} left)",
+            f"retries fit in the budget again ({math.floor(self._allowance() + _ROUNDING)} left)",
             now,
         )
 

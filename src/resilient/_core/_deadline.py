@@ -8,7 +8,6 @@ started inside inherit it as context variables do.
 
 from __future__ import annotations
 
-import math
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,7 +15,7 @@ from types import TracebackType
 from ._clock import SYSTEM_CLOCK, Clock
 from ._validate import Duration, to_seconds
 
-__all__ = ["Deadline", "current_deadline", "deadline"]
+__all__ = ["Deadline", "current_deadline", "deadline", "set_deadline"]
 
 _current: ContextVar[Deadline | None] = ContextVar("resilient_deadline", default=None)
 
@@ -98,14 +97,6 @@ class deadline:
         self.__exit__(exc_type, exc, traceback)
 
 
-def remaining_seconds(start: float, timeout: float | None, now: float) -> float | None:
-    """Seconds left under both a call's own ``timeout`` (from ``start``) and the deadline.
-
-    Returns:
-        ``None`` when neither applies; otherwise the smaller of the two, possibly <= 0.
-    """
-    left = math.inf if timeout is None else start + timeout - now
-    outer = _current.get()
-    if outer is not None:
-        left = min(left, outer.remaining())
-    return None if left == math.inf else left
+def set_deadline(value: Deadline | None) -> Token[Deadline | None]:
+    """Put ``value`` in force for this context; reset with the returned token."""
+    return _current.set(value)

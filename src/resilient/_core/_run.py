@@ -248,9 +248,13 @@ class Retrying(Protocol):
     @property
     def clock(self) -> Clock: ...
 
-    def _begin(self) -> float: ...
+    def _begin(self, operation: str) -> Any: ...
 
-    def _new_call(self, start: float, operation: str) -> Any: ...
+    def _activate(self, call: Any) -> None: ...
+
+    def _deactivate(self, call: Any) -> None: ...
+
+    def _new_call(self, operation: str) -> Any: ...
 
     def _succeeded(self, call: Any, operation: str) -> None: ...
 
@@ -271,27 +275,33 @@ def retry_call(
     operation: str,
 ) -> R:
     """Run ``fn`` until it succeeds or ``policy`` stops it, sleeping between attempts."""
-    start = policy._begin()
-    call = None  # per-call state, made on the first failure only
-    while True:
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as error:
-            if call is None:
-                call = policy._new_call(start, operation)
-            wait = policy._on_error(call, error)
-            if wait is None:
-                raise
-        else:
-            if not policy._judge(result):
-                policy._succeeded(call, operation)
-                return result
-            if call is None:
-                call = policy._new_call(start, operation)
-            wait = policy._on_bad_result(call, result)
-        if wait > 0:
-            policy.clock.sleep(wait)
-        policy._before_retry(call)
+    call = policy._begin(operation)  # None unless the call carries a deadline or budget
+    scoped = call
+    if scoped is not None:
+        policy._activate(scoped)
+    try:
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as error:
+                if call is None:
+                    call = policy._new_call(operation)
+                wait = policy._on_error(call, error)
+                if wait is None:
+                    raise
+            else:
+                if not policy._judge(result):
+                    policy._succeeded(call, operation)
+                    return result
+                if call is None:
+                    call = policy._new_call(operation)
+                wait = policy._on_bad_result(call, result)
+            if wait > 0:
+                policy.clock.sleep(wait)
+            policy._before_retry(call)
+    finally:
+        if scoped is not None:
+            policy._deactivate(scoped)
 
 
 async def retry_call_async(
@@ -302,27 +312,33 @@ async def retry_call_async(
     operation: str,
 ) -> R:
     """The async twin of :func:`retry_call`; each wait is a cancellation point."""
-    start = policy._begin()
-    call = None
-    while True:
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as error:
-            if call is None:
-                call = policy._new_call(start, operation)
-            wait = policy._on_error(call, error)
-            if wait is None:
-                raise
-        else:
-            if not policy._judge(result):
-                policy._succeeded(call, operation)
-                return result
-            if call is None:
-                call = policy._new_call(start, operation)
-            wait = policy._on_bad_result(call, result)
-        if wait > 0:
-            await policy.clock.sleep_async(wait)
-        policy._before_retry(call)
+    call = policy._begin(operation)
+    scoped = call
+    if scoped is not None:
+        policy._activate(scoped)
+    try:
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as error:
+                if call is None:
+                    call = policy._new_call(operation)
+                wait = policy._on_error(call, error)
+                if wait is None:
+                    raise
+            else:
+                if not policy._judge(result):
+                    policy._succeeded(call, operation)
+                    return result
+                if call is None:
+                    call = policy._new_call(operation)
+                wait = policy._on_bad_result(call, result)
+            if wait > 0:
+                await policy.clock.sleep_async(wait)
+            policy._before_retry(call)
+    finally:
+        if scoped is not None:
+            policy._deactivate(scoped)
 
 
 class Attempt:
@@ -336,6 +352,7 @@ class Attempt:
         """1 for the first attempt."""
 
     def __enter__(self) -> Attempt:
+        self._attempts._started()
         return self
 
     def __exit__(
@@ -358,13 +375,13 @@ class Attempts:
     ends the loop.
     """
 
-    __slots__ = ("_call", "_done", "_number", "_operation", "_policy", "_start", "_wait")
+    __slots__ = ("_call", "_done", "_number", "_operation", "_policy", "_scoped", "_wait")
 
     def __init__(self, policy: Retrying, operation: str) -> None:
         self._policy = policy
         self._operation = operation
-        self._start = policy._begin()
-        self._call: Any = None
+        self._call: Any = policy._begin(operation)
+        self._scoped = self._call is not None
         self._number = 0
         self._wait: float | None = None
         self._done = False
@@ -403,8 +420,16 @@ class Attempts:
         self._number += 1
         return Attempt(self, self._number)
 
+    def _started(self) -> None:
+        # The deadline and budget are in force inside each attempt's block only, so a loop
+        # left early (break, return) leaves nothing behind in the context.
+        if self._scoped:
+            self._policy._activate(self._call)
+
     def _ended(self, exc: BaseException | None) -> bool:
         policy = self._policy
+        if self._scoped:
+            policy._deactivate(self._call)
         if exc is None:
             policy._succeeded(self._call, self._operation)
             self._done = True
@@ -413,7 +438,7 @@ class Attempts:
             self._done = True
             return False
         if self._call is None:
-            self._call = policy._new_call(self._start, self._operation)
+            self._call = policy._new_call(self._operation)
         self._wait = policy._on_error(self._call, exc)
         if self._wait is None:
             self._done = True

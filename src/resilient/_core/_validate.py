@@ -13,7 +13,14 @@ from typing import TypeAlias
 
 from ._errors import ConfigurationError
 
-__all__ = ["Duration", "check_count", "check_factor", "check_ratio", "to_seconds"]
+__all__ = [
+    "Duration",
+    "check_count",
+    "check_factor",
+    "check_non_negative",
+    "check_ratio",
+    "to_seconds",
+]
 
 Duration: TypeAlias = float | int | timedelta | str
 """A duration: seconds as a number, a :class:`~datetime.timedelta`, or a string such as
@@ -82,6 +89,23 @@ def check_count(value: object, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum} (got {value!r})")
     return value
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Check that ``value`` is a finite number >= 0, such as a rate.
+
+    Raises:
+        ConfigurationError: The value is not a real number, not finite, or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number (got {type(value).__name__} {value!r})")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not 0.0 <= number < math.inf:
+        raise ConfigurationError(f"{name} must be a finite number >= 0 (got {value!r})")
+    return number
 
 
 def check_factor(value: object, name: str) -> float:
