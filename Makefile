@@ -30,6 +30,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_breaker.py
+	$(BIN)/python benchmarks/bench_retry.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

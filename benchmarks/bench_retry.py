@@ -58,10 +58,9 @@ def per_call_ns(fn: Callable[[], object], calls: int) -> float:
 
 
 def resilient_decorator() -> Decorator:
-    retry = resilient.Retry(
+    return resilient.Retry(
         attempts=3, on=ValueError, backoff=resilient.NoWait(), registry=resilient.Registry()
     )
-    return retry
 
 
 def tenacity_decorator() -> Decorator | None:

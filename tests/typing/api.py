@@ -87,3 +87,48 @@ def awaitable_factory() -> Callable[[], Awaitable[int]]:
         return 1
 
     return breaker(one)
+
+
+# -- retries -------------------------------------------------------------------------------
+
+retry = resilient.Retry(
+    "odds-retry",
+    attempts=3,
+    on=ConnectionError | TimeoutError,
+    backoff=resilient.FullJitter(resilient.Exponential(0.05, cap=1)),
+    timeout="2s",
+    budget=resilient.RetryBudget("odds-budget"),
+)
+
+
+@retry
+def fetch(match: str, *, live: bool = False) -> float:
+    return 1.95
+
+
+@retry
+async def fetch_async(match: str) -> float:
+    return 1.95
+
+
+assert_type(fetch("ARS-CHE", live=True), float)
+assert_type(retry.call(fetch, "ARS-CHE"), float)
+fetch(3)  # type: ignore[arg-type]
+
+
+async def use_retry_async() -> None:
+    assert_type(await fetch_async("ARS-CHE"), float)
+    assert_type(await retry.call_async(fetch_async, "ARS-CHE"), float)
+    async for attempt in retry:
+        with attempt:
+            assert_type(attempt.number, int)
+    async with resilient.deadline(0.3) as deadline:
+        assert_type(deadline.remaining(), float)
+
+
+def use_retry_block() -> None:
+    for attempt in retry:
+        with attempt:
+            pass
+    with resilient.deadline("300ms"):
+        fetch("ARS-CHE")
