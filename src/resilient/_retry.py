@@ -19,7 +19,8 @@ from typing_extensions import ParamSpec
 from ._backoff import Backoff, Exponential, FullJitter
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._deadline import Deadline, current_deadline, set_deadline
+from ._core._deadline import Deadline, set_deadline
+from ._core._deadline import _current as _current_deadline
 from ._core._errors import (
     ConfigurationError,
     DeadlineExceededError,
@@ -30,7 +31,7 @@ from ._core._errors import (
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
-from ._core._run import Attempts, is_async_callable, retry_call, retry_call_async
+from ._core._run import NO_RESULT, Attempts, is_async_callable, retry_call, retry_call_async
 from ._core._state import Event, Health, Statistic
 from ._core._validate import Duration, check_count, to_seconds
 from ._retry_budget import RetryBudget
@@ -397,6 +398,7 @@ class Retry(Guard[RetryState]):
         registry = default_registry if registry is None else registry
         clock = registry.clock if clock is None else clock
         self._now = clock.monotonic
+        self._listeners = registry._listeners  # read on every call: one attribute less
         self._calls = Counter()
         self._retries = Counter()
         self._recovered = Counter()
@@ -476,8 +478,8 @@ class Retry(Guard[RetryState]):
         """
         self._calls.increment()
         budget = self._budget
-        outer = current_deadline()
-        if self._timeout is None and budget is None and outer is None:
+        outer = _current_deadline.get()
+        if outer is None and budget is None and self._timeout is None:
             return None
         call = _Call(operation)
         if self._timeout is not None:
@@ -514,17 +516,21 @@ class Retry(Guard[RetryState]):
     def _new_call(self, operation: str) -> _Call:
         return _Call(operation)
 
-    def _succeeded(self, call: _Call | None, operation: str) -> None:
-        """The attempt succeeded (``call`` is None when it was the first)."""
+    def _accept(self, call: _Call | None, result: object, operation: str) -> bool:
+        """An attempt returned ``result``: True to return it, False to retry it.
+
+        ``call`` is None for a first attempt that needed no per-call state.
+        """
+        on_result = self._on_result
+        if on_result is not None and result is not NO_RESULT and on_result(result):
+            return False
         if call is not None and call.attempt > 1:
             self._recovered.increment()
-        if self._registry._wants(RetryAttempt):
+        listeners = self._listeners
+        if listeners._entries and listeners.wants(RetryAttempt):
             attempt = 1 if call is None else call.attempt
             self._emit_attempt(operation, attempt, "success", None)
-
-    def _judge(self, result: object) -> bool:
-        """Whether ``result`` should be retried."""
-        return self._on_result is not None and bool(self._on_result(result))
+        return True
 
     def _on_error(self, call: _Call, error: Exception) -> float | None:
         """An attempt raised ``error``: the wait before the next attempt, or None to stop."""

@@ -207,7 +207,8 @@ class Registry:
 
     def _wants(self, event_class: type[Event]) -> bool:
         """Whether an event of this class would reach any listener: check before building."""
-        return bool(self._listeners) and self._listeners.wants(event_class)
+        listeners = self._listeners
+        return bool(listeners._entries) and listeners.wants(event_class)
 
     def _publish(self, event: Event) -> None:
         """Deliver a per-call event (not a transition); call holding no guard lock."""

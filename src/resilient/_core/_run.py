@@ -256,9 +256,7 @@ class Retrying(Protocol):
 
     def _new_call(self, operation: str) -> Any: ...
 
-    def _succeeded(self, call: Any, operation: str) -> None: ...
-
-    def _judge(self, result: object) -> bool: ...
+    def _accept(self, call: Any, result: object, operation: str) -> bool: ...
 
     def _on_error(self, call: Any, error: Exception) -> float | None: ...
 
@@ -290,8 +288,7 @@ def retry_call(
                 if wait is None:
                     raise
             else:
-                if not policy._judge(result):
-                    policy._succeeded(call, operation)
+                if policy._accept(call, result, operation):
                     return result
                 if call is None:
                     call = policy._new_call(operation)
@@ -327,8 +324,7 @@ async def retry_call_async(
                 if wait is None:
                     raise
             else:
-                if not policy._judge(result):
-                    policy._succeeded(call, operation)
+                if policy._accept(call, result, operation):
                     return result
                 if call is None:
                     call = policy._new_call(operation)
@@ -431,7 +427,7 @@ class Attempts:
         if self._scoped:
             policy._deactivate(self._call)
         if exc is None:
-            policy._succeeded(self._call, self._operation)
+            policy._accept(self._call, NO_RESULT, self._operation)
             self._done = True
             return False
         if not isinstance(exc, Exception):
