@@ -137,8 +137,7 @@ def main() -> int:
         print(f"{'peer':<14}{'success':>18}{'one failure':>22}")
         for peer in peers:
             print(
-                f"{peer:<14}{ours[0] / results[peer][0]:>18.2f}"
-                f"{ours[1] / results[peer][1]:>22.2f}"
+                f"{peer:<14}{ours[0] / results[peer][0]:>18.2f}{ours[1] / results[peer][1]:>22.2f}"
             )
         fastest_success = min(peers, key=lambda p: results[p][0])
         fastest_failure = min(peers, key=lambda p: results[p][1])
