@@ -33,6 +33,7 @@ from ._guard import Guard, S
 __all__ = [
     "NO_RESULT",
     "Admission",
+    "Admits",
     "Attempt",
     "Attempts",
     "Retrying",
@@ -89,17 +90,34 @@ _open_blocks: ContextVar[tuple[tuple[object, object], ...]] = ContextVar(
 )
 
 
-class Admission(Guard[S], Generic[S, Permit]):
-    """A guard that admits or refuses each call and is told how it ended."""
+class Admits(Generic[Permit]):
+    """How code meets a pattern that admits each call: decorator, ``call``, ``with``.
+
+    A subclass decides through ``_enter`` (sync, may block), ``_enter_nowait`` (never
+    waits: a permit, or ``None`` when an async caller must wait in ``_enter_async``) and
+    the three ``_exit_*`` methods. Guards get this through :class:`Admission`; views that
+    are not guards themselves (a bulkhead's partitions) use it directly.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name used in error messages."""
+        raise NotImplementedError
 
     # -- what a pattern decides -----------------------------------------------------------
 
     @abc.abstractmethod
     def _enter(self) -> Permit:
-        """Admit a call and return its permit, or raise a ``RejectedError``."""
+        """Admit a sync call (blocking while it waits) and return its permit, or raise a
+        ``RejectedError``."""
+
+    def _enter_nowait(self) -> Permit | None:
+        """Admit a call at once, refuse it, or return None when it has to wait."""
+        return self._enter()
 
     async def _enter_async(self) -> Permit:
-        """Admit an async call; a pattern that queues callers overrides this."""
+        """Admit an async call that has to wait; only called after ``_enter_nowait``
+        returned None."""
         return self._enter()
 
     @abc.abstractmethod
@@ -115,6 +133,8 @@ class Admission(Guard[S], Generic[S, Permit]):
         """The call was cancelled or interrupted; it counts as no outcome."""
 
     # -- how the driver acts --------------------------------------------------------------
+    # The decorator's closures and call()/call_async() spell the same steps out on purpose:
+    # a shared helper would add a Python frame to every guarded call.
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
@@ -124,12 +144,15 @@ class Admission(Guard[S], Generic[S, Permit]):
         exit_cancel = self._exit_cancel
 
         if is_async_callable(fn):
+            enter_nowait = self._enter_nowait
             enter_async = self._enter_async
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                permit = await enter_async()
+                permit = enter_nowait()
+                if permit is None:
+                    permit = await enter_async()
                 try:
                     result = await async_fn(*args, **kwargs)
                 except Exception as error:
@@ -183,7 +206,9 @@ class Admission(Guard[S], Generic[S, Permit]):
         **kwargs: P.kwargs,
     ) -> R:
         """Await ``fn(*args, **kwargs)`` through this guard and return its result."""
-        permit = await self._enter_async()
+        permit = self._enter_nowait()
+        if permit is None:
+            permit = await self._enter_async()
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
@@ -208,7 +233,9 @@ class Admission(Guard[S], Generic[S, Permit]):
         self._close_block(exc)
 
     async def __aenter__(self) -> None:
-        permit = await self._enter_async()
+        permit = self._enter_nowait()
+        if permit is None:
+            permit = await self._enter_async()
         _open_blocks.set((*_open_blocks.get(), (self, permit)))
 
     async def __aexit__(
@@ -237,6 +264,10 @@ class Admission(Guard[S], Generic[S, Permit]):
             self._exit_error(permit, exc)
         else:
             self._exit_cancel(permit)
+
+
+class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
+    """A guard that admits or refuses each call and is told how it ended."""
 
 
 # -- retrying ----------------------------------------------------------------------------------
