@@ -1,6 +1,6 @@
 """Reliability patterns for high-volume, real-time services, over one shared state model.
 
-Every guard (circuit breaker, retry policy, retry budget, and the patterns that follow)
+Every guard (circuit breaker, retry policy, retry budget, bulkhead, and those to come)
 has a name, a state, a health, frozen snapshots and transition events in one
 :class:`Registry`.
 """
@@ -15,11 +15,19 @@ from ._backoff import Linear as Linear
 from ._backoff import NoWait as NoWait
 from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreaker as CircuitBreaker
+from ._bulkhead import Bulkhead as Bulkhead
+from ._bulkhead import BulkheadPartition as BulkheadPartition
+from ._bulkhead import BulkheadSlot as BulkheadSlot
+from ._bulkhead import BulkheadState as BulkheadState
+from ._bulkhead import CoDel as CoDel
+from ._bulkhead import QueueOrder as QueueOrder
+from ._bulkhead import RateLimit as RateLimit
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
 from ._core._deadline import Deadline as Deadline
 from ._core._deadline import current_deadline as current_deadline
 from ._core._deadline import deadline as deadline
+from ._core._errors import BulkheadFullError as BulkheadFullError
 from ._core._errors import CircuitOpenError as CircuitOpenError
 from ._core._errors import ConfigurationError as ConfigurationError
 from ._core._errors import DeadlineExceededError as DeadlineExceededError
@@ -41,6 +49,9 @@ from ._core._state import Transition as Transition
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
 from ._core._windows import TimeWindow as TimeWindow
+from ._limits import AIMD as AIMD
+from ._limits import AdaptiveLimit as AdaptiveLimit
+from ._limits import Gradient2 as Gradient2
 from ._retry import Retry as Retry
 from ._retry import RetryAttempt as RetryAttempt
 from ._retry import RetryGaveUp as RetryGaveUp
@@ -52,13 +63,21 @@ from ._retry_budget import BudgetState as BudgetState
 from ._retry_budget import RetryBudget as RetryBudget
 
 __all__ = [
+    "AIMD",
+    "AdaptiveLimit",
     "Attempt",
     "Backoff",
     "BreakerState",
     "BudgetState",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadPartition",
+    "BulkheadSlot",
+    "BulkheadState",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "CoDel",
     "ConfigurationError",
     "Constant",
     "CountWindow",
@@ -71,12 +90,15 @@ __all__ = [
     "ExceptionSpec",
     "Exponential",
     "FullJitter",
+    "Gradient2",
     "Guard",
     "GuardSnapshot",
     "Health",
     "Linear",
     "Listener",
     "NoWait",
+    "QueueOrder",
+    "RateLimit",
     "Registry",
     "RegistrySnapshot",
     "RejectedError",

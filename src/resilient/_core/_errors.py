@@ -7,7 +7,8 @@
     ├── DeadlineExceededError        no time was left to start the work; also a TimeoutError
     ├── RetryExhaustedError          retries ended on a result judged bad; .last_result
     └── RejectedError                a call refused without running; .guard, .retry_after
-        └── CircuitOpenError         refused by a circuit breaker; .state
+        ├── CircuitOpenError         refused by a circuit breaker; .state
+        └── BulkheadFullError        refused by a bulkhead; .reason
 
 A guarded function's own exceptions are never wrapped: callers see them unchanged.
 Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
@@ -17,6 +18,7 @@ Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceededError",
@@ -157,6 +159,42 @@ class CircuitOpenError(RejectedError):
                 f"in flight{_retry_hint(self.retry_after)}"
             )
         return f"circuit breaker {self.guard!r} is open{_retry_hint(self.retry_after)}"
+
+
+_BULKHEAD_REASONS = {
+    "queue_full": "its queue is full",
+    "max_wait": "the call waited max_wait in its queue",
+    "codel": "the call sat in a standing queue longer than the CoDel target",
+    "shed": "the call was shed from the queue to make room for more important traffic",
+    "rate": "the call's turn under the rate limit would come after max_wait",
+}
+
+
+class BulkheadFullError(RejectedError):
+    """A bulkhead refused the call.
+
+    Args (positional, as for every refusal):
+        guard: Name of the bulkhead.
+        retry_after: Seconds until a call could be admitted, when known (rate limits).
+        reason: ``"queue_full"``, ``"max_wait"``, ``"codel"``, ``"shed"`` or ``"rate"``.
+        limit: The concurrency limit when it refused.
+        max_queue: The queue's size.
+    """
+
+    __slots__ = ()
+
+    @property
+    def reason(self) -> str:
+        """Why: ``"queue_full"``, ``"max_wait"``, ``"codel"``, ``"shed"`` or ``"rate"``."""
+        return str(self.args[2]) if len(self.args) > 2 else "queue_full"
+
+    def __str__(self) -> str:
+        reason = self.reason
+        why = _BULKHEAD_REASONS.get(reason, reason)
+        sizes = ""
+        if len(self.args) > 4:
+            sizes = f" ({self.args[3]} running at most, {self.args[4]} queued at most)"
+        return f"bulkhead {self.guard!r} is full: {why}{sizes}{_retry_hint(self.retry_after)}"
 
 
 def _retry_hint(retry_after: float | None) -> str:

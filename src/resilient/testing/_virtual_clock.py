@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +11,7 @@ import anyio
 import anyio.lowlevel
 
 from resilient._core._errors import ConfigurationError
+from resilient._core._waiters import threadsafe_caller
 
 __all__ = ["VirtualClock"]
 
@@ -130,7 +128,7 @@ class VirtualClock:
             await anyio.lowlevel.checkpoint()
             return event.is_set()
         scope = anyio.CancelScope()
-        timer = _AsyncTimer(0, scope, threading.get_ident(), _waker(scope))
+        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
         with self._lock:
             # Read and register under one lock, so no advance() can slip in between.
             timer.deadline_ns = self._now_ns + _to_ns(timeout)
@@ -145,32 +143,3 @@ class VirtualClock:
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.monotonic()!r})"
-
-
-def _waker(scope: anyio.CancelScope) -> Callable[[], None]:
-    """A callable that cancels ``scope`` from another thread without waiting for its loop.
-
-    A loop that has already finished is left alone: nothing waits there any more.
-    """
-    trio = sys.modules.get("trio")  # only a trio program has trio imported
-    if trio is not None:
-        try:
-            token = trio.lowlevel.current_trio_token()
-        except RuntimeError:  # trio is imported, but this task runs under asyncio
-            token = None
-        if token is not None:
-
-            def wake_trio() -> None:
-                # A finished run has nobody waiting any more.
-                with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(scope.cancel)
-
-            return wake_trio
-
-    loop = asyncio.get_running_loop()
-
-    def wake_asyncio() -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            loop.call_soon_threadsafe(scope.cancel)
-
-    return wake_asyncio

@@ -1,0 +1,770 @@
+"""The bulkhead: bound how much work runs at once, queue a bounded burst, shed the rest."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+from ._core._clock import Clock
+from ._core._errors import BulkheadFullError, ConfigurationError, format_seconds
+from ._core._registry import Registry, default_registry
+from ._core._run import Admission, Admits
+from ._core._state import Health, Statistic
+from ._core._validate import Duration, check_count, check_non_negative, to_seconds
+from ._core._waiters import Waiter
+from ._limits import AdaptiveLimit, _LiveLimit
+
+__all__ = [
+    "DEFAULT_DEGRADE_AFTER",
+    "Bulkhead",
+    "BulkheadPartition",
+    "BulkheadSlot",
+    "BulkheadState",
+    "CoDel",
+    "QueueOrder",
+    "RateLimit",
+]
+
+DEFAULT_DEGRADE_AFTER = 0.1
+"""How long work may sit in the queue before the bulkhead reports QUEUEING (degraded)."""
+DEFAULT_OVERLOAD_INTERVAL = 0.1
+"""How long the queue must stay non-empty before adaptive LIFO switches to LIFO."""
+_WAIT_SAMPLES = 1024
+_DEFAULT = "default"
+
+
+class BulkheadState(str, enum.Enum):
+    """The states of a :class:`Bulkhead`."""
+
+    ACCEPTING = "accepting"
+    """Calls are admitted at once (healthy)."""
+    QUEUEING = "queueing"
+    """Calls wait in the queue longer than ``degrade_after`` (degraded)."""
+    SATURATED = "saturated"
+    """Calls are being refused (unavailable) until a slot is free with nobody queued."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_HEALTH = {
+    BulkheadState.ACCEPTING: Health.HEALTHY,
+    BulkheadState.QUEUEING: Health.DEGRADED,
+    BulkheadState.SATURATED: Health.UNAVAILABLE,
+}
+
+
+class QueueOrder(str, enum.Enum):
+    """Which queued caller gets the next free slot."""
+
+    FIFO = "fifo"
+    """The one that waited longest."""
+    LIFO = "lifo"
+    """The newest: under a standing backlog it is the one most likely still wanted."""
+    ADAPTIVE = "adaptive"
+    """FIFO, switching to LIFO while the queue has not drained for a while."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class CoDel:
+    """Controlled-delay queue management, as Facebook's "Fail at Scale" describes it.
+
+    While the queue has drained within the last ``interval``, a caller may wait up to
+    ``interval``. Once it has stayed non-empty for longer than that, callers that have
+    waited more than ``target`` are shed: a standing queue only adds latency.
+
+    Args:
+        target: The queue wait allowed under a standing queue (default 5 ms).
+        interval: How long the queue may stay non-empty before it counts as standing,
+            and the longest wait otherwise (default 100 ms).
+    """
+
+    target: float
+    interval: float
+
+    def __init__(self, target: Duration = 0.005, interval: Duration = 0.1) -> None:
+        object.__setattr__(self, "target", to_seconds(target, "target", allow_zero=False))
+        object.__setattr__(self, "interval", to_seconds(interval, "interval", allow_zero=False))
+        if self.target > self.interval:
+            raise ConfigurationError(
+                f"target must be <= interval ({format_seconds(self.interval)} s) (got {target!r})"
+            )
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RateLimit:
+    """A steady admission rate with a burst allowance (GCRA, a virtual token bucket).
+
+    A burst beyond the allowance is smoothed: each caller waits until its turn, and knows
+    at once how long that is; one whose turn would come after its ``max_wait`` is refused
+    immediately.
+
+    Args:
+        per_second: Calls admitted per second on average (> 0).
+        burst: Calls that may pass at once after a quiet period (>= 1, default 1).
+    """
+
+    per_second: float
+    burst: int
+
+    def __init__(self, per_second: float, burst: int = 1) -> None:
+        rate = check_non_negative(per_second, "per_second")
+        if rate == 0:
+            raise ConfigurationError(f"per_second must be > 0 (got {per_second!r})")
+        object.__setattr__(self, "per_second", rate)
+        object.__setattr__(self, "burst", check_count(burst, "burst"))
+
+
+class BulkheadSlot:
+    """A slot taken with :meth:`Bulkhead.try_acquire` or ``acquire``; give it back with
+    :meth:`release` (or use it as a context manager). Releasing twice is harmless."""
+
+    __slots__ = ("_bulkhead", "_permit", "_released")
+
+    def __init__(self, bulkhead: Bulkhead, permit: _Permit) -> None:
+        self._bulkhead = bulkhead
+        self._permit = permit
+        self._released = False
+
+    def release(self) -> None:
+        """Give the slot back."""
+        if not self._released:
+            self._released = True
+            self._bulkhead._exit_cancel(self._permit)
+
+    def __enter__(self) -> BulkheadSlot:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class _Permit:
+    """A running call: its partition and, when the limit adapts, its start time."""
+
+    __slots__ = ("partition", "started")
+
+    def __init__(self, partition: _Partition, started: float) -> None:
+        self.partition = partition
+        self.started = started
+
+
+class _Partition:
+    """One traffic class: its share, its queue and what it runs."""
+
+    __slots__ = ("name", "permit", "priority", "queue", "reserved", "running", "share")
+
+    def __init__(self, name: str, share: float, priority: int) -> None:
+        self.name = name
+        self.share = share
+        self.priority = priority  # 0 is the most important
+        self.queue: deque[Waiter] = deque()
+        self.running = 0
+        self.reserved = 0
+        self.permit = _Permit(self, 0.0)  # shared by calls that need no start time
+
+
+class Bulkhead(Admission[BulkheadState, _Permit]):
+    """Bounds concurrent calls, queues a bounded burst, and refuses the rest at once.
+
+    Use it as a decorator on a sync or ``async def`` function, through :meth:`call` /
+    :meth:`call_async`, around a block with ``with`` / ``async with``, or take slots by
+    hand with :meth:`try_acquire` (never waits) and :meth:`acquire`.
+
+    At most ``max_concurrent`` calls run at once. A caller that finds every slot taken
+    waits in a queue of at most ``max_queue`` callers, for at most ``max_wait``; one that
+    finds the queue full, or waits too long, gets :class:`BulkheadFullError` (a
+    ``RejectedError``) saying which.
+
+    Args:
+        name: Unique name in the registry.
+        max_concurrent: The most calls running at once, or an adaptive limit
+            (:class:`AIMD`, :class:`Gradient2`) that moves with observed latency.
+        max_queue: The most callers waiting (>= 0; 0 means refuse when full).
+        max_wait: The longest a caller waits (queue and rate wait together); ``None``
+            waits as long as it takes (or, with ``codel``, up to its interval).
+        order: Which queued caller goes next: ``"fifo"``, ``"lifo"`` or ``"adaptive"``.
+        codel: Shed callers stuck in a standing queue (see :class:`CoDel`).
+        partitions: Traffic classes with guaranteed shares, most important first, e.g.
+            ``{"bets": 0.7, "browse": 0.3}``. Shares sum to at most 1; an idle share can be
+            borrowed, the total is never exceeded, and under overload the least important
+            class is shed first. Call through :meth:`partition`.
+        rate: Admit at most this rate, smoothing bursts (see :class:`RateLimit`).
+        degrade_after: Queue wait after which the bulkhead reports QUEUEING (degraded).
+        registry: Where the bulkhead is registered; the default registry if omitted.
+        replace: Replace a guard of the same name instead of refusing.
+        clock: Source of time; a virtual clock in tests.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "bulkhead"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_concurrent: int | AdaptiveLimit,
+        max_queue: int = 0,
+        max_wait: Duration | None = None,
+        order: QueueOrder | str = QueueOrder.FIFO,
+        codel: CoDel | None = None,
+        partitions: Mapping[str, float] | None = None,
+        rate: RateLimit | None = None,
+        degrade_after: Duration = DEFAULT_DEGRADE_AFTER,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._adaptive: _LiveLimit | None = None
+        if isinstance(max_concurrent, AdaptiveLimit):
+            self._adaptive = max_concurrent._live()
+            limit = self._adaptive.limit
+        else:
+            limit = check_count(max_concurrent, "max_concurrent")
+        self._limit = limit
+        self._max_queue = check_count(max_queue, "max_queue", minimum=0)
+        self._max_wait = None if max_wait is None else to_seconds(max_wait, "max_wait")
+        try:
+            self._order = QueueOrder(order)
+        except ValueError:
+            raise ConfigurationError(
+                f"order must be one of 'fifo', 'lifo', 'adaptive' (got {order!r})"
+            ) from None
+        if codel is not None and not isinstance(codel, CoDel):
+            raise ConfigurationError(f"codel must be a CoDel(...) or None (got {codel!r})")
+        if rate is not None and not isinstance(rate, RateLimit):
+            raise ConfigurationError(f"rate must be a RateLimit(...) or None (got {rate!r})")
+        self._codel = codel
+        self._overload_interval = DEFAULT_OVERLOAD_INTERVAL if codel is None else codel.interval
+        self._degrade_after = to_seconds(degrade_after, "degrade_after")
+        self._partitions = _build_partitions(partitions)
+        self._partitioned = partitions is not None
+        self._default = self._partitions[0]
+        self._reserve()
+        # GCRA: the theoretical arrival time of the next call, and its tolerances.
+        self._rate_interval = 0.0 if rate is None else 1.0 / rate.per_second
+        self._rate_tolerance = 0.0 if rate is None else (rate.burst - 1) * self._rate_interval
+        self._rate_tat = -math.inf
+        self._rated = rate is not None
+        self._timed = self._adaptive is not None
+
+        self._running = 0
+        self._queued = 0
+        self._last_empty = 0.0  # when the queue was last empty (for adaptive LIFO, CoDel)
+        self._admitted = 0
+        self._rejections = {"queue_full": 0, "max_wait": 0, "codel": 0, "shed": 0, "rate": 0}
+        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+        self._views: dict[str, BulkheadPartition] = {}
+
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
+        self._now = clock.monotonic
+        super().__init__(
+            name,
+            state=BulkheadState.ACCEPTING,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=replace,
+        )
+        self._last_empty = clock.monotonic()
+
+    # -- traffic classes -------------------------------------------------------------------
+
+    def partition(self, name: str) -> BulkheadPartition:
+        """The view of one traffic class: a decorator, ``call``, ``with`` like the bulkhead.
+
+        Raises:
+            ConfigurationError: No partition has that name.
+        """
+        view = self._views.get(name)
+        if view is None:
+            part = next((p for p in self._partitions if p.name == name), None)
+            if part is None or not self._partitioned:
+                known = ", ".join(repr(p.name) for p in self._partitions if self._partitioned)
+                raise ConfigurationError(
+                    f"bulkhead {self._name!r} has no partition {name!r} "
+                    f"(partitions: {known or 'none configured'})"
+                )
+            view = self._views.setdefault(name, BulkheadPartition(self, part))
+        return view
+
+    def _reserve(self) -> None:
+        # Guaranteed slots per class: its share of the current limit, rounded down.
+        for part in self._partitions:
+            part.reserved = int(part.share * self._limit)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _enter(self) -> _Permit:
+        return self._admit_sync(self._default)
+
+    def _enter_nowait(self) -> _Permit | None:
+        return self._admit_nowait(self._default)
+
+    async def _enter_async(self) -> _Permit:
+        return await self._admit_async(self._default)
+
+    def try_acquire(self, partition: str | None = None) -> BulkheadSlot | None:
+        """Take a slot if one is free at once; never waits, never queues.
+
+        Returns:
+            The slot (release it when done), or ``None`` when none is free.
+        """
+        part = self._part(partition)
+        now = self._now()
+        with self._lock:
+            if self._running < self._limit and not self._queued and self._rate_ok(now):
+                return BulkheadSlot(self, self._take(part, now))
+        return None
+
+    def acquire(self, partition: str | None = None) -> BulkheadSlot:
+        """Take a slot, waiting in the queue like a call would.
+
+        Raises:
+            BulkheadFullError: The queue is full or the wait ran out.
+        """
+        return BulkheadSlot(self, self._admit_sync(self._part(partition)))
+
+    async def acquire_async(self, partition: str | None = None) -> BulkheadSlot:
+        """Take a slot from async code, waiting in the queue like a call would.
+
+        Raises:
+            BulkheadFullError: The queue is full or the wait ran out.
+        """
+        part = self._part(partition)
+        permit = self._admit_nowait(part)
+        if permit is None:
+            permit = await self._admit_async(part)
+        return BulkheadSlot(self, permit)
+
+    def _part(self, name: str | None) -> _Partition:
+        if name is None:
+            if self._partitioned:
+                raise ConfigurationError(
+                    f"bulkhead {self._name!r} has partitions; name one, e.g. "
+                    f"partition={self._partitions[0].name!r}"
+                )
+            return self._default
+        return self.partition(name)._part
+
+    def _admit_nowait(self, part: _Partition) -> _Permit | None:
+        """Admit at once, refuse at once, or return None: the caller must wait."""
+        now = self._now() if self._timed or self._rated else 0.0
+        with self._lock:
+            if self._running < self._limit and not self._queued:
+                if not self._rated or self._rate_ok(now):
+                    return self._take(part, now)
+                return None
+            if self._room_in_queue(part):
+                return None
+            moved = self._count_refusal("queue_full")
+        if moved:
+            self._deliver()
+        raise BulkheadFullError(self._name, None, "queue_full", self._limit, self._max_queue)
+
+    def _admit_sync(self, part: _Partition) -> _Permit:
+        permit = self._admit_nowait(part)
+        if permit is not None:
+            return permit
+        started = self._now()
+        delay = self._rate_wait(started)
+        if delay:
+            self._clock.sleep(delay)
+        waiter = self._enqueue(part, started, task=False)
+        if isinstance(waiter, _Permit):
+            return waiter
+        try:
+            self._clock.wait(waiter.event, self._patience(started))  # type: ignore[arg-type]
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        return self._leave_queue(waiter)
+
+    async def _admit_async(self, part: _Partition) -> _Permit:
+        started = self._now()
+        delay = self._rate_wait(started)
+        if delay:
+            await self._clock.sleep_async(delay)
+        waiter = self._enqueue(part, started, task=True)
+        if isinstance(waiter, _Permit):
+            return waiter
+        try:
+            await self._clock.wait_async(waiter.event, self._patience(started))  # type: ignore[arg-type]
+        except BaseException:
+            # Cancelled (or interrupted) while queued, maybe in the very moment a slot was
+            # handed over: give that slot on, or leave the queue. Never both, never neither.
+            self._abandon(waiter)
+            raise
+        return self._leave_queue(waiter)
+
+    def _patience(self, started: float) -> float | None:
+        """How long a queued caller may still wait: max_wait, or CoDel's interval."""
+        limit = self._max_wait
+        if self._codel is not None:
+            limit = self._codel.interval if limit is None else min(limit, self._codel.interval)
+        if limit is None:
+            return None
+        return max(0.0, limit - (self._now() - started))
+
+    def _rate_wait(self, now: float) -> float | None:
+        """Reserve a turn under the rate limit; the wait until it, or None without one.
+
+        Raises:
+            BulkheadFullError: The turn would come after ``max_wait``.
+        """
+        if not self._rated:
+            return None
+        with self._lock:
+            tat = max(self._rate_tat, now)
+            wait = max(0.0, tat - self._rate_tolerance - now)
+            if self._max_wait is None or wait <= self._max_wait:
+                self._rate_tat = tat + self._rate_interval
+                return wait
+            moved = self._count_refusal("rate")
+        if moved:
+            self._deliver()
+        raise BulkheadFullError(self._name, wait, "rate", self._limit, self._max_queue)
+
+    def _rate_ok(self, now: float) -> bool:
+        """Take a turn under the rate limit if one is due now; call with the lock held."""
+        if not self._rated:
+            return True
+        tat = max(self._rate_tat, now)
+        if tat - self._rate_tolerance > now:
+            return False
+        self._rate_tat = tat + self._rate_interval
+        return True
+
+    def _room_in_queue(self, part: _Partition) -> bool:
+        """Whether ``part`` may queue, shedding a less important waiter to make room."""
+        if self._queued < self._max_queue:
+            return True
+        for victim in reversed(self._partitions):
+            if victim.priority <= part.priority:
+                return False
+            if victim.queue:
+                waiter = victim.queue.pop()  # its newest: it has waited least
+                self._queued -= 1
+                waiter.refusal = "shed"
+                waiter.wake()
+                return True
+        return False
+
+    def _enqueue(self, part: _Partition, started: float, *, task: bool) -> Waiter | _Permit:
+        """Queue the caller, or give it a slot that freed meanwhile."""
+        now = self._now()
+        with self._lock:
+            if self._running < self._limit and not self._queued:
+                return self._take(part, now)
+            if self._room_in_queue(part):
+                waiter = Waiter(part, started, task=task)
+                part.queue.append(waiter)
+                if not self._queued:
+                    self._last_empty = now
+                self._queued += 1
+                moved = self._settle(now, rejected=False)
+                refused = False
+            else:
+                moved = self._count_refusal("queue_full")
+                refused = True
+        if moved:
+            self._deliver()
+        if refused:
+            raise BulkheadFullError(self._name, None, "queue_full", self._limit, self._max_queue)
+        return waiter
+
+    def _leave_queue(self, waiter: Waiter) -> _Permit:
+        """A queued caller woke: its slot, or its refusal (shed, or waited too long)."""
+        now = self._now()
+        with self._lock:
+            if waiter.granted:
+                self._waits.append(now - waiter.since)
+                return self._permit(waiter.partition, now)  # type: ignore[arg-type]
+            if not waiter.refusal:  # its wait ran out while it was still queued
+                self._drop(waiter)
+                codel = self._codel
+                limited_by_codel = codel is not None and (
+                    self._max_wait is None or codel.interval < self._max_wait
+                )
+                waiter.refusal = "codel" if limited_by_codel else "max_wait"
+            reason = waiter.refusal
+            moved = self._count_refusal(reason)
+        if moved:
+            self._deliver()
+        raise BulkheadFullError(self._name, None, reason, self._limit, self._max_queue)
+
+    def _abandon(self, waiter: Waiter) -> None:
+        """A queued caller is leaving by an exception: pass on its slot or leave the queue."""
+        now = self._now()
+        with self._lock:
+            if waiter.granted:
+                part: _Partition = waiter.partition  # type: ignore[assignment]
+                self._running -= 1
+                part.running -= 1
+                self._grant(now)
+            elif not waiter.refusal:
+                self._drop(waiter)
+            moved = self._settle(now, rejected=False)
+        if moved:
+            self._deliver()
+
+    def _drop(self, waiter: Waiter) -> None:
+        part: _Partition = waiter.partition  # type: ignore[assignment]
+        part.queue.remove(waiter)
+        self._queued -= 1
+        if not self._queued:
+            self._last_empty = self._now()
+
+    def _take(self, part: _Partition, now: float) -> _Permit:
+        """Give ``part`` a slot; call with the lock held."""
+        self._running += 1
+        part.running += 1
+        self._admitted += 1
+        return self._permit(part, now)
+
+    def _permit(self, part: _Partition, now: float) -> _Permit:
+        return _Permit(part, now) if self._timed else part.permit
+
+    def _count_refusal(self, reason: str) -> bool:
+        """Count a refusal and settle the state; call with the lock held.
+
+        Returns:
+            Whether the state changed (deliver after releasing the lock, then raise).
+        """
+        self._rejections[reason] += 1
+        return self._settle(self._now(), rejected=True)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _exit_ok(self, permit: _Permit, result: object) -> None:
+        self._release(permit, dropped=False)
+
+    def _exit_error(self, permit: _Permit, error: Exception) -> None:
+        self._release(permit, dropped=True)
+
+    def _exit_cancel(self, permit: _Permit) -> None:
+        self._release(permit, dropped=None)
+
+    def _release(self, permit: _Permit, *, dropped: bool | None) -> None:
+        """A call ended (``dropped`` is None when it was cancelled): free its slot."""
+        now = self._now() if self._timed else 0.0
+        with self._lock:
+            part = permit.partition
+            self._running -= 1
+            part.running -= 1
+            adaptive = self._adaptive
+            if adaptive is not None and dropped is not None:
+                adaptive.update(now - permit.started, dropped, self._running + 1)
+                if adaptive.limit != self._limit:
+                    self._limit = adaptive.limit
+                    self._reserve()
+            if not self._queued and self._state is BulkheadState.ACCEPTING:
+                return
+            now = now or self._now()
+            self._grant(now)
+            moved = self._settle(now, rejected=False)
+        if moved:
+            self._deliver()
+
+    def _grant(self, now: float) -> None:
+        """Hand free slots to queued callers; call with the lock held."""
+        standing = self._queued > 0 and now - self._last_empty > self._overload_interval
+        codel = self._codel
+        while self._queued and self._running < self._limit:
+            part = self._next_partition()
+            queue = part.queue
+            lifo = self._order is QueueOrder.LIFO or (
+                self._order is QueueOrder.ADAPTIVE and standing
+            )
+            waiter = queue.pop() if lifo else queue.popleft()
+            self._queued -= 1
+            if codel is not None and standing and now - waiter.since > codel.target:
+                waiter.refusal = "codel"
+                waiter.wake()
+                continue
+            waiter.granted = True
+            self._running += 1
+            part.running += 1
+            self._admitted += 1
+            waiter.wake()
+        if not self._queued:
+            self._last_empty = now
+
+    def _next_partition(self) -> _Partition:
+        """The class whose queued caller goes next: one below its guarantee first, then
+        by importance."""
+        waiting = [p for p in self._partitions if p.queue]
+        for part in waiting:
+            if part.running < part.reserved:
+                return part
+        return waiting[0]
+
+    def _settle(self, now: float, *, rejected: bool) -> bool:
+        """Move to the state the queue implies; call with the lock held.
+
+        Returns:
+            Whether the state changed (deliver after releasing the lock).
+        """
+        state = self._state
+        if rejected:
+            if state is BulkheadState.SATURATED:
+                return False
+            self._move(
+                BulkheadState.SATURATED,
+                Health.UNAVAILABLE,
+                f"refusing calls: {self._running} of {self._limit} running, "
+                f"{self._queued} of {self._max_queue} queued",
+                now,
+            )
+            return True
+        oldest = self._oldest_wait(now)
+        if state is BulkheadState.SATURATED and (self._running >= self._limit or self._queued):
+            return False
+        if oldest is not None and oldest > self._degrade_after:
+            if state is BulkheadState.QUEUEING:
+                return False
+            self._move(
+                BulkheadState.QUEUEING,
+                Health.DEGRADED,
+                f"calls queue for {format_seconds(oldest)} s > "
+                f"{format_seconds(self._degrade_after)} s "
+                f"({self._queued} queued, {self._running} of {self._limit} running)",
+                now,
+            )
+            return True
+        if self._queued or state is BulkheadState.ACCEPTING:
+            return False
+        self._move(
+            BulkheadState.ACCEPTING,
+            Health.HEALTHY,
+            f"queue drained; {self._running} of {self._limit} running",
+            now,
+        )
+        return True
+
+    def _oldest_wait(self, now: float) -> float | None:
+        heads = [p.queue[0].since for p in self._partitions if p.queue]
+        return now - min(heads) if heads else None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """The current concurrency limit (it moves when the limit is adaptive)."""
+        return self._limit
+
+    @property
+    def running(self) -> int:
+        """Calls running now."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Callers waiting now."""
+        return self._queued
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        waits = sorted(self._waits)
+        stats: dict[str, Statistic] = {
+            "running": self._running,
+            "queued": self._queued,
+            "limit": self._limit,
+            "admitted": self._admitted,
+            "rejected": sum(self._rejections.values()),
+            "queue_wait_p50": _percentile(waits, 0.50),
+            "queue_wait_p99": _percentile(waits, 0.99),
+        }
+        for reason, count in self._rejections.items():
+            stats[f"rejected_{reason}"] = count
+        if self._partitioned:
+            for part in self._partitions:
+                stats[f"{part.name}_running"] = part.running
+                stats[f"{part.name}_queued"] = len(part.queue)
+                stats[f"{part.name}_reserved"] = part.reserved
+        return stats
+
+
+class BulkheadPartition(Admits[_Permit]):
+    """One traffic class of a partitioned :class:`Bulkhead`, used like the bulkhead itself:
+    ``@bulkhead.partition("bets")``, ``.call(...)``, ``with ...:``."""
+
+    def __init__(self, bulkhead: Bulkhead, part: _Partition) -> None:
+        self._bulkhead = bulkhead
+        self._part = part
+
+    @property
+    def name(self) -> str:
+        """``"<bulkhead>/<partition>"``."""
+        return f"{self._bulkhead.name}/{self._part.name}"
+
+    @property
+    def bulkhead(self) -> Bulkhead:
+        """The bulkhead this class belongs to."""
+        return self._bulkhead
+
+    def _enter(self) -> _Permit:
+        return self._bulkhead._admit_sync(self._part)
+
+    def _enter_nowait(self) -> _Permit | None:
+        return self._bulkhead._admit_nowait(self._part)
+
+    async def _enter_async(self) -> _Permit:
+        return await self._bulkhead._admit_async(self._part)
+
+    def _exit_ok(self, permit: _Permit, result: object) -> None:
+        self._bulkhead._release(permit, dropped=False)
+
+    def _exit_error(self, permit: _Permit, error: Exception) -> None:
+        self._bulkhead._release(permit, dropped=True)
+
+    def _exit_cancel(self, permit: _Permit) -> None:
+        self._bulkhead._release(permit, dropped=None)
+
+    def __repr__(self) -> str:
+        return f"<BulkheadPartition {self.name!r}>"
+
+
+def _build_partitions(partitions: Mapping[str, float] | None) -> list[_Partition]:
+    if partitions is None:
+        return [_Partition(_DEFAULT, 1.0, 0)]
+    if not isinstance(partitions, Mapping) or not partitions:
+        raise ConfigurationError(
+            f"partitions must be a non-empty mapping of names to shares, most important "
+            f'first, e.g. {{"bets": 0.7, "browse": 0.3}} (got {partitions!r})'
+        )
+    built = []
+    for priority, (name, share) in enumerate(partitions.items()):
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"partition names must be non-empty strings (got {name!r})")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigurationError(
+                f"the share of partition {name!r} must be in [0, 1] (got {share!r})"
+            )
+        built.append(_Partition(name, float(share), priority))
+    total = sum(p.share for p in built)
+    if total > 1 + 1e-9:
+        raise ConfigurationError(
+            f"partition shares must sum to at most 1 (got {total:g} from {dict(partitions)!r})"
+        )
+    return built
+
+
+def _percentile(ordered: list[float], fraction: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

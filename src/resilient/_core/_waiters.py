@@ -1,0 +1,82 @@
+"""Callers that wait: threads on a ``threading.Event``, tasks on an ``anyio.Event``.
+
+A guard that queues callers (a bulkhead) wakes them from whichever thread frees a slot.
+Setting a ``threading.Event`` is safe from anywhere; an ``anyio.Event`` must be set in its
+own event loop, so a wake-up from another thread is handed to that loop without blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Callable
+
+import anyio
+
+__all__ = ["Waiter", "threadsafe_caller"]
+
+
+def threadsafe_caller(fn: Callable[[], object]) -> Callable[[], None]:
+    """Called inside a running asyncio or trio loop: a callable that runs ``fn`` in that
+    loop, from any thread, without waiting for it. Once the loop has finished it does
+    nothing: nobody waits there any more."""
+    trio = sys.modules.get("trio")  # only a trio program has trio imported
+    if trio is not None:
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # trio is imported, but this task runs under asyncio
+            token = None
+        if token is not None:
+
+            def call_in_trio() -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(fn)
+
+            return call_in_trio
+
+    loop = asyncio.get_running_loop()
+
+    def call_in_asyncio() -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            loop.call_soon_threadsafe(fn)
+
+    return call_in_asyncio
+
+
+class Waiter:
+    """One queued caller.
+
+    Attributes:
+        granted: Set (under the guard's lock) when a slot is handed over.
+        refusal: Why the caller was turned away while queued, or ``""``.
+        partition: The traffic class it waits in (the guard's own object).
+        since: When it started waiting (monotonic seconds).
+    """
+
+    __slots__ = ("_loop_thread", "_remote", "event", "granted", "partition", "refusal", "since")
+
+    def __init__(self, partition: object, since: float, *, task: bool) -> None:
+        self.granted = False
+        self.refusal = ""
+        self.partition = partition
+        self.since = since
+        self.event: threading.Event | anyio.Event
+        if task:
+            event = anyio.Event()
+            self.event = event
+            self._loop_thread = threading.get_ident()
+            self._remote: Callable[[], None] | None = threadsafe_caller(event.set)
+        else:
+            self.event = threading.Event()
+            self._loop_thread = 0
+            self._remote = None
+
+    def wake(self) -> None:
+        """Wake the caller, from any thread."""
+        remote = self._remote
+        if remote is None or threading.get_ident() == self._loop_thread:
+            self.event.set()
+        else:
+            remote()
