@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_breaker.py
 	$(BIN)/python benchmarks/bench_retry.py
+	$(BIN)/python benchmarks/bench_bulkhead.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -269,6 +270,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         self._rejections = {"queue_full": 0, "max_wait": 0, "codel": 0, "shed": 0, "rate": 0}
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
         self._views: dict[str, BulkheadPartition] = {}
+        # Calls of the bulkhead itself go to its one partition without a method in between.
+        self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
 
         registry = default_registry if registry is None else registry
         clock = registry.clock if clock is None else clock
@@ -312,9 +315,6 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _enter(self) -> _Permit:
         return self._admit_sync(self._default)
-
-    def _enter_nowait(self) -> _Permit | None:
-        return self._admit_nowait(self._default)
 
     async def _enter_async(self) -> _Permit:
         return await self._admit_async(self._default)
@@ -364,7 +364,15 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _admit_nowait(self, part: _Partition) -> _Permit | None:
         """Admit at once, refuse at once, or return None: the caller must wait."""
-        now = self._now() if self._timed or self._rated else 0.0
+        if not self._timed and not self._rated:
+            # The common case, spelled out: one lock, no clock, no allocation.
+            with self._lock:
+                if self._running < self._limit and not self._queued:
+                    self._running += 1
+                    part.running += 1
+                    self._admitted += 1
+                    return part.permit
+        now = self._now()
         with self._lock:
             if self._running < self._limit and not self._queued:
                 if not self._rated or self._rate_ok(now):
@@ -552,6 +560,13 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     # -- outcomes --------------------------------------------------------------------------
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
+        if self._adaptive is None:
+            # The common case, spelled out: nothing queued, nothing to adapt.
+            with self._lock:
+                if not self._queued and self._state is BulkheadState.ACCEPTING:
+                    self._running -= 1
+                    permit.partition.running -= 1
+                    return
         self._release(permit, dropped=False)
 
     def _exit_error(self, permit: _Permit, error: Exception) -> None:

@@ -132,3 +132,41 @@ def use_retry_block() -> None:
             pass
     with resilient.deadline("300ms"):
         fetch("ARS-CHE")
+
+
+# -- bulkheads -----------------------------------------------------------------------------
+
+pool = resilient.Bulkhead(
+    "pricing",
+    max_concurrent=resilient.AIMD(initial=20, minimum=5, maximum=200),
+    max_queue=100,
+    max_wait="250ms",
+    order="adaptive",
+    codel=resilient.CoDel(),
+    rate=resilient.RateLimit(per_second=50, burst=10),
+)
+api = resilient.Bulkhead("api", max_concurrent=100, partitions={"bets": 0.7, "browse": 0.3})
+
+
+@pool
+async def price(slip: str) -> float:
+    return 1.95
+
+
+@api.partition("bets")
+def place(slip: str) -> bool:
+    return True
+
+
+async def use_bulkhead() -> None:
+    assert_type(await price("s"), float)
+    assert_type(place("s"), bool)
+    slot = pool.try_acquire()
+    if slot is not None:
+        with slot:
+            pass
+    taken = await pool.acquire_async()
+    taken.release()
+    async with pool:
+        pass
+    assert_type(pool.limit, int)
