@@ -149,7 +149,7 @@ api = resilient.Bulkhead("api", max_concurrent=100, partitions={"bets": 0.7, "br
 
 
 @pool
-async def price(slip: str) -> float:
+async def quote(slip: str) -> float:
     return 1.95
 
 
@@ -159,7 +159,7 @@ def place(slip: str) -> bool:
 
 
 async def use_bulkhead() -> None:
-    assert_type(await price("s"), float)
+    assert_type(await quote("s"), float)
     assert_type(place("s"), bool)
     slot = pool.try_acquire()
     if slot is not None:
