@@ -12,7 +12,7 @@ import pytest
 
 import resilient
 from resilient import (
-    BudgetState,
+    RetryBudgetState,
     CircuitOpenError,
     ConfigurationError,
     Constant,
@@ -677,7 +677,7 @@ def test_a_spent_budget_fails_fast_with_the_calls_own_error(
     assert flaky.calls == 1
     assert caught.value is flaky.errors[0]
     assert "budget" in notes(caught.value)[-1]
-    assert budget.state is BudgetState.THROTTLED
+    assert budget.state is RetryBudgetState.THROTTLED
 
 
 def test_a_budget_caps_the_extra_load_of_one_retry_layer(

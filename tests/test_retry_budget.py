@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from resilient import BudgetState, ConfigurationError, Health, Registry, RetryBudget, Transition
+from resilient import RetryBudgetState, ConfigurationError, Health, Registry, RetryBudget, Transition
 from resilient.testing import VirtualClock
 
 # Most tests use a budget with no reserve, so that only first attempts earn retries.
@@ -134,7 +134,7 @@ def test_refusal_throttles_the_budget(registry: Registry, clock: VirtualClock) -
     deposit(budget, 10)
     spend(budget)
 
-    assert budget.state is BudgetState.THROTTLED
+    assert budget.state is RetryBudgetState.THROTTLED
     assert budget.health is Health.DEGRADED
     assert registry.health is Health.DEGRADED
 
@@ -147,7 +147,7 @@ def test_allowed_retries_keep_the_budget_normal(registry: Registry, clock: Virtu
     assert budget._withdraw() is True
     assert budget._withdraw() is True
 
-    assert budget.state is BudgetState.NORMAL
+    assert budget.state is RetryBudgetState.NORMAL
     assert budget.health is Health.HEALTHY
     assert registry.trail == ()
 
@@ -187,12 +187,12 @@ def test_budget_recovers_once_the_window_slides(registry: Registry, clock: Virtu
     """Once spent retries slide out of the window, the next retry fits and the budget is NORMAL."""
     budget = make(registry, clock, ratio=0, min_per_second=0.2)
     spend(budget)
-    assert budget.state is BudgetState.THROTTLED
+    assert budget.state is RetryBudgetState.THROTTLED
 
     clock.advance(WINDOW)
 
     assert budget._withdraw() is True
-    assert budget.state is BudgetState.NORMAL
+    assert budget.state is RetryBudgetState.NORMAL
     assert budget.health is Health.HEALTHY
     assert moves(registry) == [("normal", "throttled"), ("throttled", "normal")]
     assert registry.trail[-1].new_health is Health.HEALTHY
@@ -207,11 +207,11 @@ def test_budget_recovers_on_the_deposit_that_makes_a_retry_fit(
     deposit(budget, 4)
     spend(budget)
     deposit(budget, 3)
-    assert budget.state is BudgetState.THROTTLED
+    assert budget.state is RetryBudgetState.THROTTLED
 
     budget._deposit()
 
-    assert budget.state is BudgetState.NORMAL
+    assert budget.state is RetryBudgetState.NORMAL
     assert moves(registry) == [("normal", "throttled"), ("throttled", "normal")]
     assert "fit" in registry.trail[-1].reason
     assert budget._withdraw() is True
@@ -396,4 +396,4 @@ def test_budget_is_registered_under_its_name(registry: Registry, clock: VirtualC
     budget = make(registry, clock)
 
     assert registry.get("payments") is budget
-    assert (budget.state, budget.health) == (BudgetState.NORMAL, Health.HEALTHY)
+    assert (budget.state, budget.health) == (RetryBudgetState.NORMAL, Health.HEALTHY)

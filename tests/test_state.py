@@ -107,6 +107,7 @@ def test_transition_round_trips_through_json() -> None:
         "reason": "failure rate 62% >= 50% over last 20 calls",
         "at": 12.5,
         "at_wall": 1_767_225_612.5,
+        "runbook": None,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         transition.reason = "x"  # type: ignore[misc]

@@ -59,7 +59,7 @@ from ._retry import RetryScheduled as RetryScheduled
 from ._retry import RetryState as RetryState
 from ._retry import default_not_sent as default_not_sent
 from ._retry import parse_retry_after as parse_retry_after
-from ._retry_budget import BudgetState as BudgetState
+from ._retry_budget import RetryBudgetState as RetryBudgetState
 from ._retry_budget import RetryBudget as RetryBudget
 
 __all__ = [
@@ -68,7 +68,6 @@ __all__ = [
     "Attempt",
     "Backoff",
     "BreakerState",
-    "BudgetState",
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadPartition",
@@ -106,6 +105,7 @@ __all__ = [
     "Retry",
     "RetryAttempt",
     "RetryBudget",
+    "RetryBudgetState",
     "RetryExhaustedError",
     "RetryGaveUp",
     "RetryScheduled",

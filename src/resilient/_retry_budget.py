@@ -17,7 +17,7 @@ __all__ = [
     "DEFAULT_BUDGET_MIN_PER_SECOND",
     "DEFAULT_BUDGET_RATIO",
     "DEFAULT_BUDGET_WINDOW",
-    "BudgetState",
+    "RetryBudgetState",
     "RetryBudget",
 ]
 
@@ -29,7 +29,7 @@ _FIRST, _RETRY = 0, 1
 _ROUNDING = 1e-9
 
 
-class BudgetState(str, enum.Enum):
+class RetryBudgetState(str, enum.Enum):
     """The states of a :class:`RetryBudget`."""
 
     NORMAL = "normal"
@@ -41,7 +41,7 @@ class BudgetState(str, enum.Enum):
         return self.value
 
 
-class RetryBudget(Guard[BudgetState]):
+class RetryBudget(Guard[RetryBudgetState]):
     """Caps retries at a share of recent first attempts, across every policy that shares it.
 
     Over the last ``window`` seconds, retries may be at most ``ratio`` times the first
@@ -88,7 +88,7 @@ class RetryBudget(Guard[BudgetState]):
         self._now = clock.monotonic
         super().__init__(
             name,
-            state=BudgetState.NORMAL,
+            state=RetryBudgetState.NORMAL,
             health=Health.HEALTHY,
             registry=registry,
             clock=clock,
@@ -108,7 +108,7 @@ class RetryBudget(Guard[BudgetState]):
         now = self._now()
         with self._lock:
             self._counts.add(_FIRST, now)
-            moved = self._state is BudgetState.THROTTLED and self._fits()
+            moved = self._state is RetryBudgetState.THROTTLED and self._fits()
             if moved:
                 self._recover(now)
         if moved:
@@ -122,16 +122,16 @@ class RetryBudget(Guard[BudgetState]):
             allowed = self._fits()
             if allowed:
                 self._counts.add(_RETRY, now)
-                moved = self._state is BudgetState.THROTTLED
+                moved = self._state is RetryBudgetState.THROTTLED
                 if moved:
                     self._recover(now)
             else:
                 self._throttled += 1
-                moved = self._state is BudgetState.NORMAL
+                moved = self._state is RetryBudgetState.NORMAL
                 if moved:
                     first, retries = self._counts.totals
                     self._move(
-                        BudgetState.THROTTLED,
+                        RetryBudgetState.THROTTLED,
                         Health.DEGRADED,
                         f"{retries} retries in the last {format_seconds(self._window)} s "
                         f"would exceed {self._ratio:.0%} of {first} first attempts + "
@@ -144,7 +144,7 @@ class RetryBudget(Guard[BudgetState]):
 
     def _recover(self, now: float) -> None:
         self._move(
-            BudgetState.NORMAL,
+            RetryBudgetState.NORMAL,
             Health.HEALTHY,
             f"retries fit in the budget again ({math.floor(self._allowance() + _ROUNDING)} left)",
             now,

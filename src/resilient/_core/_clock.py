@@ -55,6 +55,10 @@ class Clock(Protocol):
         """
         ...
 
+    def cancel_after(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope that cancels itself ``seconds`` from now; call inside a task."""
+        ...
+
 
 class SystemClock:
     """The process clocks: ``time.monotonic`` and ``time.time``."""
@@ -81,6 +85,9 @@ class SystemClock:
         with anyio.move_on_after(timeout):
             await event.wait()
         return event.is_set()
+
+    def cancel_after(self, seconds: float) -> anyio.CancelScope:
+        return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
     def __repr__(self) -> str:
         return "SystemClock()"

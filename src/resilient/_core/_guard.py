@@ -27,6 +27,7 @@ class Guard(abc.ABC, Generic[S]):
     """
 
     kind: ClassVar[str]
+    _runbook: str | None = None  # rides along with every transition when a guard has one
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class Guard(abc.ABC, Generic[S]):
             reason=reason,
             at=now,
             at_wall=self._clock.wall(),
+            runbook=self._runbook,
         )
         self._state = new_state
         self._health = new_health

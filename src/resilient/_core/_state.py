@@ -140,6 +140,7 @@ class Transition(Event):
         reason: Why, specifically: ``"failure rate 62% >= 50% over last 20 calls"``.
         at: Monotonic time of the change.
         at_wall: Wall time (Unix seconds) of the change.
+        runbook: The guard's runbook (text or URL) for whoever handles the change, if any.
     """
 
     guard: str
@@ -151,6 +152,7 @@ class Transition(Event):
     reason: str
     at: float
     at_wall: float
+    runbook: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain, JSON-able dictionary of this transition."""
@@ -164,4 +166,5 @@ class Transition(Event):
             "reason": self.reason,
             "at": self.at,
             "at_wall": self.at_wall,
+            "runbook": self.runbook,
         }

@@ -141,5 +141,16 @@ class VirtualClock:
                 self._timers.remove(timer)
         return event.is_set()
 
+    def cancel_after(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope that :meth:`advance` cancels once ``seconds`` have passed."""
+        scope = anyio.CancelScope()
+        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
+        with self._lock:
+            # Timers of scopes already left are dropped here, so the list stays short.
+            self._timers = [t for t in self._timers if not t.scope.cancel_called]
+            timer.deadline_ns = self._now_ns + _to_ns(seconds)
+            self._timers.append(timer)
+        return scope
+
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.monotonic()!r})"
