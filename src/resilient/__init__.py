@@ -1,6 +1,6 @@
 """Reliability patterns for high-volume, real-time services, over one shared state model.
 
-Every guard (circuit breaker, retry policy, retry budget, bulkhead, and those to come)
+Every guard (circuit breaker, retry policy, retry budget, bulkhead, performance budget, ...)
 has a name, a state, a health, frozen snapshots and transition events in one
 :class:`Registry`.
 """
@@ -15,6 +15,9 @@ from ._backoff import Linear as Linear
 from ._backoff import NoWait as NoWait
 from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreaker as CircuitBreaker
+from ._budget import Budget as Budget
+from ._budget import BudgetOverrun as BudgetOverrun
+from ._budget import BudgetState as BudgetState
 from ._bulkhead import Bulkhead as Bulkhead
 from ._bulkhead import BulkheadPartition as BulkheadPartition
 from ._bulkhead import BulkheadSlot as BulkheadSlot
@@ -27,6 +30,7 @@ from ._core._clock import SystemClock as SystemClock
 from ._core._deadline import Deadline as Deadline
 from ._core._deadline import current_deadline as current_deadline
 from ._core._deadline import deadline as deadline
+from ._core._errors import BudgetExceededError as BudgetExceededError
 from ._core._errors import BulkheadFullError as BulkheadFullError
 from ._core._errors import CircuitOpenError as CircuitOpenError
 from ._core._errors import ConfigurationError as ConfigurationError
@@ -59,8 +63,8 @@ from ._retry import RetryScheduled as RetryScheduled
 from ._retry import RetryState as RetryState
 from ._retry import default_not_sent as default_not_sent
 from ._retry import parse_retry_after as parse_retry_after
-from ._retry_budget import RetryBudgetState as RetryBudgetState
 from ._retry_budget import RetryBudget as RetryBudget
+from ._retry_budget import RetryBudgetState as RetryBudgetState
 
 __all__ = [
     "AIMD",
@@ -68,6 +72,10 @@ __all__ = [
     "Attempt",
     "Backoff",
     "BreakerState",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetOverrun",
+    "BudgetState",
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadPartition",

@@ -17,8 +17,8 @@ __all__ = [
     "DEFAULT_BUDGET_MIN_PER_SECOND",
     "DEFAULT_BUDGET_RATIO",
     "DEFAULT_BUDGET_WINDOW",
-    "RetryBudgetState",
     "RetryBudget",
+    "RetryBudgetState",
 ]
 
 DEFAULT_BUDGET_RATIO = 0.2

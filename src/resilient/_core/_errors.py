@@ -5,6 +5,7 @@
     ResilientError                   anything this library raises on its own account
     ├── ConfigurationError           bad configuration; also a ValueError
     ├── DeadlineExceededError        no time was left to start the work; also a TimeoutError
+    ├── BudgetExceededError          a call ran past its budget's hard limit; a TimeoutError
     ├── RetryExhaustedError          retries ended on a result judged bad; .last_result
     └── RejectedError                a call refused without running; .guard, .retry_after
         ├── CircuitOpenError         refused by a circuit breaker; .state
@@ -18,6 +19,7 @@ Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceededError",
     "BulkheadFullError",
     "CircuitOpenError",
     "ConfigurationError",
@@ -67,6 +69,33 @@ class DeadlineExceededError(ResilientError, TimeoutError):
         return (
             f"{self.guard!r} did not start: its deadline passed {format_seconds(self.overdue)} "
             "s ago; give the call more time with resilient.deadline(...) or timeout="
+        )
+
+
+class BudgetExceededError(ResilientError, TimeoutError):
+    """An async call ran past its performance budget's ``limit`` and was cancelled.
+
+    Args (positional):
+        guard: Name of the budget.
+        limit: The limit, in seconds.
+    """
+
+    __slots__ = ()
+
+    @property
+    def guard(self) -> str:
+        """Name of the budget."""
+        return str(self.args[0]) if self.args else "?"
+
+    @property
+    def limit(self) -> float:
+        """The hard limit the call ran past, in seconds."""
+        return float(self.args[1]) if len(self.args) > 1 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.guard!r} took longer than its {format_seconds(self.limit)} s limit and was "
+            "cancelled"
         )
 
 

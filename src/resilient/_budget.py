@@ -1,0 +1,544 @@
+"""Performance budgets: a latency target per operation, and an alert when it is burnt."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import Token
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, TypeVar
+
+import anyio
+from typing_extensions import ParamSpec
+
+from ._core._clock import Clock
+from ._core._deadline import Deadline, set_deadline
+from ._core._errors import BudgetExceededError, ConfigurationError, format_seconds
+from ._core._registry import Registry, default_registry
+from ._core._run import Admission, is_async_callable
+from ._core._sketch import DEFAULT_ACCURACY, WindowedHistogram
+from ._core._state import Event, Health, Statistic, Transition
+from ._core._validate import Duration, check_count, check_ratio, to_seconds
+from ._core._windows import BucketRing
+from ._retry_budget import RetryBudget
+
+__all__ = [
+    "DEFAULT_BUDGET_MINIMUM_CALLS",
+    "DEFAULT_BURN_WINDOW",
+    "DEFAULT_RECOVER_AFTER",
+    "Budget",
+    "BudgetOverrun",
+    "BudgetState",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_BURN_WINDOW = 300.0
+"""Five minutes: the window over which the burn rate is judged."""
+DEFAULT_BUDGET_MINIMUM_CALLS = 20
+DEFAULT_RECOVER_AFTER = 60.0
+_SLICES = 10
+_FOLD_AT = 64  # lock-free good calls that may pile up before they are counted
+_TOTAL, _BAD = 0, 1
+
+
+class BudgetState(str, enum.Enum):
+    """The states of a performance :class:`Budget`."""
+
+    WITHIN = "within"
+    """The operation meets its objective (healthy)."""
+    BREACHED = "breached"
+    """It burns its error budget at or above the threshold (degraded)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOverrun(Event):
+    """A sync call ran past its budget's ``limit``; it was not interrupted.
+
+    Attributes:
+        guard: The budget's name.
+        limit: The limit, in seconds.
+        duration: How long the call took.
+        at: Monotonic time it ended.
+        at_wall: Wall time it ended.
+    """
+
+    guard: str
+    limit: float
+    duration: float
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "budget_overrun",
+            "guard": self.guard,
+            "limit": self.limit,
+            "duration": self.duration,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }
+
+
+class _Limited:
+    """The permit of a call under a hard limit: its start and the deadline it set."""
+
+    __slots__ = ("start", "token")
+
+    def __init__(self, start: float, token: Token[Deadline | None]) -> None:
+        self.start = start
+        self.token = token
+
+
+_Permit = float | _Limited
+
+
+class Budget(Admission[BudgetState, _Permit]):
+    """A latency target for one user-facing operation, with an alert when it is missed.
+
+    Use it as a decorator on a sync or ``async def`` function, through :meth:`call` /
+    :meth:`call_async`, or around a block. Every call's latency goes into a histogram over
+    ``window`` (percentiles in the snapshot). A call slower than ``target`` (or failed,
+    with ``count_failures``) is *bad*; the **burn rate** is the fraction of bad calls over
+    the allowed fraction ``1 - objective``. With at least ``minimum_calls`` in the window,
+    a burn rate at or above ``burn_threshold`` moves the budget to BREACHED (health
+    DEGRADED); with ``fast_window`` set, the burn rate over that shorter window must reach
+    the threshold too, as in the SRE workbook's multi-window alerts. It returns to WITHIN
+    once the burn rate has stayed below the threshold for ``recover_after``.
+
+    Args:
+        name: Unique name in the registry.
+        target: The latency target: seconds, a ``timedelta`` or a string like ``"50ms"``.
+        objective: The share of calls that must meet the target, in (0, 1).
+        window: The window the burn rate and percentiles are judged over (default 5 min).
+        fast_window: A shorter window that must burn too before the budget breaches.
+        burn_threshold: The burn rate that breaches (> 0; default 1: spending the error
+            budget exactly as fast as it accrues).
+        minimum_calls: Calls the window must hold before the budget can breach.
+        recover_after: How long the burn rate must stay below the threshold to recover.
+        count_failures: Whether a failed call is bad whatever its latency (default yes).
+        limit: A hard limit: an async call is cancelled after it and raises
+            :class:`BudgetExceededError`; for a sync call (which cannot be interrupted) it
+            is the deadline every guard inside reads, and an overrun is reported as a
+            :class:`BudgetOverrun` event.
+        hedge: For idempotent async calls: after this delay (a duration, or ``"p95"`` for
+            the budget's current 95th percentile) without an answer, start a second
+            attempt; the first answer wins and the other is cancelled.
+        hedge_budget: A :class:`RetryBudget` each hedge draws on, so hedges cannot double
+            the load; a spent budget means no hedge.
+        idempotent: Whether the operation may safely run twice; required for ``hedge``.
+        on_breach: Called with the :class:`Transition` when the budget breaches.
+        runbook: Text or URL for whoever handles a breach; it rides along with every
+            transition of the budget.
+        accuracy: The histogram's relative error (default 1%).
+        registry: Where the budget is registered; the default registry if omitted.
+        replace: Replace a guard of the same name instead of refusing.
+        clock: Source of time; a virtual clock in tests.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "budget"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: Duration,
+        objective: float = 0.99,
+        window: Duration = DEFAULT_BURN_WINDOW,
+        fast_window: Duration | None = None,
+        burn_threshold: float = 1.0,
+        minimum_calls: int = DEFAULT_BUDGET_MINIMUM_CALLS,
+        recover_after: Duration = DEFAULT_RECOVER_AFTER,
+        count_failures: bool = True,
+        limit: Duration | None = None,
+        hedge: Duration | None = None,
+        hedge_budget: RetryBudget | None = None,
+        idempotent: bool = False,
+        on_breach: Callable[[Transition], object] | None = None,
+        runbook: str | None = None,
+        accuracy: float = DEFAULT_ACCURACY,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._target = to_seconds(target, "target", allow_zero=False)
+        self._objective = check_ratio(objective, "objective")
+        if self._objective >= 1:
+            raise ConfigurationError(
+                "objective must be below 1, or no call may ever miss the target "
+                f"(got {objective!r})"
+            )
+        self._window = to_seconds(window, "window", allow_zero=False)
+        self._fast_window = (
+            None
+            if fast_window is None
+            else to_seconds(fast_window, "fast_window", allow_zero=False)
+        )
+        if self._fast_window is not None and self._fast_window >= self._window:
+            raise ConfigurationError(
+                f"fast_window must be shorter than window ({format_seconds(self._window)} s) "
+                f"(got {fast_window!r})"
+            )
+        if (
+            isinstance(burn_threshold, bool)
+            or not isinstance(burn_threshold, (int, float))
+            or not 0 < burn_threshold < math.inf
+        ):
+            raise ConfigurationError(
+                f"burn_threshold must be a finite number > 0 (got {burn_threshold!r})"
+            )
+        self._burn_threshold = float(burn_threshold)
+        self._minimum_calls = check_count(minimum_calls, "minimum_calls")
+        self._recover_after = to_seconds(recover_after, "recover_after")
+        self._count_failures = bool(count_failures)
+        self._limit = None if limit is None else to_seconds(limit, "limit", allow_zero=False)
+        self._hedge_p95 = hedge == "p95"
+        self._hedge = (
+            None
+            if hedge is None or self._hedge_p95
+            else to_seconds(hedge, "hedge", allow_zero=False)
+        )
+        if (self._hedge is not None or self._hedge_p95) and not idempotent:
+            raise ConfigurationError(
+                f"hedge needs idempotent=True: a hedged call may run twice (got hedge={hedge!r})"
+            )
+        if hedge_budget is not None and not isinstance(hedge_budget, RetryBudget):
+            raise ConfigurationError(
+                f"hedge_budget must be a RetryBudget or None (got {hedge_budget!r})"
+            )
+        if on_breach is not None and not callable(on_breach):
+            raise ConfigurationError(f"on_breach must be callable (got {on_breach!r})")
+        if runbook is not None and not isinstance(runbook, str):
+            raise ConfigurationError(f"runbook must be text or a URL (got {runbook!r})")
+        if (
+            isinstance(accuracy, bool)
+            or not isinstance(accuracy, (int, float))
+            or not 0 < accuracy < 0.5
+        ):
+            raise ConfigurationError(f"accuracy must be in (0, 0.5) (got {accuracy!r})")
+        self._hedge_budget = hedge_budget
+        self._runbook = runbook
+        self._histogram = WindowedHistogram(self._window, _SLICES, float(accuracy))
+        self._counts = BucketRing(self._window, _SLICES, 2)
+        self._fast = (
+            None if self._fast_window is None else BucketRing(self._fast_window, _SLICES, 2)
+        )
+        self._pending: deque[tuple[float, float]] = deque()
+        self._queue_good = False  # the window holds minimum_calls: good calls skip the lock
+        self._below_since: float | None = None
+        self._overruns = 0
+        self._exceeded = 0
+        self._hedges = 0
+        self._hedge_wins = 0
+
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
+        self._now = clock.monotonic
+        if self._limit is None:
+            # A permit is the start time itself: admitting a call is one C call.
+            self._enter = clock.monotonic  # type: ignore[method-assign]
+            self._enter_nowait = clock.monotonic  # type: ignore[method-assign]
+        super().__init__(
+            name,
+            state=BudgetState.WITHIN,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=replace,
+        )
+        if on_breach is not None:
+            callback = on_breach
+
+            def breach_listener(transition: Transition) -> None:
+                if transition.guard == name and transition.new_state == BudgetState.BREACHED:
+                    callback(transition)
+
+            registry.subscribe(breach_listener)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _enter(self) -> _Permit:
+        # Only with a limit; without one, __init__ binds the clock itself here.
+        start = self._now()
+        assert self._limit is not None
+        return _Limited(start, set_deadline(Deadline(start + self._limit, self._clock)))
+
+    def _latency(self, permit: _Permit, now: float) -> float:
+        if isinstance(permit, float):
+            return now - permit
+        return self._end_limited(permit, now)
+
+    def _exit_ok(self, permit: _Permit, result: object) -> None:
+        now = self._now()
+        # Spelled out for the common case: a float permit is the start time.
+        latency = now - permit if isinstance(permit, float) else self._latency(permit, now)
+        if latency <= self._target and self._queue_good:
+            pending = self._pending
+            pending.append((now, latency))
+            if len(pending) >= _FOLD_AT:
+                self._record(now, None)
+            return
+        self._record(now, latency)
+
+    def _exit_error(self, permit: _Permit, error: Exception) -> None:
+        now = self._now()
+        latency = self._latency(permit, now)
+        if isinstance(error, BudgetExceededError):
+            self._exceeded += 1
+        self._record(now, latency, failed=self._count_failures)
+
+    def _exit_cancel(self, permit: _Permit) -> None:
+        if isinstance(permit, _Limited):
+            self._end_limited(permit, self._now())
+
+    def _end_limited(self, permit: _Limited, now: float) -> float:
+        permit.token.var.reset(permit.token)
+        latency = now - permit.start
+        limit = self._limit
+        if limit is not None and latency > limit:
+            with self._lock:
+                self._overruns += 1
+            if self._registry._wants(BudgetOverrun):
+                self._registry._publish(
+                    BudgetOverrun(self._name, limit, latency, now, self._clock.wall())
+                )
+        return latency
+
+    # -- counting and judging --------------------------------------------------------------
+
+    def _record(self, now: float, latency: float | None, *, failed: bool = False) -> None:
+        """Fold queued good calls in, count this one (unless None), and judge the window."""
+        with self._lock:
+            self._fold()
+            if latency is not None:
+                bad = failed or latency > self._target
+                self._count(now, latency, bad)
+            moved = self._judge(now)
+        if moved:
+            self._deliver()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        count = len(pending)
+        if count:
+            for end, latency in islice(iter(pending.popleft, None), count):
+                self._count(end, latency, False)
+
+    def _count(self, now: float, latency: float, bad: bool) -> None:
+        self._histogram.record(latency, now)
+        self._counts.add(_TOTAL, now)
+        if bad:
+            self._counts.add(_BAD, now)
+        fast = self._fast
+        if fast is not None:
+            fast.add(_TOTAL, now)
+            if bad:
+                fast.add(_BAD, now)
+
+    def _burn(self, ring: BucketRing, now: float) -> float:
+        ring.expire(now)
+        total, bad = ring.totals
+        return (bad / total) / (1 - self._objective) if total else 0.0
+
+    def _judge(self, now: float) -> bool:
+        """Breach or recover as the window says; call with the lock held.
+
+        Returns:
+            Whether the state changed (deliver after releasing the lock).
+        """
+        burn = self._burn(self._counts, now)
+        total = self._counts.totals[_TOTAL]
+        self._queue_good = total >= self._minimum_calls
+        burning = self._queue_good and burn >= self._burn_threshold
+        fast_burn = None
+        if burning and self._fast is not None:
+            fast_burn = self._burn(self._fast, now)
+            burning = fast_burn >= self._burn_threshold
+        if self._state is BudgetState.WITHIN:
+            if not burning:
+                return False
+            self._below_since = None
+            self._move(
+                BudgetState.BREACHED, Health.DEGRADED, self._breach_reason(burn, fast_burn), now
+            )
+            return True
+        if burning:
+            self._below_since = None
+            return False
+        if self._below_since is None:
+            self._below_since = now
+        if now - self._below_since < self._recover_after:
+            return False
+        self._below_since = None
+        self._move(
+            BudgetState.WITHIN,
+            Health.HEALTHY,
+            f"burn rate {burn:.2g} below {self._burn_threshold:g} for "
+            f"{_human(self._recover_after)}",
+            now,
+        )
+        return True
+
+    def _breach_reason(self, burn: float, fast_burn: float | None) -> str:
+        p99 = self._histogram.percentile(0.99)
+        shown = "n/a" if p99 is None else _human(p99)
+        reason = (
+            f"p99 {shown} over {_human(self._target)} target; burn rate {burn:.2g} over "
+            f"{_human(self._window)}"
+        )
+        if fast_burn is not None and self._fast_window is not None:
+            reason += f" and {fast_burn:.2g} over {_human(self._fast_window)}"
+        return reason
+
+    # -- async: hard limit and hedging -----------------------------------------------------
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
+        if is_async_callable(fn) and (self._limit is not None or self._hedges_on):
+            fn = self._shape(fn)  # type: ignore[arg-type, assignment]
+        return super().__call__(fn)
+
+    async def call_async(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` through this budget and return its result."""
+        if self._limit is not None or self._hedges_on:
+            fn = self._shape(fn)
+        return await super().call_async(fn, *args, **kwargs)
+
+    @property
+    def _hedges_on(self) -> bool:
+        return self._hedge is not None or self._hedge_p95
+
+    def _shape(self, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        """Wrap an async function in the budget's hard limit and hedging."""
+
+        @functools.wraps(fn)
+        async def shaped(*args: Any, **kwargs: Any) -> R:
+            if self._limit is None:
+                return await self._run(fn, args, kwargs)
+            with self._clock.cancel_after(self._limit):
+                return await self._run(fn, args, kwargs)
+            # Only this budget's own scope ends up here; an outer cancellation propagates.
+            raise BudgetExceededError(self._name, self._limit)
+
+        return shaped
+
+    async def _run(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
+        if not self._hedges_on:
+            return await fn(*args, **kwargs)
+        return await self._hedged(fn, args, kwargs)
+
+    async def _hedged(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
+        delay = self._hedge_delay()
+        budget = self._hedge_budget
+        if budget is not None:
+            budget._deposit()
+        done = anyio.Event()
+        results: list[tuple[int, R]] = []
+        errors: list[Exception] = []
+        launched = 1
+
+        async def attempt(which: int) -> None:
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as error:  # the last error surfaces if every attempt fails
+                errors.append(error)
+                if len(errors) == launched:
+                    done.set()
+                return
+            if not done.is_set():
+                results.append((which, value))
+                done.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(attempt, 0)
+            answered = await self._clock.wait_async(done, delay)
+            if not answered and (budget is None or budget._withdraw()):
+                launched = 2
+                with self._lock:
+                    self._hedges += 1
+                tasks.start_soon(attempt, 1)
+            await done.wait()
+            tasks.cancel_scope.cancel()
+        if results:
+            winner, value = results[0]
+            if winner == 1:
+                with self._lock:
+                    self._hedge_wins += 1
+            return value
+        raise errors[-1]
+
+    def _hedge_delay(self) -> float:
+        if self._hedge is not None:
+            return self._hedge
+        with self._lock:
+            self._fold()
+            p95 = self._histogram.percentile(0.95)
+        return self._target if p95 is None else p95
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def target(self) -> float:
+        """The latency target, in seconds."""
+        return self._target
+
+    def percentile(self, fraction: float) -> float | None:
+        """The latency below which ``fraction`` of the window's calls lie (None if empty)."""
+        with self._lock:
+            self._fold()
+            self._histogram.expire(self._now())
+            return self._histogram.percentile(fraction)
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        self._fold()
+        self._histogram.expire(now)
+        burn = self._burn(self._counts, now)
+        total, bad = self._counts.totals
+        stats: dict[str, Statistic] = {
+            "calls": total,
+            "bad_calls": bad,
+            "burn_rate": burn,
+            "target": self._target,
+            "objective": self._objective,
+            "p50": self._histogram.percentile(0.50),
+            "p90": self._histogram.percentile(0.90),
+            "p99": self._histogram.percentile(0.99),
+            "p99_9": self._histogram.percentile(0.999),
+            "overruns": self._overruns,
+            "exceeded": self._exceeded,
+            "hedges": self._hedges,
+            "hedge_wins": self._hedge_wins,
+        }
+        if self._fast is not None:
+            stats["fast_burn_rate"] = self._burn(self._fast, now)
+        if self._runbook is not None:
+            stats["runbook"] = self._runbook
+        return stats
+
+
+def _human(seconds: float) -> str:
+    """``"83 ms"``, ``"1.5 s"``, ``"5 min"``, ``"1 h"``: durations as an alert reads them."""
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 120:
+        return f"{format_seconds(seconds)} s"
+    if seconds < 7200:
+        return f"{format_seconds(seconds / 60)} min"
+    return f"{format_seconds(seconds / 3600)} h"
