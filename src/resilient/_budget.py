@@ -43,7 +43,7 @@ DEFAULT_BURN_WINDOW = 300.0
 DEFAULT_BUDGET_MINIMUM_CALLS = 20
 DEFAULT_RECOVER_AFTER = 60.0
 _SLICES = 10
-_FOLD_AT = 64  # lock-free good calls that may pile up before they are counted
+_FOLD_AT = 512  # lock-free good calls that may pile up before they are counted
 _TOTAL, _BAD = 0, 1
 
 
@@ -234,8 +234,12 @@ class Budget(Admission[BudgetState, _Permit]):
         self._fast = (
             None if self._fast_window is None else BucketRing(self._fast_window, _SLICES, 2)
         )
-        self._pending: deque[tuple[float, float]] = deque()
-        self._queue_good = False  # the window holds minimum_calls: good calls skip the lock
+        # Latencies of good calls, queued without the lock; all of them ended before
+        # _fold_before, the end of the current histogram slice (or -inf while the window
+        # holds fewer than minimum_calls, when every call is judged under the lock).
+        self._pending: deque[float] = deque()
+        self._fold_before = -math.inf
+        self._slice = self._window / _SLICES
         self._below_since: float | None = None
         self._overruns = 0
         self._exceeded = 0
@@ -249,6 +253,7 @@ class Budget(Admission[BudgetState, _Permit]):
             # A permit is the start time itself: admitting a call is one C call.
             self._enter = clock.monotonic  # type: ignore[method-assign]
             self._enter_nowait = clock.monotonic  # type: ignore[method-assign]
+            self._exit_ok = self._exit_ok_unlimited  # type: ignore[method-assign, assignment]
         super().__init__(
             name,
             state=BudgetState.WITHIN,
@@ -281,11 +286,20 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
         now = self._now()
-        # Spelled out for the common case: a float permit is the start time.
-        latency = now - permit if isinstance(permit, float) else self._latency(permit, now)
-        if latency <= self._target and self._queue_good:
+        latency = self._latency(permit, now)
+        if latency <= self._target and now < self._fold_before:
+            self._pending.append(latency)
+            return
+        self._record(now, latency)
+
+    def _exit_ok_unlimited(self, permit: float, result: object) -> None:
+        # The common case spelled out: the permit is the start time; a good call in a
+        # window that holds minimum_calls costs one clock read and one append.
+        now = self._now()
+        latency = now - permit
+        if latency <= self._target and now < self._fold_before:
             pending = self._pending
-            pending.append((now, latency))
+            pending.append(latency)
             if len(pending) >= _FOLD_AT:
                 self._record(now, None)
             return
@@ -329,11 +343,18 @@ class Budget(Admission[BudgetState, _Permit]):
             self._deliver()
 
     def _fold(self) -> None:
+        """Count the queued good calls; call with the lock held."""
         pending = self._pending
         count = len(pending)
-        if count:
-            for end, latency in islice(iter(pending.popleft, None), count):
-                self._count(end, latency, False)
+        if not count:
+            return
+        # They all ended in the slice that closes at _fold_before.
+        end = self._fold_before - self._slice / 2
+        latencies = list(islice(iter(pending.popleft, None), count))
+        self._histogram.record_many(latencies, end)
+        self._counts.add(_TOTAL, end, count)
+        if self._fast is not None:
+            self._fast.add(_TOTAL, end, count)
 
     def _count(self, now: float, latency: float, bad: bool) -> None:
         self._histogram.record(latency, now)
@@ -358,9 +379,13 @@ class Budget(Admission[BudgetState, _Permit]):
             Whether the state changed (deliver after releasing the lock).
         """
         burn = self._burn(self._counts, now)
-        total = self._counts.totals[_TOTAL]
-        self._queue_good = total >= self._minimum_calls
-        burning = self._queue_good and burn >= self._burn_threshold
+        enough = self._counts.totals[_TOTAL] >= self._minimum_calls
+        # Good calls may skip the lock until the current slice ends, once the window
+        # holds enough calls that a good one cannot be the one that makes it breach.
+        self._fold_before = (
+            (math.floor(now / self._slice) + 1) * self._slice if enough else -math.inf
+        )
+        burning = enough and burn >= self._burn_threshold
         fast_burn = None
         if burning and self._fast is not None:
             fast_burn = self._burn(self._fast, now)
