@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_breaker.py
 	$(BIN)/python benchmarks/bench_retry.py
 	$(BIN)/python benchmarks/bench_bulkhead.py
+	$(BIN)/python benchmarks/bench_budget.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -271,7 +271,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
         self._views: dict[str, BulkheadPartition] = {}
         # Calls of the bulkhead itself go to its one partition without a method in between.
-        self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
+        if not self._partitioned:
+            self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
 
         registry = default_registry if registry is None else registry
         clock = registry.clock if clock is None else clock
@@ -314,10 +315,15 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     # -- admission -------------------------------------------------------------------------
 
     def _enter(self) -> _Permit:
-        return self._admit_sync(self._default)
+        return self._admit_sync(self._part(None))
+
+    def _enter_nowait(self) -> _Permit | None:
+        # Bound to a partial in __init__ unless the bulkhead has partitions: then the
+        # caller must name one, and _part says so.
+        return self._admit_nowait(self._part(None))
 
     async def _enter_async(self) -> _Permit:
-        return await self._admit_async(self._default)
+        return await self._admit_async(self._part(None))
 
     def try_acquire(self, partition: str | None = None) -> BulkheadSlot | None:
         """Take a slot if one is free at once; never waits, never queues.
