@@ -53,9 +53,18 @@ from ._core._state import Transition as Transition
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
 from ._core._windows import TimeWindow as TimeWindow
+from ._degraded import DegradedMode as DegradedMode
+from ._degraded import DegradedState as DegradedState
+from ._degraded import NoStaleValueError as NoStaleValueError
+from ._degraded import Served as Served
+from ._degraded import Stale as Stale
+from ._degraded import StaleCache as StaleCache
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
+from ._pipeline import KIND_ORDER as KIND_ORDER
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineState as PipelineState
 from ._retry import Retry as Retry
 from ._retry import RetryAttempt as RetryAttempt
 from ._retry import RetryGaveUp as RetryGaveUp
@@ -68,6 +77,7 @@ from ._retry_budget import RetryBudgetState as RetryBudgetState
 
 __all__ = [
     "AIMD",
+    "KIND_ORDER",
     "AdaptiveLimit",
     "Attempt",
     "Backoff",
@@ -91,6 +101,8 @@ __all__ = [
     "Deadline",
     "DeadlineExceededError",
     "DecorrelatedJitter",
+    "DegradedMode",
+    "DegradedState",
     "Duration",
     "EqualJitter",
     "Event",
@@ -103,7 +115,10 @@ __all__ = [
     "Health",
     "Linear",
     "Listener",
+    "NoStaleValueError",
     "NoWait",
+    "Pipeline",
+    "PipelineState",
     "QueueOrder",
     "RateLimit",
     "Registry",
@@ -118,6 +133,9 @@ __all__ = [
     "RetryGaveUp",
     "RetryScheduled",
     "RetryState",
+    "Served",
+    "Stale",
+    "StaleCache",
     "Subscription",
     "SystemClock",
     "TimeWindow",

@@ -10,7 +10,7 @@ from typing import TypeAlias
 
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._errors import CircuitOpenError, ConfigurationError, format_seconds
+from ._core._errors import CircuitOpenError, ConfigurationError, RejectedError, format_seconds
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
 from ._core._run import NO_RESULT, Admission
@@ -138,6 +138,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         record: Exceptions that count as failures: a class, a tuple of classes, or a
             predicate. Other exceptions count as successes (the dependency answered).
         ignore: Exceptions that count as neither success nor failure; wins over ``record``.
+            Refusals by guards nested inside (``RejectedError``) always count as neither.
         failure_result: Predicate on a returned value; a true answer counts the call as
             a failure (the value is still returned to the caller).
         registry: Where the breaker is registered; the default registry if omitted.
@@ -377,7 +378,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
 
     def _exit_error(self, permit: _Permit, error: Exception) -> None:
         try:
-            if self._is_ignored(error):
+            # A refusal by a guard inside this one (a full bulkhead) never reached the
+            # dependency: it says nothing about its health.
+            if isinstance(error, RejectedError) or self._is_ignored(error):
                 outcome = _IGNORED
             elif self._is_recorded(error):
                 outcome = FAILURE

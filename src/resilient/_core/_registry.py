@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, format_seconds
 from ._events import ListenerSet, Subscription
 from ._state import Event, GuardSnapshot, Health, Transition, worst
 from ._validate import check_count
@@ -42,6 +42,28 @@ class RegistrySnapshot:
     trail: tuple[Transition, ...]
     at: float
     at_wall: float
+
+    def to_text(self, *, trail: int = 10) -> str:
+        """The snapshot as plain text for logs and terminals: one line per guard, then the
+        last ``trail`` transitions."""
+        lines = [f"health: {self.health.value} ({len(self.guards)} guards)"]
+        width = max((len(g.name) for g in self.guards), default=0)
+        for guard in self.guards:
+            ago = format_seconds(max(0.0, self.at - guard.since))
+            why = f": {guard.reason}" if guard.reason else ""
+            lines.append(
+                f"  {guard.health.value:<11} {guard.name:<{width}}  {guard.kind} "
+                f"{guard.state} for {ago} s{why}"
+            )
+        recent = self.trail[-trail:] if trail > 0 else ()
+        if recent:
+            lines.append("recent transitions:")
+            for t in recent:
+                ago = format_seconds(max(0.0, self.at - t.at))
+                lines.append(
+                    f"  {ago} s ago  {t.guard}: {t.old_state} -> {t.new_state}: {t.reason}"
+                )
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
         """Plain, JSON-able dictionary of the snapshot."""

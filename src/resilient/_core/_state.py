@@ -98,6 +98,11 @@ class GuardSnapshot:
         if not isinstance(self.statistics, MappingProxyType):
             object.__setattr__(self, "statistics", MappingProxyType(dict(self.statistics)))
 
+    def describe(self) -> str:
+        """The guard's state in words: ``"circuit breaker 'feed' is open"``."""
+        kind = self.kind.replace("_", " ")
+        return f"{kind} {self.name!r} is {self.state.replace('_', ' ')}"
+
     def to_dict(self) -> dict[str, object]:
         """Plain, JSON-able dictionary of this snapshot."""
         return {

@@ -1,0 +1,542 @@
+"""Degraded-mode switches and fallbacks: serve something honest instead of an error."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast, overload
+
+from typing_extensions import ParamSpec
+
+from ._core._clock import Clock
+from ._core._errors import ConfigurationError, RejectedError, ResilientError
+from ._core._guard import Guard
+from ._core._match import ExceptionSpec, exception_matcher
+from ._core._registry import Registry, default_registry
+from ._core._run import is_async_callable
+from ._core._state import GuardSnapshot, Health, Statistic, Transition
+from ._core._validate import Duration, check_count, to_seconds
+
+__all__ = [
+    "DEFAULT_RECOVER_AFTER",
+    "DegradedMode",
+    "DegradedState",
+    "NoStaleValueError",
+    "Served",
+    "Stale",
+    "StaleCache",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_RECOVER_AFTER = 30.0
+"""How long watched guards must stay healthy before a switch returns to normal."""
+
+Condition = Callable[[Mapping[str, GuardSnapshot]], bool]
+"""Decides from the watched guards' snapshots (by name) whether to degrade."""
+
+
+class DegradedState(str, enum.Enum):
+    """The states of a :class:`DegradedMode` switch."""
+
+    NORMAL = "normal"
+    """The feature runs as usual (healthy)."""
+    DEGRADED = "degraded"
+    """Something it depends on is unhealthy: fallbacks serve (degraded)."""
+    FORCED_DEGRADED = "forced_degraded"
+    """An operator degraded it; it stays so until released."""
+    FORCED_NORMAL = "forced_normal"
+    """An operator keeps it normal whatever the watched guards say, until released."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_HEALTH = {
+    DegradedState.NORMAL: Health.HEALTHY,
+    DegradedState.DEGRADED: Health.DEGRADED,
+    DegradedState.FORCED_DEGRADED: Health.DEGRADED,
+    DegradedState.FORCED_NORMAL: Health.HEALTHY,
+}
+_FORCED = (DegradedState.FORCED_DEGRADED, DegradedState.FORCED_NORMAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[T]):
+    """An answer that says where it came from.
+
+    Attributes:
+        value: The answer.
+        fallback: False when the primary function produced it.
+        reason: Why the fallback served (``"degraded: breaker 'feed' is open"``, or the
+            primary's error), else ``None``.
+        age: How old the value is, in seconds, when the fallback served a cached one.
+    """
+
+    value: T
+    fallback: bool = False
+    reason: str | None = None
+    age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stale(Generic[T]):
+    """A remembered value served by a :class:`StaleCache`, with its age in seconds."""
+
+    value: T
+    age: float
+
+
+class NoStaleValueError(ResilientError, LookupError):
+    """A :class:`StaleCache` has no value for the key, or none fresh enough to serve."""
+
+
+def _describe(snapshot: GuardSnapshot) -> str:
+    return (
+        f"{snapshot.kind.replace('_', ' ')} {snapshot.name!r} is {snapshot.state.replace('_', ' ')}"
+    )
+
+
+def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
+    return any(s.health is not Health.HEALTHY for s in snapshots.values())
+
+
+class DegradedMode(Guard[DegradedState]):
+    """A switch that degrades a feature while the guards it watches are unhealthy.
+
+    It listens to the registry's transitions of the guards it watches (no polling) and
+    degrades, by default, when any of them is worse than healthy; ``condition`` may decide
+    instead from their snapshots. It returns to normal only once they have been healthy for
+    ``recover_after``, so it does not flap: the wait is checked whenever the switch is read
+    or used. Operators can force it either way with :meth:`force_degraded` /
+    :meth:`force_normal` until :meth:`release`.
+
+    Use :meth:`fallback` to serve a fallback instead of the primary function while
+    degraded, or when the primary is refused or fails. Switches can watch other switches.
+
+    Args:
+        name: Unique name in the registry.
+        watches: Guards (or their names) in the same registry.
+        condition: Decides from the watched snapshots whether to degrade; the default
+            degrades when any of them is not healthy.
+        recover_after: How long the condition must stay false before returning to normal.
+        registry: Where the switch is registered, and where the watched guards are.
+        replace: Replace a guard of the same name instead of refusing.
+        clock: Source of time; the registry's clock if omitted.
+
+    Raises:
+        ConfigurationError: A watched guard is unknown, or a value is out of range.
+    """
+
+    kind = "degraded_mode"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        watches: Iterable[Guard[Any] | str],
+        condition: Condition | None = None,
+        recover_after: Duration = DEFAULT_RECOVER_AFTER,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        registry = default_registry if registry is None else registry
+        clock = registry.clock if clock is None else clock
+        names = []
+        for watched in watches:
+            watched_name = watched.name if isinstance(watched, Guard) else watched
+            if not isinstance(watched_name, str) or watched_name not in registry:
+                raise ConfigurationError(
+                    f"watches must name guards of this switch's registry (got {watched!r}); "
+                    "build the guards first, with the same registry="
+                )
+            if isinstance(watched, Guard) and watched.registry is not registry:
+                raise ConfigurationError(
+                    f"{watched.kind} {watched.name!r} belongs to another registry"
+                )
+            names.append(watched_name)
+        if not names:
+            raise ConfigurationError("watches must name at least one guard (got none)")
+        if name in names:
+            raise ConfigurationError(f"a switch cannot watch itself (got {name!r} in watches)")
+        if condition is not None and not callable(condition):
+            raise ConfigurationError(f"condition must be callable (got {condition!r})")
+        self._watched = tuple(dict.fromkeys(names))
+        self._condition: Condition = _any_unhealthy if condition is None else condition
+        self._recover_after = to_seconds(recover_after, "recover_after")
+        self._healthy_since: float | None = None
+        self._served_primary = 0
+        self._served_fallback = 0
+        self._now = clock.monotonic
+        super().__init__(
+            name,
+            state=DegradedState.NORMAL,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=replace,
+        )
+        self._subscription = registry.subscribe(self._heard)
+        self._evaluate(None)
+
+    # -- reacting --------------------------------------------------------------------------
+
+    def _heard(self, transition: Transition) -> None:
+        if transition.guard in self._watched:
+            self._evaluate(transition)
+
+    def _watched_snapshots(self) -> dict[str, GuardSnapshot]:
+        registry = self._registry
+        return {name: registry.get(name).snapshot() for name in self._watched if name in registry}
+
+    def _evaluate(self, cause: Transition | None) -> None:
+        snapshots = self._watched_snapshots()
+        degrade = bool(self._condition(snapshots))
+        now = self._now()
+        with self._lock:
+            moved = self._settle(degrade, snapshots, now)
+        if moved:
+            self._deliver()
+
+    def _settle(self, degrade: bool, snapshots: Mapping[str, GuardSnapshot], now: float) -> bool:
+        """Apply the condition's answer; call with the lock held."""
+        state = self._state
+        if degrade:
+            self._healthy_since = None
+            if state is not DegradedState.NORMAL:
+                return False
+            unhealthy = [s.describe() for s in snapshots.values() if s.health is not Health.HEALTHY]
+            reason = "; ".join(unhealthy) or "the condition over the watched guards is met"
+            self._move(DegradedState.DEGRADED, Health.DEGRADED, reason, now)
+            return True
+        if state is not DegradedState.DEGRADED:
+            return False
+        if self._healthy_since is None:
+            self._healthy_since = now
+        if now - self._healthy_since < self._recover_after:
+            return False
+        self._healthy_since = None
+        watched = ", ".join(repr(n) for n in self._watched)
+        self._move(
+            DegradedState.NORMAL,
+            Health.HEALTHY,
+            f"{watched} healthy for {self._recover_after:g} s",
+            now,
+        )
+        return True
+
+    def _refresh(self) -> None:
+        """Finish a recovery whose wait has passed; switches are read, never polled."""
+        since = self._healthy_since
+        if (
+            self._state is DegradedState.DEGRADED
+            and since is not None
+            and self._now() - since >= self._recover_after
+        ):
+            self._evaluate(None)
+
+    @property
+    def state(self) -> DegradedState:
+        """The current state (a finished recovery wait is applied first)."""
+        self._refresh()
+        return self._state
+
+    @property
+    def health(self) -> Health:
+        """The health of the current state."""
+        self._refresh()
+        return self._health
+
+    @property
+    def degraded(self) -> bool:
+        """Whether fallbacks serve now."""
+        self._refresh()
+        return self._state is DegradedState.DEGRADED or self._state is DegradedState.FORCED_DEGRADED
+
+    def _serves_fallback(self) -> bool:
+        """Whether a call goes to the fallback: degraded, unless a watched breaker is ready
+        for its trial call. Without that exception a switch watching a breaker that only
+        its own primary calls could never see the breaker recover."""
+        if not self.degraded:
+            return False
+        if self._state is DegradedState.FORCED_DEGRADED:
+            return True
+        registry = self._registry
+        for name in self._watched:
+            guard = registry.get(name) if name in registry else None
+            if getattr(guard, "retry_after", None) == 0.0:
+                return False
+        return True
+
+    def snapshot(self) -> GuardSnapshot:
+        self._refresh()
+        return super().snapshot()
+
+    # -- operators -------------------------------------------------------------------------
+
+    def force_degraded(self, *, reason: str | None = None) -> None:
+        """Degrade until :meth:`release`, whatever the watched guards say."""
+        self._force(DegradedState.FORCED_DEGRADED, reason or "forced degraded by operator")
+
+    def force_normal(self, *, reason: str | None = None) -> None:
+        """Stay normal until :meth:`release`, whatever the watched guards say."""
+        self._force(DegradedState.FORCED_NORMAL, reason or "forced normal by operator")
+
+    def release(self, *, reason: str | None = None) -> None:
+        """End an operator's override: the watched guards decide again, at once."""
+        snapshots = self._watched_snapshots()
+        degrade = bool(self._condition(snapshots))
+        now = self._now()
+        with self._lock:
+            if self._state not in _FORCED:
+                return
+            target = DegradedState.DEGRADED if degrade else DegradedState.NORMAL
+            self._healthy_since = None
+            self._move(target, _HEALTH[target], reason or "released by operator", now)
+        self._deliver()
+
+    def _force(self, state: DegradedState, reason: str) -> None:
+        now = self._now()
+        with self._lock:
+            if self._state is state:
+                return
+            self._healthy_since = None
+            self._move(state, _HEALTH[state], reason, now)
+        self._deliver()
+
+    def close(self) -> None:
+        """Stop listening to the registry (for a switch that is being thrown away)."""
+        self._subscription.unsubscribe()
+
+    # -- fallbacks -------------------------------------------------------------------------
+
+    @overload
+    def fallback(
+        self,
+        fallback: Callable[..., Any],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    @overload
+    def fallback(
+        self,
+        fallback: Callable[..., Any],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+    ) -> Callable[[Callable[P, Any]], Callable[P, Served[Any]]]: ...
+
+    @overload
+    def fallback(
+        self,
+        fallback: Callable[..., Any],
+        *,
+        on: ExceptionSpec = ...,
+        served: bool,
+    ) -> Callable[[Callable[P, Any]], Callable[P, Any]]: ...
+
+    def fallback(
+        self,
+        fallback: Callable[..., Any],
+        *,
+        on: ExceptionSpec = (),
+        served: bool = False,
+    ) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
+        """Decorate a function so that ``fallback`` answers for it when it cannot.
+
+        ``fallback`` is called with the same arguments, instead of the primary, while the
+        switch is degraded (the primary is not called then, except as the trial call of a
+        watched circuit breaker that is ready for one), and when the primary is refused by
+        a guard (``RejectedError``) or raises an exception matching ``on``.
+        An exception the fallback raises surfaces, with the primary's as its context.
+
+        Args:
+            fallback: Takes the primary's arguments; ``async def`` for an async primary.
+            on: Further exceptions of the primary that the fallback answers for.
+            served: Return :class:`Served` values that say whether the fallback answered,
+                why, and (for a :class:`Stale` answer) how old it is.
+        """
+        if not callable(fallback):
+            raise ConfigurationError(f"fallback must be callable (got {fallback!r})")
+        also = exception_matcher(on, "on")
+
+        def answers_for(error: Exception) -> bool:
+            return isinstance(error, RejectedError) or also(error)
+
+        def decorate(primary: Callable[P, Any]) -> Callable[P, Any]:
+            if is_async_callable(primary):
+                if not is_async_callable(fallback):
+                    raise ConfigurationError(
+                        f"the fallback of an async function must be async too (got {fallback!r})"
+                    )
+                async_primary = cast(Callable[..., Awaitable[Any]], primary)
+                async_fallback = cast(Callable[..., Awaitable[Any]], fallback)
+
+                @functools.wraps(primary)
+                async def async_degradable(*args: Any, **kwargs: Any) -> Any:
+                    if self._serves_fallback():
+                        value = await async_fallback(*args, **kwargs)
+                        return self._answer(value, True, f"degraded: {self._reason}", served)
+                    try:
+                        value = await async_primary(*args, **kwargs)
+                    except Exception as error:
+                        if not answers_for(error):
+                            raise
+                        reason = f"{type(error).__name__}: {error}"
+                        value = await async_fallback(*args, **kwargs)
+                        return self._answer(value, True, reason, served)
+                    return self._answer(value, False, None, served)
+
+                return async_degradable
+
+            @functools.wraps(primary)
+            def degradable(*args: Any, **kwargs: Any) -> Any:
+                if self._serves_fallback():
+                    value = fallback(*args, **kwargs)
+                    return self._answer(value, True, f"degraded: {self._reason}", served)
+                try:
+                    value = primary(*args, **kwargs)
+                except Exception as error:
+                    if not answers_for(error):
+                        raise
+                    reason = f"{type(error).__name__}: {error}"
+                    value = fallback(*args, **kwargs)
+                    return self._answer(value, True, reason, served)
+                return self._answer(value, False, None, served)
+
+            return degradable
+
+        return decorate
+
+    def _answer(self, value: Any, fallback: bool, reason: str | None, served: bool) -> Any:
+        if fallback:
+            self._served_fallback += 1
+        else:
+            self._served_primary += 1
+        if not served:
+            return value
+        if isinstance(value, Stale):
+            return Served(value.value, fallback, reason, value.age)
+        return Served(value, fallback, reason)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def watches(self) -> tuple[str, ...]:
+        """Names of the watched guards."""
+        return self._watched
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        return {
+            "watches": ", ".join(self._watched),
+            "served_primary": self._served_primary,
+            "served_fallback": self._served_fallback,
+            "recovering_for": None
+            if self._healthy_since is None
+            else max(0.0, now - self._healthy_since),
+        }
+
+
+class StaleCache(Generic[T]):
+    """Keeps the last good result per key, to serve it (with its age) when fresh ones fail.
+
+    ``@cache.remember`` on the primary stores each result; ``cache.fallback`` (same
+    arguments) returns it as :class:`Stale` — value and age — while it is at most
+    ``max_staleness`` old, and raises :class:`NoStaleValueError` otherwise, so stale odds are
+    never served as fresh ones, and never served too old.
+
+    Args:
+        max_staleness: The oldest value the fallback will serve.
+        key: Turns the call's arguments into the cache key; by default the arguments
+            themselves (which must then be hashable).
+        max_entries: The most keys kept; the least recently stored go first.
+        clock: Source of time.
+    """
+
+    def __init__(
+        self,
+        max_staleness: Duration,
+        *,
+        key: Callable[..., Hashable] | None = None,
+        max_entries: int = 10_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self._max_staleness = to_seconds(max_staleness, "max_staleness")
+        if key is not None and not callable(key):
+            raise ConfigurationError(f"key must be callable (got {key!r})")
+        self._key = key
+        self._max_entries = check_count(max_entries, "max_entries")
+        self._clock = default_registry.clock if clock is None else clock
+        self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        if self._key is not None:
+            return self._key(*args, **kwargs)
+        return (args, tuple(sorted(kwargs.items()))) if kwargs else args
+
+    def put(self, key: Hashable, value: T) -> None:
+        """Remember ``value`` as the latest good one for ``key``."""
+        now = self._clock.monotonic()
+        with self._lock:
+            self._values[key] = (now, value)
+            self._values.move_to_end(key)
+            while len(self._values) > self._max_entries:
+                self._values.popitem(last=False)
+
+    def get(self, key: Hashable) -> Stale[T] | None:
+        """The remembered value for ``key`` with its age, if fresh enough; else None."""
+        with self._lock:
+            entry = self._values.get(key)
+        if entry is None:
+            return None
+        age = self._clock.monotonic() - entry[0]
+        return Stale(entry[1], age) if age <= self._max_staleness else None
+
+    def remember(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate the primary function (sync or async) so each result is remembered."""
+        if is_async_callable(fn):
+            async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def async_remembering(*args: Any, **kwargs: Any) -> Any:
+                value = await async_fn(*args, **kwargs)
+                self.put(self._key_of(args, kwargs), value)
+                return value
+
+            return cast(Callable[P, R], async_remembering)
+
+        @functools.wraps(fn)
+        def remembering(*args: P.args, **kwargs: P.kwargs) -> R:
+            value = fn(*args, **kwargs)
+            self.put(self._key_of(args, kwargs), cast(T, value))
+            return value
+
+        return remembering
+
+    def fallback(self, *args: Any, **kwargs: Any) -> Stale[T]:
+        """The remembered answer for these arguments, with its age.
+
+        Raises:
+            NoStaleValueError: Nothing remembered, or older than ``max_staleness``.
+        """
+        key = self._key_of(args, kwargs)
+        stale = self.get(key)
+        if stale is None:
+            raise NoStaleValueError(
+                f"no value for {key!r} younger than {self._max_staleness:g} s to serve"
+            )
+        return stale
+
+    async def fallback_async(self, *args: Any, **kwargs: Any) -> Stale[T]:
+        """:meth:`fallback` for async primaries."""
+        return self.fallback(*args, **kwargs)

@@ -1,0 +1,167 @@
+"""Pipelines: several guards as one decorator, in the order that works."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from typing_extensions import ParamSpec
+
+from ._core._errors import ConfigurationError
+from ._core._guard import Guard
+from ._core._match import ExceptionSpec
+from ._core._registry import Registry
+from ._core._state import Health, Statistic, Transition, worst
+from ._degraded import DegradedMode
+
+__all__ = ["KIND_ORDER", "Pipeline", "PipelineState"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead")
+"""Outermost first. Why this order:
+
+- the fallback is outermost, so it answers for everything inside, refusals included;
+- the budget measures what the caller experiences, retries and waits included, and its
+  limit bounds them all;
+- the retry sits outside the breaker, so each attempt asks the breaker afresh; an open
+  breaker's refusal is not retried blindly (a retry only waits for its ``retry_after``
+  when told to with ``retry_rejections=True``);
+- the breaker sits outside the bulkhead, so an open breaker refuses before a slot is
+  taken; a full bulkhead's refusal (load here, not a failure of the dependency) counts as
+  neither success nor failure for the breaker;
+- the bulkhead is innermost, so a slot is held only while the dependency is really called.
+"""
+
+
+class PipelineState(str, enum.Enum):
+    """A pipeline's state: the worst health among its guards."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNAVAILABLE = "unavailable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Pipeline(Guard[PipelineState]):
+    """Several guards applied as one decorator, outermost first in :data:`KIND_ORDER`.
+
+    The guards may be given in any order; the pipeline puts them in the recommended one
+    (keeping the given order among guards of one kind). It is itself a guard whose health
+    is the worst of its parts, kept up to date from their transitions.
+
+    Args:
+        name: Unique name in the registry.
+        *guards: Budgets, retries, breakers and bulkheads, from one registry.
+        degraded: A switch; with ``fallback``, it answers while degraded or on refusal.
+        fallback: What answers instead of the guarded function (see
+            :meth:`DegradedMode.fallback`); needs ``degraded``.
+        on: Further exceptions the fallback answers for.
+        served: Return :class:`~resilient.Served` values from the fallback layer.
+        replace: Replace a guard of the same name instead of refusing.
+
+    Raises:
+        ConfigurationError: A guard of an unknown kind, guards from several registries, or
+            a fallback without a switch.
+    """
+
+    kind = "pipeline"
+
+    def __init__(
+        self,
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = None,
+        fallback: Callable[..., Any] | None = None,
+        on: ExceptionSpec = (),
+        served: bool = False,
+        replace: bool = False,
+    ) -> None:
+        parts: list[Guard[Any]] = list(guards)
+        if degraded is not None:
+            parts.insert(0, degraded)
+        if not parts:
+            raise ConfigurationError("a pipeline needs at least one guard (got none)")
+        for guard in parts:
+            if not isinstance(guard, Guard) or guard.kind not in KIND_ORDER:
+                raise ConfigurationError(
+                    f"a pipeline takes budgets, retries, circuit breakers and bulkheads, "
+                    f"and a DegradedMode as degraded= (got {guard!r})"
+                )
+            if isinstance(guard, DegradedMode) and guard is not degraded:
+                raise ConfigurationError(
+                    f"pass a DegradedMode as degraded=, with its fallback= (got {guard!r})"
+                )
+        if fallback is not None and degraded is None:
+            raise ConfigurationError(
+                "fallback needs degraded=, the switch that decides when it serves"
+            )
+        registries = {id(guard.registry) for guard in parts}
+        if len(registries) > 1:
+            raise ConfigurationError("the guards of a pipeline must share one registry")
+        registry: Registry = parts[0].registry
+        self._parts = tuple(sorted(parts, key=lambda g: KIND_ORDER.index(g.kind)))
+        self._names = {guard.name for guard in self._parts}
+        self._degraded = degraded
+        self._fallback = fallback
+        self._on = on
+        self._served = served
+        super().__init__(
+            name,
+            state=PipelineState.HEALTHY,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=registry.clock,
+            replace=replace,
+        )
+        self._subscription = registry.subscribe(self._heard)
+        self._update()
+
+    @property
+    def guards(self) -> tuple[Guard[Any], ...]:
+        """The guards, outermost first."""
+        return self._parts
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (sync or ``async def``) with every guard, in order."""
+        wrapped: Callable[..., Any] = fn
+        for guard in reversed(self._parts):
+            if guard is self._degraded:
+                continue
+            wrapped = guard(wrapped)
+        if self._degraded is not None and self._fallback is not None:
+            wrapped = self._degraded.fallback(self._fallback, on=self._on, served=self._served)(
+                wrapped
+            )
+        return wrapped
+
+    def _heard(self, transition: Transition) -> None:
+        if transition.guard in self._names:
+            self._update()
+
+    def _update(self) -> None:
+        snapshots = [guard.snapshot() for guard in self._parts]
+        health = worst(s.health for s in snapshots)
+        now = self._clock.monotonic()
+        with self._lock:
+            if health is self._health:
+                return
+            causes = [
+                s.describe()
+                for s in snapshots
+                if s.health is health and health is not Health.HEALTHY
+            ]
+            reason = "; ".join(causes) or "all guards healthy"
+            self._move(PipelineState(health.value), health, reason, now)
+        self._deliver()
+
+    def close(self) -> None:
+        """Stop listening to the registry (for a pipeline that is being thrown away)."""
+        self._subscription.unsubscribe()
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        return {"guards": ", ".join(guard.name for guard in self._parts)}
