@@ -62,7 +62,6 @@ from ._degraded import StaleCache as StaleCache
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
-from ._pipeline import KIND_ORDER as KIND_ORDER
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineState as PipelineState
 from ._retry import Retry as Retry
@@ -77,7 +76,6 @@ from ._retry_budget import RetryBudgetState as RetryBudgetState
 
 __all__ = [
     "AIMD",
-    "KIND_ORDER",
     "AdaptiveLimit",
     "Attempt",
     "Backoff",
