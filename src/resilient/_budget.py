@@ -16,7 +16,7 @@ import anyio
 from typing_extensions import ParamSpec
 
 from ._core._clock import Clock
-from ._core._deadline import Deadline, set_deadline
+from ._core._deadline import Deadline, current_deadline, set_deadline
 from ._core._errors import BudgetExceededError, ConfigurationError, format_seconds
 from ._core._registry import Registry, default_registry
 from ._core._run import Admission, is_async_callable
@@ -45,6 +45,7 @@ DEFAULT_RECOVER_AFTER = 60.0
 _SLICES = 10
 _FOLD_AT = 512  # lock-free good calls that may pile up before they are counted
 _TOTAL, _BAD = 0, 1
+_ROUNDING = 1e-9
 
 
 class BudgetState(str, enum.Enum):
@@ -239,7 +240,9 @@ class Budget(Admission[BudgetState, _Permit]):
         # holds fewer than minimum_calls, when every call is judged under the lock).
         self._pending: deque[float] = deque()
         self._fold_before = -math.inf
-        self._slice = self._window / _SLICES
+        # Queued good calls are counted per slice of the shorter window, so that both
+        # windows place them in the right slice.
+        self._slice = min(self._window, self._fast_window or self._window) / _SLICES
         self._below_since: float | None = None
         self._overruns = 0
         self._exceeded = 0
@@ -277,12 +280,17 @@ class Budget(Admission[BudgetState, _Permit]):
         # Only with a limit; without one, __init__ binds the clock itself here.
         start = self._now()
         assert self._limit is not None
-        return _Limited(start, set_deadline(Deadline(start + self._limit, self._clock)))
+        mine = Deadline(start + self._limit, self._clock)
+        outer = current_deadline()
+        # Nesting only ever shortens the time left: an outer deadline that ends sooner stays.
+        if outer is not None and outer.remaining() <= self._limit:
+            mine = outer
+        return _Limited(start, set_deadline(mine))
 
-    def _latency(self, permit: _Permit, now: float) -> float:
+    def _latency(self, permit: _Permit, now: float, *, cut_off: bool = False) -> float:
         if isinstance(permit, float):
             return now - permit
-        return self._end_limited(permit, now)
+        return self._end_limited(permit, now, cut_off=cut_off)
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
         now = self._now()
@@ -307,20 +315,23 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _exit_error(self, permit: _Permit, error: Exception) -> None:
         now = self._now()
-        latency = self._latency(permit, now)
-        if isinstance(error, BudgetExceededError):
-            self._exceeded += 1
+        exceeded = isinstance(error, BudgetExceededError)
+        # A call cut off at the limit was interrupted: it is exceeded, not an overrun.
+        latency = self._latency(permit, now, cut_off=exceeded)
+        if exceeded:
+            with self._lock:
+                self._exceeded += 1
         self._record(now, latency, failed=self._count_failures)
 
     def _exit_cancel(self, permit: _Permit) -> None:
         if isinstance(permit, _Limited):
             self._end_limited(permit, self._now())
 
-    def _end_limited(self, permit: _Limited, now: float) -> float:
+    def _end_limited(self, permit: _Limited, now: float, *, cut_off: bool = False) -> float:
         permit.token.var.reset(permit.token)
         latency = now - permit.start
         limit = self._limit
-        if limit is not None and latency > limit:
+        if limit is not None and latency > limit and not cut_off:
             with self._lock:
                 self._overruns += 1
             if self._registry._wants(BudgetOverrun):
@@ -378,18 +389,28 @@ class Budget(Admission[BudgetState, _Permit]):
         Returns:
             Whether the state changed (deliver after releasing the lock).
         """
+        moved = self._judge_window(now)
+        # Good calls may skip the lock until the current slice ends, once the window holds
+        # enough calls that a good one cannot be the one that makes it breach. While
+        # breached every call is judged, so that recovery is seen when it happens.
+        lock_free = (
+            self._counts.totals[_TOTAL] >= self._minimum_calls and self._state is BudgetState.WITHIN
+        )
+        self._fold_before = (
+            (math.floor(now / self._slice) + 1) * self._slice if lock_free else -math.inf
+        )
+        return moved
+
+    def _judge_window(self, now: float) -> bool:
         burn = self._burn(self._counts, now)
         enough = self._counts.totals[_TOTAL] >= self._minimum_calls
-        # Good calls may skip the lock until the current slice ends, once the window
-        # holds enough calls that a good one cannot be the one that makes it breach.
-        self._fold_before = (
-            (math.floor(now / self._slice) + 1) * self._slice if enough else -math.inf
-        )
-        burning = enough and burn >= self._burn_threshold
+        # A hair of tolerance: 1 bad call in 100 against 0.99 is 0.9999999999999991.
+        threshold = self._burn_threshold - _ROUNDING
+        burning = enough and burn >= threshold
         fast_burn = None
         if burning and self._fast is not None:
             fast_burn = self._burn(self._fast, now)
-            burning = fast_burn >= self._burn_threshold
+            burning = fast_burn >= threshold
         if self._state is BudgetState.WITHIN:
             if not burning:
                 return False
