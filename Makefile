@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_retry.py
 	$(BIN)/python benchmarks/bench_bulkhead.py
 	$(BIN)/python benchmarks/bench_budget.py
+	$(BIN)/python benchmarks/bench_stack.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks
