@@ -5,6 +5,8 @@ has a name, a state, a health, frozen snapshots and transition events in one
 :class:`Registry`.
 """
 
+from ._audit import AuditLog as AuditLog
+from ._audit import read_audit_log as read_audit_log
 from ._backoff import Backoff as Backoff
 from ._backoff import Constant as Constant
 from ._backoff import DecorrelatedJitter as DecorrelatedJitter
@@ -47,8 +49,10 @@ from ._core._registry import RegistrySnapshot as RegistrySnapshot
 from ._core._registry import default_registry as default_registry
 from ._core._run import Attempt as Attempt
 from ._core._state import Event as Event
+from ._core._state import FallbackServed as FallbackServed
 from ._core._state import GuardSnapshot as GuardSnapshot
 from ._core._state import Health as Health
+from ._core._state import Refusal as Refusal
 from ._core._state import Transition as Transition
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
@@ -78,6 +82,7 @@ __all__ = [
     "AIMD",
     "AdaptiveLimit",
     "Attempt",
+    "AuditLog",
     "Backoff",
     "BreakerState",
     "Budget",
@@ -106,6 +111,7 @@ __all__ = [
     "Event",
     "ExceptionSpec",
     "Exponential",
+    "FallbackServed",
     "FullJitter",
     "Gradient2",
     "Guard",
@@ -119,6 +125,7 @@ __all__ = [
     "PipelineState",
     "QueueOrder",
     "RateLimit",
+    "Refusal",
     "Registry",
     "RegistrySnapshot",
     "RejectedError",
@@ -143,6 +150,7 @@ __all__ = [
     "default_not_sent",
     "default_registry",
     "parse_retry_after",
+    "read_audit_log",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -14,7 +14,7 @@ from ._core._errors import CircuitOpenError, ConfigurationError, RejectedError, 
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
 from ._core._run import NO_RESULT, Admission
-from ._core._state import Health, Statistic
+from ._core._state import Health, Refusal, Statistic
 from ._core._validate import Duration, check_count, check_factor, check_ratio, to_seconds
 from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow, _CountRing
 
@@ -80,6 +80,9 @@ _LEGAL: dict[BreakerState, frozenset[BreakerState]] = {
     _FORCED_OPEN: frozenset({_CLOSED, _DISABLED}),
     _DISABLED: frozenset({_CLOSED, _FORCED_OPEN}),
 }
+
+# How many of the last failures a breaker names in the lineage of its transitions.
+_RECENT_FAILURES = 5
 
 # How many lock-free successes may pile up before the next one folds them into the window.
 # A count window folds any number in O(window) C-level work, so it can wait longer.
@@ -272,7 +275,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._cancelled = 0
         self._late = 0
         self._last_failure: str | None = None
+        self._recent_failures: deque[tuple[float, str | None]] = deque(maxlen=_RECENT_FAILURES)
         self._rejected = Counter()  # bumped without the lock on the refusal path
+        self._listeners = registry._listeners  # read on the refusal path
         # The permit of a closed, untimed call, or None when _enter must look closer.
         # Cleared before every transition and set again after a move to closed or disabled.
         self._closed_permit: int | None = None if self._timed else 0
@@ -304,9 +309,13 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             open_until = self._open_until
             if now < open_until:
                 self._rejected.increment()
+                if self._listeners._entries:
+                    self._announce_refusal("open", open_until - now, now)
                 raise CircuitOpenError(self._name, open_until - now, "open")
         elif state is _FORCED_OPEN:
             self._rejected.increment()
+            if self._listeners._entries:
+                self._announce_refusal("forced_open", None, None)
             raise CircuitOpenError(self._name, None, "forced_open")
         return self._enter_slow()
 
@@ -314,35 +323,37 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         now = self._now()
         moved = False
         trial: _Trial | None = None
+        refused = ""
+        retry_after: float | None = None
         try:
             with self._lock:
                 state = self._state
                 if state is _CLOSED or state is _DISABLED:
                     return (self._epoch, now) if self._timed else self._epoch
                 if state is _FORCED_OPEN:
-                    self._rejected.increment()
-                    raise CircuitOpenError(self._name, None, "forced_open")
-                if state is _OPEN:
-                    if now < self._open_until:
-                        self._rejected.increment()
-                        raise CircuitOpenError(self._name, self._open_until - now, "open")
-                    self._move_to(
-                        _HALF_OPEN,
-                        f"open for {format_seconds(self._open_for)} s; admitting "
-                        f"{_trial_calls(self._half_open_calls)}",
-                        now,
-                    )
-                    moved = True
-                # Half-open: a trial that never reported back gives its slot up.
-                if self._half_open_max_wait is not None and self._trials:
-                    oldest_allowed = now - self._half_open_max_wait
-                    self._trials = {t for t in self._trials if t.started > oldest_allowed}
-                if len(self._trials) + self._trials_succeeded >= self._half_open_calls:
-                    self._rejected.increment()
-                    raise CircuitOpenError(self._name, None, "half_open")
-                trial = _Trial(now)
-                self._trials.add(trial)
-                return trial
+                    refused = "forced_open"
+                elif state is _OPEN and now < self._open_until:
+                    refused, retry_after = "open", self._open_until - now
+                else:
+                    if state is _OPEN:
+                        self._move_to(
+                            _HALF_OPEN,
+                            f"open for {format_seconds(self._open_for)} s; admitting "
+                            f"{_trial_calls(self._half_open_calls)}",
+                            now,
+                        )
+                        moved = True
+                    # Half-open: a trial that never reported back gives its slot up.
+                    if self._half_open_max_wait is not None and self._trials:
+                        oldest_allowed = now - self._half_open_max_wait
+                        self._trials = {t for t in self._trials if t.started > oldest_allowed}
+                    if len(self._trials) + self._trials_succeeded >= self._half_open_calls:
+                        refused = "half_open"
+                    else:
+                        trial = _Trial(now)
+                        self._trials.add(trial)
+                        return trial
+                self._rejected.increment()
         finally:
             if moved:
                 try:
@@ -353,6 +364,16 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                     if trial is not None:
                         self._exit_cancel(trial)
                     raise
+        if self._listeners._entries:
+            self._announce_refusal(refused, retry_after, now)
+        raise CircuitOpenError(self._name, retry_after, refused)
+
+    def _announce_refusal(self, state: str, retry_after: float | None, now: float | None) -> None:
+        if self._listeners.wants(Refusal):
+            at = self._now() if now is None else now
+            self._registry._publish(
+                Refusal(self._name, self.kind, state, retry_after, at, self._clock.wall())
+            )
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -426,6 +447,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
+                self._recent_failures.append((now, failure))
             else:
                 self._successes += 1
             if outcome & SLOW:
@@ -508,6 +530,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
+                self._recent_failures.append((now, failure))
                 self._reopen(f"trial call failed ({failure})", now)
             elif outcome & SLOW:
                 self._successes += 1
@@ -560,9 +583,29 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         if self._consecutive_opens == 0:
             self._consecutive_opens = 1
         self._open_until = now + self._open_for
-        self._move_to(_OPEN, f"{reason}; open for {format_seconds(self._open_for)} s", now)
+        window = self._window
+        lineage = {
+            "window": window.describe(),
+            "window_calls": window.calls,
+            "window_failures": window.failures,
+            "window_slow_calls": window.slow,
+            "failure_rate_threshold": self._failure_rate_threshold,
+            "slow_call_rate_threshold": self._slow_rate_threshold
+            if self._slow_seconds is not None
+            else None,
+            "minimum_calls": self._minimum_calls,
+            "open_duration": self._open_for,
+            "recent_failures": [{"at": at, "error": error} for at, error in self._recent_failures],
+        }
+        self._move_to(_OPEN, f"{reason}; open for {format_seconds(self._open_for)} s", now, lineage)
 
-    def _move_to(self, state: BreakerState, reason: str, now: float) -> None:
+    def _move_to(
+        self,
+        state: BreakerState,
+        reason: str,
+        now: float,
+        lineage: dict[str, object] | None = None,
+    ) -> None:
         if state not in _LEGAL[self._state]:
             raise AssertionError(f"illegal transition {self._state.value} -> {state.value}")
         self._drain()  # successes that finished before the move belong to the old state
@@ -570,7 +613,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         if state is not _HALF_OPEN:
             self._trials = set()
         self._trials_succeeded = 0
-        self._move(state, _HEALTH[state], reason, now)
+        self._move(state, _HEALTH[state], reason, now, lineage)
         self._new_epoch()
 
     def _new_epoch(self) -> None:

@@ -14,7 +14,7 @@ from ._core._clock import Clock
 from ._core._errors import BulkheadFullError, ConfigurationError, format_seconds
 from ._core._registry import Registry, default_registry
 from ._core._run import Admission, Admits
-from ._core._state import Health, Statistic
+from ._core._state import Health, Refusal, Statistic
 from ._core._validate import Duration, check_count, check_non_negative, to_seconds
 from ._core._waiters import Waiter
 from ._limits import AdaptiveLimit, _LiveLimit
@@ -415,7 +415,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             moved = self._count_refusal("queue_full")
         if moved:
             self._deliver()
-        raise BulkheadFullError(self._name, None, "queue_full", self._limit, self._max_queue)
+        raise self._refusal("queue_full", None)
 
     def _admit_sync(self, part: _Partition) -> _Permit:
         permit = self._admit_nowait(part)
@@ -478,7 +478,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             moved = self._count_refusal("rate")
         if moved:
             self._deliver()
-        raise BulkheadFullError(self._name, wait, "rate", self._limit, self._max_queue)
+        raise self._refusal("rate", wait)
 
     def _rate_ok(self, now: float) -> bool:
         """Take a turn under the rate limit if one is due now; call with the lock held."""
@@ -525,7 +525,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         if moved:
             self._deliver()
         if refused:
-            raise BulkheadFullError(self._name, None, "queue_full", self._limit, self._max_queue)
+            raise self._refusal("queue_full", None)
         return waiter
 
     def _leave_queue(self, waiter: Waiter) -> _Permit:
@@ -546,7 +546,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             moved = self._count_refusal(reason)
         if moved:
             self._deliver()
-        raise BulkheadFullError(self._name, None, reason, self._limit, self._max_queue)
+        raise self._refusal(reason, None)
 
     def _abandon(self, waiter: Waiter) -> None:
         """A queued caller is leaving by an exception: pass on its slot or leave the queue."""
@@ -579,6 +579,15 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _permit(self, part: _Partition, now: float) -> _Permit:
         return _Permit(part, now) if self._timed else part.permit
+
+    def _refusal(self, reason: str, retry_after: float | None) -> BulkheadFullError:
+        """The error to raise for a refusal, told to listeners first; hold no lock."""
+        listeners = self._registry._listeners
+        if listeners._entries and listeners.wants(Refusal):
+            self._registry._publish(
+                Refusal(self._name, self.kind, reason, retry_after, self._now(), self._clock.wall())
+            )
+        return BulkheadFullError(self._name, retry_after, reason, self._limit, self._max_queue)
 
     def _count_refusal(self, reason: str) -> bool:
         """Count a refusal and settle the state; call with the lock held.

@@ -18,7 +18,7 @@ from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
 from ._core._run import is_async_callable
-from ._core._state import GuardSnapshot, Health, Statistic, Transition
+from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
 from ._core._validate import Duration, check_count, to_seconds
 
 __all__ = [
@@ -212,9 +212,19 @@ class DegradedMode(Guard[DegradedState]):
             self._healthy_since = None
             if state is not DegradedState.NORMAL:
                 return False
-            unhealthy = [s.describe() for s in snapshots.values() if s.health is not Health.HEALTHY]
-            reason = "; ".join(unhealthy) or "the condition over the watched guards is met"
-            self._move(DegradedState.DEGRADED, Health.DEGRADED, reason, now)
+            causes = [s for s in snapshots.values() if s.health is not Health.HEALTHY]
+            reason = "; ".join(s.describe() for s in causes)
+            lineage = {
+                "caused_by": [s.name for s in causes],
+                "watched": {s.name: s.state for s in snapshots.values()},
+            }
+            self._move(
+                DegradedState.DEGRADED,
+                Health.DEGRADED,
+                reason or "the condition over the watched guards is met",
+                now,
+                lineage,
+            )
             return True
         if state is not DegradedState.DEGRADED:
             return False
@@ -373,6 +383,7 @@ class DegradedMode(Guard[DegradedState]):
             return isinstance(error, RejectedError) or also(error)
 
         def decorate(primary: Callable[P, Any]) -> Callable[P, Any]:
+            operation = getattr(primary, "__qualname__", None) or type(primary).__qualname__
             if is_async_callable(primary):
                 if not is_async_callable(fallback):
                     raise ConfigurationError(
@@ -385,7 +396,8 @@ class DegradedMode(Guard[DegradedState]):
                 async def async_degradable(*args: Any, **kwargs: Any) -> Any:
                     if self._serves_fallback():
                         value = await async_fallback(*args, **kwargs)
-                        return self._answer(value, True, f"degraded: {self._reason}", served)
+                        reason = f"degraded: {self._reason}"
+                        return self._answer(value, True, reason, served, operation)
                     try:
                         value = await async_primary(*args, **kwargs)
                     except Exception as error:
@@ -393,7 +405,7 @@ class DegradedMode(Guard[DegradedState]):
                             raise
                         reason = f"{type(error).__name__}: {error}"
                         value = await async_fallback(*args, **kwargs)
-                        return self._answer(value, True, reason, served)
+                        return self._answer(value, True, reason, served, operation, error)
                     return self._answer(value, False, None, served)
 
                 return async_degradable
@@ -402,7 +414,8 @@ class DegradedMode(Guard[DegradedState]):
             def degradable(*args: Any, **kwargs: Any) -> Any:
                 if self._serves_fallback():
                     value = fallback(*args, **kwargs)
-                    return self._answer(value, True, f"degraded: {self._reason}", served)
+                    reason = f"degraded: {self._reason}"
+                    return self._answer(value, True, reason, served, operation)
                 try:
                     value = primary(*args, **kwargs)
                 except Exception as error:
@@ -410,16 +423,36 @@ class DegradedMode(Guard[DegradedState]):
                         raise
                     reason = f"{type(error).__name__}: {error}"
                     value = fallback(*args, **kwargs)
-                    return self._answer(value, True, reason, served)
+                    return self._answer(value, True, reason, served, operation, error)
                 return self._answer(value, False, None, served)
 
             return degradable
 
         return decorate
 
-    def _answer(self, value: Any, fallback: bool, reason: str | None, served: bool) -> Any:
+    def _answer(
+        self,
+        value: Any,
+        fallback: bool,
+        reason: str | None,
+        served: bool,
+        operation: str = "",
+        error: BaseException | None = None,
+    ) -> Any:
         if fallback:
             self._served_fallback += 1
+            listeners = self._registry._listeners
+            if listeners._entries and listeners.wants(FallbackServed):
+                self._registry._publish(
+                    FallbackServed(
+                        self._name,
+                        operation,
+                        reason or "",
+                        None if error is None else type(error).__name__,
+                        self._now(),
+                        self._clock.wall(),
+                    )
+                )
         else:
             self._served_primary += 1
         if not served:

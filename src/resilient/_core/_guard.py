@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import threading
+from collections.abc import Mapping
 from typing import ClassVar, Generic, TypeVar
 
 from ._clock import Clock
@@ -105,7 +106,14 @@ class Guard(abc.ABC, Generic[S]):
     def _statistics(self, now: float) -> dict[str, Statistic]:
         """Pattern-specific statistics; called with the guard's lock held."""
 
-    def _move(self, new_state: S, new_health: Health, reason: str, now: float) -> None:
+    def _move(
+        self,
+        new_state: S,
+        new_health: Health,
+        reason: str,
+        now: float,
+        lineage: Mapping[str, object] | None = None,
+    ) -> None:
         """Enter ``new_state``; call with the lock held, then :meth:`_deliver` after it."""
         transition = Transition(
             guard=self._name,
@@ -118,6 +126,7 @@ class Guard(abc.ABC, Generic[S]):
             at=now,
             at_wall=self._clock.wall(),
             runbook=self._runbook,
+            lineage={} if lineage is None else lineage,
         )
         self._state = new_state
         self._health = new_health

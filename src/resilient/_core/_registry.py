@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from ._guard import Guard
 
 __all__ = ["DEFAULT_TRAIL_SIZE", "Registry", "RegistrySnapshot", "default_registry"]
+
+logger = logging.getLogger("resilient")
+# A library logs; the application decides where records go (and Python's last-resort
+# handler does not print them to stderr when it has not decided).
+logger.addHandler(logging.NullHandler())
 
 E = TypeVar("E", bound=Event)
 
@@ -95,6 +101,7 @@ class Registry:
         self._lock = threading.Lock()
         self._trail: deque[Transition] = deque(maxlen=trail_size)
         self._listeners = ListenerSet()
+        self._unlogged: deque[Transition] = deque()
         self._clock = clock
 
     # -- guards ---------------------------------------------------------------------------
@@ -220,11 +227,18 @@ class Registry:
     def _record(self, transition: Transition) -> None:
         # Called with the moving guard's lock held, which orders transitions per guard.
         self._trail.append(transition)
+        self._unlogged.append(transition)
         if self._listeners:
             self._listeners.enqueue(transition)
 
     def _deliver(self) -> None:
         # Called after the moving guard released its lock.
+        unlogged = self._unlogged
+        while unlogged:
+            try:
+                _log_transition(unlogged.popleft())
+            except IndexError:  # another thread logged it first
+                break
         self._listeners.deliver()
 
     def _wants(self, event_class: type[Event]) -> bool:
@@ -239,6 +253,31 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"<Registry guards={len(self._guards)} health={self.health.value}>"
+
+
+def _log_transition(transition: Transition) -> None:
+    """One structured record per transition: WARNING when health worsens, else INFO."""
+    level = logging.WARNING if transition.new_health > transition.old_health else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(
+        level,
+        "%s %r: %s -> %s: %s",
+        transition.kind.replace("_", " "),
+        transition.guard,
+        transition.old_state,
+        transition.new_state,
+        transition.reason,
+        extra={
+            "guard": transition.guard,
+            "kind": transition.kind,
+            "old_state": transition.old_state,
+            "new_state": transition.new_state,
+            "health": transition.new_health.value,
+            "reason": transition.reason,
+            "runbook": transition.runbook,
+        },
+    )
 
 
 default_registry = Registry()

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-__all__ = ["Event", "GuardSnapshot", "Health", "Statistic", "Transition", "worst"]
+__all__ = [
+    "Event",
+    "FallbackServed",
+    "GuardSnapshot",
+    "Health",
+    "Refusal",
+    "Statistic",
+    "Transition",
+    "worst",
+]
 
 Statistic: TypeAlias = int | float | str | bool | None
 """A value in a snapshot's statistics: always JSON-able."""
@@ -146,6 +155,9 @@ class Transition(Event):
         at: Monotonic time of the change.
         at_wall: Wall time (Unix seconds) of the change.
         runbook: The guard's runbook (text or URL) for whoever handles the change, if any.
+        lineage: What led to the decision, for an audit after the fact: the window
+            contents and the last failures that opened a breaker, the guard whose
+            transition degraded a switch. A read-only mapping of JSON-able values.
     """
 
     guard: str
@@ -158,6 +170,11 @@ class Transition(Event):
     at: float
     at_wall: float
     runbook: str | None = None
+    lineage: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lineage, MappingProxyType):
+            object.__setattr__(self, "lineage", MappingProxyType(dict(self.lineage)))
 
     def to_dict(self) -> dict[str, object]:
         """Plain, JSON-able dictionary of this transition."""
@@ -172,4 +189,92 @@ class Transition(Event):
             "at": self.at,
             "at_wall": self.at_wall,
             "runbook": self.runbook,
+            "lineage": dict(self.lineage),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transition:
+        """The transition a :meth:`to_dict` dictionary (or a line of an audit log) holds.
+
+        Raises:
+            KeyError: A required field is missing.
+            ValueError: A health is not one of the known values.
+        """
+        return cls(
+            guard=str(data["guard"]),
+            kind=str(data["kind"]),
+            old_state=str(data["old_state"]),
+            new_state=str(data["new_state"]),
+            old_health=Health(data["old_health"]),
+            new_health=Health(data["new_health"]),
+            reason=str(data["reason"]),
+            at=float(data["at"]),
+            at_wall=float(data["at_wall"]),
+            runbook=data.get("runbook"),
+            lineage=data.get("lineage") or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(Event):
+    """A guard refused a call without running it.
+
+    Attributes:
+        guard: Name of the guard.
+        kind: Its kind.
+        reason: Why, in a short stable word: the breaker's state (``"open"``), or the
+            bulkhead's reason (``"queue_full"``).
+        retry_after: Seconds until a call may be admitted, when known.
+        at: Monotonic time.
+        at_wall: Wall time.
+    """
+
+    guard: str
+    kind: str
+    reason: str
+    retry_after: float | None
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "refusal",
+            "guard": self.guard,
+            "kind": self.kind,
+            "reason": self.reason,
+            "retry_after": self.retry_after,
+            "at": self.at,
+            "at_wall": self.at_wall,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackServed(Event):
+    """A fallback answered instead of the primary function.
+
+    Attributes:
+        guard: Name of the degraded-mode switch.
+        operation: Qualified name of the primary function.
+        reason: Why: the switch was degraded, or the primary's error.
+        error_type: Class name of the primary's exception, or ``None`` when degraded.
+        at: Monotonic time.
+        at_wall: Wall time.
+    """
+
+    guard: str
+    operation: str
+    reason: str
+    error_type: str | None
+    at: float
+    at_wall: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": "fallback_served",
+            "guard": self.guard,
+            "operation": self.operation,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "at": self.at,
+            "at_wall": self.at_wall,
         }

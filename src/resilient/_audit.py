@@ -1,0 +1,145 @@
+"""The audit trail on disk: every transition as one line of JSON, rotated by size."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._core._errors import ConfigurationError
+from ._core._events import Subscription
+from ._core._registry import Registry, default_registry
+from ._core._state import Transition
+from ._core._validate import check_count
+
+__all__ = ["DEFAULT_AUDIT_BACKUPS", "DEFAULT_AUDIT_MAX_BYTES", "AuditLog", "read_audit_log"]
+
+DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_AUDIT_BACKUPS = 5
+
+
+class AuditLog:
+    """Streams a registry's transitions to a JSON Lines file, rotated by size.
+
+    Each transition — with its reason, runbook and lineage — is appended as one line and
+    flushed at once, so a crash loses nothing already decided. When the file would pass
+    ``max_bytes`` it is renamed ``<path>.1`` (older files shift to ``.2``, ...) and a new one
+    is started; at most ``backups`` old files are kept. :func:`read_audit_log` turns the
+    files back into :class:`Transition` objects, oldest first.
+
+    Args:
+        path: The file to write (its folder must exist).
+        registry: Whose transitions to record; the default registry if omitted.
+        max_bytes: Size at which the file rotates (>= 1024).
+        backups: How many rotated files to keep (>= 0).
+
+    Raises:
+        ConfigurationError: The folder does not exist, or a size is out of range.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        registry: Registry | None = None,
+        max_bytes: int = DEFAULT_AUDIT_MAX_BYTES,
+        backups: int = DEFAULT_AUDIT_BACKUPS,
+    ) -> None:
+        self._path = Path(path)
+        if not self._path.parent.is_dir():
+            raise ConfigurationError(
+                f"path must be in an existing folder (got {str(path)!r}; "
+                f"{str(self._path.parent)!r} does not exist)"
+            )
+        self._max_bytes = check_count(max_bytes, "max_bytes", minimum=1024)
+        self._backups = check_count(backups, "backups", minimum=0)
+        self._lock = threading.Lock()
+        self._file = self._path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
+        registry = default_registry if registry is None else registry
+        self._subscription: Subscription | None = registry.subscribe(self.write)
+
+    @property
+    def path(self) -> Path:
+        """The file being written."""
+        return self._path
+
+    def write(self, transition: Transition) -> None:
+        """Append one transition (the registry calls this for every transition)."""
+        line = json.dumps(transition.to_dict(), separators=(",", ":"), default=str) + "\n"
+        size = len(line.encode("utf-8"))
+        with self._lock:
+            if self._file.closed:
+                return
+            if self._size and self._size + size > self._max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._file.flush()
+            self._size += size
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self._backups == 0:
+            self._path.unlink(missing_ok=True)
+        else:
+            for index in range(self._backups - 1, 0, -1):
+                older = self._numbered(index)
+                if older.exists():
+                    older.replace(self._numbered(index + 1))
+            self._path.replace(self._numbered(1))
+        self._file = self._path.open("a", encoding="utf-8")
+        self._size = 0
+
+    def _numbered(self, index: int) -> Path:
+        return self._path.with_name(f"{self._path.name}.{index}")
+
+    def close(self) -> None:
+        """Stop recording and close the file. Closing twice is harmless."""
+        if self._subscription is not None:
+            self._subscription.unsubscribe()
+            self._subscription = None
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> list[Transition]:
+    """The transitions of an audit log, oldest first.
+
+    Args:
+        path: The file :class:`AuditLog` wrote.
+        rotated: Also read its rotated files (``<path>.N`` ... ``<path>.1``) first.
+
+    Raises:
+        ValueError: A line is not a transition; the message names the file and line.
+    """
+    base = Path(path)
+    files = []
+    if rotated:
+        numbered = sorted(
+            (p for p in base.parent.glob(f"{base.name}.*") if p.suffix[1:].isdigit()),
+            key=lambda p: int(p.suffix[1:]),
+            reverse=True,
+        )
+        files.extend(numbered)
+    if base.exists():
+        files.append(base)
+    return [transition for file in files for transition in _read(file)]
+
+
+def _read(file: Path) -> Iterator[Transition]:
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield Transition.from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{file}:{number} is not a transition: {error}") from error
