@@ -3,9 +3,10 @@ partitions, rate limits, adaptive limits, states and statistics, threads."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -82,6 +83,21 @@ async def settle() -> None:
     await anyio.wait_all_tasks_blocked()
 
 
+@contextlib.asynccontextmanager
+async def bounded_task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group that fails, rather than hangs, if a task is never let through."""
+    with anyio.fail_after(BOUND):  # real seconds, only an upper bound
+        async with anyio.create_task_group() as tasks:
+            yield tasks
+
+
+@contextlib.asynccontextmanager
+async def calling(bulkhead: Bulkhead) -> AsyncIterator[Calls]:
+    """Callers through ``bulkhead``; all have ended when the block is left."""
+    async with bounded_task_group() as tasks:
+        yield Calls(bulkhead, tasks)
+
+
 class Calls:
     """Named tasks that call through a bulkhead and hold their slot until finished.
 
@@ -138,8 +154,7 @@ class Calls:
 async def test_at_most_max_concurrent_calls_run(registry: Registry, clock: VirtualClock) -> None:
     """With max_concurrent=3, eight callers never have more than three inside at once."""
     bulkhead = make(registry, clock, max_concurrent=3)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for index in range(8):
             await calls.start(f"c{index}")
         assert (bulkhead.running, bulkhead.queued, calls.in_flight) == (3, 5, 3)
@@ -172,8 +187,7 @@ async def test_a_queued_caller_is_refused_after_max_wait(
 ) -> None:
     """A queued caller waits max_wait on the clock, then is refused with reason "max_wait"."""
     bulkhead = make(registry, clock, max_wait=0.5)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         await calls.start("holder")
         await calls.start("late")
         clock.advance(0.4)
@@ -203,7 +217,8 @@ def test_releasing_a_slot_twice_is_harmless(registry: Registry, clock: VirtualCl
     bulkhead = make(registry, clock, max_concurrent=2)
     first = bulkhead.try_acquire()
     second = bulkhead.try_acquire()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     first.release()
     first.release()
     assert bulkhead.running == 1
@@ -241,7 +256,7 @@ async def test_acquire_async_waits_in_the_queue(registry: Registry, clock: Virtu
     async def take() -> None:
         slots.append(await bulkhead.acquire_async())
 
-    async with anyio.create_task_group() as tasks:
+    async with bounded_task_group() as tasks:
         tasks.start_soon(take)
         await settle()
         assert (slots, bulkhead.queued) == ([], 1)
@@ -285,8 +300,7 @@ async def test_queue_order(
 ) -> None:
     """A freed slot goes to the longest-waiting caller (FIFO) or the newest (LIFO)."""
     bulkhead = make(registry, clock, order=order)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b", "c"):
             await calls.start(name)
         for _ in range(4):
@@ -305,11 +319,9 @@ async def test_queue_order(
 async def test_adaptive_order_turns_lifo_under_a_standing_queue(
     registry: Registry, clock: VirtualClock, codel: CoDel | None, expected: list[str]
 ) -> None:
-    """Adaptive order is FIFO until the queue stayed non-empty past the overload interval
-    (0.1 s, or CoDel's interval), then LIFO."""
+    """Adaptive order is FIFO until the queue stood past 0.1 s (or CoDel's interval), then LIFO."""
     bulkhead = make(registry, clock, order="adaptive", codel=codel)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b", "c"):
             await calls.start(name)
         await calls.finish("holder")  # the queue has just filled: FIFO
@@ -328,8 +340,7 @@ async def test_codel_lets_callers_wait_up_to_interval_while_the_queue_drains(
 ) -> None:
     """Without a standing queue, a caller that waited longer than target still gets the slot."""
     bulkhead = make(registry, clock, codel=CoDel(target=0.01, interval=0.1))
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         await calls.start("holder")
         await calls.start("a")
         clock.advance(0.09)
@@ -344,8 +355,7 @@ async def test_codel_refuses_a_caller_still_queued_after_interval(
 ) -> None:
     """With CoDel and no max_wait, a caller waits at most the interval, then gets "codel"."""
     bulkhead = make(registry, clock, codel=CoDel(target=0.01, interval=0.1))
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         await calls.start("holder")
         await calls.start("a")
         clock.advance(0.099)
@@ -362,11 +372,9 @@ async def test_codel_refuses_a_caller_still_queued_after_interval(
 async def test_codel_sheds_callers_past_target_from_a_standing_queue(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """Once the queue stayed non-empty longer than interval, a freed slot sheds callers that
-    waited more than target ("codel") and goes to the first one that did not."""
+    """A standing queue sheds callers that waited more than target ("codel") when a slot frees."""
     bulkhead = make(registry, clock, max_concurrent=2, codel=CoDel(target=0.01, interval=0.1))
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         await calls.start("h1")
         await calls.start("h2")
         await calls.start("a")  # t=0: the queue stops being empty
@@ -391,8 +399,7 @@ async def test_codel_sheds_callers_past_target_from_a_standing_queue(
 async def test_a_partition_borrows_idle_share(registry: Registry, clock: VirtualClock) -> None:
     """With "bets" idle, "browse" (30 % of 10) may run all 10 slots."""
     bulkhead = partitioned(registry, clock)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for index in range(10):
             await calls.start(f"w{index}", "browse")
         stats = bulkhead.snapshot().statistics
@@ -405,11 +412,9 @@ async def test_a_partition_borrows_idle_share(registry: Registry, clock: Virtual
 async def test_a_freed_slot_goes_first_to_a_class_below_its_guarantee(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """When both classes queue, "browse" (0 of its 3 reserved running) is served before an
-    earlier "bets" caller, although "bets" is more important."""
+    """A freed slot goes to a queued class below its guarantee before a more important one."""
     bulkhead = partitioned(registry, clock)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for index in range(10):
             await calls.start(f"b{index}", "bets")
         await calls.start("b10", "bets")
@@ -427,8 +432,7 @@ async def test_partitions_never_exceed_the_total_limit(
 ) -> None:
     """Twelve callers of each class never have more than ten inside at once."""
     bulkhead = partitioned(registry, clock, max_queue=20)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for index in range(12):
             await calls.start(f"b{index}", "bets")
             await calls.start(f"w{index}", "browse")
@@ -444,11 +448,9 @@ async def test_partitions_never_exceed_the_total_limit(
 async def test_a_full_queue_sheds_less_important_waiters(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """With the queue full, an arriving "bets" caller sheds the newest queued "browse" waiter
-    ("shed"), while an arriving "browse" caller is refused ("queue_full")."""
+    """A full queue sheds the newest "browse" waiter for "bets" and refuses "browse" itself."""
     bulkhead = partitioned(registry, clock, max_queue=2)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for index in range(10):
             await calls.start(f"b{index}", "bets")
         await calls.start("w-old", "browse")
@@ -463,17 +465,22 @@ async def test_a_full_queue_sheds_less_important_waiters(
         calls.finish_all()
 
 
-_PARTITIONS_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: call/decorator/with on a partitioned Bulkhead run in its first partition "
-    "(Bulkhead._enter* use self._default without the check in _part)",
-)
-
-
 def _with_block(bulkhead: Bulkhead) -> None:
     with bulkhead:
         pass
+
+
+async def _async_with_block(bulkhead: Bulkhead) -> None:
+    async with bulkhead:
+        pass
+
+
+async def _async_decorated(bulkhead: Bulkhead) -> None:
+    @bulkhead
+    async def noop() -> None:
+        pass
+
+    await noop()
 
 
 @pytest.mark.parametrize(
@@ -481,9 +488,9 @@ def _with_block(bulkhead: Bulkhead) -> None:
     [
         pytest.param(lambda bulkhead: bulkhead.try_acquire(), id="try_acquire"),
         pytest.param(lambda bulkhead: bulkhead.acquire(), id="acquire"),
-        pytest.param(lambda bulkhead: bulkhead.call(str), id="call", marks=_PARTITIONS_BUG),
-        pytest.param(lambda bulkhead: bulkhead(str)(), id="decorator", marks=_PARTITIONS_BUG),
-        pytest.param(_with_block, id="with", marks=_PARTITIONS_BUG),
+        pytest.param(lambda bulkhead: bulkhead.call(str), id="call"),
+        pytest.param(lambda bulkhead: bulkhead(str)(), id="decorator"),
+        pytest.param(_with_block, id="with"),
     ],
 )
 def test_a_partitioned_bulkhead_needs_a_partition(
@@ -496,9 +503,27 @@ def test_a_partitioned_bulkhead_needs_a_partition(
     assert bulkhead.snapshot().statistics["admitted"] == 0
 
 
-def test_an_unknown_partition_names_the_known_ones(
-    registry: Registry, clock: VirtualClock
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "use",
+    [
+        pytest.param(lambda bulkhead: bulkhead.acquire_async(), id="acquire_async"),
+        pytest.param(lambda bulkhead: bulkhead.call_async(anyio.lowlevel.checkpoint), id="call"),
+        pytest.param(_async_decorated, id="decorator"),
+        pytest.param(_async_with_block, id="async-with"),
+    ],
+)
+async def test_a_partitioned_bulkhead_needs_a_partition_from_async_code(
+    registry: Registry, clock: VirtualClock, use: Callable[[Bulkhead], Awaitable[object]]
 ) -> None:
+    """Async use of a partitioned bulkhead without a partition is a ConfigurationError too."""
+    bulkhead = partitioned(registry, clock)
+    with pytest.raises(ConfigurationError, match="has partitions; name one"):
+        await use(bulkhead)
+    assert bulkhead.snapshot().statistics["admitted"] == 0
+
+
+def test_an_unknown_partition_names_the_known_ones(registry: Registry, clock: VirtualClock) -> None:
     """partition("vip") is a ConfigurationError listing 'bets' and 'browse'."""
     bulkhead = partitioned(registry, clock)
     with pytest.raises(ConfigurationError, match=r"no partition 'vip' \(partitions: 'bets', "):
@@ -555,8 +580,7 @@ Update = tuple[float, bool, int]  # latency, dropped, in flight
     ],
 )
 def test_aimd_arithmetic(spec: AIMD, updates: list[Update], limit: int) -> None:
-    """AIMD adds `increase` after a success using half the limit, multiplies by `backoff` on
-    an error or a latency above timeout, and stays within [minimum, maximum]."""
+    """AIMD grows by `increase` when used, backs off on errors and slow calls, within bounds."""
     live = spec._live()
     for latency, dropped, in_flight in updates:
         live.update(latency, dropped, in_flight)
@@ -577,8 +601,7 @@ STEADY: list[Update] = [(0.1, False, 40)] * 10
     ],
 )
 def test_gradient2_follows_the_latency_ratio(last: Update, direction: int) -> None:
-    """Gradient2 grows while short-term latency stays within tolerance of the long-term one,
-    shrinks when it exceeds it, and holds when the limit was not in use."""
+    """Gradient2 grows within tolerance, shrinks beyond it, holds when the limit is unused."""
     live = Gradient2(initial=20)._live()
     for update in STEADY:
         live.update(*update)
@@ -611,8 +634,7 @@ class Overloaded(Exception):
 
 
 def test_a_bulkhead_follows_its_adaptive_limit(registry: Registry, clock: VirtualClock) -> None:
-    """An AIMD bulkhead's limit grows on fast calls, shrinks on slow or failed ones, and shows
-    in bulkhead.limit and the snapshot."""
+    """An AIMD bulkhead's limit follows fast, slow and failed calls in .limit and snapshots."""
     spec = AIMD(initial=4, minimum=2, maximum=5, timeout=0.5)
     bulkhead = make(registry, clock, max_concurrent=spec)
     held = [bulkhead.try_acquire(), bulkhead.try_acquire()]  # so calls use half the limit
@@ -624,10 +646,8 @@ def test_a_bulkhead_follows_its_adaptive_limit(registry: Registry, clock: Virtua
 
     limits = []
     for latency, fail in [(0.1, False), (0.1, False), (1.0, False), (0.1, True), (0.1, True)]:
-        try:
+        with contextlib.suppress(Overloaded):
             bulkhead.call(work, latency, fail)
-        except Overloaded:
-            pass
         limits.append((bulkhead.limit, bulkhead.snapshot().statistics["limit"]))
     assert limits == [(5, 5), (5, 5), (4, 4), (4, 4), (3, 3)]
     for slot in held:
@@ -648,8 +668,7 @@ async def test_a_long_queue_wait_degrades_to_queueing(
 ) -> None:
     """Once a queued caller has waited more than degrade_after, the bulkhead is QUEUEING."""
     bulkhead = make(registry, clock, degrade_after=0.1)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         await calls.start("holder")
         await calls.start("a")
         assert bulkhead.state is BulkheadState.ACCEPTING
@@ -681,11 +700,9 @@ def test_a_refusal_saturates(registry: Registry, clock: VirtualClock) -> None:
 async def test_saturated_holds_until_a_slot_is_free_with_nobody_queued(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """SATURATED stays while the queue hands the freed slot on; it ends once a slot is free
-    and nobody is queued."""
+    """SATURATED lasts until a slot is free with nobody queued, then ACCEPTING."""
     bulkhead = make(registry, clock, max_queue=1)
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b"):
             await calls.start(name)
         assert calls.refused == {"b": "queue_full"}
@@ -697,13 +714,31 @@ async def test_saturated_holds_until_a_slot_is_free_with_nobody_queued(
 
 
 @pytest.mark.anyio
+async def test_a_codel_shed_as_the_queue_drains_leaves_the_bulkhead_accepting(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A freed slot that sheds the last queued caller leaves the bulkhead idle: ACCEPTING."""
+    bulkhead = make(registry, clock, codel=CoDel(target=0.01, interval=0.1))
+    async with calling(bulkhead) as calls:
+        await calls.start("holder")
+        await calls.start("a")  # t=0: the queue stops being empty
+        clock.advance(0.09)
+        await calls.start("b")
+        clock.advance(0.01)
+        await settle()  # t=0.1: "a" has waited the interval
+        clock.advance(0.01)
+        await calls.finish("holder")  # t=0.11: standing; "b" waited 0.02 > target
+    assert calls.refused == {"a": "codel", "b": "codel"}
+    assert (bulkhead.running, bulkhead.queued) == (0, 0)
+    assert (bulkhead.state, bulkhead.health) == (BulkheadState.ACCEPTING, Health.HEALTHY)
+
+
+@pytest.mark.anyio
 async def test_snapshot_statistics(registry: Registry, clock: VirtualClock) -> None:
-    """The snapshot counts running, queued, admitted and refused calls by reason, and the
-    queue wait percentiles."""
+    """The snapshot counts calls by outcome and reason, and the queue wait percentiles."""
     bulkhead = make(registry, clock, max_queue=1)
     assert bulkhead.snapshot().statistics["queue_wait_p50"] is None
-    async with anyio.create_task_group() as tasks:
-        calls = Calls(bulkhead, tasks)
+    async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b"):
             await calls.start(name)
         clock.advance(0.3)
@@ -758,13 +793,12 @@ def test_a_queued_thread_is_admitted_when_a_slot_is_released(
     assert not ran.is_set()
     holder.release()
     thread.join(BOUND)
-    assert ran.is_set() and not thread.is_alive()
+    assert ran.is_set()
+    assert not thread.is_alive()
     assert (bulkhead.running, bulkhead.queued) == (0, 0)
 
 
-def test_a_queued_thread_is_refused_after_max_wait(
-    registry: Registry, clock: VirtualClock
-) -> None:
+def test_a_queued_thread_is_refused_after_max_wait(registry: Registry, clock: VirtualClock) -> None:
     """A thread queued past max_wait on the virtual clock gets reason "max_wait"."""
     bulkhead = make(registry, clock, max_wait=1.0)
     holder = bulkhead.acquire()
@@ -824,13 +858,12 @@ async def test_a_thread_releasing_a_slot_wakes_an_async_waiter(
         async with bulkhead:
             admitted.set()
 
-    async with anyio.create_task_group() as tasks:
+    async with bounded_task_group() as tasks:
         tasks.start_soon(wait_for_slot)
         await settle()
         assert bulkhead.queued == 1
         await anyio.to_thread.run_sync(holder.release)
-        with anyio.fail_after(BOUND):
-            await admitted.wait()
+        await admitted.wait()
     assert (bulkhead.running, bulkhead.queued) == (0, 0)
 
 

@@ -680,7 +680,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             Whether the state changed (deliver after releasing the lock).
         """
         state = self._state
-        if rejected:
+        # A refusal saturates only while the bulkhead is really full: a caller shed from
+        # the queue may wake after the queue has drained.
+        if rejected and (self._running >= self._limit or self._queued):
             if state is BulkheadState.SATURATED:
                 return False
             self._move(

@@ -410,6 +410,11 @@ class DegradedMode(Guard[DegradedState]):
 
                 return async_degradable
 
+            if is_async_callable(fallback):
+                raise ConfigurationError(
+                    f"the fallback of a sync function must be sync too (got {fallback!r})"
+                )
+
             @functools.wraps(primary)
             def degradable(*args: Any, **kwargs: Any) -> Any:
                 if self._serves_fallback():
