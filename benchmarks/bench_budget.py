@@ -81,7 +81,7 @@ def memory(counts: list[int]) -> None:
         step = 300.0 / total  # spread the calls over the whole window
 
         @budget
-        def call() -> None:
+        def call(clock: VirtualClock = clock, step: float = step) -> None:
             clock.advance(step)
 
         for _ in range(total):

@@ -7,9 +7,10 @@ OpenTelemetry.
 
 Metrics are read from the guards' snapshots when the SDK collects them, so instrumenting
 adds no work to a guarded call; guards created after :func:`instrument` are covered too.
-Per-call events (retry attempts and waits, refusals, fallbacks) and transitions are
-added to the current span, and a transition with no span around it gets a short span of
-its own.
+Retries (each wait before a new attempt, with ``http.request.resend_count``), give-ups,
+refusals, fallbacks and transitions are added to the current span as events, and a
+transition with no span around it gets a short span of its own. Nothing is listened to
+on a plain successful call.
 
 Every metric lives under ``resilient.`` (OpenTelemetry has no semantic conventions for
 resilience yet) and carries low-cardinality attributes only: ``resilient.guard``,
@@ -31,7 +32,7 @@ from ._budget import BudgetOverrun
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
 from ._core._state import Event, FallbackServed, GuardSnapshot, Refusal, Transition
-from ._retry import RetryAttempt, RetryGaveUp, RetryScheduled
+from ._retry import RetryGaveUp, RetryScheduled
 
 __all__ = ["Instrumentation", "instrument", "uninstrument"]
 
@@ -57,6 +58,8 @@ _CALL_OUTCOMES: dict[str, dict[str, str]] = {
 }
 _GIVE_UP_CAUSES = ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
 _QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999))
+
+_HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, BudgetOverrun)
 
 Reader = Callable[[Sequence[GuardSnapshot]], Iterator[Observation]]
 
@@ -149,7 +152,20 @@ class Instrumentation:
             unit="s",
             description="Waits scheduled before retries.",
         )
-        self._subscription: Subscription = registry.subscribe(self._heard, events=Event)
+        # Not RetryAttempt: it comes with every call, and a retry's attempts are already
+        # told by its waits and give-ups. What is listened to happens on retries,
+        # refusals, fallbacks and transitions only, never on a plain successful call.
+        self._subscription: Subscription = registry.subscribe(
+            self._heard,
+            events=(
+                Transition,
+                RetryScheduled,
+                RetryGaveUp,
+                Refusal,
+                FallbackServed,
+                BudgetOverrun,
+            ),
+        )
 
     # -- metrics read from snapshots ---------------------------------------------------------
 
@@ -262,16 +278,6 @@ class Instrumentation:
                     "http.request.resend_count": event.attempt - 1,
                 },
             )
-        elif isinstance(event, RetryAttempt):
-            attrs = {
-                GUARD: event.guard,
-                KIND: "retry",
-                OUTCOME: event.outcome,
-                "http.request.resend_count": event.attempt - 1,
-            }
-            if event.error_type:
-                attrs[ERROR_TYPE] = event.error_type
-            span.add_event("resilient.retry.attempt", attrs)
         elif isinstance(event, RetryGaveUp):
             attrs = {
                 GUARD: event.guard,
