@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_bulkhead.py
 	$(BIN)/python benchmarks/bench_budget.py
 	$(BIN)/python benchmarks/bench_stack.py
+	$(BIN)/python benchmarks/bench_otel.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks
