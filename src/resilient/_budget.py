@@ -438,11 +438,15 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _breach_reason(self, burn: float, fast_burn: float | None) -> str:
         p99 = self._histogram.percentile(0.99)
-        shown = "n/a" if p99 is None else _human(p99)
-        reason = (
-            f"p99 {shown} over {_human(self._target)} target; burn rate {burn:.2g} over "
-            f"{_human(self._window)}"
-        )
+        target = _human(self._target)
+        if p99 is not None and p99 > self._target:
+            what = f"p99 {_human(p99)} over {target} target"
+        else:
+            total, bad = self._counts.totals
+            share = bad / total if total else 0.0
+            shown = "n/a" if p99 is None else _human(p99)
+            what = f"{share:.0%} of calls failed or missed the {target} target (p99 {shown})"
+        reason = f"{what}; burn rate {burn:.2g} over {_human(self._window)}"
         if fast_burn is not None and self._fast_window is not None:
             reason += f" and {fast_burn:.2g} over {_human(self._fast_window)}"
         return reason

@@ -164,4 +164,9 @@ class Pipeline(Guard[PipelineState]):
         self._subscription.unsubscribe()
 
     def _statistics(self, now: float) -> dict[str, Statistic]:
-        return {"guards": ", ".join(guard.name for guard in self._parts)}
+        # The reason names the causes at the last transition; these are the causes now.
+        unhealthy = [guard for guard in self._parts if guard.health is not Health.HEALTHY]
+        return {
+            "guards": ", ".join(guard.name for guard in self._parts),
+            "unhealthy": ", ".join(guard.name for guard in unhealthy),
+        }
