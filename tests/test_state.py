@@ -108,7 +108,9 @@ def test_transition_round_trips_through_json() -> None:
         "at": 12.5,
         "at_wall": 1_767_225_612.5,
         "runbook": None,
+        "lineage": {},
     }
+    assert Transition.from_dict(data) == transition
     with pytest.raises(dataclasses.FrozenInstanceError):
         transition.reason = "x"  # type: ignore[misc]
 

@@ -165,7 +165,8 @@ class Pipeline(Guard[PipelineState]):
 
     def _statistics(self, now: float) -> dict[str, Statistic]:
         # The reason names the causes at the last transition; these are the causes now.
-        unhealthy = [guard for guard in self._parts if guard.health is not Health.HEALTHY]
+        # Raw fields: a property could move a guard and call back into this locked one.
+        unhealthy = [guard for guard in self._parts if guard._health is not Health.HEALTHY]
         return {
             "guards": ", ".join(guard.name for guard in self._parts),
             "unhealthy": ", ".join(guard.name for guard in unhealthy),
