@@ -19,30 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from _harness import ROUNDS, per_call_ns
+
 import resilient
-
-ROUNDS = 7
-
-
-def per_call_ns(fn: Callable[[], object], calls: int, *, refused: bool) -> float:
-    """Best-of-ROUNDS nanoseconds per call of ``fn`` (catching refusals if ``refused``)."""
-    best = float("inf")
-    for _ in range(ROUNDS):
-        if refused:
-            start = time.perf_counter_ns()
-            for _ in range(calls):
-                try:
-                    fn()
-                except Exception:  # the refusal is what is measured
-                    pass
-            elapsed = time.perf_counter_ns() - start
-        else:
-            start = time.perf_counter_ns()
-            for _ in range(calls):
-                fn()
-            elapsed = time.perf_counter_ns() - start
-        best = min(best, elapsed / calls)
-    return best
 
 
 def work() -> int:

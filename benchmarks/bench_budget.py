@@ -21,10 +21,10 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+from _harness import ROUNDS, per_call_ns
+
 import resilient
 from resilient.testing import VirtualClock
-
-ROUNDS = 7
 
 
 def work() -> int:
@@ -44,16 +44,6 @@ def two_clock_reads(fn: Callable[[], int]) -> Callable[[], int]:
         return result
 
     return timed
-
-
-def per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / calls)
-    return best
 
 
 def overhead(calls: int) -> None:

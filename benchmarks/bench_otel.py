@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from _harness import ROUNDS, per_call_ns
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -30,21 +31,9 @@ from opentelemetry.trace import NoOpTracerProvider
 import resilient
 import resilient.otel
 
-ROUNDS = 7
-
 
 def work() -> int:
     return 1
-
-
-def per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / calls)
-    return best
 
 
 def guarded(registry: resilient.Registry) -> dict[str, Callable[[], int]]:

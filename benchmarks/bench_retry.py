@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
+
+from _harness import ROUNDS, per_call_ns
 
 import resilient
 
-ROUNDS = 7
 Decorator = Callable[[Callable[[], int]], Callable[[], int]]
 
 
@@ -45,16 +45,6 @@ class Flaky:
 
 def ok() -> int:
     return 1
-
-
-def per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / calls)
-    return best
 
 
 def resilient_decorator() -> Decorator:

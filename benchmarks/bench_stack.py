@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import resilient
+from _harness import ROUNDS, per_call_ns, per_call_ns_async
 
-ROUNDS = 7
+import resilient
 
 
 def work() -> int:
@@ -118,26 +118,6 @@ def peer_stack_async() -> Callable[[], Awaitable[int]] | None:
         reraise=True,
     )(breaker(bounded))
     return timed_async(retried)  # type: ignore[no-any-return]
-
-
-def per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / calls)
-    return best
-
-
-async def per_call_ns_async(fn: Callable[[], Awaitable[object]], calls: int) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            await fn()
-        best = min(best, (time.perf_counter_ns() - start) / calls)
-    return best
 
 
 def report(label: str, ours: float, peers: float | None) -> None:

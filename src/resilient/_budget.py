@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 from typing_extensions import ParamSpec
@@ -72,21 +72,13 @@ class BudgetOverrun(Event):
         at_wall: Wall time it ended.
     """
 
+    event_name: ClassVar[str] = "budget_overrun"
+
     guard: str
     limit: float
     duration: float
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "budget_overrun",
-            "guard": self.guard,
-            "limit": self.limit,
-            "duration": self.duration,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
 
 
 class _Limited:

@@ -12,7 +12,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
@@ -80,6 +80,8 @@ class RetryAttempt(Event):
         at_wall: Wall time when it ended.
     """
 
+    event_name: ClassVar[str] = "retry_attempt"
+
     guard: str
     operation: str
     attempt: int
@@ -87,18 +89,6 @@ class RetryAttempt(Event):
     error_type: str | None
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "retry_attempt",
-            "guard": self.guard,
-            "operation": self.operation,
-            "attempt": self.attempt,
-            "outcome": self.outcome,
-            "error_type": self.error_type,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +107,8 @@ class RetryScheduled(Event):
         at_wall: Wall time of the decision.
     """
 
+    event_name: ClassVar[str] = "retry_scheduled"
+
     guard: str
     operation: str
     attempt: int
@@ -125,19 +117,6 @@ class RetryScheduled(Event):
     error_type: str | None
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "retry_scheduled",
-            "guard": self.guard,
-            "operation": self.operation,
-            "attempt": self.attempt,
-            "wait": self.wait,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +136,8 @@ class RetryGaveUp(Event):
         at_wall: Wall time.
     """
 
+    event_name: ClassVar[str] = "retry_gave_up"
+
     guard: str
     operation: str
     attempts: int
@@ -165,19 +146,6 @@ class RetryGaveUp(Event):
     error_type: str | None
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "retry_gave_up",
-            "guard": self.guard,
-            "operation": self.operation,
-            "attempts": self.attempts,
-            "cause": self.cause,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
 
 
 # -- helpers --------------------------------------------------------------------------------

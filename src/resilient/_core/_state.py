@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 __all__ = [
     "Event",
@@ -130,14 +130,25 @@ class Event:
     """Base of everything a registry delivers to its listeners.
 
     Every event is a frozen, slotted dataclass that names its ``guard`` and turns into a
-    plain JSON-able dictionary with ``to_dict()``.
+    plain JSON-able dictionary with ``to_dict()`` (with an ``"event"`` key naming its type,
+    except for transitions).
     """
 
     __slots__ = ()
 
+    event_name: ClassVar[str | None] = None
+
     def to_dict(self) -> dict[str, object]:
         """Plain, JSON-able dictionary of this event."""
-        raise NotImplementedError
+        data: dict[str, object] = {} if self.event_name is None else {"event": self.event_name}
+        for item in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            data[item.name] = value
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,22 +187,6 @@ class Transition(Event):
         if not isinstance(self.lineage, MappingProxyType):
             object.__setattr__(self, "lineage", MappingProxyType(dict(self.lineage)))
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain, JSON-able dictionary of this transition."""
-        return {
-            "guard": self.guard,
-            "kind": self.kind,
-            "old_state": self.old_state,
-            "new_state": self.new_state,
-            "old_health": self.old_health.value,
-            "new_health": self.new_health.value,
-            "reason": self.reason,
-            "at": self.at,
-            "at_wall": self.at_wall,
-            "runbook": self.runbook,
-            "lineage": dict(self.lineage),
-        }
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
         """The transition a :meth:`to_dict` dictionary (or a line of an audit log) holds.
@@ -229,23 +224,14 @@ class Refusal(Event):
         at_wall: Wall time.
     """
 
+    event_name: ClassVar[str] = "refusal"
+
     guard: str
     kind: str
     reason: str
     retry_after: float | None
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "refusal",
-            "guard": self.guard,
-            "kind": self.kind,
-            "reason": self.reason,
-            "retry_after": self.retry_after,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,20 +247,11 @@ class FallbackServed(Event):
         at_wall: Wall time.
     """
 
+    event_name: ClassVar[str] = "fallback_served"
+
     guard: str
     operation: str
     reason: str
     error_type: str | None
     at: float
     at_wall: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "event": "fallback_served",
-            "guard": self.guard,
-            "operation": self.operation,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "at": self.at,
-            "at_wall": self.at_wall,
-        }
