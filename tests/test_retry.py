@@ -12,7 +12,6 @@ import pytest
 
 import resilient
 from resilient import (
-    RetryBudgetState,
     CircuitOpenError,
     ConfigurationError,
     Constant,
@@ -24,6 +23,7 @@ from resilient import (
     Retry,
     RetryAttempt,
     RetryBudget,
+    RetryBudgetState,
     RetryExhaustedError,
     RetryGaveUp,
     RetryScheduled,

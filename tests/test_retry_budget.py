@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from resilient import RetryBudgetState, ConfigurationError, Health, Registry, RetryBudget, Transition
+from resilient import (
+    ConfigurationError,
+    Health,
+    Registry,
+    RetryBudget,
+    RetryBudgetState,
+    Transition,
+)
 from resilient.testing import VirtualClock
 
 # Most tests use a budget with no reserve, so that only first attempts earn retries.
