@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
@@ -13,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 from typing_extensions import ParamSpec
 
 from ._core._clock import Clock
-from ._core._errors import ConfigurationError, RejectedError, ResilientError
+from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
@@ -171,7 +172,10 @@ class DegradedMode(Guard[DegradedState]):
         self._watched = tuple(dict.fromkeys(names))
         self._condition: Condition = _any_unhealthy if condition is None else condition
         self._recover_after = to_seconds(recover_after, "recover_after")
-        self._healthy_since: float | None = None
+        # Since when the watched guards have been healthy: "always" until they first
+        # are not, and None while they are not.
+        self._healthy_since: float | None = -math.inf
+        self._refreshing = False
         self._served_primary = 0
         self._served_fallback = 0
         self._now = clock.monotonic
@@ -190,79 +194,97 @@ class DegradedMode(Guard[DegradedState]):
 
     def _heard(self, transition: Transition) -> None:
         if transition.guard in self._watched:
-            self._evaluate(transition)
+            self._evaluate(transition.at)
 
     def _watched_snapshots(self) -> dict[str, GuardSnapshot]:
         registry = self._registry
         return {name: registry.get(name).snapshot() for name in self._watched if name in registry}
 
-    def _evaluate(self, cause: Transition | None) -> None:
+    def _evaluate(self, at: float | None) -> None:
+        """Ask the condition again; ``at`` is when the watched guards changed, if known."""
         snapshots = self._watched_snapshots()
         degrade = bool(self._condition(snapshots))
-        now = self._now()
+        now = self._now() if at is None else at
         with self._lock:
             moved = self._settle(degrade, snapshots, now)
         if moved:
             self._deliver()
 
     def _settle(self, degrade: bool, snapshots: Mapping[str, GuardSnapshot], now: float) -> bool:
-        """Apply the condition's answer; call with the lock held."""
-        state = self._state
+        """Apply the condition's answer; call with the lock held.
+
+        How long the watched guards have been healthy is tracked in every state, forced
+        ones included, so that a release never cuts a recovery wait short.
+        """
         if degrade:
             self._healthy_since = None
-            if state is not DegradedState.NORMAL:
-                return False
-            causes = [s for s in snapshots.values() if s.health is not Health.HEALTHY]
-            reason = "; ".join(s.describe() for s in causes)
-            lineage = {
-                "caused_by": [s.name for s in causes],
-                "watched": {s.name: s.state for s in snapshots.values()},
-            }
-            self._move(
-                DegradedState.DEGRADED,
-                Health.DEGRADED,
-                reason or "the condition over the watched guards is met",
-                now,
-                lineage,
-            )
-            return True
-        if state is not DegradedState.DEGRADED:
-            return False
-        if self._healthy_since is None:
+        elif self._healthy_since is None:
             self._healthy_since = now
-        if now - self._healthy_since < self._recover_after:
+        state = self._state
+        if state in _FORCED:
             return False
-        self._healthy_since = None
+        if degrade:
+            if state is DegradedState.DEGRADED:
+                return False
+            self._degrade(snapshots, now, None)
+            return True
+        if state is DegradedState.NORMAL:
+            return False
+        return self._recover_if_due(now)
+
+    def _degrade(
+        self, snapshots: Mapping[str, GuardSnapshot], now: float, reason: str | None
+    ) -> None:
+        causes = [s for s in snapshots.values() if s.health is not Health.HEALTHY]
+        lineage = {
+            "caused_by": [s.name for s in causes],
+            "watched": {s.name: s.state for s in snapshots.values()},
+        }
+        self._move(
+            DegradedState.DEGRADED,
+            Health.DEGRADED,
+            reason
+            or "; ".join(s.describe() for s in causes)
+            or "the condition over the watched guards is met",
+            now,
+            lineage,
+        )
+
+    def _recover_if_due(self, now: float) -> bool:
+        """Return to normal once the watched guards have been healthy for recover_after;
+        call with the lock held. The transition is stamped when the wait ended, even if
+        nobody looked until later."""
+        since = self._healthy_since
+        if since is None or now - since < self._recover_after:
+            return False
         watched = ", ".join(repr(n) for n in self._watched)
         self._move(
             DegradedState.NORMAL,
             Health.HEALTHY,
-            f"{watched} healthy for {self._recover_after:g} s",
-            now,
+            f"{watched} healthy for {format_seconds(self._recover_after)} s",
+            max(since + self._recover_after, self._since),
         )
         return True
 
     def _refresh(self) -> None:
-        """Finish a recovery whose wait has passed; switches are read, never polled."""
-        since = self._healthy_since
-        if (
-            self._state is DegradedState.DEGRADED
-            and since is not None
-            and self._now() - since >= self._recover_after
-        ):
-            self._evaluate(None)
-
-    @property
-    def state(self) -> DegradedState:
-        """The current state (a finished recovery wait is applied first)."""
-        self._refresh()
-        return self._state
-
-    @property
-    def health(self) -> Health:
-        """The health of the current state."""
-        self._refresh()
-        return self._health
+        """Finish a recovery whose wait has passed, after letting the guards it watches
+        finish theirs. Switches are never polled: reading one brings it up to date."""
+        if self._refreshing:
+            return  # switches watching each other in a ring
+        self._refreshing = True
+        try:
+            registry = self._registry
+            for name in self._watched:
+                if name in registry:
+                    registry.get(name)._refresh()
+            if self._state is DegradedState.DEGRADED and self._healthy_since is not None:
+                now = self._now()
+                with self._lock:
+                    moved = self._state is DegradedState.DEGRADED and self._recover_if_due(now)
+                if moved:
+                    self._deliver()
+        finally:
+            self._refreshing = False
 
     @property
     def degraded(self) -> bool:
@@ -285,10 +307,6 @@ class DegradedMode(Guard[DegradedState]):
                 return False
         return True
 
-    def snapshot(self) -> GuardSnapshot:
-        self._refresh()
-        return super().snapshot()
-
     # -- operators -------------------------------------------------------------------------
 
     def force_degraded(self, *, reason: str | None = None) -> None:
@@ -300,16 +318,24 @@ class DegradedMode(Guard[DegradedState]):
         self._force(DegradedState.FORCED_NORMAL, reason or "forced normal by operator")
 
     def release(self, *, reason: str | None = None) -> None:
-        """End an operator's override: the watched guards decide again, at once."""
+        """End an operator's override: the watched guards decide again, at once, and a
+        recovery wait still running (or that ran while forced) counts as it should."""
         snapshots = self._watched_snapshots()
         degrade = bool(self._condition(snapshots))
         now = self._now()
         with self._lock:
             if self._state not in _FORCED:
                 return
-            target = DegradedState.DEGRADED if degrade else DegradedState.NORMAL
-            self._healthy_since = None
-            self._move(target, _HEALTH[target], reason or "released by operator", now)
+            if degrade:
+                self._healthy_since = None
+            elif self._healthy_since is None:
+                self._healthy_since = now
+            since = self._healthy_since
+            why = reason or "released by operator"
+            if since is not None and now - since >= self._recover_after:
+                self._move(DegradedState.NORMAL, Health.HEALTHY, why, now)
+            else:
+                self._degrade(snapshots, now, why)
         self._deliver()
 
     def _force(self, state: DegradedState, reason: str) -> None:
@@ -317,7 +343,6 @@ class DegradedMode(Guard[DegradedState]):
         with self._lock:
             if self._state is state:
                 return
-            self._healthy_since = None
             self._move(state, _HEALTH[state], reason, now)
         self._deliver()
 

@@ -96,6 +96,11 @@ class Pipeline(Guard[PipelineState]):
                 raise ConfigurationError(
                     f"pass a DegradedMode as degraded=, with its fallback= (got {guard!r})"
                 )
+        if len({id(guard) for guard in parts}) < len(parts):
+            raise ConfigurationError(
+                "a pipeline takes each guard once (got one guard twice: it would wrap the "
+                "function twice)"
+            )
         if fallback is not None and degraded is None:
             raise ConfigurationError(
                 "fallback needs degraded=, the switch that decides when it serves"
@@ -138,6 +143,11 @@ class Pipeline(Guard[PipelineState]):
                 wrapped
             )
         return wrapped
+
+    def _refresh(self) -> None:
+        # Let the parts apply what time decided; their transitions update this pipeline.
+        for guard in self._parts:
+            guard._refresh()
 
     def _heard(self, transition: Transition) -> None:
         if transition.guard in self._names:

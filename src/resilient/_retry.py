@@ -292,8 +292,8 @@ class Retry(Guard[RetryState]):
             exceptions for which ``not_sent`` is true are retried.
         not_sent: Whether an exception proves the request never reached the other side;
             by default connection-refused errors and refusals by guards.
-        retry_rejections: Retry ``RejectedError`` refusals too, waiting at least their
-            ``retry_after``.
+        retry_rejections: Retry ``RejectedError`` refusals too (whatever ``on`` says),
+            waiting at least their ``retry_after``.
         budget: A :class:`RetryBudget` shared with other policies; when it is spent the
             call fails fast with its error.
         random: The random source for jitter (seed it in tests).
@@ -504,9 +504,10 @@ class Retry(Guard[RetryState]):
         """An attempt raised ``error``: the wait before the next attempt, or None to stop."""
         if self._registry._wants(RetryAttempt):
             self._emit_attempt(call.operation, call.attempt, "error", type(error).__name__)
-        if isinstance(error, RejectedError) and not self._retry_rejections:
-            return None
-        if not self._on(error):
+        if isinstance(error, RejectedError):
+            if not self._retry_rejections:
+                return None
+        elif not self._on(error):
             return None
         if not self._idempotent and not self._not_sent(error):
             self._give_up(

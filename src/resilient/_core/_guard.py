@@ -80,15 +80,25 @@ class Guard(abc.ABC, Generic[S]):
     @property
     def state(self) -> S:
         """The current state."""
+        self._refresh()
         return self._state
 
     @property
     def health(self) -> Health:
         """The health of the current state."""
+        self._refresh()
         return self._health
+
+    def _refresh(self) -> None:
+        """Apply what time alone has decided (a recovery wait that ended) before a read.
+
+        Guards are never polled; the few whose state moves with time alone (degraded-mode
+        switches) override this, and so do guards made of others (pipelines).
+        """
 
     def snapshot(self) -> GuardSnapshot:
         """A frozen copy of the guard's state and statistics."""
+        self._refresh()
         now = self._clock.monotonic()
         with self._lock:
             return GuardSnapshot(
