@@ -121,14 +121,15 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
         ValueError: A line is not a transition; the message names the file and line.
     """
     base = Path(path)
-    files = []
-    if rotated:
-        numbered = sorted(
-            (p for p in base.parent.glob(f"{base.name}.*") if p.suffix[1:].isdigit()),
-            key=lambda p: int(p.suffix[1:]),
-            reverse=True,
-        )
-        files.extend(numbered)
+    files: list[Path] = []
+    if rotated and base.parent.is_dir():
+        prefix = base.name + "."
+        numbered = [
+            (int(p.name[len(prefix) :]), p)
+            for p in base.parent.iterdir()
+            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+        ]
+        files.extend(p for _, p in sorted(numbered, reverse=True))
     if base.exists():
         files.append(base)
     return [transition for file in files for transition in _read(file)]

@@ -447,7 +447,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
-                self._recent_failures.append((now, failure))
+                self._recent_failures.append((now if self._needs_now else self._now(), failure))
             else:
                 self._successes += 1
             if outcome & SLOW:

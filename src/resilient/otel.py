@@ -64,24 +64,20 @@ _HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, Budg
 Reader = Callable[[Sequence[GuardSnapshot]], Iterator[Observation]]
 
 _active: dict[int, Instrumentation] = {}
+# One set of instruments per meter provider (keyed by id; providers live for the process).
+_instruments: dict[int, _Instruments] = {}
 _active_lock = threading.Lock()
 
 
-class Instrumentation:
-    """The OpenTelemetry wiring of one registry; made by :func:`instrument`."""
+class _Instruments:
+    """The instruments of one meter provider, shared by every registry wired to it.
 
-    def __init__(
-        self,
-        registry: Registry,
-        meter_provider: metrics.MeterProvider | None,
-        tracer_provider: trace.TracerProvider | None,
-    ) -> None:
-        self._registry = registry
-        self._on = True
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("resilient", __version__)
-        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
-            "resilient", __version__
-        )
+    The SDK hands back the same instrument for the same name, so each provider gets one
+    set, whose callbacks read the guards of every registry instrumented on it.
+    """
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.members: list[Instrumentation] = []
         observe = self._observer
         meter.create_observable_counter(
             "resilient.calls",
@@ -142,38 +138,25 @@ class Instrumentation:
             unit="{retry}",
             description="Retries a retry budget would allow now.",
         )
-        self._transitions = meter.create_counter(
+        self.transitions = meter.create_counter(
             "resilient.transitions",
             unit="{transition}",
             description="State changes of guards, by guard and new state.",
         )
-        self._waits = meter.create_histogram(
+        self.waits = meter.create_histogram(
             "resilient.retry.wait",
             unit="s",
             description="Waits scheduled before retries.",
         )
-        # Not RetryAttempt: it comes with every call, and a retry's attempts are already
-        # told by its waits and give-ups. What is listened to happens on retries,
-        # refusals, fallbacks and transitions only, never on a plain successful call.
-        self._subscription: Subscription = registry.subscribe(
-            self._heard,
-            events=(
-                Transition,
-                RetryScheduled,
-                RetryGaveUp,
-                Refusal,
-                FallbackServed,
-                BudgetOverrun,
-            ),
-        )
-
-    # -- metrics read from snapshots ---------------------------------------------------------
 
     def _observer(self, read: Reader) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            if not self._on:
-                return []
-            return list(read(self._registry.snapshot().guards))
+            guards = [
+                guard
+                for member in tuple(self.members)
+                for guard in member._registry.snapshot().guards
+            ]
+            return list(read(guards))
 
         return callback
 
@@ -239,6 +222,46 @@ class Instrumentation:
                         QUANTILE: quantile,
                     }
                     yield Observation(value, attrs)
+
+
+class Instrumentation:
+    """The OpenTelemetry wiring of one registry; made by :func:`instrument`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        meter_provider: metrics.MeterProvider | None,
+        tracer_provider: trace.TracerProvider | None,
+    ) -> None:
+        self._registry = registry
+        self._on = True
+        provider = meter_provider or metrics.get_meter_provider()
+        with _active_lock:
+            instruments = _instruments.get(id(provider))
+            if instruments is None:
+                instruments = _Instruments(provider.get_meter("resilient", __version__))
+                _instruments[id(provider)] = instruments
+            instruments.members.append(self)
+        self._instruments = instruments
+        self._transitions = instruments.transitions
+        self._waits = instruments.waits
+        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
+            "resilient", __version__
+        )
+        # Not RetryAttempt: it comes with every call, and a retry's attempts are already
+        # told by its waits and give-ups. What is listened to happens on retries,
+        # refusals, fallbacks and transitions only, never on a plain successful call.
+        self._subscription: Subscription = registry.subscribe(
+            self._heard,
+            events=(
+                Transition,
+                RetryScheduled,
+                RetryGaveUp,
+                Refusal,
+                FallbackServed,
+                BudgetOverrun,
+            ),
+        )
 
     # -- events ------------------------------------------------------------------------------
 
@@ -318,6 +341,9 @@ class Instrumentation:
         """Stop recording: observable metrics report nothing, events are not listened to."""
         self._on = False
         self._subscription.unsubscribe()
+        with _active_lock:
+            if self in self._instruments.members:
+                self._instruments.members.remove(self)
 
 
 def instrument(

@@ -1,0 +1,753 @@
+"""Specification of resilient.otel: metrics read from snapshots, span events, and safety."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    InMemoryMetricReader,
+    Metric,
+    Sum,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from resilient import (
+    Budget,
+    Bulkhead,
+    BulkheadFullError,
+    CircuitBreaker,
+    CircuitOpenError,
+    Constant,
+    CountWindow,
+    DegradedMode,
+    Event,
+    Registry,
+    Retry,
+    RetryBudget,
+)
+from resilient.otel import instrument, uninstrument
+from resilient.testing import VirtualClock
+
+RUNBOOK = "https://runbooks.example/page-latency"
+
+# The observable instruments: read from snapshots at collection time.
+OBSERVED = (
+    "resilient.calls",
+    "resilient.retry.retries",
+    "resilient.retry.give_ups",
+    "resilient.guard.state",
+    "resilient.guard.health",
+    "resilient.bulkhead.running",
+    "resilient.bulkhead.queued",
+    "resilient.bulkhead.limit",
+    "resilient.budget.burn_rate",
+    "resilient.budget.latency",
+    "resilient.retry_budget.available",
+)
+
+Key = frozenset[tuple[str, Any]]
+
+
+def key(guard: str, kind: str, error_type: str | None = None, **resilient: Any) -> Key:
+    """The attribute set of a data point: guard and kind, plus ``resilient.<name>`` ones."""
+    attributes = {"resilient.guard": guard, "resilient.kind": kind}
+    attributes.update({f"resilient.{name}": value for name, value in resilient.items()})
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    return frozenset(attributes.items())
+
+
+@dataclass
+class Telemetry:
+    """An instrumented registry with in-memory metric and span sinks."""
+
+    registry: Registry
+    clock: VirtualClock
+    reader: InMemoryMetricReader
+    meter_provider: MeterProvider
+    exporter: InMemorySpanExporter
+    tracer_provider: TracerProvider
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.tracer_provider.get_tracer("tests")
+
+    def metrics(self) -> dict[str, Metric]:
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return {}
+        return {
+            metric.name: metric
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+    def points(self, name: str) -> dict[Key, Any]:
+        """Value (or ``(count, sum)`` for a histogram) per attribute set of one metric."""
+        metric = self.metrics().get(name)
+        if metric is None:
+            return {}
+        if isinstance(metric.data, Histogram):
+            return {
+                frozenset(p.attributes.items()): (p.count, p.sum) for p in metric.data.data_points
+            }
+        return {frozenset(p.attributes.items()): p.value for p in metric.data.data_points}
+
+    def attribute_sets(self) -> set[tuple[str, Key]]:
+        return {(name, attrs) for name in self.metrics() for attrs in self.points(name)}
+
+    def span(self, name: str) -> ReadableSpan:
+        (span,) = [s for s in self.exporter.get_finished_spans() if s.name == name]
+        return span
+
+    def events(self, span: str, event: str) -> list[dict[str, Any]]:
+        return [dict(e.attributes or {}) for e in self.span(span).events if e.name == event]
+
+
+@pytest.fixture
+def telemetry(registry: Registry, clock: VirtualClock) -> Iterator[Telemetry]:
+    """The test's registry instrumented with SDK providers of its own (never the global)."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument(registry, meter_provider=meter_provider, tracer_provider=tracer_provider)
+    yield Telemetry(registry, clock, reader, meter_provider, exporter, tracer_provider)
+    uninstrument(registry)
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
+
+
+def fail(message: str = "feed down") -> None:
+    raise ValueError(message)
+
+
+def fail_connection() -> None:
+    raise ConnectionError("reset by peer")
+
+
+def fails_first(times: int) -> Callable[[], str]:
+    """A function that raises ConnectionError ``times`` times, then answers."""
+    left = [times]
+
+    def call() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise ConnectionError("reset by peer")
+        return "ok"
+
+    return call
+
+
+def run_scenario(t: Telemetry) -> None:
+    """A breaker trips, a switch degrades, retries retry and give up, a bulkhead and a
+    breaker refuse, a budget breaches: all inside one span named "scenario"."""
+    registry, clock = t.registry, t.clock
+    feed = CircuitBreaker(
+        "feed", window=CountWindow(4), minimum_calls=3, open_duration=10, registry=registry
+    )
+    odds = DegradedMode("odds", watches=[feed], registry=registry)
+    retries = RetryBudget("retries", ratio=0.5, window=10, min_per_second=1, registry=registry)
+    fetch = Retry(
+        "fetch",
+        attempts=3,
+        on=ConnectionError,
+        backoff=Constant(0.25),
+        budget=retries,
+        registry=registry,
+    )
+    place = Retry("place", attempts=3, on=ConnectionError, idempotent=False, registry=registry)
+    pool = Bulkhead("pool", max_concurrent=2, max_queue=0, registry=registry)
+    page = Budget("page", target=0.1, minimum_calls=3, runbook=RUNBOOK, registry=registry)
+
+    @odds.fallback(lambda: "cached odds")
+    def current_odds() -> str:
+        return feed.call(lambda: "live odds")
+
+    with t.tracer.start_as_current_span("scenario"):
+        assert current_odds() == "live odds"
+        for _ in range(2):
+            with pytest.raises(ValueError, match="feed down"):
+                feed.call(fail)
+        with pytest.raises(CircuitOpenError):
+            feed.call(lambda: "never runs")
+        assert current_odds() == "cached odds"
+        assert fetch.call(fails_first(1)) == "ok"
+        with pytest.raises(ConnectionError):
+            fetch.call(fail_connection)
+        with pytest.raises(ConnectionError):
+            place.call(fail_connection)
+        held = [pool.acquire(), pool.acquire()]
+        with pytest.raises(BulkheadFullError):
+            pool.call(lambda: "never runs")
+        held[0].release()
+        for latency in (0.05, 0.05, 0.3):
+            page.call(clock.advance, latency)
+
+
+@pytest.fixture
+def scenario(telemetry: Telemetry) -> Telemetry:
+    """The telemetry after :func:`run_scenario`."""
+    run_scenario(telemetry)
+    return telemetry
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "shape"),
+    [
+        pytest.param("resilient.calls", "{call}", "counter", id="calls"),
+        pytest.param("resilient.retry.retries", "{retry}", "counter", id="retries"),
+        pytest.param("resilient.retry.give_ups", "{call}", "counter", id="give_ups"),
+        pytest.param("resilient.guard.state", "1", "gauge", id="state"),
+        pytest.param("resilient.guard.health", "1", "gauge", id="health"),
+        pytest.param("resilient.bulkhead.running", "{call}", "gauge", id="running"),
+        pytest.param("resilient.bulkhead.queued", "{call}", "gauge", id="queued"),
+        pytest.param("resilient.bulkhead.limit", "{call}", "gauge", id="limit"),
+        pytest.param("resilient.budget.burn_rate", "1", "gauge", id="burn_rate"),
+        pytest.param("resilient.budget.latency", "s", "gauge", id="latency"),
+        pytest.param("resilient.retry_budget.available", "{retry}", "gauge", id="available"),
+        pytest.param("resilient.transitions", "{transition}", "counter", id="transitions"),
+        pytest.param("resilient.retry.wait", "s", "histogram", id="wait"),
+    ],
+)
+def test_every_metric_has_its_name_unit_and_shape(
+    scenario: Telemetry, name: str, unit: str, shape: str
+) -> None:
+    """Each metric is exported under its name with its unit, as a counter, gauge or histogram."""
+    metric = scenario.metrics()[name]
+    assert metric.unit == unit
+    if shape == "counter":
+        assert isinstance(metric.data, Sum)
+        assert metric.data.is_monotonic
+    elif shape == "gauge":
+        assert isinstance(metric.data, Gauge)
+    else:
+        assert isinstance(metric.data, Histogram)
+
+
+def test_calls_are_counted_per_guard_and_outcome(scenario: Telemetry) -> None:
+    """resilient.calls counts every guard's calls by outcome, from its snapshot."""
+    assert scenario.points("resilient.calls") == {
+        key("feed", "circuit_breaker", outcome="success"): 1,
+        key("feed", "circuit_breaker", outcome="failure"): 2,
+        key("feed", "circuit_breaker", outcome="ignored"): 0,
+        key("feed", "circuit_breaker", outcome="rejected"): 1,
+        key("feed", "circuit_breaker", outcome="cancelled"): 0,
+        key("odds", "degraded_mode", outcome="success"): 1,
+        key("odds", "degraded_mode", outcome="fallback"): 1,
+        key("fetch", "retry", outcome="recovered"): 1,
+        key("place", "retry", outcome="recovered"): 0,
+        key("pool", "bulkhead", outcome="admitted"): 2,
+        key("pool", "bulkhead", outcome="rejected"): 1,
+        key("page", "budget", outcome="within_target"): 2,
+        key("page", "budget", outcome="over_target"): 1,
+    }
+
+
+def test_retries_are_counted_per_policy(scenario: Telemetry) -> None:
+    """resilient.retry.retries counts retries (not first attempts) per retry policy."""
+    assert scenario.points("resilient.retry.retries") == {
+        key("fetch", "retry"): 3,
+        key("place", "retry"): 0,
+    }
+
+
+def test_give_ups_are_counted_by_cause(scenario: Telemetry) -> None:
+    """resilient.retry.give_ups counts calls a policy stopped retrying, one series per cause."""
+    causes = ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
+    expected = {key("fetch", "retry", outcome=cause): 0 for cause in causes}
+    expected |= {key("place", "retry", outcome=cause): 0 for cause in causes}
+    expected[key("fetch", "retry", outcome="attempts")] = 1
+    expected[key("place", "retry", outcome="not_idempotent")] = 1
+    assert scenario.points("resilient.retry.give_ups") == expected
+
+
+def test_guard_state_is_one_for_the_current_state(scenario: Telemetry) -> None:
+    """resilient.guard.state reports 1 for each guard's current state, named in an attribute."""
+    assert scenario.points("resilient.guard.state") == {
+        key("feed", "circuit_breaker", state="open"): 1,
+        key("odds", "degraded_mode", state="degraded"): 1,
+        key("retries", "retry_budget", state="normal"): 1,
+        key("fetch", "retry", state="ready"): 1,
+        key("place", "retry", state="ready"): 1,
+        key("pool", "bulkhead", state="accepting"): 1,
+        key("page", "budget", state="breached"): 1,
+    }
+
+
+def test_guard_health_is_ranked_zero_to_two(scenario: Telemetry) -> None:
+    """resilient.guard.health is 0 healthy, 1 degraded, 2 unavailable, per guard."""
+    assert scenario.points("resilient.guard.health") == {
+        key("feed", "circuit_breaker"): 2,
+        key("odds", "degraded_mode"): 1,
+        key("retries", "retry_budget"): 0,
+        key("fetch", "retry"): 0,
+        key("place", "retry"): 0,
+        key("pool", "bulkhead"): 0,
+        key("page", "budget"): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("resilient.bulkhead.running", 1, id="running"),
+        pytest.param("resilient.bulkhead.queued", 0, id="queued"),
+        pytest.param("resilient.bulkhead.limit", 2, id="limit"),
+    ],
+)
+def test_bulkhead_gauges_report_its_slots(scenario: Telemetry, name: str, value: int) -> None:
+    """The bulkhead gauges report running calls, queued callers and the limit."""
+    assert scenario.points(name) == {key("pool", "bulkhead"): value}
+
+
+def test_budget_burn_rate_is_bad_share_over_allowed_share(scenario: Telemetry) -> None:
+    """resilient.budget.burn_rate is (1 bad of 3) / (1 - 0.99) for the budget."""
+    assert scenario.points("resilient.budget.burn_rate") == {
+        key("page", "budget"): pytest.approx(100 / 3)
+    }
+
+
+def test_budget_latency_reports_each_quantile(telemetry: Telemetry) -> None:
+    """resilient.budget.latency has one series per quantile, within the sketch's 1 %."""
+    page = Budget("page", target=0.1, registry=telemetry.registry)
+    # 1001 calls: the quantiles q fall on the (q * 1000)-th fastest, one per group.
+    for latency, calls in ((0.01, 501), (0.02, 400), (0.05, 90), (0.2, 9), (1.0, 1)):
+        for _ in range(calls):
+            page.call(telemetry.clock.advance, latency)
+    assert telemetry.points("resilient.budget.latency") == {
+        key("page", "budget", quantile=0.5): pytest.approx(0.01, rel=0.01),
+        key("page", "budget", quantile=0.9): pytest.approx(0.02, rel=0.01),
+        key("page", "budget", quantile=0.99): pytest.approx(0.05, rel=0.01),
+        key("page", "budget", quantile=0.999): pytest.approx(0.2, rel=0.01),
+    }
+
+
+def test_retry_budget_reports_retries_available(scenario: Telemetry) -> None:
+    """resilient.retry_budget.available is reserve + ratio * first attempts - retries."""
+    assert scenario.points("resilient.retry_budget.available") == {
+        key("retries", "retry_budget"): pytest.approx(10 + 0.5 * 2 - 3)
+    }
+
+
+def test_transitions_are_counted_by_new_state(scenario: Telemetry) -> None:
+    """resilient.transitions counts each guard's transitions by the state entered."""
+    assert scenario.points("resilient.transitions") == {
+        key("feed", "circuit_breaker", state="open"): 1,
+        key("odds", "degraded_mode", state="degraded"): 1,
+        key("pool", "bulkhead", state="saturated"): 1,
+        key("pool", "bulkhead", state="accepting"): 1,
+        key("page", "budget", state="breached"): 1,
+    }
+
+
+def test_retry_waits_are_a_histogram_in_seconds(scenario: Telemetry) -> None:
+    """resilient.retry.wait records every scheduled wait, by policy and error type."""
+    assert scenario.points("resilient.retry.wait") == {
+        key("fetch", "retry", error_type="ConnectionError"): (3, pytest.approx(0.75)),
+    }
+
+
+def test_a_guard_created_after_instrument_is_reported(telemetry: Telemetry) -> None:
+    """Guards built after instrument() appear in the metrics without further wiring."""
+    assert telemetry.points("resilient.guard.state") == {}
+    CircuitBreaker("late", registry=telemetry.registry).force_open()
+    assert telemetry.points("resilient.guard.state") == {
+        key("late", "circuit_breaker", state="forced_open"): 1
+    }
+    assert telemetry.points("resilient.transitions") == {
+        key("late", "circuit_breaker", state="forced_open"): 1
+    }
+
+
+# -- span events ----------------------------------------------------------------------------
+
+
+def test_attempts_are_not_span_events(scenario: Telemetry) -> None:
+    """Attempts themselves add no event: retries are told by their waits and give-ups."""
+    names = {e.name for e in scenario.span("scenario").events}
+    assert "resilient.retry.attempt" not in names
+    assert "resilient.retry.wait" in names
+
+
+def test_a_successful_call_adds_no_span_event(telemetry: Telemetry) -> None:
+    """Calls that succeed at once, through every kind of guard, leave the span untouched."""
+    registry = telemetry.registry
+    feed = CircuitBreaker("feed", registry=registry)
+    fetch = Retry("fetch", attempts=3, on=ConnectionError, registry=registry)
+    pool = Bulkhead("pool", max_concurrent=1, registry=registry)
+    page = Budget("page", target=0.1, registry=registry)
+    with telemetry.tracer.start_as_current_span("request"):
+        for guard in (feed, fetch, pool, page):
+            assert guard.call(lambda: "ok") == "ok"
+    assert telemetry.span("request").events == ()
+
+
+def test_retry_waits_are_span_events_with_resend_count(scenario: Telemetry) -> None:
+    """Each scheduled wait adds resilient.retry.wait: its length, its reason, and
+    http.request.resend_count of the attempt that follows (1 for the first retry)."""
+    assert scenario.events("scenario", "resilient.retry.wait") == [
+        {
+            "resilient.guard": "fetch",
+            "resilient.kind": "retry",
+            "error.type": "ConnectionError",
+            "resilient.wait": 0.25,
+            "resilient.reason": "backoff",
+            "http.request.resend_count": resend,
+        }
+        for resend in (1, 1, 2)
+    ]
+
+
+def test_give_ups_are_span_events(scenario: Telemetry) -> None:
+    """A policy that stops retrying adds resilient.retry.give_up with its cause."""
+    assert scenario.events("scenario", "resilient.retry.give_up") == [
+        {
+            "resilient.guard": "fetch",
+            "resilient.kind": "retry",
+            "resilient.outcome": "attempts",
+            "resilient.reason": "3 of 3 attempts made",
+            "error.type": "ConnectionError",
+        },
+        {
+            "resilient.guard": "place",
+            "resilient.kind": "retry",
+            "resilient.outcome": "not_idempotent",
+            "resilient.reason": "the request may have reached the other side and the call "
+            "is not idempotent",
+            "error.type": "ConnectionError",
+        },
+    ]
+
+
+def test_refusals_are_span_events(scenario: Telemetry) -> None:
+    """A breaker's and a bulkhead's refusals add resilient.refusal with the reason."""
+    assert scenario.events("scenario", "resilient.refusal") == [
+        {
+            "resilient.guard": "feed",
+            "resilient.kind": "circuit_breaker",
+            "resilient.outcome": "rejected",
+            "resilient.reason": "open",
+        },
+        {
+            "resilient.guard": "pool",
+            "resilient.kind": "bulkhead",
+            "resilient.outcome": "rejected",
+            "resilient.reason": "queue_full",
+        },
+    ]
+
+
+def test_fallbacks_are_span_events(scenario: Telemetry) -> None:
+    """A fallback served by a degraded switch adds resilient.fallback saying why."""
+    assert scenario.events("scenario", "resilient.fallback") == [
+        {
+            "resilient.guard": "odds",
+            "resilient.kind": "degraded_mode",
+            "resilient.outcome": "fallback",
+            "resilient.reason": "degraded: circuit breaker 'feed' is open",
+        }
+    ]
+
+
+def test_transitions_are_span_events_on_the_current_span(scenario: Telemetry) -> None:
+    """Transitions inside a span add resilient.transition events to it, in order."""
+    moves = [
+        (e["resilient.guard"], e["resilient.old_state"], e["resilient.state"])
+        for e in scenario.events("scenario", "resilient.transition")
+    ]
+    assert moves == [
+        ("feed", "closed", "open"),
+        ("odds", "normal", "degraded"),
+        ("pool", "accepting", "saturated"),
+        ("pool", "saturated", "accepting"),
+        ("page", "within", "breached"),
+    ]
+
+
+def test_a_transition_event_carries_the_runbook(scenario: Telemetry) -> None:
+    """A transition of a guard with a runbook has resilient.runbook; others have none."""
+    by_guard = {
+        e["resilient.guard"]: e for e in scenario.events("scenario", "resilient.transition")
+    }
+    assert by_guard["page"]["resilient.runbook"] == RUNBOOK
+    assert "resilient.runbook" not in by_guard["feed"]
+
+
+def test_a_transition_outside_any_span_gets_its_own(telemetry: Telemetry) -> None:
+    """A transition with no span around it is exported as a span named after the guard."""
+    CircuitBreaker("feed", registry=telemetry.registry).force_open(reason="maintenance")
+    span = telemetry.span("resilient.transition feed")
+    assert dict(span.attributes or {}) == {
+        "resilient.guard": "feed",
+        "resilient.kind": "circuit_breaker",
+        "resilient.state": "forced_open",
+        "resilient.old_state": "closed",
+        "resilient.reason": "maintenance",
+    }
+    assert span.parent is None
+
+
+def test_a_transition_inside_a_span_adds_no_span(telemetry: Telemetry) -> None:
+    """Inside a span, a transition is only an event: no span of its own is exported."""
+    with telemetry.tracer.start_as_current_span("request"):
+        CircuitBreaker("feed", registry=telemetry.registry).force_open()
+    assert [s.name for s in telemetry.exporter.get_finished_spans()] == ["request"]
+
+
+# -- cardinality ----------------------------------------------------------------------------
+
+
+def test_exception_messages_never_become_metric_attributes(telemetry: Telemetry) -> None:
+    """10,000 distinct error messages leave the set of metric attribute sets unchanged."""
+    feed = CircuitBreaker(
+        "feed", window=CountWindow(10), failure_rate_threshold=1.0, registry=telemetry.registry
+    )
+    fetch = Retry(
+        "fetch", attempts=2, on=ValueError, backoff=Constant(0.01), registry=telemetry.registry
+    )
+
+    def flaky(number: int, message: str) -> str:
+        # Every call fails once, and every third call fails twice: the breaker never trips.
+        attempt = {"n": 0}
+
+        def call() -> str:
+            attempt["n"] += 1
+            if attempt["n"] == 1 or number % 3 == 0:
+                raise ValueError(message)
+            return "ok"
+
+        return call
+
+    def run(number: int, message: str) -> None:
+        calls = flaky(number, message)
+        with suppress(ValueError):
+            fetch.call(feed.call, calls)
+
+    for number in range(3):
+        run(number, "the same message")
+    before = telemetry.attribute_sets()
+    for number in range(10_000):
+        run(number, f"odds feed {number} timed out after {number} ms")
+    after = telemetry.attribute_sets()
+    assert after == before
+    values = {str(value) for _, attrs in after for _, value in attrs}
+    assert not any("timed out" in value for value in values)
+    assert telemetry.points("resilient.retry.retries")[key("fetch", "retry")] == 10_003
+
+
+# -- failures in telemetry never reach the call ---------------------------------------------
+
+
+class ExplodingProcessor(SpanProcessor):
+    """A span processor whose on_end raises, like a broken exporter pipeline."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("span pipeline broken")
+
+
+class _ExplodingInstrument:
+    def add(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("meter broken")
+
+    def record(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("meter broken")
+
+
+class _ExplodingMeter(metrics.NoOpMeter):
+    def create_counter(self, *args: Any, **kwargs: Any) -> Any:
+        return _ExplodingInstrument()
+
+    def create_histogram(self, *args: Any, **kwargs: Any) -> Any:
+        return _ExplodingInstrument()
+
+
+class ExplodingMeterProvider(metrics.NoOpMeterProvider):
+    """A meter provider whose synchronous instruments raise on every measurement."""
+
+    def get_meter(self, name: str, *args: Any, **kwargs: Any) -> metrics.Meter:
+        return _ExplodingMeter(name)
+
+
+def trip_and_retry(registry: Registry) -> list[object]:
+    """Trip a breaker and recover a retried call; the outcomes the caller sees."""
+    feed = CircuitBreaker("feed", window=CountWindow(2), minimum_calls=2, registry=registry)
+    fetch = Retry("fetch", attempts=2, on=ConnectionError, backoff=Constant(1), registry=registry)
+    outcomes: list[object] = []
+    for call in (fail, fail, lambda: "ok"):
+        try:
+            outcomes.append(feed.call(call))
+        except Exception as error:
+            outcomes.append(type(error))
+    outcomes.append(fetch.call(fails_first(1)))
+    outcomes.append(feed.state.value)
+    return outcomes
+
+
+EXPECTED_OUTCOMES = [ValueError, ValueError, CircuitOpenError, "ok", "open"]
+
+
+def test_a_raising_span_processor_never_changes_a_call(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A span processor that raises on the transition's own span leaves calls unchanged."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(ExplodingProcessor())
+    instrument(
+        registry, meter_provider=metrics.NoOpMeterProvider(), tracer_provider=tracer_provider
+    )
+    try:
+        assert trip_and_retry(registry) == EXPECTED_OUTCOMES
+        assert registry.listener_errors == 1
+    finally:
+        uninstrument(registry)
+
+
+def test_a_raising_meter_never_changes_a_call(registry: Registry, clock: VirtualClock) -> None:
+    """Instruments that raise on add() and record() leave calls unchanged."""
+    instrument(
+        registry,
+        meter_provider=ExplodingMeterProvider(),
+        tracer_provider=trace.NoOpTracerProvider(),
+    )
+    try:
+        assert trip_and_retry(registry) == EXPECTED_OUTCOMES
+        # The transition to open and the one retry wait each hit a raising instrument.
+        assert registry.listener_errors == 2
+    finally:
+        uninstrument(registry)
+
+
+def test_a_raising_metric_callback_spoils_nothing(telemetry: Telemetry) -> None:
+    """A raising callback of another library's gauge on the same meter provider leaves the
+    calls and resilient's own metrics intact."""
+    collections: list[int] = []
+
+    def broken(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        collections.append(1)
+        raise RuntimeError("callback broken")
+
+    other = telemetry.meter_provider.get_meter("another.library")
+    other.create_observable_gauge("another.gauge", callbacks=[broken])
+    assert trip_and_retry(telemetry.registry) == EXPECTED_OUTCOMES
+    state = telemetry.points("resilient.guard.state")
+    assert collections == [1]
+    assert state[key("feed", "circuit_breaker", state="open")] == 1
+
+
+def test_a_raising_listener_changes_neither_calls_nor_telemetry(telemetry: Telemetry) -> None:
+    """A plain registry listener that raises leaves calls and span events unchanged."""
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("listener broken")
+
+    telemetry.registry.subscribe(broken, events=Event)
+    with telemetry.tracer.start_as_current_span("request"):
+        assert trip_and_retry(telemetry.registry) == EXPECTED_OUTCOMES
+    names = [e.name for e in telemetry.span("request").events]
+    assert names.count("resilient.transition") == 1
+    assert names.count("resilient.refusal") == 1
+    # The broken listener heard the transition, the refusal, two attempts and a wait.
+    assert telemetry.registry.listener_errors == 5
+
+
+# -- uninstrument and the API without an SDK ------------------------------------------------
+
+
+def test_after_uninstrument_observable_metrics_report_nothing(scenario: Telemetry) -> None:
+    """Once uninstrumented, no observable metric has a data point."""
+    assert set(OBSERVED) <= set(scenario.metrics())
+    uninstrument(scenario.registry)
+    # Only the two synchronous instruments keep their cumulative sums.
+    assert set(scenario.metrics()) == {"resilient.transitions", "resilient.retry.wait"}
+
+
+def test_after_uninstrument_transitions_are_not_counted(telemetry: Telemetry) -> None:
+    """Once uninstrumented, new transitions leave resilient.transitions unchanged."""
+    feed = CircuitBreaker("feed", registry=telemetry.registry)
+    feed.force_open()
+    uninstrument(telemetry.registry)
+    feed.close()
+    assert telemetry.points("resilient.transitions") == {
+        key("feed", "circuit_breaker", state="forced_open"): 1
+    }
+
+
+def test_after_uninstrument_no_span_events_are_added(telemetry: Telemetry) -> None:
+    """Once uninstrumented, events add nothing to spans and transitions start no span."""
+    uninstrument(telemetry.registry)
+    CircuitBreaker("before", registry=telemetry.registry).force_open()
+    with telemetry.tracer.start_as_current_span("request"):
+        assert trip_and_retry(telemetry.registry) == EXPECTED_OUTCOMES
+    assert [s.name for s in telemetry.exporter.get_finished_spans()] == ["request"]
+    assert telemetry.span("request").events == ()
+
+
+def test_uninstrumenting_twice_is_harmless(telemetry: Telemetry) -> None:
+    """uninstrument() of a registry that is not instrumented does nothing."""
+    uninstrument(telemetry.registry)
+    uninstrument(telemetry.registry)
+    assert trip_and_retry(telemetry.registry) == EXPECTED_OUTCOMES
+
+
+def test_instrumenting_again_keeps_metrics_reported(telemetry: Telemetry) -> None:
+    """Instrumenting a registry again replaces the instrumentation; metrics still report."""
+    CircuitBreaker("feed", registry=telemetry.registry)
+    instrument(
+        telemetry.registry,
+        meter_provider=telemetry.meter_provider,
+        tracer_provider=telemetry.tracer_provider,
+    )
+    assert telemetry.points("resilient.guard.state") == {
+        key("feed", "circuit_breaker", state="closed"): 1
+    }
+
+
+def test_two_registries_on_one_meter_provider_are_both_reported(
+    telemetry: Telemetry, clock: VirtualClock
+) -> None:
+    """Guards of a second registry instrumented with the same provider are reported too."""
+    other = Registry(clock=clock)
+    CircuitBreaker("in_first", registry=telemetry.registry)
+    CircuitBreaker("in_second", registry=other)
+    instrument(other, meter_provider=telemetry.meter_provider, tracer_provider=None)
+    try:
+        assert telemetry.points("resilient.guard.state") == {
+            key("in_first", "circuit_breaker", state="closed"): 1,
+            key("in_second", "circuit_breaker", state="closed"): 1,
+        }
+    finally:
+        uninstrument(other)
+
+
+def test_without_an_sdk_calls_behave_the_same(clock: VirtualClock) -> None:
+    """With the API's no-op providers, instrument() works and calls see the same outcomes."""
+    plain = Registry(clock=clock)
+    instrumented = Registry(clock=clock)
+    made = instrument(
+        instrumented,
+        meter_provider=metrics.NoOpMeterProvider(),
+        tracer_provider=trace.NoOpTracerProvider(),
+    )
+    try:
+        assert trip_and_retry(instrumented) == trip_and_retry(plain) == EXPECTED_OUTCOMES
+        assert [t.new_state for t in instrumented.trail] == ["open"]
+        assert instrumented.listener_errors == 0
+        assert made is not None
+    finally:
+        uninstrument(instrumented)
