@@ -7,9 +7,9 @@ import functools
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec
 
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -106,6 +107,18 @@ def _describe(snapshot: GuardSnapshot) -> str:
 
 def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
     return any(s.health is not Health.HEALTHY for s in snapshots.values())
+
+
+class _ServedDecorator(Protocol):
+    """What ``fallback(..., served=True)`` returns: answers become :class:`Served`."""
+
+    @overload
+    def __call__(
+        self, primary: Callable[Q, Coroutine[Any, Any, Any]]
+    ) -> Callable[Q, Coroutine[Any, Any, Served[Any]]]: ...
+
+    @overload
+    def __call__(self, primary: Callable[Q, Any]) -> Callable[Q, Served[Any]]: ...
 
 
 class DegradedMode(Guard[DegradedState]):
@@ -368,7 +381,7 @@ class DegradedMode(Guard[DegradedState]):
         *,
         on: ExceptionSpec = ...,
         served: Literal[True],
-    ) -> Callable[[Callable[P, Any]], Callable[P, Served[Any]]]: ...
+    ) -> _ServedDecorator: ...
 
     @overload
     def fallback(

@@ -6,7 +6,7 @@ its return type.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from typing_extensions import assert_type
@@ -170,3 +170,64 @@ async def use_bulkhead() -> None:
     async with pool:
         pass
     assert_type(pool.limit, int)
+
+
+# -- budgets, degraded modes, pipelines, observability --------------------------------------
+
+latency = resilient.Budget(
+    "quote-latency",
+    target="50ms",
+    objective=0.99,
+    window="5m",
+    fast_window="30s",
+    limit="200ms",
+    runbook="https://runbooks.example/quote",
+    on_breach=lambda transition: print(transition.reason),
+)
+
+
+@latency
+async def priced(slip: str) -> float:
+    return 1.95
+
+
+feed = resilient.CircuitBreaker("typed-feed")
+page = resilient.DegradedMode("typed-page", watches=[feed], recover_after="30s")
+cache: resilient.StaleCache[float] = resilient.StaleCache(max_staleness="2m")
+
+
+@page.fallback(cache.fallback_async, on=TimeoutError, served=True)
+@cache.remember
+async def live(match: str) -> float:
+    return 1.95
+
+
+@page.fallback(lambda match: 2.0)
+def plain(match: str) -> float:
+    return 1.95
+
+
+stack = resilient.Pipeline("typed-stack", feed, pool, retry, latency)
+
+
+@stack
+def stacked(match: str) -> float:
+    return 1.95
+
+
+async def use_the_rest() -> None:
+    assert_type(await priced("s"), float)
+    answer = await live("ARS-CHE")
+    assert_type(answer, resilient.Served[Any])
+    assert_type(plain("ARS-CHE"), float)
+    assert_type(stacked("ARS-CHE"), float)
+    assert_type(latency.percentile(0.99), float | None)
+    assert_type(page.degraded, bool)
+    stale = cache.get(("ARS-CHE",))
+    if stale is not None:
+        assert_type(stale.value, float)
+    with resilient.AuditLog("/tmp/resilient-audit.jsonl") as audit:
+        assert_type(audit.path.name, str)
+    for transition in resilient.read_audit_log("/tmp/resilient-audit.jsonl"):
+        assert_type(transition.lineage, Mapping[str, object])
+    print(resilient.default_registry.snapshot().to_text())
