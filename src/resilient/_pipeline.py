@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
@@ -12,6 +12,7 @@ from ._core._errors import ConfigurationError
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec
 from ._core._registry import Registry
+from ._core._run import Admits, admit_both
 from ._core._state import Health, Statistic, Transition, worst
 from ._degraded import DegradedMode
 
@@ -134,10 +135,16 @@ class Pipeline(Guard[PipelineState]):
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``) with every guard, in order."""
         wrapped: Callable[..., Any] = fn
-        for guard in reversed(self._parts):
-            if guard is self._degraded:
-                continue
-            wrapped = guard(wrapped)
+        layers = [guard for guard in self._parts if guard is not self._degraded]
+        while layers:
+            guard = layers.pop()
+            below = layers[-1] if layers else None
+            if isinstance(guard, Admits) and isinstance(below, Admits):
+                # Two admitting guards next to each other share one wrapper.
+                layers.pop()
+                wrapped = admit_both(below, guard, wrapped)
+            else:
+                wrapped = cast(Callable[..., Any], guard)(wrapped)
         if self._degraded is not None and self._fallback is not None:
             wrapped = self._degraded.fallback(self._fallback, on=self._on, served=self._served)(
                 wrapped

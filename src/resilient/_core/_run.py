@@ -270,6 +270,77 @@ class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
     """A guard that admits or refuses each call and is told how it ended."""
 
 
+def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Callable[P, R]:
+    """``outer(inner(fn))`` in one wrapper: the same decisions in the same order, without
+    the middle frame. Pipelines use it for guards that sit next to each other."""
+    outer_enter, inner_enter = outer._enter, inner._enter
+    outer_ok, outer_error, outer_cancel = outer._exit_ok, outer._exit_error, outer._exit_cancel
+    inner_ok, inner_error, inner_cancel = inner._exit_ok, inner._exit_error, inner._exit_cancel
+
+    if is_async_callable(fn):
+        outer_nowait, inner_nowait = outer._enter_nowait, inner._enter_nowait
+        outer_async, inner_async = outer._enter_async, inner._enter_async
+        async_fn = cast(Callable[P, Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def async_both(*args: P.args, **kwargs: P.kwargs) -> Any:
+            first = outer_nowait()
+            if first is None:
+                first = await outer_async()
+            try:
+                second = inner_nowait()
+                if second is None:
+                    second = await inner_async()
+            except Exception as error:
+                outer_error(first, error)
+                raise
+            except BaseException:
+                outer_cancel(first)
+                raise
+            try:
+                result = await async_fn(*args, **kwargs)
+            except Exception as error:
+                inner_error(second, error)
+                outer_error(first, error)
+                raise
+            except BaseException:
+                inner_cancel(second)
+                outer_cancel(first)
+                raise
+            inner_ok(second, result)
+            outer_ok(first, result)
+            return result
+
+        return cast(Callable[P, R], async_both)
+
+    @functools.wraps(fn)
+    def both(*args: P.args, **kwargs: P.kwargs) -> R:
+        first = outer_enter()
+        try:
+            second = inner_enter()
+        except Exception as error:
+            outer_error(first, error)
+            raise
+        except BaseException:
+            outer_cancel(first)
+            raise
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            inner_error(second, error)
+            outer_error(first, error)
+            raise
+        except BaseException:
+            inner_cancel(second)
+            outer_cancel(first)
+            raise
+        inner_ok(second, result)
+        outer_ok(first, result)
+        return result
+
+    return both
+
+
 # -- retrying ----------------------------------------------------------------------------------
 
 
