@@ -679,3 +679,75 @@ def test_snapshot_dict_is_json(registry: Registry, clock: VirtualClock) -> None:
         ("feed", "forced_open", "partner maintenance"),
         ("odds-feed", "unavailable", "circuit breaker 'feed' is forced open"),
     ]
+
+
+# -- neighbours sharing one wrapper ---------------------------------------------------------
+
+
+def test_a_refusal_of_the_inner_neighbour_frees_the_outer_trial(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """When the bulkhead refuses a half-open breaker's trial call, the slot is given back."""
+    breaker = resilient.CircuitBreaker(
+        "shared-feed", registry=registry, window=CountWindow(2), minimum_calls=2
+    )
+    pool = resilient.Bulkhead("shared-pool", registry=registry, max_concurrent=1)
+    failing = [True]
+
+    @Pipeline("shared", breaker, pool)
+    def call() -> str:
+        if failing[0]:
+            raise ConnectionError("down")
+        return "odds"
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            call()
+    assert breaker.state is BreakerState.OPEN
+    clock.advance(30)
+    failing[0] = False
+    held = pool.try_acquire()
+    assert held is not None
+    with pytest.raises(resilient.BulkheadFullError):
+        call()  # the trial call, refused inside
+    assert breaker.snapshot().statistics["half_open_in_flight"] == 0
+    held.release()
+    assert call() == "odds"  # another trial is admitted, and closes the breaker
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_an_interrupt_inside_releases_both_neighbours(registry: Registry) -> None:
+    """A KeyboardInterrupt from the function is counted as cancelled by both guards."""
+    breaker = resilient.CircuitBreaker("int-feed", registry=registry)
+    pool = resilient.Bulkhead("int-pool", registry=registry, max_concurrent=1)
+
+    @Pipeline("int", breaker, pool)
+    def call() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        call()
+    assert breaker.snapshot().statistics["cancelled"] == 1
+    assert pool.running == 0
+    assert pool.try_acquire() is not None
+
+
+@pytest.mark.anyio
+async def test_async_neighbours_share_one_wrapper(registry: Registry) -> None:
+    """Async calls through breaker and bulkhead side by side count once in each."""
+    breaker = resilient.CircuitBreaker("async-feed", registry=registry)
+    pool = resilient.Bulkhead("async-pool", registry=registry, max_concurrent=1)
+
+    @Pipeline("async-shared", breaker, pool)
+    async def call(fail: bool) -> str:
+        if fail:
+            raise ConnectionError("down")
+        return "odds"
+
+    assert await call(False) == "odds"
+    with pytest.raises(ConnectionError):
+        await call(True)
+    stats = breaker.snapshot().statistics
+    assert (stats["successes"], stats["failures"]) == (1, 1)
+    assert pool.snapshot().statistics["admitted"] == 2
+    assert pool.running == 0
