@@ -15,6 +15,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
+import resilient
 from resilient import (
     AIMD,
     Bulkhead,
@@ -176,7 +177,7 @@ def test_without_a_queue_a_full_bulkhead_refuses_at_once(
     assert isinstance(error, RejectedError)
     assert error.reason == "queue_full"
     assert error.guard == "pool"
-    assert "bulkhead 'pool' is full: its queue is full" in str(error)
+    assert "bulkhead 'pool' is full: every slot is taken and it has no queue" in str(error)
     assert ran == []
     assert clock.monotonic() == 0.0
 
@@ -697,17 +698,18 @@ def test_a_refusal_saturates(registry: Registry, clock: VirtualClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_saturated_holds_until_a_slot_is_free_with_nobody_queued(
+async def test_saturated_holds_until_the_bulkhead_admits_again(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """SATURATED lasts until a slot is free with nobody queued, then ACCEPTING."""
+    """SATURATED lasts while calls are refused, and ends when a queued caller is admitted."""
     bulkhead = make(registry, clock, max_queue=1)
     async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b"):
             await calls.start(name)
         assert calls.refused == {"b": "queue_full"}
+        assert bulkhead.state is BulkheadState.SATURATED
         await calls.finish("holder")
-        assert (bulkhead.state, calls.admitted) == (BulkheadState.SATURATED, ["holder", "a"])
+        assert (bulkhead.state, calls.admitted) == (BulkheadState.ACCEPTING, ["holder", "a"])
         await calls.finish("a")
         assert bulkhead.state is BulkheadState.ACCEPTING
     assert moves(registry) == [("accepting", "saturated"), ("saturated", "accepting")]
@@ -758,6 +760,7 @@ async def test_snapshot_statistics(registry: Registry, clock: VirtualClock) -> N
         "rejected_codel": 0,
         "rejected_shed": 0,
         "rejected_rate": 0,
+        "rejected_deadline": 0,
     }
 
 
@@ -926,3 +929,80 @@ def test_policy_configuration_errors(build: Callable[[], object], message: str) 
     """CoDel, RateLimit, AIMD and Gradient2 refuse out-of-range values, naming them."""
     with pytest.raises(ConfigurationError, match=message):
         build()
+
+
+# -- deadlines, ageing queues and rate waits -------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_queued_caller_leaves_at_its_deadline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A caller queued under resilient.deadline(...) is refused when the deadline passes."""
+    bulkhead = make(registry, clock, max_queue=5)
+    outcome: list[str] = []
+
+    async def queued() -> None:
+        with resilient.deadline(0.05, clock=clock):
+            try:
+                await bulkhead.acquire_async()
+            except resilient.DeadlineExceededError as error:
+                outcome.append(f"deadline {error.overdue:g}")
+
+    async with calling(bulkhead) as calls:
+        await calls.start("holder")
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(queued)
+            await settle()
+            clock.advance(0.05)
+        assert outcome == ["deadline 0"]
+        assert bulkhead.snapshot().statistics["rejected_deadline"] == 1
+        calls.finish_all()
+
+
+@pytest.mark.anyio
+async def test_a_queue_that_only_ages_is_seen_as_queueing(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Reading the bulkhead shows QUEUEING once a caller has waited past degrade_after."""
+    bulkhead = make(registry, clock, max_queue=5, degrade_after=0.1)
+    async with calling(bulkhead) as calls:
+        await calls.start("holder")
+        await calls.start("waiting")
+        assert bulkhead.state is BulkheadState.ACCEPTING
+        clock.advance(0.2)
+        assert (bulkhead.state, bulkhead.health) == (BulkheadState.QUEUEING, Health.DEGRADED)
+        calls.finish_all()
+
+
+@pytest.mark.anyio
+async def test_callers_waiting_for_their_rate_turn_hold_queue_places(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A caller waiting for its rate turn takes a queue place; a full queue refuses at once."""
+    # Virtual sleeps end at once, so this one waits for real: 50 ms at most.
+    bulkhead = Bulkhead(
+        "rated",
+        max_concurrent=5,
+        max_queue=1,
+        rate=resilient.RateLimit(20, burst=1),
+        registry=registry,
+        clock=resilient.SystemClock(),
+    )
+    assert bulkhead.try_acquire() is not None  # the burst is spent
+    results: list[str] = []
+
+    async def call(name: str) -> None:
+        try:
+            slot = await bulkhead.acquire_async()
+        except BulkheadFullError as error:
+            results.append(f"{name}: {error.reason}")
+        else:
+            results.append(f"{name}: admitted")
+            slot.release()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call, "waits for its turn")
+        await anyio.sleep(0.01)
+        tasks.start_soon(call, "finds the queue full")
+    assert results == ["finds the queue full: queue_full", "waits for its turn: admitted"]

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ._core._clock import Clock
-from ._core._errors import BulkheadFullError, ConfigurationError, format_seconds
+from ._core._deadline import current_deadline
+from ._core._errors import (
+    BulkheadFullError,
+    ConfigurationError,
+    DeadlineExceededError,
+    format_seconds,
+)
 from ._core._registry import Registry, default_registry
 from ._core._run import Admission, Admits
 from ._core._state import Health, Refusal, Statistic
@@ -267,9 +273,17 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
         self._running = 0
         self._queued = 0
+        self._rate_waiting = 0  # callers sleeping until their rate turn: they hold queue places
         self._last_empty = 0.0  # when the queue was last empty (for adaptive LIFO, CoDel)
         self._admitted = 0
-        self._rejections = {"queue_full": 0, "max_wait": 0, "codel": 0, "shed": 0, "rate": 0}
+        self._rejections = {
+            "queue_full": 0,
+            "max_wait": 0,
+            "codel": 0,
+            "shed": 0,
+            "rate": 0,
+            "deadline": 0,
+        }
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
         self._views: dict[str, BulkheadPartition] = {}
         self._acquire: Callable[[], object] = lambda: None  # set below, once the lock exists
@@ -410,7 +424,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 if not self._rated or self._rate_ok(now):
                     return self._take(part, now)
                 return None
-            if self._room_in_queue(part):
+            if self._room_in_queue(part, shed=False):
                 return None
             moved = self._count_refusal("queue_full")
         if moved:
@@ -424,7 +438,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         started = self._now()
         delay = self._rate_wait(started)
         if delay:
-            self._clock.sleep(delay)
+            try:
+                self._clock.sleep(delay)
+            finally:
+                self._rate_turn_came()
         waiter = self._enqueue(part, started, task=False)
         if isinstance(waiter, _Permit):
             return waiter
@@ -439,7 +456,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         started = self._now()
         delay = self._rate_wait(started)
         if delay:
-            await self._clock.sleep_async(delay)
+            try:
+                await self._clock.sleep_async(delay)
+            finally:
+                self._rate_turn_came()
         waiter = self._enqueue(part, started, task=True)
         if isinstance(waiter, _Permit):
             return waiter
@@ -453,13 +473,17 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         return self._leave_queue(waiter)
 
     def _patience(self, started: float) -> float | None:
-        """How long a queued caller may still wait: max_wait, or CoDel's interval."""
+        """How long a queued caller may still wait: max_wait, CoDel's interval, or the
+        deadline that travels with the call, whichever ends first."""
         limit = self._max_wait
         if self._codel is not None:
             limit = self._codel.interval if limit is None else min(limit, self._codel.interval)
-        if limit is None:
-            return None
-        return max(0.0, limit - (self._now() - started))
+        left = None if limit is None else max(0.0, limit - (self._now() - started))
+        outer = current_deadline()
+        if outer is not None:
+            remaining = max(0.0, outer.remaining())
+            left = remaining if left is None else min(left, remaining)
+        return left
 
     def _rate_wait(self, now: float) -> float | None:
         """Reserve a turn under the rate limit; the wait until it, or None without one.
@@ -472,13 +496,24 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         with self._lock:
             tat = max(self._rate_tat, now)
             wait = max(0.0, tat - self._rate_tolerance - now)
-            if self._max_wait is None or wait <= self._max_wait:
+            if self._max_wait is not None and wait > self._max_wait:
+                reason = "rate"
+            elif wait > 0 and not self._room_in_queue(self._default, shed=False):
+                reason = "queue_full"  # a caller waiting for its turn holds a queue place
+            else:
                 self._rate_tat = tat + self._rate_interval
+                if wait > 0:
+                    self._rate_waiting += 1
                 return wait
-            moved = self._count_refusal("rate")
+            moved = self._count_refusal(reason)
         if moved:
             self._deliver()
-        raise self._refusal("rate", wait)
+        raise self._refusal(reason, wait if reason == "rate" else None)
+
+    def _rate_turn_came(self) -> None:
+        """A caller's rate wait is over (or was cut short): give its queue place back."""
+        with self._lock:
+            self._rate_waiting -= 1
 
     def _rate_ok(self, now: float) -> bool:
         """Take a turn under the rate limit if one is due now; call with the lock held."""
@@ -490,18 +525,20 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         self._rate_tat = tat + self._rate_interval
         return True
 
-    def _room_in_queue(self, part: _Partition) -> bool:
-        """Whether ``part`` may queue, shedding a less important waiter to make room."""
-        if self._queued < self._max_queue:
+    def _room_in_queue(self, part: _Partition, *, shed: bool = True) -> bool:
+        """Whether ``part`` may queue, shedding a less important waiter to make room (only
+        when ``shed``: a caller that may still be refused elsewhere sheds nobody)."""
+        if self._queued + self._rate_waiting < self._max_queue:
             return True
         for victim in reversed(self._partitions):
             if victim.priority <= part.priority:
                 return False
             if victim.queue:
-                waiter = victim.queue.pop()  # its newest: it has waited least
-                self._queued -= 1
-                waiter.refusal = "shed"
-                waiter.wake()
+                if shed:
+                    waiter = victim.queue.pop()  # its newest: it has waited least
+                    self._queued -= 1
+                    waiter.refusal = "shed"
+                    waiter.wake()
                 return True
         return False
 
@@ -537,15 +574,26 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 return self._permit(waiter.partition, now)  # type: ignore[arg-type]
             if not waiter.refusal:  # its wait ran out while it was still queued
                 self._drop(waiter)
+                outer = current_deadline()
+                waited = now - waiter.since
                 codel = self._codel
-                limited_by_codel = codel is not None and (
-                    self._max_wait is None or codel.interval < self._max_wait
-                )
-                waiter.refusal = "codel" if limited_by_codel else "max_wait"
+                if outer is not None and outer.remaining() <= 0:
+                    waiter.refusal = "deadline"
+                elif (
+                    codel is not None
+                    and waited >= codel.interval
+                    and (self._max_wait is None or codel.interval < self._max_wait)
+                ):
+                    waiter.refusal = "codel"
+                else:
+                    waiter.refusal = "max_wait"
             reason = waiter.refusal
             moved = self._count_refusal(reason)
         if moved:
             self._deliver()
+        if reason == "deadline":
+            overdue = max(0.0, -outer.remaining()) if outer is not None else 0.0
+            raise DeadlineExceededError(self._name, overdue)
         raise self._refusal(reason, None)
 
     def _abandon(self, waiter: Waiter) -> None:
@@ -635,13 +683,18 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             if not self._queued and self._state is _ACCEPTING:
                 return
             now = now or self._now()
-            self._grant(now)
-            moved = self._settle(now, rejected=False)
+            granted = self._grant(now)
+            moved = self._settle(now, rejected=False, admitting=granted > 0)
         if moved:
             self._deliver()
 
-    def _grant(self, now: float) -> None:
-        """Hand free slots to queued callers; call with the lock held."""
+    def _grant(self, now: float) -> int:
+        """Hand free slots to queued callers; call with the lock held.
+
+        Returns:
+            How many callers were admitted.
+        """
+        granted = 0
         standing = self._queued > 0 and now - self._last_empty > self._overload_interval
         codel = self._codel
         while self._queued and self._running < self._limit:
@@ -660,9 +713,11 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             self._running += 1
             part.running += 1
             self._admitted += 1
+            granted += 1
             waiter.wake()
         if not self._queued:
             self._last_empty = now
+        return granted
 
     def _next_partition(self) -> _Partition:
         """The class whose queued caller goes next: one below its guarantee first, then
@@ -673,7 +728,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 return part
         return waiting[0]
 
-    def _settle(self, now: float, *, rejected: bool) -> bool:
+    def _settle(self, now: float, *, rejected: bool, admitting: bool = False) -> bool:
         """Move to the state the queue implies; call with the lock held.
 
         Returns:
@@ -694,7 +749,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             )
             return True
         oldest = self._oldest_wait(now)
-        if state is BulkheadState.SATURATED and (self._running >= self._limit or self._queued):
+        # Saturated until it admits again: a queued caller got a slot, or a slot is free
+        # with nobody waiting.
+        full = self._running >= self._limit or self._queued
+        if state is BulkheadState.SATURATED and full and not admitting:
             return False
         if oldest is not None and oldest > self._degrade_after:
             if state is BulkheadState.QUEUEING:
@@ -723,6 +781,16 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         return now - min(heads) if heads else None
 
     # -- reading ---------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        # A queue that has only aged (nothing arrived or left) still degrades the bulkhead.
+        if not self._queued:
+            return
+        now = self._now()
+        with self._lock:
+            moved = self._settle(now, rejected=False)
+        if moved:
+            self._deliver()
 
     @property
     def limit(self) -> int:

@@ -220,6 +220,8 @@ class BulkheadFullError(RejectedError):
     def __str__(self) -> str:
         reason = self.reason
         why = _BULKHEAD_REASONS.get(reason, reason)
+        if reason == "queue_full" and len(self.args) > 4 and self.args[4] == 0:
+            why = "every slot is taken and it has no queue"
         sizes = ""
         if len(self.args) > 4:
             sizes = f" ({self.args[3]} running at most, {self.args[4]} queued at most)"
