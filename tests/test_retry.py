@@ -802,3 +802,75 @@ def test_an_anonymous_retry_is_not_registered(registry: Registry, clock: Virtual
     """A Retry without a name stays out of the registry."""
     Retry(attempts=3, on=ConnectionError, registry=registry, clock=clock)
     assert len(registry) == 0
+
+
+# -- limits on what a caller can ask -------------------------------------------------------
+
+
+def test_a_server_hint_beyond_a_minute_gives_up_by_default(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Without max_retry_after, a Retry-After hint over 60 s gives up instead of waiting."""
+    retry = Retry("r", attempts=3, on=ConnectionError, registry=registry, clock=clock)
+    calls = [0]
+
+    def asks_for_a_year() -> None:
+        calls[0] += 1
+        error = ConnectionError("busy")
+        error.retry_after = 31_536_000  # type: ignore[attr-defined]
+        raise error
+
+    with pytest.raises(ConnectionError) as caught:
+        retry.call(asks_for_a_year)
+    assert calls[0] == 1
+    assert clock.monotonic() == 0.0
+    assert "more than max_retry_after 60 s" in caught.value.__notes__[0]
+
+
+def test_call_async_refuses_a_sync_function_before_running_it(registry: Registry) -> None:
+    """retry.call_async(sync_fn) is a TypeError, and the function never runs."""
+    import anyio
+
+    retry = Retry("r", attempts=3, on=Exception, registry=registry)
+    ran: list[int] = []
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="is not async"):
+            await retry.call_async(ran.append, 1)  # type: ignore[arg-type]
+
+    anyio.run(main)
+    assert ran == []
+
+
+def test_call_refuses_an_object_with_an_async_call(registry: Registry) -> None:
+    """retry.call(obj) with an async __call__ is a TypeError pointing at call_async."""
+
+    class Client:
+        async def __call__(self) -> str:
+            return "odds"
+
+    retry = Retry("r", attempts=3, on=Exception, registry=registry)
+    with pytest.raises(TypeError, match="call_async"):
+        retry.call(Client())  # type: ignore[arg-type]
+
+
+def test_a_result_retry_cut_by_the_deadline_keeps_the_last_result(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """If the wait overshoots the deadline after a bad result, the error holds that result."""
+    retry = Retry(
+        "r",
+        attempts=5,
+        on=(),
+        on_result=lambda value: value == "stale",
+        backoff=Constant(0.9),
+        timeout=1.0,
+        registry=registry,
+        clock=clock,
+    )
+    real_sleep = clock.sleep
+    clock.sleep = lambda seconds: real_sleep(seconds + 0.2)  # type: ignore[method-assign]
+    with pytest.raises(RetryExhaustedError) as caught:
+        retry.call(lambda: "stale")
+    assert caught.value.last_result == "stale"
+    assert caught.value.attempts == 1

@@ -33,6 +33,8 @@ __all__ = [
 
 # Below this natural-log size, multiplier ** n is a finite float.
 _SAFE_EXPONENT = 700.0
+# Retry numbers beyond this are all "very many": float() of a larger int could overflow.
+_MANY = 10**300
 
 
 class Backoff:
@@ -95,7 +97,8 @@ class Linear(Backoff):
         object.__setattr__(self, "cap", _check_cap(cap, self.start, "start"))
 
     def wait(self, retry: int, previous: float, random: _random.Random) -> float:
-        value = self.start + self.step * (retry - 1)
+        # A float product never overflows (it may become inf, which the cap then bounds).
+        value = self.start + self.step * float(min(retry - 1, _MANY))
         return value if self.cap is None else min(self.cap, value)
 
 

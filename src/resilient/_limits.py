@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from ._core._errors import ConfigurationError
 from ._core._validate import Duration, check_count, check_ratio, to_seconds
 
-__all__ = ["AIMD", "AdaptiveLimit", "Gradient2"]
+__all__ = ["AIMD", "DEFAULT_INITIAL_LIMIT", "AdaptiveLimit", "Gradient2"]
+
+DEFAULT_INITIAL_LIMIT = 20
+"""The limit an adaptive algorithm starts from, kept within its minimum and maximum."""
 
 
 class AdaptiveLimit:
@@ -22,18 +25,27 @@ class AdaptiveLimit:
 
     __slots__ = ()
 
-    initial: int
+    initial: int | None
     minimum: int
     maximum: int
 
     def _live(self) -> _LiveLimit:
         raise NotImplementedError
 
+    @property
+    def start(self) -> int:
+        """The limit the algorithm starts from."""
+        return DEFAULT_INITIAL_LIMIT if self.initial is None else self.initial
+
     def _check_bounds(self) -> None:
         check_count(self.minimum, "minimum")
         check_count(self.maximum, "maximum")
-        check_count(self.initial, "initial")
-        if not self.minimum <= self.initial <= self.maximum:
+        if self.initial is None:
+            # The default start, kept within the bounds the user gave.
+            start = min(max(DEFAULT_INITIAL_LIMIT, self.minimum), self.maximum)
+            object.__setattr__(self, "initial", start)
+        initial = check_count(self.initial, "initial")
+        if not self.minimum <= initial <= self.maximum:
             raise ConfigurationError(
                 f"initial must lie in [minimum, maximum] = [{self.minimum}, {self.maximum}] "
                 f"(got {self.initial})"
@@ -65,7 +77,7 @@ class AIMD(AdaptiveLimit):
     to ``limit * backoff``. Bounded by ``minimum`` and ``maximum``.
 
     Args:
-        initial: The limit to start with.
+        initial: The limit to start with (default 20, kept within the bounds).
         minimum: The lowest the limit may fall (>= 1).
         maximum: The highest it may rise.
         backoff: Multiplier on a drop, in (0, 1) (default 0.9).
@@ -73,7 +85,7 @@ class AIMD(AdaptiveLimit):
         timeout: A call slower than this counts as a drop; ``None`` for none.
     """
 
-    initial: int = 20
+    initial: int | None = None
     minimum: int = 1
     maximum: int = 1000
     backoff: float = 0.9
@@ -82,8 +94,11 @@ class AIMD(AdaptiveLimit):
 
     def __post_init__(self) -> None:
         self._check_bounds()
-        check_ratio(self.backoff, "backoff")
-        if self.backoff >= 1:
+        if (
+            isinstance(self.backoff, bool)
+            or not isinstance(self.backoff, (int, float))
+            or not 0 < self.backoff < 1
+        ):
             raise ConfigurationError(f"backoff must be in (0, 1) (got {self.backoff!r})")
         check_count(self.increase, "increase")
         if self.timeout is not None:
@@ -97,7 +112,7 @@ class _LiveAIMD(_LiveLimit):
     __slots__ = ("_spec", "_timeout")
 
     def __init__(self, spec: AIMD) -> None:
-        super().__init__(spec.initial)
+        super().__init__(spec.start)
         self._spec = spec
         self._timeout = None if spec.timeout is None else to_seconds(spec.timeout, "timeout")
 
@@ -118,7 +133,7 @@ class Gradient2(AdaptiveLimit):
     proportion, by at most half per update. A failed call counts as a slow one.
 
     Args:
-        initial: The limit to start with.
+        initial: The limit to start with (default 20, kept within the bounds).
         minimum: The lowest the limit may fall (>= 1).
         maximum: The highest it may rise.
         smoothing: How much of each new estimate is taken, in (0, 1] (default 0.2).
@@ -127,7 +142,7 @@ class Gradient2(AdaptiveLimit):
         long_window: Calls in the long-term average (default 600).
     """
 
-    initial: int = 20
+    initial: int | None = None
     minimum: int = 1
     maximum: int = 1000
     smoothing: float = 0.2
@@ -155,7 +170,7 @@ class _LiveGradient2(_LiveLimit):
     __slots__ = ("_long", "_spec")
 
     def __init__(self, spec: Gradient2) -> None:
-        super().__init__(spec.initial)
+        super().__init__(spec.start)
         self._spec = spec
         self._long: float | None = None
 

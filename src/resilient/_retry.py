@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import inspect
 import math
 import random as _random
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,6 +37,7 @@ from ._retry_budget import RetryBudget
 
 __all__ = [
     "DEFAULT_BACKOFF",
+    "DEFAULT_MAX_RETRY_AFTER",
     "Retry",
     "RetryAttempt",
     "RetryGaveUp",
@@ -49,6 +49,9 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+DEFAULT_MAX_RETRY_AFTER = 60.0
+"""The longest wait a server's Retry-After hint may ask for before the policy gives up."""
 
 DEFAULT_BACKOFF: Backoff = FullJitter(Exponential(0.1, cap=5.0))
 """Full jitter over 0.1 s doubling up to 5 s: the first retry waits up to 0.1 s."""
@@ -224,6 +227,9 @@ _budgets_in_use: ContextVar[frozenset[RetryBudget]] = ContextVar(
 )
 
 
+_NOTHING = object()  # no result yet
+
+
 class _Call:
     """What one call through a retry policy remembers; never shared between calls."""
 
@@ -232,6 +238,7 @@ class _Call:
         "deadline",
         "holds_budget",
         "last_error",
+        "last_result",
         "operation",
         "previous_wait",
         "sets_deadline",
@@ -248,6 +255,7 @@ class _Call:
         self.holds_budget = False  # it deposited in the budget (it is not nested)
         self.tokens: list[Token[Any]] = []
         self.last_error: BaseException | None = None
+        self.last_result: object = _NOTHING
         self.stopped = ""  # why retrying stopped, once it has
 
 
@@ -287,7 +295,8 @@ class Retry(Guard[RetryState]):
             ``timedelta``, an aware ``datetime`` or an HTTP Retry-After value). The default
             reads a ``retry_after`` attribute of the exception. ``None`` turns hints off.
             A usable hint longer than the backoff's wait replaces it.
-        max_retry_after: Give up at once when a hint asks for a longer wait than this.
+        max_retry_after: Give up at once when a hint asks for a longer wait than this
+            (default 60 s; ``None`` trusts any hint).
         idempotent: False for calls that must not run twice (placing a bet): then only
             exceptions for which ``not_sent`` is true are retried.
         not_sent: Whether an exception proves the request never reached the other side;
@@ -318,7 +327,7 @@ class Retry(Guard[RetryState]):
         backoff: Backoff = DEFAULT_BACKOFF,
         timeout: Duration | None = None,
         retry_after: Callable[[Any], object] | None = _retry_after_attribute,
-        max_retry_after: Duration | None = None,
+        max_retry_after: Duration | None = DEFAULT_MAX_RETRY_AFTER,
         idempotent: bool = True,
         not_sent: Callable[[BaseException], bool] = default_not_sent,
         retry_rejections: bool = False,
@@ -406,7 +415,7 @@ class Retry(Guard[RetryState]):
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` with retries and return its result."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             raise TypeError(
                 f"{fn!r} is async: use `await retry.call_async(...)` (or decorate it) instead "
                 "of retry.call(...), which would only create a coroutine"
@@ -421,6 +430,11 @@ class Retry(Guard[RetryState]):
         **kwargs: P.kwargs,
     ) -> R:
         """Await ``fn(*args, **kwargs)`` with retries and return its result."""
+        if not is_async_callable(fn):
+            raise TypeError(
+                f"{fn!r} is not async: use retry.call(...) for it; awaiting what it returns "
+                "would run it once per attempt before failing"
+            )
         operation = getattr(fn, "__qualname__", "call")
         return cast(R, await retry_call_async(self, fn, args, kwargs, operation))
 
@@ -529,6 +543,7 @@ class Retry(Guard[RetryState]):
         wait = self._schedule(call, result)
         if wait is None:
             raise RetryExhaustedError(self._name, call.attempt, result, call.stopped)
+        call.last_result = result  # returned in the error if the wait overshoots the deadline
         return wait
 
     def _before_retry(self, call: _Call) -> None:
@@ -548,6 +563,8 @@ class Retry(Guard[RetryState]):
         call.attempt -= 1  # the attempt scheduled for after the wait never starts
         self._give_up(call, error, "deadline", "the deadline passed during the wait")
         if error is None:
+            if call.last_result is not _NOTHING:
+                raise RetryExhaustedError(self._name, call.attempt, call.last_result, call.stopped)
             raise DeadlineExceededError(self._name, -left)
         try:
             raise error

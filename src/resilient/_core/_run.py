@@ -184,7 +184,7 @@ class Admits(Generic[Permit]):
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through this guard and return its result."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             _refuse_async(fn, "call")
         permit = self._enter()
         try:
@@ -206,6 +206,11 @@ class Admits(Generic[Permit]):
         **kwargs: P.kwargs,
     ) -> R:
         """Await ``fn(*args, **kwargs)`` through this guard and return its result."""
+        if not is_async_callable(fn):
+            raise TypeError(
+                f"{fn!r} is not async: use guard.call(...) for it; awaiting what it returns "
+                "would count a call that already ran as a failure"
+            )
         permit = self._enter_nowait()
         if permit is None:
             permit = await self._enter_async()

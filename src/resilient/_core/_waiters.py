@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["Waiter", "threadsafe_caller"]
 
@@ -22,21 +22,19 @@ def threadsafe_caller(fn: Callable[[], object]) -> Callable[[], None]:
     """Called inside a running asyncio or trio loop: a callable that runs ``fn`` in that
     loop, from any thread, without waiting for it. Once the loop has finished it does
     nothing: nobody waits there any more."""
-    trio = sys.modules.get("trio")  # only a trio program has trio imported
-    if trio is not None:
-        try:
-            token = trio.lowlevel.current_trio_token()
-        except RuntimeError:  # trio is imported, but this task runs under asyncio
-            token = None
-        if token is not None:
+    native = anyio.lowlevel.current_token().native_token
+    run_sync_soon = getattr(native, "run_sync_soon", None)
+    if run_sync_soon is not None:  # a TrioToken
 
-            def call_in_trio() -> None:
-                with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(fn)
+        def call_in_trio() -> None:
+            # trio.RunFinishedError (a RuntimeError): the run is over.
+            with contextlib.suppress(RuntimeError):
+                run_sync_soon(fn)
 
-            return call_in_trio
+        return call_in_trio
 
-    loop = asyncio.get_running_loop()
+    loop = native
+    assert isinstance(loop, asyncio.AbstractEventLoop)
 
     def call_in_asyncio() -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
