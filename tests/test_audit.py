@@ -199,6 +199,7 @@ def test_recovery_is_logged_at_info_with_the_runbook(
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="resilient"):
         page.call(clock.advance, 0.01)
+        page.call(clock.advance, 0.01)  # enough calls to judge: the recovery wait starts
         clock.advance(6)
         page.call(clock.advance, 0.01)
     (record,) = caplog.records

@@ -625,7 +625,7 @@ def test_a_failing_fallback_surfaces_while_degraded(registry: Registry) -> None:
     guard = breaker(registry)
     odds = switch(registry, guard)
     feed = Feed()
-    price = odds.fallback(StaleCache(60).fallback)(feed.price)
+    price = odds.fallback(StaleCache(max_staleness=60).fallback)(feed.price)
     trip(guard)
     with pytest.raises(NoStaleValueError):
         price("ARS-CHE")
@@ -845,7 +845,7 @@ async def test_async_failing_fallback_surfaces_with_context(registry: Registry) 
     """An async fallback's error reaches the caller, chained to the primary's."""
     odds = switch(registry, breaker(registry))
     primary_error = FeedDown("timeout")
-    price = odds.fallback(StaleCache(60).fallback_async, on=ConnectionError)(
+    price = odds.fallback(StaleCache(max_staleness=60).fallback_async, on=ConnectionError)(
         AsyncFeed(primary_error).price
     )
     with pytest.raises(NoStaleValueError) as raised:
@@ -881,7 +881,7 @@ def test_an_async_primary_needs_an_async_fallback(registry: Registry) -> None:
 
 def test_stale_cache_serves_the_last_good_value_with_its_age(clock: VirtualClock) -> None:
     """remember stores each result per arguments; fallback returns it as Stale with its age."""
-    cache: StaleCache[str] = StaleCache(60, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
     price = cache.remember(Feed().price)
     price("ARS-CHE")
     clock.advance(2.5)
@@ -893,7 +893,7 @@ def test_stale_cache_serves_the_last_good_value_with_its_age(clock: VirtualClock
 
 def test_stale_cache_keeps_the_newest_value_per_key(clock: VirtualClock) -> None:
     """A newer result for the same arguments replaces the older one, and its age."""
-    cache: StaleCache[int] = StaleCache(60, clock=clock)
+    cache: StaleCache[int] = StaleCache(max_staleness=60, clock=clock)
     values = iter([1, 2])
     odds = cache.remember(lambda match: next(values))
     odds("a")
@@ -904,7 +904,7 @@ def test_stale_cache_keeps_the_newest_value_per_key(clock: VirtualClock) -> None
 
 def test_stale_cache_remembers_nothing_from_a_failure(clock: VirtualClock) -> None:
     """A primary that raises leaves the remembered value as it was."""
-    cache: StaleCache[str] = StaleCache(60, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
     feed = Feed()
     price = cache.remember(feed.price)
     price("a")
@@ -916,7 +916,7 @@ def test_stale_cache_remembers_nothing_from_a_failure(clock: VirtualClock) -> No
 
 def test_stale_cache_key_function_chooses_what_identifies_a_call(clock: VirtualClock) -> None:
     """key= maps calls to keys, so calls differing in other arguments share one value."""
-    cache: StaleCache[str] = StaleCache(60, key=lambda match, **_: match, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, key=lambda match, **_: match, clock=clock)
     price = cache.remember(lambda match, currency="EUR": f"{match} in {currency}")
     price("a", currency="GBP")
     assert cache.fallback("a", currency="USD") == Stale("a in GBP", 0.0)
@@ -934,7 +934,7 @@ def test_stale_cache_serves_nothing_older_than_max_staleness(
     clock: VirtualClock, age: float, served: bool
 ) -> None:
     """A value is served up to max_staleness old, and never older."""
-    cache: StaleCache[str] = StaleCache(30, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=30, clock=clock)
     cache.remember(Feed().price)("a")
     clock.advance(age)
     if served:
@@ -946,7 +946,7 @@ def test_stale_cache_serves_nothing_older_than_max_staleness(
 
 def test_missing_stale_value_is_a_lookup_error(clock: VirtualClock) -> None:
     """Nothing remembered: NoStaleValueError, a LookupError and a ResilientError."""
-    cache: StaleCache[str] = StaleCache(30, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=30, clock=clock)
     with pytest.raises(LookupError) as raised:
         cache.fallback("a")
     assert isinstance(raised.value, NoStaleValueError)
@@ -956,7 +956,7 @@ def test_missing_stale_value_is_a_lookup_error(clock: VirtualClock) -> None:
 
 def test_stale_cache_evicts_the_least_recently_stored(clock: VirtualClock) -> None:
     """Beyond max_entries the key stored longest ago goes; storing again refreshes a key."""
-    cache: StaleCache[str] = StaleCache(60, max_entries=2, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, max_entries=2, clock=clock)
     price = cache.remember(Feed().price)
     price("a")
     price("b")
@@ -985,7 +985,7 @@ def test_stale_answers_carry_their_age_into_served(registry: Registry, clock: Vi
     """With served=True, a Stale fallback answer's age lands in Served.age."""
     guard = breaker(registry)
     odds = switch(registry, guard)
-    cache: StaleCache[str] = StaleCache(60, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
     price = odds.fallback(cache.fallback, served=True)(cache.remember(guard(Feed().price)))
     assert price("a") == Served("live a")
     clock.advance(7.0)
@@ -997,7 +997,7 @@ def test_stale_answers_carry_their_age_into_served(registry: Registry, clock: Vi
 async def test_stale_cache_remembers_async_results(registry: Registry, clock: VirtualClock) -> None:
     """remember works on async primaries; fallback_async serves them with their age."""
     odds = switch(registry, breaker(registry))
-    cache: StaleCache[str] = StaleCache(60, clock=clock)
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
     feed = AsyncFeed()
     price = odds.fallback(cache.fallback_async, on=ConnectionError, served=True)(
         cache.remember(feed.price)

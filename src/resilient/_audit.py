@@ -58,6 +58,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._file = self._path.open("a", encoding="utf-8")
         self._size = self._file.tell()
+        self._closed = False
         registry = default_registry if registry is None else registry
         self._subscription: Subscription | None = registry.subscribe(self.write)
 
@@ -71,8 +72,11 @@ class AuditLog:
         line = json.dumps(transition.to_dict(), separators=(",", ":"), default=str) + "\n"
         size = len(line.encode("utf-8"))
         with self._lock:
-            if self._file.closed:
+            if self._closed:
                 return
+            if self._file.closed:  # a rotation failed earlier: try again to have a file
+                self._file = self._path.open("a", encoding="utf-8")
+                self._size = self._file.tell()
             if self._size and self._size + size > self._max_bytes:
                 self._rotate()
             self._file.write(line)
@@ -81,16 +85,20 @@ class AuditLog:
 
     def _rotate(self) -> None:
         self._file.close()
-        if self._backups == 0:
-            self._path.unlink(missing_ok=True)
-        else:
-            for index in range(self._backups - 1, 0, -1):
-                older = self._numbered(index)
-                if older.exists():
-                    older.replace(self._numbered(index + 1))
-            self._path.replace(self._numbered(1))
-        self._file = self._path.open("a", encoding="utf-8")
-        self._size = 0
+        try:
+            if self._backups == 0:
+                self._path.unlink(missing_ok=True)
+            else:
+                for index in range(self._backups - 1, 0, -1):
+                    older = self._numbered(index)
+                    if older.exists():
+                        older.replace(self._numbered(index + 1))
+                self._path.replace(self._numbered(1))
+        finally:
+            # Whatever happened to the old files, go on writing: a failed rotation is
+            # reported (as a listener error) but never stops the trail.
+            self._file = self._path.open("a", encoding="utf-8")
+            self._size = self._file.tell()
 
     def _numbered(self, index: int) -> Path:
         return self._path.with_name(f"{self._path.name}.{index}")
@@ -101,6 +109,7 @@ class AuditLog:
             self._subscription.unsubscribe()
             self._subscription = None
         with self._lock:
+            self._closed = True
             self._file.close()
 
     def __enter__(self) -> AuditLog:
@@ -143,4 +152,6 @@ def _read(file: Path) -> Iterator[Transition]:
             try:
                 yield Transition.from_dict(json.loads(line))
             except (ValueError, KeyError, TypeError) as error:
+                if not line.endswith("\n"):
+                    return  # a last line cut short by a crash: everything before it stands
                 raise ValueError(f"{file}:{number} is not a transition: {error}") from error

@@ -18,6 +18,7 @@ from typing_extensions import ParamSpec
 from ._core._clock import Clock
 from ._core._deadline import Deadline, current_deadline, set_deadline
 from ._core._errors import BudgetExceededError, ConfigurationError, format_seconds
+from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
 from ._core._run import Admission, is_async_callable
 from ._core._sketch import DEFAULT_ACCURACY, WindowedHistogram
@@ -232,11 +233,15 @@ class Budget(Admission[BudgetState, _Permit]):
         # holds fewer than minimum_calls, when every call is judged under the lock).
         self._pending: deque[float] = deque()
         self._fold_before = -math.inf
+        self._slice_end = 0.0  # the last finite _fold_before: where folded calls go
         # Queued good calls are counted per slice of the shorter window, so that both
         # windows place them in the right slice.
         self._slice = min(self._window, self._fast_window or self._window) / _SLICES
         self._below_since: float | None = None
         self._overruns = 0
+        self._breach_subscription: Subscription | None = None
+        self._calls_total = 0  # since creation; the window's counts come and go
+        self._bad_total = 0
         self._exceeded = 0
         self._hedges = 0
         self._hedge_wins = 0
@@ -264,7 +269,7 @@ class Budget(Admission[BudgetState, _Permit]):
                 if transition.guard == name and transition.new_state == BudgetState.BREACHED:
                     callback(transition)
 
-            registry.subscribe(breach_listener)
+            self._breach_subscription = registry.subscribe(breach_listener)
 
     # -- admission -------------------------------------------------------------------------
 
@@ -285,12 +290,10 @@ class Budget(Admission[BudgetState, _Permit]):
         return self._end_limited(permit, now, cut_off=cut_off)
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
-        now = self._now()
-        latency = self._latency(permit, now)
-        if latency <= self._target and now < self._fold_before:
-            self._pending.append(latency)
-            return
-        self._record(now, latency)
+        if isinstance(permit, _Limited):
+            self._end_limited(permit, self._now())
+            permit = permit.start
+        self._exit_ok_unlimited(permit, result)
 
     def _exit_ok_unlimited(self, permit: float, result: object) -> None:
         # The common case spelled out: the permit is the start time; a good call in a
@@ -351,15 +354,20 @@ class Budget(Admission[BudgetState, _Permit]):
         count = len(pending)
         if not count:
             return
-        # They all ended in the slice that closes at _fold_before.
-        end = self._fold_before - self._slice / 2
+        # They all ended in the slice that closed the lock-free window (_fold_before may
+        # have become -inf since, when another thread judged the budget).
+        end = self._slice_end - self._slice / 2
         latencies = list(islice(iter(pending.popleft, None), count))
         self._histogram.record_many(latencies, end)
+        self._calls_total += count
         self._counts.add(_TOTAL, end, count)
         if self._fast is not None:
             self._fast.add(_TOTAL, end, count)
 
     def _count(self, now: float, latency: float, bad: bool) -> None:
+        self._calls_total += 1
+        if bad:
+            self._bad_total += 1
         self._histogram.record(latency, now)
         self._counts.add(_TOTAL, now)
         if bad:
@@ -388,9 +396,11 @@ class Budget(Admission[BudgetState, _Permit]):
         lock_free = (
             self._counts.totals[_TOTAL] >= self._minimum_calls and self._state is BudgetState.WITHIN
         )
-        self._fold_before = (
-            (math.floor(now / self._slice) + 1) * self._slice if lock_free else -math.inf
-        )
+        if lock_free:
+            self._slice_end = (math.floor(now / self._slice) + 1) * self._slice
+            self._fold_before = self._slice_end
+        else:
+            self._fold_before = -math.inf
         return moved
 
     def _judge_window(self, now: float) -> bool:
@@ -411,7 +421,10 @@ class Budget(Admission[BudgetState, _Permit]):
                 BudgetState.BREACHED, Health.DEGRADED, self._breach_reason(burn, fast_burn), now
             )
             return True
-        if burning:
+        quiet = self._counts.totals[_TOTAL] == 0
+        if burning or not (enough or quiet):
+            # Still burning, or too few calls to tell: a breach ends on evidence, or once
+            # its window holds no call at all.
             self._below_since = None
             return False
         if self._below_since is None:
@@ -422,8 +435,9 @@ class Budget(Admission[BudgetState, _Permit]):
         self._move(
             BudgetState.WITHIN,
             Health.HEALTHY,
-            f"burn rate {burn:.2g} below {self._burn_threshold:g} for "
-            f"{_human(self._recover_after)}",
+            f"burn rate {burn:.2g} below {self._burn_threshold:g} for {_human(self._recover_after)}"
+            if enough
+            else f"no calls for {_human(self._recover_after)}",
             now,
         )
         return True
@@ -442,6 +456,22 @@ class Budget(Admission[BudgetState, _Permit]):
         if fast_burn is not None and self._fast_window is not None:
             reason += f" and {fast_burn:.2g} over {_human(self._fast_window)}"
         return reason
+
+    def _retire(self) -> None:
+        if self._breach_subscription is not None:
+            self._breach_subscription.unsubscribe()
+
+    def _refresh(self) -> None:
+        # A breached budget can recover with time alone (its window empties): judge it
+        # when it is read, like a switch; budgets are never polled.
+        if self._state is not BudgetState.BREACHED:
+            return
+        now = self._now()
+        with self._lock:
+            self._fold()
+            moved = self._judge(now)
+        if moved:
+            self._deliver()
 
     # -- async: hard limit and hedging -----------------------------------------------------
 
@@ -508,16 +538,24 @@ class Budget(Admission[BudgetState, _Permit]):
                 results.append((which, value))
                 done.set()
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(attempt, 0)
-            answered = await self._clock.wait_async(done, delay)
-            if not answered and (budget is None or budget._withdraw()):
-                launched = 2
-                with self._lock:
-                    self._hedges += 1
-                tasks.start_soon(attempt, 1)
-            await done.wait()
-            tasks.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(attempt, 0)
+                answered = await self._clock.wait_async(done, delay)
+                if not answered and (budget is None or budget._withdraw()):
+                    launched = 2
+                    with self._lock:
+                        self._hedges += 1
+                    tasks.start_soon(attempt, 1)
+                await done.wait()
+                tasks.cancel_scope.cancel()
+        except BaseException as group:
+            # The attempts catch their own errors, so what reaches here is control flow
+            # (KeyboardInterrupt, SystemExit) wrapped by the task group: let it out as is.
+            inner = getattr(group, "exceptions", None)
+            if inner and len(inner) == 1 and not isinstance(inner[0], Exception):
+                raise inner[0] from None
+            raise
         if results:
             winner, value = results[0]
             if winner == 1:
@@ -531,6 +569,7 @@ class Budget(Admission[BudgetState, _Permit]):
             return self._hedge
         with self._lock:
             self._fold()
+            self._histogram.expire(self._now())
             p95 = self._histogram.percentile(0.95)
         return self._target if p95 is None else p95
 
@@ -542,7 +581,12 @@ class Budget(Admission[BudgetState, _Permit]):
         return self._target
 
     def percentile(self, fraction: float) -> float | None:
-        """The latency below which ``fraction`` of the window's calls lie (None if empty)."""
+        """The latency below which ``fraction`` of the window's calls lie (None if empty).
+
+        Raises:
+            ConfigurationError: ``fraction`` is not in [0, 1].
+        """
+        check_ratio(fraction, "fraction", allow_zero=True)
         with self._lock:
             self._fold()
             self._histogram.expire(self._now())
@@ -556,6 +600,8 @@ class Budget(Admission[BudgetState, _Permit]):
         stats: dict[str, Statistic] = {
             "calls": total,
             "bad_calls": bad,
+            "calls_total": self._calls_total,
+            "bad_calls_total": self._bad_total,
             "burn_rate": burn,
             "target": self._target,
             "objective": self._objective,

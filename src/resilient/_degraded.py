@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 from typing_extensions import ParamSpec
 
 from ._core._clock import Clock
+from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
@@ -99,12 +100,6 @@ class NoStaleValueError(ResilientError, LookupError):
     """A :class:`StaleCache` has no value for the key, or none fresh enough to serve."""
 
 
-def _describe(snapshot: GuardSnapshot) -> str:
-    return (
-        f"{snapshot.kind.replace('_', ' ')} {snapshot.name!r} is {snapshot.state.replace('_', ' ')}"
-    )
-
-
 def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
     return any(s.health is not Health.HEALTHY for s in snapshots.values())
 
@@ -188,9 +183,9 @@ class DegradedMode(Guard[DegradedState]):
         # Since when the watched guards have been healthy: "always" until they first
         # are not, and None while they are not.
         self._healthy_since: float | None = -math.inf
-        self._refreshing = False
-        self._served_primary = 0
-        self._served_fallback = 0
+        self._refreshing = threading.local()  # per thread: a ring of switches stops here
+        self._served_primary = Counter()
+        self._served_fallback = Counter()
         self._now = clock.monotonic
         super().__init__(
             name,
@@ -201,7 +196,13 @@ class DegradedMode(Guard[DegradedState]):
             replace=replace,
         )
         self._subscription = registry.subscribe(self._heard)
-        self._evaluate(None)
+        try:
+            self._evaluate(None)
+        except BaseException:
+            # A condition that fails on the first look leaves nothing half-built behind.
+            self._retire()
+            registry.unregister(name)
+            raise
 
     # -- reacting --------------------------------------------------------------------------
 
@@ -282,9 +283,9 @@ class DegradedMode(Guard[DegradedState]):
     def _refresh(self) -> None:
         """Finish a recovery whose wait has passed, after letting the guards it watches
         finish theirs. Switches are never polled: reading one brings it up to date."""
-        if self._refreshing:
+        if getattr(self._refreshing, "busy", False):
             return  # switches watching each other in a ring
-        self._refreshing = True
+        self._refreshing.busy = True
         try:
             registry = self._registry
             for name in self._watched:
@@ -297,7 +298,7 @@ class DegradedMode(Guard[DegradedState]):
                 if moved:
                     self._deliver()
         finally:
-            self._refreshing = False
+            self._refreshing.busy = False
 
     @property
     def degraded(self) -> bool:
@@ -361,6 +362,9 @@ class DegradedMode(Guard[DegradedState]):
 
     def close(self) -> None:
         """Stop listening to the registry (for a switch that is being thrown away)."""
+        self._retire()
+
+    def _retire(self) -> None:
         self._subscription.unsubscribe()
 
     # -- fallbacks -------------------------------------------------------------------------
@@ -483,7 +487,7 @@ class DegradedMode(Guard[DegradedState]):
         error: BaseException | None = None,
     ) -> Any:
         if fallback:
-            self._served_fallback += 1
+            self._served_fallback.increment()
             listeners = self._registry._listeners
             if listeners._entries and listeners.wants(FallbackServed):
                 self._registry._publish(
@@ -497,7 +501,7 @@ class DegradedMode(Guard[DegradedState]):
                     )
                 )
         else:
-            self._served_primary += 1
+            self._served_primary.increment()
         if not served:
             return value
         if isinstance(value, Stale):
@@ -514,8 +518,8 @@ class DegradedMode(Guard[DegradedState]):
     def _statistics(self, now: float) -> dict[str, Statistic]:
         return {
             "watches": ", ".join(self._watched),
-            "served_primary": self._served_primary,
-            "served_fallback": self._served_fallback,
+            "served_primary": self._served_primary.value,
+            "served_fallback": self._served_fallback.value,
             "recovering_for": None
             if self._healthy_since is None
             else max(0.0, now - self._healthy_since),
@@ -540,8 +544,8 @@ class StaleCache(Generic[T]):
 
     def __init__(
         self,
-        max_staleness: Duration,
         *,
+        max_staleness: Duration,
         key: Callable[..., Hashable] | None = None,
         max_entries: int = 10_000,
         clock: Clock | None = None,
@@ -559,6 +563,18 @@ class StaleCache(Generic[T]):
         if self._key is not None:
             return self._key(*args, **kwargs)
         return (args, tuple(sorted(kwargs.items()))) if kwargs else args
+
+    def _hashable_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        # Checked before the primary runs, so that a good answer is never lost to a key.
+        key = self._key_of(args, kwargs)
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"StaleCache keys must be hashable (got {key!r}); pass key= to build one from "
+                "the arguments"
+            ) from None
+        return key
 
     def put(self, key: Hashable, value: T) -> None:
         """Remember ``value`` as the latest good one for ``key``."""
@@ -585,16 +601,18 @@ class StaleCache(Generic[T]):
 
             @functools.wraps(fn)
             async def async_remembering(*args: Any, **kwargs: Any) -> Any:
+                key = self._hashable_key(args, kwargs)
                 value = await async_fn(*args, **kwargs)
-                self.put(self._key_of(args, kwargs), value)
+                self.put(key, value)
                 return value
 
             return cast(Callable[P, R], async_remembering)
 
         @functools.wraps(fn)
         def remembering(*args: P.args, **kwargs: P.kwargs) -> R:
+            key = self._hashable_key(args, kwargs)
             value = fn(*args, **kwargs)
-            self.put(self._key_of(args, kwargs), cast(T, value))
+            self.put(key, cast(T, value))
             return value
 
         return remembering

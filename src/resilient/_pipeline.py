@@ -37,6 +37,12 @@ KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead")
 """
 
 
+def _plainly_admits(guard: object) -> bool:
+    """Whether a guard is fully described by its enter/exit decisions: a budget, whose
+    decorator also shapes async calls (hard limit, hedging), is not."""
+    return isinstance(guard, Admits) and type(guard).__call__ is Admits.__call__
+
+
 class PipelineState(str, enum.Enum):
     """A pipeline's state: the worst health among its guards."""
 
@@ -59,6 +65,7 @@ class Pipeline(Guard[PipelineState]):
         name: Unique name in the registry.
         *guards: Budgets, retries, breakers and bulkheads, from one registry.
         degraded: A switch; with ``fallback``, it answers while degraded or on refusal.
+            Without a fallback the switch only counts in the pipeline's health.
         fallback: What answers instead of the guarded function (see
             :meth:`DegradedMode.fallback`); needs ``degraded``.
         on: Further exceptions the fallback answers for.
@@ -102,6 +109,11 @@ class Pipeline(Guard[PipelineState]):
                 "a pipeline takes each guard once (got one guard twice: it would wrap the "
                 "function twice)"
             )
+        if fallback is None and (on != () or served):
+            raise ConfigurationError(
+                f"on= and served= shape the fallback's answers; they need fallback= "
+                f"(got on={on!r}, served={served!r} and no fallback)"
+            )
         if fallback is not None and degraded is None:
             raise ConfigurationError(
                 "fallback needs degraded=, the switch that decides when it serves"
@@ -139,10 +151,10 @@ class Pipeline(Guard[PipelineState]):
         while layers:
             guard = layers.pop()
             below = layers[-1] if layers else None
-            if isinstance(guard, Admits) and isinstance(below, Admits):
+            if _plainly_admits(guard) and _plainly_admits(below):
                 # Two admitting guards next to each other share one wrapper.
                 layers.pop()
-                wrapped = admit_both(below, guard, wrapped)
+                wrapped = admit_both(cast(Admits[Any], below), cast(Admits[Any], guard), wrapped)
             else:
                 wrapped = cast(Callable[..., Any], guard)(wrapped)
         if self._degraded is not None and self._fallback is not None:
@@ -178,6 +190,9 @@ class Pipeline(Guard[PipelineState]):
 
     def close(self) -> None:
         """Stop listening to the registry (for a pipeline that is being thrown away)."""
+        self._retire()
+
+    def _retire(self) -> None:
         self._subscription.unsubscribe()
 
     def _statistics(self, now: float) -> dict[str, Statistic]:

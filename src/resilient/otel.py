@@ -21,6 +21,7 @@ exception's class name — never messages or arguments.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -64,8 +65,8 @@ _HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, Budg
 Reader = Callable[[Sequence[GuardSnapshot]], Iterator[Observation]]
 
 _active: dict[int, Instrumentation] = {}
-# One set of instruments per meter provider (keyed by id; providers live for the process).
-_instruments: dict[int, _Instruments] = {}
+# One set of instruments per meter provider, for as long as the provider lives.
+_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _active_lock = threading.Lock()
 
 
@@ -170,7 +171,9 @@ class _Instruments:
                         value, {GUARD: guard.name, KIND: guard.kind, OUTCOME: outcome}
                     )
             if guard.kind == "budget":
-                calls, bad = guard.statistics.get("calls"), guard.statistics.get("bad_calls")
+                # Totals since creation: a counter never goes down as the window slides.
+                calls = guard.statistics.get("calls_total")
+                bad = guard.statistics.get("bad_calls_total")
                 if isinstance(calls, int) and isinstance(bad, int):
                     attrs = {GUARD: guard.name, KIND: guard.kind}
                     yield Observation(calls - bad, {**attrs, OUTCOME: "within_target"})
@@ -237,10 +240,10 @@ class Instrumentation:
         self._on = True
         provider = meter_provider or metrics.get_meter_provider()
         with _active_lock:
-            instruments = _instruments.get(id(provider))
+            instruments = _instruments.get(provider)
             if instruments is None:
                 instruments = _Instruments(provider.get_meter("resilient", __version__))
-                _instruments[id(provider)] = instruments
+                _instruments[provider] = instruments
             instruments.members.append(self)
         self._instruments = instruments
         self._transitions = instruments.transitions

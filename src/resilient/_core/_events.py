@@ -1,10 +1,12 @@
 """Listener dispatch.
 
-Events (transitions and the per-call events of patterns such as retries) are queued in the
-order guards make them and delivered outside every guard lock, one at a time, by whichever
-thread finds the queue non-empty. So a listener may read a guard, or call its ``reset()``,
-from inside its callback without deadlock; an event it causes is delivered after the
-current one, never in the middle of it.
+Transitions are queued in the order guards make them and delivered outside every guard
+lock, one at a time, by whichever thread finds the queue non-empty. So a listener may read
+a guard, or call its ``reset()``, from inside its callback without deadlock; a transition
+it causes is delivered after the current one, never in the middle of it. Per-call events
+(a retry's attempts, a refusal, a fallback) are delivered at once in the caller's own
+thread and context: each caller pays for its own, and a tracing listener sees the
+caller's current span.
 
 A listener that raises never changes a guarded call's outcome and never stops the other
 listeners: its first error is logged with a traceback, later ones are counted.
@@ -127,6 +129,12 @@ class ListenerSet:
                             self._call(entry, event)
             finally:
                 self._delivering.release()
+
+    def deliver_now(self, event: Event) -> None:
+        """Deliver one per-call event at once, in the calling thread."""
+        for entry in self._entries:
+            if isinstance(event, entry._types):
+                self._call(entry, event)
 
     def _call(self, entry: Subscription, event: Event) -> None:
         try:

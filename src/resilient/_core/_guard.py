@@ -96,6 +96,10 @@ class Guard(abc.ABC, Generic[S]):
         switches) override this, and so do guards made of others (pipelines).
         """
 
+    def _retire(self) -> None:
+        """The registry dropped this guard (replaced or unregistered): stop listening to
+        it. Guards that subscribe to the registry override this."""
+
     def snapshot(self) -> GuardSnapshot:
         """A frozen copy of the guard's state and statistics."""
         self._refresh()
@@ -134,7 +138,8 @@ class Guard(abc.ABC, Generic[S]):
             new_health=new_health,
             reason=reason,
             at=now,
-            at_wall=self._clock.wall(),
+            # The wall time of `now`, which may lie in the past (a recovery that fell due).
+            at_wall=self._clock.wall() - (self._clock.monotonic() - now),
             runbook=self._runbook,
             lineage={} if lineage is None else lineage,
         )

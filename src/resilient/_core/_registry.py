@@ -126,6 +126,8 @@ class Registry:
                     "choose another name, pass replace=True, or use a separate Registry"
                 )
             self._guards[guard.name] = guard
+        if existing is not None and existing is not guard:
+            existing._retire()  # the replaced guard stops listening and deciding
 
     def unregister(self, name: str) -> None:
         """Remove the guard called ``name``; unknown names are an error.
@@ -136,7 +138,8 @@ class Registry:
         with self._lock:
             if name not in self._guards:
                 raise KeyError(self._unknown(name))
-            del self._guards[name]
+            guard = self._guards.pop(name)
+        guard._retire()
 
     def get(self, name: str) -> Guard[Any]:
         """The guard called ``name``.
@@ -247,9 +250,10 @@ class Registry:
         return bool(listeners._entries) and listeners.wants(event_class)
 
     def _publish(self, event: Event) -> None:
-        """Deliver a per-call event (not a transition); call holding no guard lock."""
-        self._listeners.enqueue(event)
-        self._listeners.deliver()
+        """Deliver a per-call event (not a transition) now, in the caller's thread and
+        context, so that each caller pays for its own events and a listener sees the
+        caller's span; call holding no guard lock."""
+        self._listeners.deliver_now(event)
 
     def __repr__(self) -> str:
         return f"<Registry guards={len(self._guards)} health={self.health.value}>"
