@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from ._core._state import Transition
 from ._core._validate import check_count
 
 __all__ = ["DEFAULT_AUDIT_BACKUPS", "DEFAULT_AUDIT_MAX_BYTES", "AuditLog", "read_audit_log"]
+
+logger = logging.getLogger("resilient")
 
 DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUDIT_BACKUPS = 5
@@ -59,6 +62,7 @@ class AuditLog:
         self._file = self._path.open("a", encoding="utf-8")
         self._size = self._file.tell()
         self._closed = False
+        self._failures: set[tuple[type[OSError], str]] = set()
         registry = default_registry if registry is None else registry
         self._subscription: Subscription | None = registry.subscribe(self.write)
 
@@ -78,7 +82,12 @@ class AuditLog:
                 self._file = self._path.open("a", encoding="utf-8")
                 self._size = self._file.tell()
             if self._size and self._size + size > self._max_bytes:
-                self._rotate()
+                try:
+                    self._rotate()
+                except OSError as error:
+                    # Keep the transition: append past max_bytes rather than lose it, and
+                    # say so (once per cause).
+                    self._rotation_failed(error)
             self._file.write(line)
             self._file.flush()
             self._size += size
@@ -99,6 +108,16 @@ class AuditLog:
             # reported (as a listener error) but never stops the trail.
             self._file = self._path.open("a", encoding="utf-8")
             self._size = self._file.tell()
+
+    def _rotation_failed(self, error: OSError) -> None:
+        key = (type(error), str(error))
+        if key not in self._failures:
+            self._failures.add(key)
+            logger.error(
+                "audit log %s could not rotate (%s); transitions go on being appended to it",
+                self._path,
+                error,
+            )
 
     def _numbered(self, index: int) -> Path:
         return self._path.with_name(f"{self._path.name}.{index}")
@@ -136,7 +155,7 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
         numbered = [
             (int(p.name[len(prefix) :]), p)
             for p in base.parent.iterdir()
-            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit() and p.is_file()
         ]
         files.extend(p for _, p in sorted(numbered, reverse=True))
     if base.exists():

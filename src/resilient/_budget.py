@@ -195,14 +195,33 @@ class Budget(Admission[BudgetState, _Permit]):
         self._burn_threshold = float(burn_threshold)
         self._minimum_calls = check_count(minimum_calls, "minimum_calls")
         self._recover_after = to_seconds(recover_after, "recover_after")
-        self._count_failures = bool(count_failures)
+        if not isinstance(count_failures, bool):
+            raise ConfigurationError(
+                f"count_failures must be True or False (got {count_failures!r})"
+            )
+        self._count_failures = count_failures
         self._limit = None if limit is None else to_seconds(limit, "limit", allow_zero=False)
         self._hedge_p95 = hedge == "p95"
-        self._hedge = (
-            None
-            if hedge is None or self._hedge_p95
-            else to_seconds(hedge, "hedge", allow_zero=False)
-        )
+        self._hedge: float | None = None
+        if hedge is not None and not self._hedge_p95:
+            if isinstance(hedge, str) and hedge.startswith("p"):
+                raise ConfigurationError(f"hedge must be a duration or 'p95' (got {hedge!r})")
+            self._hedge = to_seconds(hedge, "hedge", allow_zero=False)
+        if self._limit is not None and self._limit <= self._target:
+            raise ConfigurationError(
+                f"limit must be longer than target ({_human(self._target)}), or every call "
+                f"that meets the limit misses the target (got limit={limit!r})"
+            )
+        if self._hedge is not None and self._limit is not None and self._hedge >= self._limit:
+            raise ConfigurationError(
+                f"hedge must be shorter than limit ({_human(self._limit)}), or no hedge ever "
+                f"starts (got hedge={hedge!r})"
+            )
+        if hedge_budget is not None and hedge is None:
+            raise ConfigurationError(
+                "hedge_budget needs hedge=, the delay after which a hedge starts "
+                f"(got hedge_budget={hedge_budget!r} and no hedge)"
+            )
         if (self._hedge is not None or self._hedge_p95) and not idempotent:
             raise ConfigurationError(
                 f"hedge needs idempotent=True: a hedged call may run twice (got hedge={hedge!r})"
@@ -241,6 +260,7 @@ class Budget(Admission[BudgetState, _Permit]):
         self._overruns = 0
         self._breach_subscription: Subscription | None = None
         self._calls_total = 0  # since creation; the window's counts come and go
+        self._last_call_at = -math.inf
         self._bad_total = 0
         self._exceeded = 0
         self._hedges = 0
@@ -360,11 +380,13 @@ class Budget(Admission[BudgetState, _Permit]):
         latencies = list(islice(iter(pending.popleft, None), count))
         self._histogram.record_many(latencies, end)
         self._calls_total += count
+        self._last_call_at = max(self._last_call_at, end)
         self._counts.add(_TOTAL, end, count)
         if self._fast is not None:
             self._fast.add(_TOTAL, end, count)
 
     def _count(self, now: float, latency: float, bad: bool) -> None:
+        self._last_call_at = max(self._last_call_at, now)
         self._calls_total += 1
         if bad:
             self._bad_total += 1
@@ -428,7 +450,8 @@ class Budget(Admission[BudgetState, _Permit]):
             self._below_since = None
             return False
         if self._below_since is None:
-            self._below_since = now
+            # A quiet window has been quiet since its last call slid out of it.
+            self._below_since = min(now, self._last_call_at + self._window) if quiet else now
         if now - self._below_since < self._recover_after:
             return False
         self._below_since = None
