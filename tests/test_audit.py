@@ -605,3 +605,55 @@ def test_from_dict_round_trips_real_transitions(registry: Registry) -> None:
     trip(feed)
     assert [Transition.from_dict(t.to_dict()) for t in registry.trail] == list(registry.trail)
     assert all(t.lineage for t in registry.trail)
+
+
+# -- surviving crashes and failed rotations --------------------------------------------------
+
+
+def test_a_last_line_cut_short_is_skipped(registry: Registry, tmp_path: Path) -> None:
+    """A crash's cut-short last line (no newline, not JSON) is skipped; every full line is read."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, registry=registry):
+        busy(registry, 2)
+    with path.open("a", encoding="utf-8") as file:
+        file.write('{"guard": "feed", "kind": "circuit_br')
+
+    assert read_audit_log(path) == list(registry.trail)
+    assert len(registry.trail) == 4
+
+
+@pytest.mark.parametrize(
+    "cleared", [pytest.param(True, id="obstacle-cleared"), pytest.param(False, id="obstacle-stays")]
+)
+def test_a_failed_rotation_does_not_stop_the_log(
+    registry: Registry, tmp_path: Path, cleared: bool
+) -> None:
+    """When renaming the full file fails, transitions after the failure are still written."""
+    path = tmp_path / "audit.jsonl"
+    in_the_way = tmp_path / "audit.jsonl.1"
+    in_the_way.mkdir()  # the rotated file's name is taken by a folder: the rename fails
+    feed = breaker(registry)
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=1):
+        busy(registry, 5)
+        assert sum(len(json.dumps(t.to_dict())) for t in registry.trail) > 1024  # it rotated
+        if cleared:
+            in_the_way.rmdir()
+        feed.force_open(reason="after the failed rotation")
+
+    assert read_audit_log(path)[-1].reason == "after the failed rotation"
+
+
+def test_a_restart_after_a_cut_line_appends_on_a_whole_line(
+    tmp_path: Path, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opening a log whose last line was cut short removes that line, says so, and appends."""
+    path = tmp_path / "audit.jsonl"
+    feed = CircuitBreaker("feed", registry=registry)
+    with AuditLog(path, registry=registry):
+        feed.force_open(reason="before the crash")
+    with path.open("a", encoding="utf-8") as file:
+        file.write('{"guard": "feed", "kind": "circ')
+    with caplog.at_level(logging.WARNING, logger="resilient"), AuditLog(path, registry=registry):
+        feed.close(reason="after the restart")
+    assert [t.reason for t in read_audit_log(path)] == ["before the crash", "after the restart"]
+    assert any("cut short" in record.getMessage() for record in caplog.records)

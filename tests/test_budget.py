@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import re
 from collections.abc import Callable
@@ -621,3 +622,119 @@ def test_a_retry_budget_is_accepted_as_hedge_budget(
     budget = make(registry, clock, hedge=0.1, idempotent=True, hedge_budget=hedges)
 
     assert budget.name in registry
+
+
+# -- recovery on evidence --------------------------------------------------------------------
+
+
+def test_a_breach_recovers_when_read_once_its_window_has_been_empty_for_recover_after(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """With no call at all, a read once the window has emptied and recover_after passed recovers."""
+    budget, _ = breached(registry, clock)
+
+    # The window empties within a slice (TICK) of its 60 s; then RECOVER_AFTER with no call.
+    clock.advance(60 + TICK + RECOVER_AFTER)
+
+    assert (budget.state, budget.health) == (BudgetState.WITHIN, Health.HEALTHY)
+    assert moves(registry) == [("within", "breached"), ("breached", "within")]
+    assert registry.trail[-1].reason == "no calls for 12 s"
+
+
+@pytest.mark.parametrize(
+    "latency", [pytest.param(FAST, id="good-calls"), pytest.param(SLOW, id="bad-calls")]
+)
+def test_a_breach_does_not_recover_on_too_few_calls_to_tell(
+    registry: Registry, clock: VirtualClock, latency: float
+) -> None:
+    """Fewer than minimum_calls in the window, good or bad, never end a breach, however long."""
+    budget, handle = breached(registry, clock)
+    clock.advance(60 + TICK)  # the breach's calls have left the window
+
+    for _ in range(4):  # 4 calls of the 10 needed, over 3 * RECOVER_AFTER / 2
+        tick(clock, handle, latency)
+
+    assert statistics(budget)["calls"] == 4
+    assert state(budget) is BudgetState.BREACHED
+    assert moves(registry) == [("within", "breached")]
+
+
+# -- lifetime totals -------------------------------------------------------------------------
+
+
+def test_lifetime_call_totals_never_go_down_as_the_window_slides(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """calls_total and bad_calls_total count every call since creation, emptied windows too."""
+    budget = make(registry, clock)
+    handle = handler(budget, clock)
+    run(handle, FAST, 20)  # past minimum_calls: good calls are queued and folded in
+    run(handle, SLOW, 1)
+    clock.advance(61)  # all 21 leave the window
+
+    run(handle, FAST, 1)
+
+    stats = statistics(budget)
+    assert (stats["calls"], stats["bad_calls"]) == (1, 0)
+    assert (stats["calls_total"], stats["bad_calls_total"]) == (22, 1)
+
+
+# -- percentile() and configuration, continued -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fraction", [pytest.param(95, id="percent-not-fraction"), pytest.param(math.nan, id="nan")]
+)
+def test_percentile_refuses_a_fraction_outside_0_to_1(
+    registry: Registry, clock: VirtualClock, fraction: float
+) -> None:
+    """percentile(95) or percentile(nan) is a ConfigurationError naming fraction, not a guess."""
+    budget = make(registry, clock)
+    run(handler(budget, clock), FAST, 3)
+
+    with pytest.raises(ConfigurationError, match=r"^fraction must be in \[0, 1\]"):
+        budget.percentile(fraction)
+
+
+A_RETRY_BUDGET = "a RetryBudget, built in the test"
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter"),
+    [
+        pytest.param({"target": 0.5, "limit": 0.5}, "limit", id="limit-equal-to-target"),
+        pytest.param({"target": 0.5, "limit": 0.2}, "limit", id="limit-below-target"),
+        pytest.param(
+            {"limit": 1.0, "hedge": 1.0, "idempotent": True}, "hedge", id="hedge-equal-to-limit"
+        ),
+        pytest.param(
+            {"limit": 1.0, "hedge": 2.0, "idempotent": True}, "hedge", id="hedge-beyond-limit"
+        ),
+        pytest.param(
+            {"hedge_budget": A_RETRY_BUDGET}, "hedge_budget", id="hedge-budget-without-hedge"
+        ),
+        pytest.param({"count_failures": "no"}, "count_failures", id="count-failures-not-bool"),
+        pytest.param({"hedge": "p99", "idempotent": True}, "hedge", id="hedge-p99"),
+    ],
+)
+def test_inconsistent_limits_and_hedges_are_refused_by_name(
+    registry: Registry, clock: VirtualClock, options: dict[str, Any], parameter: str
+) -> None:
+    """Settings that contradict each other, or cannot be meant, are refused naming the parameter."""
+    if options.get("hedge_budget") == A_RETRY_BUDGET:
+        options = {**options, "hedge_budget": RetryBudget("hedges", registry=registry, clock=clock)}
+
+    with pytest.raises(ConfigurationError, match=rf"\b{parameter}\b"):
+        make(registry, clock, **options)
+
+    assert "checkout" not in registry
+
+
+def test_a_negative_target_string_says_it_must_be_positive(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """target="-5ms" parses, and is refused as "target must be > 0 (got '-5ms')"."""
+    with pytest.raises(ConfigurationError) as raised:
+        make(registry, clock, target="-5ms")
+
+    assert str(raised.value) == "target must be > 0 (got '-5ms')"

@@ -410,3 +410,27 @@ async def test_hedge_p95_waits_for_the_budgets_95th_percentile(
     assert upstream.started == [0, 1]
     assert outcome == ["answer 1"]
     assert statistics(budget)["hedges"] == 1
+
+
+@pytest.mark.parametrize(
+    "control", [pytest.param(KeyboardInterrupt, id="ctrl-c"), pytest.param(SystemExit, id="exit")]
+)
+def test_control_flow_from_a_hedge_reaches_the_caller_as_itself(
+    registry: Registry, clock: VirtualClock, anyio_backend: str, control: type[BaseException]
+) -> None:
+    """KeyboardInterrupt or SystemExit from an attempt comes out as itself, not in a group."""
+    # Run as a whole program: asyncio lets these two out of the event loop itself.
+    budget = hedged(registry, clock)
+    started: list[int] = []
+
+    async def quote() -> str:
+        started.append(len(started))
+        if len(started) == 1:
+            clock.advance(HEDGE)  # the first attempt is slow: the hedge starts
+            await anyio.sleep_forever()
+        raise control("stop")
+
+    with pytest.raises(control, match=r"^stop$"):  # an exception group would not match
+        anyio.run(budget.call_async, quote, backend=anyio_backend)
+
+    assert started == [0, 1]

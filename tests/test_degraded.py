@@ -22,6 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from resilient import (
     BreakerState,
+    Budget,
+    BudgetState,
     BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
@@ -1111,3 +1113,79 @@ SwitchMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSwitchModel = SwitchMachine.TestCase
+
+
+# -- budgets, first evaluations, late recoveries, cache keys ---------------------------------
+
+
+def test_a_switch_over_a_budget_recovers_once_the_budgets_window_has_emptied(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Read after its own recover_after, a switch over a breached, idle budget is normal again."""
+    latency = Budget(
+        "latency", target=0.05, window=60, minimum_calls=1, recover_after=12, registry=registry
+    )
+    odds = switch(registry, latency)
+    latency.call(clock.advance, 0.1)  # one slow call of one: breached
+    assert odds.state is DegradedState.DEGRADED
+
+    clock.advance(60 + 6 + 12)  # the window empties (within a slice), then 12 s with no call
+    assert latency.state is BudgetState.WITHIN  # read: it recovers, and the switch's wait starts
+    clock.advance(RECOVER_AFTER)
+
+    assert odds.state is DegradedState.NORMAL
+
+
+def test_a_switch_whose_condition_fails_at_once_leaves_nothing_behind(registry: Registry) -> None:
+    """A condition raising while the switch is built leaves the name free and no listener."""
+    feed = breaker(registry)
+
+    def broken(snapshots: object) -> bool:
+        raise RuntimeError("condition bug")
+
+    with pytest.raises(RuntimeError, match="condition bug"):
+        DegradedMode("odds", watches=[feed], condition=broken, registry=registry)
+
+    assert "odds" not in registry
+    odds = switch(registry, feed)
+    trip(feed)
+    assert odds.state is DegradedState.DEGRADED
+    assert registry.listener_errors == 0
+
+
+def test_a_recovery_read_late_keeps_wall_time_in_step_with_its_monotonic_time(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A recovery read long after it fell due keeps at_wall - at equal to the clock's offset."""
+    feed = breaker(registry)
+    odds = switch(registry, feed)
+    feed.force_open()
+    feed.close()
+
+    clock.advance(10 * RECOVER_AFTER)
+    assert odds.state is DegradedState.NORMAL
+
+    recovery = registry.trail[-1]
+    assert (recovery.guard, recovery.at) == ("odds", RECOVER_AFTER)  # stamped in the past
+    offset = clock.wall() - clock.monotonic()
+    assert recovery.at_wall - recovery.at == pytest.approx(offset, abs=1e-6)
+
+
+def test_stale_cache_refuses_unhashable_arguments_before_the_primary_runs(
+    clock: VirtualClock,
+) -> None:
+    """remember raises TypeError on an unhashable key before calling the primary, not after."""
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
+    feed = Feed()
+    price = cache.remember(feed.price)
+
+    with pytest.raises(TypeError, match="hashable"):
+        price(["ARS-CHE"])  # type: ignore[arg-type]
+
+    assert feed.calls == []
+
+
+def test_stale_cache_takes_max_staleness_by_keyword_only() -> None:
+    """StaleCache(60) is a TypeError: max_staleness must be named."""
+    with pytest.raises(TypeError):
+        StaleCache(60)  # type: ignore[misc]

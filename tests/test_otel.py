@@ -751,3 +751,20 @@ def test_without_an_sdk_calls_behave_the_same(clock: VirtualClock) -> None:
         assert made is not None
     finally:
         uninstrument(instrumented)
+
+
+def test_budget_calls_never_go_down_as_the_window_slides(telemetry: Telemetry) -> None:
+    """resilient.calls counts a budget's calls since creation: an emptied window takes none back."""
+    page = Budget("page", target=0.1, window=60, registry=telemetry.registry)
+    for latency in (0.05, 0.05, 0.3):
+        page.call(telemetry.clock.advance, latency)
+    counted = {
+        key("page", "budget", outcome="within_target"): 2,
+        key("page", "budget", outcome="over_target"): 1,
+    }
+    assert telemetry.points("resilient.calls") == counted
+
+    telemetry.clock.advance(120)  # every call has left the window
+
+    assert page.snapshot().statistics["calls"] == 0
+    assert telemetry.points("resilient.calls") == counted

@@ -751,3 +751,100 @@ async def test_async_neighbours_share_one_wrapper(registry: Registry) -> None:
     assert (stats["successes"], stats["failures"]) == (1, 1)
     assert pool.snapshot().statistics["admitted"] == 2
     assert pool.running == 0
+
+
+# -- budgets keep their own shaping ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_budgets_limit_still_cancels_an_async_call_inside_a_pipeline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A Budget with limit= beside a breaker in a pipeline cancels an async call at the limit."""
+    latency = Budget("latency", target=0.5, limit=1.0, registry=registry)
+    released = anyio.Event()
+
+    @Pipeline("odds-feed", latency, breaker(registry))
+    async def price(match: str) -> str:
+        await released.wait()
+        return f"live {match}"
+
+    outcome: list[object] = []
+
+    async def caller() -> None:
+        try:
+            outcome.append(await price("ARS-CHE"))
+        except resilient.BudgetExceededError as error:
+            outcome.append(error)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(0.999)
+        await anyio.wait_all_tasks_blocked()
+        assert outcome == []
+        clock.advance(0.001)
+        await anyio.wait_all_tasks_blocked()
+        released.set()  # a call the limit missed answers now, and fails below
+
+    [error] = outcome
+    assert isinstance(error, resilient.BudgetExceededError)
+    assert (error.guard, error.limit) == ("latency", 1.0)
+    assert latency.snapshot().statistics["exceeded"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_budget_still_hedges_inside_a_pipeline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A hedging Budget beside a breaker in a pipeline starts a second attempt after the delay."""
+    latency = Budget("latency", target=0.5, hedge=0.1, idempotent=True, registry=registry)
+    first_answers = anyio.Event()
+    started: list[int] = []
+
+    @Pipeline("odds-feed", latency, breaker(registry))
+    async def price(match: str) -> str:
+        attempt = len(started)
+        started.append(attempt)
+        if attempt == 0:
+            await first_answers.wait()  # slow: hedged after 0.1 s
+        return f"attempt {attempt}: live {match}"
+
+    outcome: list[str] = []
+
+    async def caller() -> None:
+        outcome.append(await price("ARS-CHE"))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(0.1)
+        await anyio.wait_all_tasks_blocked()
+        first_answers.set()  # an attempt left unhedged answers now, and fails below
+
+    assert started == [0, 1]
+    assert outcome == ["attempt 1: live ARS-CHE"]
+    assert latency.snapshot().statistics["hedges"] == 1
+
+
+# -- configuration, continued ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"on": ConnectionError}, id="on"),
+        pytest.param({"served": True}, id="served"),
+    ],
+)
+def test_on_and_served_without_a_fallback_are_refused(
+    registry: Registry, options: dict[str, Any]
+) -> None:
+    """on= and served= shape the fallback's answers: without fallback= they are a mistake."""
+    feed = breaker(registry)
+    odds = DegradedMode("odds", watches=[feed], registry=registry)
+
+    with pytest.raises(ConfigurationError, match="need fallback="):
+        Pipeline("odds-feed", feed, degraded=odds, **options)
+
+    assert "odds-feed" not in registry

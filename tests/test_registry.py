@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+from typing import Any
 
 import pytest
 
 from resilient import (
     BreakerState,
+    Budget,
     CircuitBreaker,
+    CircuitOpenError,
     ConfigurationError,
     CountWindow,
+    DegradedMode,
+    DegradedState,
     Health,
+    Refusal,
     Registry,
     Transition,
 )
@@ -212,3 +220,94 @@ def test_registry_clock_must_be_a_clock() -> None:
     """Registry(clock=...) refuses what is not a Clock."""
     with pytest.raises(ConfigurationError, match="clock must provide the Clock protocol"):
         Registry(clock=None)  # type: ignore[arg-type]
+
+
+# -- replaced and unregistered guards retire -------------------------------------------------
+
+
+def test_a_replaced_switch_no_longer_follows_its_guards(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """After replace=True the old switch stays put and records nothing when its breaker opens."""
+    feed = breaker(registry, clock)
+    old = DegradedMode("odds", watches=[feed], registry=registry)
+    new = DegradedMode("odds", watches=[feed], registry=registry, replace=True)
+
+    feed.force_open()
+
+    assert new.state is DegradedState.DEGRADED
+    assert old.state is DegradedState.NORMAL
+    assert [(t.guard, t.new_state) for t in registry.trail] == [
+        ("feed", "forced_open"),
+        ("odds", "degraded"),
+    ]
+
+
+def test_a_replaced_budgets_on_breach_no_longer_fires(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """After replace=True only the new budget's on_breach hears a breach under the shared name."""
+    old_breaches: list[Transition] = []
+    new_breaches: list[Transition] = []
+    options: dict[str, Any] = {"target": 0.05, "minimum_calls": 1, "registry": registry}
+    Budget("checkout", on_breach=old_breaches.append, **options)
+    budget = Budget("checkout", on_breach=new_breaches.append, replace=True, **options)
+
+    budget.call(clock.advance, 0.1)  # one slow call of one: breached
+
+    assert [t.new_state for t in new_breaches] == ["breached"]
+    assert old_breaches == []
+
+
+def test_an_unregistered_switch_no_longer_follows_its_guards(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """After unregister() a switch stays put and records nothing when its breaker opens."""
+    feed = breaker(registry, clock)
+    odds = DegradedMode("odds", watches=[feed], registry=registry)
+    registry.unregister("odds")
+
+    feed.force_open()
+
+    assert odds.state is DegradedState.NORMAL
+    assert [t.guard for t in registry.trail] == ["feed"]
+
+
+# -- per-call events -------------------------------------------------------------------------
+
+
+def test_per_call_events_are_delivered_in_the_calling_thread(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Each thread hears its own Refusal in itself, even while another thread's listener runs."""
+    guards = [breaker(registry, clock, "a"), breaker(registry, clock, "b")]
+    for guard in guards:
+        guard.force_open()
+    heard: dict[str, int] = {}
+    a_listening, b_called = threading.Event(), threading.Event()
+
+    def listener(event: Refusal) -> None:
+        heard[event.guard] = threading.get_ident()
+        if event.guard == "a":
+            a_listening.set()
+            b_called.wait(timeout=5)  # still busy with a's refusal while b is refused
+
+    registry.subscribe(listener, events=Refusal)
+    callers: dict[str, int] = {}
+
+    def call(guard: CircuitBreaker) -> None:
+        callers[guard.name] = threading.get_ident()
+        with contextlib.suppress(CircuitOpenError):
+            guard.call(lambda: None)
+
+    first = threading.Thread(target=call, args=(guards[0],))
+    first.start()
+    assert a_listening.wait(timeout=5)
+    second = threading.Thread(target=call, args=(guards[1],))
+    second.start()
+    second.join(timeout=5)
+    b_called.set()
+    first.join(timeout=5)
+
+    assert heard == callers
+    assert callers["a"] != callers["b"]

@@ -59,6 +59,7 @@ class AuditLog:
         self._max_bytes = check_count(max_bytes, "max_bytes", minimum=1024)
         self._backups = check_count(backups, "backups", minimum=0)
         self._lock = threading.Lock()
+        _drop_cut_line(self._path)
         self._file = self._path.open("a", encoding="utf-8")
         self._size = self._file.tell()
         self._closed = False
@@ -161,6 +162,42 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
     if base.exists():
         files.append(base)
     return [transition for file in files for transition in _read(file)]
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Remove a last line cut short by a crash, so that appending starts on a whole line.
+
+    The cut line never held a whole transition; it is reported, not kept, because a line
+    appended to it would be unreadable too.
+    """
+    if not path.is_file():
+        return
+    with path.open("rb+") as raw:
+        size = raw.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        raw.seek(size - 1)
+        if raw.read(1) == b"\n":
+            return
+        # Find the end of the last whole line.
+        position = size
+        keep = 0
+        while position > 0:
+            step = min(4096, position)
+            position -= step
+            raw.seek(position)
+            chunk = raw.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = position + newline + 1
+                break
+        raw.truncate(keep)
+    logger.warning(
+        "audit log %s ended with a line cut short (%d bytes, not a whole transition); "
+        "removed it before appending",
+        path,
+        size - keep,
+    )
 
 
 def _read(file: Path) -> Iterator[Transition]:
