@@ -176,15 +176,16 @@ class Pipeline(Guard[PipelineState]):
         snapshots = [guard.snapshot() for guard in self._parts]
         health = worst(s.health for s in snapshots)
         now = self._clock.monotonic()
+        causes = [
+            s.describe() for s in snapshots if s.health is health and health is not Health.HEALTHY
+        ]
+        reason = "; ".join(causes) or "all guards healthy"
         with self._lock:
             if health is self._health:
+                # Same health, other causes: the reason a snapshot shows stays current
+                # (no transition: the pipeline's state did not change).
+                self._reason = reason if self._reason is not None else None
                 return
-            causes = [
-                s.describe()
-                for s in snapshots
-                if s.health is health and health is not Health.HEALTHY
-            ]
-            reason = "; ".join(causes) or "all guards healthy"
             self._move(PipelineState(health.value), health, reason, now)
         self._deliver()
 
