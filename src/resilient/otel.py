@@ -80,65 +80,34 @@ class _Instruments:
     def __init__(self, meter: metrics.Meter) -> None:
         self.members: list[Instrumentation] = []
         observe = self._observer
-        meter.create_observable_counter(
-            "resilient.calls",
-            callbacks=[observe(self._calls)],
-            unit="{call}",
-            description="Calls through guards, by guard and outcome.",
-        )
-        meter.create_observable_counter(
-            "resilient.retry.retries",
-            callbacks=[observe(self._stat("retry", "retries"))],
-            unit="{retry}",
-            description="Retries scheduled by retry policies (first attempts excluded).",
-        )
-        meter.create_observable_counter(
-            "resilient.retry.give_ups",
-            callbacks=[observe(self._give_ups)],
-            unit="{call}",
-            description="Calls a retry policy stopped retrying, by cause.",
-        )
-        meter.create_observable_gauge(
-            "resilient.guard.state",
-            callbacks=[observe(self._states)],
-            unit="1",
-            description="1 for each guard's current state (attribute resilient.state).",
-        )
-        meter.create_observable_gauge(
-            "resilient.guard.health",
-            callbacks=[observe(self._healths)],
-            unit="1",
-            description="Each guard's health: 0 healthy, 1 degraded, 2 unavailable.",
-        )
-        for name, statistic, description in (
-            ("resilient.bulkhead.running", "running", "Calls running in a bulkhead."),
-            ("resilient.bulkhead.queued", "queued", "Callers waiting in a bulkhead's queue."),
-            ("resilient.bulkhead.limit", "limit", "A bulkhead's current concurrency limit."),
-        ):
-            meter.create_observable_gauge(
-                name,
-                callbacks=[observe(self._stat("bulkhead", statistic))],
-                unit="{call}",
-                description=description,
-            )
-        meter.create_observable_gauge(
-            "resilient.budget.burn_rate",
-            callbacks=[observe(self._stat("budget", "burn_rate"))],
-            unit="1",
-            description="How fast a budget spends its error budget (1: as fast as it accrues).",
-        )
-        meter.create_observable_gauge(
-            "resilient.budget.latency",
-            callbacks=[observe(self._latencies)],
-            unit="s",
-            description="Latency percentiles of a performance budget's window.",
-        )
-        meter.create_observable_gauge(
-            "resilient.retry_budget.available",
-            callbacks=[observe(self._stat("retry_budget", "available"))],
-            unit="{retry}",
-            description="Retries a retry budget would allow now.",
-        )
+        # (name, monotonic counter or gauge, read, unit, description)
+        observed: tuple[tuple[str, bool, Reader, str, str], ...] = (
+            ("resilient.calls", True, self._calls, "{call}",
+             "Calls through guards, by guard and outcome."),
+            ("resilient.retry.retries", True, self._stat("retry", "retries"), "{retry}",
+             "Retries scheduled by retry policies (first attempts excluded)."),
+            ("resilient.retry.give_ups", True, self._give_ups, "{call}",
+             "Calls a retry policy stopped retrying, by cause."),
+            ("resilient.guard.state", False, self._states, "1",
+             "1 for each guard's current state (attribute resilient.state)."),
+            ("resilient.guard.health", False, self._healths, "1",
+             "Each guard's health: 0 healthy, 1 degraded, 2 unavailable."),
+            ("resilient.bulkhead.running", False, self._stat("bulkhead", "running"), "{call}",
+             "Calls running in a bulkhead."),
+            ("resilient.bulkhead.queued", False, self._stat("bulkhead", "queued"), "{call}",
+             "Callers waiting in a bulkhead's queue."),
+            ("resilient.bulkhead.limit", False, self._stat("bulkhead", "limit"), "{call}",
+             "A bulkhead's current concurrency limit."),
+            ("resilient.budget.burn_rate", False, self._stat("budget", "burn_rate"), "1",
+             "How fast a budget spends its error budget (1: as fast as it accrues)."),
+            ("resilient.budget.latency", False, self._latencies, "s",
+             "Latency percentiles of a performance budget's window."),
+            ("resilient.retry_budget.available", False, self._stat("retry_budget", "available"),
+             "{retry}", "Retries a retry budget would allow now."),
+        )  # fmt: skip
+        for name, monotonic, read, unit, description in observed:
+            create = meter.create_observable_counter if monotonic else meter.create_observable_gauge
+            create(name, callbacks=[observe(read)], unit=unit, description=description)
         self.transitions = meter.create_counter(
             "resilient.transitions",
             unit="{transition}",
