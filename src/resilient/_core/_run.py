@@ -65,6 +65,8 @@ def is_async_callable(fn: object) -> bool:
         TypeError: ``fn`` is not callable, or is a generator function (whose body would
             run only after the guard has already counted the call).
     """
+    if inspect.iscoroutinefunction(fn):
+        return True  # the common case first: call_async asks on every call
     if not callable(fn):
         raise TypeError(f"a guard wraps a callable (got {fn!r})")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -72,8 +74,6 @@ def is_async_callable(fn: object) -> bool:
             f"{fn!r} is a generator function: its body runs only when iterated, after the "
             "guard has counted the call. Guard the function that consumes it instead"
         )
-    if inspect.iscoroutinefunction(fn):
-        return True
     return inspect.iscoroutinefunction(type(fn).__call__)
 
 
