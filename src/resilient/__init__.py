@@ -63,6 +63,7 @@ from ._degraded import NoStaleValueError as NoStaleValueError
 from ._degraded import Served as Served
 from ._degraded import Stale as Stale
 from ._degraded import StaleCache as StaleCache
+from ._degraded import fallback as fallback
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
@@ -149,6 +150,7 @@ __all__ = [
     "deadline",
     "default_not_sent",
     "default_registry",
+    "fallback",
     "parse_retry_after",
     "read_audit_log",
 ]
