@@ -44,6 +44,7 @@ from ._core._events import Listener as Listener
 from ._core._events import Subscription as Subscription
 from ._core._guard import Guard as Guard
 from ._core._match import ExceptionSpec as ExceptionSpec
+from ._core._public import publish as _publish
 from ._core._registry import Registry as Registry
 from ._core._registry import RegistrySnapshot as RegistrySnapshot
 from ._core._registry import default_registry as default_registry
@@ -156,3 +157,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+_publish(globals(), __all__, __name__)

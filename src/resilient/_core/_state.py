@@ -79,6 +79,13 @@ def worst(healths: Iterable[Health]) -> Health:
     return result
 
 
+def _by_constructor(self: Any) -> tuple[Any, tuple[Any, ...]]:
+    """Pickle a frozen record by its constructor: a read-only mapping field cannot be
+    pickled, but the dict it was made from can, and ``__post_init__`` wraps it again."""
+    values = (getattr(self, f.name) for f in fields(self))
+    return type(self), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
+
+
 @dataclass(frozen=True, slots=True)
 class GuardSnapshot:
     """A guard's state at one instant.
@@ -106,6 +113,8 @@ class GuardSnapshot:
     def __post_init__(self) -> None:
         if not isinstance(self.statistics, MappingProxyType):
             object.__setattr__(self, "statistics", MappingProxyType(dict(self.statistics)))
+
+    __reduce__ = _by_constructor
 
     def describe(self) -> str:
         """The guard's state in words: ``"circuit breaker 'feed' is open"``."""
@@ -186,6 +195,8 @@ class Transition(Event):
     def __post_init__(self) -> None:
         if not isinstance(self.lineage, MappingProxyType):
             object.__setattr__(self, "lineage", MappingProxyType(dict(self.lineage)))
+
+    __reduce__ = _by_constructor
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
