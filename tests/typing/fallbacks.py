@@ -61,6 +61,10 @@ served_none_or_price = page.fallback(unknown, on=TimeoutError, served=True)(pric
 assert_type(served_none_or_price("ARS-CHE"), Served[float | None])
 
 
+# A sync function with an async fallback is refused when decorating; a checker says so first.
+page.fallback(cache.fallback_async)(price)  # type: ignore[arg-type]
+
+
 def runtime_choice(served: bool) -> None:
     anything = page.fallback(unknown, served=served)(price)
     anything("ARS-CHE", market="ou")

@@ -79,11 +79,11 @@ def worst(healths: Iterable[Health]) -> Health:
     return result
 
 
-def _by_constructor(self: Any) -> tuple[Any, tuple[Any, ...]]:
+def _by_constructor(record: Any) -> tuple[Any, tuple[Any, ...]]:
     """Pickle a frozen record by its constructor: a read-only mapping field cannot be
     pickled, but the dict it was made from can, and ``__post_init__`` wraps it again."""
-    values = (getattr(self, f.name) for f in fields(self))
-    return type(self), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
+    values = (getattr(record, f.name) for f in fields(record))
+    return type(record), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,8 @@ class GuardSnapshot:
         if not isinstance(self.statistics, MappingProxyType):
             object.__setattr__(self, "statistics", MappingProxyType(dict(self.statistics)))
 
-    __reduce__ = _by_constructor
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _by_constructor(self)
 
     def describe(self) -> str:
         """The guard's state in words: ``"circuit breaker 'feed' is open"``."""
@@ -196,7 +197,8 @@ class Transition(Event):
         if not isinstance(self.lineage, MappingProxyType):
             object.__setattr__(self, "lineage", MappingProxyType(dict(self.lineage)))
 
-    __reduce__ = _by_constructor
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _by_constructor(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
