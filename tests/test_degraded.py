@@ -31,6 +31,7 @@ from resilient import (
     CountWindow,
     DegradedMode,
     DegradedState,
+    FallbackServed,
     Health,
     NoStaleValueError,
     Registry,
@@ -39,6 +40,7 @@ from resilient import (
     Served,
     Stale,
     StaleCache,
+    fallback,
 )
 from resilient.testing import VirtualClock
 
@@ -1189,3 +1191,102 @@ def test_stale_cache_takes_max_staleness_by_keyword_only() -> None:
     """StaleCache(60) is a TypeError: max_staleness must be named."""
     with pytest.raises(TypeError):
         StaleCache(60)  # type: ignore[misc]
+
+
+# -- a fallback without a switch -------------------------------------------------------------
+
+
+def fallback_events(registry: Registry) -> list[FallbackServed]:
+    """Every FallbackServed event the registry delivers from now on."""
+    events: list[FallbackServed] = []
+    registry.subscribe(events.append, events=FallbackServed)  # type: ignore[arg-type]
+    return events
+
+
+def test_a_standalone_fallback_calls_the_primary_first(registry: Registry) -> None:
+    """Without a switch the primary is always asked, and its answer is passed on."""
+    feed = Feed()
+    price = fallback(cached, registry=registry)(feed.price)
+    assert price("a") == "live a"
+    assert feed.calls == ["a"]
+
+
+def test_a_standalone_fallback_answers_refusals_and_on(registry: Registry) -> None:
+    """It answers a guard's refusal and an exception in on=, with the same arguments."""
+    guard = breaker(registry)
+    price = fallback(cached, on=FeedDown, registry=registry)(guard(Feed(FeedDown()).price))
+    assert price("a") == "cached a"  # the primary's FeedDown opens the breaker
+    assert guard.state is BreakerState.OPEN
+    assert price("b") == "cached b"  # the breaker's refusal
+
+
+def test_a_standalone_fallback_lets_other_errors_through(registry: Registry) -> None:
+    """An exception that is neither a refusal nor in on= reaches the caller."""
+    price = fallback(cached, on=FeedDown, registry=registry)(Feed(ValueError("bad")).price)
+    with pytest.raises(ValueError, match="bad"):
+        price("a")
+
+
+def test_a_standalone_fallback_never_catches_control_flow(registry: Registry) -> None:
+    """KeyboardInterrupt passes through, even with on=BaseException."""
+    price = fallback(cached, on=BaseException, registry=registry)(Feed(KeyboardInterrupt()).price)
+    with pytest.raises(KeyboardInterrupt):
+        price("a")
+
+
+def test_a_standalone_fallback_reports_what_it_served(registry: Registry) -> None:
+    """Each fallback answer is a FallbackServed event under the fallback's name."""
+    events = fallback_events(registry)
+    price = fallback(cached, on=FeedDown, name="odds", registry=registry)(
+        Feed(FeedDown("down")).price
+    )
+    price("a")
+    assert [(e.guard, e.reason, e.error_type) for e in events] == [
+        ("odds", "FeedDown: down", "FeedDown")
+    ]
+    assert events[0].operation.endswith("Feed.price")
+
+
+def test_a_standalone_fallback_serves_stale_answers_with_their_age(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """served=True unwraps a StaleCache answer into Served with its age."""
+    cache: StaleCache[str] = StaleCache(max_staleness=60, clock=clock)
+    feed = Feed()
+    price = fallback(cache.fallback, on=FeedDown, served=True, registry=registry)(
+        cache.remember(feed.price)
+    )
+    assert price("a") == Served("live a")
+    clock.advance(3)
+    feed.error = FeedDown("down")
+    assert price("a") == Served("live a", True, "FeedDown: down", 3.0)
+
+
+def test_a_standalone_sync_fallback_refuses_an_async_one(registry: Registry) -> None:
+    """A sync primary with an async fallback is refused when decorating."""
+    with pytest.raises(ConfigurationError, match="must be sync too"):
+        fallback(cached_async, registry=registry)(Feed().price)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"registry": "main"}, "registry must be a Registry", id="registry"),
+        pytest.param({"name": ""}, "name must be a non-empty string", id="name"),
+        pytest.param({"on": "FeedDown"}, "on", id="on"),
+    ],
+)
+def test_a_standalone_fallback_checks_its_settings(options: dict[str, Any], message: str) -> None:
+    """Bad settings are a ConfigurationError naming the parameter."""
+    with pytest.raises(ConfigurationError, match=message):
+        fallback(cached, **options)
+
+
+@pytest.mark.anyio
+async def test_a_standalone_async_fallback_answers_on(registry: Registry) -> None:
+    """An async primary stays a coroutine function; on an error in on= the fallback answers."""
+    feed = AsyncFeed(FeedDown("down"))
+    price = fallback(cached_async, on=FeedDown, served=True, registry=registry)(feed.price)
+    assert inspect.iscoroutinefunction(price)
+    assert await price("a") == Served("cached a", True, "FeedDown: down")
+    assert feed.calls == ["a"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import pickle
+import traceback
 import types
+import typing
+from typing import Any
 
 import pytest
 
@@ -27,3 +32,65 @@ def test_all_matches_the_public_names(package: types.ModuleType) -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(package.__all__)
+
+
+def _exported(package: types.ModuleType) -> list[Any]:
+    """The exported classes and functions: what can carry a module path."""
+    values = [getattr(package, name) for name in package.__all__]
+    return [v for v in values if isinstance(v, type) or inspect.isfunction(v)]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_exports_show_their_public_path(package: types.ModuleType) -> None:
+    """Every exported class and function names the package, not its private module."""
+    assert {value.__qualname__: value.__module__ for value in _exported(package)} == {
+        value.__qualname__: package.__name__ for value in _exported(package)
+    }
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_type_hints_of_every_exported_class_resolve(package: types.ModuleType) -> None:
+    """typing.get_type_hints works on each exported class despite the public path."""
+    for cls in _exported(package):
+        if isinstance(cls, type):
+            typing.get_type_hints(cls)
+
+
+def test_a_traceback_names_the_public_path() -> None:
+    """An error reads as resilient.ConfigurationError in a traceback."""
+    with pytest.raises(resilient.ConfigurationError) as caught:
+        resilient.Retry("r", attempts=0, on=ConnectionError, registry=resilient.Registry())
+    line = traceback.format_exception_only(caught.type, caught.value)[-1]
+    assert line.startswith("resilient.ConfigurationError: ")
+
+
+def test_errors_events_and_snapshots_pickle_by_their_public_path(
+    registry: resilient.Registry,
+) -> None:
+    """Exceptions, transitions and snapshots round-trip through pickle under resilient.X."""
+    breaker = resilient.CircuitBreaker("feed", registry=registry)
+    breaker.force_open(reason="maintenance")
+    with pytest.raises(resilient.CircuitOpenError) as caught:
+        breaker.call(lambda: None)
+    values = [
+        caught.value,
+        resilient.ConfigurationError("attempts must be >= 1 (got 0)"),
+        breaker.snapshot(),
+        registry.snapshot(),
+        registry.snapshot().trail[-1],
+        resilient.BreakerState.OPEN,
+    ]
+    for value in values:
+        data = pickle.dumps(value)
+        assert b"resilient._" not in data
+        again = pickle.loads(data)
+        assert type(again) is type(value)
+        assert str(again) == str(value)
+        if not isinstance(value, BaseException):
+            assert again == value
+
+
+def test_enum_members_read_plainly() -> None:
+    """An enum member's repr names its class and value, with no module path."""
+    assert repr(resilient.BreakerState.OPEN) == "<BreakerState.OPEN: 'open'>"
+    assert repr(resilient.Health.DEGRADED) == "<Health.DEGRADED: 'degraded'>"

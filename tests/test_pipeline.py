@@ -29,6 +29,7 @@ from resilient import (
     CountWindow,
     DegradedMode,
     DegradedState,
+    FallbackServed,
     Guard,
     Health,
     Pipeline,
@@ -475,8 +476,12 @@ def _switch_positional(registry: Registry, other: Registry) -> Pipeline:
     return Pipeline("odds-feed", feed, DegradedMode("odds", watches=[feed], registry=registry))
 
 
-def _fallback_without_switch(registry: Registry, other: Registry) -> Pipeline:
-    return Pipeline("odds-feed", breaker(registry), fallback=lambda m: "cached")
+def _registry_of_other_guards(registry: Registry, other: Registry) -> Pipeline:
+    return Pipeline("odds-feed", breaker(registry), registry=other)
+
+
+def _registry_not_a_registry(registry: Registry, other: Registry) -> Pipeline:
+    return Pipeline("odds-feed", breaker(registry), registry="main")  # type: ignore[call-overload]
 
 
 def _two_registries(registry: Registry, other: Registry) -> Pipeline:
@@ -496,7 +501,8 @@ def _switch_of_another_registry(registry: Registry, other: Registry) -> Pipeline
         pytest.param(_pipeline_in_pipeline, "Pipeline 'inner'", id="pipeline"),
         pytest.param(_not_a_guard, "a pipeline takes budgets", id="not-a-guard"),
         pytest.param(_switch_positional, "pass a DegradedMode as degraded=", id="switch-given"),
-        pytest.param(_fallback_without_switch, "fallback needs degraded=", id="no-switch"),
+        pytest.param(_registry_of_other_guards, "in its registry=", id="registry-not-theirs"),
+        pytest.param(_registry_not_a_registry, "registry must be a Registry", id="registry-str"),
         pytest.param(_two_registries, "share one registry", id="two-registries"),
         pytest.param(_switch_of_another_registry, "share one registry", id="foreign-switch"),
     ],
@@ -606,6 +612,29 @@ async def test_async_pipeline_fallback_answers_while_degraded(registry: Registry
         "cached b", True, "degraded: circuit breaker 'feed' is forced open"
     )
     assert primary.calls == 1
+
+
+def test_a_pipeline_joins_the_registry_given(registry: Registry) -> None:
+    """registry= names where the pipeline is registered, as for every other guard."""
+    pipeline = Pipeline("odds-feed", breaker(registry), registry=registry)
+    assert pipeline.registry is registry
+    assert registry.get("odds-feed") is pipeline
+
+
+def test_a_fallback_without_a_switch_answers_refusals(registry: Registry) -> None:
+    """Without degraded=, the fallback answers a refusal inside and names the pipeline."""
+    feed = breaker(registry)
+    events = events_of(registry)
+    price = Pipeline("odds-feed", feed, fallback=lambda match: f"cached {match}", served=True)(
+        Feed().price
+    )
+    assert price("a") == Served("live a")
+    feed.force_open()
+    answer = price("b")
+    assert (answer.value, answer.fallback) == ("cached b", True)
+    assert [(e.guard, e.error_type) for e in of_type(events, FallbackServed)] == [
+        ("odds-feed", "CircuitOpenError")
+    ]
 
 
 def test_an_async_pipeline_needs_an_async_fallback(registry: Registry) -> None:

@@ -44,6 +44,7 @@ from ._core._events import Listener as Listener
 from ._core._events import Subscription as Subscription
 from ._core._guard import Guard as Guard
 from ._core._match import ExceptionSpec as ExceptionSpec
+from ._core._public import publish as _publish
 from ._core._registry import Registry as Registry
 from ._core._registry import RegistrySnapshot as RegistrySnapshot
 from ._core._registry import default_registry as default_registry
@@ -63,6 +64,7 @@ from ._degraded import NoStaleValueError as NoStaleValueError
 from ._degraded import Served as Served
 from ._degraded import Stale as Stale
 from ._degraded import StaleCache as StaleCache
+from ._degraded import fallback as fallback
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
@@ -149,8 +151,11 @@ __all__ = [
     "deadline",
     "default_not_sent",
     "default_registry",
+    "fallback",
     "parse_retry_after",
     "read_audit_log",
 ]
 
 __version__ = "0.1.0.dev0"
+
+_publish(globals(), __all__, __name__)

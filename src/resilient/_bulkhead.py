@@ -166,8 +166,8 @@ class _Permit:
     __slots__ = ("partition", "started")
 
     def __init__(self, partition: _Partition, started: float) -> None:
-        self.partition = partition
-        self.started = started
+        self.partition: _Partition = partition
+        self.started: float = started
 
 
 class _Partition:
@@ -176,13 +176,13 @@ class _Partition:
     __slots__ = ("name", "permit", "priority", "queue", "reserved", "running", "share")
 
     def __init__(self, name: str, share: float, priority: int) -> None:
-        self.name = name
-        self.share = share
-        self.priority = priority  # 0 is the most important
+        self.name: str = name
+        self.share: float = share
+        self.priority: int = priority  # 0 is the most important
         self.queue: deque[Waiter] = deque()
-        self.running = 0
-        self.reserved = 0
-        self.permit = _Permit(self, 0.0)  # shared by calls that need no start time
+        self.running: int = 0
+        self.reserved: int = 0
+        self.permit: _Permit = _Permit(self, 0.0)  # shared by calls that need no start time
 
 
 class Bulkhead(Admission[BulkheadState, _Permit]):

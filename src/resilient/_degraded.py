@@ -24,6 +24,7 @@ from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Tran
 from ._core._validate import Duration, check_count, to_seconds
 
 __all__ = [
+    "DEFAULT_FALLBACK_NAME",
     "DEFAULT_RECOVER_AFTER",
     "DegradedMode",
     "DegradedState",
@@ -31,6 +32,7 @@ __all__ = [
     "Served",
     "Stale",
     "StaleCache",
+    "fallback",
 ]
 
 P = ParamSpec("P")
@@ -40,6 +42,9 @@ T = TypeVar("T")
 
 DEFAULT_RECOVER_AFTER = 30.0
 """How long watched guards must stay healthy before a switch returns to normal."""
+
+DEFAULT_FALLBACK_NAME = "fallback"
+"""The name a standalone :func:`fallback` reports in its :class:`FallbackServed` events."""
 
 Condition = Callable[[Mapping[str, GuardSnapshot]], bool]
 """Decides from the watched guards' snapshots (by name) whether to degrade."""
@@ -104,16 +109,37 @@ def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
     return any(s.health is not Health.HEALTHY for s in snapshots.values())
 
 
-class _ServedDecorator(Protocol):
-    """What ``fallback(..., served=True)`` returns: answers become :class:`Served`."""
+X_co = TypeVar("X_co", covariant=True)
 
-    @overload
+
+class _OrFallback(Protocol[X_co]):
+    """A sync fallback decorator: answers are the function's, or the fallback's ``X_co``."""
+
+    def __call__(self, primary: Callable[Q, R]) -> Callable[Q, R | X_co]: ...
+
+
+class _AsyncOrFallback(Protocol[X_co]):
+    """An async fallback decorator: answers are the function's, or the fallback's ``X_co``."""
+
     def __call__(
-        self, primary: Callable[Q, Coroutine[Any, Any, Any]]
-    ) -> Callable[Q, Coroutine[Any, Any, Served[Any]]]: ...
+        self, primary: Callable[Q, Coroutine[Any, Any, R]]
+    ) -> Callable[Q, Coroutine[Any, Any, R | X_co]]: ...
 
-    @overload
-    def __call__(self, primary: Callable[Q, Any]) -> Callable[Q, Served[Any]]: ...
+
+class _ServedOrFallback(Protocol[X_co]):
+    """A sync ``served=True`` fallback decorator: answers are :class:`Served` values of the
+    function's type or of ``X_co`` (the fallback's, or the value inside its :class:`Stale`)."""
+
+    def __call__(self, primary: Callable[Q, R]) -> Callable[Q, Served[R | X_co]]: ...
+
+
+class _AsyncServedOrFallback(Protocol[X_co]):
+    """An async ``served=True`` fallback decorator: :class:`Served` answers, as
+    :class:`_ServedOrFallback` says."""
+
+    def __call__(
+        self, primary: Callable[Q, Coroutine[Any, Any, R]]
+    ) -> Callable[Q, Coroutine[Any, Any, Served[R | X_co]]]: ...
 
 
 class DegradedMode(Guard[DegradedState]):
@@ -369,23 +395,61 @@ class DegradedMode(Guard[DegradedState]):
 
     # -- fallbacks -------------------------------------------------------------------------
 
+    # An async fallback also matches the sync overloads' ``Callable[..., T]``, with T a
+    # coroutine: the async overloads come first, so the overlap is deliberate.
     @overload
-    def fallback(
+    def fallback(  # type: ignore[overload-overlap]
         self,
-        fallback: Callable[..., Any],
+        fallback: Callable[..., Coroutine[Any, Any, Stale[T]]],
         *,
         on: ExceptionSpec = ...,
-        served: Literal[False] = ...,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+        served: Literal[True],
+    ) -> _AsyncServedOrFallback[T]: ...
+
+    @overload
+    def fallback(  # type: ignore[overload-overlap]
+        self,
+        fallback: Callable[..., Coroutine[Any, Any, T]],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+    ) -> _AsyncServedOrFallback[T]: ...
 
     @overload
     def fallback(
         self,
-        fallback: Callable[..., Any],
+        fallback: Callable[..., Stale[T]],
         *,
         on: ExceptionSpec = ...,
         served: Literal[True],
-    ) -> _ServedDecorator: ...
+    ) -> _ServedOrFallback[T]: ...
+
+    @overload
+    def fallback(
+        self,
+        fallback: Callable[..., T],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+    ) -> _ServedOrFallback[T]: ...
+
+    @overload
+    def fallback(  # type: ignore[overload-overlap]
+        self,
+        fallback: Callable[..., Coroutine[Any, Any, T]],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+    ) -> _AsyncOrFallback[T]: ...
+
+    @overload
+    def fallback(
+        self,
+        fallback: Callable[..., T],
+        *,
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+    ) -> _OrFallback[T]: ...
 
     @overload
     def fallback(
@@ -402,7 +466,7 @@ class DegradedMode(Guard[DegradedState]):
         *,
         on: ExceptionSpec = (),
         served: bool = False,
-    ) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
+    ) -> Any:
         """Decorate a function so that ``fallback`` answers for it when it cannot.
 
         ``fallback`` is called with the same arguments, instead of the primary, while the
@@ -411,102 +475,22 @@ class DegradedMode(Guard[DegradedState]):
         a guard (``RejectedError``) or raises an exception matching ``on``.
         An exception the fallback raises surfaces, with the primary's as its context.
 
+        The decorated function answers with the primary's value or the fallback's, and is
+        typed so: a :class:`StaleCache` fallback makes ``float`` answers ``float | Stale[float]``.
+
         Args:
             fallback: Takes the primary's arguments; ``async def`` for an async primary.
             on: Further exceptions of the primary that the fallback answers for.
             served: Return :class:`Served` values that say whether the fallback answered,
                 why, and (for a :class:`Stale` answer) how old it is.
+
+        Returns:
+            The decorator.
+
+        Raises:
+            ConfigurationError: ``fallback`` is not callable, or ``on`` is not exceptions.
         """
-        if not callable(fallback):
-            raise ConfigurationError(f"fallback must be callable (got {fallback!r})")
-        also = exception_matcher(on, "on")
-
-        def answers_for(error: Exception) -> bool:
-            return isinstance(error, RejectedError) or also(error)
-
-        def decorate(primary: Callable[P, Any]) -> Callable[P, Any]:
-            operation = getattr(primary, "__qualname__", None) or type(primary).__qualname__
-            if is_async_callable(primary):
-                if not is_async_callable(fallback):
-                    raise ConfigurationError(
-                        f"the fallback of an async function must be async too (got {fallback!r})"
-                    )
-                async_primary = cast(Callable[..., Awaitable[Any]], primary)
-                async_fallback = cast(Callable[..., Awaitable[Any]], fallback)
-
-                @functools.wraps(primary)
-                async def async_degradable(*args: Any, **kwargs: Any) -> Any:
-                    if self._serves_fallback():
-                        value = await async_fallback(*args, **kwargs)
-                        reason = f"degraded: {self._reason}"
-                        return self._answer(value, True, reason, served, operation)
-                    try:
-                        value = await async_primary(*args, **kwargs)
-                    except Exception as error:
-                        if not answers_for(error):
-                            raise
-                        reason = f"{type(error).__name__}: {error}"
-                        value = await async_fallback(*args, **kwargs)
-                        return self._answer(value, True, reason, served, operation, error)
-                    return self._answer(value, False, None, served)
-
-                return async_degradable
-
-            if is_async_callable(fallback):
-                raise ConfigurationError(
-                    f"the fallback of a sync function must be sync too (got {fallback!r})"
-                )
-
-            @functools.wraps(primary)
-            def degradable(*args: Any, **kwargs: Any) -> Any:
-                if self._serves_fallback():
-                    value = fallback(*args, **kwargs)
-                    reason = f"degraded: {self._reason}"
-                    return self._answer(value, True, reason, served, operation)
-                try:
-                    value = primary(*args, **kwargs)
-                except Exception as error:
-                    if not answers_for(error):
-                        raise
-                    reason = f"{type(error).__name__}: {error}"
-                    value = fallback(*args, **kwargs)
-                    return self._answer(value, True, reason, served, operation, error)
-                return self._answer(value, False, None, served)
-
-            return degradable
-
-        return decorate
-
-    def _answer(
-        self,
-        value: Any,
-        fallback: bool,
-        reason: str | None,
-        served: bool,
-        operation: str = "",
-        error: BaseException | None = None,
-    ) -> Any:
-        if fallback:
-            self._served_fallback.increment()
-            listeners = self._registry._listeners
-            if listeners._entries and listeners.wants(FallbackServed):
-                self._registry._publish(
-                    FallbackServed(
-                        self._name,
-                        operation,
-                        reason or "",
-                        None if error is None else type(error).__name__,
-                        self._now(),
-                        self._clock.wall(),
-                    )
-                )
-        else:
-            self._served_primary.increment()
-        if not served:
-            return value
-        if isinstance(value, Stale):
-            return Served(value.value, fallback, reason, value.age)
-        return Served(value, fallback, reason)
+        return _FallbackLayer(fallback, on, served, self._name, self._registry, self._clock, self)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -524,6 +508,248 @@ class DegradedMode(Guard[DegradedState]):
             if self._healthy_since is None
             else max(0.0, now - self._healthy_since),
         }
+
+
+class _FallbackLayer:
+    """The fallback decorator that a switch's :meth:`DegradedMode.fallback`, a pipeline's
+    ``fallback=`` and :func:`fallback` share: call the primary, let the fallback answer for
+    it (while ``switch`` is degraded, on a refusal, or on an error in ``on``), and say so."""
+
+    __slots__ = ("_also", "_clock", "_fallback", "_name", "_registry", "_served", "_switch")
+
+    def __init__(
+        self,
+        fallback: Callable[..., Any],
+        on: ExceptionSpec,
+        served: bool,
+        name: str,
+        registry: Registry,
+        clock: Clock,
+        switch: DegradedMode | None,
+    ) -> None:
+        if not callable(fallback):
+            raise ConfigurationError(f"fallback must be callable (got {fallback!r})")
+        self._fallback = fallback
+        self._also = exception_matcher(on, "on")
+        self._served = served
+        self._name = name
+        self._registry = registry
+        self._clock = clock
+        self._switch = switch
+
+    def _answers_for(self, error: Exception) -> bool:
+        return isinstance(error, RejectedError) or self._also(error)
+
+    def _degraded(self) -> str | None:
+        """Why the fallback answers without asking the primary, or ``None`` to ask it."""
+        switch = self._switch
+        if switch is not None and switch._serves_fallback():
+            return f"degraded: {switch._reason}"
+        return None
+
+    def __call__(self, primary: Callable[P, Any]) -> Callable[P, Any]:
+        fallback = self._fallback
+        operation = getattr(primary, "__qualname__", None) or type(primary).__qualname__
+        answer = self._answer
+        if is_async_callable(primary):
+            if not is_async_callable(fallback):
+                raise ConfigurationError(
+                    f"the fallback of an async function must be async too (got {fallback!r})"
+                )
+            async_primary = cast(Callable[..., Awaitable[Any]], primary)
+            async_fallback = cast(Callable[..., Awaitable[Any]], fallback)
+
+            @functools.wraps(primary)
+            async def async_degradable(*args: Any, **kwargs: Any) -> Any:
+                degraded = self._degraded()
+                if degraded is not None:
+                    value = await async_fallback(*args, **kwargs)
+                    return answer(value, True, degraded, operation)
+                try:
+                    value = await async_primary(*args, **kwargs)
+                except Exception as error:
+                    if not self._answers_for(error):
+                        raise
+                    reason = f"{type(error).__name__}: {error}"
+                    value = await async_fallback(*args, **kwargs)
+                    return answer(value, True, reason, operation, error)
+                return answer(value, False, None)
+
+            return async_degradable
+
+        if is_async_callable(fallback):
+            raise ConfigurationError(
+                f"the fallback of a sync function must be sync too (got {fallback!r})"
+            )
+
+        @functools.wraps(primary)
+        def degradable(*args: Any, **kwargs: Any) -> Any:
+            degraded = self._degraded()
+            if degraded is not None:
+                value = fallback(*args, **kwargs)
+                return answer(value, True, degraded, operation)
+            try:
+                value = primary(*args, **kwargs)
+            except Exception as error:
+                if not self._answers_for(error):
+                    raise
+                reason = f"{type(error).__name__}: {error}"
+                value = fallback(*args, **kwargs)
+                return answer(value, True, reason, operation, error)
+            return answer(value, False, None)
+
+        return degradable
+
+    def _answer(
+        self,
+        value: Any,
+        fallback: bool,
+        reason: str | None,
+        operation: str = "",
+        error: BaseException | None = None,
+    ) -> Any:
+        switch = self._switch
+        if fallback:
+            if switch is not None:
+                switch._served_fallback.increment()
+            listeners = self._registry._listeners
+            if listeners._entries and listeners.wants(FallbackServed):
+                self._registry._publish(
+                    FallbackServed(
+                        self._name,
+                        operation,
+                        reason or "",
+                        None if error is None else type(error).__name__,
+                        self._clock.monotonic(),
+                        self._clock.wall(),
+                    )
+                )
+        elif switch is not None:
+            switch._served_primary.increment()
+        if not self._served:
+            return value
+        if isinstance(value, Stale):
+            return Served(value.value, fallback, reason, value.age)
+        return Served(value, fallback, reason)
+
+
+@overload
+def fallback(  # type: ignore[overload-overlap]
+    fallback: Callable[..., Coroutine[Any, Any, Stale[T]]],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[True],
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _AsyncServedOrFallback[T]: ...
+
+
+@overload
+def fallback(  # type: ignore[overload-overlap]
+    fallback: Callable[..., Coroutine[Any, Any, T]],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[True],
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _AsyncServedOrFallback[T]: ...
+
+
+@overload
+def fallback(
+    fallback: Callable[..., Stale[T]],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[True],
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _ServedOrFallback[T]: ...
+
+
+@overload
+def fallback(
+    fallback: Callable[..., T],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[True],
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _ServedOrFallback[T]: ...
+
+
+@overload
+def fallback(  # type: ignore[overload-overlap]
+    fallback: Callable[..., Coroutine[Any, Any, T]],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[False] = ...,
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _AsyncOrFallback[T]: ...
+
+
+@overload
+def fallback(
+    fallback: Callable[..., T],
+    *,
+    on: ExceptionSpec = ...,
+    served: Literal[False] = ...,
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> _OrFallback[T]: ...
+
+
+@overload
+def fallback(
+    fallback: Callable[..., Any],
+    *,
+    on: ExceptionSpec = ...,
+    served: bool,
+    name: str = ...,
+    registry: Registry | None = ...,
+) -> Callable[[Callable[P, Any]], Callable[P, Any]]: ...
+
+
+def fallback(
+    fallback: Callable[..., Any],
+    *,
+    on: ExceptionSpec = (),
+    served: bool = False,
+    name: str = DEFAULT_FALLBACK_NAME,
+    registry: Registry | None = None,
+) -> Any:
+    """Decorate a function so that ``fallback`` answers when it is refused or fails.
+
+    A fallback without a :class:`DegradedMode` switch: the primary is always called first,
+    and ``fallback`` is called with the same arguments when a guard inside refuses the call
+    (``RejectedError``) or the primary raises an exception matching ``on``. Other errors,
+    and control-flow exceptions such as cancellation, pass through. An exception the
+    fallback raises surfaces, with the primary's as its context. Each answer it gives is a
+    :class:`FallbackServed` event in ``registry``, as a switch's fallback is.
+
+    Args:
+        fallback: Takes the primary's arguments; ``async def`` for an async primary.
+        on: Further exceptions of the primary that the fallback answers for.
+        served: Return :class:`Served` values that say whether the fallback answered,
+            why, and (for a :class:`Stale` answer) how old it is.
+        name: Reported as the ``guard`` of its :class:`FallbackServed` events.
+        registry: Where its events are published; the default registry if omitted.
+
+    Returns:
+        The decorator; a decorated function answers with its own type or the fallback's
+        (``R | T``), or ``Served[R | T]`` with ``served=True``.
+
+    Raises:
+        ConfigurationError: ``fallback`` is not callable, ``on`` is not exceptions,
+            ``name`` is not a string or ``registry`` not a :class:`Registry`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
+    if registry is None:
+        registry = default_registry
+    elif not isinstance(registry, Registry):
+        raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
+    return _FallbackLayer(fallback, on, served, name, registry, registry.clock, None)
 
 
 class StaleCache(Generic[T]):
@@ -559,7 +785,7 @@ class StaleCache(Generic[T]):
         self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
         if self._key is not None:
             return self._key(*args, **kwargs)
         return (args, tuple(sorted(kwargs.items()))) if kwargs else args
@@ -617,7 +843,9 @@ class StaleCache(Generic[T]):
 
         return remembering
 
-    def fallback(self, *args: Any, **kwargs: Any) -> Stale[T]:
+    # Arguments typed ``object``, not ``Any``: with ``Any`` in its type, a type checker
+    # cannot tell which of ``fallback()``'s overloads (Stale or not) this matches.
+    def fallback(self, *args: object, **kwargs: object) -> Stale[T]:
         """The remembered answer for these arguments, with its age.
 
         Raises:
@@ -631,6 +859,6 @@ class StaleCache(Generic[T]):
             )
         return stale
 
-    async def fallback_async(self, *args: Any, **kwargs: Any) -> Stale[T]:
+    async def fallback_async(self, *args: object, **kwargs: object) -> Stale[T]:
         """:meth:`fallback` for async primaries."""
         return self.fallback(*args, **kwargs)

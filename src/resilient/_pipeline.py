@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, Literal, cast, overload
 
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, TypeVar
 
 from ._core._errors import ConfigurationError
 from ._core._guard import Guard
@@ -14,12 +14,41 @@ from ._core._match import ExceptionSpec
 from ._core._registry import Registry
 from ._core._run import Admits, admit_both
 from ._core._state import Health, Statistic, Transition, worst
-from ._degraded import DegradedMode
+from ._degraded import DegradedMode, Served, Stale, _FallbackLayer
 
 __all__ = ["KIND_ORDER", "Pipeline", "PipelineState"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+# What a pipeline's answers are, for type checkers only: the type argument of Pipeline.
+class _Keeps:
+    """The function's own answers: no fallback."""
+
+
+class _Or(Generic[T]):
+    """The function's answers or a sync fallback's ``T``."""
+
+
+class _ServedOr(Generic[T]):
+    """:class:`Served` answers of the function's type or a sync fallback's ``T``."""
+
+
+class _AsyncOr(Generic[T]):
+    """The async function's answers or an async fallback's ``T``."""
+
+
+class _AsyncServedOr(Generic[T]):
+    """:class:`Served` answers of the async function's type or an async fallback's ``T``."""
+
+
+class _Unknown:
+    """``served`` only known at run time."""
+
+
+Answers = TypeVar("Answers", default=_Keeps)
 
 KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead")
 """Outermost first. Why this order:
@@ -54,7 +83,7 @@ class PipelineState(str, enum.Enum):
         return self.value
 
 
-class Pipeline(Guard[PipelineState]):
+class Pipeline(Guard[PipelineState], Generic[Answers]):
     """Several guards applied as one decorator, outermost first in :data:`KIND_ORDER`.
 
     The guards may be given in any order; the pipeline puts them in the recommended one
@@ -66,18 +95,126 @@ class Pipeline(Guard[PipelineState]):
         *guards: Budgets, retries, breakers and bulkheads, from one registry.
         degraded: A switch; with ``fallback``, it answers while degraded or on refusal.
             Without a fallback the switch only counts in the pipeline's health.
-        fallback: What answers instead of the guarded function (see
-            :meth:`DegradedMode.fallback`); needs ``degraded``.
+        fallback: What answers instead of the guarded function: with ``degraded``, as
+            :meth:`DegradedMode.fallback` says; without, on refusal or an error in ``on``
+            only, as :func:`~resilient.fallback` says (its events name the pipeline).
         on: Further exceptions the fallback answers for.
         served: Return :class:`~resilient.Served` values from the fallback layer.
+        registry: The registry of the pipeline and of all its guards; that of the guards
+            if omitted.
         replace: Replace a guard of the same name instead of refusing.
 
     Raises:
-        ConfigurationError: A guard of an unknown kind, guards from several registries, or
-            a fallback without a switch.
+        ConfigurationError: A guard of an unknown kind, guards from several registries or
+            from another registry than ``registry``, or ``on``/``served`` without a
+            fallback.
     """
 
     kind = "pipeline"
+
+    @overload
+    def __init__(
+        self: Pipeline[_Keeps],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: None = ...,
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_AsyncServedOr[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., Coroutine[Any, Any, Stale[T]]],
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_AsyncServedOr[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., Coroutine[Any, Any, T]],
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_ServedOr[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., Stale[T]],
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_ServedOr[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., T],
+        on: ExceptionSpec = ...,
+        served: Literal[True],
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_AsyncOr[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., Coroutine[Any, Any, T]],
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_Or[T]],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., T],
+        on: ExceptionSpec = ...,
+        served: Literal[False] = ...,
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pipeline[_Unknown],
+        name: str,
+        *guards: Guard[Any],
+        degraded: DegradedMode | None = ...,
+        fallback: Callable[..., Any] | None = ...,
+        on: ExceptionSpec = ...,
+        served: bool,
+        registry: Registry | None = ...,
+        replace: bool = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -87,6 +224,7 @@ class Pipeline(Guard[PipelineState]):
         fallback: Callable[..., Any] | None = None,
         on: ExceptionSpec = (),
         served: bool = False,
+        registry: Registry | None = None,
         replace: bool = False,
     ) -> None:
         parts: list[Guard[Any]] = list(guards)
@@ -114,20 +252,36 @@ class Pipeline(Guard[PipelineState]):
                 f"on= and served= shape the fallback's answers; they need fallback= "
                 f"(got on={on!r}, served={served!r} and no fallback)"
             )
-        if fallback is not None and degraded is None:
-            raise ConfigurationError(
-                "fallback needs degraded=, the switch that decides when it serves"
-            )
-        registries = {id(guard.registry) for guard in parts}
-        if len(registries) > 1:
-            raise ConfigurationError("the guards of a pipeline must share one registry")
-        registry: Registry = parts[0].registry
+        if registry is None:
+            registry = parts[0].registry
+        elif not isinstance(registry, Registry):
+            raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
+        for guard in parts:
+            if guard.registry is not registry:
+                if len({id(guard.registry) for guard in parts}) > 1:
+                    raise ConfigurationError("the guards of a pipeline must share one registry")
+                raise ConfigurationError(
+                    f"the guards of a pipeline must be in its registry= ({guard.kind} "
+                    f"{guard.name!r} is in another registry); build them with the same "
+                    "registry="
+                )
         self._parts = tuple(sorted(parts, key=lambda g: KIND_ORDER.index(g.kind)))
         self._names = {guard.name for guard in self._parts}
         self._degraded = degraded
-        self._fallback = fallback
-        self._on = on
-        self._served = served
+        # Without a switch the pipeline's fallback is a standalone one, named after it.
+        self._fallback = (
+            None
+            if fallback is None
+            else _FallbackLayer(
+                fallback,
+                on,
+                served,
+                name if degraded is None else degraded.name,
+                registry,
+                registry.clock if degraded is None else degraded._clock,
+                degraded,
+            )
+        )
         super().__init__(
             name,
             state=PipelineState.HEALTHY,
@@ -144,7 +298,31 @@ class Pipeline(Guard[PipelineState]):
         """The guards, outermost first."""
         return self._parts
 
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+    @overload
+    def __call__(self: Pipeline[_Or[T]], fn: Callable[P, R]) -> Callable[P, R | T]: ...
+
+    @overload
+    def __call__(
+        self: Pipeline[_ServedOr[T]], fn: Callable[P, R]
+    ) -> Callable[P, Served[R | T]]: ...
+
+    @overload
+    def __call__(
+        self: Pipeline[_AsyncOr[T]], fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
+
+    @overload
+    def __call__(
+        self: Pipeline[_AsyncServedOr[T]], fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, Served[R | T]]]: ...
+
+    @overload
+    def __call__(self: Pipeline[_Unknown], fn: Callable[P, Any]) -> Callable[P, Any]: ...
+
+    @overload
+    def __call__(self: Pipeline[_Keeps], fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate ``fn`` (sync or ``async def``) with every guard, in order."""
         wrapped: Callable[..., Any] = fn
         layers = [guard for guard in self._parts if guard is not self._degraded]
@@ -157,10 +335,8 @@ class Pipeline(Guard[PipelineState]):
                 wrapped = admit_both(cast(Admits[Any], below), cast(Admits[Any], guard), wrapped)
             else:
                 wrapped = cast(Callable[..., Any], guard)(wrapped)
-        if self._degraded is not None and self._fallback is not None:
-            wrapped = self._degraded.fallback(self._fallback, on=self._on, served=self._served)(
-                wrapped
-            )
+        if self._fallback is not None:
+            wrapped = self._fallback(wrapped)
         return wrapped
 
     def _refresh(self) -> None:

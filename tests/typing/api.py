@@ -202,7 +202,11 @@ async def live(match: str) -> float:
     return 1.95
 
 
-@page.fallback(lambda match: 2.0)
+def two(match: str) -> float:
+    return 2.0
+
+
+@page.fallback(two)
 def plain(match: str) -> float:
     return 1.95
 
@@ -218,7 +222,7 @@ def stacked(match: str) -> float:
 async def use_the_rest() -> None:
     assert_type(await priced("s"), float)
     answer = await live("ARS-CHE")
-    assert_type(answer, resilient.Served[Any])
+    assert_type(answer, resilient.Served[float])
     assert_type(plain("ARS-CHE"), float)
     assert_type(stacked("ARS-CHE"), float)
     assert_type(latency.percentile(0.99), float | None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 
@@ -65,9 +65,18 @@ class SystemClock:
 
     __slots__ = ()
 
-    # The C functions themselves, so a guard's bound ``monotonic`` costs one C call.
-    monotonic = staticmethod(time.monotonic)
-    wall = staticmethod(time.time)
+    if TYPE_CHECKING:
+
+        def monotonic(self) -> float:
+            """``time.monotonic()``."""
+
+        def wall(self) -> float:
+            """``time.time()``."""
+
+    else:
+        # The C functions themselves, so a guard's bound ``monotonic`` costs one C call.
+        monotonic = staticmethod(time.monotonic)
+        wall = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

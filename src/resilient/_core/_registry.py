@@ -284,5 +284,5 @@ def _log_transition(transition: Transition) -> None:
     )
 
 
-default_registry = Registry()
+default_registry: Registry = Registry()
 """The registry every guard joins unless given ``registry=``."""

@@ -451,7 +451,7 @@ class Attempt:
 
     def __init__(self, attempts: Attempts, number: int) -> None:
         self._attempts = attempts
-        self.number = number
+        self.number: int = number
         """1 for the first attempt."""
 
     def __enter__(self) -> Attempt:

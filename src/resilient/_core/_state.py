@@ -79,6 +79,13 @@ def worst(healths: Iterable[Health]) -> Health:
     return result
 
 
+def _by_constructor(record: Any) -> tuple[Any, tuple[Any, ...]]:
+    """Pickle a frozen record by its constructor: a read-only mapping field cannot be
+    pickled, but the dict it was made from can, and ``__post_init__`` wraps it again."""
+    values = (getattr(record, f.name) for f in fields(record))
+    return type(record), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
+
+
 @dataclass(frozen=True, slots=True)
 class GuardSnapshot:
     """A guard's state at one instant.
@@ -106,6 +113,9 @@ class GuardSnapshot:
     def __post_init__(self) -> None:
         if not isinstance(self.statistics, MappingProxyType):
             object.__setattr__(self, "statistics", MappingProxyType(dict(self.statistics)))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _by_constructor(self)
 
     def describe(self) -> str:
         """The guard's state in words: ``"circuit breaker 'feed' is open"``."""
@@ -186,6 +196,9 @@ class Transition(Event):
     def __post_init__(self) -> None:
         if not isinstance(self.lineage, MappingProxyType):
             object.__setattr__(self, "lineage", MappingProxyType(dict(self.lineage)))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _by_constructor(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:

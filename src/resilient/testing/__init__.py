@@ -5,6 +5,10 @@ The pytest plugin is registered automatically and provides the fixtures
 :class:`~resilient.Registry` stamped by that clock).
 """
 
+from resilient._core._public import publish as _publish
+
 from ._virtual_clock import VirtualClock as VirtualClock
 
 __all__ = ["VirtualClock"]
+
+_publish(globals(), __all__, __name__)
