@@ -163,14 +163,14 @@ def test_breaches_exactly_when_the_burn_rate_reaches_the_threshold(
 def test_the_breach_reason_names_p99_target_burn_rate_and_window(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """The reason reads "p99 <latency> over 50 ms target; burn rate 1.7 over 60 s"."""
+    """The reason reads "p99 <latency> over 50 ms target; burn rate 1.67 over 60 s"."""
     budget = make(registry, clock)
     handle = handler(budget, clock)
     run(handle, FAST, 10)
     run(handle, SLOW, 2)
 
     reason = registry.trail[-1].reason
-    match = re.match(r"p99 ([0-9.]+) ms over 50 ms target; burn rate 1\.7 over 60 s$", reason)
+    match = re.match(r"p99 ([0-9.]+) ms over 50 ms target; burn rate 1\.67 over 60 s$", reason)
     assert match is not None, reason
     assert float(match.group(1)) == pytest.approx(SLOW * 1000, rel=0.01)
     assert budget.snapshot().reason == reason
@@ -292,6 +292,129 @@ def test_fast_failures_breach_the_budget(registry: Registry, clock: VirtualClock
     run(handle, FAST, 2, fail=True)
 
     assert state(budget) is BudgetState.BREACHED
+
+
+# -- refusals by guards inside, and reasons that agree with their numbers ---------------------
+
+
+def full_pool(registry: Registry, clock: VirtualClock) -> resilient.Bulkhead:
+    """A bulkhead with its one slot taken and no queue: it refuses every call."""
+    pool = resilient.Bulkhead("pool", max_concurrent=1, max_queue=0, registry=registry, clock=clock)
+    pool.try_acquire()
+    return pool
+
+
+def through(budget: Budget, pool: resilient.Bulkhead, clock: VirtualClock) -> Handler:
+    """An operation measured by ``budget`` that calls through ``pool`` inside it."""
+
+    @budget
+    def handle(latency: float, fail: bool = False) -> str:
+        def work() -> str:
+            clock.advance(latency)
+            if fail:
+                raise ConnectionError("upstream reset")
+            return "ok"
+
+        return pool.call(work)
+
+    return handle
+
+
+def refuse(handle: Handler, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(resilient.BulkheadFullError):
+            handle(FAST)
+
+
+def test_refusals_by_an_inner_guard_are_named_as_refusals_in_the_reason(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A budget burnt by a full bulkhead inside says so, with numbers as people write them."""
+    budget = make(registry, clock, objective=0.99)
+    handle = through(budget, full_pool(registry, clock), clock)
+    refuse(handle, 10)
+
+    assert state(budget) is BudgetState.BREACHED
+    reason = registry.trail[-1].reason
+    assert re.fullmatch(
+        r"100% of calls were refused by an inner guard "
+        r"\(p99 [0-9.]+ ms within the 50 ms target\); burn rate 100 over 60 s",
+        reason,
+    ), reason
+
+
+def test_failures_refusals_and_slow_calls_are_counted_apart(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The window counts failed, refused and slow calls separately; bad_calls is their sum."""
+    budget = make(registry, clock)
+    pool = resilient.Bulkhead("pool", max_concurrent=1, registry=registry, clock=clock)
+    handle = through(budget, pool, clock)
+    run(handle, FAST, 10)
+    run(handle, SLOW, 1)
+    run(handle, FAST, 2, fail=True)
+    with pool.try_acquire():
+        refuse(handle, 3)
+
+    stats = statistics(budget)
+    assert {key: stats[key] for key in ("calls", "bad_calls")} == {"calls": 16, "bad_calls": 6}
+    assert (stats["failed_calls"], stats["refused_calls"], stats["slow_calls"]) == (2, 3, 1)
+
+
+def test_a_breached_snapshot_gives_its_reason_from_the_window_as_it_is_now(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The breach names its first cause; a later read names every cause, as shares now."""
+    budget = make(registry, clock)
+    pool = resilient.Bulkhead("pool", max_concurrent=1, registry=registry, clock=clock)
+    handle = through(budget, pool, clock)
+    run(handle, FAST, 10)
+    run(handle, FAST, 2, fail=True)  # 2 of 12 failed: burn 1.67 breaches
+    assert budget.snapshot().reason == (
+        "16.7% of calls failed (p99 0.997 ms within the 50 ms target); burn rate 1.67 over 60 s"
+    )
+    clock.advance(30)
+    run(handle, SLOW, 1)
+    with pool.try_acquire():
+        refuse(handle, 3)
+
+    assert budget.snapshot().reason == (
+        "18.8% of calls were refused by an inner guard, 12.5% failed, 6.25% missed the "
+        "50 ms target (p99 0.997 ms within the 50 ms target); burn rate 3.75 over 60 s"
+    )
+    breach = next(t for t in registry.trail if t.guard == "checkout")
+    assert breach.reason.startswith("16.7% of calls failed")  # as it was made
+
+
+def test_a_recovering_breach_says_how_long_it_has_been_below_the_threshold(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """While the burn rate is back below the threshold, the reason says for how long."""
+    budget = make(registry, clock, objective=0.5, recover_after=12)
+    handle = handler(budget, clock)
+    run(handle, FAST, 4)
+    run(handle, SLOW, 6)
+    for _ in range(4):
+        clock.advance(6)
+        run(handle, FAST)  # the third brings the burn rate below 1, the fourth 6 s later
+
+    assert budget.snapshot().reason == (
+        "p99 99.2 ms over 50 ms target; burn rate 0.857 over 60 s; "
+        "below 1 for 6 s of the 12 s it needs to recover"
+    )
+
+
+def test_refusals_are_left_out_with_count_refusals_false(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """count_refusals=False: a refused call is no call of the operation, good or bad."""
+    budget = make(registry, clock, count_refusals=False)
+    handle = through(budget, full_pool(registry, clock), clock)
+    refuse(handle, 20)
+
+    stats = statistics(budget)
+    assert (stats["calls"], stats["bad_calls"], stats["p99"]) == (0, 0, None)
+    assert state(budget) is BudgetState.WITHIN
 
 
 # -- recovery --------------------------------------------------------------------------------
@@ -714,6 +837,7 @@ A_RETRY_BUDGET = "a RetryBudget, built in the test"
             {"hedge_budget": A_RETRY_BUDGET}, "hedge_budget", id="hedge-budget-without-hedge"
         ),
         pytest.param({"count_failures": "no"}, "count_failures", id="count-failures-not-bool"),
+        pytest.param({"count_refusals": "no"}, "count_refusals", id="count-refusals-not-bool"),
         pytest.param({"hedge": "p99", "idempotent": True}, "hedge", id="hedge-p99"),
     ],
 )

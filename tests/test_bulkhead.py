@@ -681,8 +681,12 @@ async def test_a_long_queue_wait_degrades_to_queueing(
             "calls queue for 0.2 s > 0.1 s (2 queued, 1 of 1 running)"
         )
         calls.finish_all()
+    assert bulkhead.state is BulkheadState.QUEUEING  # "b" waited long too, just now
+    clock.advance(1.0)  # the default recover_after
     assert bulkhead.state is BulkheadState.ACCEPTING
-    assert registry.trail[-1].reason == "queue drained; 1 of 1 running"  # "b" took the slot
+    assert registry.trail[-1].reason == (
+        "for 1 s no call queued past 0.1 s (0 queued, 0 of 1 running)"
+    )
 
 
 def test_a_refusal_saturates(registry: Registry, clock: VirtualClock) -> None:
@@ -694,14 +698,15 @@ def test_a_refusal_saturates(registry: Registry, clock: VirtualClock) -> None:
     assert moves(registry) == [("accepting", "saturated")]
     assert registry.trail[-1].reason == "refusing calls: 1 of 1 running, 0 of 0 queued"
     slot.release()
+    clock.advance(1.0)  # the default recover_after
     assert bulkhead.state is BulkheadState.ACCEPTING
 
 
 @pytest.mark.anyio
-async def test_saturated_holds_until_the_bulkhead_admits_again(
+async def test_saturated_holds_for_recover_after_past_the_last_refusal(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """SATURATED lasts while calls are refused, and ends when a queued caller is admitted."""
+    """SATURATED outlasts the last refusal by recover_after, even as queued callers get in."""
     bulkhead = make(registry, clock, max_queue=1)
     async with calling(bulkhead) as calls:
         for name in ("holder", "a", "b"):
@@ -709,9 +714,12 @@ async def test_saturated_holds_until_the_bulkhead_admits_again(
         assert calls.refused == {"b": "queue_full"}
         assert bulkhead.state is BulkheadState.SATURATED
         await calls.finish("holder")
-        assert (bulkhead.state, calls.admitted) == (BulkheadState.ACCEPTING, ["holder", "a"])
+        assert (bulkhead.state, calls.admitted) == (BulkheadState.SATURATED, ["holder", "a"])
+        clock.advance(0.5)
         await calls.finish("a")
-        assert bulkhead.state is BulkheadState.ACCEPTING
+        assert bulkhead.state is BulkheadState.SATURATED
+    clock.advance(0.5)  # 1 s, the default recover_after, since "b" was refused
+    assert bulkhead.state is BulkheadState.ACCEPTING
     assert moves(registry) == [("accepting", "saturated"), ("saturated", "accepting")]
 
 
@@ -732,6 +740,7 @@ async def test_a_codel_shed_as_the_queue_drains_leaves_the_bulkhead_accepting(
         await calls.finish("holder")  # t=0.11: standing; "b" waited 0.02 > target
     assert calls.refused == {"a": "codel", "b": "codel"}
     assert (bulkhead.running, bulkhead.queued) == (0, 0)
+    clock.advance(1.0)  # the default recover_after, since "a" was shed while the slot was taken
     assert (bulkhead.state, bulkhead.health) == (BulkheadState.ACCEPTING, Health.HEALTHY)
 
 
@@ -1006,3 +1015,125 @@ async def test_callers_waiting_for_their_rate_turn_hold_queue_places(
         await anyio.sleep(0.01)
         tasks.start_soon(call, "finds the queue full")
     assert results == ["finds the queue full: queue_full", "waits for its turn: admitted"]
+
+
+# -- hysteresis under sustained overload -------------------------------------------------------
+
+
+async def overload(calls: Calls, clock: VirtualClock, *, seconds: float) -> float:
+    """Twice the traffic the bulkhead can serve for ``seconds`` of virtual time: a caller
+    every 50 ms, each holding its slot 200 ms, against two slots and a queue of four.
+
+    Returns:
+        When the last caller was refused.
+    """
+    last_refused = -1.0
+    due: dict[str, float] = {}
+    step, service = 0.05, 0.2
+    for tick in range(round(seconds / step)):
+        now = clock.monotonic()
+        for name in [n for n, at in due.items() if at <= now]:
+            del due[name]
+            await calls.finish(name)
+        await calls.start(f"c{tick}")
+        if f"c{tick}" in calls.refused:
+            last_refused = clock.monotonic()
+        for name in calls.admitted:
+            if name not in due and not calls.gates[name].is_set():
+                due[name] = clock.monotonic() + service
+        clock.advance(step)
+    return last_refused
+
+
+def overloaded(registry: Registry, clock: VirtualClock) -> Bulkhead:
+    return make(registry, clock, max_concurrent=2, max_queue=4, degrade_after=0.1)
+
+
+@pytest.mark.anyio
+async def test_steady_overload_moves_the_state_a_handful_of_times(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Six seconds of steady overload change the state a few times, not on every call."""
+    bulkhead = overloaded(registry, clock)
+    async with calling(bulkhead) as calls:
+        await overload(calls, clock, seconds=6.0)
+        assert len(calls.refused) > 50  # the load really was too much, all along
+        assert bulkhead.state is BulkheadState.SATURATED
+        calls.finish_all()
+    assert len(moves(registry)) <= 4, moves(registry)
+
+
+@pytest.mark.anyio
+async def test_the_first_refusal_saturates_at_once(registry: Registry, clock: VirtualClock) -> None:
+    """The state follows the overload at once: SATURATED from the first refusal on."""
+    bulkhead = overloaded(registry, clock)
+    async with calling(bulkhead) as calls:
+        for name in ("a", "b", "c", "d", "e", "f"):
+            await calls.start(name)  # two running, four queued: full, nobody refused yet
+        assert bulkhead.state is BulkheadState.ACCEPTING
+        await calls.start("g")
+        assert calls.refused == {"g": "queue_full"}
+        assert (bulkhead.state, moves(registry)) == (
+            BulkheadState.SATURATED,
+            [("accepting", "saturated")],
+        )
+        calls.finish_all()
+
+
+@pytest.mark.anyio
+async def test_after_the_overload_the_bulkhead_recovers_within_recover_after(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Once refusals and long waits stop, ACCEPTING returns recover_after later, no sooner."""
+    bulkhead = overloaded(registry, clock)
+    async with calling(bulkhead) as calls:
+        last_refused = await overload(calls, clock, seconds=2.0)
+        ended = clock.monotonic()
+        calls.finish_all()  # the last queued callers get their slots after long waits
+    assert bulkhead.state is BulkheadState.SATURATED
+    clock.advance(last_refused + 0.99 - ended)  # the default recover_after is 1 s
+    assert bulkhead.state is BulkheadState.SATURATED
+    clock.advance(0.01)
+    assert (bulkhead.state, bulkhead.health) == (BulkheadState.QUEUEING, Health.DEGRADED)
+    assert registry.trail[-1].reason == (
+        "no call refused for 1 s; calls still queue past 0.1 s (0 queued, 0 of 2 running)"
+    )
+    clock.advance(ended + 1.0 - clock.monotonic())
+    assert (bulkhead.state, bulkhead.health) == (BulkheadState.ACCEPTING, Health.HEALTHY)
+    last = registry.trail[-1]
+    assert last.at == pytest.approx(ended + 1.0)  # stamped when it fell due
+    assert last.reason == "for 1 s no call queued past 0.1 s (0 queued, 0 of 2 running)"
+
+
+def test_recover_after_sets_how_long_a_worse_state_outlasts_its_cause(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """recover_after=5 keeps SATURATED for five quiet seconds after the last refusal."""
+    bulkhead = make(registry, clock, max_queue=0, recover_after=5)
+    with bulkhead.acquire():
+        refusal(bulkhead.acquire)
+    clock.advance(4.9)
+    assert bulkhead.state is BulkheadState.SATURATED
+    clock.advance(0.1)
+    assert bulkhead.state is BulkheadState.ACCEPTING
+
+
+def test_recover_after_must_be_a_duration(registry: Registry, clock: VirtualClock) -> None:
+    """A negative recover_after is a configuration error naming it."""
+    with pytest.raises(ConfigurationError, match="recover_after"):
+        make(registry, clock, recover_after=-1)
+
+
+@pytest.mark.anyio
+async def test_a_pipeline_over_an_overloaded_bulkhead_does_not_flap(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The pipeline's state follows its bulkhead's, so it too moves a handful of times."""
+    bulkhead = overloaded(registry, clock)
+    pipeline = resilient.Pipeline("quotes", bulkhead)
+    async with calling(bulkhead) as calls:
+        await overload(calls, clock, seconds=6.0)
+        assert pipeline.health is Health.UNAVAILABLE
+        calls.finish_all()
+    pipeline_moves = [t for t in registry.trail if t.guard == "quotes"]
+    assert 1 <= len(pipeline_moves) <= 4, pipeline_moves

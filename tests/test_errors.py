@@ -54,3 +54,23 @@ def test_rejections_carry_their_pieces() -> None:
     assert (copy.guard, copy.retry_after, copy.state) == ("odds-feed", 3.0, "open")
     assert repr(copy) == "CircuitOpenError('odds-feed', 3.0, 'open')"
     assert RejectedError("x").retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        pytest.param(100.0, "100", id="hundred"),
+        pytest.param(14.4, "14.4", id="workbook-threshold"),
+        pytest.param(5 / 3, "1.67", id="three-digits"),
+        pytest.param(0.5, "0.5", id="half"),
+        pytest.param(0.023712, "0.0237", id="small"),
+        pytest.param(123456.7, "123457", id="large"),
+        pytest.param(1e-7, "0.0000001", id="tiny"),
+        pytest.param(0.0, "0", id="zero"),
+    ],
+)
+def test_numbers_in_reasons_read_as_people_write_them(value: float, text: str) -> None:
+    """format_number gives three significant digits and never exponent notation."""
+    from resilient._core._errors import format_number
+
+    assert format_number(value) == text

@@ -193,6 +193,8 @@ def run_scenario(t: Telemetry) -> None:
         with pytest.raises(BulkheadFullError):
             pool.call(lambda: "never runs")
         held[0].release()
+        clock.advance(1.0)  # the bulkhead's recover_after: it has refused nobody since
+        assert pool.state == "accepting"  # read inside the span, so the move lands there
         for latency in (0.05, 0.05, 0.3):
             page.call(clock.advance, latency)
 

@@ -109,6 +109,57 @@ def test_the_trail_keeps_the_last_n_transitions_in_order(clock: VirtualClock) ->
     assert [t.reason for t in registry.trail] == ["close 3", "open 4", "close 4"]
 
 
+def test_a_noisy_guard_does_not_push_out_another_guards_last_transitions(
+    clock: VirtualClock,
+) -> None:
+    """10,000 transitions of one guard leave another's last transitions in the trail."""
+    registry = Registry(trail_size=100, clock=clock)
+    feed = breaker(registry, clock, "feed")
+    noisy = breaker(registry, clock, "noisy")
+    feed.force_open(reason="partner down")
+    feed.close(reason="partner back")
+    for _ in range(5_000):
+        noisy.force_open()
+        noisy.close()
+    for trail in (registry.trail, registry.snapshot().trail):
+        assert [(t.guard, t.reason) for t in trail[:2]] == [
+            ("feed", "partner down"),
+            ("feed", "partner back"),
+        ]
+        assert len(trail) == 102  # the last 100 of all, and the feed's own two before them
+        assert all(t.guard == "noisy" for t in trail[2:])
+
+
+def flip(guard: CircuitBreaker, times: int) -> None:
+    """Make ``times`` transitions of ``guard``, each with a numbered reason."""
+    for i in range(times):
+        if i % 2:
+            guard.close(reason=f"{guard.name} {i}")
+        else:
+            guard.force_open(reason=f"{guard.name} {i}")
+
+
+def test_each_guard_keeps_its_own_last_twenty_transitions_in_order(clock: VirtualClock) -> None:
+    """Past trail_size, the trail still has each guard's last 20 transitions, in order."""
+    registry = Registry(trail_size=50, clock=clock)
+    quiet, noisy = breaker(registry, clock, "quiet"), breaker(registry, clock, "noisy")
+    flip(quiet, 30)
+    flip(noisy, 100)
+    trail = registry.trail
+    assert [t.reason for t in trail] == [f"quiet {i}" for i in range(10, 30)] + [
+        f"noisy {i}" for i in range(50, 100)
+    ]
+
+
+def test_an_unregistered_guard_leaves_only_the_shared_trail(clock: VirtualClock) -> None:
+    """Unregistering a guard drops its own history, so the trail stays bounded."""
+    registry = Registry(trail_size=3, clock=clock)
+    flip(breaker(registry, clock, "gone"), 2)
+    registry.unregister("gone")
+    flip(breaker(registry, clock, "stays"), 3)
+    assert [t.reason for t in registry.trail] == ["stays 0", "stays 1", "stays 2"]
+
+
 def test_trail_size_must_be_positive() -> None:
     """A trail_size below 1 is a configuration error naming the value."""
     with pytest.raises(ConfigurationError, match=r"trail_size must be >= 1 \(got 0\)"):

@@ -17,7 +17,13 @@ from typing_extensions import ParamSpec
 
 from ._core._clock import Clock
 from ._core._deadline import Deadline, current_deadline, set_deadline
-from ._core._errors import BudgetExceededError, ConfigurationError, format_seconds
+from ._core._errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    RejectedError,
+    format_number,
+    format_seconds,
+)
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
 from ._core._run import Admission, is_async_callable
@@ -45,7 +51,9 @@ DEFAULT_BUDGET_MINIMUM_CALLS = 20
 DEFAULT_RECOVER_AFTER = 60.0
 _SLICES = 10
 _FOLD_AT = 512  # lock-free good calls that may pile up before they are counted
-_TOTAL, _BAD = 0, 1
+# The window's counters: every call, the bad ones, and two kinds of bad call told apart
+# (the rest of the bad ones were slow).
+_TOTAL, _BAD, _FAILED, _REFUSED = 0, 1, 2, 3
 _ROUNDING = 1e-9
 
 
@@ -101,7 +109,8 @@ class Budget(Admission[BudgetState, _Permit]):
     Use it as a decorator on a sync or ``async def`` function, through :meth:`call` /
     :meth:`call_async`, or around a block. Every call's latency goes into a histogram over
     ``window`` (percentiles in the snapshot). A call slower than ``target`` (or failed,
-    with ``count_failures``) is *bad*; the **burn rate** is the fraction of bad calls over
+    with ``count_failures``, or refused by a guard inside the budget, with
+    ``count_refusals``) is *bad*; the **burn rate** is the fraction of bad calls over
     the allowed fraction ``1 - objective``. With at least ``minimum_calls`` in the window,
     a burn rate at or above ``burn_threshold`` moves the budget to BREACHED (health
     DEGRADED); with ``fast_window`` set, the burn rate over that shorter window must reach
@@ -119,6 +128,10 @@ class Budget(Admission[BudgetState, _Permit]):
         minimum_calls: Calls the window must hold before the budget can breach.
         recover_after: How long the burn rate must stay below the threshold to recover.
         count_failures: Whether a failed call is bad whatever its latency (default yes).
+        count_refusals: Whether a call refused by a guard inside the budget (a
+            :class:`RejectedError`: an open breaker, a full bulkhead) is bad (default yes:
+            its user got no answer). With ``False`` a refusal is not counted at all,
+            neither as a call nor in the latency percentiles.
         limit: A hard limit: an async call is cancelled after it and raises
             :class:`BudgetExceededError`; for a sync call (which cannot be interrupted) it
             is the deadline every guard inside reads, and an overrun is reported as a
@@ -155,6 +168,7 @@ class Budget(Admission[BudgetState, _Permit]):
         minimum_calls: int = DEFAULT_BUDGET_MINIMUM_CALLS,
         recover_after: Duration = DEFAULT_RECOVER_AFTER,
         count_failures: bool = True,
+        count_refusals: bool = True,
         limit: Duration | None = None,
         hedge: Duration | None = None,
         hedge_budget: RetryBudget | None = None,
@@ -200,6 +214,11 @@ class Budget(Admission[BudgetState, _Permit]):
                 f"count_failures must be True or False (got {count_failures!r})"
             )
         self._count_failures = count_failures
+        if not isinstance(count_refusals, bool):
+            raise ConfigurationError(
+                f"count_refusals must be True or False (got {count_refusals!r})"
+            )
+        self._count_refusals = count_refusals
         self._limit = None if limit is None else to_seconds(limit, "limit", allow_zero=False)
         self._hedge_p95 = hedge == "p95"
         self._hedge: float | None = None
@@ -243,7 +262,7 @@ class Budget(Admission[BudgetState, _Permit]):
         self._hedge_budget = hedge_budget
         self._runbook = runbook
         self._histogram = WindowedHistogram(self._window, _SLICES, float(accuracy))
-        self._counts = BucketRing(self._window, _SLICES, 2)
+        self._counts = BucketRing(self._window, _SLICES, 4)
         self._fast = (
             None if self._fast_window is None else BucketRing(self._fast_window, _SLICES, 2)
         )
@@ -336,7 +355,13 @@ class Budget(Admission[BudgetState, _Permit]):
         if exceeded:
             with self._lock:
                 self._exceeded += 1
-        self._record(now, latency, failed=self._count_failures)
+        if isinstance(error, RejectedError):
+            if self._count_refusals:
+                self._record(now, latency, cause=_REFUSED)
+            else:
+                self._record(now, None)  # not a call of the operation: judge, count nothing
+            return
+        self._record(now, latency, cause=_FAILED if self._count_failures else None)
 
     def _exit_cancel(self, permit: _Permit) -> None:
         if isinstance(permit, _Limited):
@@ -357,13 +382,16 @@ class Budget(Admission[BudgetState, _Permit]):
 
     # -- counting and judging --------------------------------------------------------------
 
-    def _record(self, now: float, latency: float | None, *, failed: bool = False) -> None:
-        """Fold queued good calls in, count this one (unless None), and judge the window."""
+    def _record(self, now: float, latency: float | None, *, cause: int | None = None) -> None:
+        """Fold queued good calls in, count this one (unless None), and judge the window.
+
+        ``cause`` is ``_FAILED`` or ``_REFUSED`` for a call that is bad whatever its
+        latency; otherwise the call is bad when it was slow.
+        """
         with self._lock:
             self._fold()
             if latency is not None:
-                bad = failed or latency > self._target
-                self._count(now, latency, bad)
+                self._count(now, latency, cause)
             moved = self._judge(now)
         if moved:
             self._deliver()
@@ -385,15 +413,18 @@ class Budget(Admission[BudgetState, _Permit]):
         if self._fast is not None:
             self._fast.add(_TOTAL, end, count)
 
-    def _count(self, now: float, latency: float, bad: bool) -> None:
+    def _count(self, now: float, latency: float, cause: int | None) -> None:
         self._last_call_at = max(self._last_call_at, now)
         self._calls_total += 1
+        bad = cause is not None or latency > self._target
         if bad:
             self._bad_total += 1
         self._histogram.record(latency, now)
         self._counts.add(_TOTAL, now)
         if bad:
             self._counts.add(_BAD, now)
+            if cause is not None:
+                self._counts.add(cause, now)
         fast = self._fast
         if fast is not None:
             fast.add(_TOTAL, now)
@@ -402,7 +433,7 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _burn(self, ring: BucketRing, now: float) -> float:
         ring.expire(now)
-        total, bad = ring.totals
+        total, bad = ring.totals[_TOTAL], ring.totals[_BAD]
         return (bad / total) / (1 - self._objective) if total else 0.0
 
     def _judge(self, now: float) -> bool:
@@ -439,9 +470,7 @@ class Budget(Admission[BudgetState, _Permit]):
             if not burning:
                 return False
             self._below_since = None
-            self._move(
-                BudgetState.BREACHED, Health.DEGRADED, self._breach_reason(burn, fast_burn), now
-            )
+            self._move(BudgetState.BREACHED, Health.DEGRADED, self._breach_reason(now), now)
             return True
         quiet = self._counts.totals[_TOTAL] == 0
         if burning or not (enough or quiet):
@@ -458,26 +487,61 @@ class Budget(Admission[BudgetState, _Permit]):
         self._move(
             BudgetState.WITHIN,
             Health.HEALTHY,
-            f"burn rate {burn:.2g} below {self._burn_threshold:g} for {_human(self._recover_after)}"
+            f"burn rate {format_number(burn)} below {format_number(self._burn_threshold)} "
+            f"for {_human(self._recover_after)}"
             if enough
             else f"no calls for {_human(self._recover_after)}",
             now,
         )
         return True
 
-    def _breach_reason(self, burn: float, fast_burn: float | None) -> str:
+    def _breach_reason(self, now: float) -> str:
+        """What is burning the budget, from the window as it is at ``now``: failures,
+        refusals and slow calls told apart, the p99 against the target, and the burn
+        rates; call with the lock held.
+
+        ``"100% of calls were refused by an inner guard (p99 0.0237 ms within the 50 ms
+        target); burn rate 100 over 5 min"``.
+        """
+        burn = self._burn(self._counts, now)
+        total, bad, failed, refused = self._counts.totals
+        slow = bad - failed - refused
+        self._histogram.expire(now)
         p99 = self._histogram.percentile(0.99)
         target = _human(self._target)
-        if p99 is not None and p99 > self._target:
+        if not failed and not refused and p99 is not None and p99 > self._target:
             what = f"p99 {_human(p99)} over {target} target"
+        elif not total:
+            what = "no calls in the window"
         else:
-            total, bad = self._counts.totals
-            share = bad / total if total else 0.0
-            shown = "n/a" if p99 is None else _human(p99)
-            what = f"{share:.0%} of calls failed or missed the {target} target (p99 {shown})"
-        reason = f"{what}; burn rate {burn:.2g} over {_human(self._window)}"
-        if fast_burn is not None and self._fast_window is not None:
-            reason += f" and {fast_burn:.2g} over {_human(self._fast_window)}"
+            causes = [
+                f"{_share(count, total)} {verb}"
+                for count, verb in (
+                    (refused, "were refused by an inner guard"),
+                    (failed, "failed"),
+                    (slow, f"missed the {target} target"),
+                )
+                if count
+            ]
+            if causes:
+                first, _, verb = causes[0].partition(" ")
+                causes[0] = f"{first} of calls {verb}"
+                what = ", ".join(causes)
+            else:
+                what = "no call failed, was refused or missed the target"
+            if p99 is not None:
+                side = "over" if p99 > self._target else "within"
+                what += f" (p99 {_human(p99)} {side} the {target} target)"
+        reason = f"{what}; burn rate {format_number(burn)} over {_human(self._window)}"
+        if self._fast is not None and self._fast_window is not None:
+            fast_burn = self._burn(self._fast, now)
+            reason += f" and {format_number(fast_burn)} over {_human(self._fast_window)}"
+        if self._below_since is not None:
+            reason += (
+                f"; below {format_number(self._burn_threshold)} for "
+                f"{_human(now - self._below_since)} of the {_human(self._recover_after)} "
+                "it needs to recover"
+            )
         return reason
 
     def _retire(self) -> None:
@@ -486,13 +550,18 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _refresh(self) -> None:
         # A breached budget can recover with time alone (its window empties): judge it
-        # when it is read, like a switch; budgets are never polled.
+        # when it is read, like a switch; budgets are never polled. While it stays
+        # breached, its reason is rewritten from the window as it is now, so a reader never
+        # sees what burnt it minutes ago as if it still did (the transition keeps the
+        # reason it was made with).
         if self._state is not BudgetState.BREACHED:
             return
         now = self._now()
         with self._lock:
             self._fold()
             moved = self._judge(now)
+            if self._state is BudgetState.BREACHED:
+                self._reason = self._breach_reason(now)
         if moved:
             self._deliver()
 
@@ -619,10 +688,13 @@ class Budget(Admission[BudgetState, _Permit]):
         self._fold()
         self._histogram.expire(now)
         burn = self._burn(self._counts, now)
-        total, bad = self._counts.totals
+        total, bad, failed, refused = self._counts.totals
         stats: dict[str, Statistic] = {
             "calls": total,
             "bad_calls": bad,
+            "failed_calls": failed,
+            "refused_calls": refused,
+            "slow_calls": bad - failed - refused,
             "calls_total": self._calls_total,
             "bad_calls_total": self._bad_total,
             "burn_rate": burn,
@@ -647,9 +719,14 @@ class Budget(Admission[BudgetState, _Permit]):
 def _human(seconds: float) -> str:
     """``"83 ms"``, ``"1.5 s"``, ``"5 min"``, ``"1 h"``: durations as an alert reads them."""
     if seconds < 1:
-        return f"{seconds * 1000:.3g} ms"
+        return f"{format_number(seconds * 1000)} ms"
     if seconds < 120:
-        return f"{format_seconds(seconds)} s"
+        return f"{format_number(seconds)} s"
     if seconds < 7200:
-        return f"{format_seconds(seconds / 60)} min"
-    return f"{format_seconds(seconds / 3600)} h"
+        return f"{format_number(seconds / 60)} min"
+    return f"{format_number(seconds / 3600)} h"
+
+
+def _share(count: int, total: int) -> str:
+    """``"100%"``, ``"16.7%"``, ``"0.1%"``: a share of the window's calls."""
+    return f"{format_number(100 * count / total)}%"

@@ -26,6 +26,7 @@ from ._core._waiters import Waiter
 from ._limits import AdaptiveLimit, _LiveLimit
 
 __all__ = [
+    "DEFAULT_BULKHEAD_RECOVER_AFTER",
     "DEFAULT_DEGRADE_AFTER",
     "Bulkhead",
     "BulkheadPartition",
@@ -38,6 +39,9 @@ __all__ = [
 
 DEFAULT_DEGRADE_AFTER = 0.1
 """How long work may sit in the queue before the bulkhead reports QUEUEING (degraded)."""
+DEFAULT_BULKHEAD_RECOVER_AFTER = 1.0
+"""How long a SATURATED or QUEUEING bulkhead must go without what put it there (a refusal,
+a wait past ``degrade_after``) before it reports a better state."""
 DEFAULT_OVERLOAD_INTERVAL = 0.1
 """How long the queue must stay non-empty before adaptive LIFO switches to LIFO."""
 _WAIT_SAMPLES = 1024
@@ -48,11 +52,13 @@ class BulkheadState(str, enum.Enum):
     """The states of a :class:`Bulkhead`."""
 
     ACCEPTING = "accepting"
-    """Calls are admitted at once (healthy)."""
+    """Calls are admitted at once or after a short wait (healthy)."""
     QUEUEING = "queueing"
-    """Calls wait in the queue longer than ``degrade_after`` (degraded)."""
+    """A call has waited in the queue longer than ``degrade_after`` within the last
+    ``recover_after`` (degraded)."""
     SATURATED = "saturated"
-    """Calls are being refused (unavailable) until a slot is free with nobody queued."""
+    """A call has been refused for lack of room within the last ``recover_after``
+    (unavailable)."""
 
     def __str__(self) -> str:
         return self.value
@@ -212,6 +218,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             class is shed first. Call through :meth:`partition`.
         rate: Admit at most this rate, smoothing bursts (see :class:`RateLimit`).
         degrade_after: Queue wait after which the bulkhead reports QUEUEING (degraded).
+        recover_after: How long the bulkhead must go without a refusal (to leave
+            SATURATED) or without a wait past ``degrade_after`` (to leave QUEUEING) before
+            it reports a better state (default 1 s), so that a steady overload reads as one
+            state rather than a flip on every call.
         registry: Where the bulkhead is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time; a virtual clock in tests.
@@ -234,6 +244,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         partitions: Mapping[str, float] | None = None,
         rate: RateLimit | None = None,
         degrade_after: Duration = DEFAULT_DEGRADE_AFTER,
+        recover_after: Duration = DEFAULT_BULKHEAD_RECOVER_AFTER,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -260,6 +271,11 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         self._codel = codel
         self._overload_interval = DEFAULT_OVERLOAD_INTERVAL if codel is None else codel.interval
         self._degrade_after = to_seconds(degrade_after, "degrade_after")
+        self._recover_after = to_seconds(recover_after, "recover_after")
+        # When the causes of the worse states were last seen: a refusal while full
+        # (SATURATED) and a caller waiting past degrade_after (QUEUEING).
+        self._refused_at = -math.inf
+        self._slow_at = -math.inf
         self._partitions = _build_partitions(partitions)
         self._partitioned = partitions is not None
         self._default = self._partitions[0]
@@ -683,8 +699,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             if not self._queued and self._state is _ACCEPTING:
                 return
             now = now or self._now()
-            granted = self._grant(now)
-            moved = self._settle(now, rejected=False, admitting=granted > 0)
+            self._grant(now)
+            moved = self._settle(now, rejected=False)
         if moved:
             self._deliver()
 
@@ -709,6 +725,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 waiter.refusal = "codel"
                 waiter.wake()
                 continue
+            if now - waiter.since > self._degrade_after:
+                self._slow_at = now
             waiter.granted = True
             self._running += 1
             part.running += 1
@@ -728,16 +746,30 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 return part
         return waiting[0]
 
-    def _settle(self, now: float, *, rejected: bool, admitting: bool = False) -> bool:
-        """Move to the state the queue implies; call with the lock held.
+    def _settle(self, now: float, *, rejected: bool) -> bool:
+        """Move to the state the recent past implies; call with the lock held.
+
+        A worse state is entered at once: SATURATED on a refusal while the bulkhead is
+        full, QUEUEING once a caller has waited past ``degrade_after``. A better state is
+        entered only once that cause has stayed away for ``recover_after``, stamped with
+        the moment it fell due, so that a steady overload is one state and not a flip on
+        every admission.
 
         Returns:
             Whether the state changed (deliver after releasing the lock).
         """
-        state = self._state
         # A refusal saturates only while the bulkhead is really full: a caller shed from
         # the queue may wake after the queue has drained.
-        if rejected and (self._running >= self._limit or self._queued):
+        refused = rejected and (self._running >= self._limit or self._queued > 0)
+        if refused:
+            self._refused_at = now
+        oldest = self._oldest_wait(now)
+        slow = oldest is not None and oldest > self._degrade_after
+        if slow:
+            self._slow_at = now
+        calm = self._recover_after
+        state = self._state
+        if refused or now - self._refused_at < calm:
             if state is BulkheadState.SATURATED:
                 return False
             self._move(
@@ -748,31 +780,34 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 now,
             )
             return True
-        oldest = self._oldest_wait(now)
-        # Saturated until it admits again: a queued caller got a slot, or a slot is free
-        # with nobody waiting.
-        full = self._running >= self._limit or self._queued
-        if state is BulkheadState.SATURATED and full and not admitting:
-            return False
-        if oldest is not None and oldest > self._degrade_after:
+        counts = f"{self._queued} queued, {self._running} of {self._limit} running"
+        degrade = format_seconds(self._degrade_after)
+        if slow or now - self._slow_at < calm:
             if state is BulkheadState.QUEUEING:
                 return False
-            self._move(
-                BulkheadState.QUEUEING,
-                Health.DEGRADED,
-                f"calls queue for {format_seconds(oldest)} s > "
-                f"{format_seconds(self._degrade_after)} s "
-                f"({self._queued} queued, {self._running} of {self._limit} running)",
-                now,
-            )
+            if state is BulkheadState.SATURATED:
+                reason = (
+                    f"no call refused for {format_seconds(calm)} s; calls still queue "
+                    f"past {degrade} s ({counts})"
+                )
+                at = max(self._since, self._refused_at + calm)
+            elif slow:
+                assert oldest is not None
+                reason = f"calls queue for {format_seconds(oldest)} s > {degrade} s ({counts})"
+                at = now
+            else:  # the slow caller has just been given its slot
+                reason = f"a call queued past {degrade} s ({counts})"
+                at = now
+            self._move(BulkheadState.QUEUEING, Health.DEGRADED, reason, at)
             return True
-        if self._queued or state is BulkheadState.ACCEPTING:
+        if state is BulkheadState.ACCEPTING:
             return False
+        what = "call refused, none" if state is BulkheadState.SATURATED else "call"
         self._move(
             BulkheadState.ACCEPTING,
             Health.HEALTHY,
-            f"queue drained; {self._running} of {self._limit} running",
-            now,
+            f"for {format_seconds(calm)} s no {what} queued past {degrade} s ({counts})",
+            max(self._since, self._refused_at + calm, self._slow_at + calm),
         )
         return True
 
@@ -783,8 +818,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     # -- reading ---------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        # A queue that has only aged (nothing arrived or left) still degrades the bulkhead.
-        if not self._queued:
+        # A queue that has only aged (nothing arrived or left) still degrades the bulkhead,
+        # and a worse state ends once its cause has stayed away for recover_after: both
+        # are decided by time alone, so they are applied when the bulkhead is read.
+        if not self._queued and self._state is _ACCEPTING:
             return
         now = self._now()
         with self._lock:

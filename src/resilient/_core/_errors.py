@@ -18,6 +18,8 @@ Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "BudgetExceededError",
     "BulkheadFullError",
@@ -238,3 +240,20 @@ def format_seconds(seconds: float) -> str:
     """Seconds for people: ``12.5``, ``30``, ``1230``, ``0.25``; never exponent notation."""
     text = f"{seconds:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
+
+
+def format_number(value: float) -> str:
+    """A number as people write it: ``100``, ``14.4``, ``1.67``, ``0.5``, ``0.0237``.
+
+    Three significant digits, trailing zeros dropped, never exponent notation (a burn rate
+    of 100 reads ``100``, not ``1e+02``).
+    """
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text

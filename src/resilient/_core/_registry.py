@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -18,7 +19,13 @@ from ._validate import check_count
 if TYPE_CHECKING:
     from ._guard import Guard
 
-__all__ = ["DEFAULT_TRAIL_SIZE", "Registry", "RegistrySnapshot", "default_registry"]
+__all__ = [
+    "DEFAULT_GUARD_TRAIL",
+    "DEFAULT_TRAIL_SIZE",
+    "Registry",
+    "RegistrySnapshot",
+    "default_registry",
+]
 
 logger = logging.getLogger("resilient")
 # A library logs; the application decides where records go (and Python's last-resort
@@ -29,6 +36,9 @@ E = TypeVar("E", bound=Event)
 
 DEFAULT_TRAIL_SIZE = 1000
 """How many transitions a registry's audit trail keeps unless told otherwise."""
+DEFAULT_GUARD_TRAIL = 20
+"""How many of each registered guard's own last transitions the trail keeps, however
+many other guards have moved since (never more than ``trail_size``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +48,8 @@ class RegistrySnapshot:
     Attributes:
         health: The worst health of any guard (``HEALTHY`` when there are none).
         guards: One snapshot per guard, in registration order.
-        trail: The most recent transitions, oldest first.
+        trail: The most recent transitions, oldest first: the last ``trail_size`` of all
+            guards, and each registered guard's own last few however noisy the others.
         at: Monotonic time of the snapshot.
         at_wall: Wall time (Unix seconds) of the snapshot.
     """
@@ -86,7 +97,10 @@ class Registry:
     """Guards by name, one place to read them all and to hear every transition.
 
     Args:
-        trail_size: How many recent transitions the audit trail keeps.
+        trail_size: How many recent transitions of all guards the audit trail keeps.
+            Besides those, it keeps each registered guard's own last
+            ``min(trail_size, DEFAULT_GUARD_TRAIL)`` transitions, so that one noisy guard
+            never pushes out what another last did.
         clock: Clock used to stamp snapshots of the whole registry.
     """
 
@@ -99,7 +113,12 @@ class Registry:
             )
         self._guards: dict[str, Guard[Any]] = {}
         self._lock = threading.Lock()
-        self._trail: deque[Transition] = deque(maxlen=trail_size)
+        # Entries are (sequence number, transition): the shared trail and each registered
+        # guard's own merge back into one order by the number.
+        self._trail: deque[tuple[int, Transition]] = deque(maxlen=trail_size)
+        self._guard_trail_size = min(trail_size, DEFAULT_GUARD_TRAIL)
+        self._guard_trails: dict[str, deque[tuple[int, Transition]]] = {}
+        self._sequence = itertools.count()
         self._listeners = ListenerSet()
         self._unlogged: deque[Transition] = deque()
         self._clock = clock
@@ -126,6 +145,8 @@ class Registry:
                     "choose another name, pass replace=True, or use a separate Registry"
                 )
             self._guards[guard.name] = guard
+            # A replacement keeps the history of the name it takes over.
+            self._guard_trails.setdefault(guard.name, deque(maxlen=self._guard_trail_size))
         if existing is not None and existing is not guard:
             existing._retire()  # the replaced guard stops listening and deciding
 
@@ -139,6 +160,8 @@ class Registry:
             if name not in self._guards:
                 raise KeyError(self._unknown(name))
             guard = self._guards.pop(name)
+            # Its transitions stay in the shared trail until newer ones push them out.
+            self._guard_trails.pop(name, None)
         guard._retire()
 
     def get(self, name: str) -> Guard[Any]:
@@ -179,8 +202,13 @@ class Registry:
 
     @property
     def trail(self) -> tuple[Transition, ...]:
-        """The most recent transitions (at most ``trail_size``), oldest first."""
-        return tuple(self._trail)
+        """The most recent transitions, oldest first: the last ``trail_size`` of all
+        guards, and each registered guard's own last ``min(trail_size,
+        DEFAULT_GUARD_TRAIL)`` however many transitions other guards made since."""
+        entries = dict(tuple(self._trail))
+        for own in tuple(self._guard_trails.values()):
+            entries.update(tuple(own))
+        return tuple(entries[number] for number in sorted(entries))
 
     @property
     def listener_errors(self) -> int:
@@ -193,7 +221,7 @@ class Registry:
         return RegistrySnapshot(
             health=worst(g.health for g in guards),
             guards=guards,
-            trail=tuple(self._trail),
+            trail=self.trail,
             at=self._clock.monotonic(),
             at_wall=self._clock.wall(),
         )
@@ -229,7 +257,11 @@ class Registry:
 
     def _record(self, transition: Transition) -> None:
         # Called with the moving guard's lock held, which orders transitions per guard.
-        self._trail.append(transition)
+        entry = (next(self._sequence), transition)
+        self._trail.append(entry)
+        own = self._guard_trails.get(transition.guard)
+        if own is not None:  # a guard built with register=False has only the shared trail
+            own.append(entry)
         self._unlogged.append(transition)
         if self._listeners:
             self._listeners.enqueue(transition)
