@@ -219,3 +219,17 @@ def test_each_guard_of_a_pipeline_is_timed(registry: Registry, clock: VirtualClo
     events = heard(registry)
     assert price() == "ok"
     assert outcomes(events) == [("pool", "success", 0.5, None), ("feed", "success", 0.5, None)]
+
+
+def test_a_block_refused_at_entry_is_published_as_rejected(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A with block that the guard refuses publishes a rejected CallEnded, and no body runs."""
+    feed = CircuitBreaker("feed", registry=registry)
+    feed.force_open()
+    events = heard(registry)
+    ran = []
+    with pytest.raises(CircuitOpenError), feed:
+        ran.append(1)
+    assert ran == []
+    assert outcomes(events) == [("feed", "rejected", 0.0, "CircuitOpenError")]

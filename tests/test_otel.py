@@ -778,6 +778,40 @@ def test_call_durations_use_request_latency_buckets(timed: Telemetry) -> None:
     assert (DURATION_BUCKETS[0], DURATION_BUCKETS[-1]) == (0.005, 10)
 
 
+class _MeterWithoutAdvice(metrics.NoOpMeter):
+    """A meter as opentelemetry-api before 1.23 had it: no bucket advice."""
+
+    def create_histogram(  # type: ignore[override]
+        self, name: str, unit: str = "", description: str = ""
+    ) -> metrics.Histogram:
+        return super().create_histogram(name, unit=unit, description=description)
+
+
+class MeterProviderWithoutAdvice(metrics.NoOpMeterProvider):
+    """A meter provider whose histograms take no explicit_bucket_boundaries_advisory."""
+
+    def get_meter(self, name: str, *args: Any, **kwargs: Any) -> metrics.Meter:
+        return _MeterWithoutAdvice(name)
+
+
+def test_durations_work_with_an_api_that_takes_no_bucket_advice(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An older API without bucket advice still gets the histogram, and calls still work."""
+    instrument(
+        registry,
+        meter_provider=MeterProviderWithoutAdvice(),
+        tracer_provider=trace.NoOpTracerProvider(),
+        durations=True,
+    )
+    try:
+        feed = CircuitBreaker("feed", registry=registry)
+        feed.call(clock.advance, 0.2)
+        assert registry.listener_errors == 0
+    finally:
+        uninstrument(registry)
+
+
 def test_call_durations_stop_with_uninstrument(timed: Telemetry) -> None:
     """After uninstrument, calls are no longer timed or recorded."""
     feed = CircuitBreaker("feed", registry=timed.registry)

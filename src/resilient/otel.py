@@ -365,7 +365,7 @@ def _duration_histogram(meter: metrics.Meter) -> metrics.Histogram:
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
     except TypeError:
-        # opentelemetry-api before 1.23 takes no advisory: the SDK's default buckets apply.
+        # An older opentelemetry-api takes no bucket advice: the SDK's default buckets apply.
         return meter.create_histogram(name, unit=unit, description=description)
 
 
