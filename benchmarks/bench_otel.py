@@ -4,12 +4,14 @@ Run with ``make bench`` or directly:
 
     python benchmarks/bench_otel.py [--quick]
 
-A breaker's closed path and a retry's success path, each measured three ways in one run:
+A breaker's closed path and a retry's success path, each measured five ways in one run:
 not instrumented; instrumented through the API alone (no SDK: every instrument is a
-no-op); and instrumented with the SDK's meter and tracer providers, an in-memory metric
-reader and a span exporter, with each call inside a span. Metrics are read from the guards'
-snapshots when collected, so a call through an instrumented guard does the same work as
-before; the last column shows the cost of one collection.
+no-op); instrumented with the SDK's meter and tracer providers, an in-memory metric
+reader and a span exporter, with each call inside a span; and the last two again with
+``durations=True``, the opt-in histogram of call durations. Metrics are read from the
+guards' snapshots when collected, so without ``durations`` a call through an instrumented
+guard does the same work as before; with it, every call is timed and recorded. The last
+line shows the cost of one collection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from _harness import ROUNDS, per_call_ns
 from opentelemetry.metrics import NoOpMeterProvider
@@ -42,6 +45,35 @@ def guarded(registry: resilient.Registry) -> dict[str, Callable[[], int]]:
     return {"breaker": breaker(work), "retry": retry(work)}
 
 
+def with_sdk(durations: bool) -> tuple[dict[str, Callable[[], int]], InMemoryMetricReader, Any]:
+    """Guards instrumented with SDK providers; their reader and a tracer for the span."""
+    registry = resilient.Registry()
+    fns = guarded(registry)
+    reader = InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    resilient.otel.instrument(
+        registry,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        tracer_provider=tracer_provider,
+        durations=durations,
+    )
+    return fns, reader, tracer_provider.get_tracer("bench")
+
+
+def api_only(durations: bool) -> dict[str, Callable[[], int]]:
+    """Guards instrumented through the API's no-op providers."""
+    registry = resilient.Registry()
+    fns = guarded(registry)
+    resilient.otel.instrument(
+        registry,
+        meter_provider=NoOpMeterProvider(),
+        tracer_provider=NoOpTracerProvider(),
+        durations=durations,
+    )
+    return fns
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
@@ -50,34 +82,25 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, {calls:,} calls per round, best of {ROUNDS} rounds")
 
     plain = guarded(resilient.Registry())
+    api, api_timed = api_only(durations=False), api_only(durations=True)
+    sdk, reader, tracer = with_sdk(durations=False)
+    sdk_timed, timed_reader, timed_tracer = with_sdk(durations=True)
 
-    api_registry = resilient.Registry()
-    api_only = guarded(api_registry)
-    resilient.otel.instrument(
-        api_registry, meter_provider=NoOpMeterProvider(), tracer_provider=NoOpTracerProvider()
+    print(
+        f"\n{'guard':<10}{'plain':>10}{'API only':>12}{'with SDK':>12}"
+        f"{'API+durations':>16}{'SDK+durations':>16}   (ns per call)"
     )
-
-    sdk_registry = resilient.Registry()
-    with_sdk = guarded(sdk_registry)
-    reader = InMemoryMetricReader()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-    resilient.otel.instrument(
-        sdk_registry,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        tracer_provider=tracer_provider,
-    )
-    tracer = tracer_provider.get_tracer("bench")
-
-    print(f"\n{'guard':<10}{'plain':>10}{'API only':>12}{'with SDK':>12}   (ns per call)")
     for name in plain:
-        sdk_fn = with_sdk[name]
         with tracer.start_as_current_span("request"):
-            sdk_ns = per_call_ns(sdk_fn, calls)
+            sdk_ns = per_call_ns(sdk[name], calls)
+        with timed_tracer.start_as_current_span("request"):
+            sdk_timed_ns = per_call_ns(sdk_timed[name], calls)
         print(
             f"{name:<10}{per_call_ns(plain[name], calls):>10.0f}"
-            f"{per_call_ns(api_only[name], calls):>12.0f}{sdk_ns:>12.0f}"
+            f"{per_call_ns(api[name], calls):>12.0f}{sdk_ns:>12.0f}"
+            f"{per_call_ns(api_timed[name], calls):>16.0f}{sdk_timed_ns:>16.0f}"
         )
+    timed_reader.get_metrics_data()
     start = time.perf_counter_ns()
     reader.get_metrics_data()
     print(

@@ -249,6 +249,24 @@ def test_ignored_exceptions_count_as_neither(registry: Registry, clock: VirtualC
     assert (stats["window_calls"], stats["ignored"]) == (0, 10)
 
 
+class PoolFull(RejectedError):
+    """A refusal by a guard inside the breaker, as a full bulkhead's would be."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("pool", None)
+
+
+def test_an_inner_refusal_counts_as_rejected_inner(registry: Registry, clock: VirtualClock) -> None:
+    """A guard inside refusing the call counts as rejected_inner: neither failure nor ignored."""
+    breaker = make(registry, clock, ignore=KeyError)
+    fail(breaker, 10, error=PoolFull)
+    fail(breaker, 2, error=KeyError)
+    stats = breaker.snapshot().statistics
+    assert breaker.state is BreakerState.CLOSED
+    assert (stats["window_calls"], stats["failures"]) == (0, 0)
+    assert (stats["rejected_inner"], stats["ignored"]) == (10, 2)
+
+
 def test_unrecorded_exceptions_count_as_success(registry: Registry, clock: VirtualClock) -> None:
     """An exception outside `record` means the dependency answered: it counts as success."""
     breaker = make(registry, clock, record=ConnectionError)

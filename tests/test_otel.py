@@ -27,6 +27,7 @@ from resilient import (
     BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
+    ConfigurationError,
     Constant,
     CountWindow,
     DegradedMode,
@@ -35,7 +36,7 @@ from resilient import (
     Retry,
     RetryBudget,
 )
-from resilient.otel import instrument, uninstrument
+from resilient.otel import DURATION_BUCKETS, instrument, uninstrument
 from resilient.testing import VirtualClock
 
 RUNBOOK = "https://runbooks.example/page-latency"
@@ -248,6 +249,7 @@ def test_calls_are_counted_per_guard_and_outcome(scenario: Telemetry) -> None:
         key("feed", "circuit_breaker", outcome="success"): 1,
         key("feed", "circuit_breaker", outcome="failure"): 2,
         key("feed", "circuit_breaker", outcome="ignored"): 0,
+        key("feed", "circuit_breaker", outcome="rejected_inner"): 0,
         key("feed", "circuit_breaker", outcome="rejected"): 1,
         key("feed", "circuit_breaker", outcome="cancelled"): 0,
         key("odds", "degraded_mode", outcome="success"): 1,
@@ -279,17 +281,59 @@ def test_give_ups_are_counted_by_cause(scenario: Telemetry) -> None:
     assert scenario.points("resilient.retry.give_ups") == expected
 
 
-def test_guard_state_is_one_for_the_current_state(scenario: Telemetry) -> None:
-    """resilient.guard.state reports 1 for each guard's current state, named in an attribute."""
-    assert scenario.points("resilient.guard.state") == {
-        key("feed", "circuit_breaker", state="open"): 1,
-        key("odds", "degraded_mode", state="degraded"): 1,
-        key("retries", "retry_budget", state="normal"): 1,
-        key("fetch", "retry", state="ready"): 1,
-        key("place", "retry", state="ready"): 1,
-        key("pool", "bulkhead", state="accepting"): 1,
-        key("page", "budget", state="breached"): 1,
+STATES = {
+    "circuit_breaker": ("closed", "open", "half_open", "forced_open", "disabled"),
+    "degraded_mode": ("normal", "degraded", "forced_degraded", "forced_normal"),
+    "retry_budget": ("normal", "throttled"),
+    "retry": ("ready",),
+    "bulkhead": ("accepting", "queueing", "saturated"),
+    "budget": ("within", "breached"),
+    "pipeline": ("healthy", "degraded", "unavailable"),
+}
+
+
+def state_points(current: dict[tuple[str, str], str]) -> dict[Key, int]:
+    """Every state of each (guard, kind): 1 for the current one, 0 for the others."""
+    return {
+        key(guard, kind, state=state): int(state == now)
+        for (guard, kind), now in current.items()
+        for state in STATES[kind]
     }
+
+
+def test_guard_state_is_one_for_the_current_state(scenario: Telemetry) -> None:
+    """resilient.guard.state reports every state of each guard: 1 current, 0 the others."""
+    assert scenario.points("resilient.guard.state") == state_points(
+        {
+            ("feed", "circuit_breaker"): "open",
+            ("odds", "degraded_mode"): "degraded",
+            ("retries", "retry_budget"): "normal",
+            ("fetch", "retry"): "ready",
+            ("place", "retry"): "ready",
+            ("pool", "bulkhead"): "accepting",
+            ("page", "budget"): "breached",
+        }
+    )
+
+
+def test_a_state_left_drops_to_zero(telemetry: Telemetry) -> None:
+    """After a breaker closes again, its open series reads 0 instead of disappearing."""
+    feed = CircuitBreaker(
+        "feed",
+        window=CountWindow(2),
+        minimum_calls=2,
+        open_duration=10,
+        registry=telemetry.registry,
+    )
+    for _ in range(2):
+        with suppress(ValueError):
+            feed.call(fail)
+    opened = telemetry.points("resilient.guard.state")
+    telemetry.clock.advance(10)
+    assert feed.call(lambda: "ok") == "ok"
+    closed = telemetry.points("resilient.guard.state")
+    assert opened == state_points({("feed", "circuit_breaker"): "open"})
+    assert closed == state_points({("feed", "circuit_breaker"): "closed"})
 
 
 def test_guard_health_is_ranked_zero_to_two(scenario: Telemetry) -> None:
@@ -369,9 +413,9 @@ def test_a_guard_created_after_instrument_is_reported(telemetry: Telemetry) -> N
     """Guards built after instrument() appear in the metrics without further wiring."""
     assert telemetry.points("resilient.guard.state") == {}
     CircuitBreaker("late", registry=telemetry.registry).force_open()
-    assert telemetry.points("resilient.guard.state") == {
-        key("late", "circuit_breaker", state="forced_open"): 1
-    }
+    assert telemetry.points("resilient.guard.state") == state_points(
+        {("late", "circuit_breaker"): "forced_open"}
+    )
     assert telemetry.points("resilient.transitions") == {
         key("late", "circuit_breaker", state="forced_open"): 1
     }
@@ -664,8 +708,151 @@ def test_a_raising_listener_changes_neither_calls_nor_telemetry(telemetry: Telem
     names = [e.name for e in telemetry.span("request").events]
     assert names.count("resilient.transition") == 1
     assert names.count("resilient.refusal") == 1
-    # The broken listener heard the transition, the refusal, two attempts and a wait.
-    assert telemetry.registry.listener_errors == 5
+    # The broken listener heard the transition, the refusal, two attempts and a wait, and
+    # (taking every Event, CallEnded included) the end of the breaker's three calls and of
+    # the retried one.
+    assert telemetry.registry.listener_errors == 9
+
+
+# -- call durations (opt-in) -----------------------------------------------------------------
+
+
+@pytest.fixture
+def timed(registry: Registry, clock: VirtualClock) -> Iterator[Telemetry]:
+    """Like ``telemetry``, with call durations recorded."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument(
+        registry, meter_provider=meter_provider, tracer_provider=tracer_provider, durations=True
+    )
+    yield Telemetry(registry, clock, reader, meter_provider, exporter, tracer_provider)
+    uninstrument(registry)
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
+
+
+def test_call_durations_are_off_by_default(telemetry: Telemetry) -> None:
+    """Without durations=True no duration is recorded and guards time nothing."""
+    feed = CircuitBreaker("feed", registry=telemetry.registry)
+    feed.call(telemetry.clock.advance, 0.2)
+    assert telemetry.points("resilient.call.duration") == {}
+    assert not telemetry.registry._listeners.times_calls
+
+
+def test_call_durations_are_a_histogram_in_seconds_by_outcome(timed: Telemetry) -> None:
+    """resilient.call.duration counts and sums each guard's calls per outcome, in seconds."""
+    registry, clock = timed.registry, timed.clock
+    feed = CircuitBreaker("feed", window=CountWindow(4), minimum_calls=4, registry=registry)
+    pool = Bulkhead("pool", max_concurrent=1, max_queue=0, registry=registry)
+    feed.call(clock.advance, 0.25)
+    feed.call(clock.advance, 0.5)
+    slot = pool.acquire()
+    with pytest.raises(BulkheadFullError):
+        feed.call(pool.call, lambda: "never runs")
+    slot.release()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="feed down"):
+            feed.call(fail)
+    with pytest.raises(CircuitOpenError):
+        feed.call(lambda: "never runs")
+    metric = timed.metrics()["resilient.call.duration"]
+    assert (metric.unit, isinstance(metric.data, Histogram)) == ("s", True)
+    assert timed.points("resilient.call.duration") == {
+        key("feed", "circuit_breaker", outcome="success"): (2, 0.75),
+        key("feed", "circuit_breaker", "ValueError", outcome="failure"): (2, 0.0),
+        key("feed", "circuit_breaker", "CircuitOpenError", outcome="rejected"): (1, 0.0),
+        key("feed", "circuit_breaker", "BulkheadFullError", outcome="rejected_inner"): (1, 0.0),
+        key("pool", "bulkhead", "BulkheadFullError", outcome="rejected"): (1, 0.0),
+    }
+
+
+def test_call_durations_use_request_latency_buckets(timed: Telemetry) -> None:
+    """The histogram advises OpenTelemetry's request-duration buckets, 5 ms to 10 s."""
+    feed = CircuitBreaker("feed", registry=timed.registry)
+    feed.call(timed.clock.advance, 0.2)
+    metric = timed.metrics()["resilient.call.duration"]
+    assert isinstance(metric.data, Histogram)
+    (point,) = metric.data.data_points
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    assert (DURATION_BUCKETS[0], DURATION_BUCKETS[-1]) == (0.005, 10)
+
+
+class _MeterWithoutAdvice(metrics.NoOpMeter):
+    """A meter as opentelemetry-api before 1.23 had it: no bucket advice."""
+
+    def create_histogram(  # type: ignore[override]
+        self, name: str, unit: str = "", description: str = ""
+    ) -> metrics.Histogram:
+        return super().create_histogram(name, unit=unit, description=description)
+
+
+class MeterProviderWithoutAdvice(metrics.NoOpMeterProvider):
+    """A meter provider whose histograms take no explicit_bucket_boundaries_advisory."""
+
+    def get_meter(self, name: str, *args: Any, **kwargs: Any) -> metrics.Meter:
+        return _MeterWithoutAdvice(name)
+
+
+def test_durations_work_with_an_api_that_takes_no_bucket_advice(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An older API without bucket advice still gets the histogram, and calls still work."""
+    instrument(
+        registry,
+        meter_provider=MeterProviderWithoutAdvice(),
+        tracer_provider=trace.NoOpTracerProvider(),
+        durations=True,
+    )
+    try:
+        feed = CircuitBreaker("feed", registry=registry)
+        feed.call(clock.advance, 0.2)
+        assert registry.listener_errors == 0
+    finally:
+        uninstrument(registry)
+
+
+def test_call_durations_stop_with_uninstrument(timed: Telemetry) -> None:
+    """After uninstrument, calls are no longer timed or recorded."""
+    feed = CircuitBreaker("feed", registry=timed.registry)
+    feed.call(timed.clock.advance, 0.2)
+    uninstrument(timed.registry)
+    feed.call(timed.clock.advance, 0.2)
+    assert not timed.registry._listeners.times_calls
+    assert timed.points("resilient.call.duration") == {
+        key("feed", "circuit_breaker", outcome="success"): (1, 0.2)
+    }
+
+
+def test_durations_must_be_a_bool(registry: Registry) -> None:
+    """durations= takes True or False, not a truthy string."""
+    with pytest.raises(ConfigurationError, match=r"durations must be True or False \(got 'no'\)"):
+        instrument(registry, durations="no")  # type: ignore[arg-type]
+
+
+# -- the registry comes first ---------------------------------------------------------------
+
+
+def test_a_meter_provider_passed_as_the_registry_says_what_to_do() -> None:
+    """instrument(MeterProvider()) names meter_provider= instead of an AttributeError."""
+    provider = MeterProvider()
+    with pytest.raises(ConfigurationError, match="pass it as meter_provider="):
+        instrument(provider)  # type: ignore[arg-type]
+    provider.shutdown()
+
+
+def test_a_tracer_provider_passed_as_the_registry_says_what_to_do() -> None:
+    """instrument(TracerProvider()) names tracer_provider= instead of an AttributeError."""
+    with pytest.raises(ConfigurationError, match="pass it as tracer_provider="):
+        instrument(TracerProvider())  # type: ignore[arg-type]
+
+
+def test_uninstrument_refuses_what_is_not_a_registry() -> None:
+    """uninstrument(provider) says what it takes instead of failing later."""
+    with pytest.raises(ConfigurationError, match="registry must be a Registry"):
+        uninstrument(metrics.NoOpMeterProvider())  # type: ignore[arg-type]
 
 
 # -- uninstrument and the API without an SDK ------------------------------------------------
@@ -715,9 +902,9 @@ def test_instrumenting_again_keeps_metrics_reported(telemetry: Telemetry) -> Non
         meter_provider=telemetry.meter_provider,
         tracer_provider=telemetry.tracer_provider,
     )
-    assert telemetry.points("resilient.guard.state") == {
-        key("feed", "circuit_breaker", state="closed"): 1
-    }
+    assert telemetry.points("resilient.guard.state") == state_points(
+        {("feed", "circuit_breaker"): "closed"}
+    )
 
 
 def test_two_registries_on_one_meter_provider_are_both_reported(
@@ -729,10 +916,9 @@ def test_two_registries_on_one_meter_provider_are_both_reported(
     CircuitBreaker("in_second", registry=other)
     instrument(other, meter_provider=telemetry.meter_provider, tracer_provider=None)
     try:
-        assert telemetry.points("resilient.guard.state") == {
-            key("in_first", "circuit_breaker", state="closed"): 1,
-            key("in_second", "circuit_breaker", state="closed"): 1,
-        }
+        assert telemetry.points("resilient.guard.state") == state_points(
+            {("in_first", "circuit_breaker"): "closed", ("in_second", "circuit_breaker"): "closed"}
+        )
     finally:
         uninstrument(other)
 

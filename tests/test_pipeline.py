@@ -261,7 +261,8 @@ def test_a_breaker_does_not_count_an_inner_bulkhead_refusal(registry: Registry) 
     assert slot is not None
     slot.release()
     stats = feed.snapshot().statistics
-    assert (stats["failures"], stats["successes"], stats["ignored"]) == (0, 0, 1)
+    assert (stats["failures"], stats["successes"], stats["ignored"]) == (0, 0, 0)
+    assert stats["rejected_inner"] == 1
     assert feed.state is BreakerState.CLOSED
 
 
@@ -580,7 +581,8 @@ async def test_async_pipeline_refusal_is_not_retried(registry: Registry) -> None
 async def test_async_breaker_does_not_count_an_inner_bulkhead_refusal(
     registry: Registry,
 ) -> None:
-    """An async call refused by a full bulkhead is ignored by the breaker around it."""
+    """An async call refused by a full bulkhead counts as neither success nor failure in
+    the breaker around it, but as rejected_inner."""
     feed, pool = breaker(registry, window=CountWindow(1), minimum_calls=1), bulkhead(registry)
     price = Pipeline("odds-feed", feed, pool)(AsyncFeed().price)
     slot = pool.try_acquire()
@@ -588,7 +590,8 @@ async def test_async_breaker_does_not_count_an_inner_bulkhead_refusal(
         await price("ARS-CHE")
     assert slot is not None
     slot.release()
-    assert feed.snapshot().statistics["ignored"] == 1
+    stats = feed.snapshot().statistics
+    assert (stats["failures"], stats["ignored"], stats["rejected_inner"]) == (0, 0, 1)
     assert feed.state is BreakerState.CLOSED
     assert await price("ARS-CHE") == "live ARS-CHE"
 

@@ -49,6 +49,7 @@ from ._core._registry import Registry as Registry
 from ._core._registry import RegistrySnapshot as RegistrySnapshot
 from ._core._registry import default_registry as default_registry
 from ._core._run import Attempt as Attempt
+from ._core._state import CallEnded as CallEnded
 from ._core._state import Event as Event
 from ._core._state import FallbackServed as FallbackServed
 from ._core._state import GuardSnapshot as GuardSnapshot
@@ -96,6 +97,7 @@ __all__ = [
     "BulkheadPartition",
     "BulkheadSlot",
     "BulkheadState",
+    "CallEnded",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",

@@ -89,7 +89,11 @@ _RECENT_FAILURES = 5
 _COUNT_DRAIN_AT = 1024
 _TIME_DRAIN_AT = 64
 
-_IGNORED = -1  # outcome of an exception that counts as neither success nor failure
+# Outcomes that count as neither success nor failure: an exception matching ``ignore``,
+# and a refusal by a guard inside this one, counted apart so that dashboards tell them
+# from each other (and neither from a failure).
+_IGNORED = -1
+_REJECTED_INNER = -2
 
 
 class _Trial:
@@ -272,6 +276,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._failures = 0
         self._slow_calls = 0
         self._ignored = 0
+        self._rejected_inner = 0
         self._cancelled = 0
         self._late = 0
         self._last_failure: str | None = None
@@ -401,7 +406,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         try:
             # A refusal by a guard inside this one (a full bulkhead) never reached the
             # dependency: it says nothing about its health.
-            if isinstance(error, RejectedError) or self._is_ignored(error):
+            if isinstance(error, RejectedError):
+                outcome = _REJECTED_INNER
+            elif self._is_ignored(error):
                 outcome = _IGNORED
             elif self._is_recorded(error):
                 outcome = FAILURE
@@ -442,7 +449,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._late += 1
                 return
             if outcome < 0:
-                self._ignored += 1
+                self._count_neither(outcome)
                 return
             if outcome & FAILURE:
                 self._failures += 1
@@ -457,6 +464,13 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if not self._judge(now if self._needs_now else None):
                 return
         self._deliver()
+
+    def _count_neither(self, outcome: int) -> None:
+        """Count an outcome that is neither success nor failure; call with the lock held."""
+        if outcome == _REJECTED_INNER:
+            self._rejected_inner += 1
+        else:
+            self._ignored += 1
 
     def _fold(self) -> None:
         """Fold queued successes into the window and judge it."""
@@ -521,7 +535,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 return
             self._trials.discard(trial)
             if outcome < 0:
-                self._ignored += 1
+                self._count_neither(outcome)
                 return
             elapsed = now - trial.started
             if self._slow_seconds is not None and elapsed >= self._slow_seconds:
@@ -634,7 +648,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             self._drain()  # successes already queued belong to the window as it was
             if zero:
                 self._successes = self._failures = self._slow_calls = 0
-                self._ignored = self._cancelled = self._late = 0
+                self._ignored = self._rejected_inner = self._cancelled = self._late = 0
                 self._rejected.reset()
                 self._last_failure = None
             if clear:
@@ -707,6 +721,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             "failures": self._failures,
             "slow_calls": self._slow_calls,
             "ignored": self._ignored,
+            "rejected_inner": self._rejected_inner,
             "cancelled": self._cancelled,
             "rejected": self._rejected.value,
             "late": self._late,

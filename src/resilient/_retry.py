@@ -30,7 +30,14 @@ from ._core._errors import (
 from ._core._guard import Guard
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry, default_registry
-from ._core._run import NO_RESULT, Attempts, is_async_callable, retry_call, retry_call_async
+from ._core._run import (
+    NO_RESULT,
+    Attempts,
+    error_outcome,
+    is_async_callable,
+    retry_call,
+    retry_call_async,
+)
 from ._core._state import Event, Health, Statistic
 from ._core._validate import Duration, check_count, to_seconds
 from ._retry_budget import RetryBudget
@@ -403,12 +410,16 @@ class Retry(Guard[RetryState]):
 
             @functools.wraps(fn)
             async def async_retried(*args: P.args, **kwargs: P.kwargs) -> Any:
+                if self._listeners.times_calls:
+                    return await self._timed_async(async_fn, args, kwargs, operation)
                 return await retry_call_async(self, async_fn, args, kwargs, operation)
 
             return cast(Callable[P, R], async_retried)
 
         @functools.wraps(fn)
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+            if self._listeners.times_calls:
+                return cast(R, self._timed(fn, args, kwargs, operation))
             return retry_call(self, fn, args, kwargs, operation)
 
         return retried
@@ -420,7 +431,10 @@ class Retry(Guard[RetryState]):
                 f"{fn!r} is async: use `await retry.call_async(...)` (or decorate it) instead "
                 "of retry.call(...), which would only create a coroutine"
             )
-        return retry_call(self, fn, args, kwargs, getattr(fn, "__qualname__", "call"))
+        operation = getattr(fn, "__qualname__", "call")
+        if self._listeners.times_calls:
+            return cast(R, self._timed(fn, args, kwargs, operation))
+        return retry_call(self, fn, args, kwargs, operation)
 
     async def call_async(
         self,
@@ -436,7 +450,39 @@ class Retry(Guard[RetryState]):
                 "would run it once per attempt before failing"
             )
         operation = getattr(fn, "__qualname__", "call")
+        if self._listeners.times_calls:
+            return cast(R, await self._timed_async(fn, args, kwargs, operation))
         return cast(R, await retry_call_async(self, fn, args, kwargs, operation))
+
+    # Only while a listener takes CallEnded: the whole call, every attempt and wait in it.
+
+    def _timed(self, fn: Callable[..., Any], args: Any, kwargs: Any, operation: str) -> Any:
+        started = self._now()
+        try:
+            result = retry_call(self, fn, args, kwargs, operation)
+        except Exception as error:
+            self._call_ended(started, error_outcome(error), error)
+            raise
+        except BaseException:
+            self._call_ended(started, "cancelled", None)
+            raise
+        self._call_ended(started, "success", None)
+        return result
+
+    async def _timed_async(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, operation: str
+    ) -> Any:
+        started = self._now()
+        try:
+            result = await retry_call_async(self, fn, args, kwargs, operation)
+        except Exception as error:
+            self._call_ended(started, error_outcome(error), error)
+            raise
+        except BaseException:
+            self._call_ended(started, "cancelled", None)
+            raise
+        self._call_ended(started, "success", None)
+        return result
 
     def __iter__(self) -> Attempts:
         """Retry a block: ``for attempt in retry: with attempt: ...``."""

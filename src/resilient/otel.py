@@ -7,6 +7,8 @@ OpenTelemetry.
 
 Metrics are read from the guards' snapshots when the SDK collects them, so instrumenting
 adds no work to a guarded call; guards created after :func:`instrument` are covered too.
+The one exception is opt-in: ``instrument(durations=True)`` records every call's duration
+in the histogram ``resilient.call.duration``, which guards time only while it is asked for.
 Retries (each wait before a new attempt, with ``http.request.resend_count``), give-ups,
 refusals, fallbacks and transitions are added to the current span as events, and a
 transition with no span around it gets a short span of its own. Nothing is listened to
@@ -29,11 +31,17 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
-from ._budget import BudgetOverrun
+from ._breaker import BreakerState, CircuitBreaker
+from ._budget import Budget, BudgetOverrun, BudgetState
+from ._bulkhead import Bulkhead, BulkheadState
+from ._core._errors import ConfigurationError
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
-from ._core._state import Event, FallbackServed, GuardSnapshot, Refusal, Transition
-from ._retry import RetryGaveUp, RetryScheduled
+from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
+from ._degraded import DegradedMode, DegradedState
+from ._pipeline import Pipeline, PipelineState
+from ._retry import Retry, RetryGaveUp, RetryScheduled, RetryState
+from ._retry_budget import RetryBudget, RetryBudgetState
 
 __all__ = ["Instrumentation", "instrument", "uninstrument"]
 
@@ -50,6 +58,7 @@ _CALL_OUTCOMES: dict[str, dict[str, str]] = {
         "successes": "success",
         "failures": "failure",
         "ignored": "ignored",
+        "rejected_inner": "rejected_inner",
         "rejected": "rejected",
         "cancelled": "cancelled",
     },
@@ -59,6 +68,26 @@ _CALL_OUTCOMES: dict[str, dict[str, str]] = {
 }
 _GIVE_UP_CAUSES = ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
 _QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999))
+
+# Every state of each kind of guard: resilient.guard.state reports each one, 1 for the
+# current state and 0 for the others, so a state that was left drops to 0 on a dashboard
+# instead of its series going stale.
+_STATES: dict[str, tuple[str, ...]] = {
+    guard.kind: tuple(state.value for state in states)
+    for guard, states in (
+        (CircuitBreaker, BreakerState),
+        (Bulkhead, BulkheadState),
+        (Budget, BudgetState),
+        (DegradedMode, DegradedState),
+        (Pipeline, PipelineState),
+        (Retry, RetryState),
+        (RetryBudget, RetryBudgetState),
+    )
+}
+
+# OpenTelemetry's advisory boundaries for request durations (HTTP semantic conventions),
+# in seconds: the calls guards protect are mostly requests to other services.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 _HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, BudgetOverrun)
 
@@ -89,7 +118,7 @@ class _Instruments:
             ("resilient.retry.give_ups", True, self._give_ups, "{call}",
              "Calls a retry policy stopped retrying, by cause."),
             ("resilient.guard.state", False, self._states, "1",
-             "1 for each guard's current state (attribute resilient.state)."),
+             "Each state of each guard (attribute resilient.state): 1 current, 0 not."),
             ("resilient.guard.health", False, self._healths, "1",
              "Each guard's health: 0 healthy, 1 degraded, 2 unavailable."),
             ("resilient.bulkhead.running", False, self._stat("bulkhead", "running"), "{call}",
@@ -118,6 +147,7 @@ class _Instruments:
             unit="s",
             description="Waits scheduled before retries.",
         )
+        self.durations = _duration_histogram(meter)
 
     def _observer(self, read: Reader) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -173,7 +203,11 @@ class _Instruments:
     @staticmethod
     def _states(guards: Sequence[GuardSnapshot]) -> Iterator[Observation]:
         for guard in guards:
-            yield Observation(1, {GUARD: guard.name, KIND: guard.kind, STATE: guard.state})
+            states = _STATES.get(guard.kind, (guard.state,))
+            for state in states:
+                yield Observation(
+                    int(state == guard.state), {GUARD: guard.name, KIND: guard.kind, STATE: state}
+                )
 
     @staticmethod
     def _healths(guards: Sequence[GuardSnapshot]) -> Iterator[Observation]:
@@ -204,6 +238,7 @@ class Instrumentation:
         registry: Registry,
         meter_provider: metrics.MeterProvider | None,
         tracer_provider: trace.TracerProvider | None,
+        durations: bool = False,
     ) -> None:
         self._registry = registry
         self._on = True
@@ -217,22 +252,17 @@ class Instrumentation:
         self._instruments = instruments
         self._transitions = instruments.transitions
         self._waits = instruments.waits
+        self._durations = instruments.durations
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
             "resilient", __version__
         )
         # Not RetryAttempt: it comes with every call, and a retry's attempts are already
         # told by its waits and give-ups. What is listened to happens on retries,
-        # refusals, fallbacks and transitions only, never on a plain successful call.
+        # refusals, fallbacks and transitions only, never on a plain successful call,
+        # unless durations were asked for: guards time every call only while CallEnded
+        # has a listener, so that cost is paid by whoever opts in, and by nobody else.
         self._subscription: Subscription = registry.subscribe(
-            self._heard,
-            events=(
-                Transition,
-                RetryScheduled,
-                RetryGaveUp,
-                Refusal,
-                FallbackServed,
-                BudgetOverrun,
-            ),
+            self._heard, events=(*_HEARD, CallEnded) if durations else _HEARD
         )
 
     # -- events ------------------------------------------------------------------------------
@@ -240,9 +270,15 @@ class Instrumentation:
     def _heard(self, event: Event) -> None:
         if not self._on:
             return
+        if isinstance(event, CallEnded):
+            attrs: dict[str, Any] = {GUARD: event.guard, KIND: event.kind, OUTCOME: event.outcome}
+            if event.error_type:
+                attrs[ERROR_TYPE] = event.error_type
+            self._durations.record(event.duration, attrs)
+            return
         span = trace.get_current_span()
         if isinstance(event, Transition):
-            attrs: dict[str, Any] = {GUARD: event.guard, KIND: event.kind, STATE: event.new_state}
+            attrs = {GUARD: event.guard, KIND: event.kind, STATE: event.new_state}
             self._transitions.add(1, attrs)
             details = {
                 **attrs,
@@ -318,11 +354,27 @@ class Instrumentation:
                 self._instruments.members.remove(self)
 
 
+def _duration_histogram(meter: metrics.Meter) -> metrics.Histogram:
+    name, unit = "resilient.call.duration", "s"
+    description = "Duration of calls through guards, by guard and outcome."
+    try:
+        return meter.create_histogram(
+            name,
+            unit=unit,
+            description=description,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+    except TypeError:
+        # An older opentelemetry-api takes no bucket advice: the SDK's default buckets apply.
+        return meter.create_histogram(name, unit=unit, description=description)
+
+
 def instrument(
     registry: Registry | None = None,
     *,
     meter_provider: metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,
+    durations: bool = False,
 ) -> Instrumentation:
     """Wire every guard of ``registry`` (present and future) to OpenTelemetry.
 
@@ -330,13 +382,24 @@ def instrument(
         registry: The registry; the default registry if omitted.
         meter_provider: Where metrics go; the global meter provider if omitted.
         tracer_provider: Where transition spans go; the global tracer provider if omitted.
+        durations: Also record each call's duration in the histogram
+            ``resilient.call.duration``; off by default, because it makes every guard of
+            the registry time every call (see ``benchmarks/bench_otel.py`` for the cost).
 
     Returns:
         The instrumentation; :func:`uninstrument` (or its ``stop()``) ends it.
         Instrumenting a registry again replaces its earlier instrumentation.
+
+    Raises:
+        ConfigurationError: ``registry`` is not a :class:`~resilient.Registry` (a provider
+            passed in its place, say), or ``durations`` is not a bool.
     """
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigurationError(_not_a_registry(registry))
+    if not isinstance(durations, bool):
+        raise ConfigurationError(f"durations must be True or False (got {durations!r})")
     registry = default_registry if registry is None else registry
-    made = Instrumentation(registry, meter_provider, tracer_provider)
+    made = Instrumentation(registry, meter_provider, tracer_provider, durations)
     with _active_lock:
         earlier = _active.get(id(registry))
         _active[id(registry)] = made
@@ -345,8 +408,28 @@ def instrument(
     return made
 
 
+def _not_a_registry(registry: object) -> str:
+    """The error for something passed to instrument() where the registry goes."""
+    for provider, parameter in (("get_meter", "meter_provider"), ("get_tracer", "tracer_provider")):
+        if hasattr(registry, provider):
+            return (
+                f"registry must be a Registry, not a {parameter.replace('_', ' ')} (got "
+                f"{registry!r}): instrument() takes the registry first; pass it as "
+                f"{parameter}=, e.g. instrument({parameter}=provider)"
+            )
+    return f"registry must be a Registry, or None for the default registry (got {registry!r})"
+
+
 def uninstrument(registry: Registry | None = None) -> None:
-    """End the instrumentation of ``registry`` (the default registry if omitted), if any."""
+    """End the instrumentation of ``registry`` (the default registry if omitted), if any.
+
+    Raises:
+        ConfigurationError: ``registry`` is not a :class:`~resilient.Registry`.
+    """
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigurationError(
+            f"registry must be a Registry, or None for the default registry (got {registry!r})"
+        )
     registry = default_registry if registry is None else registry
     with _active_lock:
         made = _active.pop(id(registry), None)

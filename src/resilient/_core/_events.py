@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._state import Event
+from ._state import CallEnded, Event
 
 __all__ = ["Listener", "ListenerSet", "Subscription"]
 
@@ -60,7 +60,16 @@ class Subscription:
 class ListenerSet:
     """Ordered delivery of transitions to a changing set of listeners."""
 
-    __slots__ = ("_delivering", "_entries", "_errors", "_logged", "_mutate", "_queue", "_wanted")
+    __slots__ = (
+        "_delivering",
+        "_entries",
+        "_errors",
+        "_logged",
+        "_mutate",
+        "_queue",
+        "_wanted",
+        "times_calls",
+    )
 
     def __init__(self) -> None:
         # Copy-on-write tuple: delivery iterates it without a lock.
@@ -71,6 +80,9 @@ class ListenerSet:
         self._delivering = threading.Lock()
         self._logged: set[Subscription] = set()
         self._errors = 0
+        self.times_calls = False
+        """Whether any listener takes :class:`CallEnded`: the drivers read it on every
+        call, so it is a plain attribute, set whenever the listeners change."""
 
     @property
     def errors(self) -> int:
@@ -92,13 +104,18 @@ class ListenerSet:
         subscription = Subscription(self, listener, wanted)
         with self._mutate:
             self._entries = (*self._entries, subscription)
-            self._wanted = {}
+            self._changed()
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
         with self._mutate:
             self._entries = tuple(e for e in self._entries if e is not subscription)
-            self._wanted = {}
+            self._changed()
+
+    def _changed(self) -> None:
+        # Call holding _mutate, after _entries changed.
+        self._wanted = {}
+        self.times_calls = any(issubclass(CallEnded, entry._types) for entry in self._entries)
 
     def wants(self, event_class: type) -> bool:
         """Whether any listener takes events of ``event_class``; cheap enough for a hot path."""

@@ -11,7 +11,7 @@ from typing import ClassVar, Generic, TypeVar
 from ._clock import Clock
 from ._errors import ConfigurationError
 from ._registry import Registry
-from ._state import GuardSnapshot, Health, Statistic, Transition
+from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
 
 __all__ = ["Guard"]
 
@@ -52,6 +52,7 @@ class Guard(abc.ABC, Generic[S]):
             )
         self._name = name
         self._registry = registry
+        self._listeners = registry._listeners
         self._clock = clock
         self._lock = threading.Lock()
         self._state = state
@@ -153,6 +154,23 @@ class Guard(abc.ABC, Generic[S]):
     def _deliver(self) -> None:
         """Hand queued transitions to listeners; call after releasing the lock."""
         self._registry._deliver()
+
+    def _call_ended(self, started: float, outcome: str, error: BaseException | None) -> None:
+        """Publish the :class:`CallEnded` of a call that started at ``started``; only
+        while ``self._listeners.times_calls``, holding no lock."""
+        clock = self._clock
+        now = clock.monotonic()
+        self._registry._publish(
+            CallEnded(
+                guard=self._name,
+                kind=self.kind,
+                outcome=outcome,
+                duration=max(0.0, now - started),
+                error_type=None if error is None else type(error).__name__,
+                at=now,
+                at_wall=clock.wall(),
+            )
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} state={self._state.value}>"

@@ -28,6 +28,8 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from typing_extensions import ParamSpec
 
 from ._clock import Clock
+from ._errors import RejectedError
+from ._events import ListenerSet
 from ._guard import Guard, S
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Attempt",
     "Attempts",
     "Retrying",
+    "error_outcome",
     "retry_call",
     "retry_call_async",
 ]
@@ -84,10 +87,19 @@ def _refuse_async(fn: object, method: str) -> None:
     )
 
 
-# Permits of the ``with`` blocks open in this thread or task, innermost last.
-_open_blocks: ContextVar[tuple[tuple[object, object], ...]] = ContextVar(
+# Permits of the ``with`` blocks open in this thread or task, innermost last, each with
+# the block's start when its guard times calls (else None).
+_open_blocks: ContextVar[tuple[tuple[object, object, float | None], ...]] = ContextVar(
     "resilient_open_blocks", default=()
 )
+
+# The listeners of what is no guard (a bulkhead's partition): nobody, so it times nothing.
+_NOBODY = ListenerSet()
+
+
+def error_outcome(error: Exception) -> str:
+    """The :class:`CallEnded` outcome of a call whose function raised ``error``."""
+    return "rejected_inner" if isinstance(error, RejectedError) else "failure"
 
 
 class Admits(Generic[Permit]):
@@ -97,7 +109,13 @@ class Admits(Generic[Permit]):
     waits: a permit, or ``None`` when an async caller must wait in ``_enter_async``) and
     the three ``_exit_*`` methods. Guards get this through :class:`Admission`; views that
     are not guards themselves (a bulkhead's partitions) use it directly.
+
+    Every spelling reads ``_listeners.times_calls`` once per call: while some listener
+    takes :class:`CallEnded`, the call goes through a timed twin that publishes one;
+    otherwise that attribute read is all it costs.
     """
+
+    _listeners: ListenerSet = _NOBODY
 
     @property
     def name(self) -> str:
@@ -142,14 +160,18 @@ class Admits(Generic[Permit]):
         exit_ok = self._exit_ok
         exit_error = self._exit_error
         exit_cancel = self._exit_cancel
+        listeners = self._listeners
 
         if is_async_callable(fn):
             enter_nowait = self._enter_nowait
             enter_async = self._enter_async
+            timed_async = self._run_timed_async
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+                if listeners.times_calls:
+                    return await timed_async(async_fn, args, kwargs)
                 permit = enter_nowait()
                 if permit is None:
                     permit = await enter_async()
@@ -166,8 +188,12 @@ class Admits(Generic[Permit]):
 
             return cast(Callable[P, R], async_guarded)
 
+        timed = self._run_timed
+
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if listeners.times_calls:
+                return cast(R, timed(fn, args, kwargs))
             permit = enter()
             try:
                 result = fn(*args, **kwargs)
@@ -186,6 +212,8 @@ class Admits(Generic[Permit]):
         """Run ``fn(*args, **kwargs)`` through this guard and return its result."""
         if is_async_callable(fn):
             _refuse_async(fn, "call")
+        if self._listeners.times_calls:
+            return cast(R, self._run_timed(fn, args, kwargs))
         permit = self._enter()
         try:
             result = fn(*args, **kwargs)
@@ -211,6 +239,8 @@ class Admits(Generic[Permit]):
                 f"{fn!r} is not async: use guard.call(...) for it; awaiting what it returns "
                 "would count a call that already ran as a failure"
             )
+        if self._listeners.times_calls:
+            return cast(R, await self._run_timed_async(fn, args, kwargs))
         permit = self._enter_nowait()
         if permit is None:
             permit = await self._enter_async()
@@ -226,8 +256,14 @@ class Admits(Generic[Permit]):
         return result
 
     def __enter__(self) -> None:
-        permit = self._enter()
-        _open_blocks.set((*_open_blocks.get(), (self, permit)))
+        started = self._started() if self._listeners.times_calls else None
+        try:
+            permit = self._enter()
+        except BaseException as error:
+            if started is not None:
+                self._refused(started, error)
+            raise
+        _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
 
     def __exit__(
         self,
@@ -238,10 +274,16 @@ class Admits(Generic[Permit]):
         self._close_block(exc)
 
     async def __aenter__(self) -> None:
-        permit = self._enter_nowait()
-        if permit is None:
-            permit = await self._enter_async()
-        _open_blocks.set((*_open_blocks.get(), (self, permit)))
+        started = self._started() if self._listeners.times_calls else None
+        try:
+            permit = self._enter_nowait()
+            if permit is None:
+                permit = await self._enter_async()
+        except BaseException as error:
+            if started is not None:
+                self._refused(started, error)
+            raise
+        _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
 
     async def __aexit__(
         self,
@@ -255,7 +297,8 @@ class Admits(Generic[Permit]):
         blocks = _open_blocks.get()
         for index in range(len(blocks) - 1, -1, -1):
             if blocks[index][0] is self:
-                permit = cast(Permit, blocks[index][1])
+                _, block_permit, started = blocks[index]
+                permit = cast(Permit, block_permit)
                 _open_blocks.set(blocks[:index] + blocks[index + 1 :])
                 break
         else:
@@ -265,14 +308,92 @@ class Admits(Generic[Permit]):
             )
         if exc is None:
             self._exit_ok(permit, NO_RESULT)
+            outcome = "success"
         elif isinstance(exc, Exception):
             self._exit_error(permit, exc)
+            outcome = error_outcome(exc)
         else:
             self._exit_cancel(permit)
+            outcome = "cancelled"
+        if started is not None:
+            self._call_ended(started, outcome, exc)
+
+    # -- timed twins: only while a listener takes CallEnded -------------------------------
+
+    def _started(self) -> float | None:
+        """The start of a timed call, or None when this is no guard (nothing to publish)."""
+        return None
+
+    def _call_ended(self, started: float, outcome: str, error: BaseException | None) -> None:
+        """Publish the :class:`CallEnded` of a call that started at ``started``."""
+
+    def _refused(self, started: float, error: BaseException) -> None:
+        """Admission raised ``error``: a refusal, or a caller cancelled while it waited."""
+        if isinstance(error, RejectedError):
+            self._call_ended(started, "rejected", error)
+        elif isinstance(error, Exception):
+            self._call_ended(started, "failure", error)
+        else:
+            self._call_ended(started, "cancelled", None)
+
+    def _run_timed(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """A sync call, as ``call`` runs it, that publishes a :class:`CallEnded`."""
+        started = self._started()
+        if started is None:  # not a guard: nothing to publish
+            return self.call(fn, *args, **kwargs)
+        try:
+            permit = self._enter()
+        except BaseException as error:
+            self._refused(started, error)
+            raise
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            self._exit_error(permit, error)
+            self._call_ended(started, error_outcome(error), error)
+            raise
+        except BaseException:
+            self._exit_cancel(permit)
+            self._call_ended(started, "cancelled", None)
+            raise
+        self._exit_ok(permit, result)
+        self._call_ended(started, "success", None)
+        return result
+
+    async def _run_timed_async(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+    ) -> Any:
+        """The async twin of :meth:`_run_timed`."""
+        started = self._started()
+        if started is None:
+            return await self.call_async(fn, *args, **kwargs)
+        try:
+            permit = self._enter_nowait()
+            if permit is None:
+                permit = await self._enter_async()
+        except BaseException as error:
+            self._refused(started, error)
+            raise
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as error:
+            self._exit_error(permit, error)
+            self._call_ended(started, error_outcome(error), error)
+            raise
+        except BaseException:
+            self._exit_cancel(permit)
+            self._call_ended(started, "cancelled", None)
+            raise
+        self._exit_ok(permit, result)
+        self._call_ended(started, "success", None)
+        return result
 
 
 class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
     """A guard that admits or refuses each call and is told how it ended."""
+
+    def _started(self) -> float | None:
+        return self._clock.monotonic()
 
 
 def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Callable[P, R]:
@@ -281,6 +402,9 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
     outer_enter, inner_enter = outer._enter, inner._enter
     outer_ok, outer_error, outer_cancel = outer._exit_ok, outer._exit_error, outer._exit_cancel
     inner_ok, inner_error, inner_cancel = inner._exit_ok, inner._exit_error, inner._exit_cancel
+    # While calls are timed, each guard times its own through the plain nesting.
+    listeners = outer._listeners
+    nested = outer(inner(fn))
 
     if is_async_callable(fn):
         outer_nowait, inner_nowait = outer._enter_nowait, inner._enter_nowait
@@ -289,6 +413,8 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
 
         @functools.wraps(fn)
         async def async_both(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if listeners.times_calls:
+                return await cast(Callable[P, Awaitable[Any]], nested)(*args, **kwargs)
             first = outer_nowait()
             if first is None:
                 first = await outer_async()
@@ -320,6 +446,8 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
 
     @functools.wraps(fn)
     def both(*args: P.args, **kwargs: P.kwargs) -> R:
+        if listeners.times_calls:
+            return nested(*args, **kwargs)
         first = outer_enter()
         try:
             second = inner_enter()

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, TypeAlias
 
 __all__ = [
+    "CallEnded",
     "Event",
     "FallbackServed",
     "GuardSnapshot",
@@ -265,6 +266,37 @@ class FallbackServed(Event):
     guard: str
     operation: str
     reason: str
+    error_type: str | None
+    at: float
+    at_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(Event):
+    """A call through a guard ended; published only while a listener asks for it.
+
+    Guards time their calls only when some listener of their registry subscribes to this
+    class (``resilient.otel.instrument(durations=True)`` does), so nobody else pays for it.
+
+    Attributes:
+        guard: Name of the guard.
+        kind: Its kind.
+        outcome: How the call ended for its caller: ``"success"`` (it returned),
+            ``"failure"`` (it raised), ``"rejected"`` (this guard refused it),
+            ``"rejected_inner"`` (a guard inside this one refused it) or ``"cancelled"``.
+        duration: Seconds from asking this guard for admission to the end, waits in a
+            queue included.
+        error_type: Class name of the exception for a failure or a refusal, else ``None``.
+        at: Monotonic time when it ended.
+        at_wall: Wall time when it ended.
+    """
+
+    event_name: ClassVar[str] = "call_ended"
+
+    guard: str
+    kind: str
+    outcome: str
+    duration: float
     error_type: str | None
     at: float
     at_wall: float
