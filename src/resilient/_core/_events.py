@@ -80,7 +80,7 @@ class ListenerSet:
         self._delivering = threading.Lock()
         self._logged: set[Subscription] = set()
         self._errors = 0
-        self.times_calls = False
+        self.times_calls: bool = False
         """Whether any listener takes :class:`CallEnded`: the drivers read it on every
         call, so it is a plain attribute, set whenever the listeners change."""
 
