@@ -16,12 +16,12 @@ from typing_extensions import ParamSpec
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
-from ._core._guard import Guard
+from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
-from ._core._registry import Registry, default_registry
+from ._core._registry import Registry
 from ._core._run import is_async_callable
 from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, to_seconds
+from ._core._validate import Duration, check_count, check_flag, to_seconds
 
 __all__ = [
     "DEFAULT_RECOVER_AFTER",
@@ -156,8 +156,7 @@ class DegradedMode(Guard[DegradedState]):
         replace: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         names = []
         for watched in watches:
             watched_name = watched.name if isinstance(watched, Guard) else watched
@@ -419,6 +418,7 @@ class DegradedMode(Guard[DegradedState]):
         """
         if not callable(fallback):
             raise ConfigurationError(f"fallback must be callable (got {fallback!r})")
+        served = check_flag(served, "served")
         also = exception_matcher(on, "on")
 
         def answers_for(error: Exception) -> bool:
@@ -555,7 +555,7 @@ class StaleCache(Generic[T]):
             raise ConfigurationError(f"key must be callable (got {key!r})")
         self._key = key
         self._max_entries = check_count(max_entries, "max_entries")
-        self._clock = default_registry.clock if clock is None else clock
+        _, self._clock = registry_and_clock(None, clock)
         self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
