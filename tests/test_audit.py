@@ -437,6 +437,28 @@ def test_a_bad_line_names_its_file_and_line(
         read_audit_log(path)
 
 
+def test_a_line_that_is_not_utf8_names_its_file_and_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """An invalid UTF-8 byte raises ValueError naming the file and line, not the decoder's."""
+    breaker(registry).force_open(reason="maintenance")
+    good = json.dumps(registry.trail[-1].to_dict()).encode()
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(good + b"\n" + good[:10] + b"\xff" + good[10:] + b"\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2 is not UTF-8 text")) as caught:
+        read_audit_log(path)
+    assert not isinstance(caught.value, UnicodeDecodeError)
+
+
+def test_a_last_line_cut_inside_a_character_is_dropped(registry: Registry, tmp_path: Path) -> None:
+    """A crash that cut the last line inside a multi-byte character loses only that line."""
+    breaker(registry).force_open(reason="café closed")
+    good = json.dumps(registry.trail[-1].to_dict(), ensure_ascii=False).encode()
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(good + b"\n" + good[: good.index("é".encode()) + 1])
+    assert read_audit_log(path) == list(registry.trail)
+
+
 def test_a_bad_line_in_a_rotated_file_names_that_file(tmp_path: Path) -> None:
     """The error names the rotated file the bad line is in."""
     path = tmp_path / "audit.jsonl"

@@ -921,6 +921,21 @@ def test_bulkhead_configuration_errors(
             id="codel-target",
         ),
         pytest.param(lambda: RateLimit(0), r"per_second must be > 0 \(got 0\)", id="rate"),
+        pytest.param(
+            lambda: RateLimit(1e-320),
+            r"per_second is too small: .* must be finite \(got 1e-320\)",
+            id="rate-denormal",
+        ),
+        pytest.param(
+            lambda: RateLimit(1e-300, burst=10**10),
+            r"burst is too large for per_second=1e-300: .* \(got 10000000000\)",
+            id="burst-span-overflows",
+        ),
+        pytest.param(
+            lambda: RateLimit(1, burst=10**400),
+            r"burst is too large for per_second=1.0: .* \(got 1000",
+            id="burst-huge-int",
+        ),
         pytest.param(lambda: AIMD(initial=0), r"initial must be >= 1 \(got 0\)", id="initial"),
         pytest.param(
             lambda: AIMD(minimum=10, initial=5),

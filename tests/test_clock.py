@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +86,57 @@ def test_virtual_wall_time_is_wall_start_plus_elapsed() -> None:
     clock.advance(2.5)
 
     assert (clock.monotonic(), clock.wall()) == (102.5, 1_000_002.5)
+
+
+@pytest.mark.parametrize(
+    ("start", "shown"),
+    [
+        pytest.param(1e300, "1e+300", id="huge"),
+        pytest.param(-1e300, "-1e+300", id="huge-negative"),
+        pytest.param(1e12 + 1, "1000000000001.0", id="just-beyond"),
+    ],
+)
+def test_a_start_beyond_the_clocks_range_is_refused(start: float, shown: str) -> None:
+    """VirtualClock(start=) beyond ±1e12 s is a ConfigurationError naming start."""
+    with pytest.raises(
+        ConfigurationError, match=rf"^start must be within .*\(got {re.escape(shown)}\)"
+    ):
+        VirtualClock(start=start)
+
+
+@pytest.mark.parametrize(
+    ("start", "seconds"),
+    [
+        pytest.param(0.0, 1e300, id="huge"),
+        pytest.param(1e12 - 1, 2.0, id="past-the-end"),
+    ],
+)
+def test_advance_beyond_the_clocks_range_is_refused(start: float, seconds: float) -> None:
+    """advance() that would pass 1e12 s is a ConfigurationError, and the clock stays put."""
+    clock = VirtualClock(start=start)
+
+    with pytest.raises(ConfigurationError, match=r"^seconds would move the clock past"):
+        clock.advance(seconds)
+
+    assert clock.monotonic() == start
+
+
+@pytest.mark.anyio
+async def test_waits_and_scopes_far_beyond_the_clocks_range_never_fall_due() -> None:
+    """A timeout of 1e300 s is accepted by wait_async and cancel_after, and never ends."""
+    clock = VirtualClock()
+    event = anyio.Event()
+    with clock.cancel_after(1e300) as scope:
+        async with anyio.create_task_group() as tasks:
+
+            async def wait() -> None:
+                assert await clock.wait_async(event, 1e300) is True
+
+            tasks.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(1e9)
+            event.set()
+    assert not scope.cancelled_caught
 
 
 def test_advance_moves_the_clock_forward() -> None:
@@ -324,6 +376,32 @@ async def test_sleep_async_is_a_cancellation_point() -> None:
         reached.append(True)
 
     assert (scope.cancelled_caught, reached, clock.monotonic()) == (True, [], 0.0)
+
+
+@pytest.mark.anyio
+async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled() -> None:
+    """As anyio.sleep would be: the code after a sleep past the deadline never runs."""
+    clock = VirtualClock()
+    reached: list[bool] = []
+
+    with clock.cancel_after(1.0) as scope:
+        await clock.sleep_async(5)
+        reached.append(True)
+
+    assert (scope.cancelled_caught, reached, clock.monotonic()) == (True, [], 5.0)
+
+
+@pytest.mark.anyio
+async def test_a_sleep_that_ends_before_a_cancel_after_deadline_is_not_cancelled() -> None:
+    """A sleep that stops short of the deadline returns, and the block goes on."""
+    clock = VirtualClock()
+    reached: list[bool] = []
+
+    with clock.cancel_after(1.0) as scope:
+        await clock.sleep_async(0.5)
+        reached.append(True)
+
+    assert (scope.cancelled_caught, reached) == (False, [True])
 
 
 @pytest.mark.anyio

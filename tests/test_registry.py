@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -225,6 +227,28 @@ def test_a_raising_listener_changes_nothing_else(
     assert logged[0].exc_info is not None
 
 
+def test_an_unsubscribed_listener_that_raised_is_not_kept_alive(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once unsubscribed, a listener that once raised is freed with its subscription."""
+    # The logged record refers to the listener; keep it from pytest's log capture.
+    monkeypatch.setattr(logging.getLogger("resilient"), "propagate", False)
+
+    class Broken:
+        def __call__(self, _: Transition) -> None:
+            raise RuntimeError("listener bug")
+
+    listener = Broken()
+    alive = weakref.ref(listener)
+    subscription = registry.subscribe(listener)
+    breaker(registry, clock).force_open()
+    assert registry.listener_errors == 1
+    subscription.unsubscribe()
+    del listener, subscription
+    gc.collect()
+    assert alive() is None
+
+
 def test_a_listener_may_read_and_reset_the_guard(registry: Registry, clock: VirtualClock) -> None:
     """A listener can read the guard and call reset() from its callback without deadlock."""
     guard = breaker(registry, clock)
@@ -362,3 +386,14 @@ def test_per_call_events_are_delivered_in_the_calling_thread(
 
     assert heard == callers
     assert callers["a"] != callers["b"]
+
+
+def test_snapshot_text_escapes_control_characters_in_reasons(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A reason cannot forge a line of to_text(): newlines and escapes are shown escaped."""
+    breaker(registry, clock).force_open(reason="maintenance\nhealth: healthy\x1b[0m")
+    text = registry.snapshot().to_text()
+    assert "health: healthy" not in text.splitlines()
+    assert len(text.splitlines()) == 4  # health, one guard, the trail heading, one transition
+    assert "maintenance\\nhealth: healthy\\x1b[0m" in text

@@ -143,6 +143,47 @@ def test_exhaustion_raises_the_last_original_exception_with_a_note(
     assert notes(flaky.errors[0]) == []
 
 
+def test_a_reused_exception_keeps_one_note_per_retry(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An exception instance raised on every call carries one note of the retry, the latest."""
+    retry = make(registry, clock, attempts=2)
+    shared = ConnectionError("upstream down")
+
+    def fail() -> None:
+        raise shared
+
+    for _ in range(5):
+        with pytest.raises(ConnectionError):
+            retry.call(fail)
+    assert notes(shared) == [
+        "resilient: retry 'quotes' gave up after 2 attempts: 2 of 2 attempts made"
+    ]
+
+
+def test_a_reused_exception_keeps_the_notes_of_others(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Notes that other code added, and those of other retries, stay."""
+    shared = ConnectionError("upstream down")
+    shared.add_note("from the caller")
+
+    def fail() -> None:
+        raise shared
+
+    for retry in (
+        make(registry, clock, "inner", attempts=1),
+        make(registry, clock, "outer", attempts=1),
+    ):
+        with pytest.raises(ConnectionError):
+            retry.call(fail)
+    assert notes(shared) == [
+        "from the caller",
+        "resilient: retry 'inner' gave up after 1 attempt: 1 of 1 attempts made",
+        "resilient: retry 'outer' gave up after 1 attempt: 1 of 1 attempts made",
+    ]
+
+
 def test_the_decorator_passes_arguments_and_keeps_the_name(
     registry: Registry, clock: VirtualClock
 ) -> None:

@@ -218,6 +218,13 @@ def test_time_window_accepts_any_duration(seconds: resilient.Duration) -> None:
         pytest.param(lambda: TimeWindow(-1), "seconds", "-1", id="time-negative"),
         pytest.param(lambda: TimeWindow(float("nan")), "seconds", "nan", id="time-nan"),
         pytest.param(lambda: TimeWindow(10, buckets=0), "buckets", "0", id="buckets-zero"),
+        pytest.param(lambda: CountWindow(10**12), "calls", "1000000000000", id="count-huge"),
+        pytest.param(lambda: TimeWindow("1e-305s"), "seconds", "'1e-305s'", id="time-tiny"),
+        pytest.param(lambda: TimeWindow("0.5ms"), "seconds", "'0.5ms'", id="time-below-1ms"),
+        pytest.param(lambda: TimeWindow(367 * 86400), "seconds", "31708800", id="time-huge"),
+        pytest.param(
+            lambda: TimeWindow(10, buckets=10**12), "buckets", "1000000000000", id="buckets-huge"
+        ),
     ],
 )
 def test_bad_window_configuration_names_parameter_and_value(
@@ -230,3 +237,54 @@ def test_bad_window_configuration_names_parameter_and_value(
     message = str(caught.value)
     assert message.startswith(f"{name} must be"), message
     assert re.search(rf"\(got (\w+ )?{re.escape(value)}\)$", message), message
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param(lambda: CountWindow(1_000_000), id="count-largest"),
+        pytest.param(lambda: TimeWindow("1ms"), id="time-shortest"),
+        pytest.param(lambda: TimeWindow(366 * 86400), id="time-longest"),
+        pytest.param(lambda: TimeWindow(10, buckets=10_000), id="buckets-most"),
+    ],
+)
+def test_windows_at_their_documented_bounds_are_accepted(window: Callable[[], object]) -> None:
+    """The documented extremes (1,000,000 calls; 1 ms to 366 days; 10,000 buckets) pass."""
+    window()
+
+
+def test_the_shortest_time_window_records_calls_late_in_time() -> None:
+    """A 1 ms window still places a call made after many days of uptime."""
+    live = TimeWindow("1ms")._live()
+    live.record(FAILURE, 30 * 86400.0)
+    assert (live.calls, live.failures) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        pytest.param(
+            lambda r: resilient.Budget("b", target="50ms", window="1e-305s", registry=r),
+            "window",
+            id="budget-window",
+        ),
+        pytest.param(
+            lambda r: resilient.Budget("b", target="50ms", fast_window="1e-305s", registry=r),
+            "fast_window",
+            id="budget-fast_window",
+        ),
+        pytest.param(
+            lambda r: resilient.RetryBudget("rb", window="1e-305s", registry=r),
+            "window",
+            id="retry_budget-window",
+        ),
+    ],
+)
+def test_time_windows_of_budgets_have_the_same_bounds(
+    make: Callable[[resilient.Registry], object], name: str
+) -> None:
+    """A budget's or retry budget's window is bounded like a TimeWindow."""
+    with pytest.raises(
+        resilient.ConfigurationError, match=rf"^{name} must be a duration from 1 ms"
+    ):
+        make(resilient.Registry())

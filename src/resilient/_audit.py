@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
-from ._core._registry import Registry, default_registry
+from ._core._guard import registry_and_clock
+from ._core._registry import Registry
 from ._core._state import Transition
-from ._core._validate import check_count
+from ._core._validate import check_count, check_flag
 
 __all__ = ["DEFAULT_AUDIT_BACKUPS", "DEFAULT_AUDIT_MAX_BYTES", "AuditLog", "read_audit_log"]
 
@@ -50,6 +51,7 @@ class AuditLog:
         max_bytes: int = DEFAULT_AUDIT_MAX_BYTES,
         backups: int = DEFAULT_AUDIT_BACKUPS,
     ) -> None:
+        registry, _ = registry_and_clock(registry, None)
         self._path = Path(path)
         if not self._path.parent.is_dir():
             raise ConfigurationError(
@@ -64,7 +66,6 @@ class AuditLog:
         self._size = self._file.tell()
         self._closed = False
         self._failures: set[tuple[type[OSError], str]] = set()
-        registry = default_registry if registry is None else registry
         self._subscription: Subscription | None = registry.subscribe(self.write)
 
     @property
@@ -149,6 +150,7 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
     Raises:
         ValueError: A line is not a transition; the message names the file and line.
     """
+    rotated = check_flag(rotated, "rotated")
     base = Path(path)
     files: list[Path] = []
     if rotated and base.parent.is_dir():
@@ -201,8 +203,15 @@ def _drop_cut_line(path: Path) -> None:
 
 
 def _read(file: Path) -> Iterator[Transition]:
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    # Bytes, decoded line by line, so that a bad byte is reported with its file and line.
+    with file.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if not raw.endswith(b"\n"):
+                    return  # cut short by a crash, maybe inside a character
+                raise ValueError(f"{file}:{number} is not UTF-8 text: {error}") from error
             if not line.strip():
                 continue
             try:

@@ -11,8 +11,9 @@ from typing import TypeAlias
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import CircuitOpenError, ConfigurationError, RejectedError, format_seconds
+from ._core._guard import registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
-from ._core._registry import Registry, default_registry
+from ._core._registry import Registry
 from ._core._run import NO_RESULT, Admission
 from ._core._state import Health, Refusal, Statistic
 from ._core._validate import Duration, check_count, check_factor, check_ratio, to_seconds
@@ -245,8 +246,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._failure_result = failure_result
         self._minimum_calls = minimum_calls
         self._window = window._live()
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         # A call's start is read only to spot slow calls; its end only for that or to place
         # it in a time window. Without either, a closed call reads no clock at all.
         self._timed = self._slow_seconds is not None

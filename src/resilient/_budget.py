@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
 import anyio
 from typing_extensions import ParamSpec
@@ -25,12 +25,13 @@ from ._core._errors import (
     format_seconds,
 )
 from ._core._events import Subscription
-from ._core._registry import Registry, default_registry
+from ._core._guard import registry_and_clock
+from ._core._registry import Registry
 from ._core._run import Admission, is_async_callable
 from ._core._sketch import DEFAULT_ACCURACY, WindowedHistogram
 from ._core._state import Event, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, check_ratio, to_seconds
-from ._core._windows import BucketRing
+from ._core._validate import Duration, check_count, check_flag, check_ratio, to_seconds
+from ._core._windows import BucketRing, window_seconds
 from ._retry_budget import RetryBudget
 
 __all__ = [
@@ -187,11 +188,9 @@ class Budget(Admission[BudgetState, _Permit]):
                 "objective must be below 1, or no call may ever miss the target "
                 f"(got {objective!r})"
             )
-        self._window = to_seconds(window, "window", allow_zero=False)
+        self._window = window_seconds(window, "window")
         self._fast_window = (
-            None
-            if fast_window is None
-            else to_seconds(fast_window, "fast_window", allow_zero=False)
+            None if fast_window is None else window_seconds(fast_window, "fast_window")
         )
         if self._fast_window is not None and self._fast_window >= self._window:
             raise ConfigurationError(
@@ -209,16 +208,9 @@ class Budget(Admission[BudgetState, _Permit]):
         self._burn_threshold = float(burn_threshold)
         self._minimum_calls = check_count(minimum_calls, "minimum_calls")
         self._recover_after = to_seconds(recover_after, "recover_after")
-        if not isinstance(count_failures, bool):
-            raise ConfigurationError(
-                f"count_failures must be True or False (got {count_failures!r})"
-            )
-        self._count_failures = count_failures
-        if not isinstance(count_refusals, bool):
-            raise ConfigurationError(
-                f"count_refusals must be True or False (got {count_refusals!r})"
-            )
-        self._count_refusals = count_refusals
+        self._count_failures = check_flag(count_failures, "count_failures")
+        self._count_refusals = check_flag(count_refusals, "count_refusals")
+        check_flag(idempotent, "idempotent")
         self._limit = None if limit is None else to_seconds(limit, "limit", allow_zero=False)
         self._hedge_p95 = hedge == "p95"
         self._hedge: float | None = None
@@ -285,8 +277,7 @@ class Budget(Admission[BudgetState, _Permit]):
         self._hedges = 0
         self._hedge_wins = 0
 
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         if self._limit is None:
             # A permit is the start time itself: admitting a call is one C call.
@@ -568,10 +559,29 @@ class Budget(Admission[BudgetState, _Permit]):
     # -- async: hard limit and hedging -----------------------------------------------------
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
-        if is_async_callable(fn) and (self._limit is not None or self._hedges_on):
-            fn = self._shape(fn)  # type: ignore[arg-type, assignment]
+        """Decorate ``fn`` (sync or ``async def``), keeping its signature.
+
+        Raises:
+            ConfigurationError: The budget hedges and ``fn`` is not async: a function
+                decorated with a hedging budget would silently never be hedged. (Sync
+                calls through ``call`` or a ``with`` block, beside hedged async ones, are
+                measured and never hedged.)
+        """
+        if is_async_callable(fn):
+            if self._limit is not None or self._hedges_on:
+                fn = self._shape(fn)  # type: ignore[arg-type, assignment]
+        elif self._hedges_on:
+            self._refuse_sync_hedge(fn)
         return super().__call__(fn)
+
+    def _refuse_sync_hedge(self, fn: object) -> NoReturn:
+        hedge = "p95" if self._hedge_p95 else _human(cast(float, self._hedge))
+        raise ConfigurationError(
+            f"budget {self._name!r} hedges calls (hedge={hedge}), which only an async "
+            f"function can do: a second sync call cannot be started beside the first, nor "
+            f"the slower one cancelled. Make {fn!r} `async def`, or decorate it with a "
+            "budget without hedge="
+        )
 
     async def call_async(
         self,

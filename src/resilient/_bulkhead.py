@@ -18,7 +18,8 @@ from ._core._errors import (
     DeadlineExceededError,
     format_seconds,
 )
-from ._core._registry import Registry, default_registry
+from ._core._guard import registry_and_clock
+from ._core._registry import Registry
 from ._core._run import Admission, Admits
 from ._core._state import Health, Refusal, Statistic
 from ._core._validate import Duration, check_count, check_non_negative, to_seconds
@@ -122,8 +123,13 @@ class RateLimit:
     immediately.
 
     Args:
-        per_second: Calls admitted per second on average (> 0).
-        burst: Calls that may pass at once after a quiet period (>= 1, default 1).
+        per_second: Calls admitted per second on average (> 0); one call apart must be a
+            finite time, so not below about ``1e-308``.
+        burst: Calls that may pass at once after a quiet period (>= 1, default 1); the
+            burst's span, ``(burst - 1) / per_second`` seconds, must be finite too.
+
+    Raises:
+        ConfigurationError: ``per_second`` or ``burst`` is out of range.
     """
 
     per_second: float
@@ -133,8 +139,26 @@ class RateLimit:
         rate = check_non_negative(per_second, "per_second")
         if rate == 0:
             raise ConfigurationError(f"per_second must be > 0 (got {per_second!r})")
+        burst = check_count(burst, "burst")
+        # A rate so small that 1 / rate overflows would make the interval infinite and the
+        # tolerance NaN, and every comparison with NaN lets calls through: no limit at all.
+        interval = 1.0 / rate
+        if not math.isfinite(interval):
+            raise ConfigurationError(
+                f"per_second is too small: the time between two calls, 1 / per_second, "
+                f"must be finite (got {per_second!r})"
+            )
+        try:
+            tolerance = (burst - 1) * interval
+        except OverflowError:
+            tolerance = math.inf
+        if not math.isfinite(tolerance):
+            raise ConfigurationError(
+                f"burst is too large for per_second={rate!r}: (burst - 1) / per_second must "
+                f"be a finite number of seconds (got {burst!r})"
+            )
         object.__setattr__(self, "per_second", rate)
-        object.__setattr__(self, "burst", check_count(burst, "burst"))
+        object.__setattr__(self, "burst", burst)
 
 
 class BulkheadSlot:
@@ -309,8 +333,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
             self._enter = self._enter_unpartitioned  # type: ignore[method-assign]
 
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         super().__init__(
             name,

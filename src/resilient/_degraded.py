@@ -16,12 +16,12 @@ from typing_extensions import ParamSpec
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
-from ._core._guard import Guard
+from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
-from ._core._registry import Registry, default_registry
+from ._core._registry import Registry
 from ._core._run import is_async_callable
 from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, to_seconds
+from ._core._validate import Duration, check_count, check_flag, to_seconds
 
 __all__ = [
     "DEFAULT_FALLBACK_NAME",
@@ -182,8 +182,7 @@ class DegradedMode(Guard[DegradedState]):
         replace: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         names = []
         for watched in watches:
             watched_name = watched.name if isinstance(watched, Guard) else watched
@@ -531,7 +530,7 @@ class _FallbackLayer:
             raise ConfigurationError(f"fallback must be callable (got {fallback!r})")
         self._fallback = fallback
         self._also = exception_matcher(on, "on")
-        self._served = served
+        self._served = check_flag(served, "served")
         self._name = name
         self._registry = registry
         self._clock = clock
@@ -745,11 +744,8 @@ def fallback(
     """
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
-    if registry is None:
-        registry = default_registry
-    elif not isinstance(registry, Registry):
-        raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
-    return _FallbackLayer(fallback, on, served, name, registry, registry.clock, None)
+    registry, clock = registry_and_clock(registry, None)
+    return _FallbackLayer(fallback, on, served, name, registry, clock, None)
 
 
 class StaleCache(Generic[T]):
@@ -781,7 +777,7 @@ class StaleCache(Generic[T]):
             raise ConfigurationError(f"key must be callable (got {key!r})")
         self._key = key
         self._max_entries = check_count(max_entries, "max_entries")
-        self._clock = default_registry.clock if clock is None else clock
+        _, self._clock = registry_and_clock(None, clock)
         self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -14,6 +14,7 @@ from ._core._match import ExceptionSpec
 from ._core._registry import Registry
 from ._core._run import Admits, admit_both
 from ._core._state import Health, Statistic, Transition, worst
+from ._core._validate import check_flag
 from ._degraded import DegradedMode, Served, Stale, _FallbackLayer
 
 __all__ = ["KIND_ORDER", "Pipeline", "PipelineState"]
@@ -227,6 +228,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         registry: Registry | None = None,
         replace: bool = False,
     ) -> None:
+        served = check_flag(served, "served")
         parts: list[Guard[Any]] = list(guards)
         if degraded is not None:
             parts.insert(0, degraded)

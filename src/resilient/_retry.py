@@ -27,9 +27,9 @@ from ._core._errors import (
     RetryExhaustedError,
     format_seconds,
 )
-from ._core._guard import Guard
+from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
-from ._core._registry import Registry, default_registry
+from ._core._registry import Registry
 from ._core._run import (
     NO_RESULT,
     Attempts,
@@ -39,7 +39,7 @@ from ._core._run import (
     retry_call_async,
 )
 from ._core._state import Event, Health, Statistic
-from ._core._validate import Duration, check_count, to_seconds
+from ._core._validate import Duration, check_count, check_flag, to_seconds
 from ._retry_budget import RetryBudget
 
 __all__ = [
@@ -215,16 +215,22 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
     return seconds
 
 
-def _add_note(error: BaseException, note: str) -> None:
+def _add_note(error: BaseException, note: str, replaces: str) -> None:
+    """Add ``note`` to ``error``, dropping an earlier note that starts with ``replaces``.
+
+    An exception instance raised again and again (a module-level constant, a cached error)
+    keeps one note per retry policy, the latest, instead of growing with every give-up.
+    """
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(replaces))]
+        notes.append(note)
+        return
     add_note = getattr(error, "add_note", None)
     if add_note is not None:
         add_note(note)
     else:  # Python 3.10: keep the note where 3.11's traceback printer looks
-        notes = getattr(error, "__notes__", None)
-        if isinstance(notes, list):
-            notes.append(note)
-        else:
-            error.__notes__ = [note]  # type: ignore[attr-defined]
+        error.__notes__ = [note]  # type: ignore[attr-defined]
 
 
 # The budgets whose retry policies are running in this thread or task: a retry nested in
@@ -374,13 +380,12 @@ class Retry(Guard[RetryState]):
         self._max_retry_after = (
             None if max_retry_after is None else to_seconds(max_retry_after, "max_retry_after")
         )
-        self._idempotent = bool(idempotent)
+        self._idempotent = check_flag(idempotent, "idempotent")
         self._not_sent = not_sent
-        self._retry_rejections = bool(retry_rejections)
+        self._retry_rejections = check_flag(retry_rejections, "retry_rejections")
         self._budget = budget
         self._random = _random.Random() if random is None else random
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         self._listeners = registry._listeners  # read on every call: one attribute less
         self._calls = Counter()
@@ -683,10 +688,12 @@ class Retry(Guard[RetryState]):
         self._gave_up[cause].increment()
         call.stopped = reason
         if error is not None:
+            prefix = f"resilient: retry {self._name!r} gave up"
             _add_note(
                 error,
-                f"resilient: retry {self._name!r} gave up after {call.attempt} attempt"
+                f"{prefix} after {call.attempt} attempt"
                 f"{'' if call.attempt == 1 else 's'}: {reason}",
+                replaces=prefix,
             )
         if self._registry._wants(RetryGaveUp):
             self._registry._publish(

@@ -7,11 +7,11 @@ import math
 
 from ._core._clock import Clock
 from ._core._errors import format_seconds
-from ._core._guard import Guard
-from ._core._registry import Registry, default_registry
+from ._core._guard import Guard, registry_and_clock
+from ._core._registry import Registry
 from ._core._state import Health, Statistic
-from ._core._validate import Duration, check_non_negative, check_ratio, to_seconds
-from ._core._windows import BucketRing
+from ._core._validate import Duration, check_non_negative, check_ratio
+from ._core._windows import BucketRing, window_seconds
 
 __all__ = [
     "DEFAULT_BUDGET_MIN_PER_SECOND",
@@ -79,12 +79,11 @@ class RetryBudget(Guard[RetryBudgetState]):
         clock: Clock | None = None,
     ) -> None:
         self._ratio = check_ratio(ratio, "ratio", allow_zero=True)
-        self._window = to_seconds(window, "window", allow_zero=False)
+        self._window = window_seconds(window, "window")
         self._reserve = check_non_negative(min_per_second, "min_per_second") * self._window
         self._counts = BucketRing(self._window, _BUCKETS, 2)
         self._throttled = 0
-        registry = default_registry if registry is None else registry
-        clock = registry.clock if clock is None else clock
+        registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         super().__init__(
             name,

@@ -18,6 +18,11 @@ import anyio
 
 __all__ = ["Clock", "SystemClock"]
 
+# The longest wait the OS calls take in one go (about 292 years on 64-bit Linux):
+# ``time.sleep`` and ``Event.wait`` raise OverflowError beyond it, so longer waits (a
+# server's ``Retry-After: 9999999999``) are taken in pieces of this size.
+_LONGEST_WAIT = threading.TIMEOUT_MAX
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -79,12 +84,19 @@ class SystemClock:
         wall = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
+        while seconds > _LONGEST_WAIT:
+            time.sleep(_LONGEST_WAIT)
+            seconds -= _LONGEST_WAIT
         time.sleep(seconds)
 
     async def sleep_async(self, seconds: float) -> None:
         await anyio.sleep(seconds)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        while timeout is not None and timeout > _LONGEST_WAIT:
+            if event.wait(_LONGEST_WAIT):
+                return True
+            timeout -= _LONGEST_WAIT
         return event.wait(timeout)
 
     async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:

@@ -34,12 +34,15 @@ logger = logging.getLogger("resilient")
 class Subscription:
     """Handle returned by ``subscribe``; call :meth:`unsubscribe` (or use ``with``) to stop."""
 
-    __slots__ = ("_listener", "_owner", "_types")
+    __slots__ = ("_listener", "_logged", "_owner", "_types")
 
     def __init__(self, owner: ListenerSet, listener: Listener, types: tuple[type, ...]) -> None:
         self._owner = owner
         self._listener = listener
         self._types = types
+        # Whether this listener's first error was logged; kept here, not in a set of the
+        # ListenerSet, so an unsubscribed listener is freed with its subscription.
+        self._logged = False
 
     @property
     def active(self) -> bool:
@@ -64,7 +67,6 @@ class ListenerSet:
         "_delivering",
         "_entries",
         "_errors",
-        "_logged",
         "_mutate",
         "_queue",
         "_wanted",
@@ -78,7 +80,6 @@ class ListenerSet:
         self._queue: deque[Event] = deque()
         self._wanted: dict[type, bool] = {}  # event class -> does any listener take it
         self._delivering = threading.Lock()
-        self._logged: set[Subscription] = set()
         self._errors = 0
         self.times_calls: bool = False
         """Whether any listener takes :class:`CallEnded`: the drivers read it on every
@@ -158,8 +159,8 @@ class ListenerSet:
             entry._listener(event)
         except Exception:
             self._errors += 1
-            if entry not in self._logged:
-                self._logged.add(entry)
+            if not entry._logged:
+                entry._logged = True
                 logger.exception(
                     "listener %r raised while handling %s of %r; the call and the guard are "
                     "unaffected, and later errors of this listener are counted in the "

@@ -10,12 +10,39 @@ from typing import ClassVar, Generic, TypeVar
 
 from ._clock import Clock
 from ._errors import ConfigurationError
-from ._registry import Registry
+from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
+from ._validate import check_flag
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "registry_and_clock"]
 
 S = TypeVar("S", bound=enum.Enum)
+
+
+def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock]:
+    """The registry and clock a guard is built with: the defaults for ``None``, checked.
+
+    Guards read ``registry.clock`` and ``clock.monotonic`` before :class:`Guard` sets them,
+    so every guard resolves both here first.
+
+    Raises:
+        ConfigurationError: ``registry`` is not a :class:`Registry`, or ``clock`` does not
+            provide the :class:`Clock` protocol.
+    """
+    if registry is None:
+        registry = default_registry
+    elif not isinstance(registry, Registry):
+        raise ConfigurationError(
+            f"registry must be a Registry or None (got {type(registry).__name__} {registry!r})"
+        )
+    if clock is None:
+        clock = registry.clock
+    elif not isinstance(clock, Clock):
+        raise ConfigurationError(
+            f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
+            f"(got {type(clock).__name__} {clock!r})"
+        )
+    return registry, clock
 
 
 class Guard(abc.ABC, Generic[S]):
@@ -43,13 +70,14 @@ class Guard(abc.ABC, Generic[S]):
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
-        if not isinstance(registry, Registry):
-            raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
-        if not isinstance(clock, Clock):
+        if not name.isprintable():
+            # Names become log fields, metric labels and lines of RegistrySnapshot.to_text().
             raise ConfigurationError(
-                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-                f"(got {clock!r})"
+                f"name must be printable: no newlines, tabs or other control characters "
+                f"(got {name!r})"
             )
+        registry, clock = registry_and_clock(registry, clock)
+        replace = check_flag(replace, "replace")
         self._name = name
         self._registry = registry
         self._listeners = registry._listeners

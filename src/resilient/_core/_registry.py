@@ -14,7 +14,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import ConfigurationError, format_seconds
 from ._events import ListenerSet, Subscription
 from ._state import Event, GuardSnapshot, Health, Transition, worst
-from ._validate import check_count
+from ._validate import check_count, check_flag
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -41,6 +41,14 @@ DEFAULT_GUARD_TRAIL = 20
 many other guards have moved since (never more than ``trail_size``)."""
 
 
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable (a newline, a control or
+    format character) escaped as ``repr`` would, so one field is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrySnapshot:
     """Every guard of a registry at one instant, for a health endpoint or a log line.
@@ -62,14 +70,19 @@ class RegistrySnapshot:
 
     def to_text(self, *, trail: int = 10) -> str:
         """The snapshot as plain text for logs and terminals: one line per guard, then the
-        last ``trail`` transitions."""
+        last ``trail`` transitions.
+
+        Names and reasons are printed with newlines and other control characters escaped
+        (``\\n``), so that no text can pass for a line of its own.
+        """
         lines = [f"health: {self.health.value} ({len(self.guards)} guards)"]
-        width = max((len(g.name) for g in self.guards), default=0)
-        for guard in self.guards:
+        names = [_printable(g.name) for g in self.guards]
+        width = max((len(name) for name in names), default=0)
+        for guard, name in zip(self.guards, names, strict=True):
             ago = format_seconds(max(0.0, self.at - guard.since))
-            why = f": {guard.reason}" if guard.reason else ""
+            why = f": {_printable(guard.reason)}" if guard.reason else ""
             lines.append(
-                f"  {guard.health.value:<11} {guard.name:<{width}}  {guard.kind} "
+                f"  {guard.health.value:<11} {name:<{width}}  {guard.kind} "
                 f"{guard.state} for {ago} s{why}"
             )
         recent = self.trail[-trail:] if trail > 0 else ()
@@ -78,7 +91,8 @@ class RegistrySnapshot:
             for t in recent:
                 ago = format_seconds(max(0.0, self.at - t.at))
                 lines.append(
-                    f"  {ago} s ago  {t.guard}: {t.old_state} -> {t.new_state}: {t.reason}"
+                    f"  {ago} s ago  {_printable(t.guard)}: {t.old_state} -> {t.new_state}: "
+                    f"{_printable(t.reason)}"
                 )
         return "\n".join(lines)
 
@@ -130,8 +144,10 @@ class Registry:
 
         Raises:
             ConfigurationError: Another guard has that name and ``replace`` is false, or
-                the guard was built for another registry (its transitions go there).
+                the guard was built for another registry (its transitions go there), or
+                ``replace`` is not a bool.
         """
+        replace = check_flag(replace, "replace")
         if guard.registry is not self:
             raise ConfigurationError(
                 f"{guard.kind} {guard.name!r} reports to another registry; build it with "

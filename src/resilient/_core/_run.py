@@ -20,10 +20,11 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
@@ -65,19 +66,46 @@ def is_async_callable(fn: object) -> bool:
     one, or an object whose ``__call__`` is ``async def``.
 
     Raises:
-        TypeError: ``fn`` is not callable, or is a generator function (whose body would
-            run only after the guard has already counted the call).
+        TypeError: ``fn`` is not callable, or is a generator function or an object whose
+            ``__call__`` is one (whose body would run only after the guard has already
+            counted the call).
     """
     if inspect.iscoroutinefunction(fn):
         return True  # the common case first: call_async asks on every call
     if not callable(fn):
         raise TypeError(f"a guard wraps a callable (got {fn!r})")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        raise TypeError(
-            f"{fn!r} is a generator function: its body runs only when iterated, after the "
-            "guard has counted the call. Guard the function that consumes it instead"
-        )
-    return inspect.iscoroutinefunction(type(fn).__call__)
+        _refuse_generator(fn)
+    if type(fn) in _PLAIN_FUNCTIONS:
+        return False  # its __call__ is the interpreter's own
+    call = type(fn).__call__
+    if inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call):
+        _refuse_generator(fn)
+    return inspect.iscoroutinefunction(call)
+
+
+_PLAIN_FUNCTIONS = frozenset({types.FunctionType, types.MethodType, types.BuiltinFunctionType})
+
+
+def _refuse_generator(fn: object) -> NoReturn:
+    raise TypeError(
+        f"{fn!r} is a generator function: its body runs only when iterated, after the "
+        "guard has counted the call. Guard the function that consumes it instead"
+    )
+
+
+# A sync function that returns a coroutine (a lambda or a decorator around an async
+# function) has not run yet when it returns: counting that as a success would hide every
+# failure. One type check per call, on the result only.
+_COROUTINE = types.CoroutineType
+
+
+def _refuse_coroutine(fn: object, result: Coroutine[Any, Any, Any]) -> NoReturn:
+    result.close()  # it will never be awaited; closing it spares a RuntimeWarning
+    raise TypeError(
+        f"{fn!r} is not `async def` but returned a coroutine, which the guard cannot await "
+        "or judge: declare it `async def` (awaiting what it returns) so that its outcome counts"
+    )
 
 
 def _refuse_async(fn: object, method: str) -> None:
@@ -189,6 +217,7 @@ class Admits(Generic[Permit]):
             return cast(Callable[P, R], async_guarded)
 
         timed = self._run_timed
+        coroutine = _COROUTINE
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -203,6 +232,9 @@ class Admits(Generic[Permit]):
             except BaseException:
                 exit_cancel(permit)
                 raise
+            if result.__class__ is coroutine:
+                exit_cancel(permit)
+                _refuse_coroutine(fn, result)  # type: ignore[arg-type]
             exit_ok(permit, result)
             return result
 
@@ -223,6 +255,9 @@ class Admits(Generic[Permit]):
         except BaseException:
             self._exit_cancel(permit)
             raise
+        if result.__class__ is _COROUTINE:
+            self._exit_cancel(permit)
+            _refuse_coroutine(fn, result)  # type: ignore[arg-type]
         self._exit_ok(permit, result)
         return result
 
@@ -356,6 +391,13 @@ class Admits(Generic[Permit]):
             self._exit_cancel(permit)
             self._call_ended(started, "cancelled", None)
             raise
+        if result.__class__ is _COROUTINE:
+            self._exit_cancel(permit)  # the guard counts no outcome; the caller sees an error
+            try:
+                _refuse_coroutine(fn, result)
+            except TypeError as error:
+                self._call_ended(started, "failure", error)
+                raise
         self._exit_ok(permit, result)
         self._call_ended(started, "success", None)
         return result
@@ -467,6 +509,10 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
             inner_cancel(second)
             outer_cancel(first)
             raise
+        if result.__class__ is _COROUTINE:
+            inner_cancel(second)
+            outer_cancel(first)
+            _refuse_coroutine(fn, result)  # type: ignore[arg-type]
         inner_ok(second, result)
         outer_ok(first, result)
         return result
@@ -523,6 +569,8 @@ def retry_call(
                 if wait is None:
                     raise
             else:
+                if result.__class__ is _COROUTINE:
+                    _refuse_coroutine(fn, result)  # type: ignore[arg-type]
                 if policy._accept(call, result, operation):
                     return result
                 if call is None:

@@ -17,6 +17,7 @@ __all__ = [
     "Duration",
     "check_count",
     "check_factor",
+    "check_flag",
     "check_non_negative",
     "check_ratio",
     "to_seconds",
@@ -78,17 +79,34 @@ def to_seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
     return seconds
 
 
-def check_count(value: object, name: str, *, minimum: int = 1) -> int:
-    """Check that ``value`` is an int (not a bool) of at least ``minimum``.
+def check_count(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Check that ``value`` is an int (not a bool) of at least ``minimum`` and, when given,
+    at most ``maximum``.
 
     Raises:
-        ConfigurationError: The value is not an int or is below ``minimum``.
+        ConfigurationError: The value is not an int or is out of range.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(f"{name} must be an int (got {type(value).__name__} {value!r})")
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum} (got {value!r})")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be <= {maximum:_} (got {value!r})")
     return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Check that ``value`` is ``True`` or ``False``.
+
+    A string such as ``"false"`` from a config file is truthy; taking it as ``True`` would
+    retry a call that must not run twice, so only real bools pass.
+
+    Raises:
+        ConfigurationError: The value is not a bool.
+    """
+    if value is True or value is False:
+        return value
+    raise ConfigurationError(f"{name} must be True or False (got {value!r})")
 
 
 def check_non_negative(value: object, name: str) -> float:

@@ -13,10 +13,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import format_seconds
+from ._errors import ConfigurationError, format_seconds
 from ._validate import Duration, check_count, to_seconds
 
-__all__ = ["FAILURE", "SLOW", "BucketRing", "CountWindow", "LiveWindow", "TimeWindow"]
+__all__ = [
+    "FAILURE",
+    "MAX_TIME_BUCKETS",
+    "MAX_TIME_WINDOW",
+    "MAX_WINDOW_CALLS",
+    "MIN_TIME_WINDOW",
+    "SLOW",
+    "BucketRing",
+    "CountWindow",
+    "LiveWindow",
+    "TimeWindow",
+    "window_seconds",
+]
 
 FAILURE = 1
 """Outcome flag: the call failed."""
@@ -24,6 +36,32 @@ SLOW = 2
 """Outcome flag: the call was slower than its threshold."""
 
 DEFAULT_TIME_BUCKETS = 20
+
+# Windows hold one slot per call or bucket in memory, and a time window divides the clock
+# by its bucket width: beyond these bounds a window would exhaust memory or overflow.
+MAX_WINDOW_CALLS = 1_000_000
+"""The most calls a :class:`CountWindow` holds."""
+MIN_TIME_WINDOW = 0.001
+"""The shortest time window (of a :class:`TimeWindow`, a budget), in seconds: 1 ms."""
+MAX_TIME_WINDOW = 366 * 86_400.0
+"""The longest time window (of a :class:`TimeWindow`, a budget), in seconds: 366 days."""
+MAX_TIME_BUCKETS = 10_000
+"""The most buckets a :class:`TimeWindow` is cut into."""
+
+
+def window_seconds(value: object, name: str) -> float:
+    """Convert the length of a time window to seconds, within the bounds windows support.
+
+    Raises:
+        ConfigurationError: ``value`` is not a duration from 1 ms to 366 days.
+    """
+    seconds = to_seconds(value, name, allow_zero=False)
+    if not MIN_TIME_WINDOW <= seconds <= MAX_TIME_WINDOW:
+        raise ConfigurationError(
+            f"{name} must be a duration from 1 ms to 366 days: a shorter window holds no "
+            f"calls, and a longer one belongs in a metrics store (got {value!r})"
+        )
+    return seconds
 
 
 class LiveWindow:
@@ -55,13 +93,17 @@ class CountWindow:
     """The last ``calls`` calls.
 
     Args:
-        calls: How many of the most recent calls the window holds (>= 1).
+        calls: How many of the most recent calls the window holds, from 1 to
+            :data:`MAX_WINDOW_CALLS` (1,000,000).
+
+    Raises:
+        ConfigurationError: ``calls`` is not an int in range.
     """
 
     calls: int = 100
 
     def __post_init__(self) -> None:
-        check_count(self.calls, "calls")
+        check_count(self.calls, "calls", maximum=MAX_WINDOW_CALLS)
 
     def _live(self) -> LiveWindow:
         return _CountRing(self.calls)
@@ -76,16 +118,22 @@ class TimeWindow:
 
     Args:
         seconds: Length of the window (a duration: ``60``, ``timedelta(minutes=1)``,
-            ``"1m"``).
-        buckets: How many slices the window is cut into (>= 1).
+            ``"1m"``), from 1 ms to 366 days.
+        buckets: How many slices the window is cut into, from 1 to
+            :data:`MAX_TIME_BUCKETS` (10,000).
+
+    Raises:
+        ConfigurationError: ``seconds`` or ``buckets`` is out of range.
     """
 
     seconds: float
     buckets: int = DEFAULT_TIME_BUCKETS
 
     def __init__(self, seconds: Duration, buckets: int = DEFAULT_TIME_BUCKETS) -> None:
-        object.__setattr__(self, "seconds", to_seconds(seconds, "seconds", allow_zero=False))
-        object.__setattr__(self, "buckets", check_count(buckets, "buckets"))
+        object.__setattr__(self, "seconds", window_seconds(seconds, "seconds"))
+        object.__setattr__(
+            self, "buckets", check_count(buckets, "buckets", maximum=MAX_TIME_BUCKETS)
+        )
 
     def _live(self) -> LiveWindow:
         return _TimeBuckets(self.seconds, self.buckets)

@@ -24,6 +24,11 @@ DEFAULT_WALL_START = 1_767_225_600.0
 
 _NS = 1_000_000_000
 
+# The clock reads at most this many seconds either side of zero (about 31,700 years):
+# far beyond any test, and still a float with sub-millisecond steps.
+MAX_READING = 1e12
+_MAX_READING_NS = int(MAX_READING) * _NS
+
 
 @dataclass(eq=False)
 class _AsyncTimer:
@@ -45,6 +50,12 @@ def _to_ns(seconds: float) -> int:
     return round(seconds * _NS)
 
 
+def _deadline_ns(now_ns: int, timeout: float) -> int:
+    # A timeout beyond the clock's range never falls due (advance() cannot get there), and
+    # converting it as it is could overflow.
+    return now_ns + _to_ns(min(timeout, 4 * MAX_READING))
+
+
 class VirtualClock:
     """A deterministic clock for tests.
 
@@ -59,16 +70,22 @@ class VirtualClock:
     Sleeps of concurrent tasks add up rather than overlap: each one moves the clock.
 
     Args:
-        start: The initial monotonic reading, in seconds.
+        start: The initial monotonic reading, in seconds, within ``±1e12``.
         wall_start: The wall time (Unix seconds) that corresponds to ``start``.
 
     Raises:
-        ConfigurationError: ``start`` or ``wall_start`` is not a finite number.
+        ConfigurationError: ``start`` or ``wall_start`` is not a finite number, or
+            ``start`` is out of range.
     """
 
     def __init__(self, start: float = 0.0, *, wall_start: float = DEFAULT_WALL_START) -> None:
         self._lock = threading.Lock()
-        self._now_ns = _to_ns(_seconds(start, "start"))
+        start = _seconds(start, "start")
+        if abs(start) > MAX_READING:
+            raise ConfigurationError(
+                f"start must be within ±{MAX_READING:.0e} seconds (got {start!r})"
+            )
+        self._now_ns = _to_ns(start)
         self._wall_offset = _seconds(wall_start, "wall_start") - self._now_ns / _NS
         self._timers: list[_AsyncTimer] = []
 
@@ -82,7 +99,8 @@ class VirtualClock:
         """Move the clock forward and end every wait whose timeout has passed.
 
         Raises:
-            ConfigurationError: ``seconds`` is negative or not finite.
+            ConfigurationError: ``seconds`` is negative or not finite, or would move the
+                clock past ``1e12`` seconds.
         """
         if (
             isinstance(seconds, bool)
@@ -94,6 +112,11 @@ class VirtualClock:
                 f"seconds must be a finite number >= 0; a clock never goes back (got {seconds!r})"
             )
         with self._lock:
+            if seconds > MAX_READING or self._now_ns + _to_ns(seconds) > _MAX_READING_NS:
+                raise ConfigurationError(
+                    f"seconds would move the clock past {MAX_READING:.0e} seconds, the "
+                    f"furthest a VirtualClock reads (now {self.monotonic()!r}, got {seconds!r})"
+                )
             self._now_ns += _to_ns(seconds)
             due = [timer for timer in self._timers if timer.deadline_ns <= self._now_ns]
         here = threading.get_ident()
@@ -107,13 +130,16 @@ class VirtualClock:
         self.advance(seconds)
 
     async def sleep_async(self, seconds: float) -> None:
-        await anyio.lowlevel.checkpoint()
+        # As a real sleep: a task already cancelled does not move time, and a sleep that
+        # reaches a cancel_after() deadline is cancelled, so no code after it runs.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self.advance(seconds)
+        await anyio.lowlevel.checkpoint()
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if timeout is None:
             return event.wait()
-        deadline_ns = self._now_ns + _to_ns(timeout)
+        deadline_ns = _deadline_ns(self._now_ns, timeout)
         while not event.is_set():
             if self._now_ns >= deadline_ns:
                 return event.is_set()
@@ -131,7 +157,7 @@ class VirtualClock:
         timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
         with self._lock:
             # Read and register under one lock, so no advance() can slip in between.
-            timer.deadline_ns = self._now_ns + _to_ns(timeout)
+            timer.deadline_ns = _deadline_ns(self._now_ns, timeout)
             self._timers.append(timer)
         try:
             with scope:
@@ -148,7 +174,7 @@ class VirtualClock:
         with self._lock:
             # Timers of scopes already left are dropped here, so the list stays short.
             self._timers = [t for t in self._timers if not t.scope.cancel_called]
-            timer.deadline_ns = self._now_ns + _to_ns(seconds)
+            timer.deadline_ns = _deadline_ns(self._now_ns, seconds)
             self._timers.append(timer)
         return scope
 

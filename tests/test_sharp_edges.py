@@ -1,0 +1,394 @@
+"""Specification of the checks every guard shares: flags, registry and clock, names, and
+what a guarded function may be."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import resilient
+from resilient import (
+    Budget,
+    Bulkhead,
+    CircuitBreaker,
+    ConfigurationError,
+    DegradedMode,
+    Pipeline,
+    Registry,
+    Retry,
+    RetryBudget,
+    SystemClock,
+)
+from resilient.testing import VirtualClock
+
+# -- flags are bools ---------------------------------------------------------------------------
+
+
+def _retry(registry: Registry, **flags: Any) -> object:
+    return Retry("r", attempts=3, on=OSError, registry=registry, **flags)
+
+
+def _budget(registry: Registry, **flags: Any) -> object:
+    return Budget("b", target="50ms", registry=registry, **flags)
+
+
+def _breaker(registry: Registry, **flags: Any) -> object:
+    return CircuitBreaker("c", registry=registry, **flags)
+
+
+def _bulkhead(registry: Registry, **flags: Any) -> object:
+    return Bulkhead("h", max_concurrent=1, registry=registry, **flags)
+
+
+def _retry_budget(registry: Registry, **flags: Any) -> object:
+    return RetryBudget("rb", registry=registry, **flags)
+
+
+def _switch(registry: Registry, **flags: Any) -> object:
+    CircuitBreaker("watched", registry=registry)
+    return DegradedMode("d", watches=["watched"], registry=registry, **flags)
+
+
+def _pipeline(registry: Registry, **flags: Any) -> object:
+    return Pipeline("p", CircuitBreaker("inner", registry=registry), **flags)
+
+
+def _fallback(registry: Registry, **flags: Any) -> object:
+    CircuitBreaker("watched", registry=registry)
+    switch = DegradedMode("d", watches=["watched"], registry=registry)
+    return switch.fallback(lambda: None, **flags)
+
+
+def _register(registry: Registry, **flags: Any) -> object:
+    guard = CircuitBreaker("c", registry=registry)
+    registry.register(guard, **flags)
+    return guard
+
+
+def _read_log(registry: Registry, **flags: Any) -> object:
+    return resilient.read_audit_log("no-such-audit-log.jsonl", **flags)
+
+
+FLAGS = [
+    pytest.param(_retry, "idempotent", id="retry-idempotent"),
+    pytest.param(_retry, "retry_rejections", id="retry-retry_rejections"),
+    pytest.param(_retry, "replace", id="retry-replace"),
+    pytest.param(_budget, "idempotent", id="budget-idempotent"),
+    pytest.param(_budget, "count_failures", id="budget-count_failures"),
+    pytest.param(_budget, "replace", id="budget-replace"),
+    pytest.param(_breaker, "replace", id="breaker-replace"),
+    pytest.param(_bulkhead, "replace", id="bulkhead-replace"),
+    pytest.param(_retry_budget, "replace", id="retry_budget-replace"),
+    pytest.param(_switch, "replace", id="degraded-replace"),
+    pytest.param(_pipeline, "replace", id="pipeline-replace"),
+    pytest.param(_pipeline, "served", id="pipeline-served"),
+    pytest.param(_fallback, "served", id="fallback-served"),
+    pytest.param(_register, "replace", id="registry-register-replace"),
+    pytest.param(_read_log, "rotated", id="read_audit_log-rotated"),
+]
+
+
+@pytest.mark.parametrize(("build", "flag"), FLAGS)
+@pytest.mark.parametrize("value", ["false", 0, 1, None], ids=["str", "zero", "one", "none"])
+def test_a_flag_that_is_not_a_bool_is_refused(
+    registry: Registry, build: Callable[..., object], flag: str, value: object
+) -> None:
+    """A flag given anything but True or False is refused, naming the flag and the value."""
+    with pytest.raises(ConfigurationError, match=rf"^{flag} must be True or False \(got "):
+        build(registry, **{flag: value})
+
+
+def test_a_retry_told_idempotent_false_as_text_never_runs_the_call_twice(
+    registry: Registry,
+) -> None:
+    """Retry(idempotent="false"), the reported bug, fails at construction, not by retrying."""
+    with pytest.raises(
+        ConfigurationError, match=r"idempotent must be True or False \(got 'false'\)"
+    ):
+        Retry("bet", attempts=3, on=OSError, idempotent="false", registry=registry)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("build", "flag"), FLAGS[:3])
+def test_true_and_false_flags_are_accepted(
+    registry: Registry, build: Callable[..., object], flag: str
+) -> None:
+    """True and False themselves pass the flag check."""
+    build(registry, **{flag: False})
+    build(Registry(), **{flag: True})
+
+
+# -- registry= and clock= ----------------------------------------------------------------------
+
+GUARDS = [
+    pytest.param(_retry, id="retry"),
+    pytest.param(_budget, id="budget"),
+    pytest.param(_breaker, id="breaker"),
+    pytest.param(_bulkhead, id="bulkhead"),
+    pytest.param(_retry_budget, id="retry_budget"),
+    pytest.param(_switch, id="degraded"),
+]
+
+
+@pytest.mark.parametrize("build", GUARDS)
+def test_a_registry_of_the_wrong_type_is_a_configuration_error(
+    build: Callable[..., object],
+) -> None:
+    """registry= that is not a Registry is refused by name, not an AttributeError."""
+    with pytest.raises(ConfigurationError, match=r"^registry must be a Registry or None \(got str"):
+        build("default")
+
+
+@pytest.mark.parametrize("build", GUARDS)
+def test_a_clock_of_the_wrong_type_is_a_configuration_error(
+    registry: Registry, build: Callable[..., object]
+) -> None:
+    """clock= that is not a Clock is refused by name, not an AttributeError."""
+    with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
+        build(registry, clock=time.monotonic)
+
+
+def test_a_stale_cache_clock_of_the_wrong_type_is_a_configuration_error() -> None:
+    """StaleCache(clock=) is checked like every guard's clock."""
+    with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
+        resilient.StaleCache(max_staleness=60, clock=time.monotonic)  # type: ignore[arg-type]
+
+
+def test_an_audit_log_registry_of_the_wrong_type_is_a_configuration_error(tmp_path: Any) -> None:
+    """AuditLog(registry=) is checked before the file is opened."""
+    with pytest.raises(ConfigurationError, match=r"^registry must be a Registry or None"):
+        resilient.AuditLog(tmp_path / "audit.jsonl", registry="default")  # type: ignore[arg-type]
+    assert not (tmp_path / "audit.jsonl").exists()
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("feed\nhealth: healthy", id="newline"),
+        pytest.param("feed\r", id="carriage-return"),
+        pytest.param("feed\tb", id="tab"),
+        pytest.param("feed\x1b[31m", id="escape"),
+        pytest.param("feed\u202e", id="right-to-left-override"),
+    ],
+)
+def test_a_name_with_control_characters_is_refused(registry: Registry, name: str) -> None:
+    """Names become log lines and metric labels: control characters are refused."""
+    with pytest.raises(ConfigurationError, match=r"^name must be printable"):
+        CircuitBreaker(name, registry=registry)
+
+
+def test_a_name_with_spaces_and_letters_of_any_script_is_accepted(registry: Registry) -> None:
+    """Printable names pass, whatever their script."""
+    assert CircuitBreaker("cotes à jour ✓", registry=registry).name == "cotes à jour ✓"
+
+
+# -- what a guarded function may be ------------------------------------------------------------
+
+
+class _GeneratorCall:
+    def __call__(self) -> Iterator[int]:
+        yield 1
+
+
+def test_an_object_whose_call_is_a_generator_function_is_refused(registry: Registry) -> None:
+    """A callable object whose __call__ is a generator function is refused like one."""
+    guard = CircuitBreaker("c", registry=registry)
+    with pytest.raises(TypeError, match="generator function"):
+        guard(_GeneratorCall())
+    with pytest.raises(TypeError, match="generator function"):
+        guard.call(_GeneratorCall())
+    with pytest.raises(TypeError, match="generator function"):
+        Retry("r", attempts=2, on=OSError, registry=registry)(_GeneratorCall())
+
+
+async def _failing() -> None:
+    raise OSError("upstream down")
+
+
+def _returns_coroutine() -> Any:
+    return _failing()
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_by_the_decorator(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A sync def that returns a coroutine is a TypeError, never a counted success."""
+    guard = CircuitBreaker("c", registry=registry, clock=clock)
+    guarded = guard(_returns_coroutine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed: no "never awaited" warning
+        with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+            guarded()
+    statistics = guard.snapshot().statistics
+    assert (statistics["successes"], statistics["failures"]) == (0, 0)
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_by_call(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """guard.call() refuses a coroutine returned by a sync function, counting nothing."""
+    guard = Budget("b", target="50ms", registry=registry, clock=clock)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guard.call(_returns_coroutine)
+    assert guard.snapshot().statistics["calls"] == 0
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_by_a_pipeline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A pipeline of two admitting guards refuses it too, and both guards count nothing."""
+    breaker = CircuitBreaker("c", registry=registry, clock=clock)
+    bulkhead = Bulkhead("h", max_concurrent=1, registry=registry, clock=clock)
+    guarded = Pipeline("p", breaker, bulkhead)(_returns_coroutine)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guarded()
+    statistics = breaker.snapshot().statistics
+    assert (statistics["successes"], statistics["failures"]) == (0, 0)
+    assert bulkhead.snapshot().statistics["running"] == 0
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_by_a_retry(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A retry refuses it at the first attempt instead of returning it as a success."""
+    retry = Retry("r", attempts=3, on=OSError, registry=registry, clock=clock)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        retry(_returns_coroutine)()
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_while_calls_are_timed(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """With a CallEnded listener (the timed path), the refusal is the same and is reported."""
+    ended: list[resilient.CallEnded] = []
+    registry.subscribe(ended.append, events=resilient.CallEnded)
+    guard = CircuitBreaker("c", registry=registry, clock=clock)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guard(_returns_coroutine)()
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guard.call(_returns_coroutine)
+    statistics = guard.snapshot().statistics
+    assert (statistics["successes"], statistics["failures"]) == (0, 0)
+    assert [(e.outcome, e.error_type) for e in ended] == [("failure", "TypeError")] * 2
+
+
+def test_a_hedging_budget_refuses_to_decorate_a_sync_function(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Budget(hedge=...) on a sync function is refused at decoration, not silently unhedged."""
+    budget = Budget(
+        "b", target="50ms", hedge="20ms", idempotent=True, registry=registry, clock=clock
+    )
+    with pytest.raises(ConfigurationError, match=r"budget 'b' hedges calls \(hedge=20 ms\)"):
+        budget(lambda: None)
+
+
+# -- waits longer than the OS takes in one go --------------------------------------------------
+
+
+class _ServerBusy(Exception):
+    retry_after = 9_999_999_999  # seconds: what a server sent
+
+
+@pytest.fixture
+def os_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replace time.sleep by one that records and, like the real one, refuses waits longer
+    than threading.TIMEOUT_MAX."""
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        if seconds > threading.TIMEOUT_MAX:
+            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+        slept.append(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return slept
+
+
+def test_a_retry_after_beyond_what_time_sleep_takes_is_waited_in_pieces(
+    os_sleeps: list[float],
+) -> None:
+    """Retry-After: 9999999999 without max_retry_after waits it out instead of an OverflowError."""
+    registry = Registry()  # the system clock
+    retry = Retry("r", attempts=2, on=_ServerBusy, max_retry_after=None, registry=registry)
+    answers: list[object] = [_ServerBusy(), "quote"]
+
+    def fetch() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert retry(fetch)() == "quote"
+    assert all(piece <= threading.TIMEOUT_MAX for piece in os_sleeps)
+    assert sum(os_sleeps) == pytest.approx(9_999_999_999)
+
+
+def test_system_clock_wait_beyond_timeout_max_does_not_overflow() -> None:
+    """SystemClock.wait takes a timeout longer than the OS allows, and ends when set."""
+    event = threading.Event()
+    setter = threading.Timer(0.01, event.set)
+    setter.start()
+    try:
+        assert SystemClock().wait(event, 1e12) is True
+    finally:
+        setter.cancel()
+
+
+def test_a_bulkhead_queue_wait_beyond_timeout_max_does_not_overflow() -> None:
+    """A bulkhead's max_wait of 1e12 s queues a thread instead of raising OverflowError."""
+    bulkhead = Bulkhead("h", max_concurrent=1, max_queue=1, max_wait=1e12, registry=Registry())
+    slot = bulkhead.try_acquire()
+    assert slot is not None
+    entered = threading.Event()
+
+    def queued() -> None:
+        with bulkhead:
+            entered.set()
+
+    worker = threading.Thread(target=queued)
+    worker.start()
+    give_up = time.monotonic() + 10  # a bound on a busy machine, never a pause
+    while bulkhead.snapshot().statistics["queued"] == 0 and worker.is_alive():
+        assert time.monotonic() < give_up, "the worker never queued"
+        time.sleep(0.001)
+    slot.release()
+    worker.join(timeout=10)
+    assert entered.is_set()
+
+
+# -- virtual time cancels as real time does ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_retry_cancelled_during_its_wait_runs_no_further_attempt(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A cancel_after deadline reached during a retry's wait ends it: no extra attempt."""
+    retry = Retry(
+        "r",
+        attempts=5,
+        on=OSError,
+        backoff=resilient.Constant(1.0),
+        registry=registry,
+        clock=clock,
+    )
+    attempts: list[float] = []
+
+    @retry
+    async def fetch() -> None:
+        attempts.append(clock.monotonic())
+        raise OSError("upstream down")
+
+    with clock.cancel_after(2.5) as scope:
+        await fetch()
+
+    assert scope.cancelled_caught
+    assert attempts == [0.0, 1.0, 2.0]
