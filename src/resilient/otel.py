@@ -30,6 +30,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
 from ._budget import BudgetOverrun
+from ._core import _fork
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
 from ._core._state import Event, FallbackServed, GuardSnapshot, Refusal, Transition
@@ -68,6 +69,14 @@ _active: dict[int, Instrumentation] = {}
 # One set of instruments per meter provider, for as long as the provider lives.
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _active_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()  # another thread of the parent may hold the old one
+
+
+_fork.at_fork_in_child(_after_fork_in_child)
 
 
 class _Instruments:
