@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._core import _fork
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
 from ._core._guard import registry_and_clock
@@ -22,6 +24,11 @@ logger = logging.getLogger("resilient")
 
 DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUDIT_BACKUPS = 5
+
+# File objects a forked child stopped using: kept, never closed, because closing one
+# flushes it under its own internal lock, which a thread of the parent may have held at
+# the fork (and its buffer may hold that thread's half-written line).
+_left_by_fork: list[object] = []
 
 
 class AuditLog:
@@ -67,6 +74,7 @@ class AuditLog:
         self._closed = False
         self._failures: set[tuple[type[OSError], str]] = set()
         self._subscription: Subscription | None = registry.subscribe(self.write)
+        _fork.track(self)
 
     @property
     def path(self) -> Path:
@@ -93,6 +101,22 @@ class AuditLog:
             self._file.write(line)
             self._file.flush()
             self._size += size
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock and a file object of its own, opened again on the
+        same path. Both processes then append whole lines to the same file; each rotates
+        by its own count of the bytes it wrote."""
+        self._lock = threading.Lock()
+        if self._closed:
+            return
+        _left_by_fork.append(self._file)
+        try:
+            self._file = self._path.open("a", encoding="utf-8")
+            self._size = self._file.tell()
+        except OSError:
+            # write() opens the file again when it finds it closed; until then, keep the
+            # inherited object only as a marker.
+            self._file = _closed_marker()
 
     def _rotate(self) -> None:
         self._file.close()
@@ -138,6 +162,13 @@ class AuditLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _closed_marker() -> io.TextIOWrapper:
+    """A closed text file: tells write() to open the path again."""
+    marker = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    marker.close()
+    return marker
 
 
 def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> list[Transition]:

@@ -732,6 +732,13 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             "retry_after": max(0.0, self._open_until - now) if self._state is _OPEN else None,
         }
 
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        # Trials other threads of the parent were making never end here: free their
+        # slots. A trial the forking thread itself was making comes back late (it is no
+        # longer in the set), so it neither frees another trial's slot nor decides.
+        self._trials = set()
+
 
 def _trial_calls(n: int) -> str:
     return "1 trial call" if n == 1 else f"{n} trial calls"

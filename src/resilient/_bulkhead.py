@@ -214,6 +214,12 @@ class _Partition:
         self.reserved: int = 0
         self.permit: _Permit = _Permit(self, 0.0)  # shared by calls that need no start time
 
+    def _fork_copy(self) -> _Partition:
+        """The same traffic class with nothing running or queued, for a forked child."""
+        copy = _Partition(self.name, self.share, self.priority)
+        copy.reserved = self.reserved
+        return copy
+
 
 class Bulkhead(Admission[BulkheadState, _Permit]):
     """Bounds concurrent calls, queues a bounded burst, and refuses the rest at once.
@@ -552,7 +558,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     def _rate_turn_came(self) -> None:
         """A caller's rate wait is over (or was cut short): give its queue place back."""
         with self._lock:
-            self._rate_waiting -= 1
+            # Never below zero: a forked child starts counting from zero, and a wait that
+            # began before the fork may end in it.
+            self._rate_waiting = max(0, self._rate_waiting - 1)
 
     def _rate_ok(self, now: float) -> bool:
         """Take a turn under the rate limit if one is due now; call with the lock held."""
@@ -887,6 +895,35 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 stats[f"{part.name}_reserved"] = part.reserved
         return stats
 
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._acquire = self._lock.acquire
+        self._release_lock = self._lock.release
+        # The calls and waiters of the parent's other threads do not exist here: the child
+        # starts with every slot free and an empty queue. Fresh partitions take over; the
+        # old ones stay with the permits of calls admitted before the fork and become
+        # retired, so that such a call (one the forking thread itself was making) gives
+        # back nothing when it ends here: it never drives a count below zero and never
+        # frees a slot of a call the child admitted.
+        old = self._partitions
+        fresh = [part._fork_copy() for part in old]
+        retired = _retired_partition(self)
+        for part in old:
+            for waiter in part.queue:
+                waiter.refusal = "shed"  # a task of the forking thread's loop lives on
+                waiter.wake_after_fork()
+            part.__class__ = retired
+        self._partitions = fresh
+        self._default = fresh[0]
+        for view in self._views.values():
+            view._part = fresh[old.index(view._part)]
+        if not self._partitioned:
+            self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
+        self._running = 0
+        self._queued = 0
+        self._rate_waiting = 0
+        self._last_empty = self._now()
+
 
 class BulkheadPartition(Admits[_Permit]):
     """One traffic class of a partitioned :class:`Bulkhead`, used like the bulkhead itself:
@@ -926,6 +963,28 @@ class BulkheadPartition(Admits[_Permit]):
 
     def __repr__(self) -> str:
         return f"<BulkheadPartition {self.name!r}>"
+
+
+def _retired_partition(bulkhead: Bulkhead) -> type[_Partition]:
+    """The class a bulkhead's old partitions take in a forked child, once fresh ones
+    replace them: releasing a permit that points to one gives nothing back. Only the
+    fork pays for this; the release paths stay as they are."""
+
+    class _RetiredPartition(_Partition):
+        __slots__ = ()
+
+        @property
+        def running(self) -> int:
+            return 0
+
+        @running.setter
+        def running(self, value: int) -> None:
+            # A release moves the bulkhead's total and then its partition's count by the
+            # same step (under the bulkhead's lock): undo the step on the total, which
+            # never counted this call.
+            bulkhead._running -= value
+
+    return _RetiredPartition
 
 
 def _build_partitions(partitions: Mapping[str, float] | None) -> list[_Partition]:

@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec
 
+from ._core import _fork
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
@@ -779,6 +780,11 @@ class StaleCache(Generic[T]):
         self._max_entries = check_count(max_entries, "max_entries")
         _, self._clock = registry_and_clock(None, clock)
         self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
+        self._lock = threading.Lock()
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock; the remembered values are the parent's copy."""
         self._lock = threading.Lock()
 
     def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:

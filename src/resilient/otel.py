@@ -34,6 +34,7 @@ from . import __version__
 from ._breaker import BreakerState, CircuitBreaker
 from ._budget import Budget, BudgetOverrun, BudgetState
 from ._bulkhead import Bulkhead, BulkheadState
+from ._core import _fork
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
@@ -97,6 +98,14 @@ _active: dict[int, Instrumentation] = {}
 # One set of instruments per meter provider, for as long as the provider lives.
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _active_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()  # another thread of the parent may hold the old one
+
+
+_fork.at_fork_in_child(_after_fork_in_child)
 
 
 class _Instruments:

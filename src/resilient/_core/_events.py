@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import _fork
 from ._errors import ConfigurationError
 from ._state import CallEnded, Event
 
@@ -64,6 +65,7 @@ class ListenerSet:
     """Ordered delivery of transitions to a changing set of listeners."""
 
     __slots__ = (
+        "__weakref__",
         "_delivering",
         "_entries",
         "_errors",
@@ -84,6 +86,16 @@ class ListenerSet:
         self.times_calls: bool = False
         """Whether any listener takes :class:`CallEnded`: the drivers read it on every
         call, so it is a plain attribute, set whenever the listeners change."""
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent that was delivering holds _delivering for good: with the
+        # old lock the child would never deliver again. Events still queued are delivered
+        # in the child too, by its next delivery: its listeners are copies that must hear
+        # what its guards (copies too) went through. The one event being handed out at
+        # the instant of the fork was already taken off the queue and is not repeated.
+        self._mutate = threading.Lock()
+        self._delivering = threading.Lock()
 
     @property
     def errors(self) -> int:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import ClassVar, Generic, TypeVar
 
+from . import _fork
 from ._clock import Clock
 from ._errors import ConfigurationError
 from ._registry import Registry, default_registry
@@ -88,6 +89,7 @@ class Guard(abc.ABC, Generic[S]):
         self._since = clock.monotonic()
         self._since_wall = clock.wall()
         self._reason: str | None = None
+        _fork.track(self)
         if register:
             registry.register(self, replace=replace)
 
@@ -124,6 +126,11 @@ class Guard(abc.ABC, Generic[S]):
         Guards are never polled; the few whose state moves with time alone (degraded-mode
         switches) override this, and so do guards made of others (pipelines).
         """
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (another thread of the parent may hold the old
+        one for good). Guards that count calls in flight also forget the parent's."""
+        self._lock = threading.Lock()
 
     def _retire(self) -> None:
         """The registry dropped this guard (replaced or unregistered): stop listening to

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import ConfigurationError, format_seconds
 from ._events import ListenerSet, Subscription
@@ -136,6 +137,11 @@ class Registry:
         self._listeners = ListenerSet()
         self._unlogged: deque[Transition] = deque()
         self._clock = clock
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock; the guards and the trail are the parent's copy."""
+        self._lock = threading.Lock()
 
     # -- guards ---------------------------------------------------------------------------
 

@@ -71,6 +71,12 @@ class Waiter:
             self._loop_thread = 0
             self._remote = None
 
+    def wake_after_fork(self) -> None:
+        """In a forked child: wake the caller if it lives on here, as a task of the forking
+        thread's event loop (a thread of the parent that was waiting does not exist)."""
+        if self._remote is not None and threading.get_ident() == self._loop_thread:
+            self.event.set()
+
     def wake(self) -> None:
         """Wake the caller, from any thread."""
         remote = self._remote

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
+from resilient._core import _fork
 from resilient._core._errors import ConfigurationError
 from resilient._core._waiters import threadsafe_caller
 
@@ -88,6 +89,11 @@ class VirtualClock:
         self._now_ns = _to_ns(start)
         self._wall_offset = _seconds(wall_start, "wall_start") - self._now_ns / _NS
         self._timers: list[_AsyncTimer] = []
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock; the time is the parent's at the fork."""
+        self._lock = threading.Lock()
 
     def monotonic(self) -> float:
         return self._now_ns / _NS
