@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_budget.py
 	$(BIN)/python benchmarks/bench_stack.py
 	$(BIN)/python benchmarks/bench_otel.py
+	$(BIN)/python benchmarks/bench_overload.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks
