@@ -825,11 +825,18 @@ def test_threads_never_exceed_the_limit(registry: Registry, clock: VirtualClock)
     bulkhead = make(registry, clock, max_concurrent=2)
     lock = threading.Lock()
     inside = [0, 0]  # now, most
+    # The first calls stay inside until a second one has joined them, so the limit is
+    # reached however the threads are scheduled; only then do the calls run freely.
+    full = threading.Event()
 
     def work() -> None:
         with lock:
             inside[0] += 1
             inside[1] = max(inside[1], inside[0])
+            if inside[0] == 2:
+                full.set()
+        if not full.wait(BOUND):
+            full.set()  # never reached: stop waiting and let the assertion below say so
         time.sleep(0)
         with lock:
             inside[0] -= 1
