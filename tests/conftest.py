@@ -4,9 +4,19 @@ pytest plugin (``resilient.testing``), as they would in a user's test suite."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from resilient import Registry
 from resilient.testing import VirtualClock
+
+# Property tests run on the virtual clock, so the real time an example takes says nothing
+# about the library; on a busy machine it only turns a passing run into a failing one.
+settings.register_profile(
+    "resilient",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("resilient")
 
 
 @pytest.fixture(

@@ -834,11 +834,18 @@ def test_threads_never_exceed_the_limit(registry: Registry, clock: VirtualClock)
     bulkhead = make(registry, clock, max_concurrent=2)
     lock = threading.Lock()
     inside = [0, 0]  # now, most
+    # The first calls stay inside until a second one has joined them, so the limit is
+    # reached however the threads are scheduled; only then do the calls run freely.
+    full = threading.Event()
 
     def work() -> None:
         with lock:
             inside[0] += 1
             inside[1] = max(inside[1], inside[0])
+            if inside[0] == 2:
+                full.set()
+        if not full.wait(BOUND):
+            full.set()  # never reached: stop waiting and let the assertion below say so
         time.sleep(0)
         with lock:
             inside[0] -= 1
@@ -999,19 +1006,37 @@ async def test_a_queue_that_only_ages_is_seen_as_queueing(
         calls.finish_all()
 
 
+class HeldSleeps(VirtualClock):
+    """A virtual clock whose async sleeps last until the test calls :meth:`wake`.
+
+    Made inside the event loop that sleeps on it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._woken = anyio.Event()
+
+    def wake(self) -> None:
+        """End every async sleep, now and from now on (each still advances the clock)."""
+        self._woken.set()
+
+    async def sleep_async(self, seconds: float) -> None:
+        await self._woken.wait()
+        await super().sleep_async(seconds)
+
+
 @pytest.mark.anyio
-async def test_callers_waiting_for_their_rate_turn_hold_queue_places(
-    registry: Registry, clock: VirtualClock
-) -> None:
+async def test_callers_waiting_for_their_rate_turn_hold_queue_places(registry: Registry) -> None:
     """A caller waiting for its rate turn takes a queue place; a full queue refuses at once."""
-    # Virtual sleeps end at once, so this one waits for real: 50 ms at most.
+    # The rate wait lasts until the test ends it, however slowly the machine runs.
+    clock = HeldSleeps()
     bulkhead = Bulkhead(
         "rated",
         max_concurrent=5,
         max_queue=1,
         rate=resilient.RateLimit(20, burst=1),
         registry=registry,
-        clock=resilient.SystemClock(),
+        clock=clock,
     )
     assert bulkhead.try_acquire() is not None  # the burst is spent
     results: list[str] = []
@@ -1025,10 +1050,14 @@ async def test_callers_waiting_for_their_rate_turn_hold_queue_places(
             results.append(f"{name}: admitted")
             slot.release()
 
-    async with anyio.create_task_group() as tasks:
+    async with bounded_task_group() as tasks:
         tasks.start_soon(call, "waits for its turn")
-        await anyio.sleep(0.01)
+        await settle()
+        assert results == []  # still waiting for its turn
         tasks.start_soon(call, "finds the queue full")
+        await settle()
+        assert results == ["finds the queue full: queue_full"]
+        clock.wake()
     assert results == ["finds the queue full: queue_full", "waits for its turn: admitted"]
 
 

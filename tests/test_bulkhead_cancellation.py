@@ -226,12 +226,13 @@ class InterruptingClock(SystemClock):
     """The system clock, except that a queued thread's wait is sometimes interrupted when
     it ends, whether or not a slot was handed to it in that moment."""
 
-    __slots__ = ("_lock", "_rng", "interrupts")
+    __slots__ = ("_lock", "_rng", "interrupted", "interrupts")
 
     def __init__(self, seed: str) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.interrupts = 0
+        self.interrupted = threading.Event()  # set at the first interruption
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         got = super().wait(event, timeout)
@@ -239,6 +240,7 @@ class InterruptingClock(SystemClock):
             interrupt = self._rng.random() < 0.3
             self.interrupts += interrupt
         if interrupt:
+            self.interrupted.set()
             raise Interrupted
         return got
 
@@ -307,15 +309,21 @@ def test_random_interruptions_in_threads_never_lose_or_invent_a_slot(
             except (BulkheadFullError, Boom, Interrupted):
                 pass
 
+    # Every slot stays taken until a queued thread has been interrupted, so that path runs
+    # however the threads are scheduled; then the threads contend for the slots freely.
+    held = [bulkhead.try_acquire() for _ in range(LIMIT)]
     threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(THREADS)]
     for thread in threads:
         thread.start()
+    assert clock.interrupted.wait(BOUND), "no queued thread was interrupted"
+    for slot in held:
+        assert slot is not None
+        slot.release()
     for thread in threads:
         thread.join(BOUND)
     assert not any(thread.is_alive() for thread in threads)
     assert counts["in_flight"] == 0
     assert counts["most"] <= LIMIT
-    assert clock.interrupts > 0  # the queued-and-interrupted path did run
     assert_all_slots_free(bulkhead)
 
 

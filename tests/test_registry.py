@@ -360,12 +360,14 @@ def test_per_call_events_are_delivered_in_the_calling_thread(
         guard.force_open()
     heard: dict[str, int] = {}
     a_listening, b_called = threading.Event(), threading.Event()
+    b_called_meanwhile: list[bool] = []
 
     def listener(event: Refusal) -> None:
         heard[event.guard] = threading.get_ident()
         if event.guard == "a":
             a_listening.set()
-            b_called.wait(timeout=5)  # still busy with a's refusal while b is refused
+            # Still busy with a's refusal while b is refused (5 s: a bound, not a pause).
+            b_called_meanwhile.append(b_called.wait(timeout=5))
 
     registry.subscribe(listener, events=Refusal)
     callers: dict[str, int] = {}
@@ -381,9 +383,12 @@ def test_per_call_events_are_delivered_in_the_calling_thread(
     second = threading.Thread(target=call, args=(guards[1],))
     second.start()
     second.join(timeout=5)
+    assert not second.is_alive(), "b's refusal waited for a's listener"
     b_called.set()
     first.join(timeout=5)
+    assert not first.is_alive()
 
+    assert b_called_meanwhile == [True]
     assert heard == callers
     assert callers["a"] != callers["b"]
 
