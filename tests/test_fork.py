@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from resilient import (
+    AIMD,
     AuditLog,
     Budget,
     Bulkhead,
+    BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
     CountWindow,
@@ -494,6 +497,115 @@ def test_a_trial_the_forking_thread_was_making_comes_back_late_in_the_child(
             assert (snapshot.state, snapshot.statistics["late"]) == ("closed", 1)
     assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
     assert feed.snapshot().state == "closed"  # the parent's own trial succeeded
+
+
+# -- a bulkhead's limit in the child, for functions decorated before the fork ---------------
+
+LANES = ["whole", "partition", "adaptive", "pipeline"]
+
+
+def one_slot_lane(registry: Registry, kind: str) -> tuple[Bulkhead, Any, str | None]:
+    """A bulkhead of one slot and no queue, the decorator to reach it through ``kind``
+    (itself, one of its partitions, with an adaptive limit, or merged into a pipeline
+    with a breaker), and the partition to name when taking a slot by hand."""
+    limit: int | AIMD = AIMD(initial=1, minimum=1, maximum=1) if kind == "adaptive" else 1
+    shares = {"bets": 1.0} if kind == "partition" else None
+    bulkhead = Bulkhead(
+        "pool", max_concurrent=limit, max_queue=0, partitions=shares, registry=registry
+    )
+    if kind == "partition":
+        return bulkhead, bulkhead.partition("bets"), "bets"
+    if kind == "pipeline":
+        return bulkhead, Pipeline("guarded", breaker_for(registry, "feed"), bulkhead), None
+    return bulkhead, bulkhead, None
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", LANES)
+def test_an_async_function_decorated_before_the_fork_is_limited_in_the_child(
+    registry: Registry, kind: str, backend: str
+) -> None:
+    """In the child, a second concurrent call of an async function decorated before the
+    fork is refused by a bulkhead of one slot, and the slot is free again afterwards."""
+    bulkhead, lane, _ = one_slot_lane(registry, kind)
+
+    @lane
+    async def hold(entered: anyio.Event, leave: anyio.Event) -> str:
+        entered.set()
+        await leave.wait()
+        return "ok"
+
+    def check() -> None:
+        async def main() -> None:
+            entered, leave = anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(hold, entered, leave)
+                await entered.wait()
+                with pytest.raises(BulkheadFullError):
+                    await hold(anyio.Event(), anyio.Event())
+                assert bulkhead.running == 1
+                leave.set()
+            assert bulkhead.running == 0
+            done = anyio.Event()
+            done.set()
+            assert await hold(anyio.Event(), done) == "ok"
+
+        anyio.run(main, backend=backend)
+
+    in_child(check)
+
+
+@pytest.mark.parametrize("kind", LANES)
+def test_a_sync_function_decorated_before_the_fork_is_limited_in_the_child(
+    registry: Registry, kind: str
+) -> None:
+    """In the child, a sync function decorated before the fork is refused while the one
+    slot is taken, and admitted once it is given back."""
+    bulkhead, lane, partition = one_slot_lane(registry, kind)
+    guarded = lane(ok)
+
+    def check() -> None:
+        slot = bulkhead.try_acquire(partition)
+        assert slot is not None
+        with pytest.raises(BulkheadFullError):
+            guarded()
+        slot.release()
+        assert guarded() == "ok"
+        assert bulkhead.running == 0
+
+    in_child(check)
+
+
+@pytest.mark.parametrize("kind", LANES)
+def test_a_decorated_call_in_flight_at_the_fork_frees_no_slot_of_the_child(
+    registry: Registry, kind: str
+) -> None:
+    """A decorated call the forking thread was making ends in the child without giving
+    back the slot a call of the child holds, and without a count below zero."""
+    bulkhead, lane, partition = one_slot_lane(registry, kind)
+    pid = -1
+    slot: Any = None
+
+    @lane
+    def fork_and_take_a_slot() -> None:
+        nonlocal pid, slot
+        pid = os.fork()
+        if pid == 0:
+            slot = bulkhead.try_acquire(partition)
+
+    with in_forked_child_or_parent(lambda: pid):
+        fork_and_take_a_slot()
+        if pid == 0:
+            assert slot is not None
+            assert bulkhead.running == 1
+            assert bulkhead.try_acquire(partition) is None
+            with pytest.raises(BulkheadFullError):
+                lane(ok)()
+            slot.release()
+            assert bulkhead.running == 0
+            assert lane(ok)() == "ok"
+    assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+    assert bulkhead.running == 0
 
 
 @contextlib.contextmanager
