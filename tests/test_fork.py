@@ -386,6 +386,36 @@ def test_the_child_delivers_transitions_when_a_parent_thread_was_delivering(
             gate.set()
 
 
+def test_a_listener_that_forks_leaves_the_call_and_later_deliveries_working_in_the_child(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """In a child forked from inside a listener, the call whose transition was being
+    delivered ends as it would have, and later transitions are delivered."""
+    feed = breaker_for(registry, "feed", open_duration=10)
+    heard: list[str] = []
+    pid = -1
+
+    def fork_once(transition: Transition) -> None:
+        nonlocal pid
+        heard.append(transition.new_state)
+        if pid == -1:
+            pid = os.fork()
+
+    registry.subscribe(fork_once)
+    with in_forked_child_or_parent(lambda: pid):
+        for _ in range(3):
+            with pytest.raises(ConnectionError):
+                feed.call(boom)
+        with pytest.raises(ConnectionError):  # opens the breaker: its listener forks
+            feed.call(boom)
+        if pid == 0:
+            assert heard == ["open"]
+            clock.advance(10)
+            assert feed.call(ok) == "ok"
+            assert heard == ["open", "half_open", "closed"]
+    assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+
+
 # -- calls in flight at the fork -----------------------------------------------------------
 
 

@@ -911,6 +911,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
+        # The fast paths read _acquire and _release_lock separately, around a few counts:
+        # no user code (listener, clock, callback) runs between the two, so no fork in
+        # this thread can swap the lock in the middle of one.
         self._acquire = self._lock.acquire
         self._release_lock = self._lock.release
         # The calls and waiters of the parent's other threads do not exist here: the child
