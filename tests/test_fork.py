@@ -774,3 +774,85 @@ def test_children_forked_repeatedly_under_load_work(
         finally:
             stop.set()
     assert not failures
+
+
+# -- one audit log written by several processes --------------------------------------------
+
+
+def flip(breaker: CircuitBreaker, times: int) -> None:
+    """Make ``times`` transitions of ``breaker`` (forced open, closed, forced open, ...)."""
+    for index in range(times):
+        if index % 2:
+            breaker.close()
+        else:
+            breaker.force_open()
+
+
+def test_a_process_writes_to_the_file_another_process_rotated_in(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """After a child rotated the audit log, the parent's next line goes to the file at the
+    path, not to the rotated one."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=10):
+        in_child(lambda: flip(child, 20))
+        assert (tmp_path / "audit.jsonl.1").exists()  # the child rotated
+        parent.force_open()
+        assert [t.guard for t in read_audit_log(path, rotated=False)][-1:] == ["parent"]
+
+
+def test_rotation_counts_the_lines_of_every_process(registry: Registry, tmp_path: Path) -> None:
+    """A process rotates by the file's real size, lines of other processes included: the
+    file at the path stays within max_bytes."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=10):
+
+        def fill() -> None:  # to within one line of max_bytes
+            opened = False
+            while path.stat().st_size < 1024 - 150:
+                if opened:
+                    child.close()
+                else:
+                    child.force_open()
+                opened = not opened
+
+        in_child(fill)
+        parent.force_open()
+        assert path.stat().st_size <= 1024
+        assert [t.guard for t in read_audit_log(path, rotated=False)] == ["parent"]
+
+
+def test_two_processes_rotating_one_audit_log_lose_no_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Two processes writing and rotating one small audit log at the same time: every line
+    of both is in the file at the path or a rotated one, once."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    lines = 150
+    start_read, start_write = os.pipe()
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=1000):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(start_write)
+                os.read(start_read, 1)  # both processes start together
+                flip(child, lines)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(start_read)
+        os.write(start_write, b"go")
+        os.close(start_write)
+        flip(parent, lines)
+        assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+    written = read_audit_log(path)
+    for name in ("parent", "child"):
+        states = [t.new_state for t in written if t.guard == name]
+        assert states == ["forced_open", "closed"] * (lines // 2), name
