@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from resilient import (
+    AIMD,
     AuditLog,
     Budget,
     Bulkhead,
+    BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
     CountWindow,
@@ -383,6 +386,36 @@ def test_the_child_delivers_transitions_when_a_parent_thread_was_delivering(
             gate.set()
 
 
+def test_a_listener_that_forks_leaves_the_call_and_later_deliveries_working_in_the_child(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """In a child forked from inside a listener, the call whose transition was being
+    delivered ends as it would have, and later transitions are delivered."""
+    feed = breaker_for(registry, "feed", open_duration=10)
+    heard: list[str] = []
+    pid = -1
+
+    def fork_once(transition: Transition) -> None:
+        nonlocal pid
+        heard.append(transition.new_state)
+        if pid == -1:
+            pid = os.fork()
+
+    registry.subscribe(fork_once)
+    with in_forked_child_or_parent(lambda: pid):
+        for _ in range(3):
+            with pytest.raises(ConnectionError):
+                feed.call(boom)
+        with pytest.raises(ConnectionError):  # opens the breaker: its listener forks
+            feed.call(boom)
+        if pid == 0:
+            assert heard == ["open"]
+            clock.advance(10)
+            assert feed.call(ok) == "ok"
+            assert heard == ["open", "half_open", "closed"]
+    assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+
+
 # -- calls in flight at the fork -----------------------------------------------------------
 
 
@@ -494,6 +527,115 @@ def test_a_trial_the_forking_thread_was_making_comes_back_late_in_the_child(
             assert (snapshot.state, snapshot.statistics["late"]) == ("closed", 1)
     assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
     assert feed.snapshot().state == "closed"  # the parent's own trial succeeded
+
+
+# -- a bulkhead's limit in the child, for functions decorated before the fork ---------------
+
+LANES = ["whole", "partition", "adaptive", "pipeline"]
+
+
+def one_slot_lane(registry: Registry, kind: str) -> tuple[Bulkhead, Any, str | None]:
+    """A bulkhead of one slot and no queue, the decorator to reach it through ``kind``
+    (itself, one of its partitions, with an adaptive limit, or merged into a pipeline
+    with a breaker), and the partition to name when taking a slot by hand."""
+    limit: int | AIMD = AIMD(initial=1, minimum=1, maximum=1) if kind == "adaptive" else 1
+    shares = {"bets": 1.0} if kind == "partition" else None
+    bulkhead = Bulkhead(
+        "pool", max_concurrent=limit, max_queue=0, partitions=shares, registry=registry
+    )
+    if kind == "partition":
+        return bulkhead, bulkhead.partition("bets"), "bets"
+    if kind == "pipeline":
+        return bulkhead, Pipeline("guarded", breaker_for(registry, "feed"), bulkhead), None
+    return bulkhead, bulkhead, None
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", LANES)
+def test_an_async_function_decorated_before_the_fork_is_limited_in_the_child(
+    registry: Registry, kind: str, backend: str
+) -> None:
+    """In the child, a second concurrent call of an async function decorated before the
+    fork is refused by a bulkhead of one slot, and the slot is free again afterwards."""
+    bulkhead, lane, _ = one_slot_lane(registry, kind)
+
+    @lane
+    async def hold(entered: anyio.Event, leave: anyio.Event) -> str:
+        entered.set()
+        await leave.wait()
+        return "ok"
+
+    def check() -> None:
+        async def main() -> None:
+            entered, leave = anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(hold, entered, leave)
+                await entered.wait()
+                with pytest.raises(BulkheadFullError):
+                    await hold(anyio.Event(), anyio.Event())
+                assert bulkhead.running == 1
+                leave.set()
+            assert bulkhead.running == 0
+            done = anyio.Event()
+            done.set()
+            assert await hold(anyio.Event(), done) == "ok"
+
+        anyio.run(main, backend=backend)
+
+    in_child(check)
+
+
+@pytest.mark.parametrize("kind", LANES)
+def test_a_sync_function_decorated_before_the_fork_is_limited_in_the_child(
+    registry: Registry, kind: str
+) -> None:
+    """In the child, a sync function decorated before the fork is refused while the one
+    slot is taken, and admitted once it is given back."""
+    bulkhead, lane, partition = one_slot_lane(registry, kind)
+    guarded = lane(ok)
+
+    def check() -> None:
+        slot = bulkhead.try_acquire(partition)
+        assert slot is not None
+        with pytest.raises(BulkheadFullError):
+            guarded()
+        slot.release()
+        assert guarded() == "ok"
+        assert bulkhead.running == 0
+
+    in_child(check)
+
+
+@pytest.mark.parametrize("kind", LANES)
+def test_a_decorated_call_in_flight_at_the_fork_frees_no_slot_of_the_child(
+    registry: Registry, kind: str
+) -> None:
+    """A decorated call the forking thread was making ends in the child without giving
+    back the slot a call of the child holds, and without a count below zero."""
+    bulkhead, lane, partition = one_slot_lane(registry, kind)
+    pid = -1
+    slot: Any = None
+
+    @lane
+    def fork_and_take_a_slot() -> None:
+        nonlocal pid, slot
+        pid = os.fork()
+        if pid == 0:
+            slot = bulkhead.try_acquire(partition)
+
+    with in_forked_child_or_parent(lambda: pid):
+        fork_and_take_a_slot()
+        if pid == 0:
+            assert slot is not None
+            assert bulkhead.running == 1
+            assert bulkhead.try_acquire(partition) is None
+            with pytest.raises(BulkheadFullError):
+                lane(ok)()
+            slot.release()
+            assert bulkhead.running == 0
+            assert lane(ok)() == "ok"
+    assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+    assert bulkhead.running == 0
 
 
 @contextlib.contextmanager
@@ -632,3 +774,85 @@ def test_children_forked_repeatedly_under_load_work(
         finally:
             stop.set()
     assert not failures
+
+
+# -- one audit log written by several processes --------------------------------------------
+
+
+def flip(breaker: CircuitBreaker, times: int) -> None:
+    """Make ``times`` transitions of ``breaker`` (forced open, closed, forced open, ...)."""
+    for index in range(times):
+        if index % 2:
+            breaker.close()
+        else:
+            breaker.force_open()
+
+
+def test_a_process_writes_to_the_file_another_process_rotated_in(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """After a child rotated the audit log, the parent's next line goes to the file at the
+    path, not to the rotated one."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=10):
+        in_child(lambda: flip(child, 20))
+        assert (tmp_path / "audit.jsonl.1").exists()  # the child rotated
+        parent.force_open()
+        assert [t.guard for t in read_audit_log(path, rotated=False)][-1:] == ["parent"]
+
+
+def test_rotation_counts_the_lines_of_every_process(registry: Registry, tmp_path: Path) -> None:
+    """A process rotates by the file's real size, lines of other processes included: the
+    file at the path stays within max_bytes."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=10):
+
+        def fill() -> None:  # to within one line of max_bytes
+            opened = False
+            while path.stat().st_size < 1024 - 150:
+                if opened:
+                    child.close()
+                else:
+                    child.force_open()
+                opened = not opened
+
+        in_child(fill)
+        parent.force_open()
+        assert path.stat().st_size <= 1024
+        assert [t.guard for t in read_audit_log(path, rotated=False)] == ["parent"]
+
+
+def test_two_processes_rotating_one_audit_log_lose_no_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Two processes writing and rotating one small audit log at the same time: every line
+    of both is in the file at the path or a rotated one, once."""
+    path = tmp_path / "audit.jsonl"
+    parent = breaker_for(registry, "parent")
+    child = breaker_for(registry, "child")
+    lines = 150
+    start_read, start_write = os.pipe()
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=1000):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(start_write)
+                os.read(start_read, 1)  # both processes start together
+                flip(child, lines)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(start_read)
+        os.write(start_write, b"go")
+        os.close(start_write)
+        flip(parent, lines)
+        assert os.waitstatus_to_exitcode(_wait_for(pid)) == 0
+    written = read_audit_log(path)
+    for name in ("parent", "child"):
+        states = [t.new_state for t in written if t.guard == name]
+        assert states == ["forced_open", "closed"] * (lines // 2), name

@@ -10,6 +10,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, and no fork to share the file with
+    fcntl = None  # type: ignore[assignment]
+
 from ._core import _fork
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
@@ -25,20 +30,17 @@ logger = logging.getLogger("resilient")
 DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUDIT_BACKUPS = 5
 
-# File objects a forked child stopped using: kept, never closed, because closing one
-# flushes it under its own internal lock, which a thread of the parent may have held at
-# the fork (and its buffer may hold that thread's half-written line).
-_left_by_fork: list[object] = []
-
 
 class AuditLog:
     """Streams a registry's transitions to a JSON Lines file, rotated by size.
 
-    Each transition — with its reason, runbook and lineage — is appended as one line and
-    flushed at once, so a crash loses nothing already decided. When the file would pass
-    ``max_bytes`` it is renamed ``<path>.1`` (older files shift to ``.2``, ...) and a new one
-    is started; at most ``backups`` old files are kept. :func:`read_audit_log` turns the
-    files back into :class:`Transition` objects, oldest first.
+    Each transition — with its reason, runbook and lineage — is appended as one line with
+    one unbuffered write, so a crash loses nothing already decided. When the file would
+    pass ``max_bytes`` it is renamed ``<path>.1`` (older files shift to ``.2``, ...) and a
+    new one is started; at most ``backups`` old files are kept. Several processes may write
+    the same path (a pre-fork server's workers): see the deployment guide for what holds
+    then. :func:`read_audit_log` turns the files back into :class:`Transition` objects,
+    oldest first.
 
     Args:
         path: The file to write (its folder must exist).
@@ -69,8 +71,7 @@ class AuditLog:
         self._backups = check_count(backups, "backups", minimum=0)
         self._lock = threading.Lock()
         _drop_cut_line(self._path)
-        self._file = self._path.open("a", encoding="utf-8")
-        self._size = self._file.tell()
+        self._file: io.FileIO | None = self._open()
         self._closed = False
         self._failures: set[tuple[type[OSError], str]] = set()
         self._subscription: Subscription | None = registry.subscribe(self.write)
@@ -84,56 +85,92 @@ class AuditLog:
     def write(self, transition: Transition) -> None:
         """Append one transition (the registry calls this for every transition)."""
         line = json.dumps(transition.to_dict(), separators=(",", ":"), default=str) + "\n"
-        size = len(line.encode("utf-8"))
+        data = line.encode("utf-8")
         with self._lock:
             if self._closed:
                 return
-            if self._file.closed:  # a rotation failed earlier: try again to have a file
-                self._file = self._path.open("a", encoding="utf-8")
-                self._size = self._file.tell()
-            if self._size and self._size + size > self._max_bytes:
-                try:
-                    self._rotate()
-                except OSError as error:
-                    # Keep the transition: append past max_bytes rather than lose it, and
-                    # say so (once per cause).
-                    self._rotation_failed(error)
-            self._file.write(line)
-            self._file.flush()
-            self._size += size
+            # Other processes may write the same path and rotate it: like logging's
+            # WatchedFileHandler, write only to the file that is at the path now, and decide
+            # rotation by its real size, which counts every process's lines. Transitions
+            # are rare, so the few system calls this takes cost nothing that matters.
+            file = self._current()
+            try:
+                if file.tell() and file.tell() + len(data) > self._max_bytes:
+                    try:
+                        file = self._rotate(file)
+                    except OSError as error:
+                        # Keep the transition: append past max_bytes rather than lose it,
+                        # and say so (once per cause). A failed rotation never stops the
+                        # trail.
+                        self._rotation_failed(error)
+                        file = self._current()
+                _write_all(file, data)
+            finally:
+                _unlock(file)
+
+    def _open(self) -> io.FileIO:
+        # Unbuffered, in append mode: each line is one write() at the end of the file, so
+        # the lines of several processes interleave only whole.
+        return io.FileIO(self._path, "a")
+
+    def _current(self) -> io.FileIO:
+        """The open file at the path, shared-locked against a rotation by another process
+        until the line is written; call holding ``_lock``. Its position is its size."""
+        while True:
+            file = self._file
+            if file is None:  # a rotation failed earlier, or the child could not reopen
+                file = self._file = self._open()
+            _lock(file, exclusive=False)
+            try:
+                if _same_file(self._path, file):
+                    file.seek(0, os.SEEK_END)
+                    return file
+            except BaseException:
+                _unlock(file)
+                raise
+            # Another process rotated the file away (or the path is gone): follow the path.
+            _unlock(file)
+            self._file = None
+            file.close()
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock and a file object of its own, opened again on the
-        same path. Both processes then append whole lines to the same file; each rotates
-        by its own count of the bytes it wrote."""
+        """In a forked child: a new lock, and the file opened again by the next write, so
+        that the child's lock on the file (against a rotation by another process) is its
+        own, not the parent's. The lines of both processes go to whichever file is at the
+        path."""
         self._lock = threading.Lock()
-        if self._closed:
-            return
-        _left_by_fork.append(self._file)
-        try:
-            self._file = self._path.open("a", encoding="utf-8")
-            self._size = self._file.tell()
-        except OSError:
-            # write() opens the file again when it finds it closed; until then, keep the
-            # inherited object only as a marker.
-            self._file = _closed_marker()
+        inherited, self._file = self._file, None
+        if inherited is not None:
+            # An unbuffered file has no internal lock a parent's thread could have held,
+            # and closing the child's descriptor leaves the parent's untouched.
+            inherited.close()
 
-    def _rotate(self) -> None:
-        self._file.close()
+    def _rotate(self, file: io.FileIO) -> io.FileIO:
+        """Rename the full ``file`` away and return the file now at the path, shared-locked;
+        call holding ``_lock`` and a shared lock on ``file``.
+
+        Raises:
+            OSError: A rename failed; ``file`` is left unlocked and still at the path.
+        """
+        # Exclusive for the renames: no process is between its check of the path and its
+        # write, and no other process rotates. flock cannot upgrade in place, so let go
+        # first and look again: another process may have rotated meanwhile, and then this
+        # one only follows the path.
+        _unlock(file)
+        _lock(file, exclusive=True)
         try:
-            if self._backups == 0:
-                self._path.unlink(missing_ok=True)
-            else:
-                for index in range(self._backups - 1, 0, -1):
-                    older = self._numbered(index)
-                    if older.exists():
-                        older.replace(self._numbered(index + 1))
-                self._path.replace(self._numbered(1))
+            if _same_file(self._path, file):
+                if self._backups == 0:
+                    self._path.unlink(missing_ok=True)
+                else:
+                    for index in range(self._backups - 1, 0, -1):
+                        older = self._numbered(index)
+                        if older.exists():
+                            older.replace(self._numbered(index + 1))
+                    self._path.replace(self._numbered(1))
         finally:
-            # Whatever happened to the old files, go on writing: a failed rotation is
-            # reported (as a listener error) but never stops the trail.
-            self._file = self._path.open("a", encoding="utf-8")
-            self._size = self._file.tell()
+            _unlock(file)
+        return self._current()
 
     def _rotation_failed(self, error: OSError) -> None:
         key = (type(error), str(error))
@@ -155,7 +192,8 @@ class AuditLog:
             self._subscription = None
         with self._lock:
             self._closed = True
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -164,11 +202,36 @@ class AuditLog:
         self.close()
 
 
-def _closed_marker() -> io.TextIOWrapper:
-    """A closed text file: tells write() to open the path again."""
-    marker = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
-    marker.close()
-    return marker
+def _same_file(path: Path, file: io.FileIO) -> bool:
+    """Whether ``file`` is still the file at ``path`` (not renamed away, not deleted)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(file.fileno())
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock(file: io.FileIO, *, exclusive: bool) -> None:
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+def _unlock(file: io.FileIO) -> None:
+    if fcntl is not None and not file.closed:
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _write_all(file: io.FileIO, data: bytes) -> None:
+    # One write() in append mode puts a line whole at the end. A regular file takes it
+    # all at once unless the disk is full; then what is left follows, still whole in
+    # order as far as this process is concerned.
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(f"could not append to {file.name!r}: the write made no progress")
+        view = view[written:]
 
 
 def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> list[Transition]:

@@ -191,13 +191,15 @@ class BulkheadSlot:
 
 
 class _Permit:
-    """A running call: its partition and, when the limit adapts, its start time."""
+    """A running call: its partition, the fork generation it was admitted in and, when
+    the limit adapts, its start time."""
 
-    __slots__ = ("partition", "started")
+    __slots__ = ("generation", "partition", "started")
 
-    def __init__(self, partition: _Partition, started: float) -> None:
+    def __init__(self, partition: _Partition, started: float, generation: int) -> None:
         self.partition: _Partition = partition
         self.started: float = started
+        self.generation: int = generation
 
 
 class _Partition:
@@ -212,13 +214,7 @@ class _Partition:
         self.queue: deque[Waiter] = deque()
         self.running: int = 0
         self.reserved: int = 0
-        self.permit: _Permit = _Permit(self, 0.0)  # shared by calls that need no start time
-
-    def _fork_copy(self) -> _Partition:
-        """The same traffic class with nothing running or queued, for a forked child."""
-        copy = _Partition(self.name, self.share, self.priority)
-        copy.reserved = self.reserved
-        return copy
+        self.permit: _Permit = _Permit(self, 0.0, 0)  # shared by calls that need no start time
 
 
 class Bulkhead(Admission[BulkheadState, _Permit]):
@@ -319,6 +315,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
         self._running = 0
         self._queued = 0
+        # How many forks this process is away from the one that made the bulkhead: a
+        # permit of an older generation belongs to a call admitted before a fork (see
+        # _after_fork_in_child), and its release gives nothing back.
+        self._generation = 0
         self._rate_waiting = 0  # callers sleeping until their rate turn: they hold queue places
         self._last_empty = 0.0  # when the queue was last empty (for adaptive LIFO, CoDel)
         self._admitted = 0
@@ -597,6 +597,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 return self._take(part, now)
             if self._room_in_queue(part):
                 waiter = Waiter(part, started, task=task)
+                waiter.generation = self._generation
                 part.queue.append(waiter)
                 if not self._queued:
                     self._last_empty = now
@@ -618,7 +619,12 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         with self._lock:
             if waiter.granted:
                 self._waits.append(now - waiter.since)
-                return self._permit(waiter.partition, now)  # type: ignore[arg-type]
+                part: _Partition = waiter.partition  # type: ignore[assignment]
+                if waiter.generation != self._generation:
+                    # Granted in the parent before a fork: the call runs here with a
+                    # permit of its own generation, whose release gives nothing back.
+                    return _Permit(part, now, waiter.generation)
+                return self._permit(part, now)
             if not waiter.refusal:  # its wait ran out while it was still queued
                 self._drop(waiter)
                 outer = current_deadline()
@@ -647,7 +653,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         """A queued caller is leaving by an exception: pass on its slot or leave the queue."""
         now = self._now()
         with self._lock:
-            if waiter.granted:
+            if waiter.granted and waiter.generation != self._generation:
+                pass  # granted in the parent before a fork: this process never counted it
+            elif waiter.granted:
                 part: _Partition = waiter.partition  # type: ignore[assignment]
                 self._running -= 1
                 part.running -= 1
@@ -673,7 +681,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         return self._permit(part, now)
 
     def _permit(self, part: _Partition, now: float) -> _Permit:
-        return _Permit(part, now) if self._timed else part.permit
+        return _Permit(part, now, self._generation) if self._timed else part.permit
 
     def _refusal(self, reason: str, retry_after: float | None) -> BulkheadFullError:
         """The error to raise for a refusal, told to listeners first; hold no lock."""
@@ -700,7 +708,11 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             # The common case, spelled out: nothing queued, nothing to adapt.
             self._acquire()
             try:
-                if not self._queued and self._state is _ACCEPTING:
+                if (
+                    not self._queued
+                    and self._state is _ACCEPTING
+                    and permit.generation == self._generation
+                ):
                     self._running -= 1
                     permit.partition.running -= 1
                     return
@@ -716,6 +728,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _release(self, permit: _Permit, *, dropped: bool | None) -> None:
         """A call ended (``dropped`` is None when it was cancelled): free its slot."""
+        if permit.generation != self._generation:
+            return  # admitted before a fork, in the parent: this process never counted it
         now = self._now() if self._timed else 0.0
         with self._lock:
             part = permit.partition
@@ -897,28 +911,35 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
+        # The fast paths read _acquire and _release_lock separately, around a few counts:
+        # no user code (listener, clock, callback) runs between the two, so no fork in
+        # this thread can swap the lock in the middle of one.
         self._acquire = self._lock.acquire
         self._release_lock = self._lock.release
         # The calls and waiters of the parent's other threads do not exist here: the child
-        # starts with every slot free and an empty queue. Fresh partitions take over; the
-        # old ones stay with the permits of calls admitted before the fork and become
-        # retired, so that such a call (one the forking thread itself was making) gives
-        # back nothing when it ends here: it never drives a count below zero and never
-        # frees a slot of a call the child admitted.
-        old = self._partitions
-        fresh = [part._fork_copy() for part in old]
-        retired = _retired_partition(self)
-        for part in old:
+        # starts with every slot free and an empty queue. The partitions are reset in
+        # place, never replaced: decorators, partials, partition views and pipelines'
+        # merged wrappers captured them (or bound methods reading them) before the fork,
+        # and must go on counting in the same objects.
+        #
+        # A call admitted before the fork (one the forking thread itself was making) may
+        # still end here; its release must give nothing back, or it would drive a count
+        # below zero or free a slot of a call the child admitted. Such calls are told
+        # apart by generation: the child's counts start a new one, and every permit (and
+        # queued caller) carries the generation it was admitted in. Timed permits are
+        # stamped when made; calls that need no start time share one permit per
+        # partition, so each partition gets a fresh shared permit of the new generation,
+        # while the old one, still held by calls of the parent, keeps the old number.
+        # Releasing compares the two numbers: one attribute comparison on the uncontended
+        # path, and the fork pays for the rest.
+        self._generation += 1
+        for part in self._partitions:
             for waiter in part.queue:
                 waiter.refusal = "shed"  # a task of the forking thread's loop lives on
                 waiter.wake_after_fork()
-            part.__class__ = retired
-        self._partitions = fresh
-        self._default = fresh[0]
-        for view in self._views.values():
-            view._part = fresh[old.index(view._part)]
-        if not self._partitioned:
-            self._enter_nowait = functools.partial(self._admit_nowait, self._default)  # type: ignore[method-assign]
+            part.queue.clear()
+            part.running = 0
+            part.permit = _Permit(part, 0.0, self._generation)
         self._running = 0
         self._queued = 0
         self._rate_waiting = 0
@@ -963,28 +984,6 @@ class BulkheadPartition(Admits[_Permit]):
 
     def __repr__(self) -> str:
         return f"<BulkheadPartition {self.name!r}>"
-
-
-def _retired_partition(bulkhead: Bulkhead) -> type[_Partition]:
-    """The class a bulkhead's old partitions take in a forked child, once fresh ones
-    replace them: releasing a permit that points to one gives nothing back. Only the
-    fork pays for this; the release paths stay as they are."""
-
-    class _RetiredPartition(_Partition):
-        __slots__ = ()
-
-        @property
-        def running(self) -> int:
-            return 0
-
-        @running.setter
-        def running(self, value: int) -> None:
-            # A release moves the bulkhead's total and then its partition's count by the
-            # same step (under the bulkhead's lock): undo the step on the total, which
-            # never counted this call.
-            bulkhead._running -= value
-
-    return _RetiredPartition
 
 
 def _build_partitions(partitions: Mapping[str, float] | None) -> list[_Partition]:

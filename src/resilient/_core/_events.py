@@ -147,7 +147,10 @@ class ListenerSet:
         """Deliver queued events; call after releasing every guard lock."""
         queue = self._queue
         while queue:
-            if not self._delivering.acquire(blocking=False):
+            # The lock is read once and released as the same object: a listener may fork,
+            # and in the child _after_fork_in_child has put a new, unheld lock in its place.
+            delivering = self._delivering
+            if not delivering.acquire(blocking=False):
                 # Another thread (or an outer frame of this one) is delivering and will see
                 # what we queued: it looks at the queue again after releasing the lock.
                 return
@@ -158,7 +161,7 @@ class ListenerSet:
                         if isinstance(event, entry._types):
                             self._call(entry, event)
             finally:
-                self._delivering.release()
+                delivering.release()
 
     def deliver_now(self, event: Event) -> None:
         """Deliver one per-call event at once, in the calling thread."""

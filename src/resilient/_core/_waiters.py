@@ -51,15 +51,27 @@ class Waiter:
         refusal: Why the caller was turned away while queued, or ``""``.
         partition: The traffic class it waits in (the guard's own object).
         since: When it started waiting (monotonic seconds).
+        generation: The guard's count of forks when it started waiting, so that a slot
+            granted before a fork is told apart in the child (0 unless the guard sets it).
     """
 
-    __slots__ = ("_loop_thread", "_remote", "event", "granted", "partition", "refusal", "since")
+    __slots__ = (
+        "_loop_thread",
+        "_remote",
+        "event",
+        "generation",
+        "granted",
+        "partition",
+        "refusal",
+        "since",
+    )
 
     def __init__(self, partition: object, since: float, *, task: bool) -> None:
         self.granted = False
         self.refusal = ""
         self.partition = partition
         self.since = since
+        self.generation = 0
         self.event: threading.Event | anyio.Event
         if task:
             event = anyio.Event()
