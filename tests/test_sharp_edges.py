@@ -24,6 +24,7 @@ from resilient import (
     RetryBudget,
     SystemClock,
 )
+from resilient._core._clock import _LONGEST_WAIT
 from resilient.testing import VirtualClock
 
 # -- flags are bools ---------------------------------------------------------------------------
@@ -297,19 +298,61 @@ class _ServerBusy(Exception):
     retry_after = 9_999_999_999  # seconds: what a server sent
 
 
+def _refused_by_the_os(seconds: float) -> bool:
+    """Whether the real time.sleep fails at once: on Linux it sleeps until a deadline on the
+    monotonic clock, in nanoseconds, and refuses one past threading.TIMEOUT_MAX."""
+    return time.monotonic() + seconds > threading.TIMEOUT_MAX
+
+
 @pytest.fixture
 def os_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Replace time.sleep by one that records and, like the real one, refuses waits longer
-    than threading.TIMEOUT_MAX."""
+    """Replace time.sleep by one that records and, like the real one, refuses a wait whose
+    deadline is past what the OS takes (time.sleep(TIMEOUT_MAX) itself is refused)."""
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
-        if seconds > threading.TIMEOUT_MAX:
-            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+        if _refused_by_the_os(seconds):
+            raise OSError(22, "Invalid argument")
         slept.append(seconds)
 
     monkeypatch.setattr(time, "sleep", sleep)
     return slept
+
+
+def _still_running_after(target: Callable[[], object], bound: float = 0.5) -> bool:
+    """Run ``target`` in a daemon thread; whether it is still running, without having raised,
+    ``bound`` seconds later (a refusal by the OS ends it at once)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:  # noqa: BLE001 - recorded for the assertion
+            errors.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(bound)
+    assert not errors, errors
+    return worker.is_alive()
+
+
+def test_the_model_of_time_sleep_refuses_what_the_real_one_refuses() -> None:
+    """The os_sleeps model refuses time.sleep(TIMEOUT_MAX), as the real one does."""
+    assert _refused_by_the_os(threading.TIMEOUT_MAX)
+    with pytest.raises(OSError):
+        time.sleep(threading.TIMEOUT_MAX)
+
+
+def test_the_real_time_sleep_takes_one_piece_of_a_long_wait() -> None:
+    """time.sleep of the piece SystemClock cuts long waits into does not fail at once."""
+    assert not _refused_by_the_os(_LONGEST_WAIT)
+    assert _still_running_after(lambda: time.sleep(_LONGEST_WAIT))
+
+
+def test_system_clock_sleep_beyond_what_the_os_takes_does_not_fail() -> None:
+    """SystemClock().sleep(9999999999) sleeps (in pieces) instead of raising at once."""
+    assert _still_running_after(lambda: SystemClock().sleep(9_999_999_999))
 
 
 def test_a_retry_after_beyond_what_time_sleep_takes_is_waited_in_pieces(
@@ -327,19 +370,28 @@ def test_a_retry_after_beyond_what_time_sleep_takes_is_waited_in_pieces(
         return answer
 
     assert retry(fetch)() == "quote"
-    assert all(piece <= threading.TIMEOUT_MAX for piece in os_sleeps)
+    assert all(not _refused_by_the_os(piece) for piece in os_sleeps)
     assert sum(os_sleeps) == pytest.approx(9_999_999_999)
 
 
 def test_system_clock_wait_beyond_timeout_max_does_not_overflow() -> None:
     """SystemClock.wait takes a timeout longer than the OS allows, and ends when set."""
     event = threading.Event()
-    setter = threading.Timer(0.01, event.set)
-    setter.start()
-    try:
-        assert SystemClock().wait(event, 1e12) is True
-    finally:
-        setter.cancel()
+    event.set()  # the long timeout is cut into pieces and the first piece sees the event
+    assert SystemClock().wait(event, 1e12) is True
+
+
+def test_system_clock_wait_beyond_timeout_max_waits_until_set() -> None:
+    """SystemClock.wait with a timeout longer than the OS allows waits, then sees the event."""
+    event = threading.Event()
+    seen: list[bool] = []
+    assert _still_running_after(lambda: seen.append(SystemClock().wait(event, 1e12)), 0.05)
+    event.set()
+    give_up = time.monotonic() + 10  # a bound on a busy machine, never a pause
+    while not seen:
+        assert time.monotonic() < give_up, "the wait never saw the event"
+        time.sleep(0.001)
+    assert seen == [True]
 
 
 def test_a_bulkhead_queue_wait_beyond_timeout_max_does_not_overflow() -> None:
