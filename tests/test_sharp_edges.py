@@ -291,6 +291,37 @@ def test_a_hedging_budget_refuses_to_decorate_a_sync_function(
         budget(lambda: None)
 
 
+def _wire(wiring: str, breaker: CircuitBreaker, bulkhead: Bulkhead) -> Callable[[], Any]:
+    if wiring == "nested":
+        return breaker(bulkhead(_returns_coroutine))
+    return Pipeline("p", breaker, bulkhead, registry=breaker.registry)(_returns_coroutine)
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "durations"])
+@pytest.mark.parametrize("wiring", ["nested", "pipeline"])
+def test_a_refused_coroutine_counts_nothing_in_any_guard_however_wired(
+    registry: Registry, clock: VirtualClock, wiring: str, timed: bool
+) -> None:
+    """Plain nesting, a pipeline, with or without durations: no guard counts an outcome."""
+    if timed:
+        registry.subscribe(lambda event: None, events=resilient.CallEnded)
+    breaker = CircuitBreaker("c", registry=registry, clock=clock)
+    bulkhead = Bulkhead("h", max_concurrent=1, registry=registry, clock=clock)
+    guarded = _wire(wiring, breaker, bulkhead)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guarded()
+    statistics = breaker.snapshot().statistics
+    assert (statistics["window_calls"], statistics["successes"], statistics["failures"]) == (
+        0,
+        0,
+        0,
+    )
+    assert (bulkhead.snapshot().statistics["running"], bulkhead.try_acquire() is not None) == (
+        0,
+        True,
+    )
+
+
 # -- waits longer than the OS takes in one go --------------------------------------------------
 
 

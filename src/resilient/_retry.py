@@ -33,7 +33,6 @@ from ._core._registry import Registry
 from ._core._run import (
     NO_RESULT,
     Attempts,
-    error_outcome,
     is_async_callable,
     retry_call,
     retry_call_async,
@@ -465,13 +464,10 @@ class Retry(Guard[RetryState]):
         started = self._now()
         try:
             result = retry_call(self, fn, args, kwargs, operation)
-        except Exception as error:
-            self._call_ended(started, error_outcome(error), error)
+        except BaseException as error:
+            self._call_ended(started, error)
             raise
-        except BaseException:
-            self._call_ended(started, "cancelled", None)
-            raise
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
     async def _timed_async(
@@ -480,13 +476,10 @@ class Retry(Guard[RetryState]):
         started = self._now()
         try:
             result = await retry_call_async(self, fn, args, kwargs, operation)
-        except Exception as error:
-            self._call_ended(started, error_outcome(error), error)
+        except BaseException as error:
+            self._call_ended(started, error)
             raise
-        except BaseException:
-            self._call_ended(started, "cancelled", None)
-            raise
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
     def __iter__(self) -> Attempts:

@@ -10,12 +10,12 @@ from typing import ClassVar, Generic, TypeVar
 
 from . import _fork
 from ._clock import Clock
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, RejectedError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
 from ._validate import check_flag
 
-__all__ = ["Guard", "registry_and_clock"]
+__all__ = ["Guard", "error_outcome", "registry_and_clock"]
 
 S = TypeVar("S", bound=enum.Enum)
 
@@ -44,6 +44,24 @@ def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock
             f"(got {type(clock).__name__} {clock!r})"
         )
     return registry, clock
+
+
+def error_outcome(error: BaseException | None, *, refused: bool = False) -> str:
+    """The :class:`CallEnded` outcome of a call that raised ``error`` (``None``: it returned).
+
+    Args:
+        error: What the call raised, or ``None``.
+        refused: Whether ``error`` came from the guard's own admission rather than from
+            the code it guards: a :class:`RejectedError` is then this guard's refusal
+            (``"rejected"``), not an inner guard's (``"rejected_inner"``).
+    """
+    if error is None:
+        return "success"
+    if not isinstance(error, Exception):
+        return "cancelled"
+    if isinstance(error, RejectedError):
+        return "rejected" if refused else "rejected_inner"
+    return "failure"
 
 
 class Guard(abc.ABC, Generic[S]):
@@ -190,8 +208,11 @@ class Guard(abc.ABC, Generic[S]):
         """Hand queued transitions to listeners; call after releasing the lock."""
         self._registry._deliver()
 
-    def _call_ended(self, started: float, outcome: str, error: BaseException | None) -> None:
-        """Publish the :class:`CallEnded` of a call that started at ``started``; only
+    def _call_ended(
+        self, started: float, error: BaseException | None, *, refused: bool = False
+    ) -> None:
+        """Publish the :class:`CallEnded` of a call that started at ``started`` and raised
+        ``error`` (``None``: it returned); ``refused`` as for :func:`error_outcome`. Only
         while ``self._listeners.times_calls``, holding no lock."""
         clock = self._clock
         now = clock.monotonic()
@@ -199,9 +220,10 @@ class Guard(abc.ABC, Generic[S]):
             CallEnded(
                 guard=self._name,
                 kind=self.kind,
-                outcome=outcome,
+                outcome=error_outcome(error, refused=refused),
                 duration=max(0.0, now - started),
-                error_type=None if error is None else type(error).__name__,
+                # A cancellation is no error of the call's: it names no type.
+                error_type=type(error).__name__ if isinstance(error, Exception) else None,
                 at=now,
                 at_wall=clock.wall(),
             )
