@@ -3,6 +3,7 @@ what a guarded function may be."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -151,6 +152,35 @@ def test_a_clock_of_the_wrong_type_is_a_configuration_error(
     """clock= that is not a Clock is refused by name, not an AttributeError."""
     with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
         build(registry, clock=time.monotonic)
+
+
+class _OwnGuard(resilient.Guard[resilient.BreakerState]):
+    """A guard written by a user directly on Guard, passing registry= and clock= through."""
+
+    kind = "own"
+
+    def __init__(self, registry: Any = None, clock: Any = None) -> None:
+        super().__init__(
+            "own",
+            state=resilient.BreakerState.CLOSED,
+            health=resilient.Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=False,
+        )
+
+    def _statistics(self, now: float) -> dict[str, Any]:
+        return {}
+
+
+def test_a_direct_guard_subclass_gets_the_same_defaults_and_checks() -> None:
+    """A subclass of Guard that passes None gets the defaults, and wrong types the errors."""
+    registry = Registry(clock=VirtualClock())
+    assert _OwnGuard(registry).clock is registry.clock
+    with pytest.raises(ConfigurationError, match=r"^registry must be a Registry or None"):
+        _OwnGuard("default")
+    with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
+        _OwnGuard(Registry(), clock=time.monotonic)
 
 
 def test_a_stale_cache_clock_of_the_wrong_type_is_a_configuration_error() -> None:
@@ -350,29 +380,38 @@ def os_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return slept
 
 
-def _still_running_after(target: Callable[[], object], bound: float = 0.5) -> bool:
-    """Run ``target`` in a daemon thread; whether it is still running, without having raised,
-    ``bound`` seconds later (a refusal by the OS ends it at once)."""
+def _run_for(target: Callable[[], object], bound: float) -> tuple[bool, list[BaseException]]:
+    """Run ``target`` in a daemon thread for at most ``bound`` seconds: whether it is still
+    running then, and what it raised (a refusal by the OS ends it at once)."""
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
             target()
-        except BaseException as error:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as error:
             errors.append(error)
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(bound)
+    return worker.is_alive(), errors
+
+
+def _still_running_after(target: Callable[[], object], bound: float = 0.5) -> bool:
+    """Whether ``target``, run in a daemon thread, is still running ``bound`` seconds later
+    without having raised."""
+    running, errors = _run_for(target, bound)
     assert not errors, errors
-    return worker.is_alive()
+    return running
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the model is of Linux's time.sleep")
 def test_the_model_of_time_sleep_refuses_what_the_real_one_refuses() -> None:
     """The os_sleeps model refuses time.sleep(TIMEOUT_MAX), as the real one does."""
     assert _refused_by_the_os(threading.TIMEOUT_MAX)
-    with pytest.raises(OSError):
-        time.sleep(threading.TIMEOUT_MAX)
+    running, errors = _run_for(lambda: time.sleep(threading.TIMEOUT_MAX), 10)
+    assert not running
+    assert [type(error) for error in errors] == [OSError]
 
 
 def test_the_real_time_sleep_takes_one_piece_of_a_long_wait() -> None:

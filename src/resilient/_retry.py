@@ -386,7 +386,6 @@ class Retry(Guard[RetryState]):
         self._random = _random.Random() if random is None else random
         registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
-        self._listeners = registry._listeners  # read on every call: one attribute less
         self._calls = Counter()
         self._retries = Counter()
         self._recovered = Counter()

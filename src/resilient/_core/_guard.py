@@ -6,7 +6,7 @@ import abc
 import enum
 import threading
 from collections.abc import Mapping
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 from . import _fork
 from ._clock import Clock
@@ -20,11 +20,16 @@ __all__ = ["Guard", "error_outcome", "registry_and_clock"]
 S = TypeVar("S", bound=enum.Enum)
 
 
+# Classes whose instances passed ``isinstance(clock, Clock)``: the protocol check reads
+# every member, so it runs once per class, not once per guard.
+_CLOCK_CLASSES: set[type] = set()
+
+
 def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock]:
     """The registry and clock a guard is built with: the defaults for ``None``, checked.
 
     Guards read ``registry.clock`` and ``clock.monotonic`` before :class:`Guard` sets them,
-    so every guard resolves both here first.
+    so every guard resolves both here first and hands :class:`Guard` the results.
 
     Raises:
         ConfigurationError: ``registry`` is not a :class:`Registry`, or ``clock`` does not
@@ -37,13 +42,15 @@ def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock
             f"registry must be a Registry or None (got {type(registry).__name__} {registry!r})"
         )
     if clock is None:
-        clock = registry.clock
-    elif not isinstance(clock, Clock):
-        raise ConfigurationError(
-            f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-            f"(got {type(clock).__name__} {clock!r})"
-        )
-    return registry, clock
+        clock = registry.clock  # checked when the registry was made
+    elif clock.__class__ not in _CLOCK_CLASSES:
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
+                f"(got {type(clock).__name__} {clock!r})"
+            )
+        _CLOCK_CLASSES.add(clock.__class__)
+    return registry, cast(Clock, clock)
 
 
 def error_outcome(error: BaseException | None, *, refused: bool = False) -> str:
@@ -95,7 +102,12 @@ class Guard(abc.ABC, Generic[S]):
                 f"name must be printable: no newlines, tabs or other control characters "
                 f"(got {name!r})"
             )
-        registry, clock = registry_and_clock(registry, clock)
+        if not isinstance(registry, Registry) or (
+            clock is not registry.clock and clock.__class__ not in _CLOCK_CLASSES
+        ):
+            # The library's guards resolved both already; a subclass of Guard that passes
+            # None or something else gets the same defaults and errors as they do.
+            registry, clock = registry_and_clock(registry, clock)
         replace = check_flag(replace, "replace")
         self._name = name
         self._registry = registry
