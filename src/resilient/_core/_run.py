@@ -135,7 +135,8 @@ _open_blocks: ContextVar[tuple[tuple[object, object, float | None], ...]] = Cont
     "resilient_open_blocks", default=()
 )
 
-# The listeners of what is no guard (a bulkhead's partition): nobody, so it times nothing.
+# The listeners of what is no guard and times nothing: nobody. (A bulkhead's partitions
+# take their bulkhead's listeners and are timed as its calls.)
 _NOBODY = ListenerSet()
 
 
@@ -145,7 +146,8 @@ class Admits(Generic[Permit]):
     A subclass decides through ``_enter`` (sync, may block), ``_enter_nowait`` (never
     waits: a permit, or ``None`` when an async caller must wait in ``_enter_async``) and
     the three ``_exit_*`` methods. Guards get this through :class:`Admission`; views that
-    are not guards themselves (a bulkhead's partitions) use it directly.
+    are not guards themselves (a bulkhead's partitions) use it directly, and time their
+    calls through their guard's ``_started`` and ``_call_ended``.
 
     Every spelling reads ``_listeners.times_calls`` once per call: while some listener
     takes :class:`CallEnded`, the call goes through a timed twin that publishes one;
@@ -385,8 +387,8 @@ class Admits(Generic[Permit]):
     # (they are opt-in and publish an event per call anyway), so they share the exits.
 
     def _started(self) -> float:
-        """The start of a timed call. Only guards time calls: the listeners of anything
-        else (a bulkhead's partition) never take CallEnded."""
+        """The start of a timed call; only called while ``_listeners.times_calls``, so
+        never for a subclass that keeps the default listeners (nobody)."""
         raise NotImplementedError
 
     def _call_ended(
