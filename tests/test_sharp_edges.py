@@ -3,6 +3,7 @@ what a guarded function may be."""
 
 from __future__ import annotations
 
+import pickle
 import sys
 import threading
 import time
@@ -319,6 +320,18 @@ def test_a_hedging_budget_refuses_to_decorate_a_sync_function(
     )
     with pytest.raises(ConfigurationError, match=r"budget 'b' hedges calls \(hedge=20 ms\)"):
         budget(lambda: None)
+
+
+def test_a_refused_coroutine_is_a_type_error_that_pickles(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The refusal reads and pickles as a plain TypeError (say, back from a worker process)."""
+    guard = CircuitBreaker("c", registry=registry, clock=clock)
+    with pytest.raises(TypeError) as raised:
+        guard.call(_returns_coroutine)
+    assert type(raised.value).__name__ == "TypeError"
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), copy.args) == (TypeError, raised.value.args)
 
 
 def _wire(wiring: str, breaker: CircuitBreaker, bulkhead: Bulkhead) -> Callable[[], Any]:

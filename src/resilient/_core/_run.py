@@ -110,6 +110,10 @@ class _CoroutineReturned(TypeError):
     __module__ = "builtins"
     __qualname__ = "TypeError"
 
+    def __reduce__(self) -> tuple[type[TypeError], tuple[Any, ...]]:
+        # Pickled (to another process) as the plain TypeError it presents itself as.
+        return TypeError, self.args
+
 
 _CoroutineReturned.__name__ = "TypeError"
 
