@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 
+import anyio
 import pytest
 
 from resilient import (
@@ -233,3 +236,110 @@ def test_a_block_refused_at_entry_is_published_as_rejected(
         ran.append(1)
     assert ran == []
     assert outcomes(events) == [("feed", "rejected", 0.0, "CircuitOpenError")]
+
+
+# -- waits before a refusal, partitions --------------------------------------------------------
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` with a bound for a busy machine (never a pause that must pass)."""
+    give_up = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < give_up, "the condition never held"
+        time.sleep(0.001)
+
+
+def test_a_refusal_after_a_queue_wait_includes_the_wait(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A thread queued for 5 s and then refused publishes a rejection that lasted 5 s."""
+    pool = Bulkhead("pool", max_concurrent=1, max_queue=1, max_wait=5, registry=registry)
+    slot = pool.try_acquire()
+    assert slot is not None
+    events = heard(registry)
+    refused: list[BulkheadFullError] = []
+
+    def queued() -> None:
+        try:
+            pool.call(lambda: "ok")
+        except BulkheadFullError as error:
+            refused.append(error)
+
+    worker = threading.Thread(target=queued)
+    worker.start()
+    _wait_until(lambda: pool.snapshot().statistics["queued"] == 1)
+    clock.advance(5)
+    worker.join(timeout=10)
+    slot.release()
+    assert len(refused) == 1
+    assert outcomes(events) == [("pool", "rejected", 5.0, "BulkheadFullError")]
+
+
+@pytest.mark.anyio
+async def test_an_async_refusal_after_a_queue_wait_includes_the_wait(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A task queued for 5 s and then refused publishes a rejection that lasted 5 s."""
+    pool = Bulkhead("pool", max_concurrent=1, max_queue=1, max_wait=5, registry=registry)
+    slot = pool.try_acquire()
+    assert slot is not None
+    events = heard(registry)
+    refused: list[BulkheadFullError] = []
+
+    async def work() -> str:
+        return "ok"
+
+    async def queued() -> None:
+        try:
+            await pool.call_async(work)
+        except BulkheadFullError as error:
+            refused.append(error)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queued)
+        await anyio.wait_all_tasks_blocked()
+        assert pool.snapshot().statistics["queued"] == 1
+        clock.advance(5)
+    slot.release()
+    assert len(refused) == 1
+    assert outcomes(events) == [("pool", "rejected", 5.0, "BulkheadFullError")]
+
+
+def test_a_partition_s_calls_are_timed_as_its_bulkhead_s(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Calls through a BulkheadPartition publish the bulkhead's CallEnded, as its own do."""
+    pool = Bulkhead(
+        "pool", max_concurrent=2, partitions={"bets": 0.5, "browse": 0.5}, registry=registry
+    )
+    bets = pool.partition("bets")
+    events = heard(registry)
+    bets.call(taking(clock, 0.5))
+    bets(taking(clock, 0.25))()
+    with bets:
+        clock.advance(0.125)
+    assert outcomes(events) == [
+        ("pool", "success", 0.5, None),
+        ("pool", "success", 0.25, None),
+        ("pool", "success", 0.125, None),
+    ]
+    assert {event.kind for event in events} == {"bulkhead"}
+
+
+@pytest.mark.anyio
+async def test_a_partition_s_async_calls_are_timed_as_its_bulkhead_s(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Async calls through a BulkheadPartition publish the bulkhead's CallEnded too."""
+    pool = Bulkhead(
+        "pool", max_concurrent=2, partitions={"bets": 0.5, "browse": 0.5}, registry=registry
+    )
+    bets = pool.partition("bets")
+    events = heard(registry)
+
+    async def work() -> str:
+        await clock.sleep_async(0.5)
+        return "ok"
+
+    assert await bets.call_async(work) == "ok"
+    assert outcomes(events) == [("pool", "success", 0.5, None)]

@@ -504,8 +504,18 @@ def _switch_of_another_registry(registry: Registry, other: Registry) -> Pipeline
         pytest.param(_switch_positional, "pass a DegradedMode as degraded=", id="switch-given"),
         pytest.param(_registry_of_other_guards, "in its registry=", id="registry-not-theirs"),
         pytest.param(_registry_not_a_registry, "registry must be a Registry", id="registry-str"),
-        pytest.param(_two_registries, "share one registry", id="two-registries"),
-        pytest.param(_switch_of_another_registry, "share one registry", id="foreign-switch"),
+        pytest.param(
+            _two_registries,
+            "share one registry: bulkhead 'pool' is in another registry than "
+            "circuit_breaker 'feed'",
+            id="two-registries",
+        ),
+        pytest.param(
+            _switch_of_another_registry,
+            "share one registry: circuit_breaker 'feed' is in another registry than "
+            "degraded_mode 'odds'",
+            id="foreign-switch",
+        ),
     ],
 )
 def test_bad_pipelines_are_refused(

@@ -3,6 +3,8 @@ what a guarded function may be."""
 
 from __future__ import annotations
 
+import pickle
+import sys
 import threading
 import time
 import warnings
@@ -24,6 +26,7 @@ from resilient import (
     RetryBudget,
     SystemClock,
 )
+from resilient._core._clock import _LONGEST_WAIT
 from resilient.testing import VirtualClock
 
 # -- flags are bools ---------------------------------------------------------------------------
@@ -150,6 +153,35 @@ def test_a_clock_of_the_wrong_type_is_a_configuration_error(
     """clock= that is not a Clock is refused by name, not an AttributeError."""
     with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
         build(registry, clock=time.monotonic)
+
+
+class _OwnGuard(resilient.Guard[resilient.BreakerState]):
+    """A guard written by a user directly on Guard, passing registry= and clock= through."""
+
+    kind = "own"
+
+    def __init__(self, registry: Any = None, clock: Any = None) -> None:
+        super().__init__(
+            "own",
+            state=resilient.BreakerState.CLOSED,
+            health=resilient.Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=False,
+        )
+
+    def _statistics(self, now: float) -> dict[str, Any]:
+        return {}
+
+
+def test_a_direct_guard_subclass_gets_the_same_defaults_and_checks() -> None:
+    """A subclass of Guard that passes None gets the defaults, and wrong types the errors."""
+    registry = Registry(clock=VirtualClock())
+    assert _OwnGuard(registry).clock is registry.clock
+    with pytest.raises(ConfigurationError, match=r"^registry must be a Registry or None"):
+        _OwnGuard("default")
+    with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
+        _OwnGuard(Registry(), clock=time.monotonic)
 
 
 def test_a_stale_cache_clock_of_the_wrong_type_is_a_configuration_error() -> None:
@@ -290,6 +322,49 @@ def test_a_hedging_budget_refuses_to_decorate_a_sync_function(
         budget(lambda: None)
 
 
+def test_a_refused_coroutine_is_a_type_error_that_pickles(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The refusal reads and pickles as a plain TypeError (say, back from a worker process)."""
+    guard = CircuitBreaker("c", registry=registry, clock=clock)
+    with pytest.raises(TypeError) as raised:
+        guard.call(_returns_coroutine)
+    assert type(raised.value).__name__ == "TypeError"
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), copy.args) == (TypeError, raised.value.args)
+
+
+def _wire(wiring: str, breaker: CircuitBreaker, bulkhead: Bulkhead) -> Callable[[], Any]:
+    if wiring == "nested":
+        return breaker(bulkhead(_returns_coroutine))
+    return Pipeline("p", breaker, bulkhead, registry=breaker.registry)(_returns_coroutine)
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "durations"])
+@pytest.mark.parametrize("wiring", ["nested", "pipeline"])
+def test_a_refused_coroutine_counts_nothing_in_any_guard_however_wired(
+    registry: Registry, clock: VirtualClock, wiring: str, timed: bool
+) -> None:
+    """Plain nesting, a pipeline, with or without durations: no guard counts an outcome."""
+    if timed:
+        registry.subscribe(lambda event: None, events=resilient.CallEnded)
+    breaker = CircuitBreaker("c", registry=registry, clock=clock)
+    bulkhead = Bulkhead("h", max_concurrent=1, registry=registry, clock=clock)
+    guarded = _wire(wiring, breaker, bulkhead)
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        guarded()
+    statistics = breaker.snapshot().statistics
+    assert (statistics["window_calls"], statistics["successes"], statistics["failures"]) == (
+        0,
+        0,
+        0,
+    )
+    assert (bulkhead.snapshot().statistics["running"], bulkhead.try_acquire() is not None) == (
+        0,
+        True,
+    )
+
+
 # -- waits longer than the OS takes in one go --------------------------------------------------
 
 
@@ -297,19 +372,70 @@ class _ServerBusy(Exception):
     retry_after = 9_999_999_999  # seconds: what a server sent
 
 
+def _refused_by_the_os(seconds: float) -> bool:
+    """Whether the real time.sleep fails at once: on Linux it sleeps until a deadline on the
+    monotonic clock, in nanoseconds, and refuses one past threading.TIMEOUT_MAX."""
+    return time.monotonic() + seconds > threading.TIMEOUT_MAX
+
+
 @pytest.fixture
 def os_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Replace time.sleep by one that records and, like the real one, refuses waits longer
-    than threading.TIMEOUT_MAX."""
+    """Replace time.sleep by one that records and, like the real one, refuses a wait whose
+    deadline is past what the OS takes (time.sleep(TIMEOUT_MAX) itself is refused)."""
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
-        if seconds > threading.TIMEOUT_MAX:
-            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+        if _refused_by_the_os(seconds):
+            raise OSError(22, "Invalid argument")
         slept.append(seconds)
 
     monkeypatch.setattr(time, "sleep", sleep)
     return slept
+
+
+def _run_for(target: Callable[[], object], bound: float) -> tuple[bool, list[BaseException]]:
+    """Run ``target`` in a daemon thread for at most ``bound`` seconds: whether it is still
+    running then, and what it raised (a refusal by the OS ends it at once)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(bound)
+    return worker.is_alive(), errors
+
+
+def _still_running_after(target: Callable[[], object], bound: float = 0.5) -> bool:
+    """Whether ``target``, run in a daemon thread, is still running ``bound`` seconds later
+    without having raised."""
+    running, errors = _run_for(target, bound)
+    assert not errors, errors
+    return running
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the model is of Linux's time.sleep")
+def test_the_model_of_time_sleep_refuses_what_the_real_one_refuses() -> None:
+    """The os_sleeps model refuses time.sleep(TIMEOUT_MAX), as the real one does."""
+    assert _refused_by_the_os(threading.TIMEOUT_MAX)
+    running, errors = _run_for(lambda: time.sleep(threading.TIMEOUT_MAX), 10)
+    assert not running
+    assert [type(error) for error in errors] == [OSError]
+
+
+def test_the_real_time_sleep_takes_one_piece_of_a_long_wait() -> None:
+    """time.sleep of the piece SystemClock cuts long waits into does not fail at once."""
+    assert not _refused_by_the_os(_LONGEST_WAIT)
+    assert _still_running_after(lambda: time.sleep(_LONGEST_WAIT))
+
+
+def test_system_clock_sleep_beyond_what_the_os_takes_does_not_fail() -> None:
+    """SystemClock().sleep(9999999999) sleeps (in pieces) instead of raising at once."""
+    assert _still_running_after(lambda: SystemClock().sleep(9_999_999_999))
 
 
 def test_a_retry_after_beyond_what_time_sleep_takes_is_waited_in_pieces(
@@ -327,19 +453,28 @@ def test_a_retry_after_beyond_what_time_sleep_takes_is_waited_in_pieces(
         return answer
 
     assert retry(fetch)() == "quote"
-    assert all(piece <= threading.TIMEOUT_MAX for piece in os_sleeps)
+    assert all(not _refused_by_the_os(piece) for piece in os_sleeps)
     assert sum(os_sleeps) == pytest.approx(9_999_999_999)
 
 
 def test_system_clock_wait_beyond_timeout_max_does_not_overflow() -> None:
     """SystemClock.wait takes a timeout longer than the OS allows, and ends when set."""
     event = threading.Event()
-    setter = threading.Timer(0.01, event.set)
-    setter.start()
-    try:
-        assert SystemClock().wait(event, 1e12) is True
-    finally:
-        setter.cancel()
+    event.set()  # the long timeout is cut into pieces and the first piece sees the event
+    assert SystemClock().wait(event, 1e12) is True
+
+
+def test_system_clock_wait_beyond_timeout_max_waits_until_set() -> None:
+    """SystemClock.wait with a timeout longer than the OS allows waits, then sees the event."""
+    event = threading.Event()
+    seen: list[bool] = []
+    assert _still_running_after(lambda: seen.append(SystemClock().wait(event, 1e12)), 0.05)
+    event.set()
+    give_up = time.monotonic() + 10  # a bound on a busy machine, never a pause
+    while not seen:
+        assert time.monotonic() < give_up, "the wait never saw the event"
+        time.sleep(0.001)
+    assert seen == [True]
 
 
 def test_a_bulkhead_queue_wait_beyond_timeout_max_does_not_overflow() -> None:

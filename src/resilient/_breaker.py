@@ -282,7 +282,6 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._last_failure: str | None = None
         self._recent_failures: deque[tuple[float, str | None]] = deque(maxlen=_RECENT_FAILURES)
         self._rejected = Counter()  # bumped without the lock on the refusal path
-        self._listeners = registry._listeners  # read on the refusal path
         # The permit of a closed, untimed call, or None when _enter must look closer.
         # Cleared before every transition and set again after a move to closed or disabled.
         self._closed_permit: int | None = None if self._timed else 0

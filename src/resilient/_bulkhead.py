@@ -953,6 +953,9 @@ class BulkheadPartition(Admits[_Permit]):
     def __init__(self, bulkhead: Bulkhead, part: _Partition) -> None:
         self._bulkhead = bulkhead
         self._part = part
+        # Timed as calls of the bulkhead itself: a partition is no guard of the registry,
+        # so its calls' CallEnded (and durations) are the bulkhead's.
+        self._listeners = bulkhead._listeners
 
     @property
     def name(self) -> str:
@@ -981,6 +984,14 @@ class BulkheadPartition(Admits[_Permit]):
 
     def _exit_cancel(self, permit: _Permit) -> None:
         self._bulkhead._release(permit, dropped=None)
+
+    def _started(self) -> float:
+        return self._bulkhead._clock.monotonic()
+
+    def _call_ended(
+        self, started: float, error: BaseException | None, *, refused: bool = False
+    ) -> None:
+        self._bulkhead._call_ended(started, error, refused=refused)
 
     def __repr__(self) -> str:
         return f"<BulkheadPartition {self.name!r}>"

@@ -9,7 +9,7 @@ from typing import Any, Generic, Literal, cast, overload
 from typing_extensions import ParamSpec, TypeVar
 
 from ._core._errors import ConfigurationError
-from ._core._guard import Guard
+from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec
 from ._core._registry import Registry
 from ._core._run import Admits, admit_both
@@ -254,17 +254,22 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
                 f"on= and served= shape the fallback's answers; they need fallback= "
                 f"(got on={on!r}, served={served!r} and no fallback)"
             )
-        if registry is None:
-            registry = parts[0].registry
-        elif not isinstance(registry, Registry):
-            raise ConfigurationError(f"registry must be a Registry (got {registry!r})")
+        first = parts[0]
         for guard in parts:
-            if guard.registry is not registry:
-                if len({id(guard.registry) for guard in parts}) > 1:
-                    raise ConfigurationError("the guards of a pipeline must share one registry")
+            if guard.registry is not first.registry:
                 raise ConfigurationError(
-                    f"the guards of a pipeline must be in its registry= ({guard.kind} "
-                    f"{guard.name!r} is in another registry); build them with the same "
+                    f"the guards of a pipeline must share one registry: {guard.kind} "
+                    f"{guard.name!r} is in another registry than {first.kind} "
+                    f"{first.name!r}; build them with the same registry="
+                )
+        if registry is None:
+            registry = first.registry
+        else:
+            registry, _ = registry_and_clock(registry, None)
+            if first.registry is not registry:
+                raise ConfigurationError(
+                    f"the guards of a pipeline must be in its registry= ({first.kind} "
+                    f"{first.name!r} is in another registry); build them with the same "
                     "registry="
                 )
         self._parts = tuple(sorted(parts, key=lambda g: KIND_ORDER.index(g.kind)))

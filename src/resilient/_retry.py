@@ -33,7 +33,6 @@ from ._core._registry import Registry
 from ._core._run import (
     NO_RESULT,
     Attempts,
-    error_outcome,
     is_async_callable,
     retry_call,
     retry_call_async,
@@ -387,7 +386,6 @@ class Retry(Guard[RetryState]):
         self._random = _random.Random() if random is None else random
         registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
-        self._listeners = registry._listeners  # read on every call: one attribute less
         self._calls = Counter()
         self._retries = Counter()
         self._recovered = Counter()
@@ -465,13 +463,10 @@ class Retry(Guard[RetryState]):
         started = self._now()
         try:
             result = retry_call(self, fn, args, kwargs, operation)
-        except Exception as error:
-            self._call_ended(started, error_outcome(error), error)
+        except BaseException as error:
+            self._call_ended(started, error)
             raise
-        except BaseException:
-            self._call_ended(started, "cancelled", None)
-            raise
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
     async def _timed_async(
@@ -480,13 +475,10 @@ class Retry(Guard[RetryState]):
         started = self._now()
         try:
             result = await retry_call_async(self, fn, args, kwargs, operation)
-        except Exception as error:
-            self._call_ended(started, error_outcome(error), error)
+        except BaseException as error:
+            self._call_ended(started, error)
             raise
-        except BaseException:
-            self._call_ended(started, "cancelled", None)
-            raise
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
     def __iter__(self) -> Attempts:

@@ -39,6 +39,7 @@ from ._core._errors import ConfigurationError
 from ._core._events import Subscription
 from ._core._registry import Registry, default_registry
 from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
+from ._core._validate import check_flag
 from ._degraded import DegradedMode, DegradedState
 from ._pipeline import Pipeline, PipelineState
 from ._retry import Retry, RetryGaveUp, RetryScheduled, RetryState
@@ -403,11 +404,8 @@ def instrument(
         ConfigurationError: ``registry`` is not a :class:`~resilient.Registry` (a provider
             passed in its place, say), or ``durations`` is not a bool.
     """
-    if registry is not None and not isinstance(registry, Registry):
-        raise ConfigurationError(_not_a_registry(registry))
-    if not isinstance(durations, bool):
-        raise ConfigurationError(f"durations must be True or False (got {durations!r})")
-    registry = default_registry if registry is None else registry
+    registry = _the_registry(registry, takes_providers=True)
+    durations = check_flag(durations, "durations")
     made = Instrumentation(registry, meter_provider, tracer_provider, durations)
     with _active_lock:
         earlier = _active.get(id(registry))
@@ -417,16 +415,32 @@ def instrument(
     return made
 
 
-def _not_a_registry(registry: object) -> str:
-    """The error for something passed to instrument() where the registry goes."""
-    for provider, parameter in (("get_meter", "meter_provider"), ("get_tracer", "tracer_provider")):
-        if hasattr(registry, provider):
-            return (
-                f"registry must be a Registry, not a {parameter.replace('_', ' ')} (got "
-                f"{registry!r}): instrument() takes the registry first; pass it as "
-                f"{parameter}=, e.g. instrument({parameter}=provider)"
-            )
-    return f"registry must be a Registry, or None for the default registry (got {registry!r})"
+def _the_registry(registry: object, *, takes_providers: bool = False) -> Registry:
+    """The registry passed to instrument() or uninstrument(): the default one for None.
+
+    Raises:
+        ConfigurationError: ``registry`` is not a Registry; when the function also takes
+            providers (``takes_providers``) and one was passed in the registry's place,
+            the error says which keyword it goes to.
+    """
+    if registry is None:
+        return default_registry
+    if isinstance(registry, Registry):
+        return registry
+    if takes_providers:
+        for method, parameter in (
+            ("get_meter", "meter_provider"),
+            ("get_tracer", "tracer_provider"),
+        ):
+            if hasattr(registry, method):
+                raise ConfigurationError(
+                    f"registry must be a Registry, not a {parameter.replace('_', ' ')} (got "
+                    f"{registry!r}): instrument() takes the registry first; pass it as "
+                    f"{parameter}=, e.g. instrument({parameter}=provider)"
+                )
+    raise ConfigurationError(
+        f"registry must be a Registry, or None for the default registry (got {registry!r})"
+    )
 
 
 def uninstrument(registry: Registry | None = None) -> None:
@@ -435,11 +449,7 @@ def uninstrument(registry: Registry | None = None) -> None:
     Raises:
         ConfigurationError: ``registry`` is not a :class:`~resilient.Registry`.
     """
-    if registry is not None and not isinstance(registry, Registry):
-        raise ConfigurationError(
-            f"registry must be a Registry, or None for the default registry (got {registry!r})"
-        )
-    registry = default_registry if registry is None else registry
+    registry = _the_registry(registry)
     with _active_lock:
         made = _active.pop(id(registry), None)
     if made is not None:

@@ -18,10 +18,13 @@ import anyio
 
 __all__ = ["Clock", "SystemClock"]
 
-# The longest wait the OS calls take in one go (about 292 years on 64-bit Linux):
-# ``time.sleep`` and ``Event.wait`` raise OverflowError beyond it, so longer waits (a
-# server's ``Retry-After: 9999999999``) are taken in pieces of this size.
-_LONGEST_WAIT = threading.TIMEOUT_MAX
+# The longest wait handed to the OS in one go. ``threading.TIMEOUT_MAX`` is not safe for
+# ``time.sleep``: on Linux it sleeps until an absolute monotonic deadline, so
+# ``time.sleep(TIMEOUT_MAX)`` fails at once with ``OSError: [Errno 22]`` (and still longer
+# waits with OverflowError). ``Event.wait`` takes up to TIMEOUT_MAX, but both are cut the
+# same way for one rule. Longer waits (a server's ``Retry-After: 9999999999``) are taken
+# in pieces of one day: one extra wake-up a day costs nothing.
+_LONGEST_WAIT = 86_400.0
 
 
 @runtime_checkable

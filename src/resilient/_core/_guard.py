@@ -6,25 +6,30 @@ import abc
 import enum
 import threading
 from collections.abc import Mapping
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 from . import _fork
 from ._clock import Clock
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, RejectedError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
 from ._validate import check_flag
 
-__all__ = ["Guard", "registry_and_clock"]
+__all__ = ["Guard", "error_outcome", "registry_and_clock"]
 
 S = TypeVar("S", bound=enum.Enum)
+
+
+# Classes whose instances passed ``isinstance(clock, Clock)``: the protocol check reads
+# every member, so it runs once per class, not once per guard.
+_CLOCK_CLASSES: set[type] = set()
 
 
 def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock]:
     """The registry and clock a guard is built with: the defaults for ``None``, checked.
 
     Guards read ``registry.clock`` and ``clock.monotonic`` before :class:`Guard` sets them,
-    so every guard resolves both here first.
+    so every guard resolves both here first and hands :class:`Guard` the results.
 
     Raises:
         ConfigurationError: ``registry`` is not a :class:`Registry`, or ``clock`` does not
@@ -37,13 +42,33 @@ def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock
             f"registry must be a Registry or None (got {type(registry).__name__} {registry!r})"
         )
     if clock is None:
-        clock = registry.clock
-    elif not isinstance(clock, Clock):
-        raise ConfigurationError(
-            f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-            f"(got {type(clock).__name__} {clock!r})"
-        )
-    return registry, clock
+        clock = registry.clock  # checked when the registry was made
+    elif clock.__class__ not in _CLOCK_CLASSES:
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
+                f"(got {type(clock).__name__} {clock!r})"
+            )
+        _CLOCK_CLASSES.add(clock.__class__)
+    return registry, cast(Clock, clock)
+
+
+def error_outcome(error: BaseException | None, *, refused: bool = False) -> str:
+    """The :class:`CallEnded` outcome of a call that raised ``error`` (``None``: it returned).
+
+    Args:
+        error: What the call raised, or ``None``.
+        refused: Whether ``error`` came from the guard's own admission rather than from
+            the code it guards: a :class:`RejectedError` is then this guard's refusal
+            (``"rejected"``), not an inner guard's (``"rejected_inner"``).
+    """
+    if error is None:
+        return "success"
+    if not isinstance(error, Exception):
+        return "cancelled"
+    if isinstance(error, RejectedError):
+        return "rejected" if refused else "rejected_inner"
+    return "failure"
 
 
 class Guard(abc.ABC, Generic[S]):
@@ -77,7 +102,12 @@ class Guard(abc.ABC, Generic[S]):
                 f"name must be printable: no newlines, tabs or other control characters "
                 f"(got {name!r})"
             )
-        registry, clock = registry_and_clock(registry, clock)
+        if not isinstance(registry, Registry) or (
+            clock is not registry.clock and clock.__class__ not in _CLOCK_CLASSES
+        ):
+            # The library's guards resolved both already; a subclass of Guard that passes
+            # None or something else gets the same defaults and errors as they do.
+            registry, clock = registry_and_clock(registry, clock)
         replace = check_flag(replace, "replace")
         self._name = name
         self._registry = registry
@@ -190,8 +220,11 @@ class Guard(abc.ABC, Generic[S]):
         """Hand queued transitions to listeners; call after releasing the lock."""
         self._registry._deliver()
 
-    def _call_ended(self, started: float, outcome: str, error: BaseException | None) -> None:
-        """Publish the :class:`CallEnded` of a call that started at ``started``; only
+    def _call_ended(
+        self, started: float, error: BaseException | None, *, refused: bool = False
+    ) -> None:
+        """Publish the :class:`CallEnded` of a call that started at ``started`` and raised
+        ``error`` (``None``: it returned); ``refused`` as for :func:`error_outcome`. Only
         while ``self._listeners.times_calls``, holding no lock."""
         clock = self._clock
         now = clock.monotonic()
@@ -199,9 +232,10 @@ class Guard(abc.ABC, Generic[S]):
             CallEnded(
                 guard=self._name,
                 kind=self.kind,
-                outcome=outcome,
+                outcome=error_outcome(error, refused=refused),
                 duration=max(0.0, now - started),
-                error_type=None if error is None else type(error).__name__,
+                # A cancellation is no error of the call's: it names no type.
+                error_type=type(error).__name__ if isinstance(error, Exception) else None,
                 at=now,
                 at_wall=clock.wall(),
             )

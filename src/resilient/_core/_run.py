@@ -29,7 +29,6 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 from typing_extensions import ParamSpec
 
 from ._clock import Clock
-from ._errors import RejectedError
 from ._events import ListenerSet
 from ._guard import Guard, S
 
@@ -40,7 +39,6 @@ __all__ = [
     "Attempt",
     "Attempts",
     "Retrying",
-    "error_outcome",
     "retry_call",
     "retry_call_async",
 ]
@@ -100,9 +98,29 @@ def _refuse_generator(fn: object) -> NoReturn:
 _COROUTINE = types.CoroutineType
 
 
+class _CoroutineReturned(TypeError):
+    """The refusal of a coroutine returned by a sync function.
+
+    Every guard it passes through counts no outcome (as for a cancellation), however the
+    guards are nested and whether or not calls are timed: the function has not run, so
+    there is nothing to judge. It presents itself as the ``TypeError`` it is, so
+    tracebacks and ``CallEnded.error_type`` show what the caller catches.
+    """
+
+    __module__ = "builtins"
+    __qualname__ = "TypeError"
+
+    def __reduce__(self) -> tuple[type[TypeError], tuple[Any, ...]]:
+        # Pickled (to another process) as the plain TypeError it presents itself as.
+        return TypeError, self.args
+
+
+_CoroutineReturned.__name__ = "TypeError"
+
+
 def _refuse_coroutine(fn: object, result: Coroutine[Any, Any, Any]) -> NoReturn:
     result.close()  # it will never be awaited; closing it spares a RuntimeWarning
-    raise TypeError(
+    raise _CoroutineReturned(
         f"{fn!r} is not `async def` but returned a coroutine, which the guard cannot await "
         "or judge: declare it `async def` (awaiting what it returns) so that its outcome counts"
     )
@@ -121,13 +139,9 @@ _open_blocks: ContextVar[tuple[tuple[object, object, float | None], ...]] = Cont
     "resilient_open_blocks", default=()
 )
 
-# The listeners of what is no guard (a bulkhead's partition): nobody, so it times nothing.
+# The listeners of what is no guard and times nothing: nobody. (A bulkhead's partitions
+# take their bulkhead's listeners and are timed as its calls.)
 _NOBODY = ListenerSet()
-
-
-def error_outcome(error: Exception) -> str:
-    """The :class:`CallEnded` outcome of a call whose function raised ``error``."""
-    return "rejected_inner" if isinstance(error, RejectedError) else "failure"
 
 
 class Admits(Generic[Permit]):
@@ -136,7 +150,8 @@ class Admits(Generic[Permit]):
     A subclass decides through ``_enter`` (sync, may block), ``_enter_nowait`` (never
     waits: a permit, or ``None`` when an async caller must wait in ``_enter_async``) and
     the three ``_exit_*`` methods. Guards get this through :class:`Admission`; views that
-    are not guards themselves (a bulkhead's partitions) use it directly.
+    are not guards themselves (a bulkhead's partitions) use it directly, and time their
+    calls through their guard's ``_started`` and ``_call_ended``.
 
     Every spelling reads ``_listeners.times_calls`` once per call: while some listener
     takes :class:`CallEnded`, the call goes through a timed twin that publishes one;
@@ -190,6 +205,9 @@ class Admits(Generic[Permit]):
         exit_cancel = self._exit_cancel
         listeners = self._listeners
 
+        # A coroutine refused by a guard inside: checked only when the call failed.
+        refused = _CoroutineReturned
+
         if is_async_callable(fn):
             enter_nowait = self._enter_nowait
             enter_async = self._enter_async
@@ -206,7 +224,10 @@ class Admits(Generic[Permit]):
                 try:
                     result = await async_fn(*args, **kwargs)
                 except Exception as error:
-                    exit_error(permit, error)
+                    if error.__class__ is refused:
+                        exit_cancel(permit)
+                    else:
+                        exit_error(permit, error)
                     raise
                 except BaseException:
                     exit_cancel(permit)
@@ -227,7 +248,10 @@ class Admits(Generic[Permit]):
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
-                exit_error(permit, error)
+                if error.__class__ is refused:
+                    exit_cancel(permit)
+                else:
+                    exit_error(permit, error)
                 raise
             except BaseException:
                 exit_cancel(permit)
@@ -250,7 +274,10 @@ class Admits(Generic[Permit]):
         try:
             result = fn(*args, **kwargs)
         except Exception as error:
-            self._exit_error(permit, error)
+            if error.__class__ is _CoroutineReturned:
+                self._exit_cancel(permit)
+            else:
+                self._exit_error(permit, error)
             raise
         except BaseException:
             self._exit_cancel(permit)
@@ -282,7 +309,10 @@ class Admits(Generic[Permit]):
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
-            self._exit_error(permit, error)
+            if error.__class__ is _CoroutineReturned:
+                self._exit_cancel(permit)
+            else:
+                self._exit_error(permit, error)
             raise
         except BaseException:
             self._exit_cancel(permit)
@@ -296,7 +326,7 @@ class Admits(Generic[Permit]):
             permit = self._enter()
         except BaseException as error:
             if started is not None:
-                self._refused(started, error)
+                self._call_ended(started, error, refused=True)
             raise
         _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
 
@@ -316,7 +346,7 @@ class Admits(Generic[Permit]):
                 permit = await self._enter_async()
         except BaseException as error:
             if started is not None:
-                self._refused(started, error)
+                self._call_ended(started, error, refused=True)
             raise
         _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
 
@@ -343,63 +373,51 @@ class Admits(Generic[Permit]):
             )
         if exc is None:
             self._exit_ok(permit, NO_RESULT)
-            outcome = "success"
-        elif isinstance(exc, Exception):
-            self._exit_error(permit, exc)
-            outcome = error_outcome(exc)
+        else:
+            self._exit_raised(permit, exc)
+        if started is not None:
+            self._call_ended(started, exc)
+
+    def _exit_raised(self, permit: Permit, error: BaseException) -> None:
+        """Tell the pattern how a call that raised ``error`` ended: a failure, or no
+        outcome for a cancellation and for a coroutine refused inside."""
+        if isinstance(error, Exception) and error.__class__ is not _CoroutineReturned:
+            self._exit_error(permit, error)
         else:
             self._exit_cancel(permit)
-            outcome = "cancelled"
-        if started is not None:
-            self._call_ended(started, outcome, exc)
 
     # -- timed twins: only while a listener takes CallEnded -------------------------------
+    # The untimed spellings above stay apart for speed; these twins may pay a frame or two
+    # (they are opt-in and publish an event per call anyway), so they share the exits.
 
-    def _started(self) -> float | None:
-        """The start of a timed call, or None when this is no guard (nothing to publish)."""
-        return None
+    def _started(self) -> float:
+        """The start of a timed call; only called while ``_listeners.times_calls``, so
+        never for a subclass that keeps the default listeners (nobody)."""
+        raise NotImplementedError
 
-    def _call_ended(self, started: float, outcome: str, error: BaseException | None) -> None:
+    def _call_ended(
+        self, started: float, error: BaseException | None, *, refused: bool = False
+    ) -> None:
         """Publish the :class:`CallEnded` of a call that started at ``started``."""
-
-    def _refused(self, started: float, error: BaseException) -> None:
-        """Admission raised ``error``: a refusal, or a caller cancelled while it waited."""
-        if isinstance(error, RejectedError):
-            self._call_ended(started, "rejected", error)
-        elif isinstance(error, Exception):
-            self._call_ended(started, "failure", error)
-        else:
-            self._call_ended(started, "cancelled", None)
 
     def _run_timed(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """A sync call, as ``call`` runs it, that publishes a :class:`CallEnded`."""
         started = self._started()
-        if started is None:  # not a guard: nothing to publish
-            return self.call(fn, *args, **kwargs)
         try:
             permit = self._enter()
         except BaseException as error:
-            self._refused(started, error)
+            self._call_ended(started, error, refused=True)
             raise
         try:
             result = fn(*args, **kwargs)
-        except Exception as error:
-            self._exit_error(permit, error)
-            self._call_ended(started, error_outcome(error), error)
-            raise
-        except BaseException:
-            self._exit_cancel(permit)
-            self._call_ended(started, "cancelled", None)
-            raise
-        if result.__class__ is _COROUTINE:
-            self._exit_cancel(permit)  # the guard counts no outcome; the caller sees an error
-            try:
+            if result.__class__ is _COROUTINE:
                 _refuse_coroutine(fn, result)
-            except TypeError as error:
-                self._call_ended(started, "failure", error)
-                raise
+        except BaseException as error:
+            self._exit_raised(permit, error)
+            self._call_ended(started, error)
+            raise
         self._exit_ok(permit, result)
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
     async def _run_timed_async(
@@ -407,34 +425,28 @@ class Admits(Generic[Permit]):
     ) -> Any:
         """The async twin of :meth:`_run_timed`."""
         started = self._started()
-        if started is None:
-            return await self.call_async(fn, *args, **kwargs)
         try:
             permit = self._enter_nowait()
             if permit is None:
                 permit = await self._enter_async()
         except BaseException as error:
-            self._refused(started, error)
+            self._call_ended(started, error, refused=True)
             raise
         try:
             result = await fn(*args, **kwargs)
-        except Exception as error:
-            self._exit_error(permit, error)
-            self._call_ended(started, error_outcome(error), error)
-            raise
-        except BaseException:
-            self._exit_cancel(permit)
-            self._call_ended(started, "cancelled", None)
+        except BaseException as error:
+            self._exit_raised(permit, error)
+            self._call_ended(started, error)
             raise
         self._exit_ok(permit, result)
-        self._call_ended(started, "success", None)
+        self._call_ended(started, None)
         return result
 
 
 class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
     """A guard that admits or refuses each call and is told how it ended."""
 
-    def _started(self) -> float | None:
+    def _started(self) -> float:
         return self._clock.monotonic()
 
 
@@ -447,6 +459,7 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
     # While calls are timed, each guard times its own through the plain nesting.
     listeners = outer._listeners
     nested = outer(inner(fn))
+    refused = _CoroutineReturned
 
     if is_async_callable(fn):
         outer_nowait, inner_nowait = outer._enter_nowait, inner._enter_nowait
@@ -473,8 +486,12 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
             try:
                 result = await async_fn(*args, **kwargs)
             except Exception as error:
-                inner_error(second, error)
-                outer_error(first, error)
+                if error.__class__ is refused:
+                    inner_cancel(second)
+                    outer_cancel(first)
+                else:
+                    inner_error(second, error)
+                    outer_error(first, error)
                 raise
             except BaseException:
                 inner_cancel(second)
@@ -502,8 +519,12 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
         try:
             result = fn(*args, **kwargs)
         except Exception as error:
-            inner_error(second, error)
-            outer_error(first, error)
+            if error.__class__ is refused:
+                inner_cancel(second)
+                outer_cancel(first)
+            else:
+                inner_error(second, error)
+                outer_error(first, error)
             raise
         except BaseException:
             inner_cancel(second)
