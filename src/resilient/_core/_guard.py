@@ -148,9 +148,17 @@ class Guard(abc.ABC, Generic[S]):
                 health=self._health,
                 since=self._since,
                 since_wall=self._since_wall,
-                reason=self._reason,
+                reason=self._snapshot_reason(now),
                 statistics=self._statistics(now),
             )
+
+    def _snapshot_reason(self, now: float) -> str | None:
+        """The reason a snapshot taken at ``now`` gives; called with the guard's lock held.
+
+        The reason of the last transition; guards whose reason follows their window
+        (breached budgets) build it here, once per snapshot rather than on every read.
+        """
+        return self._reason
 
     @abc.abstractmethod
     def _statistics(self, now: float) -> dict[str, Statistic]:
