@@ -22,7 +22,7 @@ from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import is_async_callable
 from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, check_flag, to_seconds
+from ._core._validate import Duration, check_count, check_flag, check_name, to_seconds
 
 __all__ = [
     "DEFAULT_FALLBACK_NAME",
@@ -749,10 +749,10 @@ def fallback(
 
     Raises:
         ConfigurationError: ``fallback`` is not callable, ``on`` is not exceptions,
-            ``name`` is not a string or ``registry`` not a :class:`Registry`.
+            ``name`` is not a printable, non-blank string (as a guard's name must be), or
+            ``registry`` is not a :class:`Registry`.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
+    name = check_name(name, "name")
     registry, clock = registry_and_clock(registry, None)
     return _FallbackLayer(fallback, on, served, name, registry, clock, None)
 

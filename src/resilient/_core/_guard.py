@@ -13,7 +13,7 @@ from ._clock import Clock
 from ._errors import ConfigurationError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
-from ._validate import check_flag
+from ._validate import check_flag, check_name
 
 __all__ = ["Guard", "registry_and_clock"]
 
@@ -69,14 +69,7 @@ class Guard(abc.ABC, Generic[S]):
         replace: bool,
         register: bool = True,
     ) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
-        if not name.isprintable():
-            # Names become log fields, metric labels and lines of RegistrySnapshot.to_text().
-            raise ConfigurationError(
-                f"name must be printable: no newlines, tabs or other control characters "
-                f"(got {name!r})"
-            )
+        name = check_name(name, "name")
         registry, clock = registry_and_clock(registry, clock)
         replace = check_flag(replace, "replace")
         self._name = name
