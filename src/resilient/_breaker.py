@@ -158,6 +158,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     """
 
     kind = "circuit_breaker"
+    states = BreakerState
 
     def __init__(
         self,

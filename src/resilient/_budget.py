@@ -156,6 +156,7 @@ class Budget(Admission[BudgetState, _Permit]):
     """
 
     kind = "budget"
+    states = BudgetState
 
     def __init__(
         self,

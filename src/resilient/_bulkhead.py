@@ -261,6 +261,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     """
 
     kind = "bulkhead"
+    states = BulkheadState
 
     def __init__(
         self,

@@ -171,6 +171,7 @@ class DegradedMode(Guard[DegradedState]):
     """
 
     kind = "degraded_mode"
+    states = DegradedState
 
     def __init__(
         self,

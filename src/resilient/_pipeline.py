@@ -112,6 +112,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
     """
 
     kind = "pipeline"
+    states = PipelineState
 
     @overload
     def __init__(

@@ -329,6 +329,7 @@ class Retry(Guard[RetryState]):
     """
 
     kind = "retry"
+    states = RetryState
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class RetryBudget(Guard[RetryBudgetState]):
     """
 
     kind = "retry_budget"
+    states = RetryBudgetState
 
     def __init__(
         self,

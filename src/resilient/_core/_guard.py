@@ -56,6 +56,9 @@ class Guard(abc.ABC, Generic[S]):
     """
 
     kind: ClassVar[str]
+    #: Every state a guard of this kind can be in (its state enum), so that telemetry can
+    #: report the states it is not in as well.
+    states: ClassVar[type[enum.Enum]]
     _runbook: str | None = None  # rides along with every transition when a guard has one
 
     def __init__(
