@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import resilient
+import resilient.otel
 from resilient import (
     Budget,
     Bulkhead,
@@ -784,6 +785,11 @@ def test_call_durations_use_request_latency_buckets(timed: Telemetry) -> None:
     (point,) = metric.data.data_points
     assert tuple(point.explicit_bounds) == DURATION_BUCKETS
     assert (DURATION_BUCKETS[0], DURATION_BUCKETS[-1]) == (0.005, 10)
+
+
+def test_the_duration_buckets_are_public() -> None:
+    """DURATION_BUCKETS, which the docs name for building a View, is exported."""
+    assert "DURATION_BUCKETS" in resilient.otel.__all__
 
 
 class _MeterWithoutAdvice(metrics.NoOpMeter):

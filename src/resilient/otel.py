@@ -40,7 +40,7 @@ from ._core._registry import Registry, default_registry
 from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
 from ._retry import RetryGaveUp, RetryScheduled
 
-__all__ = ["Instrumentation", "instrument", "uninstrument"]
+__all__ = ["DURATION_BUCKETS", "Instrumentation", "instrument", "uninstrument"]
 
 GUARD = "resilient.guard"
 KIND = "resilient.kind"
@@ -89,7 +89,22 @@ def _states_by_kind() -> dict[str, tuple[str, ...]]:
 
 # OpenTelemetry's advisory boundaries for request durations (HTTP semantic conventions),
 # in seconds: the calls guards protect are mostly requests to other services.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
 
 _HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, BudgetOverrun)
 
