@@ -156,7 +156,7 @@ class Budget(Admission[BudgetState, _Permit]):
     """
 
     kind = "budget"
-    states = BudgetState
+    states: ClassVar[type[BudgetState]] = BudgetState
 
     def __init__(
         self,

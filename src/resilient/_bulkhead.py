@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import ClassVar
 
 from ._core._clock import Clock
 from ._core._deadline import current_deadline
@@ -261,7 +262,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     """
 
     kind = "bulkhead"
-    states = BulkheadState
+    states: ClassVar[type[BulkheadState]] = BulkheadState
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec
 
@@ -171,7 +171,7 @@ class DegradedMode(Guard[DegradedState]):
     """
 
     kind = "degraded_mode"
-    states = DegradedState
+    states: ClassVar[type[DegradedState]] = DegradedState
 
     def __init__(
         self,

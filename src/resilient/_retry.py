@@ -329,7 +329,7 @@ class Retry(Guard[RetryState]):
     """
 
     kind = "retry"
-    states = RetryState
+    states: ClassVar[type[RetryState]] = RetryState
 
     def __init__(
         self,
