@@ -386,6 +386,32 @@ def test_a_breached_snapshot_gives_its_reason_from_the_window_as_it_is_now(
     assert breach.reason.startswith("16.7% of calls failed")  # as it was made
 
 
+def test_reading_a_breached_budget_builds_its_reason_only_for_a_snapshot(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading state and health (as a switch does on every call) formats no reason."""
+    budget = make(registry, clock)
+    handle = handler(budget, clock)
+    run(handle, SLOW, 10)
+    switch = resilient.DegradedMode("checkout-mode", watches=[budget], registry=registry)
+    built: list[float] = []
+    build = Budget._breach_reason
+    monkeypatch.setattr(
+        Budget, "_breach_reason", lambda self, now: built.append(now) or build(self, now)
+    )
+
+    for _ in range(3):
+        clock.advance(1)
+        assert (state(budget), budget.health, switch.degraded) == (
+            BudgetState.BREACHED,
+            Health.DEGRADED,
+            True,
+        )
+    assert built == []
+    assert budget.snapshot().reason == "p99 99.2 ms over 50 ms target; burn rate 10 over 60 s"
+    assert built == [clock.monotonic()]
+
+
 def test_a_recovering_breach_says_how_long_it_has_been_below_the_threshold(
     registry: Registry, clock: VirtualClock
 ) -> None:

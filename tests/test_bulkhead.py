@@ -685,7 +685,40 @@ async def test_a_long_queue_wait_degrades_to_queueing(
     clock.advance(1.0)  # the default recover_after
     assert bulkhead.state is BulkheadState.ACCEPTING
     assert registry.trail[-1].reason == (
-        "for 1 s no call queued past 0.1 s (0 queued, 0 of 1 running)"
+        "for 1 s no call waited past 0.1 s (0 queued, 0 of 1 running)"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_long_wait_seen_only_when_its_slot_is_given_degrades_to_queueing(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A caller that waited past degrade_after unseen makes it QUEUEING as it gets its slot."""
+    bulkhead = make(registry, clock, degrade_after=0.1)
+    async with calling(bulkhead) as calls:
+        await calls.start("holder")
+        await calls.start("a")
+        clock.advance(0.2)  # nobody reads the bulkhead meanwhile
+        await calls.finish("holder")
+        assert moves(registry) == [("accepting", "queueing")]
+        assert registry.trail[-1].reason == (
+            "a call waited past 0.1 s for its slot (0 queued, 1 of 1 running)"
+        )
+        calls.finish_all()
+
+
+def test_a_saturated_bulkhead_that_never_queued_long_says_so_when_it_recovers(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """From SATURATED straight to ACCEPTING, the reason names both causes as absent."""
+    bulkhead = make(registry, clock, max_queue=0)
+    with bulkhead.acquire():
+        refusal(bulkhead.acquire)
+    clock.advance(1.0)  # the default recover_after
+    assert bulkhead.state is BulkheadState.ACCEPTING
+    assert moves(registry) == [("accepting", "saturated"), ("saturated", "accepting")]
+    assert registry.trail[-1].reason == (
+        "for 1 s no call was refused or waited past 0.1 s (0 queued, 0 of 1 running)"
     )
 
 
@@ -1140,13 +1173,14 @@ async def test_after_the_overload_the_bulkhead_recovers_within_recover_after(
     clock.advance(0.01)
     assert (bulkhead.state, bulkhead.health) == (BulkheadState.QUEUEING, Health.DEGRADED)
     assert registry.trail[-1].reason == (
-        "no call refused for 1 s; calls still queue past 0.1 s (0 queued, 0 of 2 running)"
+        "no call refused for 1 s; a call waited past 0.1 s within the last 1 s "
+        "(0 queued, 0 of 2 running)"
     )
     clock.advance(ended + 1.0 - clock.monotonic())
     assert (bulkhead.state, bulkhead.health) == (BulkheadState.ACCEPTING, Health.HEALTHY)
     last = registry.trail[-1]
     assert last.at == pytest.approx(ended + 1.0)  # stamped when it fell due
-    assert last.reason == "for 1 s no call queued past 0.1 s (0 queued, 0 of 2 running)"
+    assert last.reason == "for 1 s no call waited past 0.1 s (0 queued, 0 of 2 running)"
 
 
 def test_recover_after_sets_how_long_a_worse_state_outlasts_its_cause(

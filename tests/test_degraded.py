@@ -1273,6 +1273,10 @@ def test_a_standalone_sync_fallback_refuses_an_async_one(registry: Registry) -> 
     [
         pytest.param({"registry": "main"}, "registry must be a Registry", id="registry"),
         pytest.param({"name": ""}, "name must be a non-empty string", id="name"),
+        pytest.param({"name": "  "}, "name must be a non-empty string", id="blank-name"),
+        pytest.param(
+            {"name": "menu\nhealth: healthy"}, "^name must be printable", id="unprintable-name"
+        ),
         pytest.param({"on": "FeedDown"}, "on", id="on"),
     ],
 )

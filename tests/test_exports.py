@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import sys
 import traceback
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 import resilient
 import resilient.testing
+from resilient._core._public import publish
 
 PACKAGES = [pytest.param(resilient, id="resilient"), pytest.param(resilient.testing, id="testing")]
 
@@ -94,3 +97,33 @@ def test_enum_members_read_plainly() -> None:
     """An enum member's repr names its class and value, with no module path."""
     assert repr(resilient.BreakerState.OPEN) == "<BreakerState.OPEN: 'open'>"
     assert repr(resilient.Health.DEGRADED) == "<Health.DEGRADED: 'degraded'>"
+
+
+_TYPE_CHECKING_ONLY = """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+
+class Quote:
+    price: Decimal
+    sizes: Mapping[str, int]
+"""
+
+
+def test_publishing_a_class_annotated_with_a_type_checking_import_keeps_that_annotation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name imported only for type checkers stays a string; the rest resolve."""
+    module = types.ModuleType("resilient._quote")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(_TYPE_CHECKING_ONLY, vars(module))
+
+    publish(vars(module), ["Quote"], "resilient")
+
+    assert module.Quote.__module__ == "resilient"
+    assert module.Quote.__annotations__ == {"price": "Decimal", "sizes": Mapping[str, int]}

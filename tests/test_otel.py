@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import resilient
+import resilient.otel
 from resilient import (
     Budget,
     Bulkhead,
@@ -32,6 +36,9 @@ from resilient import (
     CountWindow,
     DegradedMode,
     Event,
+    Guard,
+    Health,
+    Pipeline,
     Registry,
     Retry,
     RetryBudget,
@@ -780,6 +787,11 @@ def test_call_durations_use_request_latency_buckets(timed: Telemetry) -> None:
     assert (DURATION_BUCKETS[0], DURATION_BUCKETS[-1]) == (0.005, 10)
 
 
+def test_the_duration_buckets_are_public() -> None:
+    """DURATION_BUCKETS, which the docs name for building a View, is exported."""
+    assert "DURATION_BUCKETS" in resilient.otel.__all__
+
+
 class _MeterWithoutAdvice(metrics.NoOpMeter):
     """A meter as opentelemetry-api before 1.23 had it: no bucket advice."""
 
@@ -956,3 +968,86 @@ def test_budget_calls_never_go_down_as_the_window_slides(telemetry: Telemetry) -
 
     assert page.snapshot().statistics["calls"] == 0
     assert telemetry.points("resilient.calls") == counted
+
+
+# -- every state of every kind ----------------------------------------------------------------
+
+ONE_OF_EACH_KIND: dict[str, Callable[[Registry], Guard[Any]]] = {
+    "Budget": lambda registry: Budget("g", target=0.1, registry=registry),
+    "Bulkhead": lambda registry: Bulkhead("g", max_concurrent=1, registry=registry),
+    "CircuitBreaker": lambda registry: CircuitBreaker("g", registry=registry),
+    "DegradedMode": lambda registry: DegradedMode(
+        "g", watches=[CircuitBreaker("watched", registry=registry)], registry=registry
+    ),
+    "Pipeline": lambda registry: Pipeline(
+        "g", CircuitBreaker("inner", registry=registry), registry=registry
+    ),
+    "Retry": lambda registry: Retry("g", attempts=2, on=ConnectionError, registry=registry),
+    "RetryBudget": lambda registry: RetryBudget("g", registry=registry),
+}
+
+GUARD_KINDS = sorted(
+    (
+        value
+        for value in (getattr(resilient, name) for name in resilient.__all__)
+        if isinstance(value, type) and issubclass(value, Guard) and not inspect.isabstract(value)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+
+def reported_states(telemetry: Telemetry, guard: str) -> dict[str, int]:
+    """resilient.guard.state of one guard: its value per state."""
+    return {
+        attributes["resilient.state"]: value
+        for attributes, value in (
+            (dict(point), value)
+            for point, value in telemetry.points("resilient.guard.state").items()
+        )
+        if attributes["resilient.guard"] == guard
+    }
+
+
+@pytest.mark.parametrize("kind", GUARD_KINDS, ids=lambda cls: cls.__name__)
+def test_every_kind_of_guard_declares_its_states_and_reports_each(
+    telemetry: Telemetry, kind: type[Guard[Any]]
+) -> None:
+    """Each exported guard class names its state enum; each of its states is reported."""
+    assert issubclass(vars(kind)["states"], enum.Enum)  # declared by the class itself
+    guard = ONE_OF_EACH_KIND[kind.__name__](telemetry.registry)
+    assert type(guard) is kind
+    assert reported_states(telemetry, "g") == {
+        state.value: int(state is guard.state) for state in kind.states
+    }
+
+
+class ValveState(str, enum.Enum):
+    SHUT = "shut"
+    AJAR = "ajar"
+    OPEN = "open"
+
+
+class Valve(Guard[ValveState]):
+    """A kind of guard that otel has never heard of."""
+
+    kind = "valve"
+    states = ValveState
+
+    def __init__(self, name: str, registry: Registry) -> None:
+        super().__init__(
+            name,
+            state=ValveState.SHUT,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=registry.clock,
+            replace=False,
+        )
+
+    def _statistics(self, now: float) -> dict[str, Any]:
+        return {}
+
+
+def test_a_new_kind_of_guard_reports_every_state_it_declares(telemetry: Telemetry) -> None:
+    """A guard kind defined outside the library is reported in full, from its states."""
+    Valve("intake", telemetry.registry)
+    assert reported_states(telemetry, "intake") == {"shut": 1, "ajar": 0, "open": 0}

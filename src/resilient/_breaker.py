@@ -6,7 +6,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 from ._core._clock import Clock
 from ._core._counter import Counter
@@ -158,6 +158,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     """
 
     kind = "circuit_breaker"
+    states: ClassVar[type[BreakerState]] = BreakerState
 
     def __init__(
         self,

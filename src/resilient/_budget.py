@@ -156,6 +156,7 @@ class Budget(Admission[BudgetState, _Permit]):
     """
 
     kind = "budget"
+    states: ClassVar[type[BudgetState]] = BudgetState
 
     def __init__(
         self,
@@ -541,20 +542,26 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _refresh(self) -> None:
         # A breached budget can recover with time alone (its window empties): judge it
-        # when it is read, like a switch; budgets are never polled. While it stays
-        # breached, its reason is rewritten from the window as it is now, so a reader never
-        # sees what burnt it minutes ago as if it still did (the transition keeps the
-        # reason it was made with).
+        # when it is read, like a switch; budgets are never polled.
         if self._state is not BudgetState.BREACHED:
             return
         now = self._now()
         with self._lock:
             self._fold()
             moved = self._judge(now)
-            if self._state is BudgetState.BREACHED:
-                self._reason = self._breach_reason(now)
         if moved:
             self._deliver()
+
+    def _snapshot_reason(self, now: float) -> str | None:
+        # While breached, a snapshot's reason is rewritten from the window as it is now, so
+        # a reader never sees what burnt the budget minutes ago as if it still did (the
+        # transition keeps the reason it was made with). Built here and not in _refresh:
+        # a switch reads its watched budgets on every call, and during an incident that
+        # would pay for two burn rates, a percentile and the formatting each time.
+        if self._state is BudgetState.BREACHED:
+            self._fold()
+            self._reason = self._breach_reason(now)
+        return self._reason
 
     # -- async: hard limit and hedging -----------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import ClassVar
 
 from ._core._clock import Clock
 from ._core._deadline import current_deadline
@@ -257,6 +258,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
     """
 
     kind = "bulkhead"
+    states: ClassVar[type[BulkheadState]] = BulkheadState
 
     def __init__(
         self,
@@ -825,35 +827,35 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 now,
             )
             return True
+        queueing = slow or now - self._slow_at < calm
+        if state is (BulkheadState.QUEUEING if queueing else BulkheadState.ACCEPTING):
+            return False
+        # Strings only from here on: a steady state has returned above without any.
         counts = f"{self._queued} queued, {self._running} of {self._limit} running"
         degrade = format_seconds(self._degrade_after)
-        if slow or now - self._slow_at < calm:
-            if state is BulkheadState.QUEUEING:
-                return False
-            if state is BulkheadState.SATURATED:
-                reason = (
-                    f"no call refused for {format_seconds(calm)} s; calls still queue "
-                    f"past {degrade} s ({counts})"
-                )
-                at = max(self._since, self._refused_at + calm)
-            elif slow:
-                assert oldest is not None
-                reason = f"calls queue for {format_seconds(oldest)} s > {degrade} s ({counts})"
-                at = now
-            else:  # the slow caller has just been given its slot
-                reason = f"a call queued past {degrade} s ({counts})"
-                at = now
-            self._move(BulkheadState.QUEUEING, Health.DEGRADED, reason, at)
+        recover = format_seconds(calm)
+        if not queueing:
+            what = "was refused or waited" if state is BulkheadState.SATURATED else "waited"
+            self._move(
+                BulkheadState.ACCEPTING,
+                Health.HEALTHY,
+                f"for {recover} s no call {what} past {degrade} s ({counts})",
+                max(self._since, self._refused_at + calm, self._slow_at + calm),
+            )
             return True
-        if state is BulkheadState.ACCEPTING:
-            return False
-        what = "call refused, none" if state is BulkheadState.SATURATED else "call"
-        self._move(
-            BulkheadState.ACCEPTING,
-            Health.HEALTHY,
-            f"for {format_seconds(calm)} s no {what} queued past {degrade} s ({counts})",
-            max(self._since, self._refused_at + calm, self._slow_at + calm),
-        )
+        if slow:
+            assert oldest is not None
+            why = f"calls queue for {format_seconds(oldest)} s > {degrade} s"
+        elif state is BulkheadState.SATURATED:
+            why = f"a call waited past {degrade} s within the last {recover} s"
+        else:  # the slow caller has just been given its slot
+            why = f"a call waited past {degrade} s for its slot"
+        if state is BulkheadState.SATURATED:
+            why = f"no call refused for {recover} s; {why}"
+            at = max(self._since, self._refused_at + calm)
+        else:
+            at = now
+        self._move(BulkheadState.QUEUEING, Health.DEGRADED, f"{why} ({counts})", at)
         return True
 
     def _oldest_wait(self, now: float) -> float | None:

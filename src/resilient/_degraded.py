@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec
 
@@ -22,7 +22,7 @@ from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import is_async_callable
 from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, check_flag, to_seconds
+from ._core._validate import Duration, check_count, check_flag, check_name, to_seconds
 
 __all__ = [
     "DEFAULT_FALLBACK_NAME",
@@ -171,6 +171,7 @@ class DegradedMode(Guard[DegradedState]):
     """
 
     kind = "degraded_mode"
+    states: ClassVar[type[DegradedState]] = DegradedState
 
     def __init__(
         self,
@@ -537,20 +538,16 @@ class _FallbackLayer:
         self._clock = clock
         self._switch = switch
 
-    def _answers_for(self, error: Exception) -> bool:
-        return isinstance(error, RejectedError) or self._also(error)
-
-    def _degraded(self) -> str | None:
-        """Why the fallback answers without asking the primary, or ``None`` to ask it."""
-        switch = self._switch
-        if switch is not None and switch._serves_fallback():
-            return f"degraded: {switch._reason}"
-        return None
-
     def __call__(self, primary: Callable[P, Any]) -> Callable[P, Any]:
+        # Everything known at decoration time is settled here, so that a call pays only
+        # for what can change: without a switch there is nothing to ask before the
+        # primary, and without a switch or Served values its answer passes as it is.
         fallback = self._fallback
         operation = getattr(primary, "__qualname__", None) or type(primary).__qualname__
         answer = self._answer
+        also = self._also
+        switch = self._switch
+        plain = switch is None and not self._served
         if is_async_callable(primary):
             if not is_async_callable(fallback):
                 raise ConfigurationError(
@@ -560,20 +557,26 @@ class _FallbackLayer:
             async_fallback = cast(Callable[..., Awaitable[Any]], fallback)
 
             @functools.wraps(primary)
-            async def async_degradable(*args: Any, **kwargs: Any) -> Any:
-                degraded = self._degraded()
-                if degraded is not None:
-                    value = await async_fallback(*args, **kwargs)
-                    return answer(value, True, degraded, operation)
+            async def async_fallible(*args: Any, **kwargs: Any) -> Any:
                 try:
                     value = await async_primary(*args, **kwargs)
                 except Exception as error:
-                    if not self._answers_for(error):
+                    if not (isinstance(error, RejectedError) or also(error)):
                         raise
                     reason = f"{type(error).__name__}: {error}"
                     value = await async_fallback(*args, **kwargs)
                     return answer(value, True, reason, operation, error)
-                return answer(value, False, None)
+                return value if plain else answer(value, False, None)
+
+            if switch is None:
+                return async_fallible
+
+            @functools.wraps(primary)
+            async def async_degradable(*args: Any, **kwargs: Any) -> Any:
+                if switch._serves_fallback():
+                    value = await async_fallback(*args, **kwargs)
+                    return answer(value, True, f"degraded: {switch._reason}", operation)
+                return await async_fallible(*args, **kwargs)
 
             return async_degradable
 
@@ -583,20 +586,26 @@ class _FallbackLayer:
             )
 
         @functools.wraps(primary)
-        def degradable(*args: Any, **kwargs: Any) -> Any:
-            degraded = self._degraded()
-            if degraded is not None:
-                value = fallback(*args, **kwargs)
-                return answer(value, True, degraded, operation)
+        def fallible(*args: Any, **kwargs: Any) -> Any:
             try:
                 value = primary(*args, **kwargs)
             except Exception as error:
-                if not self._answers_for(error):
+                if not (isinstance(error, RejectedError) or also(error)):
                     raise
                 reason = f"{type(error).__name__}: {error}"
                 value = fallback(*args, **kwargs)
                 return answer(value, True, reason, operation, error)
-            return answer(value, False, None)
+            return value if plain else answer(value, False, None)
+
+        if switch is None:
+            return fallible
+
+        @functools.wraps(primary)
+        def degradable(*args: Any, **kwargs: Any) -> Any:
+            if switch._serves_fallback():
+                value = fallback(*args, **kwargs)
+                return answer(value, True, f"degraded: {switch._reason}", operation)
+            return fallible(*args, **kwargs)
 
         return degradable
 
@@ -741,10 +750,10 @@ def fallback(
 
     Raises:
         ConfigurationError: ``fallback`` is not callable, ``on`` is not exceptions,
-            ``name`` is not a string or ``registry`` not a :class:`Registry`.
+            ``name`` is not a printable, non-blank string (as a guard's name must be), or
+            ``registry`` is not a :class:`Registry`.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
+    name = check_name(name, "name")
     registry, clock = registry_and_clock(registry, None)
     return _FallbackLayer(fallback, on, served, name, registry, clock, None)
 

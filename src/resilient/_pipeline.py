@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, Literal, cast, overload
+from typing import Any, ClassVar, Generic, Literal, cast, overload
 
 from typing_extensions import ParamSpec, TypeVar
 
@@ -112,6 +112,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
     """
 
     kind = "pipeline"
+    states: ClassVar[type[PipelineState]] = PipelineState
 
     @overload
     def __init__(

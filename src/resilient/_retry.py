@@ -328,6 +328,7 @@ class Retry(Guard[RetryState]):
     """
 
     kind = "retry"
+    states: ClassVar[type[RetryState]] = RetryState
 
     def __init__(
         self,

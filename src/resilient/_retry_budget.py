@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import ClassVar
 
 from ._core._clock import Clock
 from ._core._errors import format_seconds
@@ -66,6 +67,7 @@ class RetryBudget(Guard[RetryBudgetState]):
     """
 
     kind = "retry_budget"
+    states: ClassVar[type[RetryBudgetState]] = RetryBudgetState
 
     def __init__(
         self,

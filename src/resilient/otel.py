@@ -31,21 +31,17 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
-from ._breaker import BreakerState, CircuitBreaker
-from ._budget import Budget, BudgetOverrun, BudgetState
-from ._bulkhead import Bulkhead, BulkheadState
+from ._budget import BudgetOverrun
 from ._core import _fork
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
+from ._core._guard import Guard
 from ._core._registry import Registry, default_registry
 from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
 from ._core._validate import check_flag
-from ._degraded import DegradedMode, DegradedState
-from ._pipeline import Pipeline, PipelineState
-from ._retry import Retry, RetryGaveUp, RetryScheduled, RetryState
-from ._retry_budget import RetryBudget, RetryBudgetState
+from ._retry import RetryGaveUp, RetryScheduled
 
-__all__ = ["Instrumentation", "instrument", "uninstrument"]
+__all__ = ["DURATION_BUCKETS", "Instrumentation", "instrument", "uninstrument"]
 
 GUARD = "resilient.guard"
 KIND = "resilient.kind"
@@ -71,25 +67,45 @@ _CALL_OUTCOMES: dict[str, dict[str, str]] = {
 _GIVE_UP_CAUSES = ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
 _QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999))
 
-# Every state of each kind of guard: resilient.guard.state reports each one, 1 for the
-# current state and 0 for the others, so a state that was left drops to 0 on a dashboard
-# instead of its series going stale.
-_STATES: dict[str, tuple[str, ...]] = {
-    guard.kind: tuple(state.value for state in states)
-    for guard, states in (
-        (CircuitBreaker, BreakerState),
-        (Bulkhead, BulkheadState),
-        (Budget, BudgetState),
-        (DegradedMode, DegradedState),
-        (Pipeline, PipelineState),
-        (Retry, RetryState),
-        (RetryBudget, RetryBudgetState),
-    )
-}
+
+def _states_by_kind() -> dict[str, tuple[str, ...]]:
+    """Every state of each kind of guard, from the ``states`` each guard class declares.
+
+    resilient.guard.state reports each one, 1 for the current state and 0 for the others,
+    so a state that was left drops to 0 on a dashboard instead of its series going stale.
+    Read from the classes at each collection, so a kind of guard defined later (or by a
+    user) is reported in full too.
+    """
+    table: dict[str, tuple[str, ...]] = {}
+    classes: list[type] = [Guard]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        kind = getattr(cls, "kind", None)
+        states = getattr(cls, "states", None)
+        if isinstance(kind, str) and states is not None:
+            table.setdefault(kind, tuple(state.value for state in states))
+    return table
+
 
 # OpenTelemetry's advisory boundaries for request durations (HTTP semantic conventions),
 # in seconds: the calls guards protect are mostly requests to other services.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
 
 _HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, BudgetOverrun)
 
@@ -212,8 +228,9 @@ class _Instruments:
 
     @staticmethod
     def _states(guards: Sequence[GuardSnapshot]) -> Iterator[Observation]:
+        table = _states_by_kind()
         for guard in guards:
-            states = _STATES.get(guard.kind, (guard.state,))
+            states = table.get(guard.kind, (guard.state,))
             for state in states:
                 yield Observation(
                     int(state == guard.state), {GUARD: guard.name, KIND: guard.kind, STATE: state}

@@ -13,7 +13,7 @@ from ._clock import Clock
 from ._errors import ConfigurationError, RejectedError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
-from ._validate import check_flag
+from ._validate import check_flag, check_name
 
 __all__ = ["Guard", "error_outcome", "registry_and_clock"]
 
@@ -81,6 +81,9 @@ class Guard(abc.ABC, Generic[S]):
     """
 
     kind: ClassVar[str]
+    #: Every state a guard of this kind can be in (its state enum), so that telemetry can
+    #: report the states it is not in as well.
+    states: ClassVar[type[enum.Enum]]
     _runbook: str | None = None  # rides along with every transition when a guard has one
 
     def __init__(
@@ -94,14 +97,7 @@ class Guard(abc.ABC, Generic[S]):
         replace: bool,
         register: bool = True,
     ) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigurationError(f"name must be a non-empty string (got {name!r})")
-        if not name.isprintable():
-            # Names become log fields, metric labels and lines of RegistrySnapshot.to_text().
-            raise ConfigurationError(
-                f"name must be printable: no newlines, tabs or other control characters "
-                f"(got {name!r})"
-            )
+        name = check_name(name, "name")
         if not isinstance(registry, Registry) or (
             clock is not registry.clock and clock.__class__ not in _CLOCK_CLASSES
         ):
@@ -178,9 +174,17 @@ class Guard(abc.ABC, Generic[S]):
                 health=self._health,
                 since=self._since,
                 since_wall=self._since_wall,
-                reason=self._reason,
+                reason=self._snapshot_reason(now),
                 statistics=self._statistics(now),
             )
+
+    def _snapshot_reason(self, now: float) -> str | None:
+        """The reason a snapshot taken at ``now`` gives; called with the guard's lock held.
+
+        The reason of the last transition; guards whose reason follows their window
+        (breached budgets) build it here, once per snapshot rather than on every read.
+        """
+        return self._reason
 
     @abc.abstractmethod
     def _statistics(self, now: float) -> dict[str, Statistic]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,6 +36,19 @@ def publish(namespace: Mapping[str, Any], names: Iterable[str], module: str) -> 
 
 def _resolve_annotations(cls: type) -> None:
     own = inspect.get_annotations(cls)
-    if any(isinstance(annotation, str) for annotation in own.values()):
-        # Evaluated in the defining module, before __module__ moves; as get_type_hints would.
-        cls.__annotations__ = inspect.get_annotations(cls, eval_str=True)
+    if not any(isinstance(annotation, str) for annotation in own.values()):
+        return
+    # Evaluated in the defining module, before __module__ moves; as get_type_hints would.
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module is not None else {}
+    local = dict(vars(cls))
+    resolved: dict[str, Any] = {}
+    for key, annotation in own.items():
+        if isinstance(annotation, str):
+            # This runs while `import resilient` does: a name imported only for type
+            # checkers (under TYPE_CHECKING) must not break the import, so that annotation
+            # stays a string, which get_type_hints may still resolve with the caller's help.
+            with contextlib.suppress(NameError):
+                annotation = eval(annotation, namespace, local)
+        resolved[key] = annotation
+    cls.__annotations__ = resolved

@@ -113,9 +113,9 @@ class Registry:
 
     Args:
         trail_size: How many recent transitions of all guards the audit trail keeps.
-            Besides those, it keeps each registered guard's own last
-            ``min(trail_size, DEFAULT_GUARD_TRAIL)`` transitions, so that one noisy guard
-            never pushes out what another last did.
+            Besides those, it keeps each registered guard's own last 20 transitions
+            (``trail_size`` if that is smaller), so that one noisy guard never pushes out
+            what another last did.
         clock: Clock used to stamp snapshots of the whole registry.
     """
 
@@ -225,8 +225,8 @@ class Registry:
     @property
     def trail(self) -> tuple[Transition, ...]:
         """The most recent transitions, oldest first: the last ``trail_size`` of all
-        guards, and each registered guard's own last ``min(trail_size,
-        DEFAULT_GUARD_TRAIL)`` however many transitions other guards made since."""
+        guards, and each registered guard's own last 20 (``trail_size`` if smaller)
+        however many transitions other guards made since."""
         entries = dict(tuple(self._trail))
         for own in tuple(self._guard_trails.values()):
             entries.update(tuple(own))

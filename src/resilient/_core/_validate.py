@@ -18,6 +18,7 @@ __all__ = [
     "check_count",
     "check_factor",
     "check_flag",
+    "check_name",
     "check_non_negative",
     "check_ratio",
     "to_seconds",
@@ -107,6 +108,27 @@ def check_flag(value: object, name: str) -> bool:
     if value is True or value is False:
         return value
     raise ConfigurationError(f"{name} must be True or False (got {value!r})")
+
+
+def check_name(value: object, name: str) -> str:
+    """Check that ``value`` is a name a guard or fallback can go by: a printable,
+    non-blank string.
+
+    Names become log fields, metric labels and lines of ``RegistrySnapshot.to_text()``,
+    where a newline could forge a line of its own.
+
+    Raises:
+        ConfigurationError: The value is not a string, is blank, or holds a newline, tab
+            or other control character.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string (got {value!r})")
+    if not value.isprintable():
+        raise ConfigurationError(
+            f"{name} must be printable: no newlines, tabs or other control characters "
+            f"(got {value!r})"
+        )
+    return value
 
 
 def check_non_negative(value: object, name: str) -> float:

@@ -94,7 +94,7 @@ class CountWindow:
 
     Args:
         calls: How many of the most recent calls the window holds, from 1 to
-            :data:`MAX_WINDOW_CALLS` (1,000,000).
+            1,000,000.
 
     Raises:
         ConfigurationError: ``calls`` is not an int in range.
