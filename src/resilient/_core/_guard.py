@@ -13,7 +13,7 @@ from ._clock import Clock
 from ._errors import ConfigurationError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
-from ._validate import check_flag
+from ._validate import check_clock, check_flag
 
 __all__ = ["Guard", "registry_and_clock"]
 
@@ -36,13 +36,7 @@ def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock
         raise ConfigurationError(
             f"registry must be a Registry or None (got {type(registry).__name__} {registry!r})"
         )
-    if clock is None:
-        clock = registry.clock
-    elif not isinstance(clock, Clock):
-        raise ConfigurationError(
-            f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-            f"(got {type(clock).__name__} {clock!r})"
-        )
+    clock = registry.clock if clock is None else check_clock(clock, "clock")
     return registry, clock
 
 
