@@ -401,12 +401,22 @@ def instrument(
 
     Raises:
         ConfigurationError: ``registry`` is not a :class:`~resilient.Registry` (a provider
-            passed in its place, say), or ``durations`` is not a bool.
+            passed in its place, say), a provider has no ``get_meter``/``get_tracer``, or
+            ``durations`` is not a bool.
     """
     if registry is not None and not isinstance(registry, Registry):
         raise ConfigurationError(_not_a_registry(registry))
     if not isinstance(durations, bool):
         raise ConfigurationError(f"durations must be True or False (got {durations!r})")
+    for provider, parameter, method in (
+        (meter_provider, "meter_provider", "get_meter"),
+        (tracer_provider, "tracer_provider", "get_tracer"),
+    ):
+        if provider is not None and not callable(getattr(provider, method, None)):
+            raise ConfigurationError(
+                f"{parameter} must be an OpenTelemetry provider with {method}(), or None for "
+                f"the global one (got {type(provider).__name__} {provider!r})"
+            )
     registry = default_registry if registry is None else registry
     made = Instrumentation(registry, meter_provider, tracer_provider, durations)
     with _active_lock:
