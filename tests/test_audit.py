@@ -714,3 +714,14 @@ def test_reading_only_rotated_files_of_an_audit_log_is_not_an_error(
     path.rename(tmp_path / "audit.jsonl.1")
 
     assert [t.reason for t in read_audit_log(path)] == ["maintenance"]
+
+
+@pytest.mark.parametrize(
+    "backups", [pytest.param(1001, id="just-above"), pytest.param(10**30, id="10**30")]
+)
+def test_more_backups_than_the_maximum_are_refused(
+    registry: Registry, tmp_path: Path, backups: int
+) -> None:
+    """Each rotation renames every kept file: backups is at most 1000, not a hang."""
+    with pytest.raises(ConfigurationError, match=r"^backups must be <= 1_000 \(got "):
+        AuditLog(tmp_path / "audit.jsonl", registry=registry, backups=backups)

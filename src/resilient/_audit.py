@@ -25,6 +25,8 @@ logger = logging.getLogger("resilient")
 
 DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUDIT_BACKUPS = 5
+# Each rotation renames every kept file in turn, so their number is bounded.
+MAX_AUDIT_BACKUPS = 1000
 
 # File objects a forked child stopped using: kept, never closed, because closing one
 # flushes it under its own internal lock, which a thread of the parent may have held at
@@ -45,7 +47,7 @@ class AuditLog:
         path: The file to write (its folder must exist).
         registry: Whose transitions to record; the default registry if omitted.
         max_bytes: Size at which the file rotates (>= 1024).
-        backups: How many rotated files to keep (>= 0).
+        backups: How many rotated files to keep (0 to 1000).
 
     Raises:
         ConfigurationError: The folder does not exist, or a size is out of range.
@@ -67,7 +69,7 @@ class AuditLog:
                 f"{str(self._path.parent)!r} does not exist)"
             )
         self._max_bytes = check_count(max_bytes, "max_bytes", minimum=1024)
-        self._backups = check_count(backups, "backups", minimum=0)
+        self._backups = check_count(backups, "backups", minimum=0, maximum=MAX_AUDIT_BACKUPS)
         self._lock = threading.Lock()
         _drop_cut_line(self._path)
         self._file = self._path.open("a", encoding="utf-8")
