@@ -679,3 +679,49 @@ def test_a_restart_after_a_cut_line_appends_on_a_whole_line(
         feed.close(reason="after the restart")
     assert [t.reason for t in read_audit_log(path)] == ["before the crash", "after the restart"]
     assert any("cut short" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("path", [pytest.param(5, id="int"), pytest.param(None, id="none")])
+def test_an_audit_log_path_that_is_not_a_path_is_refused(registry: Registry, path: object) -> None:
+    """AuditLog(5) names path, not "expected str, bytes or os.PathLike"."""
+    with pytest.raises(ConfigurationError, match=r"^path must be a str or os.PathLike"):
+        AuditLog(path, registry=registry)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "rotated", [pytest.param(True, id="with-rotated"), pytest.param(False, id="file-only")]
+)
+def test_reading_an_audit_log_that_does_not_exist_names_the_path(
+    tmp_path: Path, rotated: bool
+) -> None:
+    """A mistyped path is a FileNotFoundError naming it, never "nothing happened"."""
+    missing = tmp_path / "misspelt.jsonl"
+
+    with pytest.raises(FileNotFoundError, match=r"no audit log here") as refused:
+        read_audit_log(missing, rotated=rotated)
+
+    assert refused.value.filename == str(missing)
+    assert str(missing) in str(refused.value)
+
+
+def test_reading_only_rotated_files_of_an_audit_log_is_not_an_error(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """With the current file gone but <path>.1 there, the rotated transitions are read."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, registry=registry):
+        CircuitBreaker("feed", registry=registry).force_open(reason="maintenance")
+    path.rename(tmp_path / "audit.jsonl.1")
+
+    assert [t.reason for t in read_audit_log(path)] == ["maintenance"]
+
+
+@pytest.mark.parametrize(
+    "backups", [pytest.param(1001, id="just-above"), pytest.param(10**30, id="10**30")]
+)
+def test_more_backups_than_the_maximum_are_refused(
+    registry: Registry, tmp_path: Path, backups: int
+) -> None:
+    """Each rotation renames every kept file: backups is at most 1000, not a hang."""
+    with pytest.raises(ConfigurationError, match=r"^backups must be <= 1_000 \(got "):
+        AuditLog(tmp_path / "audit.jsonl", registry=registry, backups=backups)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import random
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -580,3 +581,18 @@ def test_equal_configurations_are_equal(left: Backoff, right: Backoff) -> None:
 def test_different_configurations_are_not_equal(left: Backoff, right: Backoff) -> None:
     """Strategies that differ in kind or in any setting are not equal."""
     assert left != right
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: Exponential(0.1, cap=None), id="exponential"),
+        pytest.param(lambda: DecorrelatedJitter(0.1, cap=None), id="decorrelated-jitter"),
+    ],
+)
+def test_a_growing_backoff_without_a_cap_is_refused_saying_what_to_pass(
+    build: Callable[[], object],
+) -> None:
+    """cap=None is a ConfigurationError naming cap (not an assert, which -O removes)."""
+    with pytest.raises(ConfigurationError, match=r"^cap must be a duration, the longest wait"):
+        build()

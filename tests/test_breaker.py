@@ -901,3 +901,25 @@ def test_reset_makes_calls_in_flight_late(registry: Registry, clock: VirtualCloc
         breaker.call(fails_across_a_reset)
     stats = breaker.snapshot().statistics
     assert (stats["window_calls"], stats["late"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("operate", "reason"),
+    [
+        pytest.param(CircuitBreaker.force_open, 5, id="force_open-int"),
+        pytest.param(CircuitBreaker.disable, ["maintenance"], id="disable-list"),
+        pytest.param(CircuitBreaker.close, b"bytes", id="close-bytes"),
+        pytest.param(CircuitBreaker.reset, 1.5, id="reset-float"),
+    ],
+)
+def test_an_operator_reason_that_is_not_text_is_refused(
+    registry: Registry, operate: Any, reason: object
+) -> None:
+    """force_open(reason=5) is refused by name, and the breaker does not move."""
+    breaker = CircuitBreaker("feed", registry=registry)
+
+    with pytest.raises(ConfigurationError, match=r"^reason must be text"):
+        operate(breaker, reason=reason)
+
+    assert breaker.state is BreakerState.CLOSED
+    assert registry.trail == ()

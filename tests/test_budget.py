@@ -888,3 +888,50 @@ def test_a_negative_target_string_says_it_must_be_positive(
         make(registry, clock, target="-5ms")
 
     assert str(raised.value) == "target must be > 0 (got '-5ms')"
+
+
+@pytest.mark.parametrize(
+    "accuracy",
+    [
+        pytest.param(1e-6, id="one-in-a-million"),
+        pytest.param(1e-10, id="memory-error-before"),
+        pytest.param(1e-320, id="zero-division-before"),
+        pytest.param(0.0009, id="just-below-the-floor"),
+        pytest.param(0.5, id="the-upper-bound"),
+        pytest.param(math.nan, id="nan"),
+    ],
+)
+def test_an_accuracy_outside_its_bounds_is_refused(registry: Registry, accuracy: float) -> None:
+    """Memory grows as 1 / accuracy: below 0.001 (about 1 MB) it is refused by name."""
+    with pytest.raises(ConfigurationError, match=r"^accuracy must be in \[0.001, 0.5\)"):
+        Budget("b", target="50ms", accuracy=accuracy, registry=registry)
+
+
+@pytest.mark.parametrize(
+    "runbook",
+    [
+        pytest.param(5, id="int"),
+        pytest.param("", id="empty"),
+        pytest.param("call ops\nhealth: healthy", id="newline"),
+        pytest.param("call ops\x1b[31m", id="escape"),
+    ],
+)
+def test_a_runbook_that_is_not_one_printable_line_is_refused(
+    registry: Registry, runbook: object
+) -> None:
+    """A runbook is one line of text or a URL: it becomes a log field and a line of text."""
+    with pytest.raises(
+        ConfigurationError, match=r"^runbook must be (a non-empty string|printable)"
+    ):
+        Budget("b", target="50ms", runbook=runbook, registry=registry)  # type: ignore[arg-type]
+
+
+def test_a_limit_error_writes_a_huge_number_with_an_exponent(registry: Registry) -> None:
+    """Budget(target=1e300, limit=1e300) names the numbers as people write them."""
+    with pytest.raises(ConfigurationError) as refused:
+        Budget("b", target=1e300, limit=1e300, registry=registry)
+
+    assert str(refused.value) == (
+        "limit must be longer than target (2.78e+296 h), or every call that meets the limit "
+        "misses the target (got limit=1e+300)"
+    )

@@ -1215,3 +1215,29 @@ async def test_a_pipeline_over_an_overloaded_bulkhead_does_not_flap(
         calls.finish_all()
     pipeline_moves = [t for t in registry.trail if t.guard == "quotes"]
     assert 1 <= len(pipeline_moves) <= 4, pipeline_moves
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("bets\nbrowse", id="newline"),
+        pytest.param("bets\t", id="tab"),
+        pytest.param("bets\x1b[31m", id="escape"),
+        pytest.param("  ", id="blank"),
+        pytest.param(5, id="int"),
+    ],
+)
+def test_a_partition_name_that_is_not_printable_text_is_refused(
+    registry: Registry, name: object
+) -> None:
+    """Partition names become statistic keys and metric labels: checked as guard names."""
+    with pytest.raises(
+        ConfigurationError, match=r"^a partition name must be (a non-empty string|printable)"
+    ):
+        Bulkhead(
+            "h",
+            max_concurrent=2,
+            max_queue=2,
+            partitions={name: 0.5, "browse": 0.5},  # type: ignore[dict-item]
+            registry=registry,
+        )

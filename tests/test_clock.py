@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import anyio
 import pytest
@@ -182,6 +183,45 @@ def test_sleep_advances_the_clock_at_once() -> None:
 
     assert not sleeper.is_alive(), "sleep(3600) blocked"
     assert clock.monotonic() == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        pytest.param("1s", 1.0, id="text-seconds"),
+        pytest.param("50ms", 0.05, id="text-milliseconds"),
+        pytest.param(timedelta(minutes=2), 120.0, id="timedelta"),
+        pytest.param(3, 3.0, id="int"),
+    ],
+)
+def test_advance_and_sleep_take_every_duration_form(
+    seconds: resilient.Duration, expected: float
+) -> None:
+    """advance and sleep take what every duration in the library takes: text, timedelta."""
+    advanced, slept = VirtualClock(), VirtualClock()
+
+    advanced.advance(seconds)
+    slept.sleep(seconds)
+
+    assert (advanced.monotonic(), slept.monotonic()) == (expected, expected)
+
+
+@pytest.mark.anyio
+async def test_sleep_async_takes_a_duration_as_text() -> None:
+    """sleep_async("50ms") sleeps 50 ms of virtual time."""
+    clock = VirtualClock()
+
+    await clock.sleep_async("50ms")
+
+    assert clock.monotonic() == 0.05
+
+
+def test_advance_refuses_a_negative_duration_saying_it_must_not_be_negative() -> None:
+    """advance("-1s") is refused as negative, not as something else."""
+    clock = VirtualClock()
+
+    with pytest.raises(ConfigurationError, match=r"^seconds must be >= 0 \(got '-1s'\)$"):
+        clock.advance("-1s")
 
 
 def test_sleep_refuses_a_negative_duration() -> None:
@@ -380,16 +420,83 @@ async def test_sleep_async_is_a_cancellation_point() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled() -> None:
-    """As anyio.sleep would be: the code after a sleep past the deadline never runs."""
+async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled_there() -> None:
+    """As anyio.sleep would be: cancelled at the deadline (the clock reads 5, not 10), and
+    the code after the sleep never runs."""
     clock = VirtualClock()
     reached: list[bool] = []
 
-    with clock.cancel_after(1.0) as scope:
-        await clock.sleep_async(5)
+    with clock.cancel_after(5) as scope:
+        await clock.sleep_async(10)
         reached.append(True)
 
     assert (scope.cancelled_caught, reached, clock.monotonic()) == (True, [], 5.0)
+
+
+@pytest.mark.anyio
+async def test_a_sleep_in_nested_scopes_is_cancelled_at_the_nearest_deadline() -> None:
+    """Of two cancel_after scopes around a sleep, the one due first cancels it, at its time."""
+    clock = VirtualClock()
+
+    with clock.cancel_after(8) as outer, clock.cancel_after(3) as inner:
+        await clock.sleep_async(10)
+
+    assert (inner.cancelled_caught, outer.cancelled_caught, clock.monotonic()) == (
+        True,
+        False,
+        3.0,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_budget_limit_cancels_a_virtual_sleep_at_the_limit() -> None:
+    """A budget's limit of 1 s ends a sleep of 10 s after 1 s of virtual time, and the
+    budget measures the call as about 1 s, as under real time."""
+    clock = VirtualClock()
+    registry = resilient.Registry(clock=clock)
+    budget = resilient.Budget(
+        "b", target=0.5, limit=1, minimum_calls=1, registry=registry, clock=clock
+    )
+
+    @budget
+    async def slow() -> None:
+        await clock.sleep_async(10)
+
+    with pytest.raises(resilient.BudgetExceededError):
+        await slow()
+
+    p99 = budget.snapshot().statistics["p99"]
+    assert clock.monotonic() == 1.0
+    assert isinstance(p99, float)
+    assert 0.98 <= p99 <= 1.02
+
+
+@pytest.mark.anyio
+async def test_a_cancel_after_of_another_task_does_not_stop_a_sleep() -> None:
+    """A sleep of 10 s passes another task's deadline at 5 s: that task is cancelled, the
+    sleep goes on to 10 s and the code after it runs."""
+    clock = VirtualClock()
+    armed = anyio.Event()
+    other_cancelled: list[bool] = []
+    reached: list[float] = []
+
+    async def other() -> None:
+        with clock.cancel_after(5) as scope:
+            armed.set()
+            await anyio.Event().wait()
+        other_cancelled.append(scope.cancelled_caught)
+
+    async def sleeper() -> None:
+        await armed.wait()
+        await clock.sleep_async(10)
+        reached.append(clock.monotonic())
+
+    with anyio.fail_after(BOUND):  # real seconds: only a bound should the sleep hang
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(other)
+            tasks.start_soon(sleeper)
+
+    assert (other_cancelled, reached, clock.monotonic()) == ([True], [10.0], 10.0)
 
 
 @pytest.mark.anyio

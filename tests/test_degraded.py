@@ -1294,3 +1294,58 @@ async def test_a_standalone_async_fallback_answers_on(registry: Registry) -> Non
     assert inspect.iscoroutinefunction(price)
     assert await price("a") == Served("cached a", True, "FeedDown: down")
     assert feed.calls == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("watches", "shown"),
+    [
+        pytest.param(None, "None", id="none"),
+        pytest.param(5, "5", id="int"),
+        pytest.param("odds-feed", "'odds-feed'", id="one-name-as-text"),
+    ],
+)
+def test_watches_that_is_not_a_list_of_guards_is_refused(
+    registry: Registry, watches: object, shown: str
+) -> None:
+    """watches=None, 5 or a bare "odds-feed" (read one letter at a time) is refused by name."""
+    CircuitBreaker("odds-feed", registry=registry)
+
+    with pytest.raises(ConfigurationError, match=r"^watches must be a list of guards") as refused:
+        DegradedMode("d", watches=watches, registry=registry)  # type: ignore[arg-type]
+
+    assert str(refused.value).endswith(f"(got {shown})")
+
+
+@pytest.mark.parametrize(
+    "operate",
+    [
+        pytest.param(lambda d: d.force_degraded(reason=5), id="force_degraded-int"),
+        pytest.param(lambda d: d.force_normal(reason=["a"]), id="force_normal-list"),
+        pytest.param(lambda d: d.release(reason=b"bytes"), id="release-bytes"),
+    ],
+)
+def test_an_operator_reason_that_is_not_text_is_refused(
+    registry: Registry, operate: Callable[[DegradedMode], None]
+) -> None:
+    """An operator's reason is text for the audit trail: anything else is refused."""
+    CircuitBreaker("feed", registry=registry)
+    switch = DegradedMode("d", watches=["feed"], registry=registry)
+
+    with pytest.raises(ConfigurationError, match=r"^reason must be text"):
+        operate(switch)
+
+    assert switch.state is DegradedState.NORMAL
+
+
+def test_a_standalone_fallback_reason_is_the_class_alone_for_an_empty_message(
+    registry: Registry,
+) -> None:
+    """ConnectionError() with no message gives the reason "ConnectionError", not
+    "ConnectionError: "."""
+
+    def primary() -> int:
+        raise ConnectionError
+
+    guarded = fallback(lambda: 0, on=ConnectionError, served=True, registry=registry)(primary)
+
+    assert guarded().reason == "ConnectionError"

@@ -67,10 +67,30 @@ def test_rejections_carry_their_pieces() -> None:
         pytest.param(123456.7, "123457", id="large"),
         pytest.param(1e-7, "0.0000001", id="tiny"),
         pytest.param(0.0, "0", id="zero"),
+        pytest.param(1e14, "100000000000000", id="below-the-exponent-threshold"),
+        pytest.param(2.5e18, "2.5e+18", id="huge"),
+        pytest.param(1e300, "1e+300", id="huger"),
     ],
 )
 def test_numbers_in_reasons_read_as_people_write_them(value: float, text: str) -> None:
-    """format_number gives three significant digits and never exponent notation."""
+    """format_number gives three significant digits, with an exponent only from 1e15."""
     from resilient._core._errors import format_number
 
     assert format_number(value) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        pytest.param(12.5, "12.5", id="seconds"),
+        pytest.param(1230.0, "1230", id="thousands"),
+        pytest.param(-0.0, "0", id="minus-zero"),
+        pytest.param(1e300, "1e+300", id="huge"),
+        pytest.param(-1e20, "-1e+20", id="huge-negative"),
+    ],
+)
+def test_seconds_in_messages_never_run_to_hundreds_of_digits(seconds: float, text: str) -> None:
+    """format_seconds writes 1e300 as 1e+300, not as 301 digits."""
+    from resilient._core._errors import format_seconds
+
+    assert format_seconds(seconds) == text

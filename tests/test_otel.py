@@ -1051,3 +1051,26 @@ def test_a_new_kind_of_guard_reports_every_state_it_declares(telemetry: Telemetr
     """A guard kind defined outside the library is reported in full, from its states."""
     Valve("intake", telemetry.registry)
     assert reported_states(telemetry, "intake") == {"shut": 1, "ajar": 0, "open": 0}
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter"),
+    [
+        pytest.param({"meter_provider": 5}, "meter_provider", id="meter-provider-int"),
+        pytest.param(
+            {"meter_provider": TracerProvider()}, "meter_provider", id="meter-provider-tracer"
+        ),
+        pytest.param({"tracer_provider": "otel"}, "tracer_provider", id="tracer-provider-str"),
+        pytest.param(
+            {"tracer_provider": metrics.NoOpMeterProvider()},
+            "tracer_provider",
+            id="tracer-provider-meter",
+        ),
+    ],
+)
+def test_a_provider_that_is_not_one_is_refused_by_name(
+    registry: Registry, options: dict[str, Any], parameter: str
+) -> None:
+    """meter_provider=5 names meter_provider, not "cannot create weak reference"."""
+    with pytest.raises(ConfigurationError, match=rf"^{parameter} must be an OpenTelemetry"):
+        instrument(registry, **options)

@@ -402,3 +402,22 @@ def test_snapshot_text_escapes_control_characters_in_reasons(
     assert "health: healthy" not in text.splitlines()
     assert len(text.splitlines()) == 4  # health, one guard, the trail heading, one transition
     assert "maintenance\\nhealth: healthy\\x1b[0m" in text
+
+
+@pytest.mark.parametrize(
+    ("trail_size", "message"),
+    [
+        pytest.param(10**30, r"^trail_size must be <= 1_000_000 \(got 10+\)$", id="10**30"),
+        pytest.param(1_000_001, r"^trail_size must be <= 1_000_000", id="just-above"),
+        pytest.param(0, r"^trail_size must be >= 1", id="zero"),
+    ],
+)
+def test_a_trail_size_out_of_range_is_refused_by_name(trail_size: int, message: str) -> None:
+    """Registry(trail_size=10**30) names trail_size, not an OverflowError from deque."""
+    with pytest.raises(ConfigurationError, match=message):
+        Registry(trail_size=trail_size)
+
+
+def test_the_largest_trail_size_is_accepted() -> None:
+    """trail_size=1_000_000, the documented maximum, is accepted."""
+    assert Registry(trail_size=1_000_000).snapshot().trail == ()

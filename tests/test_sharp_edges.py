@@ -3,6 +3,7 @@ what a guarded function may be."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import threading
@@ -527,3 +528,54 @@ async def test_a_retry_cancelled_during_its_wait_runs_no_further_attempt(
 
     assert scope.cancelled_caught
     assert attempts == [0.0, 1.0, 2.0]
+
+
+# -- deadlines and clocks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(
+            lambda: resilient.deadline(1, clock="x"),
+            r"^clock must provide the Clock protocol.*\(got str 'x'\)$",
+            id="deadline-clock-text",
+        ),
+        pytest.param(
+            lambda: resilient.Deadline(0, "x"),
+            r"^clock must provide the Clock protocol.*\(got str 'x'\)$",
+            id="Deadline-clock-text",
+        ),
+        pytest.param(
+            lambda: resilient.Deadline(math.nan, SystemClock()),
+            r"^expires_at must be a finite reading of clock.monotonic\(\) \(got nan\)$",
+            id="Deadline-nan",
+        ),
+        pytest.param(
+            lambda: resilient.Deadline(10**400, SystemClock()),
+            r"^expires_at must be a finite reading",
+            id="Deadline-beyond-float",
+        ),
+        pytest.param(
+            lambda: Registry(clock=SystemClock),
+            r"^clock must provide the Clock protocol.*\(got type",
+            id="a-clock-class-not-an-instance",
+        ),
+    ],
+)
+def test_a_deadline_of_a_bad_clock_or_moment_is_refused(
+    make: Callable[[], object], message: str
+) -> None:
+    """deadline(1, clock="x") names clock, not "'str' object has no attribute 'monotonic'"."""
+    with pytest.raises(ConfigurationError, match=message):
+        make()
+
+
+def test_a_deadline_on_a_virtual_clock_is_accepted() -> None:
+    """A deadline measured on a VirtualClock reads its time."""
+    clock = VirtualClock()
+
+    with resilient.deadline(2, clock=clock) as current:
+        clock.advance(0.5)
+
+        assert current.remaining() == 1.5

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+import resilient
 from resilient import ConfigurationError
 from resilient._core._validate import check_count, check_ratio, to_seconds
 
@@ -47,6 +48,26 @@ def test_bad_durations(value: object, message: str) -> None:
     """A bad duration raises ConfigurationError naming the parameter and the value."""
     with pytest.raises(ConfigurationError, match=message):
         to_seconds(value, "d")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("-0s", id="text"),
+        pytest.param(-0.0, id="float"),
+        pytest.param(timedelta(seconds=-0.0), id="timedelta"),
+    ],
+)
+def test_minus_zero_is_zero(value: object) -> None:
+    """A duration of "-0s" is 0.0, so statistics never show -0.0."""
+    assert str(to_seconds(value, "d")) == "0.0"
+
+
+def test_a_breaker_open_duration_of_minus_zero_reads_zero() -> None:
+    """CircuitBreaker(open_duration="-0s") reports an open_duration of 0.0, not -0.0."""
+    breaker = resilient.CircuitBreaker("b", open_duration="-0s", registry=resilient.Registry())
+
+    assert str(breaker.snapshot().statistics["open_duration"]) == "0.0"
 
 
 def test_zero_can_be_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -29,6 +30,8 @@ logger = logging.getLogger("resilient")
 
 DEFAULT_AUDIT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUDIT_BACKUPS = 5
+# Each rotation renames every kept file in turn, so their number is bounded.
+MAX_AUDIT_BACKUPS = 1000
 
 
 class AuditLog:
@@ -46,7 +49,7 @@ class AuditLog:
         path: The file to write (its folder must exist).
         registry: Whose transitions to record; the default registry if omitted.
         max_bytes: Size at which the file rotates (>= 1024).
-        backups: How many rotated files to keep (>= 0).
+        backups: How many rotated files to keep (0 to 1000).
 
     Raises:
         ConfigurationError: The folder does not exist, or a size is out of range.
@@ -61,14 +64,14 @@ class AuditLog:
         backups: int = DEFAULT_AUDIT_BACKUPS,
     ) -> None:
         registry, _ = registry_and_clock(registry, None)
-        self._path = Path(path)
+        self._path = _check_path(path)
         if not self._path.parent.is_dir():
             raise ConfigurationError(
                 f"path must be in an existing folder (got {str(path)!r}; "
                 f"{str(self._path.parent)!r} does not exist)"
             )
         self._max_bytes = check_count(max_bytes, "max_bytes", minimum=1024)
-        self._backups = check_count(backups, "backups", minimum=0)
+        self._backups = check_count(backups, "backups", minimum=0, maximum=MAX_AUDIT_BACKUPS)
         self._lock = threading.Lock()
         _drop_cut_line(self._path)
         self._file: io.FileIO | None = self._open()
@@ -242,10 +245,13 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
         rotated: Also read its rotated files (``<path>.N`` ... ``<path>.1``) first.
 
     Raises:
+        FileNotFoundError: Neither the file nor any rotated file exists: a mistyped path
+            must not read as "nothing happened".
         ValueError: A line is not a transition; the message names the file and line.
+        ConfigurationError: ``path`` is not a path.
     """
     rotated = check_flag(rotated, "rotated")
-    base = Path(path)
+    base = _check_path(path)
     files: list[Path] = []
     if rotated and base.parent.is_dir():
         prefix = base.name + "."
@@ -257,7 +263,23 @@ def read_audit_log(path: str | os.PathLike[str], *, rotated: bool = True) -> lis
         files.extend(p for _, p in sorted(numbered, reverse=True))
     if base.exists():
         files.append(base)
+    if not files:
+        beside = f", nor a rotated {base.name}.1, .2, ... beside it" if rotated else ""
+        # Reads "[Errno 2] no audit log here, ...; check the path: '<path>'".
+        raise FileNotFoundError(
+            errno.ENOENT, f"no audit log here{beside}; check the path", str(base)
+        )
     return [transition for file in files for transition in _read(file)]
+
+
+def _check_path(path: object) -> Path:
+    """``path`` as a :class:`Path`, or a ConfigurationError naming it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"path must be a str or os.PathLike, e.g. 'audit.jsonl' "
+            f"(got {type(path).__name__} {path!r})"
+        )
+    return Path(path)
 
 
 def _drop_cut_line(path: Path) -> None:

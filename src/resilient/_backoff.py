@@ -16,7 +16,7 @@ import math
 import random as _random
 from dataclasses import dataclass, field
 
-from ._core._errors import ConfigurationError
+from ._core._errors import ConfigurationError, format_seconds
 from ._core._validate import Duration, check_factor, to_seconds
 
 __all__ = [
@@ -94,7 +94,9 @@ class Linear(Backoff):
     def __init__(self, start: Duration, step: Duration, *, cap: Duration | None = None) -> None:
         object.__setattr__(self, "start", to_seconds(start, "start"))
         object.__setattr__(self, "step", to_seconds(step, "step"))
-        object.__setattr__(self, "cap", _check_cap(cap, self.start, "start"))
+        object.__setattr__(
+            self, "cap", None if cap is None else _check_cap(cap, self.start, "start")
+        )
 
     def wait(self, retry: int, previous: float, random: _random.Random) -> float:
         # A float product never overflows (it may become inf, which the cap then bounds).
@@ -121,9 +123,7 @@ class Exponential(Backoff):
 
     def __init__(self, base: Duration, *, cap: Duration, multiplier: float = 2.0) -> None:
         object.__setattr__(self, "base", to_seconds(base, "base", allow_zero=False))
-        capped = _check_cap(cap, self.base, "base")
-        assert capped is not None
-        object.__setattr__(self, "cap", capped)
+        object.__setattr__(self, "cap", _required_cap(cap, self.base, "Exponential"))
         object.__setattr__(self, "multiplier", check_factor(multiplier, "multiplier"))
         # Logarithms of each side, not of cap / base, which may overflow for extreme values.
         growth = (math.log(self.cap) - math.log(self.base)) / math.log(self.multiplier)
@@ -188,9 +188,7 @@ class DecorrelatedJitter(Backoff):
 
     def __init__(self, base: Duration, *, cap: Duration) -> None:
         object.__setattr__(self, "base", to_seconds(base, "base", allow_zero=False))
-        capped = _check_cap(cap, self.base, "base")
-        assert capped is not None
-        object.__setattr__(self, "cap", capped)
+        object.__setattr__(self, "cap", _required_cap(cap, self.base, "DecorrelatedJitter"))
 
     def wait(self, retry: int, previous: float, random: _random.Random) -> float:
         upper = max(self.base, 3.0 * max(previous, self.base))
@@ -206,13 +204,24 @@ class _Sum(Backoff):
         return self.first.wait(retry, previous, random) + self.second.wait(retry, previous, random)
 
 
-def _check_cap(cap: Duration | None, floor: float, floor_name: str) -> float | None:
-    if cap is None:
-        return None
+def _check_cap(cap: object, floor: float, floor_name: str) -> float:
     seconds = to_seconds(cap, "cap")
     if seconds < floor:
-        raise ConfigurationError(f"cap must be >= {floor_name} ({floor:g} s) (got {cap!r})")
+        raise ConfigurationError(
+            f"cap must be >= {floor_name} ({format_seconds(floor)} s) (got {cap!r})"
+        )
     return seconds
+
+
+def _required_cap(cap: object, base: float, kind: str) -> float:
+    # A growing wait needs a ceiling: without one, retry 30 of Exponential(0.1) waits
+    # would wait 1.7 years. None is refused rather than read as "no cap".
+    if cap is None:
+        raise ConfigurationError(
+            f"cap must be a duration, the longest wait, e.g. {kind}(0.1, cap=5) or "
+            f"cap='1m'; {kind} has no uncapped form (got None)"
+        )
+    return _check_cap(cap, base, "base")
 
 
 def _check_inner(inner: object) -> None:

@@ -16,7 +16,14 @@ from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import NO_RESULT, Admission
 from ._core._state import Health, Refusal, Statistic
-from ._core._validate import Duration, check_count, check_factor, check_ratio, to_seconds
+from ._core._validate import (
+    Duration,
+    check_count,
+    check_factor,
+    check_ratio,
+    operator_reason,
+    to_seconds,
+)
 from ._core._windows import FAILURE, SLOW, CountWindow, TimeWindow, _CountRing
 
 __all__ = [
@@ -671,7 +678,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         Args:
             reason: Why, for the audit trail; ``"closed by operator"`` if omitted.
         """
-        self._operator(_CLOSED, reason or "closed by operator", clear=True)
+        self._operator(_CLOSED, operator_reason(reason, "closed by operator"), clear=True)
 
     def force_open(self, *, reason: str | None = None) -> None:
         """Refuse every call until :meth:`close` or :meth:`reset`.
@@ -679,7 +686,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         Args:
             reason: Why, for the audit trail; ``"forced open by operator"`` if omitted.
         """
-        self._operator(_FORCED_OPEN, reason or "forced open by operator", clear=False)
+        self._operator(
+            _FORCED_OPEN, operator_reason(reason, "forced open by operator"), clear=False
+        )
 
     def disable(self, *, reason: str | None = None) -> None:
         """Let every call pass and never trip; outcomes are still counted.
@@ -687,7 +696,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         Args:
             reason: Why, for the audit trail; ``"disabled by operator"`` if omitted.
         """
-        self._operator(_DISABLED, reason or "disabled by operator", clear=False)
+        self._operator(_DISABLED, operator_reason(reason, "disabled by operator"), clear=False)
 
     def reset(self, *, reason: str | None = None) -> None:
         """Close the breaker and zero every statistic, as if newly created.
@@ -695,7 +704,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         Args:
             reason: Why, for the audit trail; ``"reset by operator"`` if omitted.
         """
-        self._operator(_CLOSED, reason or "reset by operator", clear=True, zero=True)
+        self._operator(_CLOSED, operator_reason(reason, "reset by operator"), clear=True, zero=True)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -28,9 +28,16 @@ from ._core._events import Subscription
 from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission, is_async_callable
-from ._core._sketch import DEFAULT_ACCURACY, WindowedHistogram
+from ._core._sketch import DEFAULT_ACCURACY, MAX_ACCURACY, MIN_ACCURACY, WindowedHistogram
 from ._core._state import Event, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, check_flag, check_ratio, to_seconds
+from ._core._validate import (
+    Duration,
+    check_count,
+    check_flag,
+    check_name,
+    check_ratio,
+    to_seconds,
+)
 from ._core._windows import BucketRing, window_seconds
 from ._retry_budget import RetryBudget
 
@@ -144,9 +151,10 @@ class Budget(Admission[BudgetState, _Permit]):
             the load; a spent budget means no hedge.
         idempotent: Whether the operation may safely run twice; required for ``hedge``.
         on_breach: Called with the :class:`Transition` when the budget breaches.
-        runbook: Text or URL for whoever handles a breach; it rides along with every
-            transition of the budget.
-        accuracy: The histogram's relative error (default 1%).
+        runbook: One line of text, or a URL, for whoever handles a breach; it rides along
+            with every transition of the budget.
+        accuracy: The histogram's relative error, from 0.001 (0.1%, about 1 MB of memory)
+            to below 0.5 (default 0.01, 1%, about 100 KiB).
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time; a virtual clock in tests.
@@ -244,14 +252,19 @@ class Budget(Admission[BudgetState, _Permit]):
             )
         if on_breach is not None and not callable(on_breach):
             raise ConfigurationError(f"on_breach must be callable (got {on_breach!r})")
-        if runbook is not None and not isinstance(runbook, str):
-            raise ConfigurationError(f"runbook must be text or a URL (got {runbook!r})")
+        if runbook is not None:
+            # One line of text or a URL: it becomes a log field and a line of to_text().
+            check_name(runbook, "runbook")
         if (
             isinstance(accuracy, bool)
             or not isinstance(accuracy, (int, float))
-            or not 0 < accuracy < 0.5
+            or not MIN_ACCURACY <= accuracy < MAX_ACCURACY
         ):
-            raise ConfigurationError(f"accuracy must be in (0, 0.5) (got {accuracy!r})")
+            # Memory grows as 1 / accuracy: the floor keeps a budget under a megabyte.
+            raise ConfigurationError(
+                f"accuracy must be in [{MIN_ACCURACY}, {MAX_ACCURACY}), a relative error such "
+                f"as 0.01 for 1% (got {accuracy!r})"
+            )
         self._hedge_budget = hedge_budget
         self._runbook = runbook
         self._histogram = WindowedHistogram(self._window, _SLICES, float(accuracy))

@@ -23,7 +23,13 @@ from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission, Admits
 from ._core._state import Health, Refusal, Statistic
-from ._core._validate import Duration, check_count, check_non_negative, to_seconds
+from ._core._validate import (
+    Duration,
+    check_count,
+    check_name,
+    check_non_negative,
+    to_seconds,
+)
 from ._core._waiters import Waiter
 from ._limits import AdaptiveLimit, _LiveLimit
 
@@ -1009,8 +1015,8 @@ def _build_partitions(partitions: Mapping[str, float] | None) -> list[_Partition
         )
     built = []
     for priority, (name, share) in enumerate(partitions.items()):
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"partition names must be non-empty strings (got {name!r})")
+        # Names become statistic keys and metric labels, as guard names do.
+        check_name(name, "a partition name")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise ConfigurationError(
                 f"the share of partition {name!r} must be in [0, 1] (got {share!r})"

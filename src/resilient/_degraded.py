@@ -22,7 +22,14 @@ from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import is_async_callable
 from ._core._state import FallbackServed, GuardSnapshot, Health, Statistic, Transition
-from ._core._validate import Duration, check_count, check_flag, check_name, to_seconds
+from ._core._validate import (
+    Duration,
+    check_count,
+    check_flag,
+    check_name,
+    operator_reason,
+    to_seconds,
+)
 
 __all__ = [
     "DEFAULT_FALLBACK_NAME",
@@ -106,6 +113,12 @@ class NoStaleValueError(ResilientError, LookupError):
     """A :class:`StaleCache` has no value for the key, or none fresh enough to serve."""
 
 
+def _error_reason(error: BaseException) -> str:
+    """``"TimeoutError: no answer in 2 s"``, or ``"ConnectionError"`` for an empty message."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
     return any(s.health is not Health.HEALTHY for s in snapshots.values())
 
@@ -185,6 +198,12 @@ class DegradedMode(Guard[DegradedState]):
         clock: Clock | None = None,
     ) -> None:
         registry, clock = registry_and_clock(registry, clock)
+        if isinstance(watches, str) or not isinstance(watches, Iterable):
+            # A str is iterable too, one character at a time.
+            raise ConfigurationError(
+                "watches must be a list of guards or guard names, e.g. ['odds-feed'] "
+                f"(got {watches!r})"
+            )
         names = []
         for watched in watches:
             watched_name = watched.name if isinstance(watched, Guard) else watched
@@ -352,15 +371,20 @@ class DegradedMode(Guard[DegradedState]):
 
     def force_degraded(self, *, reason: str | None = None) -> None:
         """Degrade until :meth:`release`, whatever the watched guards say."""
-        self._force(DegradedState.FORCED_DEGRADED, reason or "forced degraded by operator")
+        self._force(
+            DegradedState.FORCED_DEGRADED, operator_reason(reason, "forced degraded by operator")
+        )
 
     def force_normal(self, *, reason: str | None = None) -> None:
         """Stay normal until :meth:`release`, whatever the watched guards say."""
-        self._force(DegradedState.FORCED_NORMAL, reason or "forced normal by operator")
+        self._force(
+            DegradedState.FORCED_NORMAL, operator_reason(reason, "forced normal by operator")
+        )
 
     def release(self, *, reason: str | None = None) -> None:
         """End an operator's override: the watched guards decide again, at once, and a
         recovery wait still running (or that ran while forced) counts as it should."""
+        why = operator_reason(reason, "released by operator")
         snapshots = self._watched_snapshots()
         degrade = bool(self._condition(snapshots))
         now = self._now()
@@ -372,7 +396,6 @@ class DegradedMode(Guard[DegradedState]):
             elif self._healthy_since is None:
                 self._healthy_since = now
             since = self._healthy_since
-            why = reason or "released by operator"
             if since is not None and now - since >= self._recover_after:
                 self._move(DegradedState.NORMAL, Health.HEALTHY, why, now)
             else:
@@ -563,7 +586,7 @@ class _FallbackLayer:
                 except Exception as error:
                     if not (isinstance(error, RejectedError) or also(error)):
                         raise
-                    reason = f"{type(error).__name__}: {error}"
+                    reason = _error_reason(error)
                     value = await async_fallback(*args, **kwargs)
                     return answer(value, True, reason, operation, error)
                 return value if plain else answer(value, False, None)
@@ -592,7 +615,7 @@ class _FallbackLayer:
             except Exception as error:
                 if not (isinstance(error, RejectedError) or also(error)):
                     raise
-                reason = f"{type(error).__name__}: {error}"
+                reason = _error_reason(error)
                 value = fallback(*args, **kwargs)
                 return answer(value, True, reason, operation, error)
             return value if plain else answer(value, False, None)

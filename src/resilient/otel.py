@@ -419,10 +419,20 @@ def instrument(
 
     Raises:
         ConfigurationError: ``registry`` is not a :class:`~resilient.Registry` (a provider
-            passed in its place, say), or ``durations`` is not a bool.
+            passed in its place, say), a provider has no ``get_meter``/``get_tracer``, or
+            ``durations`` is not a bool.
     """
     registry = _the_registry(registry, takes_providers=True)
     durations = check_flag(durations, "durations")
+    for provider, parameter, method in (
+        (meter_provider, "meter_provider", "get_meter"),
+        (tracer_provider, "tracer_provider", "get_tracer"),
+    ):
+        if provider is not None and not callable(getattr(provider, method, None)):
+            raise ConfigurationError(
+                f"{parameter} must be an OpenTelemetry provider with {method}(), or None for "
+                f"the global one (got {type(provider).__name__} {provider!r})"
+            )
     made = Instrumentation(registry, meter_provider, tracer_provider, durations)
     with _active_lock:
         earlier = _active.get(id(registry))

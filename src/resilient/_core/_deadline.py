@@ -8,12 +8,14 @@ started inside inherit it as context variables do.
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._validate import Duration, to_seconds
+from ._errors import ConfigurationError
+from ._validate import Duration, check_clock, to_seconds
 
 __all__ = ["Deadline", "current_deadline", "deadline", "set_deadline"]
 
@@ -27,10 +29,32 @@ class Deadline:
     Attributes:
         expires_at: The moment, on ``clock.monotonic()``.
         clock: The clock it is measured on.
+
+    Raises:
+        ConfigurationError: ``expires_at`` is not a finite number, or ``clock`` does not
+            provide the :class:`Clock` protocol.
     """
 
     expires_at: float
     clock: Clock
+
+    def __post_init__(self) -> None:
+        expires_at: object = self.expires_at
+        # x - x is 0.0 for a finite float only (NaN and ±inf give NaN); ints may be too big
+        # for a float.
+        if type(expires_at) is not float or expires_at - expires_at != 0.0:
+            if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)):
+                finite = False
+            else:
+                try:
+                    finite = math.isfinite(expires_at)
+                except OverflowError:
+                    finite = False
+            if not finite:
+                raise ConfigurationError(
+                    f"expires_at must be a finite reading of clock.monotonic() (got {expires_at!r})"
+                )
+        check_clock(self.clock, "clock")
 
     def remaining(self) -> float:
         """Seconds left; zero or negative once it has passed."""
@@ -58,14 +82,15 @@ class deadline:
         clock: The clock to measure on; the system clock if omitted.
 
     Raises:
-        ConfigurationError: ``seconds`` is not a positive, finite duration.
+        ConfigurationError: ``seconds`` is not a positive, finite duration, or ``clock``
+            does not provide the :class:`Clock` protocol.
     """
 
     __slots__ = ("_clock", "_seconds", "_tokens")
 
     def __init__(self, seconds: Duration, *, clock: Clock | None = None) -> None:
         self._seconds = to_seconds(seconds, "seconds", allow_zero=False)
-        self._clock = SYSTEM_CLOCK if clock is None else clock
+        self._clock = SYSTEM_CLOCK if clock is None else check_clock(clock, "clock")
         self._tokens: list[Token[Deadline | None]] = []
 
     def __enter__(self) -> Deadline:

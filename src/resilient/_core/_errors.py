@@ -236,8 +236,16 @@ def _retry_hint(retry_after: float | None) -> str:
     return f"; retry in {format_seconds(retry_after)} s"
 
 
+# From here on a number is written with an exponent, as people write such numbers
+# (``1e+300``), not as 300 digits.
+_EXPONENT_FROM = 1e15
+
+
 def format_seconds(seconds: float) -> str:
-    """Seconds for people: ``12.5``, ``30``, ``1230``, ``0.25``; never exponent notation."""
+    """Seconds for people: ``12.5``, ``30``, ``1230``, ``0.25``; exponent notation only from
+    ``1e15`` on (``1e+300``)."""
+    if abs(seconds) >= _EXPONENT_FROM:
+        return _exponent(seconds)
     text = f"{seconds:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
@@ -245,15 +253,22 @@ def format_seconds(seconds: float) -> str:
 def format_number(value: float) -> str:
     """A number as people write it: ``100``, ``14.4``, ``1.67``, ``0.5``, ``0.0237``.
 
-    Three significant digits, trailing zeros dropped, never exponent notation (a burn rate
-    of 100 reads ``100``, not ``1e+02``).
+    Three significant digits, trailing zeros dropped, no exponent notation below ``1e15``
+    (a burn rate of 100 reads ``100``, not ``1e+02``; ``1e300`` reads ``1e+300``).
     """
     if not math.isfinite(value):
         return str(value)
     if value == 0:
         return "0"
+    if abs(value) >= _EXPONENT_FROM:
+        return _exponent(value)
     decimals = max(0, 2 - math.floor(math.log10(abs(value))))
     text = f"{value:.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
+
+
+def _exponent(value: float) -> str:
+    """``1e+300``, ``2.5e+18``: three significant digits with an exponent."""
+    return f"{value:.3g}" if math.isfinite(value) else str(value)

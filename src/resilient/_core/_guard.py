@@ -6,23 +6,18 @@ import abc
 import enum
 import threading
 from collections.abc import Mapping
-from typing import ClassVar, Generic, TypeVar, cast
+from typing import ClassVar, Generic, TypeVar
 
 from . import _fork
 from ._clock import Clock
 from ._errors import ConfigurationError, RejectedError
 from ._registry import Registry, default_registry
 from ._state import CallEnded, GuardSnapshot, Health, Statistic, Transition
-from ._validate import check_flag, check_name
+from ._validate import check_clock, check_flag, check_name
 
 __all__ = ["Guard", "error_outcome", "registry_and_clock"]
 
 S = TypeVar("S", bound=enum.Enum)
-
-
-# Classes whose instances passed ``isinstance(clock, Clock)``: the protocol check reads
-# every member, so it runs once per class, not once per guard.
-_CLOCK_CLASSES: set[type] = set()
 
 
 def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock]:
@@ -41,16 +36,8 @@ def registry_and_clock(registry: object, clock: object) -> tuple[Registry, Clock
         raise ConfigurationError(
             f"registry must be a Registry or None (got {type(registry).__name__} {registry!r})"
         )
-    if clock is None:
-        clock = registry.clock  # checked when the registry was made
-    elif clock.__class__ not in _CLOCK_CLASSES:
-        if not isinstance(clock, Clock):
-            raise ConfigurationError(
-                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-                f"(got {type(clock).__name__} {clock!r})"
-            )
-        _CLOCK_CLASSES.add(clock.__class__)
-    return registry, cast(Clock, clock)
+    clock = registry.clock if clock is None else check_clock(clock, "clock")
+    return registry, clock
 
 
 def error_outcome(error: BaseException | None, *, refused: bool = False) -> str:
@@ -98,12 +85,10 @@ class Guard(abc.ABC, Generic[S]):
         register: bool = True,
     ) -> None:
         name = check_name(name, "name")
-        if not isinstance(registry, Registry) or (
-            clock is not registry.clock and clock.__class__ not in _CLOCK_CLASSES
-        ):
-            # The library's guards resolved both already; a subclass of Guard that passes
-            # None or something else gets the same defaults and errors as they do.
-            registry, clock = registry_and_clock(registry, clock)
+        # The library's guards resolved both already (the checks are then a type lookup);
+        # a subclass of Guard that passes None or something else gets the same defaults
+        # and errors as they do.
+        registry, clock = registry_and_clock(registry, clock)
         replace = check_flag(replace, "replace")
         self._name = name
         self._registry = registry

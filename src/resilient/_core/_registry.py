@@ -15,7 +15,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import ConfigurationError, format_seconds
 from ._events import ListenerSet, Subscription
 from ._state import Event, GuardSnapshot, Health, Transition, worst
-from ._validate import check_count, check_flag
+from ._validate import check_clock, check_count, check_flag
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_GUARD_TRAIL",
     "DEFAULT_TRAIL_SIZE",
+    "MAX_TRAIL_SIZE",
     "Registry",
     "RegistrySnapshot",
     "default_registry",
@@ -37,6 +38,9 @@ E = TypeVar("E", bound=Event)
 
 DEFAULT_TRAIL_SIZE = 1000
 """How many transitions a registry's audit trail keeps unless told otherwise."""
+MAX_TRAIL_SIZE = 1_000_000
+"""The most transitions a registry's trail may be asked to keep in memory; to keep more,
+stream them to an :class:`~resilient.AuditLog`."""
 DEFAULT_GUARD_TRAIL = 20
 """How many of each registered guard's own last transitions the trail keeps, however
 many other guards have moved since (never more than ``trail_size``)."""
@@ -112,20 +116,21 @@ class Registry:
     """Guards by name, one place to read them all and to hear every transition.
 
     Args:
-        trail_size: How many recent transitions of all guards the audit trail keeps.
-            Besides those, it keeps each registered guard's own last 20 transitions
-            (``trail_size`` if that is smaller), so that one noisy guard never pushes out
-            what another last did.
+        trail_size: How many recent transitions of all guards the audit trail keeps
+            (1 to ``MAX_TRAIL_SIZE``, one million). Besides those, it keeps each
+            registered guard's own last 20 (``trail_size`` if that is smaller)
+            transitions, so that one noisy guard never pushes out what another last did.
         clock: Clock used to stamp snapshots of the whole registry.
+
+    Raises:
+        ConfigurationError: ``trail_size`` is not an int in range, or ``clock`` does not
+            provide the :class:`Clock` protocol.
     """
 
     def __init__(self, *, trail_size: int = DEFAULT_TRAIL_SIZE, clock: Clock = SYSTEM_CLOCK):
-        check_count(trail_size, "trail_size")
-        if not isinstance(clock, Clock):
-            raise ConfigurationError(
-                f"clock must provide the Clock protocol, like SystemClock or VirtualClock "
-                f"(got {clock!r})"
-            )
+        # deque(maxlen=...) takes at most a C ssize_t; a bound people can reason about.
+        check_count(trail_size, "trail_size", maximum=MAX_TRAIL_SIZE)
+        check_clock(clock, "clock")
         self._guards: dict[str, Guard[Any]] = {}
         self._lock = threading.Lock()
         # Entries are (sequence number, transition): the shared trail and each registered

@@ -11,16 +11,19 @@ import re
 from datetime import timedelta
 from typing import TypeAlias
 
+from ._clock import Clock
 from ._errors import ConfigurationError
 
 __all__ = [
     "Duration",
+    "check_clock",
     "check_count",
     "check_factor",
     "check_flag",
     "check_name",
     "check_non_negative",
     "check_ratio",
+    "operator_reason",
     "to_seconds",
 ]
 
@@ -77,7 +80,8 @@ def to_seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
     if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(f"{name} must be {bound} (got {value!r})")
-    return seconds
+    # "-0s" parses as -0.0, which would print as "-0.0" in statistics.
+    return seconds + 0.0
 
 
 def check_count(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
@@ -178,3 +182,44 @@ def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:
         interval = "[0, 1]" if allow_zero else "(0, 1]"
         raise ConfigurationError(f"{name} must be in {interval} (got {value!r})")
     return float(value)
+
+
+# Types whose instances passed the Clock check: the protocol check reads six attributes,
+# too slow for a Deadline made on every call, and a class's methods do not change.
+_clock_types: set[type] = set()
+
+
+def check_clock(value: object, name: str) -> Clock:
+    """Check that ``value`` provides the :class:`Clock` protocol.
+
+    Raises:
+        ConfigurationError: It does not (a string, say, or a module such as ``time``).
+    """
+    if type(value) in _clock_types:
+        return value  # type: ignore[return-value]
+    if not isinstance(value, Clock) or isinstance(value, type):
+        raise ConfigurationError(
+            f"{name} must provide the Clock protocol, like SystemClock or VirtualClock "
+            f"(got {type(value).__name__} {value!r})"
+        )
+    _clock_types.add(type(value))
+    return value
+
+
+def operator_reason(value: object, default: str) -> str:
+    """The reason an operator gave for overriding a guard, or ``default`` when none.
+
+    Any text is taken: control characters in it are escaped where it is printed
+    (``RegistrySnapshot.to_text()``), so a note may span lines.
+
+    Raises:
+        ConfigurationError: ``value`` is neither None nor a str.
+    """
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"reason must be text, e.g. reason='partner maintenance' "
+            f"(got {type(value).__name__} {value!r})"
+        )
+    return value

@@ -12,6 +12,7 @@ import anyio.lowlevel
 
 from resilient._core import _fork
 from resilient._core._errors import ConfigurationError
+from resilient._core._validate import Duration, to_seconds
 from resilient._core._waiters import threadsafe_caller
 
 __all__ = ["VirtualClock"]
@@ -47,6 +48,22 @@ def _seconds(value: object, name: str) -> float:
     return float(value)
 
 
+def _duration_ns(seconds: object) -> int:
+    """A duration in nanoseconds, refusing one beyond any clock's range."""
+    step = to_seconds(seconds, "seconds")
+    if step > 2 * MAX_READING:
+        raise _past_range(seconds, None)
+    return _to_ns(step)
+
+
+def _past_range(seconds: object, now: float | None) -> ConfigurationError:
+    reading = "" if now is None else f"now {now!r}, "
+    return ConfigurationError(
+        f"seconds would move the clock past {MAX_READING:.0e} seconds, the furthest a "
+        f"VirtualClock reads ({reading}got {seconds!r})"
+    )
+
+
 def _to_ns(seconds: float) -> int:
     return round(seconds * _NS)
 
@@ -62,8 +79,9 @@ class VirtualClock:
 
     It starts at ``start`` and moves only through :meth:`advance` and sleeps:
 
-    - ``sleep`` and ``sleep_async`` advance the clock at once instead of blocking
-      (``sleep_async`` is still a cancellation point);
+    - ``sleep`` and ``sleep_async`` advance the clock at once instead of blocking;
+      ``sleep_async`` is still a cancellation point, and a sleep that reaches a
+      :meth:`cancel_after` deadline of its own task stops there, as real time would;
     - ``wait`` and ``wait_async`` end when their event is set, or when :meth:`advance`
       moves the clock past their timeout, from any thread or task.
 
@@ -101,29 +119,24 @@ class VirtualClock:
     def wall(self) -> float:
         return self._now_ns / _NS + self._wall_offset
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: Duration) -> None:
         """Move the clock forward and end every wait whose timeout has passed.
 
+        Args:
+            seconds: How far, as every duration in the library: a number of seconds, a
+                ``timedelta`` or a string such as ``"1s"`` or ``"50ms"``.
+
         Raises:
-            ConfigurationError: ``seconds`` is negative or not finite, or would move the
-                clock past ``1e12`` seconds.
+            ConfigurationError: ``seconds`` is not a duration, is negative (a clock never
+                goes back) or not finite, or would move the clock past ``1e12`` seconds.
         """
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
-            raise ConfigurationError(
-                f"seconds must be a finite number >= 0; a clock never goes back (got {seconds!r})"
-            )
+        self._advance_ns(_duration_ns(seconds), seconds)
+
+    def _advance_ns(self, step_ns: int, seconds: object) -> None:
         with self._lock:
-            if seconds > MAX_READING or self._now_ns + _to_ns(seconds) > _MAX_READING_NS:
-                raise ConfigurationError(
-                    f"seconds would move the clock past {MAX_READING:.0e} seconds, the "
-                    f"furthest a VirtualClock reads (now {self.monotonic()!r}, got {seconds!r})"
-                )
-            self._now_ns += _to_ns(seconds)
+            if self._now_ns + step_ns > _MAX_READING_NS:
+                raise _past_range(seconds, self.monotonic())
+            self._now_ns += step_ns
             due = [timer for timer in self._timers if timer.deadline_ns <= self._now_ns]
         here = threading.get_ident()
         for timer in due:
@@ -132,15 +145,35 @@ class VirtualClock:
             else:
                 timer.wake()
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: Duration) -> None:
         self.advance(seconds)
 
-    async def sleep_async(self, seconds: float) -> None:
+    async def sleep_async(self, seconds: Duration) -> None:
         # As a real sleep: a task already cancelled does not move time, and a sleep that
-        # reaches a cancel_after() deadline is cancelled, so no code after it runs.
+        # reaches a cancel_after() deadline is cancelled there, so no code after it runs
+        # and the clock reads the deadline, not the end of the sleep.
+        left_ns = _duration_ns(seconds)
         await anyio.lowlevel.checkpoint_if_cancelled()
-        self.advance(seconds)
-        await anyio.lowlevel.checkpoint()
+        here = threading.get_ident()
+        while True:
+            with self._lock:
+                # Stop at this thread's next timer before the end: it may be ours.
+                step_ns = left_ns
+                for timer in self._timers:
+                    ahead = timer.deadline_ns - self._now_ns
+                    if (
+                        0 < ahead < step_ns
+                        and timer.thread == here
+                        and not timer.scope.cancel_called
+                    ):
+                        step_ns = ahead
+            self._advance_ns(step_ns, seconds)
+            left_ns -= step_ns
+            # Raises here if the timer just reached cancelled a scope around this sleep;
+            # a timer of another task's scope lets that task run, and the sleep go on.
+            await anyio.lowlevel.checkpoint()
+            if left_ns <= 0:
+                return
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if timeout is None:
