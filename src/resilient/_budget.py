@@ -321,7 +321,7 @@ class Budget(Admission[BudgetState, _Permit]):
         # Only with a limit; without one, __init__ binds the clock itself here.
         start = self._now()
         assert self._limit is not None
-        mine = Deadline(start + self._limit, self._clock)
+        mine = Deadline._checked_already(start + self._limit, self._clock)
         outer = current_deadline()
         # Nesting only ever shortens the time left: an outer deadline that ends sooner stays.
         if outer is not None and outer.remaining() <= self._limit:

@@ -509,7 +509,7 @@ class Retry(Guard[RetryState]):
             return None
         call = _Call(operation)
         if self._timeout is not None:
-            own = Deadline(self._now() + self._timeout, self._clock)
+            own = Deadline._checked_already(self._now() + self._timeout, self._clock)
             call.deadline = own if outer is None or own.remaining() < outer.remaining() else outer
             call.sets_deadline = call.deadline is own
         else:

@@ -56,6 +56,15 @@ class Deadline:
                 )
         check_clock(self.clock, "clock")
 
+    @classmethod
+    def _checked_already(cls, expires_at: float, clock: Clock) -> Deadline:
+        """A deadline from a finite moment and a checked clock, as guards make one on
+        every call: the checks of ``__post_init__`` are then done already."""
+        made = object.__new__(cls)
+        object.__setattr__(made, "expires_at", expires_at)
+        object.__setattr__(made, "clock", clock)
+        return made
+
     def remaining(self) -> float:
         """Seconds left; zero or negative once it has passed."""
         return self.expires_at - self.clock.monotonic()
@@ -94,7 +103,7 @@ class deadline:
         self._tokens: list[Token[Deadline | None]] = []
 
     def __enter__(self) -> Deadline:
-        mine = Deadline(self._clock.monotonic() + self._seconds, self._clock)
+        mine = Deadline._checked_already(self._clock.monotonic() + self._seconds, self._clock)
         outer = _current.get()
         effective = mine
         if outer is not None and outer.remaining() <= mine.remaining():
