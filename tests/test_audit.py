@@ -397,6 +397,32 @@ def test_backups_bounds_the_rotated_files_kept(
     assert read == heard[-len(read) :]
 
 
+def test_without_flock_the_file_is_closed_before_it_is_renamed(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no flock (Windows), rotation closes the file first: Windows renames
+    no open file. Every transition still reads back."""
+    import resilient._audit as audit_module
+
+    monkeypatch.setattr(audit_module, "fcntl", None)
+    path = tmp_path / "audit.jsonl"
+    open_at_rename: list[bool] = []
+    replace = Path.replace
+
+    def watched_replace(self: Path, target: Path) -> Path:
+        if self == path:
+            open_at_rename.append(log._file is not None and not log._file.closed)
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", watched_replace)
+    heard = listen(registry)
+    with AuditLog(path, registry=registry, max_bytes=1024, backups=100) as log:
+        busy(registry, 30)
+    assert open_at_rename
+    assert not any(open_at_rename)
+    assert read_audit_log(path) == heard
+
+
 def test_an_existing_log_is_appended_to(registry: Registry, tmp_path: Path) -> None:
     """Opening an existing file adds to it; earlier transitions stay first."""
     path = tmp_path / "audit.jsonl"

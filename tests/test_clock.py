@@ -500,6 +500,74 @@ async def test_a_cancel_after_of_another_task_does_not_stop_a_sleep() -> None:
 
 
 @pytest.mark.anyio
+async def test_another_task_cancelled_by_a_sleep_reads_its_own_deadline() -> None:
+    """The task whose deadline a sleep passes runs before time moves on, so it reads 5.0
+    (on trio, tasks woken together run in random order: every round must read 5.0)."""
+    readings: list[float] = []
+    for _ in range(30):
+        clock = VirtualClock()
+        armed = anyio.Event()
+
+        async def other(clock: VirtualClock = clock, armed: anyio.Event = armed) -> None:
+            with clock.cancel_after(5):
+                armed.set()
+                await anyio.Event().wait()
+            readings.append(clock.monotonic())
+
+        async def sleeper(clock: VirtualClock = clock, armed: anyio.Event = armed) -> None:
+            await armed.wait()
+            await clock.sleep_async(10)
+
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(other)
+                tasks.start_soon(sleeper)
+    assert readings == [5.0] * 30
+
+
+@pytest.mark.anyio
+async def test_a_sleep_under_a_deadline_already_due_is_cancelled_at_once() -> None:
+    """cancel_after(0) around a sleep cancels it before the clock moves, as in real time."""
+    clock = VirtualClock()
+    ran_on: list[bool] = []
+    with clock.cancel_after(0) as scope:
+        await clock.sleep_async(5)
+        ran_on.append(True)
+    assert (scope.cancelled_caught, ran_on, clock.monotonic()) == (True, [], 0.0)
+
+
+@pytest.mark.anyio
+async def test_a_wait_whose_timer_was_dropped_ends_cleanly() -> None:
+    """A wait_async that timed out ends without error even when cancel_after() has already
+    dropped its fired timer."""
+    clock = VirtualClock()
+    ended: list[bool] = []
+
+    async def waiter() -> None:
+        ended.append(await clock.wait_async(anyio.Event(), timeout=1))
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(5)
+            clock.cancel_after(1)  # drops the fired timer before the waiter runs again
+    assert ended == [False]
+
+
+@pytest.mark.anyio
+async def test_cancel_after_takes_every_duration_form() -> None:
+    """cancel_after("1s") and timedelta work as advance() does; a negative is refused."""
+    clock = VirtualClock()
+    for duration in ("1s", timedelta(seconds=1), 1):
+        scope = clock.cancel_after(duration)
+        clock.advance(1)
+        assert scope.cancel_called
+    with pytest.raises(ConfigurationError, match=r"seconds must be >= 0"):
+        clock.cancel_after("-1s")
+
+
+@pytest.mark.anyio
 async def test_a_sleep_that_ends_before_a_cancel_after_deadline_is_not_cancelled() -> None:
     """A sleep that stops short of the deadline returns, and the block goes on."""
     clock = VirtualClock()

@@ -185,6 +185,21 @@ def test_a_direct_guard_subclass_gets_the_same_defaults_and_checks() -> None:
         _OwnGuard(Registry(), clock=time.monotonic)
 
 
+def test_an_instance_that_once_passed_as_a_clock_vouches_for_no_other() -> None:
+    """A namespace with a clock's functions passes; an empty one of the same type still
+    fails: only a class that defines the methods is trusted for all its instances."""
+    import types
+
+    clock = VirtualClock()
+    members = ("monotonic", "wall", "sleep", "sleep_async", "wait", "wait_async")
+    fake = types.SimpleNamespace(
+        **{name: getattr(clock, name) for name in members}, cancel_after=clock.cancel_after
+    )
+    assert Registry(clock=fake).clock is fake  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
+        Registry(clock=types.SimpleNamespace())  # type: ignore[arg-type]
+
+
 def test_a_stale_cache_clock_of_the_wrong_type_is_a_configuration_error() -> None:
     """StaleCache(clock=) is checked like every guard's clock."""
     with pytest.raises(ConfigurationError, match=r"^clock must provide the Clock protocol"):
@@ -364,6 +379,37 @@ def test_a_refused_coroutine_counts_nothing_in_any_guard_however_wired(
         0,
         True,
     )
+
+
+@pytest.mark.parametrize("wiring", ["nested", "pipeline", "block"])
+def test_a_retry_does_not_retry_a_coroutine_refused_by_a_guard_inside(
+    registry: Registry, clock: VirtualClock, wiring: str
+) -> None:
+    """A retry around a guard that refused a returned coroutine gives up at once: it is a
+    mistake in the code, and retrying runs the function again for nothing."""
+    runs: list[int] = []
+
+    def returns_coroutine() -> Any:
+        runs.append(1)
+        return _returns_coroutine()
+
+    retry = Retry("r", attempts=3, on=Exception, registry=registry, clock=clock)
+    breaker = CircuitBreaker("c", registry=registry, clock=clock)
+
+    def in_a_block() -> None:
+        for attempt in retry:
+            with attempt:
+                breaker.call(returns_coroutine)
+
+    wired: dict[str, Callable[[], object]] = {
+        "nested": retry(breaker(returns_coroutine)),
+        "pipeline": Pipeline("p", retry, breaker, registry=registry)(returns_coroutine),
+        "block": in_a_block,
+    }
+    with pytest.raises(TypeError, match="not `async def` but returned a coroutine"):
+        wired[wiring]()
+    assert runs == [1]
+    assert retry.snapshot().statistics["retries"] == 0
 
 
 # -- waits longer than the OS takes in one go --------------------------------------------------

@@ -163,6 +163,11 @@ class AuditLog:
         _lock(file, exclusive=True)
         try:
             if _same_file(self._path, file):
+                if fcntl is None:
+                    # No flock to keep, and Windows renames or deletes no file that is
+                    # open: close it first; the path is opened again below.
+                    self._file = None
+                    file.close()
                 if self._backups == 0:
                     self._path.unlink(missing_ok=True)
                 else:

@@ -35,8 +35,8 @@ from ._budget import BudgetOverrun
 from ._core import _fork
 from ._core._errors import ConfigurationError
 from ._core._events import Subscription
-from ._core._guard import Guard
-from ._core._registry import Registry, default_registry
+from ._core._guard import Guard, registry_and_clock
+from ._core._registry import Registry
 from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
 from ._core._validate import check_flag
 from ._retry import RetryGaveUp, RetryScheduled
@@ -450,11 +450,7 @@ def _the_registry(registry: object, *, takes_providers: bool = False) -> Registr
             providers (``takes_providers``) and one was passed in the registry's place,
             the error says which keyword it goes to.
     """
-    if registry is None:
-        return default_registry
-    if isinstance(registry, Registry):
-        return registry
-    if takes_providers:
+    if takes_providers and registry is not None and not isinstance(registry, Registry):
         for method, parameter in (
             ("get_meter", "meter_provider"),
             ("get_tracer", "tracer_provider"),
@@ -465,9 +461,7 @@ def _the_registry(registry: object, *, takes_providers: bool = False) -> Registr
                     f"{registry!r}): instrument() takes the registry first; pass it as "
                     f"{parameter}=, e.g. instrument({parameter}=provider)"
                 )
-    raise ConfigurationError(
-        f"registry must be a Registry, or None for the default registry (got {registry!r})"
-    )
+    return registry_and_clock(registry, None)[0]
 
 
 def uninstrument(registry: Registry | None = None) -> None:

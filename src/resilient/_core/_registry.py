@@ -117,7 +117,7 @@ class Registry:
 
     Args:
         trail_size: How many recent transitions of all guards the audit trail keeps
-            (1 to ``MAX_TRAIL_SIZE``, one million). Besides those, it keeps each
+            (1 to one million). Besides those, it keeps each
             registered guard's own last 20 (``trail_size`` if that is smaller)
             transitions, so that one noisy guard never pushes out what another last did.
         clock: Clock used to stamp snapshots of the whole registry.

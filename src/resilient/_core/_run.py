@@ -584,6 +584,8 @@ def retry_call(
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
+                if error.__class__ is _CoroutineReturned:
+                    raise  # a mistake in the code, refused by a guard inside: not retried
                 if call is None:
                     call = policy._new_call(operation)
                 wait = policy._on_error(call, error)
@@ -622,6 +624,8 @@ async def retry_call_async(
             try:
                 result = await fn(*args, **kwargs)
             except Exception as error:
+                if error.__class__ is _CoroutineReturned:
+                    raise  # a mistake in the code, refused by a guard inside: not retried
                 if call is None:
                     call = policy._new_call(operation)
                 wait = policy._on_error(call, error)
@@ -734,7 +738,7 @@ class Attempts:
             policy._accept(self._call, NO_RESULT, self._operation)
             self._done = True
             return False
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or exc.__class__ is _CoroutineReturned:
             self._done = True
             return False
         if self._call is None:

@@ -184,9 +184,12 @@ def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:
     return float(value)
 
 
-# Types whose instances passed the Clock check: the protocol check reads six attributes,
-# too slow for a Deadline made on every call, and a class's methods do not change.
+# Types whose instances passed the Clock check with the protocol's methods on the type
+# itself (so every instance has them): the protocol check reads seven attributes, too slow
+# to repeat for every guard. An instance that carries them itself (a SimpleNamespace, a
+# module) is checked every time.
 _clock_types: set[type] = set()
+_CLOCK_METHODS = ("monotonic", "wall", "sleep", "sleep_async", "wait", "wait_async", "cancel_after")
 
 
 def check_clock(value: object, name: str) -> Clock:
@@ -202,7 +205,9 @@ def check_clock(value: object, name: str) -> Clock:
             f"{name} must provide the Clock protocol, like SystemClock or VirtualClock "
             f"(got {type(value).__name__} {value!r})"
         )
-    _clock_types.add(type(value))
+    kind = type(value)
+    if all(callable(getattr(kind, method, None)) for method in _CLOCK_METHODS):
+        _clock_types.add(kind)
     return value
 
 

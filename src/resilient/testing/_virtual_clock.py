@@ -157,21 +157,22 @@ class VirtualClock:
         here = threading.get_ident()
         while True:
             with self._lock:
-                # Stop at this thread's next timer before the end: it may be ours.
+                # Stop at this thread's next timer before the end (one already due but not
+                # yet fired, such as cancel_after(0), is a step of zero): it may be ours.
                 step_ns = left_ns
                 for timer in self._timers:
-                    ahead = timer.deadline_ns - self._now_ns
-                    if (
-                        0 < ahead < step_ns
-                        and timer.thread == here
-                        and not timer.scope.cancel_called
-                    ):
+                    ahead = max(0, timer.deadline_ns - self._now_ns)
+                    if ahead < step_ns and timer.thread == here and not timer.scope.cancel_called:
                         step_ns = ahead
+            at_timer = step_ns < left_ns
             self._advance_ns(step_ns, seconds)
             left_ns -= step_ns
-            # Raises here if the timer just reached cancelled a scope around this sleep;
-            # a timer of another task's scope lets that task run, and the sleep go on.
+            # Raises here if the timer just reached cancelled a scope around this sleep.
             await anyio.lowlevel.checkpoint()
+            if at_timer:
+                # It was another task's: let that task run (trio orders the tasks woken
+                # together at random) before time moves on, so it reads its own deadline.
+                await anyio.lowlevel.checkpoint()
             if left_ns <= 0:
                 return
 
@@ -203,11 +204,21 @@ class VirtualClock:
                 await event.wait()
         finally:
             with self._lock:
-                self._timers.remove(timer)
+                # cancel_after() may have dropped it already, once it fired.
+                if timer in self._timers:
+                    self._timers.remove(timer)
         return event.is_set()
 
-    def cancel_after(self, seconds: float) -> anyio.CancelScope:
-        """A cancel scope that :meth:`advance` cancels once ``seconds`` have passed."""
+    def cancel_after(self, seconds: Duration) -> anyio.CancelScope:
+        """A cancel scope that :meth:`advance` cancels once ``seconds`` have passed.
+
+        Args:
+            seconds: A number of seconds, a ``timedelta`` or a string such as ``"1s"``.
+
+        Raises:
+            ConfigurationError: ``seconds`` is not a duration, or is negative.
+        """
+        seconds = to_seconds(seconds, "seconds")
         scope = anyio.CancelScope()
         timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
         with self._lock:
