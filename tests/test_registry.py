@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import weakref
+from collections import deque
 from typing import Any
 
 import pytest
@@ -109,6 +110,40 @@ def test_the_trail_keeps_the_last_n_transitions_in_order(clock: VirtualClock) ->
         guard.force_open(reason=f"open {i}")
         guard.close(reason=f"close {i}")
     assert [t.reason for t in registry.trail] == ["close 3", "open 4", "close 4"]
+
+
+def test_reading_the_trail_while_another_thread_records_never_fails(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A transition recorded while the trail is being copied waits for the copy: the copy
+    never fails with "deque mutated during iteration" (as it could when a garbage
+    collection during the copy let another thread run)."""
+    feed = breaker(registry, clock)
+    feed.force_open()
+    other = breaker(registry, clock, name="other")
+    appended = threading.Event()
+
+    def record() -> None:
+        other.force_open()
+        appended.set()
+
+    recorder = threading.Thread(target=record)
+
+    class Interleaving(deque):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            for number, item in enumerate(super().__iter__()):
+                if number == 0 and recorder.ident is None:
+                    # Let another thread record now, as a collection during the copy may.
+                    recorder.start()
+                    appended.wait(0.5)  # with the fix it waits for the lock: bounded
+                yield item
+
+    registry._trail = Interleaving(registry._trail, maxlen=registry._trail.maxlen)
+    trail = registry.trail
+    recorder.join(10.0)
+    assert not recorder.is_alive()
+    assert [t.guard for t in trail] == ["feed"]
+    assert [t.guard for t in registry.trail] == ["feed", "other"]
 
 
 def test_a_noisy_guard_does_not_push_out_another_guards_last_transitions(

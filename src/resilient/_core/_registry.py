@@ -232,9 +232,13 @@ class Registry:
         """The most recent transitions, oldest first: the last ``trail_size`` of all
         guards, and each registered guard's own last 20 (``trail_size`` if smaller)
         however many transitions other guards made since."""
-        entries = dict(tuple(self._trail))
-        for own in tuple(self._guard_trails.values()):
-            entries.update(tuple(own))
+        # Copied under the lock that _record appends under: copying a deque another
+        # thread appends to can fail ("deque mutated during iteration") whenever the copy
+        # lets other threads run, as a garbage collection on its allocation may.
+        with self._lock:
+            entries = dict(self._trail)
+            for own in self._guard_trails.values():
+                entries.update(own)
         return tuple(entries[number] for number in sorted(entries))
 
     @property
@@ -283,12 +287,14 @@ class Registry:
         return self._listeners.add(listener, events)
 
     def _record(self, transition: Transition) -> None:
-        # Called with the moving guard's lock held, which orders transitions per guard.
-        entry = (next(self._sequence), transition)
-        self._trail.append(entry)
-        own = self._guard_trails.get(transition.guard)
-        if own is not None:  # a guard built with register=False has only the shared trail
-            own.append(entry)
+        # Called with the moving guard's lock held, which orders transitions per guard;
+        # the registry's lock is taken inside it (never the other way round) for the trail.
+        with self._lock:
+            entry = (next(self._sequence), transition)
+            self._trail.append(entry)
+            own = self._guard_trails.get(transition.guard)
+            if own is not None:  # a guard built with register=False has only the shared trail
+                own.append(entry)
         self._unlogged.append(transition)
         if self._listeners:
             self._listeners.enqueue(transition)
