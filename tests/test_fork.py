@@ -773,7 +773,7 @@ def test_children_forked_repeatedly_under_load_work(
                 in_child(check)
         finally:
             stop.set()
-    assert not failures
+    assert not failures, "".join(traceback.format_exception(failures[0]))
 
 
 # -- one audit log written by several processes --------------------------------------------
