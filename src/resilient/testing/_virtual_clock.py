@@ -1,19 +1,33 @@
-"""A clock that moves only when told to."""
+"""A clock for tests and simulations: time moves when told to, or jumps when all wait."""
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import math
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+from typing_extensions import TypeVarTuple, Unpack
 
 from resilient._core import _fork
 from resilient._core._errors import ConfigurationError
-from resilient._core._validate import Duration, to_seconds
+from resilient._core._validate import Duration, check_flag, to_seconds
 from resilient._core._waiters import threadsafe_caller
+
+from ._drivers import CLOCK_MARK, new_event_loop, new_trio_clock
+
+if TYPE_CHECKING:
+    import trio
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 __all__ = ["VirtualClock"]
 
@@ -34,10 +48,13 @@ _MAX_READING_NS = int(MAX_READING) * _NS
 
 @dataclass(eq=False)
 class _AsyncTimer:
+    """A wait of a task on a loop the clock does not drive; advance() ends it."""
+
     deadline_ns: int
     scope: anyio.CancelScope
     thread: int
     wake: Callable[[], None]  # cancels the scope from any thread, without blocking
+    done: bool = False  # the wait is over; the heap drops it when it comes up
 
 
 def _seconds(value: object, name: str) -> float:
@@ -75,29 +92,53 @@ def _deadline_ns(now_ns: int, timeout: float) -> int:
 
 
 class VirtualClock:
-    """A deterministic clock for tests.
+    """A deterministic clock for tests and simulations, in one of two modes.
 
-    It starts at ``start`` and moves only through :meth:`advance` and sleeps:
+    Every sleep and timed wait lasts until virtual time reaches its end. What moves time
+    is the mode:
 
-    - ``sleep`` and ``sleep_async`` advance the clock at once instead of blocking;
-      ``sleep_async`` is still a cancellation point, and a sleep that reaches a
-      :meth:`cancel_after` deadline of its own task stops there, as real time would;
-    - ``wait`` and ``wait_async`` end when their event is set, or when :meth:`advance`
-      moves the clock past their timeout, from any thread or task.
+    - **manual** (the default): only :meth:`advance` moves time, so a test can stop
+      between any two moments and look;
+    - **autojump** (``autojump=True``): whenever every task of the event loop is waiting,
+      time jumps to the earliest deadline, so concurrent sleeps overlap as in real time
+      and an hour of traffic plays in a moment.
 
-    Time is kept in whole nanoseconds, so ten ``advance(0.1)`` make exactly one second.
-    Sleeps of concurrent tasks add up rather than overlap: each one moves the clock.
+    An event loop can run *on* the clock (:meth:`run`, :meth:`anyio_backend`,
+    :meth:`new_event_loop`, :meth:`trio_clock`). Then every timer in that loop follows
+    virtual time: ``anyio.sleep``, ``anyio.fail_after``, ``asyncio.wait_for`` and a
+    client's timeout live on the same clock as the guards. Autojump needs this; manual
+    mode also works on any other loop, where only the clock's own waits
+    (:meth:`sleep_async`, :meth:`wait_async`, :meth:`cancel_after`) follow it.
+
+    Threads are not tasks of a loop, so in both modes a thread's :meth:`sleep` moves the
+    clock to its own end at once, exactly as in a program of one thread; sleeps in
+    several threads at once add up. :meth:`wait` in a thread ends when its event is set or
+    when time, moved by someone else, reaches its timeout.
+
+    Time is kept in whole nanoseconds, so ten ``advance(0.1)`` make exactly one second;
+    ``wall()`` moves with ``monotonic()``.
 
     Args:
         start: The initial monotonic reading, in seconds, within ``±1e12``.
         wall_start: The wall time (Unix seconds) that corresponds to ``start``.
+        autojump: Jump to the next deadline whenever every task waits.
+        autojump_threshold: How long (real time) the loop first waits for I/O before
+            it jumps; raise it above zero when tasks wait on real sockets or threads.
 
     Raises:
         ConfigurationError: ``start`` or ``wall_start`` is not a finite number, or
-            ``start`` is out of range.
+            ``start`` is out of range; ``autojump`` is not a bool;
+            ``autojump_threshold`` is not a duration, or is given without autojump.
     """
 
-    def __init__(self, start: float = 0.0, *, wall_start: float = DEFAULT_WALL_START) -> None:
+    def __init__(
+        self,
+        start: float = 0.0,
+        *,
+        wall_start: float = DEFAULT_WALL_START,
+        autojump: bool = False,
+        autojump_threshold: Duration = 0.0,
+    ) -> None:
         self._lock = threading.Lock()
         start = _seconds(start, "start")
         if abs(start) > MAX_READING:
@@ -106,12 +147,35 @@ class VirtualClock:
             )
         self._now_ns = _to_ns(start)
         self._wall_offset = _seconds(wall_start, "wall_start") - self._now_ns / _NS
-        self._timers: list[_AsyncTimer] = []
+        self._autojump = check_flag(autojump, "autojump")
+        self._threshold = to_seconds(autojump_threshold, "autojump_threshold")
+        if self._threshold and not self._autojump:
+            raise ConfigurationError(
+                "autojump_threshold applies only with autojump=True; a manual clock moves "
+                f"only through advance() (got autojump_threshold={autojump_threshold!r})"
+            )
+        # Waits of tasks on loops the clock does not drive, as a heap by deadline.
+        self._timers: list[tuple[int, int, _AsyncTimer]] = []
+        self._timer_order = itertools.count()
+        self._ended_early = 0  # timers in the heap whose wait is already over
+        self._wakers: list[Callable[[], bool]] = []
         _fork.track(self)
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock; the time is the parent's at the fork."""
+        """In a forked child: a new lock; the time is the parent's at the fork, and the
+        parent's event loops are not the child's to wake."""
         self._lock = threading.Lock()
+        self._wakers = []
+
+    @property
+    def autojump(self) -> bool:
+        """Whether time jumps to the next deadline whenever every task waits."""
+        return self._autojump
+
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds the loop waits for I/O before it jumps."""
+        return self._threshold
 
     def monotonic(self) -> float:
         return self._now_ns / _NS
@@ -120,7 +184,10 @@ class VirtualClock:
         return self._now_ns / _NS + self._wall_offset
 
     def advance(self, seconds: Duration) -> None:
-        """Move the clock forward and end every wait whose timeout has passed.
+        """Move the clock forward and end every wait whose time has come.
+
+        Works in both modes and from any thread; a loop that runs on the clock sees the
+        new time at once, even one waiting in another thread.
 
         Args:
             seconds: How far, as every duration in the library: a number of seconds, a
@@ -130,14 +197,48 @@ class VirtualClock:
             ConfigurationError: ``seconds`` is not a duration, is negative (a clock never
                 goes back) or not finite, or would move the clock past ``1e12`` seconds.
         """
-        self._advance_ns(_duration_ns(seconds), seconds)
-
-    def _advance_ns(self, step_ns: int, seconds: object) -> None:
+        step_ns = _duration_ns(seconds)
         with self._lock:
             if self._now_ns + step_ns > _MAX_READING_NS:
                 raise _past_range(seconds, self.monotonic())
             self._now_ns += step_ns
-            due = [timer for timer in self._timers if timer.deadline_ns <= self._now_ns]
+            due = self._pop_due()
+        self._fire(due)
+        self._wake_loops()
+
+    def _jump_by(self, seconds: float) -> None:
+        """Jump to a loop's next timer, ``seconds`` ahead; always moves forward.
+
+        The loop computed ``seconds`` as its timer's deadline minus the reading, in
+        floats; the clock lands on the first nanosecond that reads at least that deadline
+        (and, far from zero where one nanosecond is below a float's step, on the next
+        reading), so the timer is due and each task wakes reading its own deadline.
+        """
+        with self._lock:
+            now = self._now_ns / _NS
+            target = max(now + seconds, math.nextafter(now, math.inf))
+            numerator, denominator = target.as_integer_ratio()
+            now_ns = -((-numerator * _NS) // denominator)  # ceil, exactly
+            if now_ns > _MAX_READING_NS:
+                raise _past_range(seconds, now)
+            self._now_ns = now_ns
+            due = self._pop_due()
+        self._fire(due)
+
+    def _pop_due(self) -> list[_AsyncTimer]:
+        due: list[_AsyncTimer] = []
+        while self._timers and self._timers[0][0] <= self._now_ns:
+            timer = heapq.heappop(self._timers)[2]
+            if timer.done:
+                self._ended_early -= 1
+            else:
+                timer.done = True
+                due.append(timer)
+        return due
+
+    @staticmethod
+    def _fire(due: list[_AsyncTimer]) -> None:
+        # In deadline order: on one loop, the tasks wake in that order.
         here = threading.get_ident()
         for timer in due:
             if timer.thread == here:
@@ -145,36 +246,48 @@ class VirtualClock:
             else:
                 timer.wake()
 
+    def _add_waker(self, wake: Callable[[], bool]) -> None:
+        """Register a loop that runs on the clock; ``wake`` returns False once it is gone."""
+        with self._lock:
+            self._wakers.append(wake)
+
+    def _wake_loops(self) -> None:
+        with self._lock:
+            wakers = list(self._wakers)
+        gone = [wake for wake in wakers if not wake()]
+        if gone:
+            with self._lock:
+                self._wakers = [wake for wake in self._wakers if wake not in gone]
+
     def sleep(self, seconds: Duration) -> None:
+        """Move the clock forward by ``seconds``: the sleeping thread is the one that
+        would move it (see the class notes on threads)."""
         self.advance(seconds)
 
     async def sleep_async(self, seconds: Duration) -> None:
-        # As a real sleep: a task already cancelled does not move time, and a sleep that
-        # reaches a cancel_after() deadline is cancelled there, so no code after it runs
-        # and the clock reads the deadline, not the end of the sleep.
-        left_ns = _duration_ns(seconds)
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        here = threading.get_ident()
-        while True:
-            with self._lock:
-                # Stop at this thread's next timer before the end (one already due but not
-                # yet fired, such as cancel_after(0), is a step of zero): it may be ours.
-                step_ns = left_ns
-                for timer in self._timers:
-                    ahead = max(0, timer.deadline_ns - self._now_ns)
-                    if ahead < step_ns and timer.thread == here and not timer.scope.cancel_called:
-                        step_ns = ahead
-            at_timer = step_ns < left_ns
-            self._advance_ns(step_ns, seconds)
-            left_ns -= step_ns
-            # Raises here if the timer just reached cancelled a scope around this sleep.
+        """Wait until the clock reaches ``seconds`` from now; a cancellation point.
+
+        On a loop that runs on the clock this is ``anyio.sleep``; elsewhere (manual mode
+        only) :meth:`advance` ends it.
+
+        Raises:
+            ConfigurationError: ``seconds`` is not a duration or is negative; or the clock
+                autojumps and the loop does not run on it.
+        """
+        step_ns = _duration_ns(seconds)
+        if self._drives_this_loop():
+            await anyio.sleep(step_ns / _NS)
+            return
+        if step_ns == 0:
             await anyio.lowlevel.checkpoint()
-            if at_timer:
-                # It was another task's: let that task run (trio orders the tasks woken
-                # together at random) before time moves on, so it reads its own deadline.
-                await anyio.lowlevel.checkpoint()
-            if left_ns <= 0:
-                return
+            return
+        scope = anyio.CancelScope()
+        timer = self._add_timer(scope, lambda now_ns: now_ns + step_ns)
+        try:
+            with scope:
+                await anyio.sleep_forever()
+        finally:
+            self._end_timer(timer)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if timeout is None:
@@ -190,43 +303,121 @@ class VirtualClock:
         if timeout is None:
             await event.wait()
             return True
+        if self._drives_this_loop():
+            with anyio.move_on_after(timeout):
+                await event.wait()
+            return event.is_set()
         if timeout <= 0 or event.is_set():
             await anyio.lowlevel.checkpoint()
             return event.is_set()
         scope = anyio.CancelScope()
-        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
-        with self._lock:
-            # Read and register under one lock, so no advance() can slip in between.
-            timer.deadline_ns = _deadline_ns(self._now_ns, timeout)
-            self._timers.append(timer)
+        timer = self._add_timer(scope, lambda now_ns: _deadline_ns(now_ns, timeout))
         try:
             with scope:
                 await event.wait()
         finally:
-            with self._lock:
-                # cancel_after() may have dropped it already, once it fired.
-                if timer in self._timers:
-                    self._timers.remove(timer)
+            self._end_timer(timer)
         return event.is_set()
 
     def cancel_after(self, seconds: Duration) -> anyio.CancelScope:
-        """A cancel scope that :meth:`advance` cancels once ``seconds`` have passed.
+        """A cancel scope that is cancelled once the clock has moved ``seconds`` on.
 
         Args:
             seconds: A number of seconds, a ``timedelta`` or a string such as ``"1s"``.
 
         Raises:
-            ConfigurationError: ``seconds`` is not a duration, or is negative.
+            ConfigurationError: ``seconds`` is not a duration, or is negative; or the clock
+                autojumps and the loop does not run on it.
         """
-        seconds = to_seconds(seconds, "seconds")
+        delay = to_seconds(seconds, "seconds")
+        if self._drives_this_loop():
+            return anyio.CancelScope(deadline=anyio.current_time() + delay)
         scope = anyio.CancelScope()
-        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
-        with self._lock:
-            # Timers of scopes already left are dropped here, so the list stays short.
-            self._timers = [t for t in self._timers if not t.scope.cancel_called]
-            timer.deadline_ns = _deadline_ns(self._now_ns, seconds)
-            self._timers.append(timer)
+        self._add_timer(scope, lambda now_ns: _deadline_ns(now_ns, delay))
         return scope
 
+    def _add_timer(self, scope: anyio.CancelScope, deadline: Callable[[int], int]) -> _AsyncTimer:
+        if self._autojump:
+            raise ConfigurationError(
+                "a VirtualClock with autojump=True moves time for the event loop that runs "
+                "on it, and this loop does not: start it with clock.run(main, backend=...), "
+                "or under pytest return clock.anyio_backend(name) from the anyio_backend "
+                "fixture"
+            )
+        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
+        with self._lock:
+            # Read the time and register under one lock, so no advance() slips in between.
+            timer.deadline_ns = deadline(self._now_ns)
+            heapq.heappush(self._timers, (timer.deadline_ns, next(self._timer_order), timer))
+        return timer
+
+    def _end_timer(self, timer: _AsyncTimer) -> None:
+        with self._lock:
+            if timer.done:
+                return
+            timer.done = True
+            self._ended_early += 1
+            if self._ended_early > 64 and self._ended_early * 2 > len(self._timers):
+                self._timers = [entry for entry in self._timers if not entry[2].done]
+                heapq.heapify(self._timers)
+                self._ended_early = 0
+
+    def _drives_this_loop(self) -> bool:
+        """Whether the running asyncio loop or trio run is on this clock."""
+        try:
+            loop: object = asyncio.get_running_loop()
+        except RuntimeError:
+            trio = sys.modules.get("trio")
+            if trio is None:
+                return False
+            try:
+                loop = trio.lowlevel.current_clock()
+            except RuntimeError:
+                return False
+        return getattr(loop, CLOCK_MARK, None) is self
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """A new asyncio event loop that runs on this clock.
+
+        For ``asyncio.run(main(), loop_factory=clock.new_event_loop)`` (Python 3.12+) or
+        ``asyncio.Runner(loop_factory=clock.new_event_loop)``.
+        """
+        return new_event_loop(self)
+
+    def trio_clock(self) -> trio.abc.Clock:
+        """A new trio clock that reads and moves this clock, for ``trio.run(main,
+        clock=clock.trio_clock())``; one per run."""
+        return new_trio_clock(self)
+
+    def anyio_backend(self, backend: str) -> tuple[str, dict[str, Any]]:
+        """The value for pytest's ``anyio_backend`` fixture that runs tests on this clock.
+
+        Args:
+            backend: ``"asyncio"`` or ``"trio"``.
+
+        Raises:
+            ConfigurationError: ``backend`` is neither.
+        """
+        if backend == "asyncio":
+            return "asyncio", {"loop_factory": self.new_event_loop}
+        if backend == "trio":
+            return "trio", {"clock": self.trio_clock()}
+        raise ConfigurationError(f"backend must be 'asyncio' or 'trio' (got {backend!r})")
+
+    def run(
+        self,
+        func: Callable[[Unpack[PosArgsT]], Awaitable[T]],
+        *args: Unpack[PosArgsT],
+        backend: str = "asyncio",
+    ) -> T:
+        """Run ``func(*args)`` in a new event loop on this clock, as ``anyio.run`` does.
+
+        Raises:
+            ConfigurationError: ``backend`` is not ``"asyncio"`` or ``"trio"``.
+        """
+        name, options = self.anyio_backend(backend)
+        return anyio.run(func, *args, backend=name, backend_options=options)
+
     def __repr__(self) -> str:
-        return f"VirtualClock(now={self.monotonic()!r})"
+        mode = ", autojump=True" if self._autojump else ""
+        return f"VirtualClock(now={self.monotonic()!r}{mode})"

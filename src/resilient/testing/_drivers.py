@@ -1,0 +1,185 @@
+"""Event loops that run on a :class:`VirtualClock`: an asyncio loop and a trio clock.
+
+A loop driven by the clock reads its time from it, so every timer in the loop follows
+virtual time: ``anyio.sleep``, ``anyio.fail_after``, ``asyncio.wait_for``, a client
+library's timeout, and the guards' own waits alike.
+
+When the loop has nothing to run and would wait for its next timer, the clock decides:
+
+- in manual mode the loop waits for I/O, or for :meth:`VirtualClock.advance` (which wakes
+  it from any thread);
+- in autojump mode it looks for I/O once (for up to ``autojump_threshold`` real seconds)
+  and, if none came, jumps the clock to that timer.
+
+asyncio gets this through public hooks: a ``SelectorEventLoop`` with its own ``time()``
+and a selector that wraps the platform's. trio's run loop knows how to autojump only for
+its own ``MockClock``, so under trio the clock hands trio a ``MockClock`` whose readings
+and jumps are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import selectors
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from trio.testing import MockClock
+
+__all__ = ["CLOCK_MARK", "ClockDriven", "new_event_loop", "new_trio_clock"]
+
+# The attribute that names the clock a loop (or a trio clock) runs on.
+CLOCK_MARK = "resilient_clock"
+
+
+class ClockDriven(Protocol):
+    """What a loop needs from the clock that drives it."""
+
+    @property
+    def autojump(self) -> bool: ...
+
+    @property
+    def autojump_threshold(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    def _jump_by(self, seconds: float) -> None: ...
+
+    def _add_waker(self, wake: Callable[[], bool]) -> None: ...
+
+
+class _ClockSelector(selectors.BaseSelector):
+    """The platform's selector, with the wait for the next timer decided by the clock.
+
+    asyncio asks for a timeout above zero only when no callback is ready: every task is
+    waiting. The timeout is then the time to the loop's next timer.
+    """
+
+    def __init__(self, clock: ClockDriven) -> None:
+        self._clock = clock
+        self._inner = selectors.DefaultSelector()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0:
+            return self._inner.select(0)
+        if not self._clock.autojump:
+            # The timers are virtual: only I/O, a callback from a thread, or advance()
+            # (which sends one) can end this wait.
+            return self._inner.select(None)
+        ready = self._inner.select(self._clock.autojump_threshold)
+        if ready:
+            return ready
+        if timeout is None:
+            # No timer at all: only I/O or another thread can wake anything.
+            return self._inner.select(None)
+        self._clock._jump_by(timeout)
+        return []
+
+    def register(
+        self, fileobj: selectors._FileObject, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(
+        self, fileobj: selectors._FileObject, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+        return self._inner.get_key(fileobj)
+
+    def get_map(self) -> Mapping[selectors._FileObject, selectors.SelectorKey]:
+        return self._inner.get_map()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _VirtualEventLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose time is the clock's."""
+
+    def __init__(self, clock: ClockDriven) -> None:
+        super().__init__(_ClockSelector(clock))
+        setattr(self, CLOCK_MARK, clock)
+        self._time = clock.monotonic
+
+    def time(self) -> float:
+        return self._time()
+
+
+def new_event_loop(clock: ClockDriven) -> asyncio.AbstractEventLoop:
+    """A new asyncio loop driven by ``clock``."""
+    loop = _VirtualEventLoop(clock)
+
+    def wake() -> bool:
+        # advance() from another thread: the loop may be waiting for I/O with no end.
+        if loop.is_closed():
+            return False
+        if loop.is_running() and not _runs_here(loop):
+            with contextlib.suppress(RuntimeError):  # closed in the meantime
+                loop.call_soon_threadsafe(_nothing)
+        return True
+
+    clock._add_waker(wake)
+    return loop
+
+
+def new_trio_clock(clock: ClockDriven) -> MockClock:
+    """A trio clock whose readings and jumps are ``clock``'s.
+
+    trio autojumps only for a ``MockClock`` (its run loop checks the type), and a
+    ``MockClock`` cannot be subclassed; it reads the time and jumps through its public
+    ``current_time`` and ``jump``, so those are replaced on this one instance.
+    """
+    try:
+        import trio
+        from trio.testing import MockClock
+    except ImportError as exc:  # pragma: no cover - trio is installed wherever tests run
+        raise ImportError("running a VirtualClock under trio needs trio installed") from exc
+
+    threshold = clock.autojump_threshold if clock.autojump else math.inf
+    trio_clock = MockClock(autojump_threshold=threshold)
+    start_trio_clock = trio_clock.start_clock
+
+    def start_clock() -> None:
+        start_trio_clock()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake() -> bool:
+            # From the run's own thread this only queues a no-op; it also tells when
+            # the run is over.
+            try:
+                token.run_sync_soon(_nothing)
+            except trio.RunFinishedError:
+                return False
+            return True
+
+        clock._add_waker(wake)
+
+    def jump(seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"time can't go backwards (got {seconds!r})")
+        clock._jump_by(seconds)
+
+    trio_clock.current_time = clock.monotonic  # type: ignore[method-assign]
+    trio_clock.jump = jump  # type: ignore[method-assign]
+    trio_clock.start_clock = start_clock  # type: ignore[method-assign]
+    setattr(trio_clock, CLOCK_MARK, clock)
+    return trio_clock
+
+
+def _runs_here(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _nothing() -> None:
+    pass
