@@ -3,6 +3,8 @@ pytest plugin (``resilient.testing``), as they would in a user's test suite."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -25,18 +27,27 @@ settings.load_profile("resilient")
         pytest.param("trio", id="trio"),
     ]
 )
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio."""
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, Any]]:
+    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio; a test marked
+    ``autojump`` runs on a loop driven by its clock."""
+    name = str(request.param)
+    if request.node.get_closest_marker("autojump"):
+        clock: VirtualClock = request.getfixturevalue("clock")
+        return clock.anyio_backend(name)
+    return name
 
 
 @pytest.fixture
-def clock(virtual_clock: VirtualClock) -> VirtualClock:
-    """The test's virtual clock."""
-    return virtual_clock
+def clock(request: pytest.FixtureRequest) -> VirtualClock:
+    """The test's virtual clock: manual, or autojump for a test marked ``autojump``."""
+    if request.node.get_closest_marker("autojump"):
+        autojump: VirtualClock = request.getfixturevalue("autojump_clock")
+        return autojump
+    manual: VirtualClock = request.getfixturevalue("virtual_clock")
+    return manual
 
 
 @pytest.fixture
-def registry(resilient_registry: Registry) -> Registry:
-    """A registry of the test's own, so names never clash across tests."""
-    return resilient_registry
+def registry(clock: VirtualClock) -> Registry:
+    """A registry of the test's own on the test's clock, so names never clash."""
+    return Registry(clock=clock)

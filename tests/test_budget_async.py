@@ -142,6 +142,7 @@ async def test_an_exceeded_async_call_is_not_reported_as_an_overrun(
     assert events == []
 
 
+@pytest.mark.autojump
 async def test_a_call_within_the_limit_is_untouched(
     registry: Registry, clock: VirtualClock
 ) -> None:

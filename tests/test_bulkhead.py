@@ -536,6 +536,7 @@ def test_an_unknown_partition_names_the_known_ones(registry: Registry, clock: Vi
 # -- rate limit --------------------------------------------------------------------------------
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_a_rate_limit_smooths_a_burst(registry: Registry, clock: VirtualClock) -> None:
     """RateLimit(4/s, burst=2): two calls pass at once, each later one waits its 0.25 s turn."""
@@ -1039,30 +1040,12 @@ async def test_a_queue_that_only_ages_is_seen_as_queueing(
         calls.finish_all()
 
 
-class HeldSleeps(VirtualClock):
-    """A virtual clock whose async sleeps last until the test calls :meth:`wake`.
-
-    Made inside the event loop that sleeps on it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._woken = anyio.Event()
-
-    def wake(self) -> None:
-        """End every async sleep, now and from now on (each still advances the clock)."""
-        self._woken.set()
-
-    async def sleep_async(self, seconds: float) -> None:
-        await self._woken.wait()
-        await super().sleep_async(seconds)
-
-
 @pytest.mark.anyio
-async def test_callers_waiting_for_their_rate_turn_hold_queue_places(registry: Registry) -> None:
+async def test_callers_waiting_for_their_rate_turn_hold_queue_places(
+    registry: Registry, clock: VirtualClock
+) -> None:
     """A caller waiting for its rate turn takes a queue place; a full queue refuses at once."""
-    # The rate wait lasts until the test ends it, however slowly the machine runs.
-    clock = HeldSleeps()
+    # The rate wait lasts until the test moves the clock, however slowly the machine runs.
     bulkhead = Bulkhead(
         "rated",
         max_concurrent=5,
@@ -1090,7 +1073,7 @@ async def test_callers_waiting_for_their_rate_turn_hold_queue_places(registry: R
         tasks.start_soon(call, "finds the queue full")
         await settle()
         assert results == ["finds the queue full: queue_full"]
-        clock.wake()
+        clock.advance(0.05)  # the next of 20 turns a second
     assert results == ["finds the queue full: queue_full", "waits for its turn: admitted"]
 
 

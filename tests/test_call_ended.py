@@ -153,6 +153,7 @@ def test_every_sync_spelling_is_timed(
     assert outcomes(events) == [("feed", "success", 0.5, None)]
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 @pytest.mark.parametrize("spelling", ["call_async", "decorator", "block"])
 async def test_every_async_spelling_is_timed(
@@ -198,6 +199,7 @@ def test_a_retried_call_is_timed_whole(registry: Registry, clock: VirtualClock) 
     assert (gave_up.outcome, gave_up.error_type) == ("failure", "ConnectionError")
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_an_async_retried_call_is_timed_whole(
     registry: Registry, clock: VirtualClock
@@ -326,6 +328,7 @@ def test_a_partition_s_calls_are_timed_as_its_bulkhead_s(
     assert {event.kind for event in events} == {"bulkhead"}
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_a_partition_s_async_calls_are_timed_as_its_bulkhead_s(
     registry: Registry, clock: VirtualClock

@@ -557,6 +557,7 @@ class AsyncFeed:
         return f"live {match}"
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_async_pipeline_retries_through_every_layer(
     registry: Registry, clock: VirtualClock
@@ -577,6 +578,7 @@ async def test_async_pipeline_retries_through_every_layer(
     assert clock.monotonic() == 1.0
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_async_pipeline_refusal_is_not_retried(registry: Registry) -> None:
     """An open breaker refuses an async attempt, and the retry does not retry it."""

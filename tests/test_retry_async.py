@@ -70,6 +70,7 @@ async def test_decorating_async_def_keeps_it_a_coroutine_function(
     assert await price("ARS-CHE") == "ARS-CHE"
 
 
+@pytest.mark.autojump
 async def test_async_failures_are_retried_after_virtual_waits(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -86,6 +87,7 @@ async def test_async_failures_are_retried_after_virtual_waits(
     assert clock.monotonic() == 1.0
 
 
+@pytest.mark.autojump
 async def test_async_exhaustion_raises_the_last_error_with_a_note(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -99,6 +101,7 @@ async def test_async_exhaustion_raises_the_last_error_with_a_note(
     assert "3 of 3 attempts made" in notes(caught.value)[-1]
 
 
+@pytest.mark.autojump
 async def test_call_async_awaits_with_arguments(registry: Registry, clock: VirtualClock) -> None:
     """call_async awaits fn(*args, **kwargs) with retries and returns its result."""
     retry = make(registry, clock)
@@ -107,6 +110,7 @@ async def test_call_async_awaits_with_arguments(registry: Registry, clock: Virtu
     assert flaky.calls == 2
 
 
+@pytest.mark.autojump
 async def test_async_for_retries_a_block(registry: Registry, clock: VirtualClock) -> None:
     """``async for attempt in retry: with attempt:`` reruns the block until it succeeds."""
     retry = make(registry, clock, attempts=5)
@@ -162,6 +166,7 @@ async def test_cancellation_from_a_sibling_task_propagates(registry: Registry) -
     assert time.monotonic() - started < HALF_THE_BACKOFF
 
 
+@pytest.mark.autojump
 async def test_an_async_deadline_block_bounds_the_retries(
     registry: Registry, clock: VirtualClock
 ) -> None:

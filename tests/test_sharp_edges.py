@@ -549,6 +549,7 @@ def test_a_bulkhead_queue_wait_beyond_timeout_max_does_not_overflow() -> None:
 # -- virtual time cancels as real time does ----------------------------------------------------
 
 
+@pytest.mark.autojump
 @pytest.mark.anyio
 async def test_a_retry_cancelled_during_its_wait_runs_no_further_attempt(
     registry: Registry, clock: VirtualClock

@@ -11,8 +11,16 @@ from ._virtual_clock import VirtualClock
 
 @pytest.fixture
 def virtual_clock() -> VirtualClock:
-    """A fresh virtual clock at 0.0."""
+    """A fresh virtual clock at 0.0 in manual mode: only ``advance()`` moves it."""
     return VirtualClock()
+
+
+@pytest.fixture
+def autojump_clock() -> VirtualClock:
+    """A fresh virtual clock at 0.0 that jumps to the next deadline whenever every task
+    waits. Async tests run on it when the ``anyio_backend`` fixture returns
+    ``autojump_clock.anyio_backend(name)``."""
+    return VirtualClock(autojump=True)
 
 
 @pytest.fixture

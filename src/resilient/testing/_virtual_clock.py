@@ -210,15 +210,19 @@ class VirtualClock:
         """Jump to a loop's next timer, ``seconds`` ahead; always moves forward.
 
         The loop computed ``seconds`` as its timer's deadline minus the reading, in
-        floats; the clock lands on the first nanosecond that reads at least that deadline
-        (and, far from zero where one nanosecond is below a float's step, on the next
+        floats; the clock lands on a nanosecond that reads at least that deadline (and,
+        far from zero where one nanosecond is below a float's step, at least the next
         reading), so the timer is due and each task wakes reading its own deadline.
         """
         with self._lock:
             now = self._now_ns / _NS
             target = max(now + seconds, math.nextafter(now, math.inf))
             numerator, denominator = target.as_integer_ratio()
-            now_ns = -((-numerator * _NS) // denominator)  # ceil, exactly
+            # The nearest nanosecond if it reads the deadline (0.05 s lands on 50,000,000
+            # ns, not one above), else the first one above it; exact integer arithmetic.
+            now_ns = (2 * numerator * _NS + denominator) // (2 * denominator)
+            if now_ns / _NS < target:
+                now_ns = -((-numerator * _NS) // denominator)
             if now_ns > _MAX_READING_NS:
                 raise _past_range(seconds, now)
             self._now_ns = now_ns
