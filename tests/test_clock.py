@@ -418,7 +418,9 @@ async def test_sleep_async_is_a_cancellation_point(clock: VirtualClock) -> None:
 
 @pytest.mark.autojump
 @pytest.mark.anyio
-async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled_there(clock: VirtualClock) -> None:
+async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled_there(
+    clock: VirtualClock,
+) -> None:
     """As anyio.sleep would be: cancelled at the deadline (the clock reads 5, not 10), and
     the code after the sleep never runs."""
     reached: list[bool] = []
@@ -432,7 +434,9 @@ async def test_a_sleep_that_reaches_a_cancel_after_deadline_is_cancelled_there(c
 
 @pytest.mark.autojump
 @pytest.mark.anyio
-async def test_a_sleep_in_nested_scopes_is_cancelled_at_the_nearest_deadline(clock: VirtualClock) -> None:
+async def test_a_sleep_in_nested_scopes_is_cancelled_at_the_nearest_deadline(
+    clock: VirtualClock,
+) -> None:
     """Of two cancel_after scopes around a sleep, the one due first cancels it, at its time."""
 
     with clock.cancel_after(8) as outer, clock.cancel_after(3) as inner:
@@ -526,7 +530,9 @@ async def test_another_task_cancelled_by_a_sleep_reads_its_own_deadline(
 
 @pytest.mark.autojump
 @pytest.mark.anyio
-async def test_a_sleep_under_a_deadline_already_due_is_cancelled_at_once(clock: VirtualClock) -> None:
+async def test_a_sleep_under_a_deadline_already_due_is_cancelled_at_once(
+    clock: VirtualClock,
+) -> None:
     """cancel_after(0) around a sleep cancels it before the clock moves, as in real time."""
     ran_on: list[bool] = []
     with clock.cancel_after(0) as scope:
@@ -568,7 +574,9 @@ async def test_cancel_after_takes_every_duration_form() -> None:
 
 @pytest.mark.autojump
 @pytest.mark.anyio
-async def test_a_sleep_that_ends_before_a_cancel_after_deadline_is_not_cancelled(clock: VirtualClock) -> None:
+async def test_a_sleep_that_ends_before_a_cancel_after_deadline_is_not_cancelled(
+    clock: VirtualClock,
+) -> None:
     """A sleep that stops short of the deadline returns, and the block goes on."""
     reached: list[bool] = []
 

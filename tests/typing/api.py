@@ -235,3 +235,15 @@ async def use_the_rest() -> None:
     for transition in resilient.read_audit_log("/tmp/resilient-audit.jsonl"):
         assert_type(transition.lineage, Mapping[str, object])
     print(resilient.default_registry.snapshot().to_text())
+
+
+async def odds_after(match: str, delay: float) -> float:
+    await VirtualClock().sleep_async(0)
+    return 1.95 + delay
+
+
+def on_virtual_time() -> None:
+    clock = VirtualClock(autojump=True, autojump_threshold="10ms")
+    assert_type(clock.run(odds_after, "ARS-CHE", 0.5, backend="trio"), float)
+    assert_type(clock.anyio_backend("asyncio"), tuple[str, dict[str, Any]])
+    assert_type(clock.autojump, bool)

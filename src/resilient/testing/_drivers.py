@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
     from trio.testing import MockClock
 
 __all__ = ["CLOCK_MARK", "ClockDriven", "new_event_loop", "new_trio_clock"]
@@ -79,22 +80,22 @@ class _ClockSelector(selectors.BaseSelector):
         return []
 
     def register(
-        self, fileobj: selectors._FileObject, events: int, data: Any = None
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
     ) -> selectors.SelectorKey:
         return self._inner.register(fileobj, events, data)
 
-    def unregister(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._inner.unregister(fileobj)
 
     def modify(
-        self, fileobj: selectors._FileObject, events: int, data: Any = None
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
     ) -> selectors.SelectorKey:
         return self._inner.modify(fileobj, events, data)
 
-    def get_key(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._inner.get_key(fileobj)
 
-    def get_map(self) -> Mapping[selectors._FileObject, selectors.SelectorKey]:
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
         return self._inner.get_map()
 
     def close(self) -> None:
