@@ -11,7 +11,9 @@ import contextlib
 import faulthandler
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import traceback
@@ -102,10 +104,27 @@ def _wait_for(pid: int) -> int:
         if done:
             return status
         if time.monotonic() > deadline:
+            stacks = _native_stacks(pid)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            pytest.fail(f"the child was still running after {CHILD_TIMEOUT} s: deadlocked")
+            pytest.fail(
+                f"the child was still running after {CHILD_TIMEOUT} s: deadlocked\n{stacks}"
+            )
         time.sleep(0.005)
+
+
+def _native_stacks(pid: int) -> str:
+    """The C stacks of a stuck child, where gdb is installed: a child stuck before its
+    faulthandler is armed (in an at-fork hook) shows nothing else."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(install gdb to see where the child was stuck)"
+    command = [gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"]
+    try:
+        found = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "(gdb did not answer within 30 s)"
+    return found.stdout[-8000:]
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
