@@ -35,6 +35,10 @@ __all__ = ["CLOCK_MARK", "ClockDriven", "new_event_loop", "new_trio_clock"]
 # The attribute that names the clock a loop (or a trio clock) runs on.
 CLOCK_MARK = "resilient_clock"
 
+# The longest a selector is asked to wait, in real seconds, as asyncio caps its own waits
+# (a longer one overflows epoll), so an autojump_threshold above a day counts as a day.
+_LONGEST_SELECT = 24 * 3600.0
+
 
 class ClockDriven(Protocol):
     """What a loop needs from the clock that drives it."""
@@ -70,7 +74,7 @@ class _ClockSelector(selectors.BaseSelector):
             # The timers are virtual: only I/O, a callback from a thread, or advance()
             # (which sends one) can end this wait.
             return self._inner.select(None)
-        ready = self._inner.select(self._clock.autojump_threshold)
+        ready = self._inner.select(min(self._clock.autojump_threshold, _LONGEST_SELECT))
         if ready:
             return ready
         if timeout is None:
@@ -112,6 +116,18 @@ class _VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._time()
+
+    # asyncio runs a timer once ``when < time() + _clock_resolution`` (the monotonic
+    # clock's, a nanosecond). Beyond 2**24 s a float's step is over two nanoseconds, so
+    # ``time() + 1e-9 == time()``: a timer the clock has reached exactly would never run,
+    # and the loop would spin with a zero timeout. At least one step of the reading, then.
+    @property
+    def _clock_resolution(self) -> float:
+        return max(self._nominal_resolution, math.ulp(self._time()))
+
+    @_clock_resolution.setter
+    def _clock_resolution(self, value: float) -> None:
+        self._nominal_resolution = value
 
 
 def new_event_loop(clock: ClockDriven) -> asyncio.AbstractEventLoop:

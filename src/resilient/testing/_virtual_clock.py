@@ -210,9 +210,10 @@ class VirtualClock:
         """Jump to a loop's next timer, ``seconds`` ahead; always moves forward.
 
         The loop computed ``seconds`` as its timer's deadline minus the reading, in
-        floats; the clock lands on a nanosecond that reads at least that deadline (and,
-        far from zero where one nanosecond is below a float's step, at least the next
-        reading), so the timer is due and each task wakes reading its own deadline.
+        floats; the clock lands on the first nanosecond that reads that deadline as far
+        as those floats can tell (and, far from zero where one nanosecond is below a
+        float's step, at least the next reading), so the timer is due and each task
+        wakes reading its own deadline.
         """
         with self._lock:
             now = self._now_ns / _NS
@@ -221,7 +222,13 @@ class VirtualClock:
             # The nearest nanosecond if it reads the deadline (0.05 s lands on 50,000,000
             # ns, not one above), else the first one above it; exact integer arithmetic.
             now_ns = (2 * numerator * _NS + denominator) // (2 * denominator)
-            if now_ns / _NS < target:
+            reading = now_ns / _NS
+            # ``now + seconds`` may round a hair above the deadline (0.3 + (0.9 - 0.3) >
+            # 0.9). A reading that is as far from now as the loop's own subtraction made
+            # the deadline may be the deadline itself: land there. Should it be a hair
+            # short after all, the loop asks again and the next jump takes the nanosecond
+            # above.
+            if reading < target and not (reading > now and reading - now >= seconds):
                 now_ns = -((-numerator * _NS) // denominator)
             if now_ns > _MAX_READING_NS:
                 raise _past_range(seconds, now)
