@@ -9,11 +9,13 @@ the clock drives, every timer of the loop follows it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
 import re
 import socket
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -25,7 +27,7 @@ import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from resilient import ConfigurationError
+from resilient import ConfigurationError, Registry
 from resilient.testing import VirtualClock
 
 T = TypeVar("T")
@@ -692,6 +694,165 @@ def test_run_passes_the_arguments_and_returns_the_result(backend: str) -> None:
     assert clock.run(later, 2.5, "done", backend=backend) == ("done", 2.5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_clocks_own_sleeps_in_a_row_land_on_whole_nanoseconds(backend: str) -> None:
+    """Three sleep_async(0.1) in a row read 0.1, 0.2 and 0.3 (not 0.30000000000000004 as
+    the loop's own float sums would), so a retry's backoff reads as designed."""
+    clock = VirtualClock(autojump=True)
+
+    async def three_steps() -> list[float]:
+        readings = []
+        for _ in range(3):
+            await clock.sleep_async(0.1)
+            readings.append(clock.monotonic())
+        return readings
+
+    assert clock.run(three_steps, backend=backend) == [0.1, 0.2, 0.3]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loop_sleeps_in_a_row_read_their_own_float_deadlines(backend: str) -> None:
+    """anyio.sleep(0.1) three times wakes at the loop's own deadlines: the third reads
+    0.1 + 0.1 + 0.1 exactly, as trio's MockClock and real time would."""
+    clock = VirtualClock(autojump=True)
+
+    async def three_steps() -> list[float]:
+        readings = []
+        for _ in range(3):
+            await anyio.sleep(0.1)
+            readings.append(clock.monotonic())
+        return readings
+
+    assert clock.run(three_steps, backend=backend) == [0.1, 0.2, 0.1 + 0.1 + 0.1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_task_asleep_for_ever_does_not_move_time_while_another_waits_on_a_thread(
+    backend: str,
+) -> None:
+    """A timer that never comes (anyio.sleep_forever) is no deadline to jump to: while the
+    other task waits on a thread, the clock stays at 0, as real time would not pass."""
+    clock = VirtualClock(autojump=True)
+    released = threading.Event()
+
+    async def main() -> float:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(anyio.sleep_forever)
+            await anyio.wait_all_tasks_blocked()
+            # The thread waits until a timer thread sets the event: real, short, bounded.
+            threading.Timer(GLANCE, released.set).start()
+            assert await anyio.to_thread.run_sync(released.wait, BOUND)
+            reading = clock.monotonic()
+            tasks.cancel_scope.cancel()
+        return reading
+
+    assert clock.run(main, backend=backend) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_loop_timer_beyond_the_clocks_range_is_reached(backend: str) -> None:
+    """The ±1e12 s range holds advance() to sane values, not a loop's own timers: a sleep
+    that ends past it still ends there."""
+    clock = VirtualClock(start=999_999_999_000.0, autojump=True)
+
+    async def main() -> tuple[float, float]:
+        started = clock.monotonic()
+        await anyio.sleep(10_000)
+        return started + 10_000, clock.monotonic()
+
+    deadline, reading = clock.run(main, backend=backend)
+    assert deadline > 1e12
+    assert reading == deadline
+
+
+def test_a_cancel_after_scope_left_in_time_is_not_kept_alive() -> None:
+    """On a loop the clock does not drive, a cancel_after() scope that was left before its
+    deadline (a budget's call that ended in time) is not held until the deadline."""
+    clock = VirtualClock()
+
+    async def main() -> list[weakref.ref[anyio.CancelScope]]:
+        left = []
+        for _ in range(200):
+            with clock.cancel_after(60) as scope:
+                await anyio.lowlevel.checkpoint()
+            left.append(weakref.ref(scope))
+        return left
+
+    left = anyio.run(main)
+    gc.collect()
+    assert [ref for ref in left if ref() is not None] == []
+
+
+def test_a_clock_that_runs_many_loops_keeps_none_of_the_finished_ones() -> None:
+    """Loops that ran on the clock and closed are not kept by it: of three runs one after
+    another, the first two loops are gone once the third has started."""
+    clock = VirtualClock(autojump=True)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def remember_the_loop() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+
+    for _ in range(3):
+        clock.run(remember_the_loop)
+    gc.collect()
+    assert [ref() is None for ref in loops[:2]] == [True, True]
+
+
+def test_a_trio_guest_run_on_an_asyncio_host_is_driven_by_its_clock() -> None:
+    """trio in guest mode on an asyncio loop, with the clock's trio clock: the clock's own
+    sleep sees the trio run (not the asyncio host) and follows it."""
+    clock = VirtualClock(autojump=True)
+
+    async def guest() -> float:
+        await clock.sleep_async(10)
+        return clock.monotonic()
+
+    async def host() -> float:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[float] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            guest,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=lambda outcome: done.set_result(outcome.unwrap()),
+            clock=clock.trio_clock(),
+        )
+        return await asyncio.wait_for(done, BOUND)
+
+    assert asyncio.run(host()) == 10.0
+
+
+def test_work_in_a_thread_is_waited_for_when_the_loop_closes() -> None:
+    """Closing the loop waits for the default executor's threads in real time: the clock
+    does not jump past the timeout of that wait (Python 3.13 has one of 300 s)."""
+    clock = VirtualClock(autojump=True)
+
+    async def main() -> None:
+        await anyio.to_thread.run_sync(lambda: None)
+
+    clock.run(main)
+    assert clock.monotonic() == 0.0
+
+
+def test_a_trio_clocks_jump_of_zero_moves_nothing_and_a_bad_one_is_refused() -> None:
+    """jump(0) on the clock's trio clock leaves the time alone; NaN, infinite or negative
+    jumps are refused naming the value."""
+    clock = VirtualClock(autojump=True)
+    trio_clock = clock.trio_clock()
+    trio_clock.jump(0)
+    assert clock.monotonic() == 0.0
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(ValueError, match=re.escape(f"(got {bad!r})")):
+            trio_clock.jump(bad)
+
+
+def test_a_wait_with_a_nan_timeout_is_refused_naming_it() -> None:
+    """wait(event, nan) says which value is wrong instead of failing deep inside."""
+    with pytest.raises(
+        ConfigurationError, match=r"timeout must be a number of seconds \(got nan\)"
+    ):
+        VirtualClock().wait(threading.Event(), math.nan)
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -819,6 +980,21 @@ def test_the_autojump_clock_fixture_is_a_fresh_clock_in_autojump_mode(
 def test_the_virtual_clock_fixture_is_a_fresh_manual_clock(virtual_clock: VirtualClock) -> None:
     """The plugin's virtual_clock fixture is manual and starts at 0."""
     assert (virtual_clock.autojump, virtual_clock.monotonic()) == (False, 0.0)
+
+
+def test_the_registry_fixture_is_on_the_manual_clock_by_default(
+    resilient_registry: Registry, virtual_clock: VirtualClock
+) -> None:
+    """resilient_registry stamps its guards with the test's manual clock."""
+    assert resilient_registry.clock is virtual_clock
+
+
+def test_the_registry_fixture_follows_the_autojump_clock_a_test_uses(
+    autojump_clock: VirtualClock, resilient_registry: Registry
+) -> None:
+    """In a test that uses autojump_clock, resilient_registry is on it, so its guards'
+    waits jump with the loop instead of waiting for an advance() that never comes."""
+    assert resilient_registry.clock is autojump_clock
 
 
 @pytest.mark.autojump

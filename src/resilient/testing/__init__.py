@@ -1,8 +1,9 @@
 """Tools for testing code that uses ``resilient``: a virtual clock and pytest fixtures.
 
 The pytest plugin is registered automatically and provides the fixtures
-``virtual_clock`` (a fresh :class:`VirtualClock`) and ``resilient_registry`` (a fresh
-:class:`~resilient.Registry` stamped by that clock).
+``virtual_clock`` (a fresh manual :class:`VirtualClock`), ``autojump_clock`` (a fresh one
+in autojump mode) and ``resilient_registry`` (a fresh :class:`~resilient.Registry` on the
+test's clock).
 """
 
 from resilient._core._public import publish as _publish

@@ -11,8 +11,11 @@ When the loop has nothing to run and would wait for its next timer, the clock de
 - in autojump mode it looks for I/O once (for up to ``autojump_threshold`` real seconds)
   and, if none came, jumps the clock to that timer.
 
-asyncio gets this through public hooks: a ``SelectorEventLoop`` with its own ``time()``
-and a selector that wraps the platform's. trio's run loop knows how to autojump only for
+asyncio gets this through a ``SelectorEventLoop`` with its own ``time()`` and a selector
+that wraps the platform's; the loop also reads two private attributes of asyncio's base
+loop, unchanged since Python 3.4: the heap of timers (``_scheduled``), to jump straight to
+the next one, and the clock resolution (``_clock_resolution``), which it widens far from
+zero. The tests run on every supported Python. trio's run loop knows how to autojump only for
 its own ``MockClock``, so under trio the clock hands trio a ``MockClock`` whose readings
 and jumps are its own.
 """
@@ -51,6 +54,8 @@ class ClockDriven(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def _jump_to(self, deadline: float) -> None: ...
+
     def _jump_by(self, seconds: float) -> None: ...
 
     def _add_waker(self, wake: Callable[[], bool]) -> None: ...
@@ -60,27 +65,35 @@ class _ClockSelector(selectors.BaseSelector):
     """The platform's selector, with the wait for the next timer decided by the clock.
 
     asyncio asks for a timeout above zero only when no callback is ready: every task is
-    waiting. The timeout is then the time to the loop's next timer.
+    waiting. The timeout is then the time to the loop's next timer, capped at a day.
     """
 
     def __init__(self, clock: ClockDriven) -> None:
         self._clock = clock
         self._inner = selectors.DefaultSelector()
+        self._next_deadline: Callable[[], float] = lambda: math.inf
+        self.jumps = True  # off while the loop waits for threads to finish
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return self._inner.select(0)
-        if not self._clock.autojump:
+        if not (self._clock.autojump and self.jumps):
             # The timers are virtual: only I/O, a callback from a thread, or advance()
             # (which sends one) can end this wait.
             return self._inner.select(None)
         ready = self._inner.select(min(self._clock.autojump_threshold, _LONGEST_SELECT))
         if ready:
             return ready
-        if timeout is None:
-            # No timer at all: only I/O or another thread can wake anything.
+        deadline = self._next_deadline() if timeout is not None else math.inf
+        if deadline == math.inf:
+            # No timer, or only one that never comes (anyio.sleep_forever() on asyncio is
+            # a sleep of inf): only I/O or another thread can wake anything, as in real
+            # time. Jumping a capped day at a time would spin for ever.
             return self._inner.select(None)
-        self._clock._jump_by(timeout)
+        # To the deadline itself, not by the timeout: the timeout is capped at a day and
+        # was computed before the wait for I/O, during which another thread may have
+        # moved the clock.
+        self._clock._jump_to(deadline)
         return []
 
     def register(
@@ -110,9 +123,27 @@ class _VirtualEventLoop(asyncio.SelectorEventLoop):
     """An asyncio loop whose time is the clock's."""
 
     def __init__(self, clock: ClockDriven) -> None:
-        super().__init__(_ClockSelector(clock))
+        self._clock_selector = _ClockSelector(clock)
+        super().__init__(self._clock_selector)
         setattr(self, CLOCK_MARK, clock)
         self._time = clock.monotonic
+        self._clock_selector._next_deadline = self._next_deadline
+
+    def _next_deadline(self) -> float:
+        # asyncio keeps its timers in ``_scheduled``, a heap, and drops cancelled ones
+        # from its head just before it waits, so its head is the next timer that runs.
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        return scheduled[0].when() if scheduled else math.inf
+
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        # Python 3.13 waits for the executor's threads with a timeout of 300 s on the
+        # loop's clock: with jumps on, that would pass at once, with a warning, while the
+        # threads still finish their work. The threads take the real time they take.
+        self._clock_selector.jumps = False
+        try:
+            await super().shutdown_default_executor(*args, **kwargs)
+        finally:
+            self._clock_selector.jumps = True
 
     def time(self) -> float:
         return self._time()
@@ -180,9 +211,10 @@ def new_trio_clock(clock: ClockDriven) -> MockClock:
         clock._add_waker(wake)
 
     def jump(seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError(f"time can't go backwards (got {seconds!r})")
-        clock._jump_by(seconds)
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"seconds must be >= 0 and finite (got {seconds!r})")
+        if seconds:
+            clock._jump_by(seconds)
 
     trio_clock.current_time = clock.monotonic  # type: ignore[method-assign]
     trio_clock.jump = jump  # type: ignore[method-assign]

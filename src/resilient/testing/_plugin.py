@@ -24,6 +24,11 @@ def autojump_clock() -> VirtualClock:
 
 
 @pytest.fixture
-def resilient_registry(virtual_clock: VirtualClock) -> Registry:
-    """A fresh registry, so guards of one test never meet those of another."""
-    return Registry(clock=virtual_clock)
+def resilient_registry(request: pytest.FixtureRequest) -> Registry:
+    """A fresh registry, so guards of one test never meet those of another; on
+    ``autojump_clock`` when the test uses that fixture, else on ``virtual_clock``."""
+    uses_autojump = "autojump_clock" in request.fixturenames
+    clock: VirtualClock = request.getfixturevalue(
+        "autojump_clock" if uses_autojump else "virtual_clock"
+    )
+    return Registry(clock=clock)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +42,9 @@ DEFAULT_WALL_START = 1_767_225_600.0
 
 _NS = 1_000_000_000
 
+# The smallest size at which the heap of waits drops those that ended early.
+_COMPACT_AT = 64
+
 # The clock reads at most this many seconds either side of zero (about 31,700 years):
 # far beyond any test, and still a float with sub-millisecond steps.
 MAX_READING = 1e12
@@ -51,10 +56,20 @@ class _AsyncTimer:
     """A wait of a task on a loop the clock does not drive; advance() ends it."""
 
     deadline_ns: int
-    scope: anyio.CancelScope
+    # Weak: a cancel_after() scope the caller has left and dropped (a budget's call that
+    # ended in time) is nobody's business any more, and is not kept until its deadline.
+    scope: weakref.ref[anyio.CancelScope]
     thread: int
-    wake: Callable[[], None]  # cancels the scope from any thread, without blocking
-    done: bool = False  # the wait is over; the heap drops it when it comes up
+    wake: Callable[[], None] = lambda: None  # cancel() from any thread, without blocking
+    done: bool = False  # fired, or the wait is over
+
+    def cancel(self) -> None:
+        scope = self.scope()
+        if scope is not None:
+            scope.cancel()
+
+    def live(self) -> bool:
+        return not self.done and self.scope() is not None
 
 
 def _seconds(value: object, name: str) -> float:
@@ -86,6 +101,8 @@ def _to_ns(seconds: float) -> int:
 
 
 def _deadline_ns(now_ns: int, timeout: float) -> int:
+    if math.isnan(timeout):
+        raise ConfigurationError(f"timeout must be a number of seconds (got {timeout!r})")
     # A timeout beyond the clock's range never falls due (advance() cannot get there), and
     # converting it as it is could overflow.
     return now_ns + _to_ns(min(timeout, 4 * MAX_READING))
@@ -146,7 +163,11 @@ class VirtualClock:
                 f"start must be within ±{MAX_READING:.0e} seconds (got {start!r})"
             )
         self._now_ns = _to_ns(start)
-        self._wall_offset = _seconds(wall_start, "wall_start") - self._now_ns / _NS
+        # What the clock reads: the nanoseconds as seconds, or, after a loop jumped to a
+        # timer whose deadline lies between two nanoseconds (its own sums of floats, such
+        # as 0.1 + 0.1 + 0.1), that deadline exactly, so the task reads its own deadline.
+        self._reading = self._now_ns / _NS
+        self._wall_offset = _seconds(wall_start, "wall_start") - self._reading
         self._autojump = check_flag(autojump, "autojump")
         self._threshold = to_seconds(autojump_threshold, "autojump_threshold")
         if self._threshold and not self._autojump:
@@ -157,15 +178,16 @@ class VirtualClock:
         # Waits of tasks on loops the clock does not drive, as a heap by deadline.
         self._timers: list[tuple[int, int, _AsyncTimer]] = []
         self._timer_order = itertools.count()
-        self._ended_early = 0  # timers in the heap whose wait is already over
+        self._compact_at = _COMPACT_AT  # the heap's size at which it drops ended timers
         self._wakers: list[Callable[[], bool]] = []
         _fork.track(self)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock; the time is the parent's at the fork, and the
-        parent's event loops are not the child's to wake."""
+        parent's event loops, and the waits of its tasks, are not the child's."""
         self._lock = threading.Lock()
         self._wakers = []
+        self._timers = []
 
     @property
     def autojump(self) -> bool:
@@ -178,10 +200,10 @@ class VirtualClock:
         return self._threshold
 
     def monotonic(self) -> float:
-        return self._now_ns / _NS
+        return self._reading
 
     def wall(self) -> float:
-        return self._now_ns / _NS + self._wall_offset
+        return self._reading + self._wall_offset
 
     def advance(self, seconds: Duration) -> None:
         """Move the clock forward and end every wait whose time has come.
@@ -202,47 +224,52 @@ class VirtualClock:
             if self._now_ns + step_ns > _MAX_READING_NS:
                 raise _past_range(seconds, self.monotonic())
             self._now_ns += step_ns
+            self._reading = max(self._now_ns / _NS, self._reading)
             due = self._pop_due()
         self._fire(due)
         self._wake_loops()
 
-    def _jump_by(self, seconds: float) -> None:
-        """Jump to a loop's next timer, ``seconds`` ahead; always moves forward.
+    def _jump_to(self, deadline: float) -> None:
+        """Move to a loop's next timer, at ``deadline``: a loop's own deadlines lie
+        anywhere, not on whole nanoseconds, and the clock then reads the deadline itself.
 
-        The loop computed ``seconds`` as its timer's deadline minus the reading, in
-        floats; the clock lands on the first nanosecond that reads that deadline as far
-        as those floats can tell (and, far from zero where one nanosecond is below a
-        float's step, at least the next reading), so the timer is due and each task
-        wakes reading its own deadline.
+        A deadline the clock has passed already (another thread advanced it) moves
+        nothing. Unlike :meth:`advance`, a loop's timer is not held to the ±1e12 s range:
+        the loop set it, not a test, and a jump never overflows.
         """
         with self._lock:
-            now = self._now_ns / _NS
-            target = max(now + seconds, math.nextafter(now, math.inf))
-            numerator, denominator = target.as_integer_ratio()
-            # The nearest nanosecond if it reads the deadline (0.05 s lands on 50,000,000
-            # ns, not one above), else the first one above it; exact integer arithmetic.
-            now_ns = (2 * numerator * _NS + denominator) // (2 * denominator)
-            reading = now_ns / _NS
-            # ``now + seconds`` may round a hair above the deadline (0.3 + (0.9 - 0.3) >
-            # 0.9). A reading that is as far from now as the loop's own subtraction made
-            # the deadline may be the deadline itself: land there. Should it be a hair
-            # short after all, the loop asks again and the next jump takes the nanosecond
-            # above.
-            if reading < target and not (reading > now and reading - now >= seconds):
-                now_ns = -((-numerator * _NS) // denominator)
-            if now_ns > _MAX_READING_NS:
-                raise _past_range(seconds, now)
-            self._now_ns = now_ns
+            if deadline <= self._reading:
+                return
+            numerator, denominator = deadline.as_integer_ratio()
+            # The last nanosecond not after the deadline, exactly.
+            self._now_ns = max(self._now_ns, numerator * _NS // denominator)
+            self._reading = deadline
             due = self._pop_due()
         self._fire(due)
+
+    def _jump_by(self, seconds: float) -> None:
+        """Move ``seconds`` on, as trio asks when it autojumps to its next deadline.
+
+        trio computed ``seconds`` as its deadline minus the reading, in floats, and adding
+        them back may overshoot the deadline by a step (0.3 + (0.9 - 0.3) is a hair above
+        0.9). The clock lands on the earliest reading that trio's own subtraction cannot
+        tell from its deadline: the deadline itself, or just below it, after which trio
+        asks for the last step. Always at least one step on, so it never stalls.
+        """
+        reading = self._reading
+        target = max(reading + seconds, math.nextafter(reading, math.inf))
+        while True:
+            lower = math.nextafter(target, -math.inf)
+            if lower <= reading or lower - reading < seconds:
+                break
+            target = lower
+        self._jump_to(target)
 
     def _pop_due(self) -> list[_AsyncTimer]:
         due: list[_AsyncTimer] = []
         while self._timers and self._timers[0][0] <= self._now_ns:
             timer = heapq.heappop(self._timers)[2]
-            if timer.done:
-                self._ended_early -= 1
-            else:
+            if timer.live():
                 timer.done = True
                 due.append(timer)
         return due
@@ -253,12 +280,17 @@ class VirtualClock:
         here = threading.get_ident()
         for timer in due:
             if timer.thread == here:
-                timer.scope.cancel()
+                timer.cancel()
             else:
                 timer.wake()
 
     def _add_waker(self, wake: Callable[[], bool]) -> None:
-        """Register a loop that runs on the clock; ``wake`` returns False once it is gone."""
+        """Register a loop that runs on the clock; ``wake`` returns False once it is gone.
+
+        Loops that are gone are dropped here too (waking a live loop only costs it a
+        turn), so a clock that runs many loops one after another keeps none of them.
+        """
+        self._wake_loops()
         with self._lock:
             self._wakers.append(wake)
 
@@ -287,7 +319,8 @@ class VirtualClock:
         """
         step_ns = _duration_ns(seconds)
         if self._drives_this_loop():
-            await anyio.sleep(step_ns / _NS)
+            with self._loop_scope(step_ns):
+                await anyio.Event().wait()
             return
         if step_ns == 0:
             await anyio.lowlevel.checkpoint()
@@ -315,7 +348,7 @@ class VirtualClock:
             await event.wait()
             return True
         if self._drives_this_loop():
-            with anyio.move_on_after(timeout):
+            with self._loop_scope(_deadline_ns(0, timeout)):
                 await event.wait()
             return event.is_set()
         if timeout <= 0 or event.is_set():
@@ -342,10 +375,16 @@ class VirtualClock:
         """
         delay = to_seconds(seconds, "seconds")
         if self._drives_this_loop():
-            return anyio.CancelScope(deadline=anyio.current_time() + delay)
+            return self._loop_scope(_deadline_ns(0, delay))
         scope = anyio.CancelScope()
         self._add_timer(scope, lambda now_ns: _deadline_ns(now_ns, delay))
         return scope
+
+    def _loop_scope(self, step_ns: int) -> anyio.CancelScope:
+        """A scope the loop cancels ``step_ns`` from now, on a whole nanosecond: the
+        loop's own arithmetic (``time() + delay`` in floats) would land a backoff of 0.1 s
+        three times at 0.30000000000000004; this one lands at 0.3."""
+        return anyio.CancelScope(deadline=(self._now_ns + step_ns) / _NS)
 
     def _add_timer(self, scope: anyio.CancelScope, deadline: Callable[[int], int]) -> _AsyncTimer:
         if self._autojump:
@@ -355,34 +394,35 @@ class VirtualClock:
                 "or under pytest return clock.anyio_backend(name) from the anyio_backend "
                 "fixture"
             )
-        timer = _AsyncTimer(0, scope, threading.get_ident(), threadsafe_caller(scope.cancel))
+        timer = _AsyncTimer(0, weakref.ref(scope), threading.get_ident())
+        timer.wake = threadsafe_caller(timer.cancel)
         with self._lock:
             # Read the time and register under one lock, so no advance() slips in between.
             timer.deadline_ns = deadline(self._now_ns)
             heapq.heappush(self._timers, (timer.deadline_ns, next(self._timer_order), timer))
+            if len(self._timers) > self._compact_at:
+                # Waits that ended early stay in the heap until their deadline comes up;
+                # whenever it doubles, drop them: amortised, a constant cost per wait.
+                self._timers = [entry for entry in self._timers if entry[2].live()]
+                heapq.heapify(self._timers)
+                self._compact_at = max(_COMPACT_AT, 2 * len(self._timers))
         return timer
 
-    def _end_timer(self, timer: _AsyncTimer) -> None:
-        with self._lock:
-            if timer.done:
-                return
-            timer.done = True
-            self._ended_early += 1
-            if self._ended_early > 64 and self._ended_early * 2 > len(self._timers):
-                self._timers = [entry for entry in self._timers if not entry[2].done]
-                heapq.heapify(self._timers)
-                self._ended_early = 0
+    @staticmethod
+    def _end_timer(timer: _AsyncTimer) -> None:
+        timer.done = True
 
     def _drives_this_loop(self) -> bool:
         """Whether the running asyncio loop or trio run is on this clock."""
-        try:
-            loop: object = asyncio.get_running_loop()
-        except RuntimeError:
-            trio = sys.modules.get("trio")
-            if trio is None:
-                return False
-            try:
+        # trio first: a trio run in guest mode on an asyncio loop sees that loop too.
+        trio = sys.modules.get("trio")
+        loop: object = None
+        if trio is not None:
+            with contextlib.suppress(RuntimeError):
                 loop = trio.lowlevel.current_clock()
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
             except RuntimeError:
                 return False
         return getattr(loop, CLOCK_MARK, None) is self
