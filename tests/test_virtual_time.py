@@ -853,6 +853,51 @@ def test_a_wait_with_a_nan_timeout_is_refused_naming_it() -> None:
         VirtualClock().wait(threading.Event(), math.nan)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "driven", [pytest.param(True, id="driven"), pytest.param(False, id="plain")]
+)
+def test_a_manual_test_steps_through_time_with_wait_all_tasks_blocked(
+    backend: str, driven: bool
+) -> None:
+    """Start a task, wait until it waits, advance, wait again: the task has run at each
+    step, on a loop the clock drives and on one it does not."""
+    clock = VirtualClock()
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        for _ in range(2):
+            await clock.sleep_async(1)
+            woke.append(clock.monotonic())
+
+    async def main() -> list[list[float]]:
+        seen = []
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sleeper)
+            await clock.wait_all_tasks_blocked()
+            seen.append(list(woke))
+            for _ in range(2):
+                clock.advance(1)
+                await clock.wait_all_tasks_blocked()
+                seen.append(list(woke))
+        return seen
+
+    run = clock.run if driven else anyio.run
+    assert run(main, backend=backend) == [[], [1.0], [1.0, 2.0]]
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_waiting_for_every_task_to_wait_moves_no_time(clock: VirtualClock) -> None:
+    """On an autojump clock, wait_all_tasks_blocked() returns once the others wait, before
+    any jump: the clock still reads 0 while a sleeper waits for 5 s."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(anyio.sleep, 5)
+        await clock.wait_all_tasks_blocked()
+        reading = clock.monotonic()
+    assert (reading, clock.monotonic()) == (0.0, 5.0)
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
     from trio.testing import MockClock
 
-__all__ = ["CLOCK_MARK", "ClockDriven", "new_event_loop", "new_trio_clock"]
+__all__ = ["CLOCK_MARK", "ClockDriven", "VirtualEventLoop", "new_event_loop", "new_trio_clock"]
 
 # The attribute that names the clock a loop (or a trio clock) runs on.
 CLOCK_MARK = "resilient_clock"
@@ -73,10 +73,23 @@ class _ClockSelector(selectors.BaseSelector):
         self._inner = selectors.DefaultSelector()
         self._next_deadline: Callable[[], float] = lambda: math.inf
         self.jumps = True  # off while the loop waits for threads to finish
+        # Tasks waiting for every other task to wait: told so before any jump.
+        self.idle_waiters: list[asyncio.Future[None]] = []
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return self._inner.select(0)
+        if self.idle_waiters:
+            # Every task waits. Tasks that I/O wakes were not idle, so look first; then
+            # wake the idle waiters instead of moving time, as trio's
+            # wait_all_tasks_blocked takes priority over its autojump.
+            ready = self._inner.select(0)
+            if not ready:
+                waiters, self.idle_waiters = self.idle_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            return ready
         if not (self._clock.autojump and self.jumps):
             # The timers are virtual: only I/O, a callback from a thread, or advance()
             # (which sends one) can end this wait.
@@ -119,7 +132,7 @@ class _ClockSelector(selectors.BaseSelector):
         self._inner.close()
 
 
-class _VirtualEventLoop(asyncio.SelectorEventLoop):
+class VirtualEventLoop(asyncio.SelectorEventLoop):
     """An asyncio loop whose time is the clock's."""
 
     def __init__(self, clock: ClockDriven) -> None:
@@ -128,6 +141,12 @@ class _VirtualEventLoop(asyncio.SelectorEventLoop):
         setattr(self, CLOCK_MARK, clock)
         self._time = clock.monotonic
         self._clock_selector._next_deadline = self._next_deadline
+
+    async def wait_all_tasks_blocked(self) -> None:
+        """Return once every other task waits (for a timer, I/O or an event)."""
+        waiter: asyncio.Future[None] = self.create_future()
+        self._clock_selector.idle_waiters.append(waiter)
+        await waiter
 
     def _next_deadline(self) -> float:
         # asyncio keeps its timers in ``_scheduled``, a heap, and drops cancelled ones
@@ -163,7 +182,7 @@ class _VirtualEventLoop(asyncio.SelectorEventLoop):
 
 def new_event_loop(clock: ClockDriven) -> asyncio.AbstractEventLoop:
     """A new asyncio loop driven by ``clock``."""
-    loop = _VirtualEventLoop(clock)
+    loop = VirtualEventLoop(clock)
 
     def wake() -> bool:
         # advance() from another thread: the loop may be waiting for I/O with no end.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import math
@@ -23,7 +22,7 @@ from resilient._core._errors import ConfigurationError
 from resilient._core._validate import Duration, check_flag, to_seconds
 from resilient._core._waiters import threadsafe_caller
 
-from ._drivers import CLOCK_MARK, new_event_loop, new_trio_clock
+from ._drivers import CLOCK_MARK, VirtualEventLoop, new_event_loop, new_trio_clock
 
 if TYPE_CHECKING:
     import trio
@@ -70,6 +69,14 @@ class _AsyncTimer:
 
     def live(self) -> bool:
         return not self.done and self.scope() is not None
+
+
+def _in_trio(trio: Any) -> bool:
+    try:
+        trio.lowlevel.current_clock()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _seconds(value: object, name: str) -> float:
@@ -417,15 +424,35 @@ class VirtualClock:
         # trio first: a trio run in guest mode on an asyncio loop sees that loop too.
         trio = sys.modules.get("trio")
         loop: object = None
-        if trio is not None:
-            with contextlib.suppress(RuntimeError):
-                loop = trio.lowlevel.current_clock()
+        if trio is not None and _in_trio(trio):
+            loop = trio.lowlevel.current_clock()
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return False
         return getattr(loop, CLOCK_MARK, None) is self
+
+    async def wait_all_tasks_blocked(self) -> None:
+        """Return once every other task of the loop waits, without moving time.
+
+        ``anyio.wait_all_tasks_blocked()`` polls with ``sleep(0.1)`` on asyncio, which on
+        a loop that runs on the clock is virtual time: an autojump clock would move, a
+        manual one would wait for an ``advance()``. This asks the loop itself, and under
+        trio is ``trio.testing.wait_all_tasks_blocked()``. A manual test's step is then:
+        start tasks, ``await clock.wait_all_tasks_blocked()``, ``advance()``, again, assert.
+        """
+        trio = sys.modules.get("trio")
+        if trio is not None and _in_trio(trio):
+            import trio.testing
+
+            await trio.testing.wait_all_tasks_blocked()
+            return
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualEventLoop):
+            await loop.wait_all_tasks_blocked()
+        else:
+            await anyio.wait_all_tasks_blocked()
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         """A new asyncio event loop that runs on this clock.
