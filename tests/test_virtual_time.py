@@ -738,7 +738,7 @@ def test_a_task_asleep_for_ever_does_not_move_time_while_another_waits_on_a_thre
     async def main() -> float:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(anyio.sleep_forever)
-            await anyio.wait_all_tasks_blocked()
+            await clock.wait_all_tasks_blocked()
             # The thread waits until a timer thread sets the event: real, short, bounded.
             threading.Timer(GLANCE, released.set).start()
             assert await anyio.to_thread.run_sync(released.wait, BOUND)
