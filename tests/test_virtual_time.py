@@ -191,38 +191,47 @@ async def test_an_unmarked_test_gets_a_manual_clock(clock: VirtualClock) -> None
     assert clock.autojump is False
 
 
+async def advance_through_three_sleeps(
+    clock: VirtualClock,
+    sleep: Callable[[float], Awaitable[None]],
+    now: Callable[[], float],
+) -> list[list[tuple[float, float]]]:
+    """Three tasks sleep 1, 2 and 3 s with ``sleep``; the clock advances 2 s, then 1 s.
+    Returns which sleeps had ended, with the time each read on ``now``, after each step (sorted:
+    sleeps woken by one advance run in either order, trio shuffles them)."""
+    woken: list[tuple[float, float]] = []
+    snapshots: list[list[tuple[float, float]]] = []
+
+    async def sleeper(seconds: float) -> None:
+        await sleep(seconds)
+        woken.append((seconds, now()))
+
+    async with anyio.create_task_group() as tasks:
+        for seconds in (1.0, 2.0, 3.0):
+            tasks.start_soon(sleeper, seconds)
+        await clock.wait_all_tasks_blocked()
+        clock.advance(2)
+        await clock.wait_all_tasks_blocked()
+        snapshots.append(sorted(woken))
+        clock.advance(1)
+    snapshots.append(sorted(woken))
+    return snapshots
+
+
+THREE_SLEEPS_AFTER_TWO_ADVANCES = [
+    [(1.0, 2.0), (2.0, 2.0)],
+    [(1.0, 2.0), (2.0, 2.0), (3.0, 3.0)],
+]
+
+
 @pytest.mark.anyio
 async def test_on_a_loop_the_clock_does_not_drive_an_advance_ends_only_the_sleeps_it_reaches(
     clock: VirtualClock,
 ) -> None:
     """Manual clock, ordinary loop: advance(2) ends the sleeps of 1 s and 2 s, not 3 s."""
-    woken: list[tuple[float, float]] = []
-    asleep = [anyio.Event() for _ in range(3)]
-    done = [anyio.Event() for _ in range(3)]
-
-    async def sleeper(index: int, seconds: float) -> None:
-        asleep[index].set()
-        await clock.sleep_async(seconds)
-        woken.append((seconds, clock.monotonic()))
-        done[index].set()
-
     with anyio.fail_after(BOUND):  # real time: this loop is not the clock's
-        async with anyio.create_task_group() as tasks:
-            for index, seconds in enumerate([1.0, 2.0, 3.0]):
-                tasks.start_soon(sleeper, index, seconds)
-            for event in asleep:
-                await event.wait()
-
-            clock.advance(2)
-            await done[0].wait()
-            await done[1].wait()
-            for _ in range(10):
-                await anyio.lowlevel.checkpoint()
-            # Woken by one advance, the two run in either order (trio shuffles them).
-            assert sorted(woken) == [(1.0, 2.0), (2.0, 2.0)]
-
-            clock.advance(1)
-    assert sorted(woken) == [(1.0, 2.0), (2.0, 2.0), (3.0, 3.0)]
+        snapshots = await advance_through_three_sleeps(clock, clock.sleep_async, clock.monotonic)
+    assert snapshots == THREE_SLEEPS_AFTER_TWO_ADVANCES
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -232,41 +241,12 @@ def test_a_manual_clock_driving_a_loop_ends_only_the_loop_timers_an_advance_reac
     """Manual clock driving the loop: anyio.sleep waits for advance; advance(2) ends the
     sleeps of 1 s and 2 s (they read the loop's time 2.0), not the one of 3 s."""
     clock = VirtualClock()
-    snapshots: list[list[tuple[float, float]]] = []
-
-    async def main() -> None:
-        woken: list[tuple[float, float]] = []
-        asleep = [anyio.Event() for _ in range(3)]
-        done = [anyio.Event() for _ in range(3)]
-
-        async def sleeper(index: int, seconds: float) -> None:
-            asleep[index].set()
-            await anyio.sleep(seconds)
-            woken.append((seconds, anyio.current_time()))
-            done[index].set()
-
-        async with anyio.create_task_group() as tasks:
-            for index, seconds in enumerate([1.0, 2.0, 3.0]):
-                tasks.start_soon(sleeper, index, seconds)
-            for event in asleep:
-                await event.wait()
-
-            clock.advance(2)
-            await done[0].wait()
-            await done[1].wait()
-            for _ in range(10):
-                await anyio.lowlevel.checkpoint()
-            snapshots.append(sorted(woken))  # woken together: in either order
-
-            clock.advance(1)
-        snapshots.append(sorted(woken))
-
-    Background(lambda: clock.run(main, backend=backend)).result()
-
-    assert snapshots == [
-        [(1.0, 2.0), (2.0, 2.0)],
-        [(1.0, 2.0), (2.0, 2.0), (3.0, 3.0)],
-    ]
+    snapshots = Background(
+        lambda: clock.run(
+            advance_through_three_sleeps, clock, anyio.sleep, anyio.current_time, backend=backend
+        )
+    ).result()
+    assert snapshots == THREE_SLEEPS_AFTER_TWO_ADVANCES
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -71,12 +71,16 @@ class _AsyncTimer:
         return not self.done and self.scope() is not None
 
 
-def _in_trio(trio: Any) -> bool:
+def _trio_clock_here() -> object | None:
+    """The clock of the trio run in this thread, or None outside one (or without trio)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
     try:
-        trio.lowlevel.current_clock()
+        clock: object = trio.lowlevel.current_clock()
     except RuntimeError:
-        return False
-    return True
+        return None
+    return clock
 
 
 def _seconds(value: object, name: str) -> float:
@@ -338,7 +342,7 @@ class VirtualClock:
             with scope:
                 await anyio.sleep_forever()
         finally:
-            self._end_timer(timer)
+            timer.done = True
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if timeout is None:
@@ -367,7 +371,7 @@ class VirtualClock:
             with scope:
                 await event.wait()
         finally:
-            self._end_timer(timer)
+            timer.done = True
         return event.is_set()
 
     def cancel_after(self, seconds: Duration) -> anyio.CancelScope:
@@ -415,17 +419,10 @@ class VirtualClock:
                 self._compact_at = max(_COMPACT_AT, 2 * len(self._timers))
         return timer
 
-    @staticmethod
-    def _end_timer(timer: _AsyncTimer) -> None:
-        timer.done = True
-
     def _drives_this_loop(self) -> bool:
         """Whether the running asyncio loop or trio run is on this clock."""
         # trio first: a trio run in guest mode on an asyncio loop sees that loop too.
-        trio = sys.modules.get("trio")
-        loop: object = None
-        if trio is not None and _in_trio(trio):
-            loop = trio.lowlevel.current_clock()
+        loop = _trio_clock_here()
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -442,8 +439,7 @@ class VirtualClock:
         trio is ``trio.testing.wait_all_tasks_blocked()``. A manual test's step is then:
         start tasks, ``await clock.wait_all_tasks_blocked()``, ``advance()``, again, assert.
         """
-        trio = sys.modules.get("trio")
-        if trio is not None and _in_trio(trio):
+        if _trio_clock_here() is not None:
             import trio.testing
 
             await trio.testing.wait_all_tasks_blocked()
