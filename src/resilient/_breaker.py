@@ -10,7 +10,13 @@ from typing import ClassVar, TypeAlias
 
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._errors import CircuitOpenError, ConfigurationError, RejectedError, format_seconds
+from ._core._errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    RejectedError,
+    error_name,
+    format_seconds,
+)
 from ._core._guard import registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
@@ -424,7 +430,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         except BaseException:
             self._exit_cancel(permit)
             raise
-        self._finish(permit, outcome, type(error).__name__)
+        self._finish(permit, outcome, error_name(error))
 
     def _exit_cancel(self, permit: _Permit) -> None:
         with self._lock:

@@ -51,7 +51,7 @@ class _Unknown:
 
 Answers = TypeVar("Answers", default=_Keeps)
 
-KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead")
+KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead", "chaos")
 """Outermost first. Why this order:
 
 - the fallback is outermost, so it answers for everything inside, refusals included;
@@ -63,7 +63,9 @@ KIND_ORDER = ("degraded_mode", "budget", "retry", "circuit_breaker", "bulkhead")
 - the breaker sits outside the bulkhead, so an open breaker refuses before a slot is
   taken; a full bulkhead's refusal (load here, not a failure of the dependency) counts as
   neither success nor failure for the breaker;
-- the bulkhead is innermost, so a slot is held only while the dependency is really called.
+- the bulkhead is next to the dependency, so a slot is held only while it is really called;
+- a chaos strategy (``resilient.chaos``) stands in for the dependency itself, innermost,
+  so every guard above meets its faults as it would meet the real ones.
 """
 
 
@@ -238,8 +240,8 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         for guard in parts:
             if not isinstance(guard, Guard) or guard.kind not in KIND_ORDER:
                 raise ConfigurationError(
-                    f"a pipeline takes budgets, retries, circuit breakers and bulkheads, "
-                    f"and a DegradedMode as degraded= (got {guard!r})"
+                    "a pipeline takes budgets, retries, circuit breakers, bulkheads and chaos "
+                    f"strategies, and a DegradedMode as degraded= (got {guard!r})"
                 )
             if isinstance(guard, DegradedMode) and guard is not degraded:
                 raise ConfigurationError(

@@ -25,6 +25,7 @@ from ._core._errors import (
     DeadlineExceededError,
     RejectedError,
     RetryExhaustedError,
+    add_note,
     format_seconds,
 )
 from ._core._guard import Guard, registry_and_clock
@@ -212,24 +213,6 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
-
-
-def _add_note(error: BaseException, note: str, replaces: str) -> None:
-    """Add ``note`` to ``error``, dropping an earlier note that starts with ``replaces``.
-
-    An exception instance raised again and again (a module-level constant, a cached error)
-    keeps one note per retry policy, the latest, instead of growing with every give-up.
-    """
-    notes = getattr(error, "__notes__", None)
-    if isinstance(notes, list):
-        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(replaces))]
-        notes.append(note)
-        return
-    add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        add_note(note)
-    else:  # Python 3.10: keep the note where 3.11's traceback printer looks
-        error.__notes__ = [note]  # type: ignore[attr-defined]
 
 
 # The budgets whose retry policies are running in this thread or task: a retry nested in
@@ -682,7 +665,7 @@ class Retry(Guard[RetryState]):
         call.stopped = reason
         if error is not None:
             prefix = f"resilient: retry {self._name!r} gave up"
-            _add_note(
+            add_note(
                 error,
                 f"{prefix} after {call.attempt} attempt"
                 f"{'' if call.attempt == 1 else 's'}: {reason}",

@@ -272,3 +272,40 @@ def format_number(value: float) -> str:
 def _exponent(value: float) -> str:
     """``1e+300``, ``2.5e+18``: three significant digits with an exponent."""
     return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def add_note(error: BaseException, note: str, *, replaces: str | None = None) -> None:
+    """Add ``note`` to ``error``, dropping an earlier note that starts with ``replaces``.
+
+    An exception instance raised again and again (a module-level constant, a cached error)
+    keeps one note per guard, the latest, instead of growing with every call.
+    """
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        if replaces is not None:
+            notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(replaces))]
+        notes.append(note)
+        return
+    add = getattr(error, "add_note", None)
+    if add is not None:
+        add(note)
+    else:  # Python 3.10: keep the note where 3.11's traceback printer looks
+        error.__notes__ = [note]  # type: ignore[attr-defined]
+
+
+INJECTED_BY = "_resilient_injected_by"
+"""The attribute a chaos strategy sets, to its name, on every exception it injects."""
+
+
+def injected_by(error: BaseException) -> str | None:
+    """The name of the chaos strategy that injected ``error``, or None for a real one."""
+    name = getattr(error, INJECTED_BY, None)
+    return name if isinstance(name, str) else None
+
+
+def error_name(error: BaseException) -> str:
+    """The type name of ``error`` as lineage records it: ``"ConnectionError"``, or
+    ``"ConnectionError (injected by chaos 'feed')"`` when a chaos strategy raised it."""
+    name = type(error).__name__
+    chaos = getattr(error, INJECTED_BY, None)
+    return name if chaos is None else f"{name} (injected by chaos {chaos!r})"
