@@ -44,6 +44,7 @@ from resilient import (
     Transition,
 )
 from resilient._pipeline import KIND_ORDER
+from resilient.chaos import Chaos, Raise
 from resilient.testing import VirtualClock
 
 OPEN_DURATION = 5.0
@@ -81,6 +82,10 @@ def budget(registry: Registry) -> Budget:
     return Budget("latency", target=10.0, registry=registry)
 
 
+def chaos(registry: Registry) -> Chaos:
+    return Chaos("faults", Raise(ConnectionError), registry=registry)
+
+
 class Feed:
     """A primary that fails ``failures`` times, then answers; it records what it saw."""
 
@@ -114,10 +119,10 @@ PATTERN_KINDS = [kind for kind in KIND_ORDER if kind != "degraded_mode"]
 @pytest.mark.parametrize(
     "given",
     [
-        pytest.param(("budget", "retry", "breaker", "bulkhead"), id="documented"),
-        pytest.param(("bulkhead", "breaker", "retry", "budget"), id="reversed"),
-        pytest.param(("breaker", "bulkhead", "budget", "retry"), id="breaker-first"),
-        pytest.param(("retry", "budget", "bulkhead", "breaker"), id="retry-first"),
+        pytest.param(("budget", "retry", "breaker", "bulkhead", "chaos"), id="documented"),
+        pytest.param(("chaos", "bulkhead", "breaker", "retry", "budget"), id="reversed"),
+        pytest.param(("breaker", "bulkhead", "chaos", "budget", "retry"), id="breaker-first"),
+        pytest.param(("retry", "budget", "bulkhead", "chaos", "breaker"), id="retry-first"),
     ],
 )
 def test_guards_are_put_in_the_documented_order(registry: Registry, given: tuple[str, ...]) -> None:
@@ -127,6 +132,7 @@ def test_guards_are_put_in_the_documented_order(registry: Registry, given: tuple
         "retry": retry,
         "breaker": breaker,
         "bulkhead": bulkhead,
+        "chaos": chaos,
     }
     pipeline = Pipeline("odds-feed", *(makers[name](registry) for name in given))
     assert [guard.kind for guard in pipeline.guards] == PATTERN_KINDS
