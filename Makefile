@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_otel.py
 	$(BIN)/python benchmarks/bench_overload.py
 	$(BIN)/python benchmarks/bench_virtual_time.py
+	$(BIN)/python benchmarks/bench_chaos.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -42,7 +42,9 @@ from resilient import (
     Registry,
     Retry,
     RetryBudget,
+    chaos,
 )
+from resilient.chaos import Chaos, Delay, Mix, Raise
 from resilient.otel import DURATION_BUCKETS, instrument, uninstrument
 from resilient.testing import VirtualClock
 
@@ -504,6 +506,56 @@ def test_refusals_are_span_events(scenario: Telemetry) -> None:
             "resilient.reason": "queue_full",
         },
     ]
+
+
+def run_chaos(telemetry: Telemetry) -> None:
+    """Four calls through a strategy that raises on the first two and delays the third."""
+    strategy = Chaos(
+        "feed-faults",
+        chaos.Script([Raise(ConnectionError), Raise(ConnectionError), Delay(0.5)]),
+        registry=telemetry.registry,
+    )
+    faulty = strategy(lambda: "ok")
+    with chaos.enabled(), telemetry.tracer.start_as_current_span("chaos"):
+        for _ in range(4):
+            with suppress(ConnectionError):
+                faulty()
+
+
+def test_injected_faults_are_counted_by_strategy_and_fault(telemetry: Telemetry) -> None:
+    """resilient.chaos.injected, a counter in {fault}, counts each strategy's faults by kind."""
+    run_chaos(telemetry)
+    metric = telemetry.metrics()["resilient.chaos.injected"]
+    assert metric.unit == "{fault}"
+    assert isinstance(metric.data, Sum)
+    assert metric.data.is_monotonic
+    points = telemetry.points("resilient.chaos.injected")
+    attrs = {"resilient.guard": "feed-faults", "resilient.kind": "chaos"}
+    assert points[frozenset({**attrs, "resilient.fault": "raise"}.items())] == 2
+    assert points[frozenset({**attrs, "resilient.fault": "delay"}.items())] == 1
+    assert points[frozenset({**attrs, "resilient.fault": "hang"}.items())] == 0
+
+
+def test_injected_faults_are_span_events_marked_injected(telemetry: Telemetry) -> None:
+    """Each injection adds resilient.chaos.fault, marked resilient.injected, to the span."""
+    run_chaos(telemetry)
+    events = telemetry.events("chaos", "resilient.chaos.fault")
+    assert [(e["resilient.fault"], e["resilient.detail"]) for e in events] == [
+        ("raise", "ConnectionError"),
+        ("raise", "ConnectionError"),
+        ("delay", "0.5"),
+    ]
+    assert all(e["resilient.injected"] is True for e in events)
+
+
+def test_a_strategy_that_is_off_adds_nothing(telemetry: Telemetry) -> None:
+    """While chaos is off for the process, a strategy adds no span event and counts none."""
+    strategy = Chaos("idle", Mix((Raise(ConnectionError), 1.0)), registry=telemetry.registry)
+    with telemetry.tracer.start_as_current_span("quiet"):
+        assert strategy(lambda: "ok")() == "ok"
+    assert telemetry.events("quiet", "resilient.chaos.fault") == []
+    attrs = {"resilient.guard": "idle", "resilient.kind": "chaos", "resilient.fault": "raise"}
+    assert telemetry.points("resilient.chaos.injected")[frozenset(attrs.items())] == 0
 
 
 def test_fallbacks_are_span_events(scenario: Telemetry) -> None:

@@ -40,6 +40,7 @@ from ._core._registry import Registry
 from ._core._state import CallEnded, Event, FallbackServed, GuardSnapshot, Refusal, Transition
 from ._core._validate import check_flag
 from ._retry import RetryGaveUp, RetryScheduled
+from .chaos import FaultInjected
 
 __all__ = ["DURATION_BUCKETS", "Instrumentation", "instrument", "uninstrument"]
 
@@ -49,6 +50,7 @@ OUTCOME = "resilient.outcome"
 STATE = "resilient.state"
 QUANTILE = "resilient.quantile"
 ERROR_TYPE = "error.type"
+FAULT = "resilient.fault"
 
 # Which snapshot statistics count calls, per kind of guard, and under which outcome.
 _CALL_OUTCOMES: dict[str, dict[str, str]] = {
@@ -107,7 +109,16 @@ DURATION_BUCKETS: tuple[float, ...] = (
     10,
 )
 
-_HEARD = (Transition, RetryScheduled, RetryGaveUp, Refusal, FallbackServed, BudgetOverrun)
+_HEARD = (
+    Transition,
+    RetryScheduled,
+    RetryGaveUp,
+    Refusal,
+    FallbackServed,
+    BudgetOverrun,
+    FaultInjected,
+)
+_FAULTS = ("raise", "return", "delay", "run", "hang")
 
 Reader = Callable[[Sequence[GuardSnapshot]], Iterator[Observation]]
 
@@ -159,6 +170,8 @@ class _Instruments:
              "Latency percentiles of a performance budget's window."),
             ("resilient.retry_budget.available", False, self._stat("retry_budget", "available"),
              "{retry}", "Retries a retry budget would allow now."),
+            ("resilient.chaos.injected", True, self._injections, "{fault}",
+             "Faults injected on purpose by chaos strategies, by strategy and fault."),
         )  # fmt: skip
         for name, monotonic, read, unit, description in observed:
             create = meter.create_observable_counter if monotonic else meter.create_observable_gauge
@@ -203,6 +216,15 @@ class _Instruments:
                     attrs = {GUARD: guard.name, KIND: guard.kind}
                     yield Observation(calls - bad, {**attrs, OUTCOME: "within_target"})
                     yield Observation(bad, {**attrs, OUTCOME: "over_target"})
+
+    @staticmethod
+    def _injections(guards: Sequence[GuardSnapshot]) -> Iterator[Observation]:
+        for guard in guards:
+            if guard.kind == "chaos":
+                for fault in _FAULTS:
+                    value = guard.statistics.get(f"injected_{fault}")
+                    if isinstance(value, int):
+                        yield Observation(value, {GUARD: guard.name, KIND: "chaos", FAULT: fault})
 
     @staticmethod
     def _stat(
@@ -366,6 +388,17 @@ class Instrumentation:
             if event.error_type:
                 attrs[ERROR_TYPE] = event.error_type
             span.add_event("resilient.fallback", attrs)
+        elif isinstance(event, FaultInjected):
+            span.add_event(
+                "resilient.chaos.fault",
+                {
+                    GUARD: event.guard,
+                    KIND: "chaos",
+                    FAULT: event.fault,
+                    "resilient.injected": True,
+                    "resilient.detail": event.detail,
+                },
+            )
         elif isinstance(event, BudgetOverrun):
             span.add_event(
                 "resilient.budget.overrun",
