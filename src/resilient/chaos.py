@@ -25,6 +25,7 @@ chosen. Every injection is marked: a :class:`FaultInjected` event, and exception
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import functools
 import math
@@ -234,6 +235,13 @@ class Raise(Fault):
                     f"error must be an Exception class, an exception or a callable making one; "
                     f"control-flow exceptions are never injected (got {error!r})"
                 )
+            try:
+                error("probe")
+            except Exception:
+                raise ConfigurationError(
+                    f"error {error.__name__} cannot be made from a message alone; pass an "
+                    f"instance (Raise({error.__name__}(...))) or a callable that makes one"
+                ) from None
         elif not isinstance(error, Exception) and not callable(error):
             raise ConfigurationError(
                 f"error must be an Exception class, an exception or a callable making one "
@@ -265,10 +273,16 @@ class Raise(Fault):
 
 
 def _copy_error(error: Exception) -> Exception:
-    fresh = error.__class__.__new__(error.__class__)
-    fresh.args = error.args
-    with contextlib.suppress(AttributeError, TypeError):
-        fresh.__dict__.update(error.__dict__)
+    """A fresh exception like ``error``, with no traceback, cause or context of its own."""
+    try:
+        fresh = copy.copy(error)  # by the class's own reduce: errno and the like survive
+    except Exception:
+        fresh = error.__class__.__new__(error.__class__)
+        fresh.args = error.args
+        with contextlib.suppress(AttributeError, TypeError):
+            fresh.__dict__.update(error.__dict__)
+    fresh.__traceback__ = None
+    fresh.__cause__ = fresh.__context__ = None
     return fresh
 
 
@@ -796,8 +810,8 @@ class Chaos(Guard[ChaosState]):
 
     # -- deciding -------------------------------------------------------------------------
 
-    def _pick(self) -> Fault | None:
-        """The fault for this call, or None; called only while armed."""
+    def _pick(self) -> tuple[Fault, int] | None:
+        """The fault for this call and the call's number, or None; called while armed."""
         if self._only and not _in_scope(self._only):
             return None
         now = self._now()
@@ -833,9 +847,9 @@ class Chaos(Guard[ChaosState]):
                 if fault is None:
                     return None
             self._injected[fault.kind] = self._injected.get(fault.kind, 0) + 1
-        return fault
+        return fault, call
 
-    def _announce(self, fault: Fault, detail: str) -> None:
+    def _announce(self, fault: Fault, detail: str, call: int) -> None:
         if self._listeners.wants(FaultInjected):
             self._registry._publish(
                 FaultInjected(
@@ -843,26 +857,26 @@ class Chaos(Guard[ChaosState]):
                     kind=self.kind,
                     fault=fault.kind,
                     detail=detail,
-                    call=self._calls,
+                    call=call,
                     at=self._now(),
                     at_wall=self._clock.wall(),
                 )
             )
 
-    def _error(self, fault: Raise) -> Exception:
+    def _error(self, fault: Raise, call: int) -> Exception:
         error = fault._make(self._name)
         with contextlib.suppress(AttributeError, TypeError):
             setattr(error, INJECTED_BY, self._name)
         prefix = f"resilient: injected by chaos {self._name!r}"
-        add_note(error, f"{prefix} (call {self._calls})", replaces=prefix)
-        self._announce(fault, type(error).__name__)
+        add_note(error, f"{prefix} (call {call})", replaces=prefix)
+        self._announce(fault, type(error).__name__, call)
         return error
 
-    def _latency(self, fault: Delay) -> float:
+    def _latency(self, fault: Delay, call: int) -> float:
         with self._lock:
             seconds = cast(Distribution, fault.latency).sample(self._rng)
         seconds = max(0.0, seconds)
-        self._announce(fault, format_seconds(seconds))
+        self._announce(fault, format_seconds(seconds), call)
         return seconds
 
     # -- acting ---------------------------------------------------------------------------
@@ -914,20 +928,21 @@ class Chaos(Guard[ChaosState]):
         return cast(R, await self._inject_async(fn, args, kwargs))
 
     def _inject(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        fault = self._pick()
-        if fault is None:
+        picked = self._pick()
+        if picked is None:
             return fn(*args, **kwargs)
+        fault, call = picked
         if isinstance(fault, Raise):
-            raise self._error(fault)
+            raise self._error(fault, call)
         if isinstance(fault, Return):
-            self._announce(fault, type(fault.value).__name__)
+            self._announce(fault, type(fault.value).__name__, call)
             return fault.value
         if isinstance(fault, Delay):
-            seconds = self._latency(fault)
+            seconds = self._latency(fault, call)
             if seconds > 0:
                 self._clock.sleep(seconds)
         elif isinstance(fault, Run):
-            self._announce(fault, getattr(fault.behavior, "__name__", "behavior"))
+            self._announce(fault, getattr(fault.behavior, "__name__", "behavior"), call)
             outcome = fault.behavior()
             if outcome.__class__ is _COROUTINE:
                 cast(Coroutine[Any, Any, Any], outcome).close()
@@ -936,30 +951,31 @@ class Chaos(Guard[ChaosState]):
                     "can only run before async calls"
                 )
         elif isinstance(fault, Hang):
-            self._announce(fault, "until disarmed")
+            self._announce(fault, "until disarmed", call)
             self._clock.wait(self._released, None)
         return fn(*args, **kwargs)
 
     async def _inject_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
-        fault = self._pick()
-        if fault is None:
+        picked = self._pick()
+        if picked is None:
             return await fn(*args, **kwargs)
+        fault, call = picked
         if isinstance(fault, Raise):
-            raise self._error(fault)
+            raise self._error(fault, call)
         if isinstance(fault, Return):
-            self._announce(fault, type(fault.value).__name__)
+            self._announce(fault, type(fault.value).__name__, call)
             return fault.value
         if isinstance(fault, Delay):
-            seconds = self._latency(fault)
+            seconds = self._latency(fault, call)
             if seconds > 0:
                 await self._clock.sleep_async(seconds)
         elif isinstance(fault, Run):
-            self._announce(fault, getattr(fault.behavior, "__name__", "behavior"))
+            self._announce(fault, getattr(fault.behavior, "__name__", "behavior"), call)
             outcome = fault.behavior()
             if outcome.__class__ is _COROUTINE:
                 await cast(Coroutine[Any, Any, Any], outcome)
         elif isinstance(fault, Hang):
-            self._announce(fault, "until cancelled")
+            self._announce(fault, "until cancelled", call)
             await self._clock.wait_async(anyio.Event(), None)
         return await fn(*args, **kwargs)
 
