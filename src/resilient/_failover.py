@@ -57,6 +57,7 @@ _SLICES = 10
 
 _OPEN = BreakerState.OPEN
 _FORCED_OPEN = BreakerState.FORCED_OPEN
+_CLOSED = BreakerState.CLOSED
 
 
 class FailoverState(str, enum.Enum):
@@ -551,8 +552,11 @@ class Failover(Guard[FailoverState], Generic[T]):
                 f"(got grace={grace!r} and no hedge)"
             )
 
-        self._calls = Counter()
+        self._calls = Counter()  # calls that left the fast path (see _bind_call)
         self._answered = {source.name: Counter() for source in sources}
+        # Calls the healthy primary answered on the fast path: each is one call and one
+        # answer of the primary, counted with one C call.
+        self._fast_answers = Counter()
         self._exhausted = 0
         self._hedges = 0
         self._hedge_wins = 0
@@ -574,6 +578,13 @@ class Failover(Guard[FailoverState], Generic[T]):
             replace=replace,
         )
         self._observe()
+        # The healthy path of a sequential failover, bound as closures over what it reads:
+        # a call then costs about one extra frame over the primary's own guards.
+        if not self._hedges_on:
+            if self._is_async:
+                self.call_async = self._bind_call_async()  # type: ignore[method-assign]
+            else:
+                self.call = self._bind_call()  # type: ignore[method-assign]
 
     @staticmethod
     def _describe_hedge(hedge: object) -> str:
@@ -622,8 +633,10 @@ class Failover(Guard[FailoverState], Generic[T]):
 
     def _statistics(self, now: float) -> dict[str, Statistic]:
         answered = {name: counter.value for name, counter in self._answered.items()}
+        fast = self._fast_answers.value
+        answered[self._primary.name] += fast
         stats: dict[str, Statistic] = {
-            "calls": self._calls.value,
+            "calls": self._calls.value + fast,
             "answered": sum(answered.values()),
             "exhausted": self._exhausted,
             "hedges": self._hedges,
@@ -656,27 +669,48 @@ class Failover(Guard[FailoverState], Generic[T]):
             ConfigurationError: The failover hedges, which only async calls do.
             TypeError: The sources are async.
         """
-        if self._is_async or self._hedges_on:
-            self._refuse_sync("call")
-        self._calls.increment()
-        begun = self._now()
+        # Only reached when the failover cannot run sync calls: __init__ binds the rest.
+        self._refuse_sync("call")
+
+    def _bind_call(self) -> Callable[..., T]:
+        """The sync :meth:`call` of a failover that runs sync calls."""
+        me = self
         primary = self._primary
+        run = primary._run
         breaker = primary.breaker
-        if self._state is _PRIMARY and (
-            breaker is None or (breaker._state is not _OPEN and breaker._state is not _FORCED_OPEN)
-        ):
-            try:
-                value = primary._run(*args, **kwargs)
-            except Exception as error:
-                records = [self._failed(primary, 1, False, begun, error)]
-                return self._sequence_sync(args, kwargs, begun, records, 1).value
-            reason = None if self._validate is None else self._invalid_reason(value)
-            if reason is None:
-                self._answered[primary.name].increment()
-                return cast(T, value)
-            records = [self._invalid_record(primary, 1, begun, value, reason)]
-            return self._sequence_sync(args, kwargs, begun, records, 1).value
-        return self._sequence_sync(args, kwargs, begun, [], 0).value
+        count_call = self._calls.increment
+        count_answer = self._fast_answers.increment
+        now = self._now
+        validate = self._validate
+        judge = self._invalid_reason
+        go_on = self._sequence_sync
+        failed = self._failed
+        invalid = self._invalid_record
+
+        def call(*args: Any, **kwargs: Any) -> T:
+            begun = now()
+            if me._state is _PRIMARY and (breaker is None or breaker._state is _CLOSED):
+                try:
+                    value = run(*args, **kwargs)
+                except Exception as error:
+                    count_call()
+                    records = [failed(primary, 1, False, begun, error)]
+                    return go_on(args, kwargs, begun, records, 1).value
+                if validate is None:
+                    count_answer()
+                    return cast(T, value)
+                reason = judge(value)
+                if reason is None:
+                    count_answer()
+                    return cast(T, value)
+                count_call()
+                records = [invalid(primary, 1, begun, value, reason)]
+                return go_on(args, kwargs, begun, records, 1).value
+            count_call()
+            return go_on(args, kwargs, begun, [], 0).value
+
+        call.__doc__ = Failover.call.__doc__
+        return call
 
     def answer(self, *args: Any, **kwargs: Any) -> FailoverAnswer[T]:
         """As :meth:`call`, returning the answer with its lineage.
@@ -746,29 +780,51 @@ class Failover(Guard[FailoverState], Generic[T]):
             AllSourcesFailedError: No source gave a valid answer.
             TypeError: The sources are sync.
         """
+        # A sequential failover of async sources has this bound by __init__ instead.
         if not self._is_async:
             self._refuse_async("call")
         self._calls.increment()
-        begun = self._now()
-        if self._hedges_on:
-            return (await self._race(args, kwargs, begun)).value
+        return (await self._race(args, kwargs, self._now())).value
+
+    def _bind_call_async(self) -> Callable[..., Coroutine[Any, Any, T]]:
+        """The :meth:`call_async` of a sequential failover of async sources."""
+        me = self
         primary = self._primary
+        run = primary._run
         breaker = primary.breaker
-        if self._state is _PRIMARY and (
-            breaker is None or (breaker._state is not _OPEN and breaker._state is not _FORCED_OPEN)
-        ):
-            try:
-                value = await primary._run(*args, **kwargs)
-            except Exception as error:
-                records = [self._failed(primary, 1, False, begun, error)]
-                return (await self._sequence_async(args, kwargs, begun, records, 1)).value
-            reason = None if self._validate is None else self._invalid_reason(value)
-            if reason is None:
-                self._answered[primary.name].increment()
-                return cast(T, value)
-            records = [self._invalid_record(primary, 1, begun, value, reason)]
-            return (await self._sequence_async(args, kwargs, begun, records, 1)).value
-        return (await self._sequence_async(args, kwargs, begun, [], 0)).value
+        count_call = self._calls.increment
+        count_answer = self._fast_answers.increment
+        now = self._now
+        validate = self._validate
+        judge = self._invalid_reason
+        go_on = self._sequence_async
+        failed = self._failed
+        invalid = self._invalid_record
+
+        async def call_async(*args: Any, **kwargs: Any) -> T:
+            begun = now()
+            if me._state is _PRIMARY and (breaker is None or breaker._state is _CLOSED):
+                try:
+                    value = await run(*args, **kwargs)
+                except Exception as error:
+                    count_call()
+                    records = [failed(primary, 1, False, begun, error)]
+                    return (await go_on(args, kwargs, begun, records, 1)).value
+                if validate is None:
+                    count_answer()
+                    return cast(T, value)
+                reason = judge(value)
+                if reason is None:
+                    count_answer()
+                    return cast(T, value)
+                count_call()
+                records = [invalid(primary, 1, begun, value, reason)]
+                return (await go_on(args, kwargs, begun, records, 1)).value
+            count_call()
+            return (await go_on(args, kwargs, begun, [], 0)).value
+
+        call_async.__doc__ = Failover.call_async.__doc__
+        return call_async
 
     async def answer_async(self, *args: Any, **kwargs: Any) -> FailoverAnswer[T]:
         """As :meth:`call_async`, returning the answer with its lineage.
