@@ -1031,6 +1031,9 @@ ONE_OF_EACH_KIND: dict[str, Callable[[Registry], Guard[Any]]] = {
     "DegradedMode": lambda registry: DegradedMode(
         "g", watches=[CircuitBreaker("watched", registry=registry)], registry=registry
     ),
+    "Failover": lambda registry: resilient.Failover(
+        "g", sources=[resilient.Source("only", str)], registry=registry
+    ),
     "Pipeline": lambda registry: Pipeline(
         "g", CircuitBreaker("inner", registry=registry), registry=registry
     ),

@@ -66,6 +66,14 @@ from ._degraded import Served as Served
 from ._degraded import Stale as Stale
 from ._degraded import StaleCache as StaleCache
 from ._degraded import fallback as fallback
+from ._failover import AllSourcesFailedError as AllSourcesFailedError
+from ._failover import Failover as Failover
+from ._failover import FailoverAnswer as FailoverAnswer
+from ._failover import FailoverState as FailoverState
+from ._failover import InvalidAnswerError as InvalidAnswerError
+from ._failover import LatencyPercentile as LatencyPercentile
+from ._failover import Source as Source
+from ._failover import SourceAttempt as SourceAttempt
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
@@ -84,6 +92,7 @@ from ._retry_budget import RetryBudgetState as RetryBudgetState
 __all__ = [
     "AIMD",
     "AdaptiveLimit",
+    "AllSourcesFailedError",
     "Attempt",
     "AuditLog",
     "Backoff",
@@ -115,12 +124,17 @@ __all__ = [
     "Event",
     "ExceptionSpec",
     "Exponential",
+    "Failover",
+    "FailoverAnswer",
+    "FailoverState",
     "FallbackServed",
     "FullJitter",
     "Gradient2",
     "Guard",
     "GuardSnapshot",
     "Health",
+    "InvalidAnswerError",
+    "LatencyPercentile",
     "Linear",
     "Listener",
     "NoStaleValueError",
@@ -143,6 +157,8 @@ __all__ = [
     "RetryScheduled",
     "RetryState",
     "Served",
+    "Source",
+    "SourceAttempt",
     "Stale",
     "StaleCache",
     "Subscription",

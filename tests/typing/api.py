@@ -247,3 +247,34 @@ def on_virtual_time() -> None:
     assert_type(clock.run(odds_after, "ARS-CHE", 0.5, backend="trio"), float)
     assert_type(clock.anyio_backend("asyncio"), tuple[str, dict[str, Any]])
     assert_type(clock.autojump, bool)
+
+
+async def fetch_alpha(match: str) -> float:
+    return 1.95
+
+
+async def fetch_beta(match: str) -> float:
+    return 1.96
+
+
+failover = resilient.Failover(
+    "odds",
+    sources=[
+        resilient.Source("alpha", fetch_alpha, breaker=breaker),
+        resilient.Source("beta", fetch_beta),
+    ],
+    hedge=resilient.LatencyPercentile(0.95, initial=0.1),
+    validate=lambda odds: odds > 1.0,
+    registry=resilient.Registry(),
+)
+
+
+async def use_failover() -> None:
+    assert_type(failover, resilient.Failover[float])
+    assert_type(await failover.call_async("ARS-CHE"), float)
+    answer = await failover.answer_async("ARS-CHE")
+    assert_type(answer, resilient.FailoverAnswer[float])
+    assert_type(answer.value, float)
+    assert_type(answer.attempts, tuple[resilient.SourceAttempt, ...])
+    assert_type(failover.state, resilient.FailoverState)
+    resilient.Failover("odds", sources=[resilient.Source("a", fetch_alpha)], validate=str.isdigit)  # type: ignore[arg-type]

@@ -7,9 +7,14 @@
     ├── DeadlineExceededError        no time was left to start the work; also a TimeoutError
     ├── BudgetExceededError          a call ran past its budget's hard limit; a TimeoutError
     ├── RetryExhaustedError          retries ended on a result judged bad; .last_result
+    ├── InvalidAnswerError           a failover's validator refused an answer; .source, .value
+    ├── AllSourcesFailedError        no source of a failover answered validly; also an
+    │                                ExceptionGroup of every attempt's error; .attempts
     └── RejectedError                a call refused without running; .guard, .retry_after
         ├── CircuitOpenError         refused by a circuit breaker; .state
         └── BulkheadFullError        refused by a bulkhead; .reason
+
+(The two failover errors live in ``_failover.py``, beside the lineage they carry.)
 
 A guarded function's own exceptions are never wrapped: callers see them unchanged.
 Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
