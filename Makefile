@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_overload.py
 	$(BIN)/python benchmarks/bench_virtual_time.py
 	$(BIN)/python benchmarks/bench_chaos.py
+	$(BIN)/python benchmarks/bench_failover.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -16,7 +16,13 @@ from typing_extensions import ParamSpec
 from ._core import _fork
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._errors import ConfigurationError, RejectedError, ResilientError, format_seconds
+from ._core._errors import (
+    ConfigurationError,
+    RejectedError,
+    ResilientError,
+    describe_error,
+    format_seconds,
+)
 from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
@@ -111,12 +117,6 @@ class Stale(Generic[T]):
 
 class NoStaleValueError(ResilientError, LookupError):
     """A :class:`StaleCache` has no value for the key, or none fresh enough to serve."""
-
-
-def _error_reason(error: BaseException) -> str:
-    """``"TimeoutError: no answer in 2 s"``, or ``"ConnectionError"`` for an empty message."""
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _any_unhealthy(snapshots: Mapping[str, GuardSnapshot]) -> bool:
@@ -586,7 +586,7 @@ class _FallbackLayer:
                 except Exception as error:
                     if not (isinstance(error, RejectedError) or also(error)):
                         raise
-                    reason = _error_reason(error)
+                    reason = describe_error(error)
                     value = await async_fallback(*args, **kwargs)
                     return answer(value, True, reason, operation, error)
                 return value if plain else answer(value, False, None)
@@ -615,7 +615,7 @@ class _FallbackLayer:
             except Exception as error:
                 if not (isinstance(error, RejectedError) or also(error)):
                     raise
-                reason = _error_reason(error)
+                reason = describe_error(error)
                 value = fallback(*args, **kwargs)
                 return answer(value, True, reason, operation, error)
             return value if plain else answer(value, False, None)

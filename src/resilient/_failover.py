@@ -18,6 +18,8 @@ from ._core._errors import (
     ConfigurationError,
     RejectedError,
     ResilientError,
+    add_note,
+    describe_error,
     format_seconds,
 )
 from ._core._guard import Guard, registry_and_clock
@@ -227,7 +229,9 @@ class LatencyPercentile:
 
 # Only these guards decorate a source's function (each is a decorator over sync and async
 # functions, and reports a refusal as a RejectedError).
-_SOURCE_GUARD_KINDS = frozenset({"budget", "retry", "circuit_breaker", "bulkhead", "pipeline"})
+_SOURCE_GUARD_KINDS = frozenset(
+    {"budget", "retry", "circuit_breaker", "bulkhead", "pipeline", "chaos"}
+)
 
 
 class Source(Generic[T]):
@@ -303,7 +307,7 @@ class Source(Generic[T]):
             if not isinstance(guard, Guard) or guard.kind not in _SOURCE_GUARD_KINDS:
                 raise ConfigurationError(
                     f"guards of source {name!r} take budgets, retries, circuit breakers, "
-                    f"bulkheads and pipelines (got {guard!r})"
+                    f"bulkheads, pipelines and chaos strategies (got {guard!r})"
                 )
         every = (*(() if breaker is None else (breaker,)), *guards)
         if len({id(guard) for guard in every}) < len(every):
@@ -397,23 +401,6 @@ class _Race:
         self.winning: Any = None
         self.wake = anyio.Event()
         self.all_done: anyio.Event | None = None
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        notes = getattr(error, "__notes__", None)
-        if isinstance(notes, list):
-            notes.append(note)
-        else:
-            error.__notes__ = [note]  # type: ignore[attr-defined]
-
-
-def _describe(error: BaseException) -> str:
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _blocked(refusal: CircuitOpenError) -> str:
@@ -1033,7 +1020,7 @@ class Failover(Guard[FailoverState], Generic[T]):
         try:
             verdict = validate(cast(T, value))
         except Exception as error:
-            return f"validate raised {_describe(error)}"
+            return f"validate raised {describe_error(error)}"
         return "rejected by validate" if verdict is False else None
 
     def _release(self, value: object) -> None:
@@ -1132,10 +1119,10 @@ class Failover(Guard[FailoverState], Generic[T]):
                 continue  # cancelled: no outcome of its own
             name = record.source.name
             if record.outcome == "skipped":
-                _add_note(error, f"source {name!r} skipped: its breaker is open")
+                add_note(error, f"source {name!r} skipped: its breaker is open")
             else:
                 hedge = " (hedge)" if record.hedge else ""
-                _add_note(error, f"source {name!r}, attempt {record.number}{hedge}")
+                add_note(error, f"source {name!r}, attempt {record.number}{hedge}")
             errors.append(error)
         summary = ", ".join(f"{a.source!r} {a.outcome}" for a in attempts)
         raise AllSourcesFailedError(

@@ -314,3 +314,9 @@ def error_name(error: BaseException) -> str:
     name = type(error).__name__
     chaos = getattr(error, INJECTED_BY, None)
     return name if chaos is None else f"{name} (injected by chaos {chaos!r})"
+
+
+def describe_error(error: BaseException) -> str:
+    """``"TimeoutError: no answer in 2 s"``, or ``"ConnectionError"`` for an empty message."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
