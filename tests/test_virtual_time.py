@@ -691,6 +691,23 @@ def test_the_clocks_own_sleeps_in_a_row_land_on_whole_nanoseconds(backend: str) 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_clocks_own_sleeps_never_lose_a_nanosecond_to_a_jump(backend: str) -> None:
+    """Twenty sleep_async(0.1) read 0.1, 0.2, ..., 2.0: a jump to a deadline whose float
+    (1.2 is 1.19999999999999996) lies below its whole nanosecond lands on that nanosecond,
+    so no later sleep starts a nanosecond early and the error never piles up."""
+    clock = VirtualClock(autojump=True)
+
+    async def twenty_steps() -> list[float]:
+        readings = []
+        for _ in range(20):
+            await clock.sleep_async(0.1)
+            readings.append(clock.monotonic())
+        return readings
+
+    assert clock.run(twenty_steps, backend=backend) == [n / 10 for n in range(1, 21)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_loop_sleeps_in_a_row_read_their_own_float_deadlines(backend: str) -> None:
     """anyio.sleep(0.1) three times wakes at the loop's own deadlines: the third reads
     0.1 + 0.1 + 0.1 exactly, as trio's MockClock and real time would."""

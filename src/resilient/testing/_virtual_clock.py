@@ -252,8 +252,14 @@ class VirtualClock:
             if deadline <= self._reading:
                 return
             numerator, denominator = deadline.as_integer_ratio()
-            # The last nanosecond not after the deadline, exactly.
-            self._now_ns = max(self._now_ns, numerator * _NS // denominator)
+            # The nanosecond the deadline stands for, when it reads as one: the clock's
+            # own deadlines are whole nanoseconds as floats, and 1.2 is a hair below
+            # 1_200_000_000 ns (flooring would start the next wait a nanosecond early,
+            # and the error would pile up). Else the last nanosecond not after it.
+            nearest = (2 * numerator * _NS + denominator) // (2 * denominator)
+            if nearest / _NS != deadline:
+                nearest = numerator * _NS // denominator
+            self._now_ns = max(self._now_ns, nearest)
             self._reading = deadline
             due = self._pop_due()
         self._fire(due)
