@@ -75,6 +75,13 @@ class CacheStatus(str, enum.Enum):
         return self.value
 
 
+# Read once: an enum member looked up on its class costs a descriptor call each time.
+_FRESH = CacheStatus.FRESH
+_FETCHED = CacheStatus.FETCHED
+_STALE = CacheStatus.STALE
+_STALE_ON_ERROR = CacheStatus.STALE_ON_ERROR
+
+
 @dataclass(frozen=True, slots=True)
 class Cached(Generic[T]):
     """An answer of a :class:`Cache`, with how old it is and where it came from.
@@ -373,6 +380,18 @@ class Cache(Guard[CacheState], Generic[T]):
             ConfigurationError: The cache already serves another function.
             TypeError: ``fn`` is async (use :meth:`call_async`), or the key is unhashable.
         """
+        if fn is self._fn and not self._fn_async:
+            # A hit answers without building a Cached: the decorator's path, spelled out.
+            key = args if self._key is None and not kwargs else self._key_of(args, kwargs)
+            try:
+                entry = self._entries.get(key)
+            except TypeError:
+                raise self._unhashable(key) from None
+            if entry is not None and self._now() < entry.fresh_until:
+                entry.used = True
+                self._hits.increment()
+                return cast(R, entry.value)
+            return cast(R, self._answer_sync(fn, key, args, kwargs).value)
         return self.answer(fn, *args, **kwargs).value
 
     async def call_async(
@@ -495,12 +514,12 @@ class Cache(Guard[CacheState], Generic[T]):
         if now < entry.fresh_until:
             entry.used = True
             self._hits.increment()
-            return Cached(entry.value, key, now - entry.fetched_at, CacheStatus.FRESH)
+            return Cached(entry.value, key, now - entry.fetched_at, _FRESH)
         if now < entry.stale_until:
             entry.used = True
             self._stale_served.increment()
             self._revalidate(fn, key, args, kwargs, library)
-            return Cached(entry.value, key, now - entry.fetched_at, CacheStatus.STALE)
+            return Cached(entry.value, key, now - entry.fetched_at, _STALE)
         if now >= entry.dead_at:
             self._drop_dead(key, entry)
         return None
@@ -512,7 +531,7 @@ class Cache(Guard[CacheState], Generic[T]):
         return self._counted(cast(Cached[Any], flight.answer))
 
     def _counted(self, answer: Cached[Any]) -> Cached[Any]:
-        if answer.status is CacheStatus.STALE_ON_ERROR:
+        if answer.status is _STALE_ON_ERROR:
             self._stale_on_error.increment()
         return answer
 
@@ -571,7 +590,7 @@ class Cache(Guard[CacheState], Generic[T]):
     ) -> Cached[Any]:
         """Store what the provider returned, and hand it to everyone waiting."""
         now = self._now()
-        answer = Cached(value, key, 0.0, CacheStatus.FETCHED)
+        answer = Cached(value, key, 0.0, _FETCHED)
         with self._lock:
             self._store(key, _Entry(value, now, freshness), now)
             self._end_flight(flight)
@@ -604,9 +623,7 @@ class Cache(Guard[CacheState], Generic[T]):
             entry = self._entries.get(key)
             if entry is not None and now < entry.error_until:
                 age = now - entry.fetched_at
-                answer = Cached(
-                    entry.value, key, age, CacheStatus.STALE_ON_ERROR, type(error).__name__
-                )
+                answer = Cached(entry.value, key, age, _STALE_ON_ERROR, type(error).__name__)
             self._end_flight(flight)
             flight.answer = answer
             flight.error = error if answer is None else None
@@ -769,7 +786,7 @@ class Cache(Guard[CacheState], Generic[T]):
             self._drop_dead(key, entry)
             return None
         entry.used = True
-        status = CacheStatus.FRESH if now < entry.fresh_until else CacheStatus.STALE
+        status = _FRESH if now < entry.fresh_until else _STALE
         return Cached(entry.value, key, now - entry.fetched_at, status)
 
     def put(self, key: Hashable, value: T) -> None:
