@@ -29,6 +29,7 @@ from resilient import (
     Budget,
     Bulkhead,
     BulkheadFullError,
+    Cache,
     CircuitBreaker,
     CircuitOpenError,
     ConfigurationError,
@@ -1027,6 +1028,7 @@ def test_budget_calls_never_go_down_as_the_window_slides(telemetry: Telemetry) -
 ONE_OF_EACH_KIND: dict[str, Callable[[Registry], Guard[Any]]] = {
     "Budget": lambda registry: Budget("g", target=0.1, registry=registry),
     "Bulkhead": lambda registry: Bulkhead("g", max_concurrent=1, registry=registry),
+    "Cache": lambda registry: Cache("g", ttl=1, registry=registry),
     "CircuitBreaker": lambda registry: CircuitBreaker("g", registry=registry),
     "DegradedMode": lambda registry: DegradedMode(
         "g", watches=[CircuitBreaker("watched", registry=registry)], registry=registry

@@ -27,6 +27,11 @@ from ._bulkhead import BulkheadState as BulkheadState
 from ._bulkhead import CoDel as CoDel
 from ._bulkhead import QueueOrder as QueueOrder
 from ._bulkhead import RateLimit as RateLimit
+from ._cache import Cache as Cache
+from ._cache import Cached as Cached
+from ._cache import CacheState as CacheState
+from ._cache import CacheStatus as CacheStatus
+from ._cache import Freshness as Freshness
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
 from ._core._deadline import Deadline as Deadline
@@ -106,6 +111,10 @@ __all__ = [
     "BulkheadPartition",
     "BulkheadSlot",
     "BulkheadState",
+    "Cache",
+    "CacheState",
+    "CacheStatus",
+    "Cached",
     "CallEnded",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -128,6 +137,7 @@ __all__ = [
     "FailoverAnswer",
     "FailoverState",
     "FallbackServed",
+    "Freshness",
     "FullJitter",
     "Gradient2",
     "Guard",

@@ -24,6 +24,7 @@ from ._core._errors import (
     format_seconds,
 )
 from ._core._guard import Guard, registry_and_clock
+from ._core._keys import call_key, hashable_key
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import is_async_callable
@@ -820,21 +821,11 @@ class StaleCache(Generic[T]):
         self._lock = threading.Lock()
 
     def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
-        if self._key is not None:
-            return self._key(*args, **kwargs)
-        return (args, tuple(sorted(kwargs.items()))) if kwargs else args
+        return call_key(args, kwargs) if self._key is None else self._key(*args, **kwargs)
 
     def _hashable_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         # Checked before the primary runs, so that a good answer is never lost to a key.
-        key = self._key_of(args, kwargs)
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(
-                f"StaleCache keys must be hashable (got {key!r}); pass key= to build one from "
-                "the arguments"
-            ) from None
-        return key
+        return hashable_key("StaleCache", self._key, args, kwargs)
 
     def put(self, key: Hashable, value: T) -> None:
         """Remember ``value`` as the latest good one for ``key``."""

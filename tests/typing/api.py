@@ -278,3 +278,52 @@ async def use_failover() -> None:
     assert_type(answer.attempts, tuple[resilient.SourceAttempt, ...])
     assert_type(failover.state, resilient.FailoverState)
     resilient.Failover("odds", sources=[resilient.Source("a", fetch_alpha)], validate=str.isdigit)  # type: ignore[arg-type]
+
+
+# -- caches --------------------------------------------------------------------------------
+
+odds_cache = resilient.Cache(
+    "typed-odds-cache",
+    ttl=2.0,
+    stale_while_revalidate="5s",
+    stale_if_error=60,
+    max_entries=10_000,
+    freshness=lambda key, value: resilient.Freshness(ttl=1, stale_if_error=30),
+)
+odds_cache_async = resilient.Cache("typed-odds-cache-async", ttl=2.0)
+
+
+@odds_cache
+def cached_price(match: str, *, market: str = "1x2") -> float:
+    return 1.95
+
+
+@odds_cache_async
+async def cached_price_async(match: str, *, market: str = "1x2") -> float:
+    return 1.95
+
+
+cached_keeps_signature: PriceFunction = cached_price
+assert_type(cached_price("ARS-CHE", market="ou"), float)
+assert_type(odds_cache.call(cached_price, "ARS-CHE"), float)
+cached_price(1)  # type: ignore[arg-type]
+odds_cache.call(cached_price, "ARS-CHE", mkt="ou")  # type: ignore[call-arg]
+
+
+async def use_cache() -> None:
+    assert_type(await cached_price_async("ARS-CHE", market="ou"), float)
+    assert_type(await odds_cache_async.call_async(cached_price_async, "ARS-CHE"), float)
+    answer = await odds_cache_async.answer_async(cached_price_async, "ARS-CHE")
+    assert_type(answer, resilient.Cached[float])
+    assert_type(answer.status, resilient.CacheStatus)
+    assert_type(odds_cache.answer(cached_price, "ARS-CHE").age, float)
+    assert_type(odds_cache.state, resilient.CacheState)
+    pending = cached_price_async("ARS-CHE")
+    _: Coroutine[Any, Any, float] = pending
+    pending.close()
+    typed: resilient.Cache[float] = resilient.Cache("typed-floats", ttl=1)
+    typed.put(("ARS-CHE",), 1.95)
+    stored = typed.get(("ARS-CHE",))
+    if stored is not None:
+        assert_type(stored.value, float)
+    typed.put(("ARS-CHE",), "1.95")  # type: ignore[arg-type]
