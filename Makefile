@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_virtual_time.py
 	$(BIN)/python benchmarks/bench_chaos.py
 	$(BIN)/python benchmarks/bench_failover.py
+	$(BIN)/python benchmarks/bench_cache.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -725,21 +723,3 @@ def test_status_and_age_follow_the_reference_model(
             assert (answer.status, answer.age) == expected
         assert cache.wait_for_refreshes(WAIT)
         assert cache.state is (CacheState.SERVING_STALE if degraded else CacheState.NORMAL)
-
-
-# -- the docs --------------------------------------------------------------------------------
-
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cache.md"
-DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-
-
-@pytest.mark.parametrize("block", DOC_BLOCKS, ids=[f"block{i}" for i in range(len(DOC_BLOCKS))])
-def test_the_examples_of_docs_cache_run_and_print_what_the_page_says(
-    block: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Every example of docs/cache.md runs as written; what it prints is what its
-    comments say."""
-    exec(compile(block, str(DOC), "exec"), {"__name__": "docs_cache_example"})
-    printed = capsys.readouterr().out.splitlines()
-    promised = re.findall(r"^print\(.*\)\s+# (.*)$", block, re.M)
-    assert printed == promised

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ("chaos.md",)
+PAGES = ("cache.md", "chaos.md", "failover.md")
 # Real seconds: only a bound, should an example hang.
 BOUND = 120
 
@@ -21,14 +21,15 @@ def python_blocks(page: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(encoding="utf-8"), re.S)
 
 
-def run(block: str) -> str:
-    """The example's output, run as a script of its own with chaos unset in its environment."""
+def run(block: str) -> list[str]:
+    """The lines the example prints, run as a script of its own, with chaos unset in its
+    environment."""
     env = {k: v for k, v in os.environ.items() if k != "RESILIENT_CHAOS"}
     ran = subprocess.run(
         [sys.executable, "-c", block], capture_output=True, text=True, timeout=BOUND, env=env
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    return ran.stdout
+    return ran.stdout.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -39,26 +40,51 @@ def run(block: str) -> str:
         for number in range(len(python_blocks(page)))
     ],
 )
-def test_the_example_runs(page: str, number: int) -> None:
-    """The example runs to the end without an error."""
-    run(python_blocks(page)[number])
+def test_the_example_runs_and_prints_what_its_comments_say(page: str, number: int) -> None:
+    """The example runs to the end; each ``print(...)  # text`` line printed that text."""
+    block = python_blocks(page)[number]
+    if "except*" in block and sys.version_info < (3, 11):
+        pytest.skip("the example uses except*, new in Python 3.11")
+    printed = run(block)
+    promised = re.findall(r"^print\(.*\)\s+# (.*)$", block, re.M)
+    if promised:
+        assert printed == promised
 
 
 def test_the_outage_example_opens_the_breaker_and_closes_it_after() -> None:
     """The first chaos example prints the breaker's states as its comment says."""
     block = python_blocks("chaos.md")[0]
-    printed = ast.literal_eval(run(block))
-    comment = ast.literal_eval(block.rsplit("# ", 1)[1])
-    assert printed == comment
-    assert printed[0] == "open"
-    assert printed[-1] == "closed"
+    (printed,) = run(block)
+    states = ast.literal_eval(printed)
+    assert states == ast.literal_eval(block.rsplit("# ", 1)[1])
+    assert states[0] == "open"
+    assert states[-1] == "closed"
 
 
 def test_the_mix_example_observes_its_configured_rates() -> None:
     """The mix example's timeouts and empty answers come out near 5% and 2%."""
     (block,) = [b for b in python_blocks("chaos.md") if "Mix(" in b]
-    first = run(block).splitlines()[0]
-    timeouts, empty = (float(x) for x in first.split())
+    timeouts, empty = (float(x) for x in run(block)[0].split())
     # 10,000 seeded calls: three standard deviations are 0.65 and 0.42 points.
     assert abs(timeouts - 0.05) < 0.0065
     assert abs(empty - 0.02) < 0.0042
+
+
+def test_the_hedged_failover_example_prints_its_lineage() -> None:
+    """beta wins as a hedge at 0.15 s; alpha is cancelled; gamma never starts."""
+    assert run(python_blocks("failover.md")[0]) == [
+        "2.05 beta True 0.15",
+        "alpha cancelled 0.0 None",
+        "beta answered 0.1 0.05",
+    ]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the example uses except*")
+def test_the_failover_error_example_prints_notes_and_lineage() -> None:
+    """except* picks out the failure with its note, and the invalid answer with its value."""
+    assert run(python_blocks("failover.md")[1]) == [
+        "[\"source 'alpha', attempt 1\"]",
+        "['failed', 'invalid']",
+        "-1.0",
+        "2",
+    ]

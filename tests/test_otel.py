@@ -1131,3 +1131,64 @@ def test_a_provider_that_is_not_one_is_refused_by_name(
     """meter_provider=5 names meter_provider, not "cannot create weak reference"."""
     with pytest.raises(ConfigurationError, match=rf"^{parameter} must be an OpenTelemetry"):
         instrument(registry, **options)
+
+
+def test_cache_answers_are_counted_as_hits_stale_and_misses(telemetry: Telemetry) -> None:
+    """A cache's answers count in resilient.calls as hit, stale (while refreshing) or miss."""
+    cache = Cache("odds-cache", ttl=1, stale_while_revalidate=10, registry=telemetry.registry)
+    price = cache(lambda market: 2.1)
+    price("ARS-CHE")  # miss
+    price("ARS-CHE")  # hit
+    telemetry.clock.advance(2)
+    price("ARS-CHE")  # stale, refreshed behind
+    assert cache.wait_for_refreshes(5)
+    points = telemetry.points("resilient.calls")
+    attrs = {"resilient.guard": "odds-cache", "resilient.kind": "cache"}
+    assert points[frozenset({**attrs, "resilient.outcome": "miss"}.items())] == 1
+    assert points[frozenset({**attrs, "resilient.outcome": "hit"}.items())] == 1
+    assert points[frozenset({**attrs, "resilient.outcome": "stale"}.items())] == 1
+
+
+def test_failover_calls_are_counted_as_success_or_failure(telemetry: Telemetry) -> None:
+    """A failover's calls count in resilient.calls as success, or failure when no source
+    answered validly."""
+
+    def down(market: str) -> float:
+        raise ConnectionError(market)
+
+    odds = resilient.Failover(
+        "odds",
+        sources=[resilient.Source("alpha", down), resilient.Source("beta", lambda m: 2.0)],
+        registry=telemetry.registry,
+    )
+    assert odds.call("ARS-CHE") == 2.0
+    only_down = resilient.Failover(
+        "down", sources=[resilient.Source("alpha", down)], registry=telemetry.registry
+    )
+    with pytest.raises(resilient.AllSourcesFailedError):
+        only_down.call("ARS-CHE")
+    points = telemetry.points("resilient.calls")
+    assert (
+        points[
+            frozenset(
+                {
+                    "resilient.guard": "odds",
+                    "resilient.kind": "failover",
+                    "resilient.outcome": "success",
+                }.items()
+            )
+        ]
+        == 1
+    )
+    assert (
+        points[
+            frozenset(
+                {
+                    "resilient.guard": "down",
+                    "resilient.kind": "failover",
+                    "resilient.outcome": "failure",
+                }.items()
+            )
+        ]
+        == 1
+    )

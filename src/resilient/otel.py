@@ -65,6 +65,10 @@ _CALL_OUTCOMES: dict[str, dict[str, str]] = {
     "bulkhead": {"admitted": "admitted", "rejected": "rejected"},
     "degraded_mode": {"served_primary": "success", "served_fallback": "fallback"},
     "retry": {"recovered": "recovered"},
+    # A cache's answers: fresh hits, stale ones served while refreshing, and misses (the
+    # provider asked or joined; stale_on_error answers are among them).
+    "cache": {"hits": "hit", "stale_served": "stale", "misses": "miss"},
+    "failover": {"answered": "success", "exhausted": "failure"},
 }
 _GIVE_UP_CAUSES = ("attempts", "deadline", "budget", "retry_after", "not_idempotent")
 _QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999))
