@@ -18,7 +18,7 @@ from typing_extensions import ParamSpec, TypeVar
 
 from ._core._clock import Clock
 from ._core._counter import Counter
-from ._core._errors import ConfigurationError, format_seconds
+from ._core._errors import ConfigurationError, describe_error, format_seconds
 from ._core._guard import Guard, registry_and_clock
 from ._core._keys import call_key, unhashable_key_error
 from ._core._registry import Registry
@@ -181,11 +181,6 @@ class _Flight:
 def _show(key: Hashable) -> str:
     text = repr(key)
     return text if len(text) <= _KEY_SHOWN else text[: _KEY_SHOWN - 3] + "..."
-
-
-def _describe(error: BaseException) -> str:
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _name_of(fn: object) -> str:
@@ -614,7 +609,7 @@ class Cache(Guard[CacheState], Generic[T]):
         """The provider raised ``error``: answer with the stale value if it is young
         enough, else raise ``error``; either way to everyone waiting as well."""
         now = self._now()
-        described = _describe(error)
+        described = describe_error(error)
         answer: Cached[Any] | None = None
         with self._lock:
             self._last_error = described
