@@ -27,7 +27,7 @@ from ._core._errors import (
 from ._core._events import Subscription
 from ._core._guard import registry_and_clock
 from ._core._registry import Registry
-from ._core._run import Admission, is_async_callable
+from ._core._run import Admission, is_async_callable, reraise_unwrapped
 from ._core._sketch import DEFAULT_ACCURACY, MAX_ACCURACY, MIN_ACCURACY, WindowedHistogram
 from ._core._state import Event, Health, Statistic, Transition
 from ._core._validate import (
@@ -672,12 +672,8 @@ class Budget(Admission[BudgetState, _Permit]):
                 await done.wait()
                 tasks.cancel_scope.cancel()
         except BaseException as group:
-            # The attempts catch their own errors, so what reaches here is control flow
-            # (KeyboardInterrupt, SystemExit) wrapped by the task group: let it out as is.
-            inner = getattr(group, "exceptions", None)
-            if inner and len(inner) == 1 and not isinstance(inner[0], Exception):
-                raise inner[0] from None
-            raise
+            # The attempts keep their own errors: what reaches here is control flow.
+            reraise_unwrapped(group)
         if results:
             winner, value = results[0]
             if winner == 1:

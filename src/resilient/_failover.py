@@ -24,7 +24,7 @@ from ._core._errors import (
 )
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
-from ._core._run import is_async_callable
+from ._core._run import is_async_callable, reraise_unwrapped
 from ._core._sketch import WindowedHistogram
 from ._core._state import Health, Statistic
 from ._core._validate import Duration, check_name, check_ratio, to_seconds
@@ -961,12 +961,8 @@ class Failover(Guard[FailoverState], Generic[T]):
                         await clock.wait_async(race.all_done, self._grace)
                     tasks.cancel_scope.cancel()
         except BaseException as group:
-            # The attempts keep their own errors, so what reaches here is control flow
-            # (KeyboardInterrupt, SystemExit) wrapped by the task group: let it out as is.
-            inner = getattr(group, "exceptions", None)
-            if inner and len(inner) == 1 and not isinstance(inner[0], Exception):
-                raise inner[0] from None
-            raise
+            # The attempts keep their own errors: what reaches here is control flow.
+            reraise_unwrapped(group)
         return self._conclude(records, race.winner, race.winning, begun)
 
     async def _attempt(

@@ -39,6 +39,7 @@ __all__ = [
     "Attempt",
     "Attempts",
     "Retrying",
+    "reraise_unwrapped",
     "retry_call",
     "retry_call_async",
 ]
@@ -90,6 +91,16 @@ def _refuse_generator(fn: object) -> NoReturn:
         f"{fn!r} is a generator function: its body runs only when iterated, after the "
         "guard has counted the call. Guard the function that consumes it instead"
     )
+
+
+def reraise_unwrapped(group: BaseException) -> NoReturn:
+    """Raise what escaped a task group whose tasks keep their own errors: a lone
+    control-flow exception (``KeyboardInterrupt``, ``SystemExit``) as itself, unwrapped
+    from the group the task group put it in; anything else as it is."""
+    inner = getattr(group, "exceptions", None)
+    if inner and len(inner) == 1 and not isinstance(inner[0], Exception):
+        raise inner[0] from None
+    raise group
 
 
 # A sync function that returns a coroutine (a lambda or a decorator around an async
