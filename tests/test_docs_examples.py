@@ -83,7 +83,7 @@ def test_the_hedged_failover_example_prints_its_lineage() -> None:
 def test_the_failover_error_example_prints_notes_and_lineage() -> None:
     """except* picks out the failure with its note, and the invalid answer with its value."""
     assert run(python_blocks("failover.md")[1]) == [
-        "[\"source 'alpha', attempt 1\"]",
+        "[\"failover 'odds': source 'alpha', attempt 1\"]",
         "['failed', 'invalid']",
         "-1.0",
         "2",

@@ -260,9 +260,9 @@ def test_total_failure_raises_a_group_of_every_attempt_tagged_with_its_source(
         InvalidAnswerError,
     ]
     assert [e.__notes__ for e in group.exceptions] == [
-        ["source 'alpha' skipped: its breaker is open"],
-        ["source 'beta', attempt 1"],
-        ["source 'gamma', attempt 2"],
+        ["failover 'odds': source 'alpha' skipped: its breaker is open"],
+        ["failover 'odds': source 'beta', attempt 1"],
+        ["failover 'odds': source 'gamma', attempt 2"],
     ]
     assert outcomes(group.attempts) == [
         ("alpha", "skipped"),
@@ -841,3 +841,135 @@ def test_a_source_is_frozen(registry: Registry) -> None:
     with pytest.raises(AttributeError, match="frozen"):
         source.name = "beta"  # type: ignore[misc]
     assert repr(source) == "Source('alpha', str)"
+
+
+# -- found in review ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_winner_the_cancelled_caller_never_sees_is_discarded(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """A caller cancelled while losers finish their grace gets nothing: the winning answer
+    goes to discard, once, like every other answer not returned."""
+    discarded: list[str] = []
+    slow = Feed("a", clock, (10.0, "ok"))
+    fast = Feed("b", clock, (0.1, "ok"))
+    failover = build(registry, slow, fast, hedge=0, grace=5, discard=discarded.append)
+    with anyio.move_on_after(1.0):
+        await failover.call_async("ARS")
+    assert discarded == ["ok b ARS"]
+    assert stats(failover)["discarded"] == 1
+
+
+def test_a_validator_that_returns_no_bool_makes_every_answer_invalid_and_says_so(
+    registry: Registry,
+) -> None:
+    """validate=len (a number, not a bool) rejects the answer with a reason naming what it
+    returned, instead of passing empty answers as valid."""
+    failover = Failover(
+        "odds",
+        sources=[Source("a", list)],
+        validate=len,  # type: ignore[arg-type]
+        registry=registry,
+    )
+    with pytest.raises(AllSourcesFailedError) as caught:
+        failover.call()
+    (error,) = caught.value.exceptions
+    assert isinstance(error, InvalidAnswerError)
+    assert "validate returned 0, not True or False" in str(error)
+
+
+def test_a_validator_that_raises_is_the_cause_of_the_invalid_answer(registry: Registry) -> None:
+    """The validator's own exception, traceback and all, is the InvalidAnswerError's cause."""
+
+    def strict(price: str) -> bool:
+        return float(price) > 1.0
+
+    failover = Failover(
+        "odds", sources=[Source("a", lambda: "n/a")], validate=strict, registry=registry
+    )
+    with pytest.raises(AllSourcesFailedError) as caught:
+        failover.call()
+    (error,) = caught.value.exceptions
+    assert isinstance(error.__cause__, ValueError)
+    assert error.__cause__.__traceback__ is not None
+
+
+def test_invalid_answers_open_the_sources_breaker(registry: Registry) -> None:
+    """A source that keeps answering nonsense is failing to its breaker, which opens, and
+    the failover then answers from the next source without asking it."""
+    calls = [0]
+
+    def nonsense() -> str:
+        calls[0] += 1
+        return "bad a"
+
+    breaker = CircuitBreaker("a", window=CountWindow(4), minimum_calls=4, registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[Source("a", nonsense, breaker=breaker), Source("b", lambda: "ok b")],
+        validate=valid,
+        registry=registry,
+    )
+    for _ in range(10):
+        assert failover.call() == "ok b"
+    assert breaker.state is BreakerState.OPEN
+    assert calls[0] == 4
+    assert failover.state is FailoverState.FAILED_OVER
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_no_budget_is_spent_when_every_source_left_is_skipped(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """When the hedge delay passes and every remaining source's breaker is open, no hedge
+    starts and the budget keeps its retry."""
+    budget = RetryBudget("hedges", registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[
+            Source("a", Feed("a", clock, (0.5, "ok"))),
+            Source("b", Feed("b", clock), breaker=open_breaker(registry, "b-breaker")),
+        ],
+        hedge=0.1,
+        budget=budget,
+        registry=registry,
+    )
+    answer = await failover.answer_async()
+    assert answer.source == "a"
+    assert stats(failover)["hedges"] == 0
+    assert budget.snapshot().statistics["retries"] == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_hedge_delays_follow_the_attempt_number_after_a_failover(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """hedge=[0.05, 0.3]: when a fails at once and b takes over as the 2nd attempt, the 3rd
+    (c) starts 0.3 s after b, as the delay before the 3rd attempt says."""
+    a = Feed("a", clock, (0.01, "fail"))
+    b = Feed("b", clock, (1.0, "ok"))
+    c = Feed("c", clock, (0.1, "ok"))
+    failover = build(registry, a, b, c, hedge=[0.05, 0.3])
+    await failover.call_async()
+    assert c.starts == [pytest.approx(0.31)]
+
+
+def test_notes_do_not_pile_up_on_an_exception_raised_again_and_again(
+    registry: Registry,
+) -> None:
+    """A module-level exception raised on every call keeps one failover note, the latest."""
+    down = ConnectionError("down")
+
+    def always_down() -> str:
+        raise down
+
+    failover = Failover("odds", sources=[Source("a", always_down)], registry=registry)
+    for _ in range(3):
+        with pytest.raises(AllSourcesFailedError):
+            failover.call()
+    assert down.__notes__ == ["failover 'odds': source 'a', attempt 1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -141,7 +142,8 @@ class InvalidAnswerError(ResilientError):
 
     Args:
         source: The source's name.
-        reason: Why: ``"rejected by validate"``, or the validator's own error.
+        reason: Why: ``"validate returned False"``, or the validator's own error (which is
+            then also the ``__cause__``).
         value: The answer that was refused.
     """
 
@@ -251,13 +253,14 @@ class Source(Generic[T]):
         ConfigurationError: A value is not what it should be; the message names it.
     """
 
-    __slots__ = ("_guard_names", "_is_async", "_run", "breaker", "fn", "guards", "name")
+    __slots__ = ("_every", "_guard_names", "_is_async", "_run", "breaker", "fn", "guards", "name")
 
     name: str
     fn: Callable[..., Any]
     breaker: CircuitBreaker | None
     guards: tuple[Guard[Any], ...]
     _run: Callable[..., Any]
+    _every: tuple[Guard[Any], ...]
     _is_async: bool
     _guard_names: frozenset[str]
 
@@ -315,15 +318,13 @@ class Source(Generic[T]):
                 f"source {name!r} takes each guard once (got one twice: it would wrap the "
                 "function twice)"
             )
-        run: Callable[..., Any] = fn
-        for guard in reversed(every):
-            run = cast(Callable[..., Any], guard)(run)
         set_ = object.__setattr__
+        set_(self, "_every", every)
         set_(self, "name", name)
         set_(self, "fn", fn)
         set_(self, "breaker", breaker)
         set_(self, "guards", guards)
-        set_(self, "_run", run)
+        set_(self, "_run", self._guarded(fn))
         set_(self, "_is_async", is_async)
         set_(self, "_guard_names", frozenset(guard.name for guard in every))
 
@@ -340,6 +341,13 @@ class Source(Generic[T]):
         if self.guards:
             parts.append(f"guards={tuple(guard.name for guard in self.guards)!r}")
         return f"Source({', '.join(parts)})"
+
+    def _guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` through the source's breaker (outermost) and guards, in order."""
+        run = fn
+        for guard in reversed(self._every):
+            run = cast(Callable[..., Any], guard)(run)
+        return run
 
     def _skip_error(self) -> CircuitOpenError | None:
         """The refusal of a source whose breaker is open, or ``None`` when it may be asked."""
@@ -430,8 +438,11 @@ class Failover(Guard[FailoverState], Generic[T]):
             source at once). A sequence of durations: the delay before the 2nd, 3rd, ...
             attempt, the last one repeating. A :class:`LatencyPercentile`: the live
             percentile of the primary's answers.
-        validate: Judges every answer: returning ``False`` or raising an ``Exception``
-            makes it invalid.
+        validate: Judges every answer inside the source's guards: ``True`` accepts it;
+            ``False``, an ``Exception`` raised, or anything but a bool (a mistake, said in
+            the reason) makes it invalid. An invalid answer is an
+            :class:`InvalidAnswerError` to the source's breaker and guards, so a source that
+            keeps answering nonsense is counted as failing and its breaker opens.
         budget: A :class:`RetryBudget` (shared with retries): each call deposits one first
             attempt and each hedge withdraws one; when it is empty, no new hedge starts
             (attempts in flight go on). Needs ``hedge``.
@@ -456,7 +467,7 @@ class Failover(Guard[FailoverState], Generic[T]):
         *,
         sources: Sequence[Source[T]],
         hedge: Duration | Sequence[Duration] | LatencyPercentile | None = None,
-        validate: Callable[[T], object] | None = None,
+        validate: Callable[[T], bool] | None = None,
         budget: RetryBudget | None = None,
         grace: Duration = 0.0,
         discard: Callable[[T], object] | None = None,
@@ -524,6 +535,12 @@ class Failover(Guard[FailoverState], Generic[T]):
                 )
         self._validate = validate
         self._discard = discard
+        # What an attempt calls: each source's function, judged by validate inside the
+        # source's guards, so that its breaker counts an invalid answer as a failure.
+        self._runs: dict[str, Callable[..., Any]] = {
+            source.name: source._run if validate is None else self._validating(source)
+            for source in sources
+        }
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None (got {budget!r})")
         if budget is not None and hedge is None:
@@ -663,16 +680,13 @@ class Failover(Guard[FailoverState], Generic[T]):
         """The sync :meth:`call` of a failover that runs sync calls."""
         me = self
         primary = self._primary
-        run = primary._run
+        run = self._runs[primary.name]
         breaker = primary.breaker
         count_call = self._calls.increment
         count_answer = self._fast_answers.increment
         now = self._now
-        validate = self._validate
-        judge = self._invalid_reason
         go_on = self._sequence_sync
         failed = self._failed
-        invalid = self._invalid_record
 
         def call(*args: Any, **kwargs: Any) -> T:
             begun = now()
@@ -683,16 +697,8 @@ class Failover(Guard[FailoverState], Generic[T]):
                     count_call()
                     records = [failed(primary, 1, False, begun, error)]
                     return go_on(args, kwargs, begun, records, 1).value
-                if validate is None:
-                    count_answer()
-                    return cast(T, value)
-                reason = judge(value)
-                if reason is None:
-                    count_answer()
-                    return cast(T, value)
-                count_call()
-                records = [invalid(primary, 1, begun, value, reason)]
-                return go_on(args, kwargs, begun, records, 1).value
+                count_answer()
+                return cast(T, value)
             count_call()
             return go_on(args, kwargs, begun, [], 0).value
 
@@ -743,13 +749,9 @@ class Failover(Guard[FailoverState], Generic[T]):
             number += 1
             started = self._now()
             try:
-                value = source._run(*args, **kwargs)
+                value = self._runs[source.name](*args, **kwargs)
             except Exception as error:
                 records.append(self._failed(source, number, False, started, error))
-                continue
-            reason = None if self._validate is None else self._invalid_reason(value)
-            if reason is not None:
-                records.append(self._invalid_record(source, number, started, value, reason))
                 continue
             record = _Record(source, number, False, started, "answered")
             record.latency = self._now() - started
@@ -777,16 +779,13 @@ class Failover(Guard[FailoverState], Generic[T]):
         """The :meth:`call_async` of a sequential failover of async sources."""
         me = self
         primary = self._primary
-        run = primary._run
+        run = self._runs[primary.name]
         breaker = primary.breaker
         count_call = self._calls.increment
         count_answer = self._fast_answers.increment
         now = self._now
-        validate = self._validate
-        judge = self._invalid_reason
         go_on = self._sequence_async
         failed = self._failed
-        invalid = self._invalid_record
 
         async def call_async(*args: Any, **kwargs: Any) -> T:
             begun = now()
@@ -797,16 +796,8 @@ class Failover(Guard[FailoverState], Generic[T]):
                     count_call()
                     records = [failed(primary, 1, False, begun, error)]
                     return (await go_on(args, kwargs, begun, records, 1)).value
-                if validate is None:
-                    count_answer()
-                    return cast(T, value)
-                reason = judge(value)
-                if reason is None:
-                    count_answer()
-                    return cast(T, value)
-                count_call()
-                records = [invalid(primary, 1, begun, value, reason)]
-                return (await go_on(args, kwargs, begun, records, 1)).value
+                count_answer()
+                return cast(T, value)
             count_call()
             return (await go_on(args, kwargs, begun, [], 0)).value
 
@@ -851,13 +842,9 @@ class Failover(Guard[FailoverState], Generic[T]):
             number += 1
             started = self._now()
             try:
-                value = await source._run(*args, **kwargs)
+                value = await self._runs[source.name](*args, **kwargs)
             except Exception as error:
                 records.append(self._failed(source, number, False, started, error))
-                continue
-            reason = None if self._validate is None else self._invalid_reason(value)
-            if reason is not None:
-                records.append(self._invalid_record(source, number, started, value, reason))
                 continue
             record = _Record(source, number, False, started, "answered")
             record.latency = self._now() - started
@@ -867,12 +854,14 @@ class Failover(Guard[FailoverState], Generic[T]):
 
     # -- hedging -----------------------------------------------------------------------------
 
-    def _delay(self, hedges: int) -> float:
-        """The delay before the next hedge, after ``hedges`` hedges so far."""
+    def _delay(self, started: int) -> float:
+        """The delay before the next attempt, after ``started`` attempts: ``hedge[0]``
+        before the 2nd, ``hedge[1]`` before the 3rd, the last one repeating."""
         if self._histogram is not None:
             return self._adaptive_delay(self._now())
         delays = self._delays
-        return delays[hedges] if hedges < len(delays) else delays[-1]
+        index = started - 1
+        return delays[index] if index < len(delays) else delays[-1]
 
     def _adaptive_delay(self, now: float) -> float:
         with self._lock:
@@ -903,7 +892,6 @@ class Failover(Guard[FailoverState], Generic[T]):
         records = race.records
         position = 0
         started_count = 0
-        hedges = 0
         hedging = True
         last_start = begun
 
@@ -940,7 +928,7 @@ class Failover(Guard[FailoverState], Generic[T]):
                         break
                     timeout: float | None = None
                     if hedging and position < len(sources):
-                        timeout = max(0.0, last_start + self._delay(hedges) - now())
+                        timeout = max(0.0, last_start + self._delay(started_count) - now())
                     if timeout is None:
                         await race.wake.wait()
                         continue
@@ -948,11 +936,13 @@ class Failover(Guard[FailoverState], Generic[T]):
                         continue
                     if race.winner is not None or race.failed:
                         continue  # an attempt ended just as the delay passed
+                    if not any(s._skip_error() is None for s in sources[position:]):
+                        hedging = False  # every source left is skipped: nothing to hedge
+                        continue
                     if budget is not None and not budget._withdraw():
                         hedging = False  # no new hedge; what runs goes on
                         continue
                     if start_next(True):
-                        hedges += 1
                         with self._lock:
                             self._hedges += 1
                 if race.winner is not None:
@@ -961,7 +951,14 @@ class Failover(Guard[FailoverState], Generic[T]):
                         await clock.wait_async(race.all_done, self._grace)
                     tasks.cancel_scope.cancel()
         except BaseException as group:
-            # The attempts keep their own errors: what reaches here is control flow.
+            # The caller was cancelled or interrupted (the attempts keep their own errors):
+            # a winner it will never see is released like any other unreturned answer.
+            if race.winner is not None:
+                race.winner.outcome = "discarded"
+                race.winner = None
+                with self._lock:
+                    self._discarded += 1
+                self._release(race.winning)
             reraise_unwrapped(group)
         return self._conclude(records, race.winner, race.winning, begun)
 
@@ -976,18 +973,13 @@ class Failover(Guard[FailoverState], Generic[T]):
         """One attempt of a hedged call; it judges its own answer as soon as it has one."""
         try:
             try:
-                value = await source._run(*args, **kwargs)
+                value = await self._runs[source.name](*args, **kwargs)
             except Exception as error:
                 record.latency = self._now() - record.started
                 self._fill_failed(record, error)
                 race.failed += 1
                 return
             record.latency = self._now() - record.started
-            reason = None if self._validate is None else self._invalid_reason(value)
-            if reason is not None:
-                self._fill_invalid(record, reason, value)
-                race.failed += 1
-                return
             if source is self._primary and self._histogram is not None:
                 with self._lock:
                     self._histogram.record(record.latency, self._now())
@@ -1009,15 +1001,47 @@ class Failover(Guard[FailoverState], Generic[T]):
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def _invalid_reason(self, value: object) -> str | None:
-        """Why ``validate`` refuses ``value``, or ``None`` when it is valid."""
+    def _validating(self, source: Source[T]) -> Callable[..., Any]:
+        """``source``'s function with each answer judged by ``validate``, inside the
+        source's guards: an invalid answer raises :class:`InvalidAnswerError` there."""
+        fn = source.fn
+        judge = self._judge
+        name = source.name
+        if source._is_async:
+
+            async def validated_async(*args: Any, **kwargs: Any) -> Any:
+                return judge(name, await fn(*args, **kwargs))
+
+            return source._guarded(functools.wraps(fn)(validated_async))
+
+        def validated(*args: Any, **kwargs: Any) -> Any:
+            return judge(name, fn(*args, **kwargs))
+
+        return source._guarded(functools.wraps(fn)(validated))
+
+    def _judge(self, source: str, value: T) -> T:
+        """``value`` if ``validate`` accepts it; else raise :class:`InvalidAnswerError`."""
         validate = self._validate
         assert validate is not None
         try:
-            verdict = validate(cast(T, value))
+            verdict = validate(value)
         except Exception as error:
-            return f"validate raised {describe_error(error)}"
-        return "rejected by validate" if verdict is False else None
+            self._release(value)
+            raise InvalidAnswerError(
+                source, f"validate raised {describe_error(error)}", value
+            ) from error
+        if verdict is True:
+            return value
+        # Released here, where it turns invalid: once, whatever the guards do with it next.
+        self._release(value)
+        if verdict is False:
+            raise InvalidAnswerError(source, "validate returned False", value)
+        raise InvalidAnswerError(
+            source,
+            f"validate returned {verdict!r}, not True or False: a validator returns True for "
+            "a good answer (one that raises on bad answers must return True for good ones)",
+            value,
+        )
 
     def _release(self, value: object) -> None:
         """Hand an answer that is not returned to ``discard``, once."""
@@ -1045,28 +1069,16 @@ class Failover(Guard[FailoverState], Generic[T]):
         self._fill_failed(record, error)
         return record
 
-    @staticmethod
-    def _fill_failed(record: _Record, error: Exception) -> None:
+    def _fill_failed(self, record: _Record, error: Exception) -> None:
+        record.exception = error
+        record.error = type(error).__name__
+        if isinstance(error, InvalidAnswerError) and error.source == record.source.name:
+            record.outcome = "invalid"  # its answer was released when it was judged
+            return
         # A refusal by one of the source's own guards (before its function ran) is no
         # failure of the source; one from deeper inside is.
         refused = isinstance(error, RejectedError) and error.guard in record.source._guard_names
         record.outcome = "refused" if refused else "failed"
-        record.exception = error
-        record.error = type(error).__name__
-
-    def _invalid_record(
-        self, source: Source[T], number: int, started: float, value: object, reason: str
-    ) -> _Record:
-        record = _Record(source, number, False, started)
-        record.latency = self._now() - started
-        self._fill_invalid(record, reason, value)
-        return record
-
-    def _fill_invalid(self, record: _Record, reason: str, value: object) -> None:
-        record.outcome = "invalid"
-        record.exception = InvalidAnswerError(record.source.name, reason, value)
-        record.error = "InvalidAnswerError"
-        self._release(value)
 
     def _conclude(
         self,
@@ -1114,11 +1126,19 @@ class Failover(Guard[FailoverState], Generic[T]):
             if error is None:
                 continue  # cancelled: no outcome of its own
             name = record.source.name
+            # One note per failover on an exception raised again and again (a constant).
+            prefix = f"failover {self._name!r}: "
             if record.outcome == "skipped":
-                add_note(error, f"source {name!r} skipped: its breaker is open")
+                add_note(
+                    error, f"{prefix}source {name!r} skipped: its breaker is open", replaces=prefix
+                )
             else:
                 hedge = " (hedge)" if record.hedge else ""
-                add_note(error, f"source {name!r}, attempt {record.number}{hedge}")
+                add_note(
+                    error,
+                    f"{prefix}source {name!r}, attempt {record.number}{hedge}",
+                    replaces=prefix,
+                )
             errors.append(error)
         summary = ", ".join(f"{a.source!r} {a.outcome}" for a in attempts)
         raise AllSourcesFailedError(
