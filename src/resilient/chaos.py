@@ -283,6 +283,9 @@ def _copy_error(error: Exception) -> Exception:
             fresh.__dict__.update(error.__dict__)
     fresh.__traceback__ = None
     fresh.__cause__ = fresh.__context__ = None
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):  # a list of its own: notes added to a copy stay on it
+        fresh.__notes__ = list(notes)  # type: ignore[attr-defined]
     return fresh
 
 
@@ -502,39 +505,60 @@ class Ramp(Schedule):
 
 
 class _Switch:
-    """Whether chaos may inject in this process; read on every call of a strategy."""
+    """Whether chaos may inject in this process; read on every call of a strategy.
 
-    __slots__ = ("forbidden", "lock", "on", "strategies")
+    It is on while :func:`enable` said so or any :func:`enabled` block is open; the
+    blocks are counted, so that one block ending leaves another (in another task) on.
+    :func:`disable` turns it off whatever is open, and the blocks open then end quietly.
+    """
+
+    __slots__ = ("blocks", "explicit", "forbidden", "kills", "lock", "on", "strategies")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.strategies: weakref.WeakSet[Chaos] = weakref.WeakSet()
         self.on = False
+        self.explicit = False
+        self.blocks = 0
+        self.kills = 0  # how many times disable() ran: a block opened before one ends quietly
         self.forbidden: str | None = None
         self.read_environment(os.environ.get(ENVIRONMENT_VARIABLE))
 
     def read_environment(self, value: str | None) -> None:
-        self.on = False
+        self.on = self.explicit = False
+        self.blocks = 0
         self.forbidden = None
         if value is None or not value.strip():
             return
         if value.strip().lower() in _ON_WORDS:
-            self.on = True
+            self.on = self.explicit = True
         else:
             self.forbidden = value
 
-    def set(self, on: bool, reason: str) -> None:
+    def change(self, reason: str, *, explicit: bool | None = None, blocks: int = 0) -> int:
+        """Turn on or off (``explicit``), open (``blocks=1``) or close (``-1``) a block,
+        and rearm every strategy; returns the kill count the change saw."""
         with self.lock:
-            if on and self.forbidden is not None:
+            if (explicit or blocks > 0) and self.forbidden is not None:
                 raise ConfigurationError(
                     f"chaos is forbidden in this process: {ENVIRONMENT_VARIABLE}="
                     f"{self.forbidden!r} (set it to 'on', or unset it, where faults may be "
                     "injected)"
                 )
-            self.on = on
+            if explicit is not None:
+                self.explicit = explicit
+                if not explicit:
+                    self.blocks = 0
+                    self.kills += 1
+            self.blocks = max(0, self.blocks + blocks)
+            self.on = self.explicit or self.blocks > 0
+            kills = self.kills
             strategies = list(self.strategies)
+        # Each strategy reads the switch again under its own lock: whichever change comes
+        # last, every strategy ends up as the switch is.
         for strategy in strategies:
             strategy._rearm(reason)
+        return kills
 
 
 _switch = _Switch()
@@ -553,16 +577,17 @@ def enable() -> None:
     Raises:
         ConfigurationError: The environment forbids chaos (``RESILIENT_CHAOS=off``).
     """
-    _switch.set(True, "chaos was enabled for the process")
+    _switch.change("chaos was enabled for the process", explicit=True)
 
 
 def disable() -> None:
     """Stop every strategy of the process from injecting, at once: the kill switch.
 
-    Calls already waiting in an injected delay or hang finish that wait (a sync hang ends
-    now); no new fault is injected.
+    It wins over :func:`enabled` blocks that are open. Calls already waiting in an
+    injected delay or async hang finish that wait (a sync hang ends now); no new fault is
+    injected.
     """
-    _switch.set(False, "chaos was disabled for the process")
+    _switch.change("chaos was disabled for the process", explicit=False)
 
 
 def is_enabled() -> bool:
@@ -572,18 +597,20 @@ def is_enabled() -> bool:
 
 @contextlib.contextmanager
 def enabled() -> Iterator[None]:
-    """Enable chaos for the ``with`` block, then put the switch back as it was: for tests.
+    """Enable chaos for the ``with`` block: for tests.
+
+    Blocks are counted: chaos stays on while any is open (in any thread or task) or
+    :func:`enable` said so. A :func:`disable` inside the block stays in force.
 
     Raises:
         ConfigurationError: The environment forbids chaos.
     """
-    was = _switch.on
-    enable()
+    kills = _switch.change("chaos was enabled for a block", blocks=1)
     try:
         yield
     finally:
-        if not was:
-            disable()
+        if _switch.kills == kills:  # else disable() closed every block already
+            _switch.change("the block that enabled chaos ended", blocks=-1)
 
 
 _NO_LABELS: Mapping[str, object] = MappingProxyType({})
@@ -756,6 +783,9 @@ class Chaos(Guard[ChaosState]):
         )
         with _switch.lock:
             _switch.strategies.add(self)
+        # The switch may have changed since it was read above, before this strategy was
+        # in the set that changes rearm: look again.
+        self._rearm("chaos was switched while the strategy was made")
 
     # -- switching ------------------------------------------------------------------------
 
@@ -782,9 +812,9 @@ class Chaos(Guard[ChaosState]):
             self._origin = self._now()
 
     def _rearm(self, reason: str) -> None:
-        armed = self._enabled and _switch.on
         now = self._now()
         with self._lock:
+            armed = self._enabled and _switch.on
             moved = armed is not self._armed
             if moved:
                 self._armed = armed
@@ -1025,7 +1055,10 @@ def _in_scope(only: tuple[tuple[str | ContextVar[Any], object], ...]) -> bool:
                 labels = _labels.get()
             value = labels.get(key, _UNSET)
         else:
-            value = key.get(_UNSET)
+            try:
+                value = key.get()  # its own default counts
+            except LookupError:
+                return False
         if value is _UNSET or value != wanted:
             return False
     return True
