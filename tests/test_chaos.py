@@ -222,7 +222,7 @@ def test_a_factory_that_makes_no_exception_is_a_type_error_naming_the_strategy(
     """A factory returning something other than an Exception gets a TypeError naming both."""
     strategy = make(registry, Raise(lambda: "oops"))  # type: ignore[arg-type,return-value]
     chaos.enable()
-    with pytest.raises(TypeError, match="chaos 'feed-faults'.*must return an Exception"):
+    with pytest.raises(TypeError, match=r"chaos 'feed-faults'.*must return an Exception"):
         strategy.call(Feed())
 
 
@@ -235,7 +235,7 @@ def test_an_injected_error_carries_one_note_saying_so(
     for number in (1, 2, 3):
         with pytest.raises(FeedDown) as caught:
             strategy.call(Feed())
-        assert caught.value.__notes__ == [
+        assert getattr(caught.value, "__notes__", None) == [
             f"resilient: injected by chaos 'feed-faults' (call {number})"
         ]
 
@@ -268,7 +268,8 @@ def test_return_answers_the_value_without_calling(registry: Registry, clock: Vir
     strategy = make(registry, Return(stale))
     feed = Feed()
     chaos.enable()
-    assert strategy.call(feed) is stale
+    answer: object = strategy.call(feed)
+    assert answer is stale
     assert feed.calls == 0
 
 
@@ -383,7 +384,7 @@ def test_an_async_behavior_before_a_sync_call_is_a_type_error(
     strategy = make(registry, Run(restart_worker))
     feed = Feed()
     chaos.enable()
-    with pytest.raises(TypeError, match="chaos 'feed-faults'.*async"):
+    with pytest.raises(TypeError, match=r"chaos 'feed-faults'.*async"):
         strategy.call(feed)
     assert feed.calls == 0
 
@@ -426,6 +427,7 @@ def test_the_kill_switch_ends_a_sync_hang(registry: Registry, clock: VirtualCloc
     strategy = make(registry, Hang())
     chaos.enable()
     thread, feed, answers = hang_in_a_thread(registry, strategy)
+    assert feed.calls == 0
     chaos.disable()
     thread.join(THREAD_BOUND)
     assert answers == [REAL]
@@ -595,19 +597,16 @@ def test_a_mixs_observed_rates_are_its_configured_rates(
         with swallowing_injected():
             strategy.call(Feed())
     stats = strategy.snapshot().statistics
-    observed = {kind: stats[f"injected_{kind}"] for kind in rates}
-    observed["untouched"] = n - sum(observed.values())  # type: ignore[operator]
+    observed = {kind: int(str(stats[f"injected_{kind}"])) for kind in rates}
+    observed["untouched"] = n - sum(observed.values())
     expected = {**{kind: rate * n for kind, rate in rates.items()}, "untouched": 0.65 * n}
-    chi_square = sum(
-        (float(observed[kind]) - expected[kind]) ** 2 / expected[kind]  # type: ignore[arg-type]
-        for kind in expected
-    )
+    chi_square = sum((observed[kind] - expected[kind]) ** 2 / expected[kind] for kind in expected)
     assert chi_square < 16.27, observed
 
 
 def test_a_mix_whose_rates_add_up_to_more_than_one_is_refused() -> None:
     """Mix((..., 0.7), (..., 0.5)) is a ConfigurationError giving the total."""
-    with pytest.raises(ConfigurationError, match="add up to 1.2"):
+    with pytest.raises(ConfigurationError, match=r"add up to 1\.2"):
         Mix((Raise(FeedDown), 0.7), (Return(None), 0.5))
 
 
@@ -706,7 +705,9 @@ def test_rate_zero_never_injects(
     clock = VirtualClock()
     chaos.enable()
     try:
-        strategy = Chaos("f", fault, rate=0.0, when=schedule, seed=seed, registry=Registry(clock=clock))
+        strategy = Chaos(
+            "f", fault, rate=0.0, when=schedule, seed=seed, registry=Registry(clock=clock)
+        )
         assert injections(strategy, clock, steps) == []
     finally:
         chaos.disable()
@@ -726,7 +727,9 @@ def test_rate_one_always_injects_where_the_schedule_is_in_force(
     clock = VirtualClock()
     chaos.enable()
     try:
-        strategy = Chaos("f", fault, rate=1.0, when=schedule, seed=seed, registry=Registry(clock=clock))
+        strategy = Chaos(
+            "f", fault, rate=1.0, when=schedule, seed=seed, registry=Registry(clock=clock)
+        )
         touched = dict(injections(strategy, clock, steps))
         elapsed = 0.0
         for call, step in enumerate(steps, start=1):
@@ -751,7 +754,7 @@ def test_the_same_seed_gives_the_same_decisions(
     """Two strategies with one seed, mix and schedule inject the same faults into the same
     calls."""
     faults: list[Fault] = [Raise(FeedDown), Return("stale"), Delay(Uniform(0.1, 2.0))]
-    mix = Mix(*zip(faults, rates))
+    mix = Mix(*zip(faults, rates, strict=False))
 
     def decisions() -> list[tuple[int, str, str]]:
         clock = VirtualClock()
@@ -780,11 +783,11 @@ def test_a_new_strategy_injects_nothing_until_chaos_is_enabled(
     """A strategy made while chaos is off is DISARMED and lets every call through."""
     strategy = make(registry, Raise(FeedDown))
     assert not chaos.is_enabled()
-    assert strategy.state is ChaosState.DISARMED
+    assert strategy.snapshot().state == ChaosState.DISARMED
     assert [outcome(strategy, clock) for _ in range(5)] == ["ok"] * 5
     assert strategy.calls == 0
     chaos.enable()
-    assert strategy.state is ChaosState.ARMED
+    assert strategy.snapshot().state == ChaosState.ARMED
     assert outcome(strategy, clock) == "raise"
 
 
@@ -863,7 +866,9 @@ def test_arming_and_disarming_are_transitions_with_reasons(
     strategy.enable()
     chaos.disable()
     moves = [
-        (t.old_state, t.new_state, t.reason, t.at) for t in registry.trail if t.guard == strategy.name
+        (t.old_state, t.new_state, t.reason, t.at)
+        for t in registry.trail
+        if t.guard == strategy.name
     ]
     assert moves == [
         ("disarmed", "armed", "chaos was enabled for the process", 0.0),
@@ -1113,7 +1118,10 @@ def test_injected_errors_open_a_breaker_that_names_them(
     """Chaos innermost in a Pipeline with a breaker: its errors open the breaker, and the
     transition's reason and lineage say they were injected."""
     breaker = CircuitBreaker(
-        "feed", registry=registry, window=CountWindow(2), minimum_calls=2,
+        "feed",
+        registry=registry,
+        window=CountWindow(2),
+        minimum_calls=2,
         failure_rate_threshold=1.0,
     )
     strategy = Chaos("faults", Raise(FeedDown), registry=registry)
@@ -1139,7 +1147,10 @@ def test_real_errors_are_not_named_injected_in_the_lineage(
 ) -> None:
     """A real failure that passes through an armed strategy is recorded by its type alone."""
     breaker = CircuitBreaker(
-        "feed", registry=registry, window=CountWindow(2), minimum_calls=2,
+        "feed",
+        registry=registry,
+        window=CountWindow(2),
+        minimum_calls=2,
         failure_rate_threshold=1.0,
     )
     strategy = Chaos("faults", Raise(FeedDown), rate=0.0, registry=registry)
@@ -1198,10 +1209,16 @@ def test_call_refuses_an_async_function(registry: Registry) -> None:
         return REAL
 
     with pytest.raises(TypeError, match="call_async"):
-        strategy.call(price)  # type: ignore[arg-type]
+        strategy.call(price)  # type: ignore[unused-coroutine]
 
 
 # -- bad input -------------------------------------------------------------------------------
+
+
+def unchecked(value: object) -> Any:
+    """``value`` as a type checker would let through: the table passes wrong types on
+    purpose."""
+    return value
 
 
 def chaos_with(**options: Any) -> Callable[[], object]:
@@ -1227,10 +1244,14 @@ def chaos_with(**options: Any) -> Callable[[], object]:
         pytest.param(chaos_with(only={1: "acme"}), "only=", "1", id="only-key"),
         pytest.param(chaos_with(seed="7"), "seed", "'7'", id="seed-not-an-int"),
         pytest.param(chaos_with(seed=True), "seed", "True", id="seed-bool"),
-        pytest.param(chaos_with(seed=1, random=random.Random()), "seed=", "1", id="seed-and-random"),
+        pytest.param(
+            chaos_with(seed=1, random=random.Random()), "seed=", "1", id="seed-and-random"
+        ),
         pytest.param(chaos_with(random=42), "random", "42", id="random-not-a-random"),
         pytest.param(chaos_with(enabled="yes"), "enabled", "'yes'", id="enabled-not-a-bool"),
-        pytest.param(lambda: Chaos("", Raise(FeedDown), registry=Registry()), "name", "''", id="name-empty"),
+        pytest.param(
+            lambda: Chaos("", Raise(FeedDown), registry=Registry()), "name", "''", id="name-empty"
+        ),
         pytest.param(lambda: Fixed(-1), "seconds", "-1", id="fixed-negative"),
         pytest.param(lambda: Fixed(math.inf), "seconds", "inf", id="fixed-infinite"),
         pytest.param(lambda: Uniform(2, 1), "high", "1", id="uniform-high-below-low"),
@@ -1244,22 +1265,39 @@ def chaos_with(**options: Any) -> Callable[[], object]:
         pytest.param(lambda: Pareto(0, 2), "minimum", "0", id="pareto-minimum-zero"),
         pytest.param(lambda: Pareto(1, 0), "alpha", "0", id="pareto-alpha-zero"),
         pytest.param(lambda: Pareto(1, 2, maximum=0.5), "maximum", "0.5", id="pareto-maximum"),
-        pytest.param(lambda: Raise(KeyboardInterrupt), "error", "KeyboardInterrupt", id="raise-control-flow"),
-        pytest.param(lambda: Raise(42), "error", "42", id="raise-not-an-error"),
+        pytest.param(
+            lambda: Raise(unchecked(KeyboardInterrupt)),
+            "error",
+            "KeyboardInterrupt",
+            id="raise-control-flow",
+        ),
+        pytest.param(lambda: Raise(unchecked(42)), "error", "42", id="raise-not-an-error"),
         pytest.param(lambda: Delay(-1), "latency", "-1", id="delay-negative"),
-        pytest.param(lambda: Run(42), "behavior", "42", id="run-not-callable"),
+        pytest.param(lambda: Run(unchecked(42)), "behavior", "42", id="run-not-callable"),
         pytest.param(lambda: Mix(), "Mix", "none", id="mix-empty"),
         pytest.param(
             lambda: Mix((Raise(FeedDown), 0.7), (Return(1), 0.5)), "rates", "1.2", id="mix-over-one"
         ),
-        pytest.param(lambda: Mix((Raise(FeedDown),)), "pair", "at 0", id="mix-not-a-pair"),
-        pytest.param(lambda: Mix(("boom", 0.1)), "fault at 0", "'boom'", id="mix-not-a-fault"),
-        pytest.param(lambda: Mix((None, 0.1)), "fault at 0", "None", id="mix-none-fault"),
+        pytest.param(
+            lambda: Mix(unchecked((Raise(FeedDown),))), "pair", "at 0", id="mix-not-a-pair"
+        ),
+        pytest.param(
+            lambda: Mix(unchecked(("boom", 0.1))), "fault at 0", "'boom'", id="mix-not-a-fault"
+        ),
+        pytest.param(
+            lambda: Mix(unchecked((None, 0.1))), "fault at 0", "None", id="mix-none-fault"
+        ),
         pytest.param(lambda: Mix((Return(1), 2)), "rate at 0", "2", id="mix-rate-above-one"),
         pytest.param(lambda: Script([]), "Script", "none", id="script-empty"),
-        pytest.param(lambda: Script("boom"), "steps", "'boom'", id="script-not-a-sequence"),
-        pytest.param(lambda: Script([None, 42]), "step 1", "42", id="script-not-a-fault"),
-        pytest.param(lambda: Script([None], repeat="yes"), "repeat", "'yes'", id="script-repeat"),
+        pytest.param(
+            lambda: Script(unchecked("boom")), "steps", "'boom'", id="script-not-a-sequence"
+        ),
+        pytest.param(
+            lambda: Script(unchecked([None, 42])), "step 1", "42", id="script-not-a-fault"
+        ),
+        pytest.param(
+            lambda: Script([None], repeat=unchecked("yes")), "repeat", "'yes'", id="script-repeat"
+        ),
         pytest.param(lambda: FirstCalls(0), "count", "0", id="first-calls-zero"),
         pytest.param(lambda: EveryNth(0), "n", "0", id="every-nth-zero"),
         pytest.param(lambda: Window(-1), "start", "-1", id="window-start-negative"),
