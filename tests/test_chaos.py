@@ -174,11 +174,6 @@ def test_raise_an_instance_raises_a_fresh_copy_each_call(
     assert getattr(original, "__notes__", None) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Raise(instance) copies an exception with __new__ and .args only, so the C-level "
-    "attributes of OSError (errno, strerror) and UnicodeError (reason, start, ...) are lost",
-)
 @pytest.mark.parametrize(
     "original",
     [
@@ -1026,11 +1021,6 @@ def test_only_a_context_variable_compares_its_current_value(
     assert strategy.calls == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the call number of FaultInjected and of the note is read from the shared "
-    "counter after the lock is released, so a concurrent call renumbers an injection",
-)
 def test_an_injection_keeps_its_own_call_number_under_concurrency(
     registry: Registry, clock: VirtualClock
 ) -> None:

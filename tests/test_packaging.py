@@ -54,3 +54,52 @@ def test_the_version_classifiers_start_at_the_oldest_supported_python(
     assert installed["Requires-Python"] == ">=3.10"
     assert min(versions) == (3, 10)
     assert versions == sorted(versions)
+
+
+# What the package may import when it is imported: the standard library, itself, and the
+# runtime dependencies pyproject.toml declares. exceptiongroup is the backport anyio
+# itself requires below Python 3.11, imported only there.
+DECLARED = {"typing_extensions", "anyio", "opentelemetry", "exceptiongroup"}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level packages a module imports when it is imported (not inside functions,
+    nor under ``if TYPE_CHECKING:``)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(p.relative_to(ROOT / "src").as_posix() for p in (ROOT / "src").rglob("*.py")),
+)
+def test_importing_the_package_needs_only_its_declared_dependencies(module: str) -> None:
+    """No module imports, at import time, a package that a plain install does not bring
+    (sniffio, trio, httpx, ...): optional ones are imported where they are used."""
+    import sys
+
+    # The pytest plugin is loaded by pytest itself, through its entry point.
+    allowed = DECLARED | ({"pytest"} if module == "resilient/testing/_plugin.py" else set())
+    outside = {
+        name
+        for name in _top_level_imports(ROOT / "src" / module)
+        if name not in sys.stdlib_module_names and name != "resilient" and name not in allowed
+    }
+    assert not outside, f"{module} imports {sorted(outside)} at import time"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, cast
 
 import anyio
-import sniffio
 from typing_extensions import ParamSpec, TypeVar
 
 from ._core._clock import Clock
@@ -185,6 +185,20 @@ def _show(key: Hashable) -> str:
 
 def _name_of(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+def _current_library() -> str:
+    """``"trio"`` inside a trio run, else ``"asyncio"`` (anyio's two backends), without
+    sniffio, which is no dependency of anyio's any more."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    return "asyncio"
 
 
 def _event_loop(library: str) -> object:
@@ -465,7 +479,7 @@ class Cache(Guard[CacheState], Generic[T]):
     async def _answer_async(
         self, fn: Callable[..., Any], key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Cached[Any]:
-        library = sniffio.current_async_library()
+        library = _current_library()
         counted = False
         while True:
             served = self._from_memory(key, fn, args, kwargs, library)
