@@ -723,3 +723,11 @@ def test_status_and_age_follow_the_reference_model(
             assert (answer.status, answer.age) == expected
         assert cache.wait_for_refreshes(WAIT)
         assert cache.state is (CacheState.SERVING_STALE if degraded else CacheState.NORMAL)
+
+
+def test_an_unhashable_key_from_key_fn_says_to_fix_key_fn(registry: Registry) -> None:
+    """When the user's key= built the unhashable key, the error says to fix key=, not to
+    pass it."""
+    cache = Cache("odds", ttl=1, key=lambda market: {"market": market}, registry=registry)
+    with pytest.raises(TypeError, match="make key= return a hashable value"):
+        cache.call(lambda market: 2.1, "ARS-CHE")

@@ -1346,3 +1346,82 @@ def test_bad_configuration_is_refused_naming_the_parameter_and_value(
     message = str(refused.value)
     assert named in message
     assert value in message
+
+
+# -- found in review ------------------------------------------------------------------------
+
+
+def test_overlapping_enabled_blocks_keep_chaos_on_until_the_last_ends(registry: Registry) -> None:
+    """Blocks are counted: the first to end (another task's, say) leaves chaos on for the
+    block still open."""
+    strategy = make(registry, Raise(FeedDown))
+    first = chaos.enabled()
+    second = chaos.enabled()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert chaos.is_enabled()
+    assert strategy.state is ChaosState.ARMED
+    second.__exit__(None, None, None)
+    assert not chaos.is_enabled()
+    assert strategy.snapshot().state == "disarmed"
+
+
+def test_disable_inside_an_enabled_block_wins(registry: Registry) -> None:
+    """The kill switch turns chaos off whatever blocks are open, and their ends leave it so."""
+    strategy = make(registry, Raise(FeedDown))
+    with chaos.enabled():
+        chaos.disable()
+        assert strategy.call(Feed()) == REAL
+        with chaos.enabled():
+            assert chaos.is_enabled()
+        assert not chaos.is_enabled()
+    assert not chaos.is_enabled()
+
+
+def test_a_context_variable_matches_by_its_default_too(registry: Registry) -> None:
+    """only={region: "eu"} matches a variable that was never set but defaults to "eu"."""
+    region: contextvars.ContextVar[str] = contextvars.ContextVar("region", default="eu")
+    strategy = make(registry, Raise(FeedDown), only={region: "eu"})
+    chaos.enable()
+    with pytest.raises(FeedDown):
+        strategy.call(Feed())
+
+
+def test_injected_copies_leave_the_template_errors_notes_alone(registry: Registry) -> None:
+    """Notes added to an injected copy stay on the copy: the instance given to Raise keeps
+    only its own."""
+    template = FeedDown("down")
+    template.add_note("from the staging runbook")  # type: ignore[attr-defined]
+    strategy = make(registry, Raise(template))
+    chaos.enable()
+    for _ in range(3):
+        with pytest.raises(FeedDown) as caught:
+            strategy.call(Feed())
+        assert getattr(caught.value, "__notes__", [])[0] == "from the staging runbook"
+    assert getattr(template, "__notes__", None) == ["from the staging runbook"]
+
+
+def test_durations_of_schedules_and_latencies_take_text(registry: Registry) -> None:
+    """Window, Ramp and the distributions take durations as text, like every guard."""
+    assert Window("1m", "2m") == Window(60, 120)
+    assert Ramp("0s", "10m").end == 600
+    assert Uniform("10ms", "1s").high == 1
+    assert LogNormal("80ms", 0.5, maximum="5s").maximum == 5
+    assert Pareto("50ms", 1.5).minimum == pytest.approx(0.05)
+
+
+class AlmostOne(random.Random):
+    """Draws the largest float below 1, every time."""
+
+    def random(self) -> float:
+        return math.nextafter(1.0, 0.0)
+
+
+def test_a_mix_whose_rates_add_up_to_one_fills_every_call(registry: Registry) -> None:
+    """Ten rates of 0.1 cover every draw, even the largest below 1, which their float sum
+    (0.9999999999999999) would miss."""
+    strategy = make(registry, Mix(*[(Return(n), 0.1) for n in range(10)]), random=AlmostOne())
+    chaos.enable()
+    answer: object = strategy.call(Feed())
+    assert answer == 9

@@ -13,6 +13,7 @@ import pytest
 from resilient import (
     AllSourcesFailedError,
     BreakerState,
+    Budget,
     Bulkhead,
     CircuitBreaker,
     CircuitOpenError,
@@ -270,7 +271,7 @@ def test_total_failure_raises_a_group_of_every_attempt_tagged_with_its_source(
         ("gamma", "invalid"),
     ]
     assert group.guard == "odds"
-    assert "'alpha' skipped, 'beta' failed, 'gamma' invalid" in str(group)
+    assert "'alpha' skipped, 'beta' failed (ConnectionError), 'gamma' invalid" in str(group)
     assert stats(failover)["exhausted"] == 1
 
 
@@ -973,3 +974,48 @@ def test_notes_do_not_pile_up_on_an_exception_raised_again_and_again(
         with pytest.raises(AllSourcesFailedError):
             failover.call()
     assert down.__notes__ == ["failover 'odds': source 'a', attempt 1"]
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_hanging_primary_with_a_time_limit_opens_its_breaker(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """With a budget's limit among its guards, a primary that hangs fails (it is not only
+    cancelled by the hedge that wins), so its breaker opens and it is skipped."""
+    hang = Feed("a", clock, (3600.0, "ok"))
+    breaker = CircuitBreaker("a", window=CountWindow(4), minimum_calls=4, registry=registry)
+    limit = Budget("a-time", target=0.1, limit=0.5, registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[
+            Source("a", hang, breaker=breaker, guards=[limit]),
+            Source("b", Feed("b", clock, (0.05, "ok"))),
+        ],
+        hedge=0.1,
+        grace=1.0,
+        registry=registry,
+    )
+    for _ in range(6):
+        assert (await failover.call_async()).startswith("ok b")
+    assert breaker.state is BreakerState.OPEN
+    assert failover.state is FailoverState.FAILED_OVER
+
+
+def test_a_numpy_style_bool_from_the_validator_is_a_verdict(registry: Registry) -> None:
+    """A validator returning NumPy's bool (``(prices >= 1.01).all()``) is judged by it."""
+
+    class bool_:  # what numpy.bool_ is named; truthy or not like a bool
+        def __init__(self, value: bool) -> None:
+            self.value = value
+
+        def __bool__(self) -> bool:
+            return self.value
+
+    failover = Failover(
+        "odds",
+        sources=[Source("a", lambda: "bad a"), Source("b", lambda: "ok b")],
+        validate=lambda answer: bool_(valid(answer)),  # type: ignore[arg-type,return-value]
+        registry=registry,
+    )
+    assert failover.call() == "ok b"

@@ -438,7 +438,7 @@ class Cache(Guard[CacheState], Generic[T]):
         return call_key(args, kwargs) if self._key is None else self._key(*args, **kwargs)
 
     def _unhashable(self, key: object) -> TypeError:
-        return unhashable_key_error(f"cache {self._name!r}", key)
+        return unhashable_key_error(f"cache {self._name!r}", key, from_key=self._key is not None)
 
     def _checked(self, key: Hashable) -> Hashable:
         try:

@@ -1030,6 +1030,8 @@ class Failover(Guard[FailoverState], Generic[T]):
             raise InvalidAnswerError(
                 source, f"validate raised {describe_error(error)}", value
             ) from error
+        if type(verdict).__name__ == "bool_":  # NumPy's bools: (prices >= 1.01).all()
+            verdict = bool(verdict)
         if verdict is True:
             return value
         # Released here, where it turns invalid: once, whatever the guards do with it next.
@@ -1140,7 +1142,11 @@ class Failover(Guard[FailoverState], Generic[T]):
                     replaces=prefix,
                 )
             errors.append(error)
-        summary = ", ".join(f"{a.source!r} {a.outcome}" for a in attempts)
+        summary = ", ".join(
+            f"{a.source!r} {a.outcome}"
+            + (f" ({a.error})" if a.outcome in ("failed", "refused") else "")
+            for a in attempts
+        )
         raise AllSourcesFailedError(
             f"failover {self._name!r}: no source gave a valid answer ({summary})",
             errors,

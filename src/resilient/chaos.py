@@ -113,39 +113,39 @@ class Distribution:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Fixed(Distribution):
     """Always ``seconds``."""
 
     seconds: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seconds", to_seconds(self.seconds, "seconds"))
+    def __init__(self, seconds: Duration) -> None:
+        object.__setattr__(self, "seconds", to_seconds(seconds, "seconds"))
 
     def sample(self, rng: _random.Random) -> float:
         return self.seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Uniform(Distribution):
     """Evenly between ``low`` and ``high`` seconds."""
 
     low: float
     high: float
 
-    def __post_init__(self) -> None:
-        low = to_seconds(self.low, "low")
-        high = to_seconds(self.high, "high")
-        if high < low:
-            raise ConfigurationError(f"high must be >= low ({low:g}) (got {self.high!r})")
-        object.__setattr__(self, "low", low)
-        object.__setattr__(self, "high", high)
+    def __init__(self, low: Duration, high: Duration) -> None:
+        least = to_seconds(low, "low")
+        most = to_seconds(high, "high")
+        if most < least:
+            raise ConfigurationError(f"high must be >= low ({least:g}) (got {high!r})")
+        object.__setattr__(self, "low", least)
+        object.__setattr__(self, "high", most)
 
     def sample(self, rng: _random.Random) -> float:
         return rng.uniform(self.low, self.high)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class LogNormal(Distribution):
     """Log-normal around ``median`` seconds: ``median * exp(sigma * N(0, 1))``, at most
     ``maximum`` when given. The usual shape of a service's latency: most calls near the
@@ -153,53 +153,52 @@ class LogNormal(Distribution):
 
     median: float
     sigma: float
-    maximum: float | None = None
+    maximum: float | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "median", to_seconds(self.median, "median", allow_zero=False))
-        sigma = self.sigma
+    def __init__(self, median: Duration, sigma: float, maximum: Duration | None = None) -> None:
+        object.__setattr__(self, "median", to_seconds(median, "median", allow_zero=False))
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < 10:
             raise ConfigurationError(f"sigma must be a number in [0, 10) (got {sigma!r})")
         object.__setattr__(self, "sigma", float(sigma))
-        _check_maximum(self, self.median)
+        object.__setattr__(self, "maximum", _maximum(maximum, self.median))
 
     def sample(self, rng: _random.Random) -> float:
         value = self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
         return value if self.maximum is None else min(value, self.maximum)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Pareto(Distribution):
     """Pareto from ``minimum`` seconds with tail index ``alpha`` (smaller: heavier tail),
     at most ``maximum`` when given: the rare, very slow calls of an overloaded upstream."""
 
     minimum: float
     alpha: float
-    maximum: float | None = None
+    maximum: float | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "minimum", to_seconds(self.minimum, "minimum", allow_zero=False))
-        alpha = self.alpha
+    def __init__(self, minimum: Duration, alpha: float, maximum: Duration | None = None) -> None:
+        object.__setattr__(self, "minimum", to_seconds(minimum, "minimum", allow_zero=False))
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 100:
             raise ConfigurationError(f"alpha must be a number in (0, 100) (got {alpha!r})")
         object.__setattr__(self, "alpha", float(alpha))
-        _check_maximum(self, self.minimum)
+        object.__setattr__(self, "maximum", _maximum(maximum, self.minimum))
 
     def sample(self, rng: _random.Random) -> float:
         value = self.minimum * rng.paretovariate(self.alpha)
         return value if self.maximum is None else min(value, self.maximum)
 
 
-def _check_maximum(dist: LogNormal | Pareto, floor: float) -> None:
-    if dist.maximum is None:
-        return
-    maximum = to_seconds(dist.maximum, "maximum", allow_zero=False)
+def _maximum(value: Duration | None, floor: float) -> float | None:
+    """``maximum=`` in seconds, at least ``floor``, or None."""
+    if value is None:
+        return None
+    maximum = to_seconds(value, "maximum", allow_zero=False)
     if maximum < floor:
         raise ConfigurationError(
             f"maximum must be >= {floor:g}, the distribution's smallest typical value "
-            f"(got {dist.maximum!r})"
+            f"(got {value!r})"
         )
-    object.__setattr__(dist, "maximum", maximum)
+    return maximum
 
 
 # -- faults ---------------------------------------------------------------------------------
@@ -350,6 +349,9 @@ class Mix:
     """
 
     faults: tuple[tuple[Fault, float], ...]
+    #: Where each fault's share of [0, 1) ends, summed exactly; rates that add up to 1
+    #: end at 1.0 (a float sum of ten 0.1s would leave a sliver with no fault).
+    bounds: tuple[float, ...]
 
     def __init__(self, *faults: tuple[Fault, float]) -> None:
         checked: list[tuple[Fault, float]] = []
@@ -371,6 +373,11 @@ class Mix:
                 "they must add up to at most 1"
             )
         object.__setattr__(self, "faults", tuple(checked))
+        rates = [rate for _, rate in checked]
+        bounds = [math.fsum(rates[: index + 1]) for index in range(len(rates))]
+        if total >= 1 - 1e-9:
+            bounds[-1] = 1.0
+        object.__setattr__(self, "bounds", tuple(bounds))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -449,22 +456,21 @@ class EveryNth(Schedule):
         return 1.0 if call % self.n == 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Window(Schedule):
     """From ``start`` until ``end`` seconds after the strategy was armed (``end=None``:
     for good): an outage, a slow period."""
 
     start: float
-    end: float | None = None
+    end: float | None
 
-    def __post_init__(self) -> None:
-        start = to_seconds(self.start, "start")
-        object.__setattr__(self, "start", start)
-        if self.end is not None:
-            end = to_seconds(self.end, "end")
-            if end <= start:
-                raise ConfigurationError(f"end must be after start ({start:g}) (got {self.end!r})")
-            object.__setattr__(self, "end", end)
+    def __init__(self, start: Duration, end: Duration | None = None) -> None:
+        begin = to_seconds(start, "start")
+        finish = None if end is None else to_seconds(end, "end")
+        if finish is not None and finish <= begin:
+            raise ConfigurationError(f"end must be after start ({begin:g}) (got {end!r})")
+        object.__setattr__(self, "start", begin)
+        object.__setattr__(self, "end", finish)
 
     def intensity(self, call: int, elapsed: float) -> float:
         if elapsed < self.start:
@@ -472,25 +478,25 @@ class Window(Schedule):
         return 1.0 if self.end is None or elapsed < self.end else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Ramp(Schedule):
     """From ``start`` to ``end`` seconds after arming, the rates' share rises in a straight
     line from ``low`` to ``high`` and holds there; before ``start`` it is ``low``."""
 
     start: float
     end: float
-    low: float = 0.0
-    high: float = 1.0
+    low: float
+    high: float
 
-    def __post_init__(self) -> None:
-        start = to_seconds(self.start, "start")
-        end = to_seconds(self.end, "end")
-        if end <= start:
-            raise ConfigurationError(f"end must be after start ({start:g}) (got {self.end!r})")
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
-        object.__setattr__(self, "low", check_ratio(self.low, "low", allow_zero=True))
-        object.__setattr__(self, "high", check_ratio(self.high, "high", allow_zero=True))
+    def __init__(self, start: Duration, end: Duration, low: float = 0.0, high: float = 1.0) -> None:
+        begin = to_seconds(start, "start")
+        finish = to_seconds(end, "end")
+        if finish <= begin:
+            raise ConfigurationError(f"end must be after start ({begin:g}) (got {end!r})")
+        object.__setattr__(self, "start", begin)
+        object.__setattr__(self, "end", finish)
+        object.__setattr__(self, "low", check_ratio(low, "low", allow_zero=True))
+        object.__setattr__(self, "high", check_ratio(high, "high", allow_zero=True))
 
     def intensity(self, call: int, elapsed: float) -> float:
         if elapsed <= self.start:
@@ -868,10 +874,8 @@ class Chaos(Guard[ChaosState]):
             else:
                 draw = self._rng.random()
                 fault = None
-                below = 0.0
-                for candidate, rate in picker.faults:
-                    below += rate * share
-                    if draw < below:
+                for (candidate, _), bound in zip(picker.faults, picker.bounds, strict=True):
+                    if draw < bound * share:
                         fault = candidate
                         break
                 if fault is None:

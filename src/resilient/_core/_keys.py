@@ -19,11 +19,15 @@ def call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
     return (args, tuple(sorted(kwargs.items()))) if kwargs else args
 
 
-def unhashable_key_error(owner: str, key: object) -> TypeError:
-    """The error for a key that cannot be hashed, naming it and what to do."""
-    return TypeError(
-        f"{owner} keys must be hashable (got {key!r}); pass key= to build one from the arguments"
+def unhashable_key_error(owner: str, key: object, *, from_key: bool = False) -> TypeError:
+    """The error for a key that cannot be hashed, naming it and what to do; ``from_key``:
+    the user's ``key=`` function built it."""
+    fix = (
+        "make key= return a hashable value (a tuple, a string)"
+        if from_key
+        else "pass key= to build one from the arguments"
     )
+    return TypeError(f"{owner} keys must be hashable (got {key!r}); {fix}")
 
 
 def hashable_key(
@@ -47,5 +51,5 @@ def hashable_key(
     try:
         hash(built)
     except TypeError:
-        raise unhashable_key_error(owner, built) from None
+        raise unhashable_key_error(owner, built, from_key=key is not None) from None
     return built
