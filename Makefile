@@ -23,8 +23,8 @@ lint: $(STAMP)
 # PATH, hence the venv first.
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests/typing examples
-	$(BIN)/pyright
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pyright --verifytypes resilient --ignoreexternal \
+	$(BIN)/pyright -p pyproject.toml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pyright -p pyproject.toml --verifytypes resilient --ignoreexternal \
 		> $(VENV)/verifytypes.txt || (cat $(VENV)/verifytypes.txt; exit 1)
 
 unit: $(STAMP)
