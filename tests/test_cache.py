@@ -731,3 +731,69 @@ def test_an_unhashable_key_from_key_fn_says_to_fix_key_fn(registry: Registry) ->
     cache = Cache("odds", ttl=1, key=lambda market: {"market": market}, registry=registry)
     with pytest.raises(TypeError, match="make key= return a hashable value"):
         cache.call(lambda market: 2.1, "ARS-CHE")
+
+
+# -- found in review ------------------------------------------------------------------------
+
+
+def test_a_new_key_is_never_the_one_evicted_for_itself(registry: Registry) -> None:
+    """When every older key was read since it was stored, storing a new one evicts one of
+    them (after passing them over once), never the new key."""
+    cache = make_cache(registry, ttl=60, max_entries=2)
+    feed = Feed()
+    price = cache(feed)
+    price("A"), price("B"), price("A"), price("B")  # both read since stored
+    price("C")
+    assert cache.get(("C",)) is not None
+    assert len(cache) == 2
+    price("C")
+    assert feed.calls == 3
+
+
+def test_a_caller_that_missed_just_before_a_value_landed_answers_from_memory(
+    registry: Registry,
+) -> None:
+    """A thread that found no value, and then no call in flight because the value landed
+    in between, answers from memory instead of calling the provider again."""
+    cache = make_cache(registry)
+    feed = Feed()
+    price = cache(feed)
+    price("A")
+    looked = cache._from_memory
+    missed = [False]
+
+    def missed_once(*args: Any) -> Any:
+        if not missed[0]:
+            missed[0] = True
+            return None  # as if it looked a moment before the value was stored
+        return looked(*args)
+
+    cache._from_memory = missed_once  # type: ignore[method-assign]
+    assert cache.answer(feed, "A").status is CacheStatus.FRESH
+    assert feed.calls == 1
+
+
+def test_a_refresh_that_cannot_start_still_answers_stale_and_is_counted(
+    clock: VirtualClock, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread to be had for a refresh: the caller gets the stale value, the failure is
+    counted and kept, and no caller is left waiting for a refresh that never runs."""
+    cache = make_cache(registry, ttl=1, stale_while_revalidate=5)
+    feed = Feed()
+    price = cache(feed)
+    price("A")
+    clock.advance(2)
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    assert cache.answer(feed, "A").status is CacheStatus.STALE
+    monkeypatch.undo()
+    statistics = cache.snapshot().statistics
+    assert statistics["refresh_failures"] == 1
+    assert "can't start new thread" in str(statistics["last_error"])
+    clock.advance(10)  # dead now: the next caller fetches instead of waiting on a ghost
+    thread, out = run_thread(lambda: price("A"))
+    join(thread)
+    assert out == [2]

@@ -3,6 +3,7 @@ tasks of the loop, and 1,000 concurrent requests for one cold key make one provi
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import anyio
@@ -257,3 +258,58 @@ async def test_answer_async_refuses_a_sync_function(registry: Registry) -> None:
 
     with pytest.raises(TypeError, match=r"use cache\.call\(\)"):
         await cache.call_async(price, "1x2")  # type: ignore[arg-type]
+
+
+@pytest.mark.autojump
+async def test_waiters_share_the_error_without_growing_its_traceback(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """A hundred tasks waiting for a failed fetch each raise its error with the leader's
+    traceback, not one that grows with every waiter."""
+    cache = make_cache(registry)
+
+    @cache
+    async def price(market: str) -> float:
+        await clock.sleep_async(1)
+        raise ConnectionError("feed down")
+
+    depths: list[int] = []
+
+    async def ask() -> None:
+        try:
+            await price("A")
+        except ConnectionError as error:
+            depth, frame = 0, error.__traceback__
+            while frame is not None:
+                depth, frame = depth + 1, frame.tb_next
+            depths.append(depth)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(100):
+            tasks.start_soon(ask)
+    assert len(depths) == 100
+    assert max(depths) <= min(depths) + 2
+
+
+@pytest.mark.autojump
+async def test_a_background_refresh_sees_the_callers_context(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """The refresh runs in a copy of the caller's context on asyncio and trio alike, so a
+    tenant (or a chaos scope) set by the caller applies to it."""
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+    seen: list[str] = []
+    cache = make_cache(registry, ttl=1, stale_while_revalidate=5)
+
+    @cache
+    async def price(market: str) -> float:
+        seen.append(tenant.get())
+        return 2.1
+
+    tenant.set("acme")
+    await price("A")
+    clock.advance(2)
+    assert (await cache.answer_async(price, "A")).status is CacheStatus.STALE
+    await clock.wait_all_tasks_blocked()
+    await clock.sleep_async(0)
+    assert seen == ["acme", "acme"]

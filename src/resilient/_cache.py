@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import functools
 import sys
@@ -11,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, ClassVar, Generic, cast
 
 import anyio
@@ -168,13 +170,14 @@ class _Flight:
     ``(event loop, key)`` for the tasks of one loop.
     """
 
-    __slots__ = ("abandoned", "answer", "error", "event", "slot")
+    __slots__ = ("abandoned", "answer", "error", "event", "slot", "traceback")
 
     def __init__(self, slot: tuple[object, Hashable], event: threading.Event | anyio.Event):
         self.slot = slot
         self.event = event
         self.answer: Cached[Any] | None = None
         self.error: Exception | None = None
+        self.traceback: TracebackType | None = None
         self.abandoned = False  # the leader was cancelled: a waiter takes over
 
 
@@ -462,6 +465,8 @@ class Cache(Guard[CacheState], Generic[T]):
                 return served
             slot = (None, key)
             with self._lock:
+                if self._servable(key):
+                    continue  # stored since it was looked for: answer from memory
                 flight = self._flights.get(slot)
                 leader = flight is None
                 if flight is None:
@@ -487,6 +492,8 @@ class Cache(Guard[CacheState], Generic[T]):
                 return served
             slot = (_event_loop(library), key)
             with self._lock:
+                if self._servable(key):
+                    continue  # stored (by another loop's task) since it was looked for
                 flight = self._flights.get(slot)
                 leader = flight is None
                 if flight is None:
@@ -533,10 +540,17 @@ class Cache(Guard[CacheState], Generic[T]):
             self._drop_dead(key, entry)
         return None
 
+    def _servable(self, key: Hashable) -> bool:
+        """Whether memory answers for ``key`` now (fresh, or stale within
+        stale_while_revalidate); call with the lock held."""
+        entry = self._entries.get(key)
+        return entry is not None and self._now() < entry.stale_until
+
     def _joined(self, flight: _Flight) -> Cached[Any]:
         """What a caller that waited for ``flight`` gets: its answer, or its exception."""
         if flight.error is not None:
-            raise flight.error
+            # The leader's traceback, not one that grows with every waiter re-raising it.
+            raise flight.error.with_traceback(flight.traceback)
         return self._counted(cast(Cached[Any], flight.answer))
 
     def _counted(self, answer: Cached[Any]) -> Cached[Any]:
@@ -636,6 +650,7 @@ class Cache(Guard[CacheState], Generic[T]):
             self._end_flight(flight)
             flight.answer = answer
             flight.error = error if answer is None else None
+            flight.traceback = error.__traceback__
             moved = self._state is CacheState.NORMAL and (background or answer is not None)
             if moved:
                 if background:
@@ -687,28 +702,53 @@ class Cache(Guard[CacheState], Generic[T]):
                 return
             flight = self._flights[slot] = _Flight(slot, event)
             self._refreshes += 1
-        if library is None:
-            thread = threading.Thread(
-                target=self._refresh_in_thread,
-                args=(fn, key, args, kwargs, flight),
-                name=f"resilient cache {self._name!r} refresh",
-                daemon=True,
-            )
-            with self._lock:
-                self._threads.add(thread)
-            thread.start()
-        elif library == "trio":
-            import trio
+        try:
+            if library is None:
+                thread = threading.Thread(
+                    target=self._refresh_in_thread,
+                    args=(fn, key, args, kwargs, flight),
+                    name=f"resilient cache {self._name!r} refresh",
+                    daemon=True,
+                )
+                with self._lock:
+                    self._threads.add(thread)
+                try:
+                    thread.start()
+                except BaseException:
+                    with self._lock:
+                        self._threads.discard(thread)
+                    raise
+            elif library == "trio":
+                import trio
 
-            trio.lowlevel.spawn_system_task(
-                self._refresh_in_task, fn, key, args, kwargs, flight, name=f"cache {self._name}"
-            )
-        else:
-            task = asyncio.get_running_loop().create_task(
-                self._refresh_in_task(fn, key, args, kwargs, flight)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                # In a copy of the caller's context, as asyncio's tasks are: the refresh
+                # sees the caller's context variables (a tenant, a chaos scope).
+                trio.lowlevel.spawn_system_task(
+                    self._refresh_in_task,
+                    fn,
+                    key,
+                    args,
+                    kwargs,
+                    flight,
+                    name=f"cache {self._name}",
+                    context=contextvars.copy_context(),
+                )
+            else:
+                task = asyncio.get_running_loop().create_task(
+                    self._refresh_in_task(fn, key, args, kwargs, flight)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception as error:
+            # No refresh runs (no thread to be had): nobody may wait for it, and the caller
+            # still gets the stale value; the failure is counted like a refresh's own.
+            self._abandon(flight)
+            with self._lock:
+                self._refresh_failures += 1
+                self._last_error = f"the refresh could not start: {describe_error(error)}"
+        except BaseException:
+            self._abandon(flight)
+            raise
 
     def _refresh_in_thread(
         self,
@@ -759,16 +799,25 @@ class Cache(Guard[CacheState], Generic[T]):
 
     def _store(self, key: Hashable, entry: _Entry, now: float) -> None:
         """Store ``entry`` as the newest; evict beyond ``max_entries``. Lock held."""
+        # Replaced in place and moved, never taken out and put back: a reader without the
+        # lock must never find a stored key missing.
         entries = self._entries
-        entries.pop(key, None)
         entries[key] = entry
+        entries.move_to_end(key)
+        passed_over = 0
         while len(entries) > self._max_entries:
-            old_key, old = entries.popitem(last=False)
-            if old.used and now < old.dead_at:
+            old_key = next(iter(entries))
+            old = entries[old_key]
+            if old_key != key and old.used and now < old.dead_at and passed_over < len(entries):
                 old.used = False  # read since stored: to the back of the line, once
-                entries[old_key] = old
-            else:
-                self._evictions += 1
+                entries.move_to_end(old_key)
+                passed_over += 1
+                continue
+            if old_key == key:  # everything older was passed over: the oldest of them goes
+                entries.move_to_end(key)
+                old_key = next(iter(entries))
+            del entries[old_key]
+            self._evictions += 1
 
     def _drop_dead(self, key: Hashable, entry: _Entry) -> None:
         with self._lock:

@@ -1,10 +1,12 @@
 """A simulated bookmaker's odds feed that misbehaves on purpose, for tests and example apps.
 
-Prices follow the same match for every feed built with the same seed: each market's
-implied probabilities walk in log space, one step per second of clock time, from
-increments derived from the seed and the market's name (not from the order of calls). So
-two feeds of one seed quote the same match, each with its own margin, and can be
-reconciled against each other. Latency and data quality are each feed's own draws.
+Prices follow the same match for every feed built with the same seed at the same clock
+second: each market's implied probabilities start from an opening price when the feed is
+built and walk in log space, one step per second of clock time, from increments derived
+from the seed and the market's name (not from the order of calls). So feeds of one seed
+made together quote the same match, each with its own margin, and can be reconciled
+against each other; a feed built later starts again from the opening price. Latency and
+data quality are each feed's own draws.
 """
 
 from __future__ import annotations
@@ -246,7 +248,8 @@ class FlakyFeed:
     own and always apply.
 
     Everything repeats for the same seed, name and call times. Feeds built with the same
-    seed quote the same match for a market of the same name, each at its own margin.
+    seed in the same second of clock time quote the same match for a market of the same
+    name, each at its own margin.
 
     Args:
         name: Name of the feed, in each update.
@@ -466,7 +469,7 @@ class FlakyFeed:
     # -- answering ----------------------------------------------------------------------
 
     def _check_market(self, market: str) -> None:
-        if market not in self._state:
+        if not isinstance(market, str) or market not in self._state:
             raise LookupError(
                 f"feed {self._name!r} has no market {market!r}; its markets are "
                 f"{', '.join(map(repr, self._markets))}"
