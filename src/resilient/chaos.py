@@ -349,9 +349,9 @@ class Mix:
     """
 
     faults: tuple[tuple[Fault, float], ...]
-    #: Where each fault's share of [0, 1) ends, summed exactly; rates that add up to 1
-    #: end at 1.0 (a float sum of ten 0.1s would leave a sliver with no fault).
-    bounds: tuple[float, ...]
+    #: Each fault with where its share of [0, 1) ends, summed exactly; rates that add up
+    #: to 1 end at 1.0 (a float sum of ten 0.1s would leave a sliver with no fault).
+    bounds: tuple[tuple[Fault, float], ...]
 
     def __init__(self, *faults: tuple[Fault, float]) -> None:
         checked: list[tuple[Fault, float]] = []
@@ -377,7 +377,11 @@ class Mix:
         bounds = [math.fsum(rates[: index + 1]) for index in range(len(rates))]
         if total >= 1 - 1e-9:
             bounds[-1] = 1.0
-        object.__setattr__(self, "bounds", tuple(bounds))
+        object.__setattr__(
+            self,
+            "bounds",
+            tuple((fault, bound) for (fault, _), bound in zip(checked, bounds, strict=True)),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -874,7 +878,7 @@ class Chaos(Guard[ChaosState]):
             else:
                 draw = self._rng.random()
                 fault = None
-                for (candidate, _), bound in zip(picker.faults, picker.bounds, strict=True):
+                for candidate, bound in picker.bounds:
                     if draw < bound * share:
                         fault = candidate
                         break
