@@ -867,7 +867,7 @@ def test_arming_and_disarming_are_transitions_with_reasons(
     assert moves == [
         ("disarmed", "armed", "chaos was enabled for the process", 0.0),
         ("armed", "disarmed", "game day over", 1.0),
-        ("disarmed", "armed", "enabled", 1.0),
+        ("disarmed", "armed", "enabled by operator", 1.0),
         ("armed", "disarmed", "chaos was disabled for the process", 1.0),
     ]
     assert all(t.kind == "chaos" for t in registry.trail if t.guard == strategy.name)

@@ -56,7 +56,14 @@ from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._run import _refuse_async, is_async_callable
 from ._core._state import Event, Health, Statistic
-from ._core._validate import Duration, check_count, check_flag, check_ratio, to_seconds
+from ._core._validate import (
+    Duration,
+    check_count,
+    check_flag,
+    check_ratio,
+    operator_reason,
+    to_seconds,
+)
 
 __all__ = [
     "ENVIRONMENT_VARIABLE",
@@ -800,14 +807,24 @@ class Chaos(Guard[ChaosState]):
     # -- switching ------------------------------------------------------------------------
 
     def enable(self, *, reason: str | None = None) -> None:
-        """Turn this strategy on; it injects while chaos is enabled for the process."""
+        """Turn this strategy on; it injects while chaos is enabled for the process.
+
+        Args:
+            reason: Why, for the audit trail; ``"enabled by operator"`` if omitted.
+        """
+        why = operator_reason(reason, "enabled by operator")
         self._enabled = True
-        self._rearm(reason or "enabled")
+        self._rearm(why)
 
     def disable(self, *, reason: str | None = None) -> None:
-        """Turn this strategy off at once; a sync call hanging in it goes on."""
+        """Turn this strategy off at once; a sync call hanging in it goes on.
+
+        Args:
+            reason: Why, for the audit trail; ``"disabled by operator"`` if omitted.
+        """
+        why = operator_reason(reason, "disabled by operator")
         self._enabled = False
-        self._rearm(reason or "disabled")
+        self._rearm(why)
 
     @property
     def enabled(self) -> bool:
