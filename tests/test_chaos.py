@@ -1425,3 +1425,11 @@ def test_a_mix_whose_rates_add_up_to_one_fills_every_call(registry: Registry) ->
     chaos.enable()
     answer: object = strategy.call(Feed())
     assert answer == 9
+
+
+def test_a_reason_that_is_not_text_is_refused(registry: Registry) -> None:
+    """strategy.disable(reason=...) takes text, as every operator's reason does."""
+    strategy = make(registry, Raise(FeedDown))
+    with pytest.raises(ConfigurationError, match=r"reason must be text.*got int 5"):
+        strategy.disable(reason=5)  # type: ignore[arg-type]
+    assert strategy.enabled
