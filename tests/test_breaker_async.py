@@ -117,3 +117,80 @@ async def test_tasks_keep_their_own_blocks(registry: Registry, clock: VirtualClo
         release.set()
     stats = breaker.snapshot().statistics
     assert (stats["successes"], stats["failures"]) == (1, 1)
+
+
+# -- cancelled once slow ----------------------------------------------------------------------
+
+
+def slow_breaker(registry: Registry, clock: VirtualClock) -> CircuitBreaker:
+    return CircuitBreaker(
+        "feed",
+        registry=registry,
+        clock=clock,
+        window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=0.5,
+    )
+
+
+async def hang(clock: VirtualClock) -> float:
+    await clock.sleep_async(3600)
+    return 2.1
+
+
+@pytest.mark.autojump
+async def test_a_call_cancelled_after_it_turned_slow_counts_as_slow(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A call given up on after 2 s, with slow_call_duration 1 s, is a slow call: neither a
+    success nor a failure, and cancelled."""
+    breaker = slow_breaker(registry, clock)
+    with anyio.move_on_after(2):
+        await breaker.call_async(hang, clock)
+    stats = breaker.snapshot().statistics
+    assert (stats["slow_calls"], stats["window_slow_calls"], stats["cancelled"]) == (1, 1, 1)
+    assert (stats["successes"], stats["failures"]) == (0, 0)
+
+
+@pytest.mark.autojump
+async def test_a_call_cancelled_before_it_turned_slow_counts_as_nothing(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Given up on after 0.5 s, below slow_call_duration, the call is no outcome."""
+    breaker = slow_breaker(registry, clock)
+    with anyio.move_on_after(0.5):
+        await breaker.call_async(hang, clock)
+    stats = breaker.snapshot().statistics
+    assert (stats["slow_calls"], stats["window_calls"], stats["cancelled"]) == (0, 0, 1)
+
+
+@pytest.mark.autojump
+async def test_a_hung_dependency_every_caller_times_out_on_opens_the_breaker(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Callers that all give up after 2 s on a dependency that never answers open its
+    breaker on the slow-call rate, and the next caller is refused at once."""
+    breaker = slow_breaker(registry, clock)
+    for _ in range(4):
+        with anyio.move_on_after(2):
+            await breaker.call_async(hang, clock)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError):
+        await breaker.call_async(hang, clock)
+
+
+@pytest.mark.autojump
+async def test_a_trial_call_cancelled_after_it_turned_slow_reopens(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Half-open, a trial given up on after it turned slow reopens the breaker."""
+    breaker = slow_breaker(registry, clock)
+    for _ in range(4):
+        with anyio.move_on_after(2):
+            await breaker.call_async(hang, clock)
+    await clock.sleep_async(60)  # past the open duration: the next call is a trial
+    with anyio.move_on_after(2):
+        await breaker.call_async(hang, clock)
+    assert breaker.state is BreakerState.OPEN
+    assert "trial call cancelled after 2 s" in str(breaker.snapshot().reason)

@@ -1019,3 +1019,35 @@ def test_a_numpy_style_bool_from_the_validator_is_a_verdict(registry: Registry) 
         registry=registry,
     )
     assert failover.call() == "ok b"
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_hanging_primary_hedged_away_opens_a_breaker_that_times_slow_calls(
+    clock: VirtualClock, registry: Registry
+) -> None:
+    """With hedging, a primary that hangs is cancelled by the hedge that wins; its breaker,
+    timing calls from the hedge delay on, counts each such attempt as slow and opens."""
+    breaker = CircuitBreaker(
+        "a",
+        window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=0.1,
+        slow_call_rate_threshold=0.5,
+        registry=registry,
+    )
+    hanging = Feed("a", clock, (3600.0, "ok"))
+    failover = Failover(
+        "odds",
+        sources=[
+            Source("a", hanging, breaker=breaker),
+            Source("b", Feed("b", clock, (0.05, "ok"))),
+        ],
+        hedge=0.1,
+        registry=registry,
+    )
+    for _ in range(6):
+        assert (await failover.call_async()).startswith("ok b")
+    assert breaker.state is BreakerState.OPEN
+    assert len(hanging.starts) == 4
+    assert failover.state is FailoverState.FAILED_OVER

@@ -6,7 +6,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, TypeAlias, cast
 
 from ._core._clock import Clock
 from ._core._counter import Counter
@@ -433,10 +433,45 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._finish(permit, outcome, error_name(error))
 
     def _exit_cancel(self, permit: _Permit) -> None:
+        slow = self._slow_seconds
+        if slow is not None and permit.__class__ is not int:
+            # A call cancelled once it had run for slow_call_duration is known to be slow,
+            # whatever it would have answered: a hung dependency that every caller gives
+            # up on (a timeout, a hedge that won) must still trip the slow-call rate.
+            started = permit[1] if isinstance(permit, tuple) else cast(_Trial, permit).started
+            now = self._now()
+            if now - started >= slow:
+                self._cancelled_slow(permit, now - started, now)
+                return
         with self._lock:
             self._cancelled += 1
             if isinstance(permit, _Trial):
                 self._trials.discard(permit)
+
+    def _cancelled_slow(self, permit: _Permit, elapsed: float, now: float) -> None:
+        """Count a call cancelled after running ``elapsed`` >= slow_call_duration as a slow
+        call (neither a success nor a failure); a trial cancelled so reopens."""
+        with self._lock:
+            self._cancelled += 1
+            if isinstance(permit, _Trial):
+                if permit not in self._trials:
+                    return
+                self._trials.discard(permit)
+                self._slow_calls += 1
+                limit = format_seconds(self._slow_seconds or 0.0)
+                self._reopen(
+                    f"trial call cancelled after {format_seconds(elapsed)} s (>= {limit} s)", now
+                )
+            else:
+                self._drain()
+                if permit[0] != self._epoch:  # type: ignore[index]
+                    return
+                self._slow_calls += 1
+                self._window.record(SLOW, now)
+                self._window_changed()
+                if not self._judge(now):
+                    return
+        self._deliver()
 
     def _finish(self, permit: _Permit, outcome: int, failure: str | None) -> None:
         now = self._now() if self._needs_now else 0.0
