@@ -99,17 +99,25 @@ def test_each_quality_is_sent_at_its_configured_rate(
 def test_a_quality_at_rate_zero_never_comes_and_at_rate_one_always_does(
     rates: tuple[float, float, float], seed: int
 ) -> None:
-    """Rate 0 never sends that quality; rate 1 sends nothing else."""
+    """Rate 0 never sends that quality; rate 1 sends nothing else (for stale: once the
+    market has sent a price it can send again)."""
     clock = VirtualClock()
     stale, malformed, implausible = rates
     feed = make(
         clock, seed=seed, stale_rate=stale, malformed_rate=malformed, implausible_rate=implausible
     )
-    seen = {update.quality for update in fetch_many(feed, clock, 60)}
+    updates = fetch_many(feed, clock, 60)
+    seen = {update.quality for update in updates}
     for quality, rate in [(STALE, stale), (MALFORMED, malformed), (IMPLAUSIBLE, implausible)]:
         if rate == 0.0:
             assert quality not in seen
-        if rate == 1.0:
+        if rate == 1.0 and quality is STALE:
+            for market in feed.markets:
+                # Nothing was sent before a market's first answer: that one is fresh.
+                first, *rest = [u for u in updates if u.market == market]
+                assert (first.quality, {u.quality for u in rest}) == (OK, {STALE})
+                assert all(u.sequence == first.sequence for u in rest)
+        elif rate == 1.0:
             assert seen == {quality}
     if sum(rates) == 0.0:
         assert seen == {OK}
@@ -538,3 +546,25 @@ def test_an_unknown_market_is_a_lookup_error_that_lists_the_markets(clock: Virtu
     feed = make(clock)
     with pytest.raises(LookupError, match="feed 'bet-alpha' has no market 'XYZ'; its markets"):
         feed.fetch("XYZ")
+
+
+def test_a_stale_answer_never_resends_a_price_that_was_never_sent() -> None:
+    """A market's first answer is a fresh one even at stale_rate=1: nothing was sent yet."""
+    clock = VirtualClock()
+    feed = make(clock, stale_rate=1.0)
+    clock.advance(650)
+    first = feed.fetch(feed.markets[0])
+    assert (first.quality, first.sequence, first.produced_at) == (OK, 1, 650.0)
+    assert feed.fetch(feed.markets[0]).sequence == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_fetches_given_up_on_are_counted_as_cancelled(autojump_clock: VirtualClock) -> None:
+    """A fetch cancelled before it answers (a timeout, a hedge that won) counts in
+    statistics().cancelled."""
+    feed = FlakyFeed("bet-alpha", markets=("ARS-CHE",), latency=5.0, clock=autojump_clock)
+    with anyio.move_on_after(1):
+        await feed.fetch_async("ARS-CHE")
+    stats = feed.statistics()
+    assert (stats.calls, stats.cancelled, stats.answered) == (1, 1, 0)

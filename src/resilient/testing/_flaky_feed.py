@@ -161,8 +161,10 @@ class FeedStatistics:
         calls: Fetches started (including those of ``updates()``).
         failed: Fetches that raised (an injected fault, or the caller's bad market).
         ok: Answers of each quality sent; ``stale``, ``malformed`` and
-            ``implausible`` likewise. A fetch cancelled while waiting, or answered by a
-            chaos ``Return`` fault, counts in ``calls`` only.
+            ``implausible`` likewise. A fetch answered by a chaos ``Return`` fault counts
+            in ``calls`` only.
+        cancelled: Async fetches cancelled before they answered (a caller's timeout, a
+            hedge that won, a hang given up on).
     """
 
     calls: int
@@ -171,6 +173,7 @@ class FeedStatistics:
     stale: int
     malformed: int
     implausible: int
+    cancelled: int = 0
 
     @property
     def answered(self) -> int:
@@ -328,13 +331,15 @@ class FlakyFeed:
         self._counts = dict.fromkeys(UpdateQuality, 0)
         self._calls = 0
         self._failed = 0
+        self._cancelled = 0
         now = clock.monotonic()
         self._state: dict[str, _Market] = {}
         for market in self._markets:
             state = self._open(market, now)
             self._state[market] = state
-            opening = self._price(market, state, now)
-            state.history.append(opening)
+            # The opening price moves the walk's sequence on, but was never sent: it is not
+            # in the history a stale answer re-sends from.
+            self._price(market, state, now)
 
     def _open(self, market: str, now: float) -> _Market:
         key = f"{self._seed}:{market}".encode()
@@ -378,6 +383,7 @@ class FlakyFeed:
                 stale=counts[UpdateQuality.STALE],
                 malformed=counts[UpdateQuality.MALFORMED],
                 implausible=counts[UpdateQuality.IMPLAUSIBLE],
+                cancelled=self._cancelled,
             )
 
     # -- fetching -----------------------------------------------------------------------
@@ -412,6 +418,10 @@ class FlakyFeed:
             return await self._faults.call_async(self._answer_async, market)
         except Exception:
             self._fail()
+            raise
+        except BaseException:
+            with self._lock:
+                self._cancelled += 1
             raise
 
     def updates(
@@ -508,7 +518,11 @@ class FlakyFeed:
             draw = rng.random()
             stale, malformed, implausible = self._rates
             if draw < stale:
-                update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
+                if state.history:
+                    update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
+                else:  # nothing sent yet to re-send: a fresh price
+                    update = self._price(market, state, now)
+                    state.history.append(update)
             else:
                 update = self._price(market, state, now)
                 state.history.append(update)
