@@ -60,6 +60,7 @@ from ._core._state import FallbackServed as FallbackServed
 from ._core._state import GuardSnapshot as GuardSnapshot
 from ._core._state import Health as Health
 from ._core._state import Refusal as Refusal
+from ._core._state import Statistic as Statistic
 from ._core._state import Transition as Transition
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
@@ -171,6 +172,7 @@ __all__ = [
     "SourceAttempt",
     "Stale",
     "StaleCache",
+    "Statistic",
     "Subscription",
     "SystemClock",
     "TimeWindow",
