@@ -1433,3 +1433,18 @@ def test_a_reason_that_is_not_text_is_refused(registry: Registry) -> None:
     with pytest.raises(ConfigurationError, match=r"reason must be text.*got int 5"):
         strategy.disable(reason=5)  # type: ignore[arg-type]
     assert strategy.enabled
+
+
+def test_a_block_closed_by_disable_never_closes_a_later_block(registry: Registry) -> None:
+    """After disable() closed every open block, the end of such a block leaves a block
+    opened later on."""
+    strategy = make(registry, Raise(FeedDown))
+    early, late = chaos.enabled(), chaos.enabled()
+    early.__enter__()
+    chaos.disable()
+    late.__enter__()
+    early.__exit__(None, None, None)
+    assert chaos.is_enabled()
+    assert strategy.state is ChaosState.ARMED
+    late.__exit__(None, None, None)
+    assert not chaos.is_enabled()

@@ -29,7 +29,9 @@ from resilient import (
     RetryBudget,
     Source,
     SourceAttempt,
+    chaos,
 )
+from resilient.chaos import Chaos, Return
 from resilient.testing import VirtualClock
 
 
@@ -1051,3 +1053,24 @@ async def test_a_hanging_primary_hedged_away_opens_a_breaker_that_times_slow_cal
     assert breaker.state is BreakerState.OPEN
     assert len(hanging.starts) == 4
     assert failover.state is FailoverState.FAILED_OVER
+
+
+def test_a_chaos_answer_among_a_sources_guards_is_validated_too(registry: Registry) -> None:
+    """A chaos strategy among a source's guards stands in for the source: the bad answer
+    it returns is judged by validate (and counted by the breaker) like a real one."""
+    breaker = CircuitBreaker("a", window=CountWindow(2), minimum_calls=2, registry=registry)
+    garbage = Chaos("garbage", Return("bad a"), registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[
+            Source("a", lambda: "ok a", breaker=breaker, guards=[garbage]),
+            Source("b", lambda: "ok b"),
+        ],
+        validate=valid,
+        registry=registry,
+    )
+    with chaos.enabled():
+        answer = failover.answer()
+        failover.call()
+    assert outcomes(answer.attempts) == [("a", "invalid"), ("b", "answered")]
+    assert breaker.state is BreakerState.OPEN

@@ -253,14 +253,25 @@ class Source(Generic[T]):
         ConfigurationError: A value is not what it should be; the message names it.
     """
 
-    __slots__ = ("_every", "_guard_names", "_is_async", "_run", "breaker", "fn", "guards", "name")
+    __slots__ = (
+        "_chaos",
+        "_guard_names",
+        "_is_async",
+        "_outer",
+        "_run",
+        "breaker",
+        "fn",
+        "guards",
+        "name",
+    )
 
     name: str
     fn: Callable[..., Any]
     breaker: CircuitBreaker | None
     guards: tuple[Guard[Any], ...]
     _run: Callable[..., Any]
-    _every: tuple[Guard[Any], ...]
+    _outer: tuple[Guard[Any], ...]
+    _chaos: tuple[Guard[Any], ...]
     _is_async: bool
     _guard_names: frozenset[str]
 
@@ -319,7 +330,10 @@ class Source(Generic[T]):
                 "function twice)"
             )
         set_ = object.__setattr__
-        set_(self, "_every", every)
+        # Chaos strategies stand in for the source itself: innermost, as in a pipeline,
+        # so that the breaker, the guards and the failover's validator meet their faults.
+        set_(self, "_outer", tuple(guard for guard in every if guard.kind != "chaos"))
+        set_(self, "_chaos", tuple(guard for guard in every if guard.kind == "chaos"))
         set_(self, "name", name)
         set_(self, "fn", fn)
         set_(self, "breaker", breaker)
@@ -342,10 +356,20 @@ class Source(Generic[T]):
             parts.append(f"guards={tuple(guard.name for guard in self.guards)!r}")
         return f"Source({', '.join(parts)})"
 
-    def _guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` through the source's breaker (outermost) and guards, in order."""
+    def _guarded(
+        self,
+        fn: Callable[..., Any],
+        judged: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    ) -> Callable[..., Any]:
+        """``fn`` through the source's chaos strategies (innermost), then ``judged`` (the
+        failover's validator) when given, then its guards in order and its breaker
+        (outermost)."""
         run = fn
-        for guard in reversed(self._every):
+        for guard in reversed(self._chaos):
+            run = cast(Callable[..., Any], guard)(run)
+        if judged is not None:
+            run = judged(run)
+        for guard in reversed(self._outer):
             run = cast(Callable[..., Any], guard)(run)
         return run
 
@@ -1002,22 +1026,26 @@ class Failover(Guard[FailoverState], Generic[T]):
     # -- outcomes ----------------------------------------------------------------------------
 
     def _validating(self, source: Source[T]) -> Callable[..., Any]:
-        """``source``'s function with each answer judged by ``validate``, inside the
-        source's guards: an invalid answer raises :class:`InvalidAnswerError` there."""
-        fn = source.fn
+        """``source``'s function with each answer (injected ones too) judged by
+        ``validate``, inside the source's guards: an invalid answer raises
+        :class:`InvalidAnswerError` there."""
         judge = self._judge
         name = source.name
-        if source._is_async:
 
-            async def validated_async(*args: Any, **kwargs: Any) -> Any:
-                return judge(name, await fn(*args, **kwargs))
+        def judged(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if source._is_async:
 
-            return source._guarded(functools.wraps(fn)(validated_async))
+                async def validated_async(*args: Any, **kwargs: Any) -> Any:
+                    return judge(name, await fn(*args, **kwargs))
 
-        def validated(*args: Any, **kwargs: Any) -> Any:
-            return judge(name, fn(*args, **kwargs))
+                return functools.wraps(fn)(validated_async)
 
-        return source._guarded(functools.wraps(fn)(validated))
+            def validated(*args: Any, **kwargs: Any) -> Any:
+                return judge(name, fn(*args, **kwargs))
+
+            return functools.wraps(fn)(validated)
+
+        return source._guarded(source.fn, judged)
 
     def _judge(self, source: str, value: T) -> T:
         """``value`` if ``validate`` accepts it; else raise :class:`InvalidAnswerError`."""

@@ -552,10 +552,20 @@ class _Switch:
         else:
             self.forbidden = value
 
-    def change(self, reason: str, *, explicit: bool | None = None, blocks: int = 0) -> int:
+    def change(
+        self,
+        reason: str,
+        *,
+        explicit: bool | None = None,
+        blocks: int = 0,
+        opened_after: int | None = None,
+    ) -> int:
         """Turn on or off (``explicit``), open (``blocks=1``) or close (``-1``) a block,
-        and rearm every strategy; returns the kill count the change saw."""
+        and rearm every strategy; returns the kill count the change saw. A block closes
+        only if no :func:`disable` came since it opened (``opened_after``, its count)."""
         with self.lock:
+            if opened_after is not None and opened_after != self.kills:
+                return self.kills  # disable() closed that block already
             if (explicit or blocks > 0) and self.forbidden is not None:
                 raise ConfigurationError(
                     f"chaos is forbidden in this process: {ENVIRONMENT_VARIABLE}="
@@ -626,8 +636,7 @@ def enabled() -> Iterator[None]:
     try:
         yield
     finally:
-        if _switch.kills == kills:  # else disable() closed every block already
-            _switch.change("the block that enabled chaos ended", blocks=-1)
+        _switch.change("the block that enabled chaos ended", blocks=-1, opened_after=kills)
 
 
 _NO_LABELS: Mapping[str, object] = MappingProxyType({})
