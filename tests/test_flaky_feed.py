@@ -568,3 +568,19 @@ async def test_fetches_given_up_on_are_counted_as_cancelled(autojump_clock: Virt
         await feed.fetch_async("ARS-CHE")
     stats = feed.statistics()
     assert (stats.calls, stats.cancelled, stats.answered) == (1, 1, 0)
+
+
+def test_a_stale_answer_repeats_only_an_update_that_was_sent_as_it_is() -> None:
+    """A stale answer re-sends a price sent before as ok: never a clean copy of one that
+    went out malformed or implausible."""
+    clock = VirtualClock()
+    feed = make(clock, stale_rate=0.4, malformed_rate=0.3, implausible_rate=0.2, seed=3)
+    sent_ok: set[tuple[str, int]] = set()
+    stale = 0
+    for update in fetch_many(feed, clock, 2000):
+        if update.quality is STALE:
+            stale += 1
+            assert (update.market, update.sequence) in sent_ok
+        elif update.quality is OK:
+            sent_ok.add((update.market, update.sequence))
+    assert stale > 500

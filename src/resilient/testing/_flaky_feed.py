@@ -517,19 +517,16 @@ class FlakyFeed:
             state = self._state[market]
             draw = rng.random()
             stale, malformed, implausible = self._rates
-            if draw < stale:
-                if state.history:
-                    update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
-                else:  # nothing sent yet to re-send: a fresh price
-                    update = self._price(market, state, now)
-                    state.history.append(update)
-            else:
+            if draw < stale and state.history:
+                update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
+            else:  # (a stale draw with nothing sent yet to re-send gets a fresh price)
                 update = self._price(market, state, now)
-                state.history.append(update)
-                if draw < stale + malformed:
+                if stale <= draw < stale + malformed:
                     update = self._malform(update)
-                elif draw < stale + malformed + implausible:
+                elif stale + malformed <= draw < stale + malformed + implausible:
                     update = self._implausible(update)
+                else:
+                    state.history.append(update)  # sent as it is: a stale answer may repeat it
             self._counts[update.quality] += 1
         return update
 
