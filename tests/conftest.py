@@ -3,12 +3,13 @@ pytest plugin (``resilient.testing``), as they would in a user's test suite."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from resilient import Registry
+from resilient import Registry, chaos
 from resilient.testing import VirtualClock
 
 # Property tests run on the virtual clock, so the real time an example takes says nothing
@@ -45,6 +46,15 @@ def clock(request: pytest.FixtureRequest) -> VirtualClock:
         return autojump
     manual: VirtualClock = request.getfixturevalue("virtual_clock")
     return manual
+
+
+@pytest.fixture(autouse=True)
+def chaos_off() -> Iterator[None]:
+    """Every test starts and ends with fault injection off for the process, whatever the
+    test before it did."""
+    chaos.disable()
+    yield
+    chaos.disable()
 
 
 @pytest.fixture

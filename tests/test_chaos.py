@@ -71,14 +71,6 @@ class FeedDown(ConnectionError):
     """The odds feed did not answer."""
 
 
-@pytest.fixture(autouse=True)
-def chaos_off() -> Iterator[None]:
-    """Each test starts and ends with chaos disabled for the process."""
-    chaos.disable()
-    yield
-    chaos.disable()
-
-
 def make(registry: Registry, fault: Fault | Mix | Script, **options: Any) -> Chaos:
     return Chaos("feed-faults", fault, registry=registry, **options)
 

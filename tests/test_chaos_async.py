@@ -5,8 +5,6 @@ under a breaker and a retry."""
 from __future__ import annotations
 
 import inspect
-import random
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -37,22 +35,9 @@ from resilient.chaos import (
     Uniform,
 )
 from resilient.testing import VirtualClock
+from test_chaos import REAL, FeedDown, Sampled, make
 
 pytestmark = pytest.mark.anyio
-
-REAL = "live odds"
-
-
-class FeedDown(ConnectionError):
-    """The odds feed did not answer."""
-
-
-@pytest.fixture(autouse=True)
-def chaos_off() -> Iterator[None]:
-    """Each test starts and ends with chaos disabled for the process."""
-    chaos.disable()
-    yield
-    chaos.disable()
 
 
 class Feed:
@@ -65,23 +50,6 @@ class Feed:
         await anyio.lowlevel.checkpoint()
         self.calls += 1
         return REAL
-
-
-class Sampled(Distribution):
-    """A distribution that remembers what it drew."""
-
-    def __init__(self, inner: Distribution) -> None:
-        self.inner = inner
-        self.samples: list[float] = []
-
-    def sample(self, rng: random.Random) -> float:
-        value = self.inner.sample(rng)
-        self.samples.append(value)
-        return value
-
-
-def make(registry: Registry, fault: object, **options: object) -> Chaos:
-    return Chaos("feed-faults", fault, registry=registry, **options)  # type: ignore[arg-type]
 
 
 # -- Raise, Return ---------------------------------------------------------------------------
