@@ -120,6 +120,11 @@ class Guard(abc.ABC, Generic[S]):
         return self._clock
 
     @property
+    def runbook(self) -> str | None:
+        """What whoever handles this guard's trouble should read (text or a URL), if set."""
+        return self._runbook
+
+    @property
     def state(self) -> S:
         """The current state."""
         self._refresh()
