@@ -28,8 +28,12 @@ h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
 .muted { color: var(--muted); }
 .badge { display: inline-block; padding: .05rem .55rem; border-radius: 1rem; color: #fff;
   font-weight: 600; font-size: .85rem; }
-.pass { background: var(--pass); } .warn { background: var(--warn); }
-.fail { background: var(--fail); } .unknown { background: var(--muted); }
+.badge.pass, .badge.healthy { background: var(--pass); }
+.badge.warn, .badge.degraded { background: var(--warn); }
+.badge.fail, .badge.unavailable { background: var(--fail); }
+.badge.unknown { background: var(--muted); }
+tr[data-status="warn"] > td:first-child { box-shadow: inset 4px 0 var(--warn); }
+tr[data-status="fail"] > td:first-child { box-shadow: inset 4px 0 var(--fail); }
 #notes { margin: .75rem 0; padding: 0; list-style: none; }
 #notes li { border-left: 4px solid var(--warn); padding: .25rem .6rem; margin: .25rem 0; }
 #notes li.error { border-color: var(--fail); }
@@ -38,6 +42,7 @@ th, td { text-align: left; vertical-align: top; padding: .4rem .5rem;
   border-bottom: 1px solid var(--line); }
 th { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
 td.name { font-weight: 600; word-break: break-all; }
+td.since { white-space: nowrap; }
 td.reason { max-width: 28rem; overflow-wrap: anywhere; white-space: pre-wrap; }
 .critical { font-size: .7rem; border: 1px solid var(--fail); color: var(--fail);
   border-radius: .3rem; padding: 0 .3rem; margin-left: .3rem; }
@@ -102,7 +107,7 @@ _SCRIPT = r"""
   }
 
   function timelineCell(transitions, now) {
-    const cell = el("td");
+    const cell = el("td", "recent");
     const line = el("div", "timeline");
     for (const t of transitions || []) {
       const step = el("span", "step " + t.new_health, t.new_state);
@@ -138,13 +143,15 @@ _SCRIPT = r"""
     const rows = [];
     for (const [key, entries] of Object.entries(data.checks || {})) {
       for (const entry of entries) {
-        const row = el("tr", entry.status);
+        const row = el("tr");
         row.dataset.guard = key;
+        row.dataset.status = entry.status;
         row.dataset.state = entry.observedValue;
         const name = el("td", "name", key);
         if (entry.critical) name.append(el("span", "critical", "critical"));
-        const health = el("td");
-        health.append(el("span", "badge " + entry.status, entry.health || entry.status));
+        const health = el("td", "health");
+        health.append(el("span", "badge " + (entry.health || entry.status),
+          entry.health || entry.status));
         row.append(
           name,
           el("td", "kind", entry.componentType),
