@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from resilient import Budget, CircuitBreaker, DegradedMode, Registry
 from resilient.asgi import HealthApp
@@ -42,16 +43,36 @@ def _chromium() -> str | None:
     return shutil.which("chromium")
 
 
+def _require(binary: str | None) -> str:
+    """``binary``; without one, skip with the reason, or fail under ``CI=true``."""
+    if binary is not None:
+        return binary
+    reason = "chromium is not installed (Debian: apt-get install chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI=true requires the browser test to run")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """The chromium binary; skips without one, but fails under CI=true."""
-    binary = _chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires the browser test to run")
-        pytest.skip(reason)
-    return binary
+    return _require(_chromium())
+
+
+def test_without_chromium_the_browser_tests_skip_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside CI a missing browser skips, naming the package to install."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium"):
+        _require(None)
+
+
+def test_without_chromium_under_ci_the_browser_tests_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CI=true a missing browser is a failure, not a silent skip."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"CI=true requires"):
+        _require(None)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +100,13 @@ def service() -> Registry:
 
 
 @pytest.fixture(scope="module")
-def base_url(service: Registry) -> Iterator[str]:
+def requested() -> list[str]:
+    """The paths the server was asked for, in order."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def base_url(service: Registry, requested: list[str]) -> Iterator[str]:
     """A Starlette app with the health app mounted at /ops, served by uvicorn on a
     loopback port chosen by the system, in a thread; stopped afterwards."""
     health = HealthApp(
@@ -92,7 +119,13 @@ def base_url(service: Registry) -> Iterator[str]:
         actions_token="browser-test-token-0123456789",
         runbooks={"payments": "javascript:alert(1)"},  # never a link
     )
-    app = Starlette(routes=[Mount("/ops", app=health)])
+    starlette = Starlette(routes=[Mount("/ops", app=health)])
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            requested.append(scope["path"])
+        await starlette(scope, receive, send)
+
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)  # connections queue here even before uvicorn accepts them
@@ -163,6 +196,7 @@ class _Rows(HTMLParser):
         self.rows: dict[str, dict[str, str]] = {}
         self.links: dict[str, list[str]] = {}
         self.overall = ""
+        self.requested: list[str] = []
         self._row: str | None = None
         self._cell: str | None = None
         self._in_overall = False
@@ -201,15 +235,27 @@ class _Rows(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def rendered(chromium: str, base_url: str, tmp_path_factory: pytest.TempPathFactory) -> _Rows:
-    """The status page's DOM after its script fetched /ops/health and rendered it."""
+def rendered(
+    chromium: str, base_url: str, requested: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> _Rows:
+    """The status page's DOM after its script fetched /ops/health and rendered it; the
+    page refreshes every 2 s and chromium runs it for 5 s of virtual time."""
     profile = tmp_path_factory.mktemp("chromium-dom")
+    requested.clear()
     dom = _run_chromium(
         chromium, profile, "--virtual-time-budget=5000", "--dump-dom", f"{base_url}/ops/status"
     )
     rows = _Rows()
+    rows.requested = list(requested)
     rows.feed(dom)
     return rows
+
+
+def test_the_page_refreshes_itself_from_health_under_its_mount(rendered: _Rows) -> None:
+    """The page is loaded once, then reads /ops/health again every refresh period."""
+    assert rendered.requested[0] == "/ops/status"
+    assert rendered.requested.count("/ops/health") >= 2
+    assert set(rendered.requested) <= {"/ops/status", "/ops/health", "/favicon.ico"}
 
 
 def test_the_script_renders_one_row_per_guard_with_its_state(rendered: _Rows) -> None:
