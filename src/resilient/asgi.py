@@ -136,6 +136,12 @@ def _transition(transition: Transition, *, with_guard: bool) -> dict[str, object
 class HealthApp:
     """An ASGI app with liveness, readiness and health endpoints over a registry.
 
+    Status codes: ``/livez`` 200 always; ``/readyz`` and ``/health`` 200 for ``pass`` and
+    ``warn``, 503 for ``fail``; 404 for paths not served (``/status`` and the actions
+    while not enabled), 405 with ``Allow`` for other methods. Served by itself, it drains
+    on the lifespan shutdown; mounted in another app (Starlette's ``Mount``, FastAPI's
+    ``app.mount``) it gets no lifespan events, so call :meth:`drain` from that app's.
+
     Args:
         registry: The registry whose guards ``/health`` reports (the default registry
             when ``None``).
