@@ -293,6 +293,9 @@ class HealthApp:
         notes: list[str] = []
         if self._draining:
             notes.append("draining: shutting down, send no new requests")
+        by_guard: dict[str, list[Transition]] = {}
+        for transition in trail:
+            by_guard.setdefault(transition.guard, []).append(transition)
         for guard, snapshot in zip(guards, snapshots, strict=True):
             status = self._status_of(snapshot)
             entry: dict[str, object] = {
@@ -309,7 +312,7 @@ class HealthApp:
             runbook = self._runbooks.get(snapshot.name) or guard.runbook
             if runbook:
                 entry["links"] = {"runbook": runbook}
-            own = [t for t in trail if t.guard == snapshot.name]
+            own = by_guard.get(snapshot.name, [])
             entry["transitions"] = [
                 _transition(t, with_guard=False) for t in own[len(own) - self._trail :]
             ]
