@@ -1168,6 +1168,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except Exception as error:
             self._failed(exchange, error, authority)
             raise
+        response.request = request
         core = self._core
         status = response.status_code
         limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
@@ -1284,6 +1285,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             except Exception as error:
                 self._failed(exchange, error, authority)
                 raise
+            response.request = request
             core = self._core
             status = response.status_code
             limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
