@@ -670,6 +670,23 @@ def test_when_every_base_url_fails_the_caller_gets_the_last_response(
     assert [stream.closes for stream in streams] == [1] * 6
 
 
+def test_a_large_error_body_superseded_by_the_next_base_url_is_closed(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A 503 with a body over 64 KiB from a.example, then a 200 from b.example: the 503's
+    stream (left open, unbuffered) is closed once, and the 200 reaches the caller."""
+    big = CountingStream(b"e" * (64 * 1024), b"tail")
+
+    def by_host(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a.example":
+            return httpx.Response(503, stream=big)
+        return httpx.Response(200, text="b")
+
+    with httpx.Client(transport=transport(by_host, registry, clock, failover=BASES)) as http:
+        response = http.get("https://a.example/api/odds")
+    assert (response.text, big.closes) == ("b", 1)
+
+
 def test_a_post_is_not_failed_over_after_a_status(registry: Registry, clock: VirtualClock) -> None:
     """A 503 to a POST from a.example is returned; b.example never sees the POST."""
     upstream = Upstream(503, 200)

@@ -183,7 +183,7 @@ class UnhealthyResponse(Exception):
     def __init__(self, response: httpx.Response, retry_after: float | None = None) -> None:
         super().__init__(response.status_code)
         self.response = response
-        self.status_code = response.status_code
+        self.status_code: int = response.status_code
         self.retry_after = retry_after
 
     def __str__(self) -> str:
