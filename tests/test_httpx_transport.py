@@ -760,6 +760,31 @@ async def test_a_slow_base_url_is_hedged_by_the_next(
 
 @pytest.mark.anyio
 @pytest.mark.autojump
+async def test_a_hedge_that_loses_has_its_response_closed_once(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """With hedge=0 both base URLs are asked at once and both answer: the one not returned
+    is closed exactly once, the returned one once the caller has read it."""
+    streams: dict[str, CountingStream] = {}
+
+    async def both_answer(request: httpx.Request) -> httpx.Response:
+        streams[request.url.host] = CountingStream(request.url.host.encode())
+        return httpx.Response(200, stream=streams[request.url.host])
+
+    rt = transport(both_answer, registry, clock, failover=BASES, hedge=0)
+    async with httpx.AsyncClient(transport=rt) as http:
+        response = await http.get("https://a.example/api/odds")
+        await response.aread()
+    assert outcome(response).hedged is True
+    assert sorted(streams) == ["a.example", "b.example"]
+    assert {host: stream.closes for host, stream in streams.items()} == {
+        "a.example": 1,
+        "b.example": 1,
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
 async def test_a_post_is_never_hedged(registry: Registry, clock: VirtualClock) -> None:
     """A slow POST to a.example is waited for, not raced by a second POST to b.example."""
 

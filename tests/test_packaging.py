@@ -112,6 +112,7 @@ def test_importing_the_package_needs_only_its_declared_dependencies(module: str)
 
 def test_importing_resilient_does_not_import_httpx() -> None:
     """`import resilient` leaves httpx alone; only `import resilient.httpx` brings it in."""
+    import os
     import subprocess
     import sys
 
@@ -124,6 +125,6 @@ def test_importing_resilient_does_not_import_httpx() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert done.returncode == 0, done.stderr

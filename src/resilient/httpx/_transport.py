@@ -264,7 +264,6 @@ class _Exchange:
         "errors",
         "hedged",
         "idempotent",
-        "in_flight",
         "label",
         "last_end",
         "read_limit",
@@ -296,7 +295,6 @@ class _Exchange:
         self.deadline: Deadline | None = None
         self.blocked = False  # sent once and not idempotent: no other base URL may see it
         self.hedged = False
-        self.in_flight = 0
         self.last_end: float | None = None
         self.rest = ""  # with failover: the URL after the base URL it matched
         self.source = ""
@@ -1247,8 +1245,16 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise DeadlineExceededError(core.retry.name, -exchange.deadline.remaining())
         if rest is not None:
             failover = core.failover(True)
-            if core.hedge is None or exchange.idempotent:
+            if core.hedge is None:
                 exchange.source, response = await failover.call_async(self, exchange)
+            elif exchange.idempotent:
+                try:
+                    answer = await failover.answer_async(self, exchange)
+                except AllSourcesFailedError as error:
+                    exchange.hedged = exchange.hedged or any(a.hedge for a in error.attempts)
+                    raise
+                exchange.hedged = exchange.hedged or any(a.hedge for a in answer.attempts)
+                exchange.source, response = answer.value
             else:
                 # A request that must not run twice is never hedged: the hedging
                 # failover asks its sources in turn for it.
@@ -1276,28 +1282,22 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         request = exchange.copy(url)
         inner = self._async_inner()
         exchange.attempts += 1
-        if exchange.in_flight:
-            exchange.hedged = True
-        exchange.in_flight += 1
         try:
+            response = await inner.handle_async_request(request)
+        except Exception as error:
+            self._failed(exchange, error, authority)
+            raise
+        response.request = request
+        core = self._core
+        status = response.status_code
+        limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
+        if limit:
             try:
-                response = await inner.handle_async_request(request)
+                response = await _read_async(response, limit)
             except Exception as error:
                 self._failed(exchange, error, authority)
                 raise
-            response.request = request
-            core = self._core
-            status = response.status_code
-            limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
-            if limit:
-                try:
-                    response = await _read_async(response, limit)
-                except Exception as error:
-                    self._failed(exchange, error, authority)
-                    raise
-            exchange.responses.append(response)
-        finally:
-            exchange.in_flight -= 1
+        exchange.responses.append(response)
         if status in core.unhealthy:
             exchange.errors.append(_status_line(response, authority))
             if not exchange.idempotent:
