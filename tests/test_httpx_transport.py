@@ -520,6 +520,19 @@ def test_timeout_none_leaves_httpx_timeouts_alone(registry: Registry, clock: Vir
     }
 
 
+def test_the_retry_policy_reports_each_call_to_call_ended_listeners(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A listener of CallEnded hears one event per request from the retry policy, with
+    the whole call's duration, as it would from Retry.call."""
+    heard: list[resilient.CallEnded] = []
+    registry.subscribe(heard.append, events=resilient.CallEnded)
+    with httpx.Client(transport=transport(Upstream(503, 200), registry, clock)) as http:
+        http.get(URL)
+    retried = [event for event in heard if event.guard == "http.retry"]
+    assert [(event.outcome, event.duration) for event in retried] == [("success", 1.0)]
+
+
 # -- breaker and bulkhead ---------------------------------------------------------------------
 
 
@@ -756,6 +769,18 @@ async def test_a_slow_base_url_is_hedged_by_the_next(
     assert (found.source, found.hedged, found.attempts) == ("https://b.example/api", True, 2)
     assert found.elapsed == pytest.approx(0.1)
     assert cancelled == ["a"]
+
+
+def test_a_sync_request_to_a_hedging_transport_fails_over_in_turn(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Hedging is for async requests: a sync one asks a.example, then b.example."""
+    upstream = Upstream(httpx.ConnectError("refused"), 200)
+    rt = transport(upstream, registry, clock, failover=BASES, hedge=0.1)
+    with httpx.Client(transport=rt) as http:
+        response = http.get("https://a.example/api/odds")
+    assert [request.url.host for request in upstream.requests] == ["a.example", "b.example"]
+    assert outcome(response).hedged is False
 
 
 @pytest.mark.anyio

@@ -1121,6 +1121,21 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 token.var.reset(token)
 
     def _retried_sync(self, exchange: _Exchange, policy: Retry, rest: str | None) -> httpx.Response:
+        if policy._listeners.times_calls:
+            # A retried block publishes no CallEnded of its own: the call is timed here, as
+            # Retry.call would time it.
+            try:
+                response = self._attempts_sync(exchange, policy, rest)
+            except BaseException as error:
+                policy._call_ended(exchange.started, error)
+                raise
+            policy._call_ended(exchange.started, None)
+            return response
+        return self._attempts_sync(exchange, policy, rest)
+
+    def _attempts_sync(
+        self, exchange: _Exchange, policy: Retry, rest: str | None
+    ) -> httpx.Response:
         now = self._core.now
         for attempt in policy:
             with attempt:
@@ -1226,6 +1241,19 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 token.var.reset(token)
 
     async def _retried_async(
+        self, exchange: _Exchange, policy: Retry, rest: str | None
+    ) -> httpx.Response:
+        if policy._listeners.times_calls:
+            try:
+                response = await self._attempts_async(exchange, policy, rest)
+            except BaseException as error:
+                policy._call_ended(exchange.started, error)
+                raise
+            policy._call_ended(exchange.started, None)
+            return response
+        return await self._attempts_async(exchange, policy, rest)
+
+    async def _attempts_async(
         self, exchange: _Exchange, policy: Retry, rest: str | None
     ) -> httpx.Response:
         now = self._core.now
