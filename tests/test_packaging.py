@@ -95,11 +95,36 @@ def test_importing_the_package_needs_only_its_declared_dependencies(module: str)
     (sniffio, trio, httpx, ...): optional ones are imported where they are used."""
     import sys
 
-    # The pytest plugin is loaded by pytest itself, through its entry point.
-    allowed = DECLARED | ({"pytest"} if module == "resilient/testing/_plugin.py" else set())
+    # The pytest plugin is loaded by pytest itself, through its entry point; the httpx
+    # integration is imported only by those who installed the [httpx] extra.
+    allowed = set(DECLARED)
+    if module == "resilient/testing/_plugin.py":
+        allowed.add("pytest")
+    if module.startswith("resilient/httpx/"):
+        allowed.add("httpx")
     outside = {
         name
         for name in _top_level_imports(ROOT / "src" / module)
         if name not in sys.stdlib_module_names and name != "resilient" and name not in allowed
     }
     assert not outside, f"{module} imports {sorted(outside)} at import time"
+
+
+def test_importing_resilient_does_not_import_httpx() -> None:
+    """`import resilient` leaves httpx alone; only `import resilient.httpx` brings it in."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resilient; assert 'httpx' not in sys.modules, 'httpx imported'; "
+        "import resilient.httpx; assert 'httpx' in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.returncode == 0, done.stderr

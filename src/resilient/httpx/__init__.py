@@ -1,0 +1,38 @@
+"""A resilient transport for httpx: retries, a breaker and a bulkhead per upstream, one
+deadline, failover and hedging, all on the library's guards.
+
+Needs the ``[httpx]`` extra (``pip install resilient-guards[httpx]``)::
+
+    import resilient.httpx
+
+    with resilient.httpx.client(resilient.httpx.ResilientTransport(name="feed")) as http:
+        odds = http.get("https://feed.example/odds").json()
+"""
+
+from resilient._core._public import publish as _publish
+
+from ._client import async_client as async_client
+from ._client import client as client
+from ._transport import EXTENSION as EXTENSION
+from ._transport import FAILURE_STATUSES as FAILURE_STATUSES
+from ._transport import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+from ._transport import RETRY_STATUSES as RETRY_STATUSES
+from ._transport import Options as Options
+from ._transport import Outcome as Outcome
+from ._transport import ResilientTransport as ResilientTransport
+from ._transport import UnhealthyResponse as UnhealthyResponse
+
+__all__ = [
+    "EXTENSION",
+    "FAILURE_STATUSES",
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
+    "Options",
+    "Outcome",
+    "ResilientTransport",
+    "UnhealthyResponse",
+    "async_client",
+    "client",
+]
+
+_publish(globals(), __all__, __name__)
