@@ -14,15 +14,10 @@ from typing import Any
 import pytest
 
 import resilient
-import resilient.httpx
 import resilient.testing
 from resilient._core._public import publish
 
-PACKAGES = [
-    pytest.param(resilient, id="resilient"),
-    pytest.param(resilient.httpx, id="httpx"),
-    pytest.param(resilient.testing, id="testing"),
-]
+PACKAGES = [pytest.param(resilient, id="resilient"), pytest.param(resilient.testing, id="testing")]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

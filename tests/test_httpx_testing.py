@@ -375,15 +375,50 @@ async def test_an_async_delay_waits_on_the_chaos_clock(
 async def test_an_async_hang_lasts_until_the_caller_gives_up(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """Hang() never answers an async request; the caller's timeout ends it, at its time."""
+    """Hang() never answers an async request without a read timeout; the caller's own
+    cancellation ends it, at its time."""
     upstream = Upstream()
     transport = ChaosTransport(upstream.transport(), strategy(registry, Hang()))
     chaos.enable()
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-        with anyio.move_on_after(7) as scope:
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=None) as client:
+        with anyio.move_on_after(700) as scope:
             await client.get("/odds")
     assert scope.cancelled_caught
-    assert clock.monotonic() == 7
+    assert clock.monotonic() == 700
+    assert upstream.requests == []
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_hang_ends_at_the_read_timeout(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """As over a real connection, a hung async request fails with httpx.ReadTimeout once its
+    read timeout has passed on the chaos clock."""
+    upstream = Upstream()
+    transport = ChaosTransport(upstream.transport(), strategy(registry, Hang()))
+    chaos.enable()
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=3) as client:
+        with pytest.raises(httpx.ReadTimeout, match="read timeout of 3 s") as caught:
+            await client.get("/odds")
+    assert clock.monotonic() == 3
+    assert caught.value.request.url.path == "/odds"
+    assert upstream.requests == []
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_delay_longer_than_the_read_timeout_times_out(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Delay(30) under httpx's default 5 s timeout: ReadTimeout at 5 s, nothing sent on."""
+    upstream = Upstream()
+    transport = ChaosTransport(upstream.transport(), strategy(registry, Delay(30)))
+    chaos.enable()
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get("/odds")
+    assert clock.monotonic() == 5
     assert upstream.requests == []
 
 
@@ -685,6 +720,19 @@ async def test_a_hanging_feed_is_cancelled_with_the_request(
             await client.get("/bet-alpha/markets/ARS-CHE")
     assert scope.cancelled_caught
     assert clock.monotonic() == 3
+    stats = odds.statistics()
+    assert (stats.calls, stats.cancelled, stats.answered) == (1, 1, 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_feed_slower_than_the_read_timeout_times_out(clock: VirtualClock) -> None:
+    """A 10 s answer to a request with a 2 s timeout: ReadTimeout at 2 s, a cancelled fetch."""
+    odds = feed(clock, latency=10)
+    async with httpx.AsyncClient(transport=FeedTransport(odds), base_url=BASE, timeout=2) as client:
+        with pytest.raises(httpx.ReadTimeout, match="feed 'bet-alpha'"):
+            await client.get("/bet-alpha/markets/ARS-CHE")
+    assert clock.monotonic() == 2
     stats = odds.statistics()
     assert (stats.calls, stats.cancelled, stats.answered) == (1, 1, 0)
 

@@ -14,11 +14,11 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 
 import httpx
 
-from resilient._core._errors import ConfigurationError
+from resilient._core._errors import ConfigurationError, format_seconds
 from resilient._retry import parse_retry_after
 from resilient.chaos import Chaos, Return
 from resilient.testing._flaky_feed import FlakyFeed, OddsUpdate
@@ -90,6 +90,9 @@ def _retry_after_header(value: object) -> str:
     return str(int(seconds))
 
 
+_NO_ANSWER: Final = object()
+
+
 class _Sent:
     """What the inner transport answered, told apart from a chaos ``Return`` value."""
 
@@ -143,6 +146,22 @@ def _with_request(error: httpx.RequestError, request: httpx.Request) -> None:
         error.request = request
 
 
+def _read_timeout(request: httpx.Request) -> float | None:
+    """The seconds the request waits for its answer (httpx's read timeout), or None."""
+    timeouts = request.extensions.get("timeout")
+    if not isinstance(timeouts, Mapping):
+        return None
+    read = timeouts.get("read")
+    return None if read is None else float(read)
+
+
+def _timed_out(request: httpx.Request, seconds: float, what: str) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(
+        f"{what} sent no answer within the read timeout of {format_seconds(seconds)} s",
+        request=request,
+    )
+
+
 def _wrong_side(transport: object, wanted: str) -> NoReturn:
     kind = "httpx.BaseTransport" if wanted == "sync" else "httpx.AsyncBaseTransport"
     client = "httpx.Client" if wanted == "sync" else "httpx.AsyncClient"
@@ -161,8 +180,11 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     request as a refused connection would, ``status(503, retry_after=1)`` (or any
     ``Return`` of an ``httpx.Response``) answers in place of the upstream, with a fresh
     response for each call; ``Delay`` and ``Hang`` wait on the strategy's clock before the
-    request goes on (an async hang until the caller gives up). As always, nothing is
-    injected unless chaos is enabled for the process.
+    request goes on. As over a real connection, an async request waits at most its read
+    timeout (from the client's ``timeout``, 5 s by default in httpx; none with
+    ``timeout=None``) and then fails with ``httpx.ReadTimeout``; a sync request, which
+    nothing can interrupt, waits the delay out (a hang until chaos is disarmed). As always,
+    nothing is injected unless chaos is enabled for the process.
 
     Sync requests need an inner ``httpx.BaseTransport``, async ones an
     ``httpx.AsyncBaseTransport``; ``httpx.MockTransport`` is both.
@@ -216,12 +238,23 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         transport = self._transport
         if not isinstance(transport, httpx.AsyncBaseTransport):
             _wrong_side(transport, "async")
+        chaos = self._chaos
+        read = _read_timeout(request)
         try:
-            result: object = await self._chaos.call_async(_forward_async, transport, request)
+            if read is None:
+                result: object = await chaos.call_async(_forward_async, transport, request)
+            else:
+                # As a real connection would: a delay or hang longer than the read timeout
+                # ends in ReadTimeout, on the strategy's clock.
+                result = _NO_ANSWER
+                with chaos.clock.cancel_after(read):
+                    result = await chaos.call_async(_forward_async, transport, request)
+                if result is _NO_ANSWER:
+                    raise _timed_out(request, read, f"chaos {chaos.name!r}")
         except httpx.RequestError as error:
             _with_request(error, request)
             raise
-        return _answer(result, request, self._chaos.name)
+        return _answer(result, request, chaos.name)
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -322,7 +355,9 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     ``httpx.ReadTimeout``; any other exception answers 500. Error bodies are JSON
     ``{"error": type name, "detail": message}``. Every wait is on the feed's clock. Sync
     requests use :meth:`~resilient.testing.FlakyFeed.fetch`, async ones
-    :meth:`~resilient.testing.FlakyFeed.fetch_async`.
+    :meth:`~resilient.testing.FlakyFeed.fetch_async`; an async request waits at most its
+    read timeout (the client's ``timeout``), then fails with ``httpx.ReadTimeout`` as over
+    a real connection, and the feed counts the fetch as cancelled.
 
     Args:
         feeds: The feed, or the feeds, each served under its name.
@@ -393,10 +428,20 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if isinstance(routed, httpx.Response):
             return routed
         feed, market = routed
+        read = _read_timeout(request)
+        answer: object = _NO_ANSWER
         try:
-            answer: object = await feed.fetch_async(market)
+            if read is None:
+                answer = await feed.fetch_async(market)
+            else:
+                # As a real connection would: an answer later than the read timeout ends
+                # in ReadTimeout, on the feed's clock (the feed counts a cancelled fetch).
+                with feed.clock.cancel_after(read):
+                    answer = await feed.fetch_async(market)
         except Exception as error:
             return self._fault(feed, error, request)
+        if answer is _NO_ANSWER:
+            raise _timed_out(request, cast(float, read), f"feed {feed.name!r}")
         return self._served(answer, request)
 
     @staticmethod
