@@ -95,12 +95,13 @@ def test_importing_the_package_needs_only_its_declared_dependencies(module: str)
     (sniffio, trio, httpx, ...): optional ones are imported where they are used."""
     import sys
 
-    # The pytest plugin is loaded by pytest itself, through its entry point.
-    allowed = DECLARED | ({"pytest"} if module == "resilient/testing/_plugin.py" else set())
-    # resilient.httpx is the integration behind the [httpx] extra: it imports httpx, and
-    # only `import resilient.httpx` imports it.
+    # The pytest plugin is loaded by pytest itself, through its entry point; the httpx
+    # integration is imported only by those who installed the [httpx] extra.
+    allowed = set(DECLARED)
+    if module == "resilient/testing/_plugin.py":
+        allowed.add("pytest")
     if module.startswith("resilient/httpx/"):
-        allowed |= {"httpx"}
+        allowed.add("httpx")
     outside = {
         name
         for name in _top_level_imports(ROOT / "src" / module)
