@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_chaos.py
 	$(BIN)/python benchmarks/bench_failover.py
 	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_httpx.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -3,7 +3,7 @@ pytest plugin (``resilient.testing``), as they would in a user's test suite."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,3 +61,49 @@ def chaos_off() -> Iterator[None]:
 def registry(clock: VirtualClock) -> Registry:
     """A registry of the test's own on the test's clock, so names never clash."""
     return Registry(clock=clock)
+
+
+# -- real local servers (tests/_servers.py), for the HTTP integration tests ---------------------
+
+
+@pytest.fixture(scope="session")
+def _local_server() -> Iterator[Any]:
+    """One uvicorn server on loopback for the session; each test gets a fresh app on it."""
+    from _servers import LocalServer
+
+    with LocalServer() as server:
+        yield server
+
+
+@pytest.fixture
+def http_server(_local_server: Any) -> Any:
+    """The loopback uvicorn server (``.url``), serving a fresh ``MisbehavingApp``
+    (``.app``) that holds this test's counts and failures."""
+    _local_server.serve()
+    return _local_server
+
+
+@pytest.fixture
+def reset_server() -> Iterator[Callable[..., Any]]:
+    """Start a ``ResetServer(resets=...)`` on loopback; each is stopped after the test."""
+    from _servers import ResetServer
+
+    started: list[ResetServer] = []
+
+    def start(resets: int | None = None) -> ResetServer:
+        server = ResetServer(resets)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused."""
+    from _servers import HOST, closed_port
+
+    return f"http://{HOST}:{closed_port()}"

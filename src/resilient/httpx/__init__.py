@@ -13,6 +13,9 @@ from resilient._core._public import publish as _publish
 
 from ._client import async_client as async_client
 from ._client import client as client
+from ._testing import ChaosTransport as ChaosTransport
+from ._testing import FeedTransport as FeedTransport
+from ._testing import status as status
 from ._transport import EXTENSION as EXTENSION
 from ._transport import FAILURE_STATUSES as FAILURE_STATUSES
 from ._transport import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
@@ -27,12 +30,15 @@ __all__ = [
     "FAILURE_STATUSES",
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
+    "ChaosTransport",
+    "FeedTransport",
     "Options",
     "Outcome",
     "ResilientTransport",
     "UnhealthyResponse",
     "async_client",
     "client",
+    "status",
 ]
 
 _publish(globals(), __all__, __name__)

@@ -1,0 +1,298 @@
+"""ResilientTransport against real local servers over loopback: uvicorn answering 500s, 503
+with Retry-After, hanging and breaking a body halfway, a socket server resetting
+connections and a port where nothing listens. A sync client, and async clients on asyncio
+and trio.
+
+These tests wait for real, on real sockets: every wait is short (backoff 10 ms, Retry-After
+of at most 1 s, deadlines under a second) and bounded. They skip when uvicorn is not
+installed, and fail then under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import _servers
+from _servers import MIDBODY_SIZE, LocalServer, ResetServer
+from resilient import Constant, DeadlineExceededError, Registry, RetryScheduled
+from resilient.httpx import Outcome, ResilientTransport
+
+if _servers.uvicorn is None:
+    if os.environ.get("CI") == "true":
+        pytest.fail("uvicorn is not installed, and CI must run the server tests", pytrace=False)
+    pytest.skip(
+        "uvicorn is not installed: the real-server tests need it (pip install -e '.[dev]')",
+        allow_module_level=True,
+    )
+
+BACKOFF = Constant(0.01)
+"""A short real wait between attempts."""
+DEADLINE = 0.5
+"""The overall deadline of a call to /hang."""
+BOUND = 5.0
+"""Real seconds any call here may take at most, on a busy machine."""
+
+
+def transport(registry: Registry, **options: Any) -> ResilientTransport:
+    """A ResilientTransport with short real waits, on the test's own registry."""
+    options.setdefault("backoff", BACKOFF)
+    return ResilientTransport(name="partner", registry=registry, **options)
+
+
+def outcome(response: httpx.Response) -> Outcome:
+    found = response.extensions["resilient"]
+    assert isinstance(found, Outcome)
+    return found
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """A registry of the test's own on the system clock: these tests wait for real."""
+    return Registry()
+
+
+def retries(registry: Registry) -> list[RetryScheduled]:
+    """Every retry the registry's guards schedule from now on."""
+    seen: list[RetryScheduled] = []
+    registry.subscribe(seen.append, events=RetryScheduled)
+    return seen
+
+
+# -- sync client ------------------------------------------------------------------------------
+
+
+def test_a_500_is_returned_at_once(http_server: LocalServer, registry: Registry) -> None:
+    """500 is a failure but not a retried status: one request, the caller gets the 500."""
+    with httpx.Client(transport=transport(registry), base_url=http_server.url) as client:
+        response = client.get("/status/500")
+    assert (response.status_code, response.text) == (500, "500")
+    assert outcome(response).attempts == 1
+    assert http_server.app.count("/status/500") == 1
+
+
+def test_a_503_is_retried_and_the_last_one_returned(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """A 503 that never ends is asked for `attempts` times; the caller gets the last 503,
+    readable."""
+    with httpx.Client(
+        transport=transport(registry, attempts=3), base_url=http_server.url
+    ) as client:
+        response = client.get("/status/503", params={"retry_after": "0"})
+    assert (response.status_code, response.text) == (503, "503")
+    assert outcome(response).attempts == 3
+    assert http_server.app.count("/status/503") == 3
+
+
+def test_a_503_with_retry_after_is_retried_after_the_hint(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """Retry-After: 1 asks for longer than the 10 ms backoff: the retry waits 1 s, then the
+    server answers 200."""
+    with httpx.Client(transport=transport(registry), base_url=http_server.url) as client:
+        response = client.get("/flaky/1/503", params={"retry_after": "1"})
+    assert (response.status_code, response.text) == (200, "ok")
+    found = outcome(response)
+    assert found.attempts == 2
+    assert found.waits[0] >= 1.0
+    assert http_server.app.count("/flaky/1/503") == 2
+
+
+def test_a_hang_is_ended_by_the_deadline(http_server: LocalServer, registry: Registry) -> None:
+    """A server that never answers holds the caller no longer than the overall deadline
+    (pushed down into the read timeout), retries included."""
+    started = time.monotonic()
+    client = httpx.Client(transport=transport(registry, timeout=DEADLINE), base_url=http_server.url)
+    with client, pytest.raises((httpx.TimeoutException, DeadlineExceededError)):
+        client.get("/hang")
+    assert time.monotonic() - started < BOUND
+    assert 1 <= http_server.app.count("/hang") <= 3
+
+
+def test_a_reset_connection_is_retried(reset_server: Any, registry: Registry) -> None:
+    """A connection reset (RST) is a network error: retried on a new connection, which the
+    server answers."""
+    server: ResetServer = reset_server(resets=1)
+    with httpx.Client(transport=transport(registry)) as client:
+        response = client.get(f"{server.url}/odds")
+    assert (response.status_code, response.text) == (200, "ok")
+    found = outcome(response)
+    assert found.attempts == 2
+    assert "ReadError" in found.errors[0]
+    assert server.accepted == 2
+
+
+def test_connections_reset_every_time_fail_after_every_attempt(
+    reset_server: Any, registry: Registry
+) -> None:
+    """When every connection is reset, the caller gets the network error after 3 attempts."""
+    server: ResetServer = reset_server()
+    client = httpx.Client(transport=transport(registry, attempts=3))
+    with client, pytest.raises(httpx.NetworkError):
+        client.get(f"{server.url}/odds")
+    assert server.accepted == 3
+
+
+def test_a_body_broken_halfway_is_retried_when_read_inside(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """With read_body, a body cut off halfway fails the attempt: the retry gets it whole."""
+    with httpx.Client(
+        transport=transport(registry, read_body=64 * 1024), base_url=http_server.url
+    ) as client:
+        response = client.get("/midbody", params={"times": "1"})
+    assert response.status_code == 200
+    assert len(response.content) == MIDBODY_SIZE
+    found = outcome(response)
+    assert found.attempts == 2
+    assert "RemoteProtocolError" in found.errors[0]
+    assert http_server.app.count("/midbody") == 2
+
+
+def test_a_body_broken_halfway_reaches_the_caller_without_read_body(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """Without read_body the body streams to the caller, whose read fails: no retry."""
+    client = httpx.Client(transport=transport(registry), base_url=http_server.url)
+    with client, pytest.raises(httpx.RemoteProtocolError):
+        client.get("/midbody", params={"times": "1"})
+    assert http_server.app.count("/midbody") == 1
+
+
+def test_a_refused_post_is_retried_as_never_sent(closed_url: str, registry: Registry) -> None:
+    """Connection refused proves a POST never left: it is retried, unlike a POST's 503."""
+    scheduled = retries(registry)
+    client = httpx.Client(transport=transport(registry, attempts=3))
+    with client, pytest.raises(httpx.ConnectError):
+        client.post(f"{closed_url}/bets", json={"stake": 1})
+    assert [event.error_type for event in scheduled] == ["ConnectError", "ConnectError"]
+
+
+def test_a_post_answered_503_is_not_retried(http_server: LocalServer, registry: Registry) -> None:
+    """A POST that reached the server may have taken effect: its 503 is returned at once."""
+    with httpx.Client(transport=transport(registry), base_url=http_server.url) as client:
+        response = client.post("/status/503", json={"stake": 1})
+    assert response.status_code == 503
+    assert outcome(response).attempts == 1
+    assert http_server.app.count("/status/503") == 1
+
+
+# -- async clients, on asyncio and trio -------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_a_500_is_returned_at_once(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """500 is returned to an async caller after one request."""
+    async with httpx.AsyncClient(transport=transport(registry), base_url=http_server.url) as client:
+        response = await client.get("/status/500")
+    assert (response.status_code, response.text) == (500, "500")
+    assert outcome(response).attempts == 1
+    assert http_server.app.count("/status/500") == 1
+
+
+@pytest.mark.anyio
+async def test_async_a_503_with_retry_after_is_retried_after_the_hint(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """Retry-After: 1 sets the async retry's wait; the second answer is 200."""
+    async with httpx.AsyncClient(transport=transport(registry), base_url=http_server.url) as client:
+        response = await client.get("/flaky/1/503", params={"retry_after": "1"})
+    assert (response.status_code, response.text) == (200, "ok")
+    found = outcome(response)
+    assert found.attempts == 2
+    assert found.waits[0] >= 1.0
+    assert http_server.app.count("/flaky/1/503") == 2
+
+
+@pytest.mark.anyio
+async def test_async_a_503_is_retried_and_the_last_one_returned(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """An async caller gets the last of `attempts` 503s, readable."""
+    async with httpx.AsyncClient(
+        transport=transport(registry, attempts=3), base_url=http_server.url
+    ) as client:
+        response = await client.get("/status/503", params={"retry_after": "0"})
+    assert (response.status_code, response.text) == (503, "503")
+    assert outcome(response).attempts == 3
+    assert http_server.app.count("/status/503") == 3
+
+
+@pytest.mark.anyio
+async def test_async_a_hang_is_ended_by_the_deadline(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """An async call to a server that never answers ends with the deadline."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(
+        transport=transport(registry, timeout=DEADLINE), base_url=http_server.url
+    ) as client:
+        with pytest.raises((httpx.TimeoutException, DeadlineExceededError)):
+            await client.get("/hang")
+    assert time.monotonic() - started < BOUND
+    assert 1 <= http_server.app.count("/hang") <= 3
+
+
+@pytest.mark.anyio
+async def test_async_a_reset_connection_is_retried(reset_server: Any, registry: Registry) -> None:
+    """A reset connection is retried for an async caller too."""
+    server: ResetServer = reset_server(resets=1)
+    async with httpx.AsyncClient(transport=transport(registry)) as client:
+        response = await client.get(f"{server.url}/odds")
+    assert (response.status_code, response.text) == (200, "ok")
+    assert outcome(response).attempts == 2
+    assert server.accepted == 2
+
+
+@pytest.mark.anyio
+async def test_async_a_body_broken_halfway_is_retried_when_read_inside(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """With read_body, an async caller gets the whole body of the retry."""
+    async with httpx.AsyncClient(
+        transport=transport(registry, read_body=64 * 1024), base_url=http_server.url
+    ) as client:
+        response = await client.get("/midbody", params={"times": "1"})
+    assert response.status_code == 200
+    assert len(response.content) == MIDBODY_SIZE
+    assert outcome(response).attempts == 2
+    assert http_server.app.count("/midbody") == 2
+
+
+@pytest.mark.anyio
+async def test_async_a_refused_post_is_retried_as_never_sent(
+    closed_url: str, registry: Registry
+) -> None:
+    """Connection refused is retried for an async POST too."""
+    scheduled = retries(registry)
+    async with httpx.AsyncClient(transport=transport(registry, attempts=3)) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"{closed_url}/bets", json={"stake": 1})
+    assert [event.error_type for event in scheduled] == ["ConnectError", "ConnectError"]
+
+
+# -- the servers themselves -------------------------------------------------------------------
+
+
+def test_the_count_route_reports_requests_per_path(http_server: LocalServer) -> None:
+    """/count answers how many requests each path got (itself not included)."""
+    with httpx.Client(base_url=http_server.url) as client:
+        client.get("/ok")
+        client.get("/ok")
+        client.get("/status/404")
+        counts = client.get("/count").json()
+    assert counts == {"/ok": 2, "/status/404": 1}
+
+
+def test_each_test_gets_a_fresh_app(http_server: LocalServer) -> None:
+    """A test starts with no counts and no failures used up, whatever ran before."""
+    assert http_server.app.counts() == {}
+    with httpx.Client(base_url=http_server.url) as client:
+        assert client.get("/flaky/1/500").status_code == 500
