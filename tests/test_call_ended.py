@@ -16,6 +16,7 @@ from resilient import (
     CallEnded,
     CircuitBreaker,
     CircuitOpenError,
+    Constant,
     CountWindow,
     Pipeline,
     Refusal,
@@ -346,3 +347,43 @@ async def test_a_partition_s_async_calls_are_timed_as_its_bulkhead_s(
 
     assert await bets.call_async(work) == "ok"
     assert outcomes(events) == [("pool", "success", 0.5, None)]
+
+
+def test_a_retried_block_is_timed_whole(registry: Registry, clock: VirtualClock) -> None:
+    """``for attempt in retry`` publishes one CallEnded for the whole block, as ``call``
+    does: its attempts and the waits between them, with the outcome of the last."""
+    fetch = Retry("fetch", attempts=3, on=ConnectionError, registry=registry)
+    events = heard(registry)
+    left = [1]
+    for attempt in fetch:
+        with attempt:
+            clock.advance(0.1)
+            if left[0]:
+                left[0] -= 1
+                raise ConnectionError("reset")
+    with pytest.raises(ConnectionError):
+        for attempt in fetch:
+            with attempt:
+                raise ConnectionError("reset")
+    (recovered, gave_up) = events
+    assert (recovered.guard, recovered.outcome) == ("fetch", "success")
+    assert recovered.duration > 0.2  # two attempts of 0.1 s and the wait between them
+    assert (gave_up.outcome, gave_up.error_type) == ("failure", "ConnectionError")
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_an_async_retried_block_cancelled_in_its_wait_is_published_as_cancelled(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A retried block whose wait between attempts is cancelled publishes one CallEnded,
+    as cancelled, timed to the cancellation."""
+    fetch = Retry(
+        "fetch", attempts=3, on=ConnectionError, backoff=Constant(10), registry=registry
+    )
+    events = heard(registry)
+    with anyio.move_on_after(5):  # the autojump clock: 5 virtual seconds
+        async for attempt in fetch:
+            with attempt:
+                raise ConnectionError("reset")
+    assert outcomes(events) == [("fetch", "cancelled", 5.0, None)]

@@ -467,11 +467,11 @@ class Retry(Guard[RetryState]):
 
     def __iter__(self) -> Attempts:
         """Retry a block: ``for attempt in retry: with attempt: ...``."""
-        return Attempts(self, "block")
+        return Attempts(self, "block", self._now() if self._listeners.times_calls else None)
 
     def __aiter__(self) -> Attempts:
         """Retry a block in async code: ``async for attempt in retry: with attempt: ...``."""
-        return Attempts(self, "block")
+        return Attempts(self, "block", self._now() if self._listeners.times_calls else None)
 
     # -- what the driver asks -------------------------------------------------------------
 

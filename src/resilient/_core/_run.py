@@ -577,6 +577,10 @@ class Retrying(Protocol):
 
     def _before_retry(self, call: Any) -> None: ...
 
+    def _call_ended(
+        self, started: float, error: BaseException | None, *, refused: bool = False
+    ) -> None: ...
+
 
 def retry_call(
     policy: Retrying,
@@ -690,11 +694,23 @@ class Attempts:
     ends the loop.
     """
 
-    __slots__ = ("_call", "_done", "_number", "_operation", "_policy", "_scoped", "_wait")
+    __slots__ = (
+        "_call",
+        "_done",
+        "_number",
+        "_operation",
+        "_policy",
+        "_scoped",
+        "_since",
+        "_wait",
+    )
 
-    def __init__(self, policy: Retrying, operation: str) -> None:
+    def __init__(self, policy: Retrying, operation: str, since: float | None = None) -> None:
         self._policy = policy
         self._operation = operation
+        # When the block is timed (a listener takes CallEnded): its start; the one
+        # CallEnded goes out when the loop ends, however it ends.
+        self._since = since
         self._call: Any = policy._begin(operation)
         self._scoped = self._call is not None
         self._number = 0
@@ -710,7 +726,11 @@ class Attempts:
     def __next__(self) -> Attempt:
         wait = self._next_wait()
         if wait:
-            self._policy.clock.sleep(wait)
+            try:
+                self._policy.clock.sleep(wait)
+            except BaseException as error:  # interrupted: the block ends here
+                self._end(error)
+                raise
         return self._next_attempt()
 
     async def __anext__(self) -> Attempt:
@@ -719,8 +739,20 @@ class Attempts:
         except StopIteration:
             raise StopAsyncIteration from None
         if wait:
-            await self._policy.clock.sleep_async(wait)
+            try:
+                await self._policy.clock.sleep_async(wait)
+            except BaseException as error:  # cancelled: the block ends here
+                self._end(error)
+                raise
         return self._next_attempt()
+
+    def _end(self, error: BaseException | None) -> None:
+        """The loop is over: no further attempt, and its CallEnded (if timed) goes out."""
+        self._done = True
+        since = self._since
+        if since is not None:
+            self._since = None
+            self._policy._call_ended(since, error)
 
     def _next_wait(self) -> float | None:
         if self._done or (self._number and self._wait is None):
@@ -747,15 +779,15 @@ class Attempts:
             policy._deactivate(self._call)
         if exc is None:
             policy._accept(self._call, NO_RESULT, self._operation)
-            self._done = True
+            self._end(None)
             return False
         if not isinstance(exc, Exception) or exc.__class__ is _CoroutineReturned:
-            self._done = True
+            self._end(exc)
             return False
         if self._call is None:
             self._call = policy._new_call(self._operation)
         self._wait = policy._on_error(self._call, exc)
         if self._wait is None:
-            self._done = True
+            self._end(exc)
             return False
         return True

@@ -1104,7 +1104,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 if policy is None:
                     response = self._attempt_sync(exchange, rest)
                 else:
-                    response = self._retried_sync(exchange, policy, rest)
+                    response = self._attempts_sync(exchange, policy, rest)
             except Exception as error:
                 final = self._final(error)
                 if final is None:
@@ -1119,19 +1119,6 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         finally:
             if token is not None:
                 token.var.reset(token)
-
-    def _retried_sync(self, exchange: _Exchange, policy: Retry, rest: str | None) -> httpx.Response:
-        if policy._listeners.times_calls:
-            # A retried block publishes no CallEnded of its own: the call is timed here, as
-            # Retry.call would time it.
-            try:
-                response = self._attempts_sync(exchange, policy, rest)
-            except BaseException as error:
-                policy._call_ended(exchange.started, error)
-                raise
-            policy._call_ended(exchange.started, None)
-            return response
-        return self._attempts_sync(exchange, policy, rest)
 
     def _attempts_sync(
         self, exchange: _Exchange, policy: Retry, rest: str | None
@@ -1224,7 +1211,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 if policy is None:
                     response = await self._attempt_async(exchange, rest)
                 else:
-                    response = await self._retried_async(exchange, policy, rest)
+                    response = await self._attempts_async(exchange, policy, rest)
             except Exception as error:
                 final = self._final(error)
                 if final is None:
@@ -1239,19 +1226,6 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         finally:
             if token is not None:
                 token.var.reset(token)
-
-    async def _retried_async(
-        self, exchange: _Exchange, policy: Retry, rest: str | None
-    ) -> httpx.Response:
-        if policy._listeners.times_calls:
-            try:
-                response = await self._attempts_async(exchange, policy, rest)
-            except BaseException as error:
-                policy._call_ended(exchange.started, error)
-                raise
-            policy._call_ended(exchange.started, None)
-            return response
-        return await self._attempts_async(exchange, policy, rest)
 
     async def _attempts_async(
         self, exchange: _Exchange, policy: Retry, rest: str | None
