@@ -99,6 +99,26 @@ async def test_a_hanging_upstream_is_ended_by_the_transports_deadline(
 
 @pytest.mark.anyio
 @pytest.mark.autojump
+async def test_the_deadline_ends_an_attempt_whose_transport_ignores_timeouts(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An inner transport that never reads ``extensions["timeout"]`` (a mock, an ASGI app)
+    still cannot hold a call past the transport's deadline: the attempt is cancelled at
+    2 s of virtual time and the caller gets a read timeout."""
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    transport = ResilientTransport(httpx.MockTransport(hang), registry=registry, timeout=2)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            await client.get("/odds")
+    assert clock.monotonic() == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
 async def test_a_hung_attempt_times_out_and_the_retry_is_answered(
     registry: Registry, clock: VirtualClock
 ) -> None:

@@ -1284,28 +1284,47 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         request = exchange.copy(url)
         inner = self._async_inner()
         exchange.attempts += 1
+        deadline = exchange.deadline
         try:
-            response = await inner.handle_async_request(request)
+            if deadline is None or inner.__class__ is httpx.AsyncHTTPTransport:
+                # httpx's own transport ends the attempt by the pushed-down timeouts.
+                response = await self._receive_async(inner, request, exchange)
+            else:
+                # Any other transport (a mock, an ASGI app, a custom one) may ignore them:
+                # the deadline cancels the attempt itself.
+                answered: httpx.Response | None = None
+                with self._core.clock.cancel_after(max(0.0, deadline.remaining())):
+                    answered = await self._receive_async(inner, request, exchange)
+                if answered is None:
+                    raise httpx.ReadTimeout(
+                        f"the call's deadline passed while waiting for {authority}",
+                        request=request,
+                    )
+                response = answered
         except Exception as error:
             self._failed(exchange, error, authority)
             raise
-        response.request = request
-        core = self._core
-        status = response.status_code
-        limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
-        if limit:
-            try:
-                response = await _read_async(response, limit)
-            except Exception as error:
-                self._failed(exchange, error, authority)
-                raise
         exchange.responses.append(response)
+        status = response.status_code
+        core = self._core
         if status in core.unhealthy:
             exchange.errors.append(_status_line(response, authority))
             if not exchange.idempotent:
                 exchange.blocked = True
             if status in core.failure_statuses:
                 raise UnhealthyResponse(response, self._retry_after(response))
+        return response
+
+    async def _receive_async(
+        self, inner: httpx.AsyncBaseTransport, request: httpx.Request, exchange: _Exchange
+    ) -> httpx.Response:
+        """The response to ``request``, its body read within the limit that applies."""
+        response = await inner.handle_async_request(request)
+        response.request = request
+        status = response.status_code
+        limit = ERROR_BODY_LIMIT if status in self._core.unhealthy else exchange.read_limit
+        if limit:
+            response = await _read_async(response, limit)
         return response
 
 
