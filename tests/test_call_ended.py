@@ -361,10 +361,14 @@ def test_a_retried_block_is_timed_whole(registry: Registry, clock: VirtualClock)
             if left[0]:
                 left[0] -= 1
                 raise ConnectionError("reset")
-    with pytest.raises(ConnectionError):
+
+    def always_reset() -> None:
         for attempt in fetch:
             with attempt:
                 raise ConnectionError("reset")
+
+    with pytest.raises(ConnectionError):
+        always_reset()
     (recovered, gave_up) = events
     assert (recovered.guard, recovered.outcome) == ("fetch", "success")
     assert recovered.duration > 0.2  # two attempts of 0.1 s and the wait between them
