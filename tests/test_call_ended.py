@@ -382,9 +382,7 @@ async def test_an_async_retried_block_cancelled_in_its_wait_is_published_as_canc
 ) -> None:
     """A retried block whose wait between attempts is cancelled publishes one CallEnded,
     as cancelled, timed to the cancellation."""
-    fetch = Retry(
-        "fetch", attempts=3, on=ConnectionError, backoff=Constant(10), registry=registry
-    )
+    fetch = Retry("fetch", attempts=3, on=ConnectionError, backoff=Constant(10), registry=registry)
     events = heard(registry)
     with anyio.move_on_after(5):  # the autojump clock: 5 virtual seconds
         async for attempt in fetch:
