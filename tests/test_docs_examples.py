@@ -12,13 +12,32 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ("cache.md", "chaos.md", "failover.md")
+PAGES = (
+    "asgi.md",
+    "cache.md",
+    "chaos.md",
+    "failover.md",
+    "httpx.md",
+    "recipes/starlette.md",
+)
+# A block fenced as ```python runs; one fenced as ```python no-run (it would call a real
+# host) is shown only.
 # Real seconds: only a bound, should an example hang.
 BOUND = 120
 
 
+CONTINUED = "# continues the block above\n"
+
+
 def python_blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(encoding="utf-8"), re.S)
+    """The page's runnable examples; a block that starts with ``CONTINUED`` runs after the
+    block above it, as one script."""
+    blocks: list[str] = []
+    for block in re.findall(r"```python\n(.*?)```", (DOCS / page).read_text("utf-8"), re.S):
+        if block.startswith(CONTINUED) and blocks:
+            block = blocks[-1] + "\n" + block.removeprefix(CONTINUED)
+        blocks.append(block)
+    return blocks
 
 
 def run(block: str) -> list[str]:
