@@ -8,6 +8,7 @@ and trio, on a loop driven by the clock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, TypeAlias
-
 
 import anyio
 import httpx
@@ -38,6 +38,7 @@ from resilient import (
     DeadlineExceededError,
     NoWait,
     Registry,
+    RetryBudget,
 )
 from resilient.httpx import (
     EXTENSION,
@@ -1129,7 +1130,7 @@ def test_options_are_a_frozen_slotted_dataclass_of_nones() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.attempts = 2  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Options(1)  # type: ignore[misc]
+        Options(1)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -1197,7 +1198,7 @@ def test_options_read_body_reads_one_request_inside_the_attempt(
     registry: Registry, clock: VirtualClock
 ) -> None:
     """Options(read_body=1000) retries an error in the middle of the body."""
-    broken = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
+    broken: Step = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
     upstream = Upstream(clock, broken, (200, {}, [b"par", b"tial"]))
     with httpx.Client(transport=build(upstream.sync(), registry, clock)) as client:
         response = client.get(URL, extensions={EXTENSION: Options(read_body=1000)})
@@ -1307,10 +1308,12 @@ def test_the_guards_see_an_unhealthy_response_for_a_failure_status(
     """A 503 reaches the breaker as UnhealthyResponse with its status, hint and URL."""
     seen: list[BaseException] = []
 
+    def record(error: BaseException) -> bool:
+        seen.append(error)
+        return True
+
     def breakers(name: str) -> CircuitBreaker:
-        return CircuitBreaker(
-            name, record=lambda e: seen.append(e) is None, registry=registry, clock=clock
-        )
+        return CircuitBreaker(name, record=record, registry=registry, clock=clock)
 
     upstream = Upstream(clock, (503, {"Retry-After": "3"}), 200)
     with httpx.Client(
@@ -1362,7 +1365,7 @@ def test_a_superseded_response_is_closed_before_the_wait(
     registry: Registry, clock: VirtualClock
 ) -> None:
     """A 503 with a 100 KiB body, then a 5 s Retry-After: it is closed at 0 s, not at 5 s."""
-    large = (503, {"Retry-After": "5"}, [b"x" * 1024] * 100)
+    large: Step = (503, {"Retry-After": "5"}, [b"x" * 1024] * 100)
     upstream = Upstream(clock, large, 200)
     with httpx.Client(transport=build(upstream.sync(), registry, clock)) as client:
         client.get(URL)
@@ -1392,7 +1395,7 @@ def test_read_body_retries_an_error_in_the_middle_of_the_body(
     registry: Registry, clock: VirtualClock
 ) -> None:
     """read_body=1000: a connection reset mid-body is an attempt failure, retried."""
-    broken = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
+    broken: Step = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
     upstream = Upstream(clock, broken, (200, {}, [b"par", b"tial"]))
     with httpx.Client(transport=build(upstream.sync(), registry, clock, read_body=1000)) as client:
         response = client.get(URL)
@@ -1437,7 +1440,7 @@ async def test_read_body_retries_a_broken_body_async(
     registry: Registry, clock: VirtualClock
 ) -> None:
     """The same on an async client: the reset body is retried after the backoff."""
-    broken = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
+    broken: Step = (200, {}, [b"par", httpx.ReadError("reset mid-body")])
     upstream = Upstream(clock, broken, (200, {}, [b"par", b"tial"]))
     transport = build(upstream.async_(), registry, clock, read_body=1000)
     async with httpx.AsyncClient(transport=transport) as client:
@@ -1737,7 +1740,8 @@ def test_a_fallback_does_not_replace_a_failure_response(
         pytest.param({"timeout": -1}, "timeout", "-1", id="timeout=-1"),
         pytest.param({"timeout": "soon"}, "timeout", "'soon'", id="timeout=str"),
         pytest.param({"max_retry_after": -1}, "max_retry_after", "-1", id="max_retry_after"),
-        pytest.param({"max_hosts": 0}, "max_hosts", "0", id="max_hosts=0"),
+        pytest.param({"max_hosts": -1}, "max_hosts", "-1", id="max_hosts=-1"),
+        pytest.param({"max_hosts": 1.5}, "max_hosts", "1.5", id="max_hosts=1.5"),
         pytest.param({"read_body": -1}, "read_body", "-1", id="read_body=-1"),
         pytest.param({"backoff": 0.5}, "backoff", "0.5", id="backoff=float"),
         pytest.param({"retry_statuses": ["503"]}, "retry_statuses", "'503'", id="status-str"),
@@ -1775,7 +1779,7 @@ def test_a_bad_setting_is_refused_at_construction_naming_it(
 def test_the_transport_is_keyword_only_after_the_inner_transport() -> None:
     """ResilientTransport(inner, "name") is a TypeError: settings are keyword-only."""
     with pytest.raises(TypeError):
-        ResilientTransport(None, "http")  # type: ignore[misc]
+        ResilientTransport(None, "http")  # type: ignore[call-arg]
 
 
 # -- the client helpers -----------------------------------------------------------------------
@@ -1859,6 +1863,234 @@ async def test_async_client_routes_mounts_through_the_guards(
     assert hosts.order[0] == "a.example"
 
 
+# -- sharper edges ----------------------------------------------------------------------------
+
+
+def test_a_slow_attempt_leaves_less_time_for_the_next(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Attempts of 4 s each under a 10 s deadline: the third gets the 1.5 s that is left."""
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        timeouts.append(dict(request.extensions["timeout"]))
+        clock.advance(4)
+        return httpx.Response(503, request=request)
+
+    timeouts: list[dict[str, float]] = []
+    transport = build(httpx.MockTransport(slow), registry, clock, timeout=10)
+    with httpx.Client(transport=transport, timeout=5.0) as client:
+        response = client.get(URL)
+
+    assert [t["read"] for t in timeouts] == pytest.approx([5.0, 5.0, 1.5])
+    assert outcome(response).elapsed == pytest.approx(12.5)
+
+
+def test_a_spent_retry_budget_stops_retrying(registry: Registry, clock: VirtualClock) -> None:
+    """A retry budget with nothing to spend: one request, and the caller gets the 503."""
+    budget = RetryBudget("retries", ratio=0, min_per_second=0, registry=registry, clock=clock)
+    upstream = Upstream(clock, 503, 200)
+    with httpx.Client(transport=build(upstream.sync(), registry, clock, budget=budget)) as client:
+        response = client.get(URL)
+
+    assert (response.status_code, len(upstream.requests)) == (503, 1)
+    assert upstream.closes == [1]
+
+
+def test_a_refusal_in_the_middle_of_retries_leaks_no_response(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Large 503 bodies open the breaker on the second attempt: nothing is left open."""
+    large: Step = (503, {}, [b"x" * 1024] * 100)
+    upstream = Upstream(clock, large)
+    transport = build(upstream.sync(), registry, clock, breaker=small_breakers(registry, clock))
+    with httpx.Client(transport=transport) as client, contextlib.suppress(CircuitOpenError):
+        client.get(URL)
+
+    assert len(upstream.requests) == 2
+    assert upstream.closes == [1, 1]
+
+
+def test_a_retry_after_of_zero_waits_the_backoff(registry: Registry, clock: VirtualClock) -> None:
+    """Retry-After: 0 asks for no wait: the 0.25 s backoff still applies."""
+    upstream = Upstream(clock, (503, {"Retry-After": "0"}), 200)
+    with httpx.Client(transport=build(upstream.sync(), registry, clock)) as client:
+        response = client.get(URL)
+
+    assert outcome(response).waits == (0.25,)
+
+
+def test_the_source_of_a_plain_request_names_scheme_and_authority(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Without failover, Outcome.source is scheme://authority of the URL that answered."""
+    upstream = Upstream(clock, 200)
+    with httpx.Client(transport=build(upstream.sync(), registry, clock)) as client:
+        found = outcome(client.get("http://feed.example:8080/odds?x=1"))
+
+    assert found.source in {"http://feed.example:8080"}
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_large_superseded_body_is_closed_before_the_wait_async(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Async: a 100 KiB 503 with Retry-After 5 is closed at 0 s, before the wait."""
+    large: Step = (503, {"Retry-After": "5"}, [b"x" * 1024] * 100)
+    upstream = Upstream(clock, large, 200)
+    async with httpx.AsyncClient(transport=build(upstream.async_(), registry, clock)) as client:
+        response = await client.get(URL)
+
+    assert response.status_code == 200
+    assert upstream.streams[0].closed_at == 0.0
+    assert upstream.closes == [1, 1]
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_failing_primary_during_a_hedge_is_closed_and_the_hedge_wins(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """a answers 503 at 0.3 s after b was hedged at 0.2 s; b's 200 at 0.5 s is the answer."""
+    a, b = Upstream(clock, 503, latency=0.3), Upstream(clock, 200, latency=0.3)
+    transport = build(Hosts(a=a, b=b).async_(), registry, clock, failover=BASES, hedge=0.2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get("https://a.example/odds")
+
+    assert (response.status_code, outcome(response).source) == (200, "https://b.example/api")
+    assert a.closes == [1]
+    assert b.closes == [1]
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_concurrent_requests_keep_their_own_options_and_outcomes(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Two calls at once, one with attempts=1 and one with 5: neither leaks into the other."""
+    a, b = Upstream(clock, 503, latency=0.1), Upstream(clock, 503, latency=0.1)
+    transport = build(Hosts(a=a, b=b).async_(), registry, clock, breaker=None)
+    found: dict[str, Outcome] = {}
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def call(host: str, attempts: int) -> None:
+            options = Options(attempts=attempts)
+            response = await client.get(f"https://{host}.example/", extensions={EXTENSION: options})
+            found[host] = outcome(response)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call, "a", 1)
+            tasks.start_soon(call, "b", 5)
+
+    assert (found["a"].attempts, found["b"].attempts) == (1, 5)
+    assert (len(a.requests), len(b.requests)) == (1, 5)
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_body_longer_than_read_body_is_streamed_whole_async(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Async, read_body=150 and 300 bytes in three chunks: every byte, in order, closed once."""
+    chunks = [bytes([65 + i]) * 100 for i in range(3)]
+    upstream = Upstream(clock, (200, {}, chunks))
+    transport = build(upstream.async_(), registry, clock, read_body=150)
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as response,
+    ):
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+
+    assert body == b"".join(chunks)
+    assert upstream.closes == [1]
+
+
+def test_a_request_under_any_base_url_tries_them_in_the_configured_order(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A request to the second base URL is still tried against the primary first."""
+    hosts = Hosts(a=Upstream(clock, 200), b=Upstream(clock, 200))
+    transport = build(hosts.sync(), registry, clock, failover=BASES)
+    with httpx.Client(transport=transport) as client:
+        response = client.get("https://b.example/api/odds")
+
+    assert hosts.order == ["a.example"]
+    assert str(hosts.by_host["a.example"].requests[0].url) == "https://a.example/odds"
+    assert outcome(response).source == "https://a.example"
+
+
+def test_a_retried_status_that_is_not_a_failure_does_not_count_against_the_breaker(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """retry_statuses={409}: 409s are retried, but the breaker (failure statuses) stays closed."""
+    upstream = Upstream(clock, 409)
+    transport = build(
+        upstream.sync(),
+        registry,
+        clock,
+        retry_statuses={409},
+        breaker=small_breakers(registry, clock),
+    )
+    with httpx.Client(transport=transport) as client:
+        for _ in range(3):
+            assert client.get(URL).status_code == 409
+
+    assert len(upstream.requests) == 9
+
+
+def test_a_post_is_not_failed_over_on_a_status(registry: Registry, clock: VirtualClock) -> None:
+    """A POST answered 503 by the primary may have been processed: it is not sent again."""
+    hosts = Hosts(a=Upstream(clock, 503), b=Upstream(clock, 201))
+    transport = build(hosts.sync(), registry, clock, failover=BASES)
+    with httpx.Client(transport=transport) as client:
+        response = client.post("https://a.example/bets", content=b"bet")
+
+    assert (response.status_code, hosts.order) == (503, ["a.example"])
+
+
+def test_a_post_is_failed_over_when_it_was_never_sent(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A POST the primary refused to connect for goes to the secondary."""
+    hosts = Hosts(a=Upstream(clock, httpx.ConnectError), b=Upstream(clock, 201))
+    transport = build(hosts.sync(), registry, clock, failover=BASES)
+    with httpx.Client(transport=transport) as client:
+        response = client.post("https://a.example/bets", content=b"bet")
+
+    assert response.status_code == 201
+    assert hosts.by_host["b.example"].requests[0].content == b"bet"
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_post_is_never_hedged(registry: Registry, clock: VirtualClock) -> None:
+    """A slow POST is not raced against a second host: the bet is placed once."""
+    a, b = Upstream(clock, 201, latency=1.0), Upstream(clock, 201, latency=0.1)
+    transport = build(Hosts(a=a, b=b).async_(), registry, clock, failover=BASES, hedge=0.2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.post("https://a.example/bets", content=b"bet")
+
+    assert (response.status_code, len(a.requests), b.requests) == (201, 1, [])
+    assert outcome(response).hedged is False
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_streamed_body_is_never_hedged(registry: Registry, clock: VirtualClock) -> None:
+    """A PUT streaming its body cannot be sent twice, so it is not hedged."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"odds"
+
+    a, b = Upstream(clock, 200, latency=1.0), Upstream(clock, 200, latency=0.1)
+    transport = build(Hosts(a=a, b=b).async_(), registry, clock, failover=BASES, hedge=0.2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.put("https://a.example/odds", content=body())
+
+    assert (response.status_code, len(a.requests), b.requests) == (200, 1, [])
+    assert outcome(response).attempts == 1
+
+
 # -- a property: requests sent and responses closed -------------------------------------------
 
 STATUSES = [200, 201, 404, 429, 500, 502, 503, 504]
@@ -1873,6 +2105,7 @@ ERRORS: list[type[BaseException]] = [
     httpx.LocalProtocolError,
     KeyError,
 ]
+STEPS: list[Step] = [*STATUSES, *ERRORS]
 
 
 def expected_call(plan: Sequence[Step], attempts: int, method: str) -> tuple[int, Step]:
@@ -1900,9 +2133,7 @@ def test_requests_sent_and_responses_closed_follow_the_contract(
     attempts: int, method: str, data: st.DataObject
 ) -> None:
     """Any sequence of statuses and errors: the model's request count and end, nothing leaked."""
-    plan = data.draw(
-        st.lists(st.sampled_from([*STATUSES, *ERRORS]), min_size=attempts, max_size=attempts)
-    )
+    plan = data.draw(st.lists(st.sampled_from(STEPS), min_size=attempts, max_size=attempts))
     clock = VirtualClock()
     upstream = Upstream(clock, *plan)
     transport = ResilientTransport(
@@ -1931,5 +2162,47 @@ def test_requests_sent_and_responses_closed_follow_the_contract(
             with pytest.raises(end):
                 client.request(method, URL, content=b"body")
 
+    assert len(upstream.requests) == sent
+    assert all(n == 1 for n in upstream.closes), upstream.closes
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@hypothesis_settings(max_examples=100)
+@given(
+    attempts=st.integers(1, 4),
+    method=st.sampled_from(["GET", "POST"]),
+    data=st.data(),
+)
+def test_async_requests_sent_and_responses_closed_follow_the_contract(
+    backend: str, attempts: int, method: str, data: st.DataObject
+) -> None:
+    """The same model holds for an async client, on asyncio and trio."""
+    plan = data.draw(st.lists(st.sampled_from(STEPS), min_size=attempts, max_size=attempts))
+    clock = VirtualClock()
+    upstream = Upstream(clock, *plan)
+    transport = ResilientTransport(
+        upstream.async_(),
+        attempts=attempts,
+        backoff=NoWait(),
+        breaker=None,
+        bulkhead=None,
+        timeout=None,
+        registry=Registry(clock=clock),
+        clock=clock,
+    )
+    sent, end = expected_call(plan, attempts, method)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            if isinstance(end, int):
+                response = await client.request(method, URL, content=b"body")
+                assert response.status_code == end
+                assert outcome(response).attempts == sent
+            else:
+                assert isinstance(end, type)
+                with pytest.raises(end):
+                    await client.request(method, URL, content=b"body")
+
+    anyio.run(main, backend=backend)
     assert len(upstream.requests) == sent
     assert all(n == 1 for n in upstream.closes), upstream.closes
