@@ -2091,6 +2091,24 @@ async def test_a_streamed_body_is_never_hedged(registry: Registry, clock: Virtua
     assert outcome(response).attempts == 1
 
 
+def test_an_interrupt_is_neither_retried_nor_served_by_the_fallback(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """KeyboardInterrupt during an attempt reaches the caller at once."""
+    calls: list[BaseException] = []
+
+    def fallback(request: httpx.Request, error: BaseException) -> httpx.Response:
+        calls.append(error)
+        return httpx.Response(200)
+
+    upstream = Upstream(clock, KeyboardInterrupt, 200)
+    transport = build(upstream.sync(), registry, clock, fallback=fallback)
+    with httpx.Client(transport=transport) as client, pytest.raises(KeyboardInterrupt):
+        client.get(URL)
+
+    assert (len(upstream.requests), calls) == (1, [])
+
+
 # -- a property: requests sent and responses closed -------------------------------------------
 
 STATUSES = [200, 201, 404, 429, 500, 502, 503, 504]
