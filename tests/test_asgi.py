@@ -283,23 +283,26 @@ async def test_readyz_fails_while_draining_and_passes_after_resume(registry: Reg
 
 @pytest.mark.anyio
 async def test_readyz_fails_when_a_check_returns_false(registry: Registry) -> None:
-    """A check answering False: 503, and the output names it."""
+    """A check answering False: 503, and the output names it; /health says what it
+    returned."""
     app = HealthApp(registry, checks={"db-pool": lambda: False})
     answer = await request(app, "/readyz")
     assert answer.status == 503
-    assert answer.json()["output"] == "check 'db-pool' failed: returned False"
+    assert answer.json()["output"] == "check 'db-pool' failed"
+    health = (await request(app, "/health")).json()
+    assert health["checks"]["db-pool"][0]["output"] == "returned False"
 
 
 @pytest.mark.anyio
 async def test_readyz_fails_when_a_check_raises_with_its_message(registry: Registry) -> None:
-    """A check that raises fails, with the exception's type and message."""
+    """A check that raises fails; /health gives the exception's type and message."""
 
     def pool_ready() -> bool:
         raise RuntimeError("pool closed")
 
     app = HealthApp(registry, checks={"db-pool": pool_ready})
-    answer = await request(app, "/readyz")
-    assert answer.status == 503
+    assert (await request(app, "/readyz")).status == 503
+    answer = await request(app, "/health")
     entry = answer.json()["checks"]["db-pool"][0]
     assert entry["status"] == "fail"
     assert entry["output"] == "RuntimeError: pool closed"
@@ -311,8 +314,8 @@ async def test_a_check_that_returns_something_else_than_a_bool_fails(
 ) -> None:
     """Only True passes: a check that forgot to return (None) fails and says so."""
     app = HealthApp(registry, checks={"cache": lambda: None})  # type: ignore[dict-item,return-value]
-    answer = await request(app, "/readyz")
-    assert answer.status == 503
+    assert (await request(app, "/readyz")).status == 503
+    answer = await request(app, "/health")
     assert answer.json()["checks"]["cache"][0]["output"] == "returned None, not True or False"
 
 
@@ -360,24 +363,17 @@ async def test_a_critical_guard_degraded_only_warns(
 
 
 @pytest.mark.anyio
-async def test_a_critical_name_not_registered_fails_loudly(registry: Registry) -> None:
-    """A typo in critical= does not pass silently: the guard counts as unavailable."""
-    app = HealthApp(registry, critical=["paymnets"])
-    answer = await request(app, "/readyz")
-    assert answer.status == 503
-    assert answer.json()["output"] == "critical guard 'paymnets' is not registered"
-
-
-@pytest.mark.anyio
 async def test_readyz_follows_a_critical_guard_registered_after_the_app(
     registry: Registry,
 ) -> None:
-    """Names are looked up on every probe, so guards may be built after the app."""
+    """Names are looked up on every probe, so guards may be built after the app; once
+    built, an unavailable one fails readiness."""
     app = HealthApp(registry, critical=["payments"])
     before = await request(app, "/readyz")
-    CircuitBreaker("payments", registry=registry)
+    CircuitBreaker("payments", registry=registry).force_open(reason="PSP down")
     after = await request(app, "/readyz")
-    assert (before.status, after.status) == (503, 200)
+    assert (before.status, before.json()["status"]) == (200, "warn")
+    assert after.status == 503
 
 
 # -- /health -------------------------------------------------------------------------------
@@ -420,9 +416,11 @@ async def test_health_follows_the_ietf_health_check_format(
         "componentType": "circuit_breaker",
         "observedValue": "forced_open",
         "status": "warn",
-        "time": "2026-01-01T00:00:05.000Z",
+        "time": "2026-01-01T00:00:07.000Z",
+        "since": "2026-01-01T00:00:05.000Z",
         "health": "unavailable",
         "critical": False,
+        "reason": "PSP down",
         "output": "PSP down",
         "links": {"runbook": "https://runbooks.example/payments"},
         "transitions": [
@@ -1000,3 +998,217 @@ def test_importing_the_module_pulls_in_no_web_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- hardening -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_refused_actions_log_line_cannot_be_forged(
+    operated: HealthApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the token, an action name carrying newlines or escape codes is logged as
+    one escaped line, never as lines of its own."""
+    forged = "x\n2026-01-01 CRITICAL forged line\x1b[2J" + "y" * 500
+    with caplog.at_level(logging.WARNING, logger="resilient.asgi"):
+        answer = await request(operated, f"/actions/payments/{forged}", method="POST")
+    assert answer.status == 401
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert len(message) < 400
+
+
+@pytest.mark.anyio
+async def test_an_action_whose_client_left_mid_body_does_nothing(
+    operated: HealthApp, breaker: CircuitBreaker
+) -> None:
+    """A client that disconnects before its body arrives has not asked for anything."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/actions/payments/force_open",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {TOKEN}".encode())],
+        "client": ("10.0.0.7", 51234),
+    }
+    incoming = [
+        {"type": "http.request", "body": b'{"reason": "par', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Mapping[str, Any]] = []
+
+    async def receive() -> Mapping[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    await operated(scope, receive, send)
+    assert breaker.state.value == "closed"
+
+
+@pytest.mark.anyio
+async def test_a_deeply_nested_body_is_400(operated: HealthApp, breaker: CircuitBreaker) -> None:
+    """A body nested too deep for the JSON parser is a bad request, not a server error."""
+    body = b"[" * 2000 + b"]" * 2000
+    answer = await request(
+        operated, "/actions/payments/force_open", method="POST", headers=AUTH, body=body
+    )
+    assert answer.status == 400
+    assert breaker.state.value == "closed"
+
+
+@pytest.mark.anyio
+async def test_a_guard_removed_while_acting_is_404(
+    operated: HealthApp,
+    registry: Registry,
+    breaker: CircuitBreaker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A guard unregistered between the lookup's check and its read is not found, not a
+    server error."""
+
+    def gone(name: str) -> Any:
+        raise KeyError(name)
+
+    monkeypatch.setattr(registry, "get", gone)
+    answer = await request(operated, "/actions/payments/force_open", method="POST", headers=AUTH)
+    assert answer.status == 404
+
+
+@pytest.mark.anyio
+async def test_the_mount_prefix_is_stripped_only_at_a_path_boundary(registry: Registry) -> None:
+    """Mounted at /live, the app's own /livez is /live/livez; a server that leaves the
+    prefix out of the path still reaches /livez itself."""
+    app = HealthApp(registry)
+    scope_path = "/livez"  # the prefix already stripped by the server
+    answer = await request(app, scope_path, root_path="")
+    assert answer.status == 200
+    stripped = await _request_with_root(app, path="/livez", root_path="/live")
+    assert stripped == 200
+
+
+async def _request_with_root(app: HealthApp, *, path: str, root_path: str) -> int:
+    """The status for a scope whose path does not repeat its root_path."""
+    sent: list[Mapping[str, Any]] = []
+
+    async def receive() -> Mapping[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app(
+        {"type": "http", "method": "GET", "path": path, "root_path": root_path, "headers": []},
+        receive,
+        send,
+    )
+    return int(sent[0]["status"])
+
+
+@pytest.mark.anyio
+async def test_readyz_names_a_failing_check_without_its_error_text(registry: Registry) -> None:
+    """/readyz is for probes and may be public: it says which check failed, not the
+    exception's text (which can hold a connection string); /health has the details."""
+
+    def database() -> bool:
+        raise RuntimeError("cannot reach postgres://app:hunter2@db:5432")
+
+    app = HealthApp(registry, checks={"db": database})
+    ready = await request(app, "/readyz")
+    assert ready.status == 503
+    assert "hunter2" not in ready.text
+    assert ready.json()["checks"]["db"][0]["status"] == "fail"
+    health = await request(app, "/health")
+    assert "hunter2" in health.json()["checks"]["db"][0]["output"]
+
+
+@pytest.mark.anyio
+async def test_a_critical_name_not_yet_registered_warns_without_failing_readiness(
+    registry: Registry,
+) -> None:
+    """Guards built on first use (an HTTP transport's per-host breaker) may not exist yet;
+    a not-ready replica would never get the traffic that builds them, so an unregistered
+    critical name is a warning, named in the body."""
+    app = HealthApp(registry, critical=["pricing.breaker.engine.internal:443"])
+    answer = await request(app, "/readyz")
+    assert answer.status == 200
+    assert answer.json()["status"] == "warn"
+    assert "not registered" in answer.json()["output"]
+
+
+@pytest.mark.anyio
+async def test_every_answer_forbids_content_sniffing(registry: Registry) -> None:
+    """nosniff on every response, not only the page."""
+    app = HealthApp(registry)
+    for path in ("/livez", "/readyz", "/health", "/nowhere"):
+        answer = await request(app, path)
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+
+
+@pytest.mark.anyio
+async def test_a_passing_entry_keeps_its_reason_out_of_output(
+    registry: Registry, clock: VirtualClock, breaker: CircuitBreaker
+) -> None:
+    """The draft keeps ``output`` for warn and fail; a guard's reason is always under
+    ``reason``, ``since`` says when its state began, and ``time`` when it was read."""
+    app = HealthApp(registry)
+    breaker.force_open(reason="PSP down")
+    clock.advance(3)
+    breaker.close(reason="PSP back")
+    clock.advance(4)
+    [entry] = (await request(app, "/health")).json()["checks"]["payments"]
+    assert "output" not in entry
+    assert entry["reason"] == "PSP back"
+    assert entry["since"] == "2026-01-01T00:00:03.000Z"
+    assert entry["time"] == "2026-01-01T00:00:07.000Z"
+
+
+@pytest.mark.anyio
+async def test_health_lists_each_guards_last_five_transitions(
+    registry: Registry, breaker: CircuitBreaker
+) -> None:
+    """Per guard, the last five transitions: a registry of many guards stays readable."""
+    for n in range(8):
+        breaker.force_open(reason=f"trip {n}")
+        breaker.close(reason=f"back {n}")
+    [entry] = (await request(HealthApp(registry), "/health")).json()["checks"]["payments"]
+    assert [t["reason"] for t in entry["transitions"]] == [
+        "back 5",
+        "trip 6",
+        "back 6",
+        "trip 7",
+        "back 7",
+    ]
+
+
+@pytest.mark.anyio
+async def test_health_is_read_once_per_second_however_many_ask(
+    registry: Registry, clock: VirtualClock, breaker: CircuitBreaker
+) -> None:
+    """Within a second, every /health gets the same document (one read of the registry);
+    after it, a fresh one."""
+    app = HealthApp(registry)
+    first = await request(app, "/health")
+    breaker.force_open(reason="PSP down")
+    again = await request(app, "/health")
+    clock.advance(1)
+    later = await request(app, "/health")
+    assert again.body == first.body
+    assert later.json()["checks"]["payments"][0]["observedValue"] == "forced_open"
+
+
+@pytest.mark.anyio
+async def test_health_lists_every_transition_while_there_are_fewer_than_trail(
+    registry: Registry, breaker: CircuitBreaker
+) -> None:
+    """Fewer transitions than ``trail``: all of them, overall and per guard."""
+    breaker.force_open(reason="one")
+    breaker.close(reason="two")
+    breaker.force_open(reason="three")
+    document = (await request(HealthApp(registry, trail=20), "/health")).json()
+    assert [t["reason"] for t in document["transitions"]] == ["one", "two", "three"]
+    [entry] = document["checks"]["payments"]
+    assert [t["reason"] for t in entry["transitions"]] == ["one", "two", "three"]

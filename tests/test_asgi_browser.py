@@ -117,7 +117,8 @@ def base_url(service: Registry, requested: list[str]) -> Iterator[str]:
         status_page=True,
         refresh=2,
         actions_token="browser-test-token-0123456789",
-        runbooks={"payments": "javascript:alert(1)"},  # never a link
+        # Never links: one runs code, the other is another site to a browser.
+        runbooks={"payments": "javascript:alert(1)", "odds-feed": "/\\evil.example/x"},
     )
     starlette = Starlette(routes=[Mount("/ops", app=health)])
 
@@ -298,10 +299,13 @@ def test_a_hostile_name_and_reason_stay_text(rendered: _Rows) -> None:
 
 
 def test_only_web_runbooks_become_links(rendered: _Rows) -> None:
-    """An https runbook is a link; a javascript: one is shown as text, never an href."""
+    """An https runbook is a link; a javascript: one, or one a browser reads as another
+    site (/\\host), is shown as text, never an href."""
     assert rendered.links["checkout"] == ["https://runbooks.example/checkout"]
     assert rendered.links["payments"] == []
     assert rendered.rows["payments"]["runbook"] == "javascript:alert(1)"
+    assert rendered.links["odds-feed"] == []
+    assert rendered.rows["odds-feed"]["runbook"] == "/\\evil.example/x"
 
 
 def test_a_screenshot_of_the_page_is_kept(

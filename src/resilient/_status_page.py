@@ -85,8 +85,13 @@ _SCRIPT = r"""
     return Math.round(s / 86400) + " d";
   };
   const secondsBetween = (earlier, later) => (Date.parse(later) - Date.parse(earlier)) / 1000;
+  // Links only to http(s) or to a path on this site: "/\\evil.example" and "//evil" are
+  // other sites to a browser, and "javascript:" runs code.
   const safeHref = (value) =>
-    /^https?:\/\//i.test(value) || /^\/(?!\/)/.test(value) ? value : null;
+    /^https?:\/\/[^\\]*$/i.test(value) || /^\/(?![\/\\])[^\\]*$/.test(value) ? value : null;
+  // A path segment for a guard's name: "." and ".." would be resolved away by the browser.
+  const segment = (value) =>
+    value === "." || value === ".." ? value.replace(/\./g, "%2E") : encodeURIComponent(value);
 
   function runbookCell(links) {
     const cell = el("td", "runbook");
@@ -157,8 +162,8 @@ _SCRIPT = r"""
           el("td", "kind", entry.componentType),
           el("td", "state", entry.observedValue),
           health,
-          el("td", "since muted", entry.time ? ago(secondsBetween(entry.time, now)) : ""),
-          el("td", "reason", entry.output || ""),
+          el("td", "since muted", entry.since ? ago(secondsBetween(entry.since, now)) : ""),
+          el("td", "reason", entry.reason || entry.output || ""),
           runbookCell(entry.links),
           timelineCell(entry.transitions, now),
         );
@@ -210,7 +215,7 @@ _SCRIPT = r"""
     }
     if (!window.confirm(action.replace(/_/g, " ") + " " + name + "?")) return;
     const reason = byId("reason").value.trim();
-    const url = actionsUrl + "/" + encodeURIComponent(name) + "/" + encodeURIComponent(action);
+    const url = actionsUrl + "/" + segment(name) + "/" + encodeURIComponent(action);
     try {
       const response = await fetch(url, {
         method: "POST",

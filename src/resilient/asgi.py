@@ -27,16 +27,21 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+import os
+import signal as _signal
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime, timezone
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import anyio.to_thread
 
 from ._breaker import CircuitBreaker
 from ._core._clock import Clock
 from ._core._errors import ConfigurationError, describe_error
 from ._core._guard import Guard, registry_and_clock
-from ._core._registry import DEFAULT_TRAIL_SIZE, Registry
+from ._core._registry import DEFAULT_TRAIL_SIZE, Registry, _printable
 from ._core._run import is_async_callable
 from ._core._state import GuardSnapshot, Health, Transition
 from ._core._validate import Duration, check_count, check_flag, check_name, to_seconds
@@ -60,7 +65,15 @@ _logger = logging.getLogger("resilient.asgi")
 DEFAULT_REFRESH: Final[float] = 5.0
 """Seconds between two refreshes of the status page."""
 DEFAULT_TRAIL: Final[int] = 20
-"""How many recent transitions ``/health`` lists, overall and per guard."""
+"""How many recent transitions ``/health`` lists overall."""
+GUARD_TRAIL: Final[int] = 5
+"""How many of each guard's own recent transitions ``/health`` lists with it."""
+HEALTH_CACHE: Final[float] = 1.0
+"""Seconds one ``/health`` document is served for: however many ask, the registry is
+read at most once a second."""
+DEFAULT_DRAIN_DELAY: Final[float] = 5.0
+"""Seconds :meth:`HealthApp.drain_on_signal` answers ``/readyz`` with 503 before it lets
+the server's own shutdown begin."""
 MIN_TOKEN_LENGTH: Final[int] = 16
 """The shortest ``actions_token`` accepted: a guessable token would let anyone on the
 network force a breaker open."""
@@ -89,6 +102,18 @@ _MAX_REASON = 500  # characters of an operator's reason
 _READ_METHODS = ("GET", "HEAD")
 _RANK = {"pass": 0, "warn": 1, "fail": 2}
 _NO_STORE = (b"cache-control", b"no-store")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_LOGGED = 120  # characters of a caller's text (a path, a reason) that reach a log line
+
+
+def _loggable(text: str) -> str:
+    """``text`` as one line of bounded length: control characters escaped, cut short."""
+    text = _printable(text)
+    return text if len(text) <= _LOGGED else text[:_LOGGED] + "..."
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request's body arrived."""
 
 
 def _iso(wall: float) -> str:
@@ -200,6 +225,10 @@ class HealthApp:
         self._token = None if actions_token is None else _check_token(actions_token)
         self._trail = check_count(trail, "trail", minimum=0, maximum=DEFAULT_TRAIL_SIZE)
         self._draining = False
+        # The last /health answer by mount point: (read at, status, body). Filled in a
+        # worker thread under the lock, so that concurrent probes read the registry once.
+        self._health_lock = threading.Lock()
+        self._health_cache: dict[str, tuple[float, int, bytes]] = {}
 
     # -- draining -------------------------------------------------------------------------
 
@@ -214,6 +243,48 @@ class HealthApp:
         if not self._draining:
             self._draining = True
             _logger.info("draining: /readyz answers 503 until resume()")
+
+    def drain_on_signal(
+        self,
+        delay: Duration = DEFAULT_DRAIN_DELAY,
+        *,
+        signals: Iterable[int] = (_signal.SIGTERM,),
+    ) -> None:
+        """On a shutdown signal, drain first and let the server stop ``delay`` seconds later.
+
+        A server stops accepting connections as soon as it is told to stop, so a
+        ``/readyz`` that turns 503 only at the lifespan shutdown is never seen: probes go
+        from 200 to connection refused, and a load balancer keeps sending until its own
+        checks fail. Called once the server has installed its signal handlers (in the
+        app's lifespan startup), this puts a handler in front of theirs: the first
+        signal drains at once and puts their handler back, and after ``delay`` the signal
+        is sent again, so that the server's usual shutdown begins. A second signal during
+        the delay reaches the server at once.
+
+        Args:
+            delay: Seconds to keep serving with ``/readyz`` at 503: longer than the load
+                balancer takes to notice (Kubernetes: ``periodSeconds`` times
+                ``failureThreshold`` of the readiness probe), shorter than the grace period.
+            signals: The signals to handle (``SIGTERM`` by default; ``SIGINT`` too, if
+                Ctrl-C should drain as well).
+
+        Raises:
+            ConfigurationError: ``delay`` is out of range or a signal is not one.
+            RuntimeError: Not called from the main thread (only it can handle signals).
+        """
+        wait = to_seconds(delay, "delay")
+        chosen = tuple(signals)
+        for number in chosen:
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise ConfigurationError(f"signals must hold signal numbers (got {number!r})")
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "drain_on_signal() must be called from the main thread, where Python "
+                "handles signals (call it in the app's lifespan startup)"
+            )
+        for number in chosen:
+            previous = _signal.getsignal(number)
+            _signal.signal(number, _DrainThenStop(self, number, previous, wait))
 
     def resume(self) -> None:
         """Undo :meth:`drain`: ``/readyz`` reports the checks and guards again."""
@@ -239,22 +310,29 @@ class HealthApp:
         return self._token is not None
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Whether the process is ready, and the ``/readyz`` document that says why."""
+        """Whether the process is ready, and the ``/readyz`` document that says why.
+
+        A failing local check is named without its error's text (``/readyz`` is for
+        probes and may be reachable from outside); ``/health`` has the details.
+        """
         fails: list[str] = []
         warnings: list[str] = []
         checks: dict[str, list[dict[str, object]]] = {}
+        entry: dict[str, object]
         if self._draining:
             fails.append("draining: shutting down, send no new requests")
-        for name, entry in self._run_checks():
+        for name, entry in self._run_checks(details=False):
             checks.setdefault(name, []).append(entry)
             if entry["status"] == "fail":
-                fails.append(f"check {name!r} failed: {entry['output']}")
-        snapshots = {s.name: s for s in (guard.snapshot() for guard in self._registry)}
-        for name in sorted(self._critical - snapshots.keys()):
-            fails.append(f"critical guard {name!r} is not registered")
-            checks.setdefault(name, []).append(_missing_entry(name))
-        for snapshot in snapshots.values():
-            critical = snapshot.name in self._critical
+                fails.append(f"check {name!r} failed")
+        seen: set[str] = set()
+        for guard in self._registry:
+            name = guard.name
+            seen.add(name)
+            critical = name in self._critical
+            if not critical and guard.health is Health.HEALTHY:
+                continue  # the common case: no snapshot taken
+            snapshot = guard.snapshot()
             if critical:
                 entry = {
                     "componentId": snapshot.name,
@@ -262,7 +340,7 @@ class HealthApp:
                     "observedValue": snapshot.state,
                     "status": self._status_of(snapshot),
                 }
-                if snapshot.reason is not None:
+                if snapshot.reason is not None and entry["status"] != "pass":
                     entry["output"] = snapshot.reason
                 checks.setdefault(snapshot.name, []).append(entry)
             if snapshot.health is Health.HEALTHY:
@@ -271,6 +349,9 @@ class HealthApp:
                 fails.append(_describe(snapshot))
             else:
                 warnings.append(_describe(snapshot))
+        for name in sorted(self._critical - seen):
+            warnings.append(_not_registered(name))
+            checks.setdefault(name, []).append(_missing_entry(name))
         status = "fail" if fails else "warn" if warnings else "pass"
         document = self._preamble(status)
         if fails or warnings:
@@ -296,6 +377,8 @@ class HealthApp:
         by_guard: dict[str, list[Transition]] = {}
         for transition in trail:
             by_guard.setdefault(transition.guard, []).append(transition)
+        read_at = _iso(self._clock.wall())
+        own_trail = min(GUARD_TRAIL, self._trail)
         for guard, snapshot in zip(guards, snapshots, strict=True):
             status = self._status_of(snapshot)
             entry: dict[str, object] = {
@@ -303,26 +386,27 @@ class HealthApp:
                 "componentType": snapshot.kind,
                 "observedValue": snapshot.state,
                 "status": status,
-                "time": _iso(snapshot.since_wall),
+                "time": read_at,
+                "since": _iso(snapshot.since_wall),
                 "health": snapshot.health.value,
                 "critical": snapshot.name in self._critical,
             }
             if snapshot.reason is not None:
-                entry["output"] = snapshot.reason
+                entry["reason"] = snapshot.reason
+                if status != "pass":  # the draft keeps output for warn and fail
+                    entry["output"] = snapshot.reason
             runbook = self._runbooks.get(snapshot.name) or guard.runbook
             if runbook:
                 entry["links"] = {"runbook": runbook}
             own = by_guard.get(snapshot.name, [])
-            entry["transitions"] = [
-                _transition(t, with_guard=False) for t in own[len(own) - self._trail :]
-            ]
+            entry["transitions"] = [_transition(t, with_guard=False) for t in _last(own, own_trail)]
             checks.setdefault(snapshot.name, []).append(entry)
             if status != "pass":
                 notes.append(_describe(snapshot))
         for name in sorted(self._critical - {s.name for s in snapshots}):
             checks.setdefault(name, []).append(_missing_entry(name))
-            notes.append(f"critical guard {name!r} is not registered")
-        for name, entry in self._run_checks():
+            notes.append(_not_registered(name))
+        for name, entry in self._run_checks(details=True):
             checks.setdefault(name, []).append(entry)
             if entry["status"] != "pass":
                 notes.append(f"check {name!r} failed: {entry['output']}")
@@ -334,7 +418,7 @@ class HealthApp:
         document["draining"] = self._draining
         document["checks"] = checks
         document["transitions"] = [
-            _transition(t, with_guard=True) for t in trail[len(trail) - self._trail :]
+            _transition(t, with_guard=True) for t in _last(trail, self._trail)
         ]
         links = {
             "self": f"{root_path}/health",
@@ -365,24 +449,26 @@ class HealthApp:
             return "fail"
         return "warn"
 
-    def _run_checks(self) -> Iterable[tuple[str, dict[str, object]]]:
+    def _run_checks(self, *, details: bool) -> Iterable[tuple[str, dict[str, object]]]:
         for name, check in self._checks.items():
             entry: dict[str, object] = {"componentId": name, "componentType": "check"}
             try:
                 result = check()
             except Exception as error:  # a failing check, not a failing probe
                 entry["status"] = "fail"
-                entry["output"] = describe_error(error)
+                if details:
+                    entry["output"] = describe_error(error)
             else:
                 if result is True:
                     entry["status"] = "pass"
                 else:
                     entry["status"] = "fail"
-                    entry["output"] = (
-                        "returned False"
-                        if result is False
-                        else f"returned {result!r}, not True or False"
-                    )
+                    if details:
+                        entry["output"] = (
+                            "returned False"
+                            if result is False
+                            else f"returned {result!r}, not True or False"
+                        )
             yield name, entry
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -412,7 +498,7 @@ class HealthApp:
         path: str = scope["path"]
         # Starlette's Mount and uvicorn's --root-path keep the prefix in `path`; older
         # servers strip it. Either way, route on what follows the prefix.
-        if root_path and path.startswith(root_path):
+        if root_path and (path == root_path or path.startswith(root_path + "/")):
             path = path[len(root_path) :]
         method: str = scope["method"]
         head = method == "HEAD"
@@ -426,9 +512,14 @@ class HealthApp:
                 ready, document = self.readiness()
                 await _respond_json(send, 200 if ready else 503, document, head=head)
             elif path == "/health":
-                document = self.health(root_path=root_path)
-                failing = document["status"] == "fail"
-                await _respond_json(send, 503 if failing else 200, document, head=head)
+                status, body = await anyio.to_thread.run_sync(self._health_answer, root_path)
+                await _respond(
+                    send,
+                    status,
+                    body,
+                    content_type=HEALTH_CONTENT_TYPE.encode("ascii"),
+                    head=head,
+                )
             else:
                 await self._page(send, root_path, head=head)
             return
@@ -438,6 +529,20 @@ class HealthApp:
                 await self._action(scope, receive, send, guard, action)
                 return
         await _respond(send, 404, b"not found\n", head=head)
+
+    def _health_answer(self, root_path: str) -> tuple[int, bytes]:
+        """The ``/health`` status and body, read at most once per :data:`HEALTH_CACHE`
+        seconds; runs in a worker thread, off the event loop that answers ``/livez``."""
+        with self._health_lock:
+            now = self._clock.monotonic()
+            cached = self._health_cache.get(root_path)
+            if cached is not None and now - cached[0] < HEALTH_CACHE:
+                return cached[1], cached[2]
+            document = self.health(root_path=root_path)
+            status = 503 if document["status"] == "fail" else 200
+            body = _json_bytes(document)
+            self._health_cache[root_path] = (now, status, body)
+            return status, body
 
     async def _page(self, send: _Send, root_path: str, *, head: bool) -> None:
         body = _render_page(
@@ -455,7 +560,6 @@ class HealthApp:
             head=head,
             extra=[
                 (b"content-security-policy", CONTENT_SECURITY_POLICY.encode("ascii")),
-                (b"x-content-type-options", b"nosniff"),
                 (b"x-frame-options", b"DENY"),
                 (b"referrer-policy", b"no-referrer"),
             ],
@@ -469,12 +573,13 @@ class HealthApp:
             return
         client = _client(scope)
         if not self._authorized(scope):
+            # Before the token is known good, everything from the caller is hostile text.
             _logger.warning(
-                "refused operator action %s on %r from %s: missing or wrong token",
-                action,
-                name,
+                "refused operator action %s on %s from %s: missing or wrong token",
+                _loggable(action),
+                _loggable(repr(name)),
                 client,
-                extra={"guard": name, "action": action, "client": client},
+                extra={"guard": _loggable(name), "action": _loggable(action), "client": client},
             )
             await _respond(
                 send,
@@ -483,17 +588,28 @@ class HealthApp:
                 extra=[(b"www-authenticate", b'Bearer realm="resilient"')],
             )
             return
-        if name not in self._registry:
+        try:
+            guard = self._registry.get(name)
+        except KeyError:  # never registered, or removed a moment ago
             await _respond(send, 404, f"no guard named {name!r}\n".encode())
             return
-        guard = self._registry.get(name)
         allowed = _ACTIONS.get(guard.kind, ())
         if action not in allowed:
             offered = ", ".join(allowed) if allowed else "none"
             message = f"{guard.kind} {name!r} has no action {action!r} (actions: {offered})\n"
             await _respond(send, 400, message.encode())
             return
-        body = await _read_body(receive, _MAX_ACTION_BODY)
+        try:
+            body = await _read_body(receive, _MAX_ACTION_BODY)
+        except _ClientGone:
+            _logger.warning(
+                "operator action %s on %s %r from %s dropped: the client left mid-request",
+                action,
+                guard.kind.replace("_", " "),
+                name,
+                client,
+            )
+            return
         if body is None:
             await _respond(send, 413, f"body over {_MAX_ACTION_BODY} bytes\n".encode())
             return
@@ -510,7 +626,7 @@ class HealthApp:
             guard.kind.replace("_", " "),
             name,
             client,
-            reason,
+            _loggable(reason),
             extra={"guard": name, "action": action, "client": client, "reason": reason},
         )
         await _respond_json(
@@ -563,6 +679,31 @@ class HealthApp:
             f"<HealthApp guards={len(self._registry)} critical={len(self._critical)} "
             f"checks={len(self._checks)} draining={self._draining}>"
         )
+
+
+class _DrainThenStop:
+    """A signal handler: drain now, put the handler it replaced back, and send the signal
+    again after the delay, so that the server's own shutdown begins then."""
+
+    def __init__(self, app: HealthApp, number: int, previous: Any, delay: float) -> None:
+        self._app = app
+        self._number = number
+        self._previous = previous
+        self._delay = delay
+
+    def __call__(self, number: int, frame: FrameType | None) -> None:
+        # In the main thread, as every Python signal handler runs. From now on the
+        # server's handler is back in place: a second signal stops the server at once.
+        _signal.signal(number, self._previous)
+        self._app.drain()
+        _logger.warning(
+            "%s: draining for %s s before the server stops",
+            _signal.Signals(number).name,
+            f"{self._delay:g}",
+        )
+        timer = threading.Timer(self._delay, os.kill, (os.getpid(), number))
+        timer.daemon = True
+        timer.start()
 
 
 # -- construction helpers ------------------------------------------------------------------
@@ -655,14 +796,25 @@ def _describe(snapshot: GuardSnapshot) -> str:
     return f"{words}: {snapshot.reason}" if snapshot.reason else words
 
 
+def _last(items: Sequence[Transition], count: int) -> Sequence[Transition]:
+    """The last ``count`` of ``items`` (all of them when there are fewer)."""
+    return items[max(0, len(items) - count) :]
+
+
+def _not_registered(name: str) -> str:
+    return f"critical guard {name!r} is not registered (yet)"
+
+
 def _missing_entry(name: str) -> dict[str, object]:
+    # A warning, not a failure: guards built on first use (a transport's per-host breaker)
+    # appear only once traffic comes, and a replica that is not ready gets none.
     return {
         "componentId": name,
         "componentType": "unknown",
         "observedValue": "not registered",
-        "status": "fail",
+        "status": "warn",
         "critical": True,
-        "output": f"critical guard {name!r} is not registered",
+        "output": _not_registered(name),
     }
 
 
@@ -681,7 +833,7 @@ async def _read_body(receive: _Receive, limit: int) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b""  # the client left; nothing will read the answer
+            raise _ClientGone
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -698,7 +850,7 @@ def _reason_from(body: bytes) -> str | None:
         return ""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return None
     if not isinstance(data, dict):
         return None
@@ -722,6 +874,7 @@ async def _respond(
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode("ascii")),
         _NO_STORE,
+        _NOSNIFF,
     ]
     if allow is not None:
         headers.append((b"allow", allow.encode("ascii")))
@@ -739,5 +892,8 @@ async def _respond_json(
     head: bool = False,
     content_type: bytes = HEALTH_CONTENT_TYPE.encode("ascii"),
 ) -> None:
-    body = json.dumps(document, allow_nan=False, separators=(",", ":")).encode("ascii")
-    await _respond(send, status, body, content_type=content_type, head=head)
+    await _respond(send, status, _json_bytes(document), content_type=content_type, head=head)
+
+
+def _json_bytes(document: object) -> bytes:
+    return json.dumps(document, allow_nan=False, separators=(",", ":")).encode("ascii")
