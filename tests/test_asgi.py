@@ -1212,3 +1212,14 @@ async def test_health_lists_every_transition_while_there_are_fewer_than_trail(
     assert [t["reason"] for t in document["transitions"]] == ["one", "two", "three"]
     [entry] = document["checks"]["payments"]
     assert [t["reason"] for t in entry["transitions"]] == ["one", "two", "three"]
+
+
+@pytest.mark.anyio
+async def test_what_the_page_hides_stays_hidden_whatever_its_layout(registry: Registry) -> None:
+    """The operator inputs carry ``hidden`` without actions; a rule in the page's style
+    keeps every hidden element hidden, whatever display its own rule gives it."""
+    page = (await request(HealthApp(registry, status_page=True), "/status")).text
+    assert '<div id="operator" hidden>' in page
+    style = re.search(r"<style>(.*?)</style>", page, re.S)
+    assert style is not None
+    assert re.search(r"\[hidden\]\s*\{\s*display:\s*none\s*!important", style.group(1))

@@ -43,8 +43,8 @@ health = HealthApp(Registry())
 
 @asynccontextmanager
 async def lifespan(app):
-    health.drain_on_signal(delay=float(sys.argv[1]))
-    yield
+    with health.drain_on_signal(delay=float(sys.argv[1])):
+        yield
 
 
 app = Starlette(routes=[Mount("/ops", app=health)], lifespan=lifespan)
@@ -118,12 +118,35 @@ def test_the_signal_drains_at_once_and_reaches_the_servers_handler_after_the_del
     previous = signal.signal(signal.SIGUSR1, servers_handler)
     try:
         health = HealthApp(Registry())
-        health.drain_on_signal(0.01, signals=[signal.SIGUSR1])
-        signal.raise_signal(signal.SIGUSR1)
-        assert health.draining
-        assert not heard.is_set()
+        with health.drain_on_signal(0.01, signals=[signal.SIGUSR1]):
+            signal.raise_signal(signal.SIGUSR1)
+            assert health.draining
+            assert not heard.is_set()
+            assert signal.getsignal(signal.SIGUSR1) is servers_handler
+            assert heard.wait(BOUND)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_leaving_the_block_puts_the_servers_handler_back() -> None:
+    """Outside its ``with`` block (a lifespan that ended, a test that entered it), no
+    handler of the app's stays installed, and blocks do not stack."""
+
+    def servers_handler(number: int, frame: FrameType | None) -> None:
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGUSR1, servers_handler)
+    try:
+        health = HealthApp(Registry())
+        with health.drain_on_signal(1.0, signals=[signal.SIGUSR1]):
+            assert signal.getsignal(signal.SIGUSR1) is not servers_handler
+            with (
+                pytest.raises(RuntimeError, match="already"),
+                health.drain_on_signal(1.0, signals=[signal.SIGUSR1]),
+            ):
+                pass
         assert signal.getsignal(signal.SIGUSR1) is servers_handler
-        assert heard.wait(BOUND)
+        assert not health.draining
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
@@ -134,7 +157,8 @@ def test_drain_on_signal_must_run_in_the_main_thread() -> None:
 
     def install() -> None:
         try:
-            HealthApp(Registry()).drain_on_signal(1.0)
+            with HealthApp(Registry()).drain_on_signal(1.0):
+                pass
         except BaseException as error:
             errors.append(error)
 
@@ -158,7 +182,10 @@ def test_bad_drain_settings_are_refused(
 ) -> None:
     """A bad delay or signal is refused before any handler is installed."""
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(ConfigurationError, match=message):
-        HealthApp(Registry()).drain_on_signal(delay, signals=signals)  # type: ignore[arg-type]
+    with (
+        pytest.raises(ConfigurationError, match=message),
+        HealthApp(Registry()).drain_on_signal(delay, signals=signals),  # type: ignore[arg-type]
+    ):
+        pass
     assert signal.getsignal(signal.SIGTERM) is before
     assert os.getpid() > 0

@@ -21,6 +21,7 @@ _STYLE = """
 :root { color-scheme: light dark; --pass: #1a7f37; --warn: #9a6700; --fail: #cf222e;
   --line: #d0d7de; --muted: #656d76; }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; }
 header { display: flex; flex-wrap: wrap; align-items: baseline; gap: .75rem; }
 h1 { font-size: 1.35rem; margin: 0; }

@@ -30,7 +30,16 @@ import math
 import os
 import signal as _signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -172,7 +181,8 @@ class HealthApp:
             when ``None``).
         critical: Guards (or their names) this process cannot serve without: while one is
             unavailable, ``/readyz`` answers 503 and ``/health`` reports it as ``fail``. A
-            name not registered (yet) counts as unavailable, so a typo fails loudly.
+            name not registered yet is a warning that names it (guards built on first
+            use appear only once traffic comes, and an unready process gets none).
             Every other guard's trouble is a warning.
         checks: Local hard dependencies, by name: zero-argument functions returning
             ``True`` when ready. They run on every ``/readyz`` and ``/health`` in the
@@ -225,6 +235,7 @@ class HealthApp:
         self._token = None if actions_token is None else _check_token(actions_token)
         self._trail = check_count(trail, "trail", minimum=0, maximum=DEFAULT_TRAIL_SIZE)
         self._draining = False
+        self._signal_handlers: dict[int, _DrainThenStop] = {}
         # The last /health answer by mount point: (read at, status, body). Filled in a
         # worker thread under the lock, so that concurrent probes read the registry once.
         self._health_lock = threading.Lock()
@@ -244,22 +255,25 @@ class HealthApp:
             self._draining = True
             _logger.info("draining: /readyz answers 503 until resume()")
 
+    @contextmanager
     def drain_on_signal(
         self,
         delay: Duration = DEFAULT_DRAIN_DELAY,
         *,
         signals: Iterable[int] = (_signal.SIGTERM,),
-    ) -> None:
-        """On a shutdown signal, drain first and let the server stop ``delay`` seconds later.
+    ) -> Iterator[None]:
+        """While the block runs, a shutdown signal drains first and lets the server stop
+        ``delay`` seconds later.
 
         A server stops accepting connections as soon as it is told to stop, so a
         ``/readyz`` that turns 503 only at the lifespan shutdown is never seen: probes go
         from 200 to connection refused, and a load balancer keeps sending until its own
-        checks fail. Called once the server has installed its signal handlers (in the
-        app's lifespan startup), this puts a handler in front of theirs: the first
-        signal drains at once and puts their handler back, and after ``delay`` the signal
-        is sent again, so that the server's usual shutdown begins. A second signal during
-        the delay reaches the server at once.
+        checks fail. Entered once the server has installed its signal handlers (in the
+        app's lifespan, around its ``yield``), the block puts a handler in front of
+        theirs: the first signal drains at once and puts their handler back, and after
+        ``delay`` the signal is sent again, so that the server's usual shutdown begins. A
+        second signal during the delay reaches the server at once. Leaving the block puts
+        the server's handlers back if no signal came.
 
         Args:
             delay: Seconds to keep serving with ``/readyz`` at 503: longer than the load
@@ -270,7 +284,8 @@ class HealthApp:
 
         Raises:
             ConfigurationError: ``delay`` is out of range or a signal is not one.
-            RuntimeError: Not called from the main thread (only it can handle signals).
+            RuntimeError: Not in the main thread (only it can handle signals), or the
+                app's handlers are installed already (blocks do not nest).
         """
         wait = to_seconds(delay, "delay")
         chosen = tuple(signals)
@@ -279,12 +294,27 @@ class HealthApp:
                 raise ConfigurationError(f"signals must hold signal numbers (got {number!r})")
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
-                "drain_on_signal() must be called from the main thread, where Python "
-                "handles signals (call it in the app's lifespan startup)"
+                "drain_on_signal() must be entered in the main thread, where Python "
+                "handles signals (enter it in the app's lifespan)"
             )
-        for number in chosen:
-            previous = _signal.getsignal(number)
-            _signal.signal(number, _DrainThenStop(self, number, previous, wait))
+        if self._signal_handlers:
+            raise RuntimeError(
+                "drain_on_signal() is in force already for this app: enter it once, "
+                "around the lifespan's yield"
+            )
+        installed = self._signal_handlers
+        try:
+            for number in chosen:
+                handler = _DrainThenStop(self, number, _signal.getsignal(number), wait)
+                _signal.signal(number, handler)
+                installed[number] = handler
+            yield
+        finally:
+            for number, mine in installed.items():
+                theirs = mine.previous
+                if _signal.getsignal(number) is mine:  # no signal came: put theirs back
+                    _signal.signal(number, theirs)
+            installed.clear()
 
     def resume(self) -> None:
         """Undo :meth:`drain`: ``/readyz`` reports the checks and guards again."""
@@ -688,13 +718,13 @@ class _DrainThenStop:
     def __init__(self, app: HealthApp, number: int, previous: Any, delay: float) -> None:
         self._app = app
         self._number = number
-        self._previous = previous
+        self.previous = previous
         self._delay = delay
 
     def __call__(self, number: int, frame: FrameType | None) -> None:
         # In the main thread, as every Python signal handler runs. From now on the
         # server's handler is back in place: a second signal stops the server at once.
-        _signal.signal(number, self._previous)
+        _signal.signal(number, self.previous)
         self._app.drain()
         _logger.warning(
             "%s: draining for %s s before the server stops",
