@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import cast
 
 import anyio
 import httpx
+
+from resilient._core._deadline import Deadline
 
 
 class _RestStream(httpx.SyncByteStream):
@@ -47,10 +49,9 @@ class _AsyncRestStream(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        aclose = getattr(self._rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        await self._response.aclose()
+        with anyio.CancelScope(shield=True):
+            await _aclose_iterator(self._rest)
+            await self._response.aclose()
 
 
 def _rebuilt(
@@ -65,11 +66,17 @@ def _rebuilt(
     )
 
 
-def _read_sync(response: httpx.Response, limit: int) -> httpx.Response:
+def _read_sync(
+    response: httpx.Response, limit: int, deadline: Deadline | None, authority: str
+) -> httpx.Response:
     """``response`` with up to ``limit`` bytes of its body read; fully read and closed
     when the body fits, else streaming the rest after what was read.
 
     An error while reading closes the response and propagates.
+
+    Raises:
+        httpx.ReadTimeout: ``deadline`` passed between two chunks (a body that trickles
+            in is never cut off by httpx's per-read timeouts alone).
     """
     if response.is_stream_consumed:
         return response  # read already (a response built from bytes)
@@ -82,6 +89,8 @@ def _read_sync(response: httpx.Response, limit: int) -> httpx.Response:
             size += len(chunk)
             if size > limit:
                 return _rebuilt(response, _RestStream(head, raw, response))
+            if deadline is not None and deadline.remaining() <= 0:
+                raise _out_of_time(response, authority)
     except BaseException:
         raw.close()
         response.close()
@@ -89,25 +98,48 @@ def _read_sync(response: httpx.Response, limit: int) -> httpx.Response:
     return _rebuilt(response, httpx.ByteStream(b"".join(head)))
 
 
+def _out_of_time(response: httpx.Response, authority: str) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(
+        f"the call's deadline passed while reading the body from {authority}",
+        request=response.request,
+    )
+
+
 async def _read_async(response: httpx.Response, limit: int) -> httpx.Response:
-    """The async twin of :func:`_read_sync`."""
+    """The async twin of :func:`_read_sync`; the caller bounds it by the deadline.
+
+    The body's own iterator is held and closed here (or by the stream handed on), so
+    that no async generator is left for the garbage collector to finalise.
+    """
     if response.is_stream_consumed:
         return response
     head: list[bytes] = []
     size = 0
-    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    stream = response.stream
+    if isinstance(stream, httpx.AsyncByteStream):
+        chunks = stream.__aiter__()
+    else:
+        chunks = response.aiter_raw()  # raises httpx's own error for a sync stream
     try:
-        async for chunk in raw:
+        async for chunk in chunks:
             head.append(chunk)
             size += len(chunk)
             if size > limit:
-                return _rebuilt(response, _AsyncRestStream(head, raw, response))
+                return _rebuilt(response, _AsyncRestStream(head, chunks, response))
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await raw.aclose()
+            await _aclose_iterator(chunks)
             await response.aclose()
         raise
+    await _aclose_iterator(chunks)
+    await response.aclose()
     return _rebuilt(response, httpx.ByteStream(b"".join(head)))
+
+
+async def _aclose_iterator(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _close_all(responses: list[httpx.Response], keep: httpx.Response | None) -> None:

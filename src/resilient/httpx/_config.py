@@ -11,6 +11,8 @@ from resilient._core._errors import ConfigurationError
 from resilient._core._validate import to_seconds
 from resilient._failover import LatencyPercentile
 
+from ._hosts import _Base
+
 
 def _statuses(value: object, name: str) -> frozenset[int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
@@ -36,7 +38,8 @@ def _methods(value: object, name: str) -> frozenset[str]:
     return frozenset(method.upper() for method in cast(Collection[str], value))
 
 
-def _base_urls(value: object) -> tuple[str, ...]:
+def _base_urls(value: object) -> tuple[_Base, ...]:
+    """The failover base URLs in normal form (see :class:`_Base`), each once."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ConfigurationError(
             f"failover must be a sequence of base URLs such as ['https://a.example', "
@@ -44,7 +47,7 @@ def _base_urls(value: object) -> tuple[str, ...]:
         )
     if not value:
         raise ConfigurationError("failover must name at least one base URL (got [])")
-    bases: list[str] = []
+    bases: list[_Base] = []
     for item in value:
         url = None
         if isinstance(item, str):
@@ -63,9 +66,13 @@ def _base_urls(value: object) -> tuple[str, ...]:
                 f"failover must hold absolute http(s) base URLs without query or fragment, "
                 f"such as 'https://a.example/api' (got {item!r})"
             )
-        base = cast(str, item).rstrip("/")
-        if base in bases:
-            raise ConfigurationError(f"failover names each base URL once (got {item!r} twice)")
+        base = _Base.of(url)
+        for seen in bases:
+            if (seen.key, seen.path) == (base.key, base.path):
+                raise ConfigurationError(
+                    f"failover names each base URL once (got {item!r}, the same base URL "
+                    f"as {seen.name!r})"
+                )
         bases.append(base)
     return tuple(bases)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -49,14 +50,68 @@ class _Host:
         return [] if self.bulkhead is None else [self.bulkhead]
 
 
-def _authority(url: httpx.URL) -> str:
+def _host_name(url: httpx.URL) -> str:
+    """``url``'s host in one spelling: ASCII (punycode), lower case, no trailing dot,
+    an IPv6 address in brackets."""
+    host = url.raw_host.decode("ascii").lower().rstrip(".")
+    return f"[{host}]" if ":" in host else host
+
+
+def _port(url: httpx.URL) -> int:
     port = url.port
     if port is None:
-        port = 443 if url.scheme in ("https", "wss") else 80
-    host = url.host
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    return f"{host}:{port}"
+        return 443 if url.scheme in ("https", "wss") else 80
+    return port
+
+
+def _authority(url: httpx.URL) -> str:
+    """``host:port`` of ``url``, the port always written: the key of its guards."""
+    return f"{_host_name(url)}:{_port(url)}"
+
+
+def _origin(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``, as :attr:`Outcome.source` gives it."""
+    port = "" if url.port is None else f":{url.port}"
+    return f"{url.scheme}://{_host_name(url)}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """A failover base URL in normal form.
+
+    Attributes:
+        name: ``scheme://host[:port]/path`` with no userinfo and no trailing ``/``: the
+            source's name and :attr:`Outcome.source`.
+        prefix: The same with its userinfo, which requests moved to this base URL get.
+        key: ``(scheme, host, port)`` a request's URL must have to fall under it.
+        path: Its path without the trailing ``/`` (``""`` for the root).
+    """
+
+    name: str
+    prefix: str
+    key: tuple[str, str, int]
+    path: str
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> _Base:
+        path = url.raw_path.decode("ascii").rstrip("/")
+        name = f"{_origin(url)}{path}"
+        userinfo = url.userinfo.decode("ascii")
+        prefix = name if not userinfo else name.replace("://", f"://{userinfo}@", 1)
+        return cls(name, prefix, (url.scheme, _host_name(url), _port(url)), path)
+
+    def rest(self, url: httpx.URL) -> str | None:
+        """What follows this base URL in ``url`` (path and query), or None when ``url``
+        is not under it; a path prefix counts only on a ``/`` boundary."""
+        if (url.scheme, _host_name(url), _port(url)) != self.key:
+            return None
+        target = url.raw_path.decode("ascii")
+        if not target.startswith(self.path):
+            return None
+        rest = target[len(self.path) :]
+        if rest and rest[0] not in "/?":
+            return None
+        return rest
 
 
 class _Hosts:
@@ -89,7 +144,7 @@ class _Hosts:
             host = self.hosts.get(authority)
             if host is not None:
                 return host
-            origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+            origin = _origin(url)
             if len(self.hosts) >= self.max_hosts:
                 if not self.warned:
                     self.warned = True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Callable, Collection, Sequence
-from typing import cast
 
 import httpx
 
@@ -20,35 +19,29 @@ from resilient._backoff import Backoff
 from resilient._breaker import CircuitBreaker
 from resilient._bulkhead import Bulkhead
 from resilient._core._clock import Clock
-from resilient._core._deadline import Deadline, current_deadline, set_deadline
-from resilient._core._errors import ConfigurationError, DeadlineExceededError
+from resilient._core._deadline import current_deadline, set_deadline
+from resilient._core._errors import ConfigurationError
 from resilient._core._match import ExceptionSpec
 from resilient._core._registry import Registry
 from resilient._core._validate import Duration
 from resilient._failover import AllSourcesFailedError, LatencyPercentile
-from resilient._retry import Retry, parse_retry_after
+from resilient._retry import Retry
 from resilient._retry_budget import RetryBudget
 
 from ._bodies import _aclose_all, _close_all, _read_async, _read_sync
 from ._config import _DEFAULT, _check_inner
 from ._model import (
-    _NO_OPTIONS,
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF,
     DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_RETRY_ERRORS,
     DEFAULT_TIMEOUT,
-    ERROR_BODY_LIMIT,
-    EXTENSION,
     FAILURE_STATUSES,
     IDEMPOTENT_METHODS,
     RETRY_STATUSES,
-    Options,
-    UnhealthyResponse,
-    _NotResent,
 )
-from ._plan import _Core, _Exchange, _not_sent, _status_line, _unhealthy_in, _without_internal
+from ._plan import _Core, _Exchange
 
 __all__ = ["ResilientTransport"]
 
@@ -221,7 +214,9 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 "use httpx.Client"
             )
         if self._default_async is None:
-            self._default_async = httpx.AsyncHTTPTransport()
+            with self._core.lock:
+                if self._default_async is None:
+                    self._default_async = httpx.AsyncHTTPTransport()
         return self._default_async
 
     def close(self) -> None:
@@ -240,73 +235,16 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if self._default_async is not None:
             await self._default_async.aclose()
 
-    # -- one request: the plan ------------------------------------------------------------
-
-    def _begin(self, request: httpx.Request) -> tuple[_Exchange, Retry | None, str | None]:
-        """The request's exchange, its retry policy (None: one attempt) and, when it
-        goes through the failover, the URL after the base it matched."""
-        core = self._core
-        options = request.extensions.get(EXTENSION, _NO_OPTIONS)
-        if options.__class__ is not Options and not isinstance(options, Options):
-            raise ConfigurationError(
-                f"request.extensions['resilient'] must be a resilient.httpx.Options "
-                f"(got {options!r})"
-            )
-        idempotent = options.idempotent
-        if idempotent is None:
-            idempotent = request.method in core.retry_methods
-        read_limit = core.read_body if options.read_body is None else options.read_body
-        exchange = _Exchange(request, idempotent, read_limit, core.now(), core.retry.name)
-        # A body that cannot be sent twice is sent once: no retry, no failover, no hedge.
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        rest = core.match(request.url) if replayable else None
-        if rest is not None:
-            exchange.rest = rest
-        policy: Retry | None = None
-        if replayable and options.retry is not False:
-            attempts = options.attempts
-            if (attempts or core.attempts) > 1:
-                policy = core.policy(attempts, idempotent)
-        seconds = core.timeout if options.timeout is None else cast(float, options.timeout)
-        outer = current_deadline()
-        if seconds is not None and (outer is None or outer.remaining() > seconds):
-            exchange.deadline = Deadline._checked_already(exchange.started + seconds, core.clock)
-        else:
-            exchange.deadline = outer
-        return exchange, policy, rest
-
-    def _finish(self, exchange: _Exchange, response: httpx.Response) -> httpx.Response:
-        response.extensions[EXTENSION] = exchange.outcome(self._core.now())
-        return response
-
-    def _final(self, error: Exception) -> httpx.Response | None:
-        """The response to return for a call that ended with ``error``, if it has one."""
-        if isinstance(error, UnhealthyResponse):
-            return error.response
-        if isinstance(error, AllSourcesFailedError):
-            unhealthy = _unhealthy_in(error)
-            if unhealthy is not None:
-                return unhealthy.response
-        return None
-
-    def _fall_back(self, exchange: _Exchange, error: Exception) -> httpx.Response:
-        """The fallback's response for ``error``, or raise ``error``."""
-        if isinstance(error, AllSourcesFailedError):
-            error = cast(Exception, _without_internal(error))
-        fallback = self._core.fallback
-        if fallback is not None:
-            served = fallback(exchange.request, error)
-            if served is not None:
-                served.extensions[EXTENSION] = exchange.outcome(self._core.now(), fallback=True)
-                return served
-        raise error
-
     # -- sync -----------------------------------------------------------------------------
+    #
+    # The sync and async twins below only do the I/O; every decision is the exchange's or
+    # the core's (_plan.py), so that the two cannot drift apart.
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the guards (sync)."""
         self._sync_inner()  # a TypeError before anything counts, if it is async-only
-        exchange, policy, rest = self._begin(request)
+        core = self._core
+        exchange, policy, rest = core.begin(request)
         deadline = exchange.deadline
         token = set_deadline(deadline) if deadline is not current_deadline() else None
         try:
@@ -316,13 +254,13 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 else:
                     response = self._attempts_sync(exchange, policy, rest)
             except Exception as error:
-                final = self._final(error)
-                if final is None:
+                final = core.conclude(exchange, error)
+                if isinstance(final, Exception):
                     _close_all(exchange.responses, None)
-                    return self._fall_back(exchange, error)
+                    return core.fall_back(exchange, final)
                 response = final
             _close_all(exchange.responses, response)
-            return self._finish(exchange, response)
+            return core.finish(exchange, response)
         except BaseException:
             _close_all(exchange.responses, None)
             raise
@@ -333,87 +271,52 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def _attempts_sync(
         self, exchange: _Exchange, policy: Retry, rest: str | None
     ) -> httpx.Response:
-        now = self._core.now
         for attempt in policy:
             with attempt:
                 return self._attempt_sync(exchange, rest)
             # The attempt failed and a retry follows: what it produced is superseded,
             # closed before the wait.
             _close_all(exchange.responses, None)
-            exchange.last_end = now()
+            exchange.superseded()
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _attempt_sync(self, exchange: _Exchange, rest: str | None) -> httpx.Response:
         core = self._core
-        if exchange.last_end is not None:
-            exchange.waits.append(core.now() - exchange.last_end)
-            exchange.last_end = None
-        if exchange.deadline is not None and exchange.deadline.remaining() <= 0:
-            raise DeadlineExceededError(core.retry.name, -exchange.deadline.remaining())
+        exchange.before_attempt()
         if rest is not None:
-            exchange.source, response = core.failover(False).call(self, exchange)
+            response = core.failover(False).call(self, exchange)
         else:
-            url = exchange.request.url
-            host = core.host(url)
+            host = core.host(exchange.request.url)
             run = host._run_sync
             if run is None:
                 run = host._run_sync = host.guarded(_send_sync_unbound)
-            exchange.source = host.origin
-            response = run(self, exchange, None, host.authority)
-        if response.status_code in core.retry_statuses:
-            raise UnhealthyResponse(response, self._retry_after(response))
-        return response
+            response = run(self, exchange, None, host.origin, host.authority)
+        return core.after_attempt(response)
 
     def _send_sync(
-        self, exchange: _Exchange, url: httpx.URL | None, authority: str
+        self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """One request sent, inside the guards: a failure status raises."""
-        if exchange.blocked:
-            raise _NotResent(f"{self._core.name}.failover", None)
-        request = exchange.copy(url)
+        request = exchange.before_send(url)
         inner = self._sync_inner()
-        exchange.attempts += 1
         try:
             response = inner.handle_request(request)
+            response.request = request
+            limit = exchange.body_limit(self._core, response.status_code)
+            if limit:
+                response = _read_sync(response, limit, exchange.deadline, authority)
         except Exception as error:
-            self._failed(exchange, error, authority)
+            exchange.failed(error, authority)
             raise
-        response.request = request
-        core = self._core
-        status = response.status_code
-        limit = ERROR_BODY_LIMIT if status in core.unhealthy else exchange.read_limit
-        if limit:
-            try:
-                response = _read_sync(response, limit)
-            except Exception as error:
-                self._failed(exchange, error, authority)
-                raise
-        exchange.responses.append(response)
-        if status in core.unhealthy:
-            exchange.errors.append(_status_line(response, authority))
-            if not exchange.idempotent:
-                exchange.blocked = True
-            if status in core.failure_statuses:
-                raise UnhealthyResponse(response, self._retry_after(response))
-        return response
-
-    def _failed(self, exchange: _Exchange, error: Exception, authority: str) -> None:
-        exchange.errors.append(f"{type(error).__name__} from {authority}")
-        if not exchange.idempotent and not _not_sent(error):
-            exchange.blocked = True
-
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if value is None:
-            return None
-        return parse_retry_after(value, self._core.clock.wall())
+        return exchange.received(self._core, response, source, authority)
 
     # -- async ----------------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the guards (async)."""
         self._async_inner()
-        exchange, policy, rest = self._begin(request)
+        core = self._core
+        exchange, policy, rest = core.begin(request)
         deadline = exchange.deadline
         token = set_deadline(deadline) if deadline is not current_deadline() else None
         try:
@@ -423,13 +326,13 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 else:
                     response = await self._attempts_async(exchange, policy, rest)
             except Exception as error:
-                final = self._final(error)
-                if final is None:
+                final = core.conclude(exchange, error)
+                if isinstance(final, Exception):
                     await _aclose_all(exchange.responses, None)
-                    return self._fall_back(exchange, error)
+                    return core.fall_back(exchange, final)
                 response = final
             await _aclose_all(exchange.responses, response)
-            return self._finish(exchange, response)
+            return core.finish(exchange, response)
         except BaseException:
             await _aclose_all(exchange.responses, None)
             raise
@@ -440,68 +343,55 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def _attempts_async(
         self, exchange: _Exchange, policy: Retry, rest: str | None
     ) -> httpx.Response:
-        now = self._core.now
         async for attempt in policy:
             with attempt:
                 return await self._attempt_async(exchange, rest)
             await _aclose_all(exchange.responses, None)
-            exchange.last_end = now()
+            exchange.superseded()
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     async def _attempt_async(self, exchange: _Exchange, rest: str | None) -> httpx.Response:
         core = self._core
-        if exchange.last_end is not None:
-            exchange.waits.append(core.now() - exchange.last_end)
-            exchange.last_end = None
-        if exchange.deadline is not None and exchange.deadline.remaining() <= 0:
-            raise DeadlineExceededError(core.retry.name, -exchange.deadline.remaining())
+        exchange.before_attempt()
         if rest is not None:
             failover = core.failover(True)
             if core.hedge is None:
-                exchange.source, response = await failover.call_async(self, exchange)
-            elif exchange.idempotent:
+                response = await failover.call_async(self, exchange)
+            else:
+                # A request that must not run twice is never hedged: the sources are
+                # asked in turn for it.
+                ask = (
+                    failover.answer_async if exchange.idempotent else failover.answer_in_turn_async
+                )
                 try:
-                    answer = await failover.answer_async(self, exchange)
+                    answer = await ask(self, exchange)
                 except AllSourcesFailedError as error:
                     exchange.hedged = exchange.hedged or any(a.hedge for a in error.attempts)
                     raise
                 exchange.hedged = exchange.hedged or any(a.hedge for a in answer.attempts)
-                exchange.source, response = answer.value
-            else:
-                # A request that must not run twice is never hedged: the hedging
-                # failover asks its sources in turn for it.
-                failover._calls.increment()
-                answer = await failover._sequence_async((self, exchange), {}, core.now(), [], 0)
-                exchange.source, response = answer.value
+                response = answer.value
         else:
-            url = exchange.request.url
-            host = core.host(url)
+            host = core.host(exchange.request.url)
             run = host._run_async
             if run is None:
                 run = host._run_async = host.guarded(_send_async_unbound)
-            exchange.source = host.origin
-            response = await run(self, exchange, None, host.authority)
-        if response.status_code in core.retry_statuses:
-            raise UnhealthyResponse(response, self._retry_after(response))
-        return response
+            response = await run(self, exchange, None, host.origin, host.authority)
+        return core.after_attempt(response)
 
     async def _send_async(
-        self, exchange: _Exchange, url: httpx.URL | None, authority: str
+        self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """The async twin of :meth:`_send_sync`."""
-        if exchange.blocked:
-            raise _NotResent(f"{self._core.name}.failover", None)
-        request = exchange.copy(url)
+        request = exchange.before_send(url)
         inner = self._async_inner()
-        exchange.attempts += 1
         deadline = exchange.deadline
         try:
-            if deadline is None or inner.__class__ is httpx.AsyncHTTPTransport:
-                # httpx's own transport ends the attempt by the pushed-down timeouts.
+            if deadline is None:
                 response = await self._receive_async(inner, request, exchange)
             else:
-                # Any other transport (a mock, an ASGI app, a custom one) may ignore them:
-                # the deadline cancels the attempt itself.
+                # The deadline cancels the attempt itself, body read included: httpx's
+                # pushed-down timeouts are per phase and per read, so a body that trickles
+                # in would outlast them, and other transports may ignore them.
                 answered: httpx.Response | None = None
                 with self._core.clock.cancel_after(max(0.0, deadline.remaining())):
                     answered = await self._receive_async(inner, request, exchange)
@@ -512,18 +402,9 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     )
                 response = answered
         except Exception as error:
-            self._failed(exchange, error, authority)
+            exchange.failed(error, authority)
             raise
-        exchange.responses.append(response)
-        status = response.status_code
-        core = self._core
-        if status in core.unhealthy:
-            exchange.errors.append(_status_line(response, authority))
-            if not exchange.idempotent:
-                exchange.blocked = True
-            if status in core.failure_statuses:
-                raise UnhealthyResponse(response, self._retry_after(response))
-        return response
+        return exchange.received(self._core, response, source, authority)
 
     async def _receive_async(
         self, inner: httpx.AsyncBaseTransport, request: httpx.Request, exchange: _Exchange
@@ -531,20 +412,27 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """The response to ``request``, its body read within the limit that applies."""
         response = await inner.handle_async_request(request)
         response.request = request
-        status = response.status_code
-        limit = ERROR_BODY_LIMIT if status in self._core.unhealthy else exchange.read_limit
+        limit = exchange.body_limit(self._core, response.status_code)
         if limit:
             response = await _read_async(response, limit)
         return response
 
 
 def _send_sync_unbound(
-    transport: ResilientTransport, exchange: _Exchange, url: httpx.URL | None, authority: str
+    transport: ResilientTransport,
+    exchange: _Exchange,
+    url: httpx.URL | None,
+    source: str,
+    authority: str,
 ) -> httpx.Response:
-    return transport._send_sync(exchange, url, authority)
+    return transport._send_sync(exchange, url, source, authority)
 
 
 async def _send_async_unbound(
-    transport: ResilientTransport, exchange: _Exchange, url: httpx.URL | None, authority: str
+    transport: ResilientTransport,
+    exchange: _Exchange,
+    url: httpx.URL | None,
+    source: str,
+    authority: str,
 ) -> httpx.Response:
-    return await transport._send_async(exchange, url, authority)
+    return await transport._send_async(exchange, url, source, authority)
