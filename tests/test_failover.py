@@ -1125,9 +1125,10 @@ def test_a_call_whose_deadline_passed_already_asks_no_source(
         "odds", sources=[Source("alpha", lambda: asked.append("alpha") or "a")], registry=registry
     )
 
-    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceededError) as caught:
+    with deadline(1.0, clock=clock):
         clock.advance(1.0)
-        failover.call()
+        with pytest.raises(DeadlineExceededError) as caught:
+            failover.call()
 
     assert asked == []
     assert caught.value.__cause__ is None

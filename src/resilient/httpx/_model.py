@@ -72,7 +72,8 @@ class Options:
     Every field defaults to ``None``: as the transport is configured.
 
     Attributes:
-        attempts: The most requests for this call, the first included (>= 1).
+        attempts: The most attempts for this call, the first included (>= 1); with
+            failover each is one round through the base URLs.
         retry: ``False`` sends one attempt only.
         idempotent: ``True`` retries this request on a status too, whatever its method
             (a POST with an idempotency key); ``False`` retries it only when the request
@@ -114,9 +115,9 @@ class Outcome:
 
     Attributes:
         attempts: Requests sent.
-        waits: Seconds waited before each retry.
-        source: The base URL (with failover) or ``scheme://authority`` that answered;
-            ``""`` when a fallback served the response.
+        waits: Seconds waited before each retry, and a last wait that ended the call.
+        source: The base URL (with failover) or ``scheme://host[:port]`` the response
+            came from, a failure response too; ``""`` when a fallback served it.
         fallback: Whether the fallback served it.
         hedged: Whether a hedge was started.
         elapsed: Seconds on the guards' clock for the whole call.

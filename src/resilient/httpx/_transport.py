@@ -60,9 +60,12 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             ``None`` builds ``httpx.HTTPTransport()`` for sync use and
             ``httpx.AsyncHTTPTransport()`` for async use, each on first use.
         name: Prefix of the guards it registers: ``{name}.retry``,
-            ``{name}.breaker.{host:port}``, ``{name}.bulkhead.{host:port}`` and, with
-            failover, ``{name}.failover``.
-        attempts: The most requests per call, the first included.
+            ``{name}.breaker.{host:port}``, ``{name}.bulkhead.{host:port}`` (the host in
+            ASCII, without a trailing dot) and, with failover, ``{name}.failover`` (the
+            flavour used first) and ``{name}.failover.sync`` or ``.async`` (the other).
+        attempts: The most attempts per call, the first included. With failover each
+            attempt is one round through the base URLs, so a call sends at most
+            ``attempts * len(failover)`` requests, plus hedges.
         backoff: The wait before each retry (full jitter over 0.1 s doubling to 2 s).
         retry_statuses: Statuses retried (429, 502, 503, 504).
         failure_statuses: Statuses the breakers count as failures and failover moves on
@@ -82,14 +85,16 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             bulkheads. By default 100 concurrent requests and a queue of 100.
         max_hosts: How many authorities get guards of their own; requests to further ones
             go through retry and deadline only (one warning is logged).
-        failover: Base URLs of one API: a request under any of them is tried against each
-            in turn, the path after the base kept.
+        failover: Base URLs of one API, each once (however written): a request under any
+            of them is tried against each in turn, the path and query after the base
+            kept; none is asked once the deadline has passed.
         hedge: Race the failover's base URLs (async requests only): a delay, delays, or a
             :class:`~resilient.LatencyPercentile`. Needs ``failover``.
         read_body: Read up to this many bytes of each body inside the attempt, so that an
             error while reading it is retried; a longer body streams on to the caller.
         fallback: ``(request, error) -> response or None``: a response to serve when the
-            call fails with an exception; ``None`` from it re-raises the error.
+            call fails with an exception; ``None`` from it re-raises the error, anything
+            else raises ``TypeError``.
         random: Random source for the jitter.
         registry: Where the guards register; the default registry if omitted.
         clock: Source of time and waits; the registry's clock if omitted.
