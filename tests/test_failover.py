@@ -1081,6 +1081,14 @@ def test_a_chaos_answer_among_a_sources_guards_is_validated_too(registry: Regist
 # -- the call's deadline -------------------------------------------------------------------------
 
 
+def recorded(asked: list[str], name: str) -> Callable[[], str]:
+    def source() -> str:
+        asked.append(name)
+        return name
+
+    return source
+
+
 def slow_failure(clock: VirtualClock, seconds: float) -> Callable[[], str]:
     def source() -> str:
         clock.advance(seconds)
@@ -1099,7 +1107,7 @@ def test_no_source_starts_after_the_deadline_passed_sync(
         "odds",
         sources=[
             Source("alpha", slow_failure(clock, 2.0)),
-            Source("beta", lambda: asked.append("beta") or "beta", breaker=beta_breaker),
+            Source("beta", recorded(asked, "beta"), breaker=beta_breaker),
         ],
         registry=registry,
     )
@@ -1122,7 +1130,7 @@ def test_a_call_whose_deadline_passed_already_asks_no_source(
     """The deadline passed before the call: even the healthy primary is not asked."""
     asked: list[str] = []
     failover = Failover(
-        "odds", sources=[Source("alpha", lambda: asked.append("alpha") or "a")], registry=registry
+        "odds", sources=[Source("alpha", recorded(asked, "alpha"))], registry=registry
     )
 
     with deadline(1.0, clock=clock):
