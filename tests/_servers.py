@@ -39,6 +39,8 @@ STOP_BOUND = 5.0
 """Real seconds a server may take to stop once asked to."""
 MIDBODY_SIZE = 1000
 """Bytes /midbody declares; it sends half of them before breaking the connection."""
+TRICKLE_SIZE = 30
+"""Bytes /trickle sends, one at a time."""
 
 
 class MisbehavingApp:
@@ -52,6 +54,9 @@ class MisbehavingApp:
     - ``/midbody`` (``?times=``, ``?key=``): a 200 declaring :data:`MIDBODY_SIZE` bytes
       that sends half of them and breaks the connection: every time, or the first
       ``times`` times for a key, then the whole body.
+    - ``/trickle`` (``?every=``, default 0.1): a 200 declaring :data:`TRICKLE_SIZE` bytes,
+      sent one byte every ``every`` seconds (a server slower than the call's deadline,
+      though never silent for a whole read timeout).
     - ``/count``: JSON, how many requests each other path got.
 
     The state (counts, failures so far) is this instance's: a test gets a fresh app.
@@ -100,6 +105,8 @@ class MisbehavingApp:
                 await self._send(send, 200, b"ok")
         elif parts == ["hang"]:
             await self._hang(send, receive)
+        elif parts == ["trickle"]:
+            await self._trickle(send, float(query.get("every", "0.1")))
         elif parts == ["midbody"]:
             times = query.get("times")
             breaks = times is None or self._fails(query.get("key", path), int(times))
@@ -146,6 +153,16 @@ class MisbehavingApp:
         finally:
             with self._lock:
                 self.hanging -= 1
+
+    async def _trickle(self, send: Send, every: float) -> None:
+        headers = [(b"content-length", str(TRICKLE_SIZE).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(TRICKLE_SIZE):
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(every)
+            more = index < TRICKLE_SIZE - 1
+            await send({"type": "http.response.body", "body": b"x", "more_body": more})
 
     @staticmethod
     async def _midbody(send: Send, *, breaks: bool) -> None:

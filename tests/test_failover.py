@@ -19,6 +19,7 @@ from resilient import (
     CircuitOpenError,
     ConfigurationError,
     CountWindow,
+    DeadlineExceededError,
     Failover,
     FailoverState,
     Health,
@@ -30,6 +31,7 @@ from resilient import (
     Source,
     SourceAttempt,
     chaos,
+    deadline,
 )
 from resilient.chaos import Chaos, Return
 from resilient.testing import VirtualClock
@@ -1074,3 +1076,157 @@ def test_a_chaos_answer_among_a_sources_guards_is_validated_too(registry: Regist
         failover.call()
     assert outcomes(answer.attempts) == [("a", "invalid"), ("b", "answered")]
     assert breaker.state is BreakerState.OPEN
+
+
+# -- the call's deadline -------------------------------------------------------------------------
+
+
+def recorded(asked: list[str], name: str) -> Callable[[], str]:
+    def source() -> str:
+        asked.append(name)
+        return name
+
+    return source
+
+
+def slow_failure(clock: VirtualClock, seconds: float) -> Callable[[], str]:
+    def source() -> str:
+        clock.advance(seconds)
+        raise ConnectionError("timed out")
+
+    return source
+
+
+def test_no_source_starts_after_the_deadline_passed_sync(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """alpha fails at 2 s under a 1 s deadline: beta is not asked, nor its breaker charged."""
+    beta_breaker = CircuitBreaker("beta-breaker", registry=registry)
+    asked: list[str] = []
+    failover = Failover(
+        "odds",
+        sources=[
+            Source("alpha", slow_failure(clock, 2.0)),
+            Source("beta", recorded(asked, "beta"), breaker=beta_breaker),
+        ],
+        registry=registry,
+    )
+
+    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceededError) as caught:
+        failover.call()
+
+    assert asked == []
+    assert beta_breaker.snapshot().statistics["failures"] == 0
+    assert (caught.value.guard, caught.value.overdue) == ("odds", 1.0)
+    group = caught.value.__cause__
+    assert isinstance(group, AllSourcesFailedError)
+    assert [a.source for a in group.attempts] == ["alpha"]
+    assert stats(failover)["exhausted"] == 1
+
+
+def test_a_call_whose_deadline_passed_already_asks_no_source(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The deadline passed before the call: even the healthy primary is not asked."""
+    asked: list[str] = []
+    failover = Failover(
+        "odds", sources=[Source("alpha", recorded(asked, "alpha"))], registry=registry
+    )
+
+    with deadline(1.0, clock=clock):
+        clock.advance(1.0)
+        with pytest.raises(DeadlineExceededError) as caught:
+            failover.call()
+
+    assert asked == []
+    assert caught.value.__cause__ is None
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_no_source_starts_after_the_deadline_passed_async(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """In turn: alpha fails at 2 s under a 1 s deadline; beta is never started."""
+    alpha = Feed("alpha", clock, (2.0, "fail"))
+    beta = Feed("beta", clock, (0.1, "ok"))
+    beta_breaker = CircuitBreaker("beta-breaker", registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[Source("alpha", alpha), Source("beta", beta, breaker=beta_breaker)],
+        registry=registry,
+    )
+
+    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceededError) as caught:
+        await failover.call_async()
+
+    assert beta.starts == []
+    assert beta_breaker.snapshot().statistics["failures"] == 0
+    assert isinstance(caught.value.__cause__, AllSourcesFailedError)
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_no_hedge_starts_after_the_deadline_passed(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """hedge=1.5 under a 1 s deadline: no hedge at 1.5 s; alpha's failure at 2 s ends it."""
+    alpha = Feed("alpha", clock, (2.0, "fail"))
+    beta = Feed("beta", clock, (0.1, "ok"))
+    beta_breaker = CircuitBreaker("beta-breaker", registry=registry)
+    failover = Failover(
+        "odds",
+        sources=[Source("alpha", alpha), Source("beta", beta, breaker=beta_breaker)],
+        hedge=1.5,
+        registry=registry,
+    )
+
+    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceededError) as caught:
+        await failover.answer_async()
+
+    assert beta.starts == []
+    assert alpha.starts == [0.0]
+    assert beta_breaker.snapshot().statistics["failures"] == 0
+    assert stats(failover)["hedges"] == 0
+    assert clock.monotonic() == 2.0
+    assert isinstance(caught.value.__cause__, AllSourcesFailedError)
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_a_hedge_in_flight_may_still_answer_after_the_deadline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The deadline only stops new starts: alpha, started in time, still answers."""
+    alpha = Feed("alpha", clock, (2.0, "ok"))
+    beta = Feed("beta", clock, (0.1, "ok"))
+    failover = build(registry, alpha, beta, hedge=1.5)
+
+    with deadline(1.0, clock=clock):
+        answer = await failover.answer_async()
+
+    assert (answer.source, beta.starts) == ("alpha", [])
+
+
+@pytest.mark.autojump
+@pytest.mark.anyio
+async def test_in_turn_asks_a_hedging_failover_one_source_at_a_time(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """answer_in_turn_async: beta starts when alpha fails at 2 s, not at the 0.2 s hedge."""
+    alpha = Feed("alpha", clock, (2.0, "fail"))
+    beta = Feed("beta", clock, (0.5, "ok"))
+    failover = build(registry, alpha, beta, hedge=0.2)
+
+    answer = await failover.answer_in_turn_async("x")
+
+    assert (answer.value, answer.hedged, beta.starts) == ("ok beta x", False, [2.0])
+    assert (stats(failover)["calls"], stats(failover)["hedges"]) == (1, 0)
+
+
+def test_in_turn_refuses_sync_sources(registry: Registry) -> None:
+    """answer_in_turn_async is for async sources; sync ones are called with answer()."""
+    failover = Failover("odds", sources=[Source("alpha", lambda: "a")], registry=registry)
+
+    with pytest.raises(TypeError, match="answer_in_turn"):
+        anyio.run(failover.answer_in_turn_async)

@@ -208,3 +208,34 @@ async def test_async_client_with_a_proxy_routes_through_the_guards(
     assert isinstance(proxied, ResilientTransport)
     assert isinstance(proxied.transport, httpx.AsyncHTTPTransport)
     assert proxied._core is rt._core
+
+
+def test_a_resilient_transport_as_a_mount_is_refused(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F10: a ResilientTransport mount would put two sets of guards on its route."""
+    inner = ResilientTransport(httpx.MockTransport(ok), name="inner", registry=registry)
+    with pytest.raises(ConfigurationError, match=r"mounts\['https://special.example'\]"):
+        client(fresh(registry, clock), mounts={"https://special.example": inner}, trust_env=False)
+
+
+def test_the_base_url_is_the_first_base_in_normal_form(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F1: failover=['HTTPS://A.example:443/api/', ...]: base_url https://a.example/api/."""
+    rt = fresh(registry, clock, failover=["HTTPS://A.example:443/api/", "https://b.example"])
+    with client(rt) as http:
+        assert str(http.base_url) == "https://a.example/api/"
+
+
+def test_httpx_still_reads_proxies_from_the_environment_where_the_helper_looks(
+    monkeypatch: pytest.MonkeyPatch, no_proxy_environment: None
+) -> None:
+    """Pin: the helper uses httpx's private get_environment_proxies (httpx <1)."""
+    from httpx._utils import get_environment_proxies
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    found = get_environment_proxies()
+    assert found["https://"] == "http://proxy.example:3128"
+    assert found["all://*internal.example"] is None

@@ -114,6 +114,21 @@ def test_a_hang_is_ended_by_the_deadline(http_server: LocalServer, registry: Reg
     assert 1 <= http_server.app.count("/hang") <= 3
 
 
+def test_a_trickling_body_is_ended_by_the_deadline(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """F3: one byte every 0.2 s (6 s in all) with read_body: the call ends with its 0.5 s
+    deadline, though no single read waits as long as the read timeout."""
+    started = time.monotonic()
+    client = httpx.Client(
+        transport=transport(registry, timeout=DEADLINE, read_body=1024, attempts=1),
+        base_url=http_server.url,
+    )
+    with client, pytest.raises(httpx.ReadTimeout, match="deadline"):
+        client.get("/trickle?every=0.2")
+    assert time.monotonic() - started < BOUND
+
+
 def test_a_reset_connection_is_retried(reset_server: Any, registry: Registry) -> None:
     """A connection reset (RST) is a network error: retried on a new connection, which the
     server answers."""
@@ -223,6 +238,21 @@ async def test_async_a_503_is_retried_and_the_last_one_returned(
     assert (response.status_code, response.text) == (503, "503")
     assert outcome(response).attempts == 3
     assert http_server.app.count("/status/503") == 3
+
+
+@pytest.mark.anyio
+async def test_async_a_trickling_body_is_ended_by_the_deadline(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """F3, async, over httpx's own AsyncHTTPTransport: the deadline cancels the body read."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(
+        transport=transport(registry, timeout=DEADLINE, read_body=1024, attempts=1),
+        base_url=http_server.url,
+    ) as client:
+        with pytest.raises(httpx.ReadTimeout, match="deadline"):
+            await client.get("/trickle?every=0.2")
+    assert time.monotonic() - started < BOUND
 
 
 @pytest.mark.anyio

@@ -423,6 +423,41 @@ async def test_an_async_delay_longer_than_the_read_timeout_times_out(
 
 
 @pytest.mark.anyio
+@pytest.mark.autojump
+async def test_only_the_injected_delay_counts_against_the_read_timeout(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F11: Delay(3) then a 3 s upstream, each under the 5 s read timeout: answered at 6 s."""
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        await clock.sleep_async(3)
+        return httpx.Response(200)
+
+    transport = ChaosTransport(httpx.MockTransport(upstream), strategy(registry, Delay(3)))
+    chaos.enable()
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=5) as client:
+        response = await client.get("/odds")
+    assert response.status_code == 200
+    assert clock.monotonic() == 6
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_delay_cut_off_by_the_read_timeout_says_it_was_injected(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F11: the ReadTimeout of an injected delay says what timed out and who injected it."""
+    transport = ChaosTransport(Upstream().transport(), strategy(registry, Delay(30)))
+    chaos.enable()
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        with pytest.raises(httpx.ReadTimeout) as caught:
+            await client.get("/odds")
+    assert str(caught.value) == (
+        "no answer within the read timeout of 5 s (a delay injected by chaos 'partner-faults')"
+    )
+
+
+@pytest.mark.anyio
 async def test_an_async_request_over_a_sync_only_transport_says_what_to_pass(
     registry: Registry,
 ) -> None:

@@ -3,6 +3,7 @@ virtual clock, sync and async (asyncio and trio)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -1261,3 +1262,331 @@ def test_a_second_transport_of_the_same_name_in_one_registry_is_refused(
     ResilientTransport(registry=registry)
     with pytest.raises(ConfigurationError, match=r"'http\.retry' is already registered"):
         ResilientTransport(registry=registry)
+
+
+# -- review findings (issue 13) -----------------------------------------------------------------
+
+BASES_AB = ["https://a.example", "https://b.example"]
+
+
+def hosts_seen(seen: list[str], statuses: dict[str, int]) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        return httpx.Response(statuses.get(request.url.host, 200))
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param("https://a.example:443", id="default-port"),
+        pytest.param("https://A.example", id="upper-case-host"),
+        pytest.param("HTTPS://a.example", id="upper-case-scheme"),
+        pytest.param("https://a.example./", id="trailing-dot"),
+    ],
+)
+def test_a_failover_base_url_matches_however_it_is_written(
+    registry: Registry, clock: VirtualClock, first: str
+) -> None:
+    """F1: a request under a.example fails over to b.example whatever a's spelling."""
+    seen: list[str] = []
+    rt = transport(
+        hosts_seen(seen, {"a.example": 503, "a.example.": 503}),
+        registry,
+        clock,
+        failover=[first, "https://b.example"],
+        attempts=1,
+    )
+    with httpx.Client(transport=rt) as client:
+        response = client.get("https://a.example/odds?x=1")
+
+    assert response.status_code == 200
+    assert seen[-1] == "b.example"
+    assert outcome(response).source == "https://b.example"
+
+
+def test_a_failover_base_path_matches_only_on_a_slash_boundary(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F1: /api is a base of /api/odds and /api?x, not of /apiv2/odds."""
+    seen: list[str] = []
+    rt = transport(
+        hosts_seen(seen, {"a.example": 503}),
+        registry,
+        clock,
+        failover=["https://a.example/api/", "https://b.example/v1"],
+        attempts=1,
+    )
+    with httpx.Client(transport=rt) as client:
+        moved = client.get("https://a.example/api/odds?x=1")
+        assert outcome(moved).source == "https://b.example/v1"
+        kept = client.get("https://a.example/apiv2/odds")
+
+    assert kept.status_code == 503
+    assert seen == ["a.example", "b.example", "a.example"]
+
+
+@pytest.mark.parametrize(
+    "twice",
+    [
+        pytest.param(["https://a.example", "https://a.example:443"], id="default-port"),
+        pytest.param(["https://a.example/api", "https://A.example/api/"], id="case-and-slash"),
+    ],
+)
+def test_the_same_base_url_twice_is_refused(twice: list[str]) -> None:
+    """F1: two spellings of one base URL are one base URL: a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="each base URL once"):
+        ResilientTransport(failover=twice)
+
+
+def test_a_base_url_never_asked_is_not_charged_when_the_deadline_passes(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F2: a.example uses up the deadline: b.example is not sent to nor its breaker charged."""
+    seen: list[str] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        clock.advance(request.extensions["timeout"]["read"])
+        raise httpx.ReadTimeout("slow", request=request)
+
+    rt = transport(slow, registry, clock, failover=BASES_AB, timeout=5, attempts=1)
+    with httpx.Client(transport=rt) as client, pytest.raises(DeadlineExceededError):
+        client.get("https://a.example/odds")
+
+    assert seen == ["a.example"]
+    guards = {g.name: g.statistics for g in registry.snapshot().guards}
+    assert guards["http.breaker.b.example:443"]["failures"] == 0
+    assert guards["http.breaker.a.example:443"]["failures"] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_base_url_never_asked_is_not_charged_when_the_deadline_passes_async(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F2, async: a.example hangs past the deadline; b.example is never asked."""
+    seen: list[str] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        await clock.sleep_async(60)
+        return httpx.Response(200)
+
+    rt = transport(slow, registry, clock, failover=BASES_AB, timeout=5, attempts=1)
+    async with httpx.AsyncClient(transport=rt) as client:
+        with pytest.raises(DeadlineExceededError):
+            await client.get("https://a.example/odds")
+
+    assert seen == ["a.example"]
+    guards = {g.name: g.statistics for g in registry.snapshot().guards}
+    assert guards["http.breaker.b.example:443"]["failures"] == 0
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body of ``count`` one-byte chunks, each ``every`` seconds after the last."""
+
+    def __init__(self, clock: VirtualClock, count: int, every: float) -> None:
+        self.clock, self.count, self.every, self.sent = clock, count, every, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(self.count):
+            self.clock.advance(self.every)
+            self.sent += 1
+            yield b"x"
+
+
+def test_a_trickling_body_read_inside_the_attempt_ends_at_the_deadline(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F3, sync: one byte every 0.3 s under timeout=1: ReadTimeout after the 4th byte."""
+    body = Trickle(clock, 10, 0.3)
+    rt = transport(
+        lambda request: httpx.Response(200, stream=body),
+        registry,
+        clock,
+        timeout=1.0,
+        read_body=1024,
+        attempts=1,
+    )
+    with httpx.Client(transport=rt) as client, pytest.raises(httpx.ReadTimeout, match="deadline"):
+        client.get(URL)
+
+    assert body.sent == 4
+    assert clock.monotonic() == pytest.approx(1.2)
+
+
+class LateClock(VirtualClock):
+    """A virtual clock whose sleeps overshoot by 5 ms, as the OS's do."""
+
+    def sleep(self, seconds: float) -> None:  # type: ignore[override]
+        super().sleep(float(seconds) + 0.005)
+
+
+def test_a_large_body_closed_before_a_wait_that_overshot_the_deadline_raises() -> None:
+    """F4 + F12: the 100 KiB 503 was closed before the wait; the wait ends past the
+    deadline: DeadlineExceededError from it, not an unreadable response."""
+    clock = LateClock()
+    registry = Registry(clock=clock)
+    bodies: list[CountingStream] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(CountingStream(*[b"x" * 1024] * 100))
+        return httpx.Response(503, stream=bodies[-1])
+
+    served: list[BaseException] = []
+
+    def fallback(request: httpx.Request, error: BaseException) -> None:
+        served.append(error)
+
+    rt = transport(
+        handler, registry, clock, timeout=1.0, backoff=Constant(0.999), fallback=fallback
+    )
+    with httpx.Client(transport=rt) as client, pytest.raises(DeadlineExceededError) as caught:
+        client.get(URL)
+
+    assert isinstance(caught.value.__cause__, UnhealthyResponse)
+    assert served == [caught.value]
+    assert [body.closes for body in bodies] == [1]
+
+
+def test_a_wait_that_ends_the_call_is_in_the_outcome(registry: Registry) -> None:
+    """F12: a small 503, then a wait that overshoots the deadline: the 503 is returned
+    and the wait is listed."""
+    clock = LateClock()
+    registry = Registry(clock=clock)
+    rt = transport(
+        lambda request: httpx.Response(503), registry, clock, timeout=1.0, backoff=Constant(0.999)
+    )
+    with httpx.Client(transport=rt) as client:
+        response = client.get(URL)
+
+    assert response.status_code == 503
+    assert list(outcome(response).waits) == pytest.approx([1.004])
+    assert outcome(response).source == "https://feed.example"
+
+
+def test_the_outcome_names_the_base_url_of_a_failure_response(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F12: both base URLs answer 503: the source is b.example's, which gave the last."""
+    rt = transport(lambda request: httpx.Response(503), registry, clock, failover=BASES_AB)
+    with httpx.Client(transport=rt) as client:
+        response = client.get("https://a.example/odds")
+
+    assert outcome(response).source == "https://b.example"
+
+
+def test_each_attempt_is_one_round_through_the_failover(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F5: attempts=3 over two base URLs answering 503: 3 rounds, 6 requests at most."""
+    rt = transport(lambda request: httpx.Response(503), registry, clock, failover=BASES_AB)
+    with httpx.Client(transport=rt) as client:
+        response = client.get("https://a.example/odds")
+
+    assert outcome(response).attempts == 3 * len(BASES_AB)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        pytest.param({"f": b"abc"}, id="bytes"),
+        pytest.param({"f": ("odds.csv", "a,b", "text/csv")}, id="str-tuple"),
+        pytest.param({"f": io.BytesIO(b"abc")}, id="seekable"),
+    ],
+)
+def test_an_in_memory_multipart_upload_is_retried_whole(
+    registry: Registry, clock: VirtualClock, files: Any
+) -> None:
+    """F8: a PUT of in-memory files is replayable: each retry sends the same body."""
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return httpx.Response(503)
+
+    rt = transport(handler, registry, clock)
+    with httpx.Client(transport=rt) as client:
+        response = client.put(URL, files=files, data={"k": "v"})
+
+    assert outcome(response).attempts == 3
+    assert len(set(bodies)) == 1
+
+
+def test_a_multipart_upload_of_a_file_that_cannot_seek_is_sent_once(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F8: a file that cannot be read again makes the upload not replayable."""
+
+    class Pipe(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            return 0
+
+    rt = transport(lambda request: httpx.Response(503), registry, clock)
+    with httpx.Client(transport=rt) as client:
+        response = client.put(URL, files={"f": Pipe()})  # type: ignore[dict-item]
+
+    assert outcome(response).attempts == 1
+
+
+def test_httpx_renders_multipart_from_the_start_on_each_iteration() -> None:
+    """F8 pin: the replay rests on httpx's MultipartStream and FileField (private)."""
+    from httpx._multipart import FileField, MultipartStream
+
+    stream = MultipartStream(data={}, files={"f": io.BytesIO(b"abc")}, boundary=b"b")
+    assert isinstance(stream.fields[0], FileField)
+    assert b"".join(stream) == b"".join(stream)
+
+
+def test_a_fallback_that_returns_no_response_is_a_type_error(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F9: a fallback returning a str: TypeError naming it, chained from the error."""
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    rt = transport(refused, registry, clock, attempts=1, fallback=lambda request, error: "cached")
+    with httpx.Client(transport=rt) as client, pytest.raises(TypeError) as caught:
+        client.get(URL)
+
+    assert "fallback must return an httpx.Response or None (got 'cached'" in str(caught.value)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+def test_both_failovers_are_registered_when_used_both_ways(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """F7: sync first: http.failover is the sync one, http.failover.async the async one."""
+    rt = transport(lambda request: httpx.Response(200), registry, clock, failover=BASES_AB)
+    with httpx.Client(transport=rt) as client:
+        client.get("https://a.example/odds")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=rt) as client:
+            await client.get("https://a.example/odds")
+            await client.get("https://a.example/odds")
+
+    anyio.run(main)
+    guards = {g.name: g.statistics for g in registry.snapshot().guards}
+    assert guards["http.failover"]["calls"] == 1
+    assert guards["http.failover.async"]["calls"] == 2
+
+
+def test_an_authority_has_one_spelling(registry: Registry, clock: VirtualClock) -> None:
+    """F14: an IDN host and a trailing dot: punycode, no dot, in names, source, errors."""
+    rt = transport(lambda request: httpx.Response(503), registry, clock, attempts=1)
+    with httpx.Client(transport=rt) as client:
+        idn = client.get("https://münchen.de/odds")
+        dotted = client.get("https://feed.example./odds")
+
+    assert outcome(idn).source == "https://xn--mnchen-3ya.de"
+    assert outcome(idn).errors == ("503 Service Unavailable from xn--mnchen-3ya.de:443",)
+    assert outcome(dotted).source == "https://feed.example"
+    names = {g.name for g in registry.snapshot().guards}
+    assert {"http.breaker.xn--mnchen-3ya.de:443", "http.breaker.feed.example:443"} <= names

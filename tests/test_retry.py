@@ -550,6 +550,36 @@ def test_a_hint_beyond_max_retry_after_gives_up_at_once(
     assert "max_retry_after" in notes(caught.value)[-1]
 
 
+@pytest.mark.parametrize(
+    "cap", [pytest.param(5, id="max-retry-after-5"), pytest.param(None, id="no-cap")]
+)
+def test_a_hint_too_large_for_a_float_gives_up_at_once(
+    registry: Registry, clock: VirtualClock, cap: float | None
+) -> None:
+    """Retry-After: 999...9 is longer than any cap: no wait, one attempt, the error noted."""
+    retry = make(registry, clock, retry_after=lambda error: "9" * 400, max_retry_after=cap)
+    flaky = Flaky()
+    with pytest.raises(ConnectionError) as caught:
+        retry.call(flaky)
+    assert flaky.calls == 1
+    assert clock.monotonic() == 0.0
+    assert "longer than any clock can" in notes(caught.value)[-1]
+
+
+def test_a_named_policy_kept_out_of_the_registry_reports_under_its_name(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """register=False: not in the registry, yet its events carry its name."""
+    seen: list[str] = []
+    registry.subscribe(lambda event: seen.append(event.guard), events=RetryScheduled)
+    retry = make(registry, clock, "quotes.variant", register=False)
+
+    assert retry.name == "quotes.variant"
+    assert "quotes.variant" not in [guard.name for guard in registry.snapshot().guards]
+    assert retry.call(Flaky(1)) == "ok"
+    assert seen == ["quotes.variant"]
+
+
 def test_a_hint_beyond_the_deadline_gives_up_at_once(
     registry: Registry, clock: VirtualClock
 ) -> None:

@@ -14,9 +14,11 @@ import anyio
 from ._breaker import BreakerState, CircuitBreaker
 from ._core._clock import Clock
 from ._core._counter import Counter
+from ._core._deadline import Deadline, current_deadline
 from ._core._errors import (
     CircuitOpenError,
     ConfigurationError,
+    DeadlineExceededError,
     RejectedError,
     ResilientError,
     add_note,
@@ -423,7 +425,16 @@ class _Record:
 class _Race:
     """What the attempts of one hedged call share with the task that runs the call."""
 
-    __slots__ = ("all_done", "failed", "in_flight", "records", "wake", "winner", "winning")
+    __slots__ = (
+        "all_done",
+        "failed",
+        "in_flight",
+        "late",
+        "records",
+        "wake",
+        "winner",
+        "winning",
+    )
 
     def __init__(self) -> None:
         self.records: list[_Record] = []
@@ -433,6 +444,12 @@ class _Race:
         self.winning: Any = None
         self.wake = anyio.Event()
         self.all_done: anyio.Event | None = None
+        self.late = False  # a source was not started: the deadline had passed
+
+
+def _in_time(deadline: Deadline | None) -> bool:
+    """Whether an attempt may start under ``deadline`` (none, or time left)."""
+    return deadline is None or deadline.remaining() > 0
 
 
 def _blocked(refusal: CircuitOpenError) -> str:
@@ -452,7 +469,10 @@ class Failover(Guard[FailoverState], Generic[T]):
     next source also starts when the delay passes without a valid answer, and the first
     valid answer wins: losers are cancelled (after ``grace``) and every answer not
     returned goes to ``discard``. When no source answers validly, the call raises
-    :class:`AllSourcesFailedError` with every attempt's error.
+    :class:`AllSourcesFailedError` with every attempt's error. No source starts once the
+    call's deadline (:func:`resilient.deadline`) has passed: the call then raises
+    :class:`DeadlineExceededError`, chained from the attempts' errors if any, and no
+    source's breaker is charged for the source it never asked.
 
     Args:
         name: Unique name in the registry.
@@ -694,6 +714,7 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         Raises:
             AllSourcesFailedError: No source gave a valid answer.
+            DeadlineExceededError: The call's deadline passed before a source could start.
             ConfigurationError: The failover hedges, which only async calls do.
             TypeError: The sources are async.
         """
@@ -714,7 +735,11 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         def call(*args: Any, **kwargs: Any) -> T:
             begun = now()
-            if me._state is _PRIMARY and (breaker is None or breaker._state is _CLOSED):
+            if (
+                me._state is _PRIMARY
+                and (breaker is None or breaker._state is _CLOSED)
+                and _in_time(current_deadline())
+            ):
                 try:
                     value = run(*args, **kwargs)
                 except Exception as error:
@@ -734,6 +759,7 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         Raises:
             AllSourcesFailedError: No source gave a valid answer.
+            DeadlineExceededError: The call's deadline passed before a source could start.
             ConfigurationError: The failover hedges, which only async calls do.
             TypeError: The sources are async.
         """
@@ -770,6 +796,7 @@ class Failover(Guard[FailoverState], Generic[T]):
             if refusal is not None:
                 records.append(self._skipped_record(source, refusal))
                 continue
+            self._check_deadline(records, begun)
             number += 1
             started = self._now()
             try:
@@ -791,6 +818,7 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         Raises:
             AllSourcesFailedError: No source gave a valid answer.
+            DeadlineExceededError: The call's deadline passed before a source could start.
             TypeError: The sources are sync.
         """
         # A sequential failover of async sources has this bound by __init__ instead.
@@ -813,7 +841,11 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         async def call_async(*args: Any, **kwargs: Any) -> T:
             begun = now()
-            if me._state is _PRIMARY and (breaker is None or breaker._state is _CLOSED):
+            if (
+                me._state is _PRIMARY
+                and (breaker is None or breaker._state is _CLOSED)
+                and _in_time(current_deadline())
+            ):
                 try:
                     value = await run(*args, **kwargs)
                 except Exception as error:
@@ -833,6 +865,7 @@ class Failover(Guard[FailoverState], Generic[T]):
 
         Raises:
             AllSourcesFailedError: No source gave a valid answer.
+            DeadlineExceededError: The call's deadline passed before a source could start.
             TypeError: The sources are sync.
         """
         if not self._is_async:
@@ -842,6 +875,21 @@ class Failover(Guard[FailoverState], Generic[T]):
         if self._hedges_on:
             return await self._race(args, kwargs, begun)
         return await self._sequence_async(args, kwargs, begun, [], 0)
+
+    async def answer_in_turn_async(self, *args: Any, **kwargs: Any) -> FailoverAnswer[T]:
+        """As :meth:`answer_async`, asking the sources strictly in turn even when the
+        failover hedges: for a call that must not run twice at once (a request that is
+        not idempotent). It counts as a call of this failover, and starts no hedge.
+
+        Raises:
+            AllSourcesFailedError: No source gave a valid answer.
+            DeadlineExceededError: The call's deadline passed before a source could start.
+            TypeError: The sources are sync.
+        """
+        if not self._is_async:
+            self._refuse_async("answer_in_turn")
+        self._calls.increment()
+        return await self._sequence_async(args, kwargs, self._now(), [], 0)
 
     def _refuse_async(self, method: str) -> NoReturn:
         raise TypeError(
@@ -863,6 +911,7 @@ class Failover(Guard[FailoverState], Generic[T]):
             if refusal is not None:
                 records.append(self._skipped_record(source, refusal))
                 continue
+            self._check_deadline(records, begun)
             number += 1
             started = self._now()
             try:
@@ -931,6 +980,11 @@ class Failover(Guard[FailoverState], Generic[T]):
                         if refusal is not None:
                             records.append(self._skipped_record(source, refusal))
                             continue
+                        if not _in_time(current_deadline()):
+                            # No attempt starts past the deadline; those running go on.
+                            position = len(sources)
+                            race.late = True
+                            return False
                         started_count += 1
                         last_start = now()
                         record = _Record(source, started_count, hedge, last_start, "cancelled")
@@ -984,6 +1038,8 @@ class Failover(Guard[FailoverState], Generic[T]):
                     self._discarded += 1
                 self._release(race.winning)
             reraise_unwrapped(group)
+        if race.winner is None and race.late:
+            self._check_deadline(records, begun)
         return self._conclude(records, race.winner, race.winning, begun)
 
     async def _attempt(
@@ -1109,6 +1165,26 @@ class Failover(Guard[FailoverState], Generic[T]):
         # failure of the source; one from deeper inside is.
         refused = isinstance(error, RejectedError) and error.guard in record.source._guard_names
         record.outcome = "refused" if refused else "failed"
+
+    def _check_deadline(self, records: list[_Record], begun: float) -> None:
+        """Start no attempt once the call's deadline has passed: raise
+        :class:`DeadlineExceededError` (from the attempts made, if any) and charge no
+        source for it."""
+        deadline = current_deadline()
+        if deadline is None:
+            return
+        left = deadline.remaining()
+        if left > 0:
+            return
+        error = DeadlineExceededError(self._name, -left)
+        if any(record.exception is not None for record in records):
+            try:
+                self._conclude(records, None, None, begun)
+            except AllSourcesFailedError as group:
+                raise error from group
+        with self._lock:
+            self._exhausted += 1
+        raise error
 
     def _conclude(
         self,

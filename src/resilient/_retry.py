@@ -181,16 +181,22 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
     ``timedelta``, an aware ``datetime``, or an HTTP-date string such as
     ``"Wed, 21 Oct 2026 07:28:00 GMT"`` in any of the three forms HTTP allows (measured
     against ``wall_now``). Negative waits, dates in the past, naive ``datetime`` objects,
-    NaN, infinities and anything unparseable give ``None``.
+    NaN, float infinities and anything unparseable give ``None``. A whole number of
+    seconds too large for a float (``"999...9"``) gives ``math.inf``: a wait longer than
+    any cap, after which a retry policy gives up.
     """
     seconds: float | None = None
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        try:
-            seconds = float(value)
-        except OverflowError:
+    if isinstance(value, int):
+        if value < 0:
             return None
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf  # a valid hint, longer than any wait: see the docstring
+    if isinstance(value, float):
+        seconds = value
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, datetime):
@@ -201,7 +207,9 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
         text = value.decode("latin-1") if isinstance(value, bytes) else value
         text = text.strip()
         if text.isascii() and text.isdigit():
-            seconds = float(text)
+            seconds = float(text)  # inf, not an error, for too many digits
+            if seconds == math.inf:
+                return math.inf  # a valid hint, longer than any wait: see the docstring
         else:
             try:
                 when = parsedate_to_datetime(text)
@@ -303,6 +311,8 @@ class Retry(Guard[RetryState]):
         random: The random source for jitter (seed it in tests).
         registry: Where a named policy is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
+        register: ``False`` keeps a named policy out of the registry: its events still
+            carry its name (for variants of a registered policy that report as it).
         clock: Source of time; a :class:`~resilient.testing.VirtualClock` in tests makes
             every wait instant.
 
@@ -332,8 +342,10 @@ class Retry(Guard[RetryState]):
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
+        register: bool = True,
     ) -> None:
         self._attempts = check_count(attempts, "attempts")
+        check_flag(register, "register")
         self._on = exception_matcher(on, "on")
         for label, value in (
             ("on_result", on_result),
@@ -384,7 +396,7 @@ class Retry(Guard[RetryState]):
             registry=registry,
             clock=clock,
             replace=replace,
-            register=name is not None,
+            register=register and name is not None,
         )
 
     # -- how it is used -------------------------------------------------------------------
@@ -616,6 +628,10 @@ class Retry(Guard[RetryState]):
         if self._retry_after is not None:
             hint = parse_retry_after(self._retry_after(outcome), self._clock.wall())
             if hint is not None:
+                if hint == math.inf:
+                    return self._give_up(
+                        call, error, "retry_after", "asked to wait longer than any clock can"
+                    )
                 if self._max_retry_after is not None and hint > self._max_retry_after:
                     return self._give_up(
                         call,

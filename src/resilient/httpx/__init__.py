@@ -13,17 +13,17 @@ from resilient._core._public import publish as _publish
 
 from ._client import async_client as async_client
 from ._client import client as client
+from ._model import EXTENSION as EXTENSION
+from ._model import FAILURE_STATUSES as FAILURE_STATUSES
+from ._model import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+from ._model import RETRY_STATUSES as RETRY_STATUSES
+from ._model import Options as Options
+from ._model import Outcome as Outcome
+from ._model import UnhealthyResponse as UnhealthyResponse
 from ._testing import ChaosTransport as ChaosTransport
 from ._testing import FeedTransport as FeedTransport
 from ._testing import status as status
-from ._transport import EXTENSION as EXTENSION
-from ._transport import FAILURE_STATUSES as FAILURE_STATUSES
-from ._transport import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
-from ._transport import RETRY_STATUSES as RETRY_STATUSES
-from ._transport import Options as Options
-from ._transport import Outcome as Outcome
 from ._transport import ResilientTransport as ResilientTransport
-from ._transport import UnhealthyResponse as UnhealthyResponse
 
 __all__ = [
     "EXTENSION",

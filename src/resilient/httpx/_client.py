@@ -50,7 +50,7 @@ def _routes(
     shaping = {key: kwargs.pop(key) for key in _TRANSPORT_OPTIONS if key in kwargs}
     core = transport._core
     if core.bases and "base_url" not in kwargs:
-        kwargs["base_url"] = core.bases[0]
+        kwargs["base_url"] = core.bases[0].prefix
     if transport.transport is not None:
         if shaping:
             key, value = next(iter(shaping.items()))
@@ -80,6 +80,13 @@ def _routes(
     given: Mapping[str, Any] | None = shaping.get("mounts")
     if given is not None:
         for pattern, inner in given.items():
+            if isinstance(inner, ResilientTransport):
+                raise ConfigurationError(
+                    f"mounts[{pattern!r}] is a ResilientTransport ({inner!r}): the client "
+                    "already sends every mount through the guards of its transport, so its "
+                    "requests would go through two sets of guards. Pass its inner transport "
+                    "instead, or build a client of its own for it"
+                )
             mounts[pattern] = None if inner is None else transport.wrap(inner)
     kwargs["mounts"] = mounts
     kwargs["trust_env"] = trust_env
@@ -103,7 +110,8 @@ def client(transport: ResilientTransport | None = None, /, **kwargs: Any) -> htt
 
     Raises:
         ConfigurationError: ``transport`` has an inner transport and an option that
-            shapes transports was passed too, or ``transport=`` was passed.
+            shapes transports was passed too, ``transport=`` was passed, or a mount is a
+            :class:`ResilientTransport` (pass its inner transport).
     """
     resilient, rest = _routes(transport, dict(kwargs), httpx.HTTPTransport, "client")
     return httpx.Client(transport=resilient, **rest)

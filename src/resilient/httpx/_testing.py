@@ -106,10 +106,6 @@ def _forward(transport: httpx.BaseTransport, request: httpx.Request) -> _Sent:
     return _Sent(transport.handle_request(request))
 
 
-async def _forward_async(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> _Sent:
-    return _Sent(await transport.handle_async_request(request))
-
-
 def _fresh(template: httpx.Response, request: httpx.Request) -> httpx.Response:
     """A new response like ``template``, for ``request``: a response is read only once,
     so a fault that answers many calls hands each its own."""
@@ -155,11 +151,20 @@ def _read_timeout(request: httpx.Request) -> float | None:
     return None if read is None else float(read)
 
 
-def _timed_out(request: httpx.Request, seconds: float, what: str) -> httpx.ReadTimeout:
+def _timed_out(request: httpx.Request, seconds: float, cause: str) -> httpx.ReadTimeout:
     return httpx.ReadTimeout(
-        f"{what} sent no answer within the read timeout of {format_seconds(seconds)} s",
+        f"no answer within the read timeout of {format_seconds(seconds)} s ({cause})",
         request=request,
     )
+
+
+_GO_ON: Final = object()
+
+
+async def _go_on() -> object:
+    """What an async chaos call wraps: the request goes on to the inner transport once
+    the strategy lets it (outside the cut-off of the injected fault)."""
+    return _GO_ON
 
 
 def _wrong_side(transport: object, wanted: str) -> NoReturn:
@@ -180,9 +185,10 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     request as a refused connection would, ``status(503, retry_after=1)`` (or any
     ``Return`` of an ``httpx.Response``) answers in place of the upstream, with a fresh
     response for each call; ``Delay`` and ``Hang`` wait on the strategy's clock before the
-    request goes on. As over a real connection, an async request waits at most its read
-    timeout (from the client's ``timeout``, 5 s by default in httpx; none with
-    ``timeout=None``) and then fails with ``httpx.ReadTimeout``; a sync request, which
+    request goes on. As over a real connection, an injected delay or hang of an async
+    request lasts at most its read timeout (from the client's ``timeout``, 5 s by default
+    in httpx; none with ``timeout=None``) and then fails with ``httpx.ReadTimeout``; the
+    inner transport's own exchange is not counted in it. A sync request, which
     nothing can interrupt, waits the delay out (a hang until chaos is disarmed). As always,
     nothing is injected unless chaos is enabled for the process.
 
@@ -242,15 +248,18 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         read = _read_timeout(request)
         try:
             if read is None:
-                result: object = await chaos.call_async(_forward_async, transport, request)
+                result: object = await chaos.call_async(_go_on)
             else:
-                # As a real connection would: a delay or hang longer than the read timeout
-                # ends in ReadTimeout, on the strategy's clock.
+                # As a real connection would: an injected delay or hang longer than the
+                # read timeout ends in ReadTimeout, on the strategy's clock. Only the fault
+                # is bounded here; the inner transport applies its own timeouts.
                 result = _NO_ANSWER
                 with chaos.clock.cancel_after(read):
-                    result = await chaos.call_async(_forward_async, transport, request)
+                    result = await chaos.call_async(_go_on)
                 if result is _NO_ANSWER:
-                    raise _timed_out(request, read, f"chaos {chaos.name!r}")
+                    raise _timed_out(request, read, f"a delay injected by chaos {chaos.name!r}")
+            if result is _GO_ON:
+                return await transport.handle_async_request(request)
         except httpx.RequestError as error:
             _with_request(error, request)
             raise
@@ -441,7 +450,7 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except Exception as error:
             return self._fault(feed, error, request)
         if answer is _NO_ANSWER:
-            raise _timed_out(request, cast(float, read), f"feed {feed.name!r}")
+            raise _timed_out(request, cast(float, read), f"feed {feed.name!r} was slower")
         return self._served(answer, request)
 
     @staticmethod

@@ -1,0 +1,596 @@
+"""The plan of a call: what sibling transports share (configuration, guards, retry
+policies, failover) and what one request remembers; no I/O here."""
+
+from __future__ import annotations
+
+import random as _random
+import threading
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+from httpx._multipart import FileField as _FileField
+from httpx._multipart import MultipartStream as _MultipartStream
+
+from resilient._backoff import Backoff
+from resilient._breaker import CircuitBreaker
+from resilient._bulkhead import Bulkhead
+from resilient._core._clock import Clock
+from resilient._core._deadline import Deadline, current_deadline
+from resilient._core._errors import ConfigurationError, DeadlineExceededError
+from resilient._core._guard import registry_and_clock
+from resilient._core._match import ExceptionSpec, exception_matcher
+from resilient._core._registry import Registry
+from resilient._core._validate import Duration, check_count, check_name, to_seconds
+from resilient._failover import AllSourcesFailedError, Failover, LatencyPercentile, Source
+from resilient._retry import Retry, parse_retry_after
+from resilient._retry_budget import RetryBudget
+
+from ._config import _DEFAULT, _base_urls, _callable_or_none, _check_hedge, _methods, _statuses
+from ._hosts import _Base, _Host, _Hosts
+from ._model import (
+    _NO_OPTIONS,
+    _NOT_SENT_ERRORS,
+    _TIMEOUT_KEYS,
+    _VARIANTS_CACHED,
+    DEFAULT_BULKHEAD_LIMIT,
+    DEFAULT_BULKHEAD_QUEUE,
+    ERROR_BODY_LIMIT,
+    EXTENSION,
+    Options,
+    Outcome,
+    UnhealthyResponse,
+    _NotResent,
+)
+
+if TYPE_CHECKING:
+    from ._transport import ResilientTransport
+
+
+class _Exchange:
+    """What one request through the transport remembers; never shared between requests."""
+
+    __slots__ = (
+        "attempts",
+        "blocked",
+        "clock_now",
+        "deadline",
+        "errors",
+        "failover_name",
+        "hedged",
+        "idempotent",
+        "label",
+        "last_end",
+        "origins",
+        "read_limit",
+        "request",
+        "responses",
+        "rest",
+        "source",
+        "started",
+        "waits",
+    )
+
+    def __init__(
+        self,
+        request: httpx.Request,
+        idempotent: bool,
+        read_limit: int,
+        started: float,
+        label: str,
+        clock_now: Callable[[], float],
+        failover_name: str,
+    ) -> None:
+        self.request = request
+        self.label = label  # the guard name a DeadlineExceededError gives
+        self.clock_now = clock_now
+        self.failover_name = failover_name
+        self.idempotent = idempotent
+        self.read_limit = read_limit
+        self.started = started
+        self.attempts = 0
+        self.errors: list[str] = []
+        self.waits: list[float] = []
+        self.responses: list[httpx.Response] = []  # every response produced, to close
+        self.deadline: Deadline | None = None
+        self.blocked = False  # sent once and not idempotent: no other base URL may see it
+        self.hedged = False
+        self.last_end: float | None = None
+        self.rest = ""  # with failover: the URL after the base URL it matched
+        self.origins: dict[int, str] = {}  # id of each response -> where it came from
+        self.source = ""  # where the response returned came from
+
+    def timeouts(self) -> dict[str, float | None] | None:
+        """The request's timeouts capped at the time left, or None without a deadline.
+
+        Raises:
+            DeadlineExceededError: No time is left.
+        """
+        deadline = self.deadline
+        if deadline is None:
+            return None
+        left = deadline.remaining()
+        if left <= 0:
+            raise DeadlineExceededError(self.label, -left)
+        given = self.request.extensions.get("timeout")
+        capped: dict[str, float | None] = {}
+        for key in _TIMEOUT_KEYS:
+            value = given.get(key) if isinstance(given, dict) else None
+            capped[key] = left if value is None or value > left else value
+        return capped
+
+    def copy(self, url: httpx.URL | None) -> httpx.Request:
+        """The request to send for one attempt: its timeouts pushed down, its URL moved to
+        another base URL when ``url`` is given."""
+        original = self.request
+        extensions = dict(original.extensions)
+        extensions.pop(EXTENSION, None)
+        timeouts = self.timeouts()
+        if timeouts is not None:
+            extensions["timeout"] = timeouts
+        headers = original.headers
+        if url is None:
+            url = original.url
+        elif url.netloc != original.url.netloc:
+            headers = headers.copy()
+            headers["Host"] = url.netloc.decode("ascii")
+        return httpx.Request(
+            original.method, url, headers=headers, stream=original.stream, extensions=extensions
+        )
+
+    # -- the decisions of one call, shared by the sync and async drivers ----------------
+
+    def before_attempt(self) -> None:
+        """Note the wait that ended, and refuse to start an attempt past the deadline.
+
+        Raises:
+            DeadlineExceededError: The deadline has passed.
+        """
+        self.waited()
+        deadline = self.deadline
+        if deadline is not None:
+            left = deadline.remaining()
+            if left <= 0:
+                raise DeadlineExceededError(self.label, -left)
+
+    def waited(self) -> None:
+        """Record the wait since the last attempt ended, if one is pending."""
+        if self.last_end is not None:
+            self.waits.append(self.clock_now() - self.last_end)
+            self.last_end = None
+
+    def before_send(self, url: httpx.URL | None) -> httpx.Request:
+        """The request one send puts on the wire, counted as sent.
+
+        Raises:
+            _NotResent: It is not idempotent and one base URL may have seen it already.
+            DeadlineExceededError: No time is left.
+        """
+        if self.blocked:
+            raise _NotResent(self.failover_name, None)
+        request = self.copy(url)
+        self.attempts += 1
+        return request
+
+    def failed(self, error: Exception, authority: str) -> None:
+        """A send raised ``error``: note it, and block other base URLs if it may have
+        reached the server (and the request is not idempotent)."""
+        self.errors.append(f"{type(error).__name__} from {authority}")
+        if not self.idempotent and not _not_sent(error):
+            self.blocked = True
+
+    def received(
+        self, core: _Core, response: httpx.Response, source: str, authority: str
+    ) -> httpx.Response:
+        """A send answered ``response`` (its body read as the limit says): keep it to
+        close, note where it came from, and judge its status.
+
+        Raises:
+            UnhealthyResponse: A failure status, for the breaker and the failover.
+        """
+        self.responses.append(response)
+        self.origins[id(response)] = source
+        status = response.status_code
+        if status in core.unhealthy:
+            self.errors.append(_status_line(response, authority))
+            if not self.idempotent:
+                self.blocked = True
+            if status in core.failure_statuses:
+                raise UnhealthyResponse(response, core.retry_after(response))
+        return response
+
+    def body_limit(self, core: _Core, status: int) -> int:
+        """How many bytes of a body with ``status`` to read inside the attempt."""
+        return ERROR_BODY_LIMIT if status in core.unhealthy else self.read_limit
+
+    def superseded(self) -> None:
+        """An attempt failed and a retry follows: the wait starts now."""
+        self.last_end = self.clock_now()
+
+    def outcome(self, now: float, *, fallback: bool = False) -> Outcome:
+        return Outcome(
+            attempts=self.attempts,
+            waits=tuple(self.waits),
+            source="" if fallback else self.source,
+            fallback=fallback,
+            hedged=self.hedged,
+            elapsed=now - self.started,
+            errors=tuple(self.errors),
+        )
+
+
+def _status_line(response: httpx.Response, authority: str) -> str:
+    return f"{response.status_code} {response.reason_phrase} from {authority}"
+
+
+class _Core:
+    """The configuration and guards one :class:`ResilientTransport` and its siblings share."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        attempts: int,
+        backoff: Backoff,
+        retry_statuses: Collection[int],
+        failure_statuses: Collection[int],
+        retry_errors: ExceptionSpec,
+        retry_methods: Collection[str],
+        max_retry_after: Duration | None,
+        timeout: Duration | None,
+        budget: RetryBudget | None,
+        breaker: Callable[[str], CircuitBreaker] | None,
+        bulkhead: Callable[[str], Bulkhead] | None,
+        max_hosts: int,
+        failover: Sequence[str] | None,
+        hedge: Duration | Sequence[Duration] | LatencyPercentile | None,
+        read_body: int | None,
+        fallback: Callable[[httpx.Request, BaseException], httpx.Response | None] | None,
+        random: _random.Random | None,
+        registry: Registry | None,
+        clock: Clock | None,
+    ) -> None:
+        self.name = check_name(name, "name")
+        self.attempts = check_count(attempts, "attempts")
+        if not isinstance(backoff, Backoff):
+            raise ConfigurationError(
+                f"backoff must be a backoff strategy such as FullJitter(Exponential(0.1, cap=2)) "
+                f"(got {backoff!r})"
+            )
+        self.retry_statuses = _statuses(retry_statuses, "retry_statuses")
+        self.failure_statuses = _statuses(failure_statuses, "failure_statuses")
+        self.unhealthy = self.retry_statuses | self.failure_statuses
+        self.retry_errors = exception_matcher(retry_errors, "retry_errors")
+        self.retry_methods = _methods(retry_methods, "retry_methods")
+        self.timeout = None if timeout is None else to_seconds(timeout, "timeout", allow_zero=False)
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise ConfigurationError(f"budget must be a RetryBudget or None (got {budget!r})")
+        _callable_or_none(breaker, "breaker")
+        _callable_or_none(bulkhead, "bulkhead")
+        self.max_hosts = check_count(max_hosts, "max_hosts", minimum=0)
+        self.bases: tuple[_Base, ...] = () if failover is None else _base_urls(failover)
+        _check_hedge(hedge)
+        if hedge is not None and not self.bases:
+            raise ConfigurationError(
+                f"hedge needs failover=: it races the failover's base URLs (got hedge={hedge!r} "
+                "and no failover)"
+            )
+        self.hedge = hedge
+        self.read_body = 0 if read_body is None else check_count(read_body, "read_body", minimum=0)
+        _callable_or_none(fallback, "fallback")
+        self.fallback = fallback
+        if random is not None and not isinstance(random, _random.Random):
+            raise ConfigurationError(
+                f"random must be a random.Random, e.g. random.Random(42) (got {random!r})"
+            )
+        self.registry, self.clock = registry_and_clock(registry, clock)
+        self.now = self.clock.monotonic
+        self.budget = budget
+        self.random = _random.Random() if random is None else random
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        self.breaker_factory: Callable[[str], CircuitBreaker] | None = (
+            self._default_breaker if breaker is _DEFAULT else breaker
+        )
+        self.bulkhead_factory: Callable[[str], Bulkhead] | None = (
+            self._default_bulkhead if bulkhead is _DEFAULT else bulkhead
+        )
+        self.lock = threading.Lock()
+        self.hosts = _Hosts(
+            self.name, self.max_hosts, self.breaker_factory, self.bulkhead_factory, self.lock
+        )
+
+        # The retry policies: one registered, for retried methods; one that retries only
+        # requests never sent; variants for per-request attempt counts, unregistered.
+        self.retry = self._policy(self.attempts, idempotent=True, register=True)
+        self.retry_unsafe = self._policy(self.attempts, idempotent=False, register=False)
+        self.variants: dict[tuple[int, bool], Retry] = {}
+
+        # Failover: the hosts of its base URLs first (they count against max_hosts), and
+        # one Failover per flavour, built on first use (sources are all sync or all async).
+        self.base_hosts = tuple(self.host(httpx.URL(base.prefix)) for base in self.bases)
+        self.failover_sync: Failover[httpx.Response] | None = None
+        self.failover_async: Failover[httpx.Response] | None = None
+
+    # -- guards ---------------------------------------------------------------------------
+
+    def _default_breaker(self, name: str) -> CircuitBreaker:
+        return CircuitBreaker(name, registry=self.registry, clock=self.clock)
+
+    def _default_bulkhead(self, name: str) -> Bulkhead:
+        return Bulkhead(
+            name,
+            max_concurrent=DEFAULT_BULKHEAD_LIMIT,
+            max_queue=DEFAULT_BULKHEAD_QUEUE,
+            registry=self.registry,
+            clock=self.clock,
+        )
+
+    def host(self, url: httpx.URL) -> _Host:
+        """The guards of ``url``'s authority, built on first use (up to ``max_hosts``)."""
+        return self.hosts.get(url)
+
+    def _policy(self, attempts: int, *, idempotent: bool, register: bool) -> Retry:
+        # Every policy's events read as the transport's retry policy's; one registers.
+        return Retry(
+            f"{self.name}.retry",
+            attempts=attempts,
+            on=self.retriable,
+            backoff=self.backoff,
+            retry_after=_hint,
+            max_retry_after=self.max_retry_after,
+            idempotent=idempotent,
+            not_sent=_not_sent,
+            budget=self.budget,
+            random=self.random,
+            registry=self.registry,
+            clock=self.clock,
+            register=register,
+        )
+
+    def policy(self, attempts: int | None, idempotent: bool) -> Retry:
+        if attempts is None or attempts == self.attempts:
+            return self.retry if idempotent else self.retry_unsafe
+        key = (attempts, idempotent)
+        policy = self.variants.get(key)
+        if policy is None:
+            policy = self._policy(attempts, idempotent=idempotent, register=False)
+            with self.lock:
+                if len(self.variants) < _VARIANTS_CACHED:
+                    policy = self.variants.setdefault(key, policy)
+        return policy
+
+    def retriable(self, error: BaseException) -> bool:
+        if isinstance(error, UnhealthyResponse):
+            return error.status_code in self.retry_statuses
+        if isinstance(error, AllSourcesFailedError):
+            return any(self.retriable(inner) for inner in error.exceptions)
+        return self.retry_errors(error)
+
+    def failover(self, flavour_async: bool) -> Failover[httpx.Response]:
+        """The failover over the base URLs for sync or async sends, built on first use.
+
+        Both are registered: the flavour used first as ``{name}.failover``, the other as
+        ``{name}.failover.sync`` or ``{name}.failover.async`` (they read the same breakers).
+        """
+        made = self.failover_async if flavour_async else self.failover_sync
+        if made is not None:
+            return made
+        with self.lock:
+            made = self.failover_async if flavour_async else self.failover_sync
+            if made is not None:
+                return made
+            build = self._source_async if flavour_async else self._source_sync
+            sources = [
+                Source(base.name, build(base, host), breaker=host.breaker, guards=host.guards())
+                for base, host in zip(self.bases, self.base_hosts, strict=True)
+            ]
+            name = f"{self.name}.failover"
+            if self.failover_sync is not None or self.failover_async is not None:
+                name += ".async" if flavour_async else ".sync"
+            made = Failover(
+                name,
+                sources=sources,
+                hedge=self.hedge if flavour_async else None,
+                budget=self.budget if flavour_async and self.hedge is not None else None,
+                registry=self.registry,
+                clock=self.clock,
+            )
+            if flavour_async:
+                self.failover_async = made
+            else:
+                self.failover_sync = made
+            return made
+
+    def _source_sync(self, base: _Base, host: _Host) -> Callable[..., httpx.Response]:
+        def ask(transport: ResilientTransport, exchange: _Exchange) -> httpx.Response:
+            url = httpx.URL(base.prefix + exchange.rest)
+            return transport._send_sync(exchange, url, base.name, host.authority)
+
+        ask.__qualname__ = f"ask {base.name}"
+        return ask
+
+    def _source_async(self, base: _Base, host: _Host) -> Callable[..., Any]:
+        async def ask(transport: ResilientTransport, exchange: _Exchange) -> httpx.Response:
+            url = httpx.URL(base.prefix + exchange.rest)
+            return await transport._send_async(exchange, url, base.name, host.authority)
+
+        ask.__qualname__ = f"ask {base.name}"
+        return ask
+
+    def match(self, url: httpx.URL) -> str | None:
+        """What follows the failover base URL ``url`` falls under (path and query), or
+        None when it falls under none."""
+        for base in self.bases:
+            rest = base.rest(url)
+            if rest is not None:
+                return rest
+        return None
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("Retry-After")
+        if value is None:
+            return None
+        return parse_retry_after(value, self.clock.wall())
+
+    # -- the decisions of one call, shared by the sync and async drivers ----------------
+
+    def begin(self, request: httpx.Request) -> tuple[_Exchange, Retry | None, str | None]:
+        """The request's exchange, its retry policy (None: one attempt) and, when it
+        goes through the failover, the URL after the base it matched.
+
+        Raises:
+            ConfigurationError: ``request.extensions['resilient']`` is not an Options.
+        """
+        options = request.extensions.get(EXTENSION, _NO_OPTIONS)
+        if options.__class__ is not Options and not isinstance(options, Options):
+            raise ConfigurationError(
+                f"request.extensions['resilient'] must be a resilient.httpx.Options "
+                f"(got {options!r})"
+            )
+        idempotent = options.idempotent
+        if idempotent is None:
+            idempotent = request.method in self.retry_methods
+        read_limit = self.read_body if options.read_body is None else options.read_body
+        exchange = _Exchange(
+            request,
+            idempotent,
+            read_limit,
+            self.now(),
+            self.retry.name,
+            self.now,
+            f"{self.name}.failover",
+        )
+        # A body that cannot be sent twice is sent once: no retry, no failover, no hedge.
+        replayable = _replayable(request.stream)
+        rest = self.match(request.url) if replayable else None
+        if rest is not None:
+            exchange.rest = rest
+        policy: Retry | None = None
+        if replayable and options.retry is not False:
+            attempts = options.attempts
+            if (attempts or self.attempts) > 1:
+                policy = self.policy(attempts, idempotent)
+        seconds = self.timeout if options.timeout is None else cast(float, options.timeout)
+        outer = current_deadline()
+        if seconds is not None and (outer is None or outer.remaining() > seconds):
+            exchange.deadline = Deadline._checked_already(exchange.started + seconds, self.clock)
+        else:
+            exchange.deadline = outer
+        return exchange, policy, rest
+
+    def after_attempt(self, response: httpx.Response) -> httpx.Response:
+        """An attempt's answer: returned, or raised to be retried.
+
+        Raises:
+            UnhealthyResponse: Its status is retried.
+        """
+        if response.status_code in self.retry_statuses:
+            raise UnhealthyResponse(response, self.retry_after(response))
+        return response
+
+    def conclude(self, exchange: _Exchange, error: Exception) -> httpx.Response | Exception:
+        """What a call that ended with ``error`` gives: the failure response to return,
+        or the error to hand to the fallback (or raise)."""
+        exchange.waited()  # a wait that ended past the deadline is a wait too
+        unhealthy: UnhealthyResponse | None = None
+        group = error
+        if isinstance(error, DeadlineExceededError) and isinstance(
+            error.__cause__, AllSourcesFailedError
+        ):
+            # The failover ran out of time before its next base URL: a failure response
+            # from one it asked is still the answer, as a retry would give it.
+            group = error.__cause__
+            unhealthy = _unhealthy_in(group)
+            if unhealthy is None:
+                return error
+        elif isinstance(error, UnhealthyResponse):
+            unhealthy = error
+        elif isinstance(error, AllSourcesFailedError):
+            unhealthy = _unhealthy_in(error)
+            if unhealthy is None:
+                return cast(Exception, _without_internal(error))
+        if unhealthy is None:
+            return error
+        response = unhealthy.response
+        if response.is_closed and not response.is_stream_consumed:
+            # Closed unread before a wait that then overshot the deadline: the caller
+            # could not read it, so the call ends as out of time.
+            overdue = 0.0 if exchange.deadline is None else -exchange.deadline.remaining()
+            late = DeadlineExceededError(exchange.label, max(overdue, 0.0))
+            late.__cause__ = group
+            return late
+        return response
+
+    def finish(self, exchange: _Exchange, response: httpx.Response) -> httpx.Response:
+        exchange.source = exchange.origins.get(id(response), "")
+        response.extensions[EXTENSION] = exchange.outcome(self.now())
+        return response
+
+    def fall_back(self, exchange: _Exchange, error: Exception) -> httpx.Response:
+        """The fallback's response for ``error``, or raise ``error``.
+
+        Raises:
+            TypeError: The fallback returned something else than a response or None.
+        """
+        fallback = self.fallback
+        if fallback is not None:
+            served = fallback(exchange.request, error)
+            if served is not None:
+                if not isinstance(served, httpx.Response):
+                    request = exchange.request
+                    raise TypeError(
+                        f"fallback must return an httpx.Response or None (got {served!r} "
+                        f"for {request.method} {request.url})"
+                    ) from error
+                served.extensions[EXTENSION] = exchange.outcome(self.now(), fallback=True)
+                return served
+        raise error
+
+
+def _hint(error: BaseException) -> float | None:
+    if isinstance(error, UnhealthyResponse):
+        return error.retry_after
+    if isinstance(error, AllSourcesFailedError):
+        for inner in reversed(error.exceptions):
+            if isinstance(inner, UnhealthyResponse):
+                return inner.retry_after
+    return None
+
+
+def _not_sent(error: BaseException) -> bool:
+    if isinstance(error, AllSourcesFailedError):
+        return all(_not_sent(inner) for inner in error.exceptions)
+    return isinstance(error, _NOT_SENT_ERRORS)
+
+
+def _unhealthy_in(group: AllSourcesFailedError) -> UnhealthyResponse | None:
+    for inner in reversed(group.exceptions):
+        if isinstance(inner, UnhealthyResponse):
+            return inner
+    return None
+
+
+def _without_internal(group: AllSourcesFailedError) -> BaseException:
+    kept = [inner for inner in group.exceptions if not isinstance(inner, _NotResent)]
+    if len(kept) == len(group.exceptions) or not kept:
+        return group
+    return group.derive(kept)
+
+
+def _replayable(stream: object) -> bool:
+    """Whether a request body can be sent again: bytes, or in-memory multipart whose every
+    file is bytes or seekable (httpx renders multipart from the start on each send)."""
+    if isinstance(stream, httpx.ByteStream):
+        return True
+    if not isinstance(stream, _MultipartStream):
+        return False
+    for field in stream.fields:
+        if isinstance(field, _FileField):
+            file = field.file
+            if isinstance(file, (str, bytes)):
+                continue
+            seekable = getattr(file, "seekable", None)
+            if not callable(seekable) or not seekable():
+                return False
+    return True
