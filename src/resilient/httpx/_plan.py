@@ -17,7 +17,12 @@ from resilient._breaker import CircuitBreaker
 from resilient._bulkhead import Bulkhead
 from resilient._core._clock import Clock
 from resilient._core._deadline import Deadline, current_deadline
-from resilient._core._errors import ConfigurationError, DeadlineExceededError
+from resilient._core._errors import (
+    ConfigurationError,
+    DeadlineExceededError,
+    add_note,
+    describe_error,
+)
 from resilient._core._guard import registry_and_clock
 from resilient._core._match import ExceptionSpec, exception_matcher
 from resilient._core._registry import Registry
@@ -494,7 +499,6 @@ class _Core:
         or the error to hand to the fallback (or raise)."""
         exchange.waited()  # a wait that ended past the deadline is a wait too
         unhealthy: UnhealthyResponse | None = None
-        group = error
         if isinstance(error, DeadlineExceededError) and isinstance(
             error.__cause__, AllSourcesFailedError
         ):
@@ -503,13 +507,13 @@ class _Core:
             group = error.__cause__
             unhealthy = _unhealthy_in(group)
             if unhealthy is None:
-                return error
+                return _out_of_time(error, group)
         elif isinstance(error, UnhealthyResponse):
             unhealthy = error
         elif isinstance(error, AllSourcesFailedError):
             unhealthy = _unhealthy_in(error)
             if unhealthy is None:
-                return cast(Exception, _without_internal(error))
+                return _last_error(error, exchange.label)
         if unhealthy is None:
             return error
         response = unhealthy.response
@@ -518,7 +522,7 @@ class _Core:
             # could not read it, so the call ends as out of time.
             overdue = 0.0 if exchange.deadline is None else -exchange.deadline.remaining()
             late = DeadlineExceededError(exchange.label, max(overdue, 0.0))
-            late.__cause__ = group
+            late.__cause__ = unhealthy
             return late
         return response
 
@@ -571,11 +575,84 @@ def _unhealthy_in(group: AllSourcesFailedError) -> UnhealthyResponse | None:
     return None
 
 
-def _without_internal(group: AllSourcesFailedError) -> BaseException:
-    kept = [inner for inner in group.exceptions if not isinstance(inner, _NotResent)]
-    if len(kept) == len(group.exceptions) or not kept:
-        return group
-    return group.derive(kept)
+def _last_error(group: AllSourcesFailedError, retry_name: str) -> Exception:
+    """The error of the last base URL asked in the failover's last round, as a call
+    without failover would raise it: the group's own notes (the retry's) moved to it, and
+    a note naming what each other base URL did.
+
+    A base URL not asked because the request may have reached another is passed over: the
+    error of the one that may have received it is the call's.
+    """
+    told = _told(group)
+    last = next(
+        (i for i in reversed(range(len(told))) if not isinstance(told[i][2], _NotResent)),
+        len(told) - 1,
+    )
+    source, _, error = told[last]
+    assert error is not None  # the failover raises the group only after an error
+    others = [_what_it_did(s, o, e) for i, (s, o, e) in enumerate(told) if i != last]
+    prefix = f"failover {group.guard!r}: "
+    note = f"{prefix}no base URL answered; this is the error of {source!r}, the last asked"
+    if others:
+        note += "; before it, " + ", ".join(others)
+    add_note(error, note, replaces=prefix)
+    _move_notes(group, error, retry_name)
+    _hide_context(error)
+    return error
+
+
+def _out_of_time(error: DeadlineExceededError, group: AllSourcesFailedError) -> Exception:
+    """The failover found no time left for a further base URL: ``error``, with a note
+    naming what each base URL asked did instead of the group as its cause."""
+    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in _told(group)]
+    add_note(
+        error,
+        f"failover {group.guard!r}: the deadline passed before a further base URL could be "
+        f"asked; {', '.join(done)}",
+    )
+    error.__cause__ = None
+    _hide_context(error)
+    return error
+
+
+def _told(group: AllSourcesFailedError) -> list[tuple[str, str, Exception | None]]:
+    """``(source, outcome, error)`` of every attempt of the group, in the order they
+    started (a cancelled hedge has no error)."""
+    errors = list(group.exceptions)
+    attempts = group.attempts
+    if sum(attempt.error is not None for attempt in attempts) != len(errors):
+        # Not the failover's own group (a part of it): what each error's note says.
+        return [("?", "failed", error) for error in errors]
+    told: list[tuple[str, str, Exception | None]] = []
+    inner = iter(errors)
+    for attempt in attempts:
+        error = next(inner) if attempt.error is not None else None
+        told.append((attempt.source, attempt.outcome, error))
+    return told
+
+
+def _what_it_did(source: str, outcome: str, error: Exception | None) -> str:
+    if isinstance(error, _NotResent):
+        return f"{source!r} not asked (the request is not idempotent and may have been received)"
+    if error is None:
+        return f"{source!r} {outcome}"
+    if isinstance(error, UnhealthyResponse):
+        return f"{source!r} {outcome} ({error})"
+    return f"{source!r} {outcome} ({describe_error(error)})"
+
+
+def _move_notes(group: BaseException, error: BaseException, retry_name: str) -> None:
+    """Put the notes added to ``group`` (the retry's) on ``error``, which is raised
+    instead; the retry's note replaces the one an earlier call left on it."""
+    retry_prefix = f"resilient: retry {retry_name!r} gave up"
+    for note in getattr(group, "__notes__", ()):
+        if isinstance(note, str):
+            add_note(error, note, replaces=retry_prefix if note.startswith(retry_prefix) else note)
+
+
+def _hide_context(error: BaseException) -> None:
+    # Raised while the group is handled: its traceback would show the group again.
+    error.__suppress_context__ = True
 
 
 def _replayable(stream: object) -> bool:
