@@ -79,6 +79,8 @@ class Options:
             (a POST with an idempotency key); ``False`` retries it only when the request
             was never sent.
         timeout: The overall deadline for this call, retries and waits included.
+        attempt_timeout: The most one attempt of this call may take (one request to one
+            base URL, its body read included when read inside the attempt).
         read_body: Read up to this many bytes of the body inside the attempt (0: none).
 
     Raises:
@@ -89,6 +91,7 @@ class Options:
     retry: bool | None = None
     idempotent: bool | None = None
     timeout: Duration | None = None
+    attempt_timeout: Duration | None = None
     read_body: int | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +104,12 @@ class Options:
         if self.timeout is not None:
             object.__setattr__(
                 self, "timeout", to_seconds(self.timeout, "timeout", allow_zero=False)
+            )
+        if self.attempt_timeout is not None:
+            object.__setattr__(
+                self,
+                "attempt_timeout",
+                to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False),
             )
         if self.read_body is not None:
             check_count(self.read_body, "read_body", minimum=0)

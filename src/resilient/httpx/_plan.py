@@ -22,6 +22,7 @@ from resilient._core._errors import (
     DeadlineExceededError,
     add_note,
     describe_error,
+    format_seconds,
 )
 from resilient._core._guard import registry_and_clock
 from resilient._core._match import ExceptionSpec, exception_matcher
@@ -56,8 +57,10 @@ class _Exchange:
     """What one request through the transport remembers; never shared between requests."""
 
     __slots__ = (
+        "attempt_timeout",
         "attempts",
         "blocked",
+        "clock",
         "clock_now",
         "deadline",
         "errors",
@@ -83,12 +86,13 @@ class _Exchange:
         read_limit: int,
         started: float,
         label: str,
-        clock_now: Callable[[], float],
+        clock: Clock,
         failover_name: str,
     ) -> None:
         self.request = request
         self.label = label  # the guard name a DeadlineExceededError gives
-        self.clock_now = clock_now
+        self.clock = clock
+        self.clock_now = clock.monotonic
         self.failover_name = failover_name
         self.idempotent = idempotent
         self.read_limit = read_limit
@@ -98,6 +102,7 @@ class _Exchange:
         self.waits: list[float] = []
         self.responses: list[httpx.Response] = []  # every response produced, to close
         self.deadline: Deadline | None = None
+        self.attempt_timeout: float | None = None
         self.blocked = False  # sent once and not idempotent: no other base URL may see it
         self.hedged = False
         self.last_end: float | None = None
@@ -105,34 +110,40 @@ class _Exchange:
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
 
-    def timeouts(self) -> dict[str, float | None] | None:
-        """The request's timeouts capped at the time left, or None without a deadline.
+    def bound(self) -> tuple[Deadline | None, str]:
+        """The deadline of one attempt starting now (the call's, or ``attempt_timeout``
+        from now when that is sooner) and what a timeout message calls it; ``None`` when
+        neither applies.
 
         Raises:
-            DeadlineExceededError: No time is left.
+            DeadlineExceededError: The call's deadline has passed.
         """
         deadline = self.deadline
-        if deadline is None:
-            return None
-        left = deadline.remaining()
-        if left <= 0:
+        left = None if deadline is None else deadline.remaining()
+        if left is not None and left <= 0:
             raise DeadlineExceededError(self.label, -left)
-        given = self.request.extensions.get("timeout")
-        capped: dict[str, float | None] = {}
-        for key in _TIMEOUT_KEYS:
-            value = given.get(key) if isinstance(given, dict) else None
-            capped[key] = left if value is None or value > left else value
-        return capped
+        seconds = self.attempt_timeout
+        if seconds is None or (left is not None and left <= seconds):
+            return deadline, "the call's deadline"
+        return (
+            Deadline._checked_already(self.clock_now() + seconds, self.clock),
+            f"the attempt timeout ({format_seconds(seconds)} s)",
+        )
 
-    def copy(self, url: httpx.URL | None) -> httpx.Request:
-        """The request to send for one attempt: its timeouts pushed down, its URL moved to
-        another base URL when ``url`` is given."""
+    def copy(self, url: httpx.URL | None, bound: Deadline | None) -> httpx.Request:
+        """The request to send for one attempt: its timeouts cut to the time ``bound``
+        leaves, its URL moved to another base URL when ``url`` is given."""
         original = self.request
         extensions = dict(original.extensions)
         extensions.pop(EXTENSION, None)
-        timeouts = self.timeouts()
-        if timeouts is not None:
-            extensions["timeout"] = timeouts
+        if bound is not None:
+            left = bound.remaining()
+            given = original.extensions.get("timeout")
+            capped: dict[str, float | None] = {}
+            for key in _TIMEOUT_KEYS:
+                value = given.get(key) if isinstance(given, dict) else None
+                capped[key] = left if value is None or value > left else value
+            extensions["timeout"] = capped
         headers = original.headers
         if url is None:
             url = original.url
@@ -164,8 +175,9 @@ class _Exchange:
             self.waits.append(self.clock_now() - self.last_end)
             self.last_end = None
 
-    def before_send(self, url: httpx.URL | None) -> httpx.Request:
-        """The request one send puts on the wire, counted as sent.
+    def before_send(self, url: httpx.URL | None) -> tuple[httpx.Request, Deadline | None, str]:
+        """The request one send puts on the wire, counted as sent, with the deadline that
+        bounds the send and what a timeout message calls it (see :meth:`bound`).
 
         Raises:
             _NotResent: It is not idempotent and one base URL may have seen it already.
@@ -173,9 +185,10 @@ class _Exchange:
         """
         if self.blocked:
             raise _NotResent(self.failover_name, None)
-        request = self.copy(url)
+        bound, what = self.bound()
+        request = self.copy(url, bound)
         self.attempts += 1
-        return request
+        return request, bound, what
 
     def failed(self, error: Exception, authority: str) -> None:
         """A send raised ``error``: note it, and block other base URLs if it may have
@@ -243,6 +256,7 @@ class _Core:
         retry_methods: Collection[str],
         max_retry_after: Duration | None,
         timeout: Duration | None,
+        attempt_timeout: Duration | None,
         budget: RetryBudget | None,
         breaker: Callable[[str], CircuitBreaker] | None,
         bulkhead: Callable[[str], Bulkhead] | None,
@@ -268,6 +282,11 @@ class _Core:
         self.retry_errors = exception_matcher(retry_errors, "retry_errors")
         self.retry_methods = _methods(retry_methods, "retry_methods")
         self.timeout = None if timeout is None else to_seconds(timeout, "timeout", allow_zero=False)
+        self.attempt_timeout = (
+            None
+            if attempt_timeout is None
+            else to_seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
+        )
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None (got {budget!r})")
         _callable_or_none(breaker, "breaker")
@@ -463,8 +482,13 @@ class _Core:
             read_limit,
             self.now(),
             self.retry.name,
-            self.now,
+            self.clock,
             f"{self.name}.failover",
+        )
+        exchange.attempt_timeout = (
+            self.attempt_timeout
+            if options.attempt_timeout is None
+            else cast(float, options.attempt_timeout)
         )
         # A body that cannot be sent twice is sent once: no retry, no failover, no hedge.
         replayable = _replayable(request.stream)
