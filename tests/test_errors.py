@@ -6,7 +6,13 @@ import pickle
 
 import pytest
 
-from resilient import CircuitOpenError, ConfigurationError, RejectedError, ResilientError
+from resilient import (
+    CircuitOpenError,
+    ConfigurationError,
+    DeadlineExceededError,
+    RejectedError,
+    ResilientError,
+)
 
 
 def test_the_tree() -> None:
@@ -94,3 +100,20 @@ def test_seconds_in_messages_never_run_to_hundreds_of_digits(seconds: float, tex
     from resilient._core._errors import format_seconds
 
     assert format_seconds(seconds) == text
+
+
+def test_a_deadline_error_says_what_to_do() -> None:
+    """By default it asks for more time; a guard that knows better gives its own advice,
+    which survives pickling."""
+    plain = DeadlineExceededError("odds.retry", 0.25)
+    assert str(plain) == (
+        "'odds.retry' did not start: its deadline passed 0.25 s ago; give the call more time "
+        "with resilient.deadline(...) or timeout="
+    )
+    advised = DeadlineExceededError("odds.failover", 0.0, "bound each attempt")
+    assert (
+        str(advised)
+        == "'odds.failover' did not start: its deadline passed 0 s ago; bound each attempt"
+    )
+    copy = pickle.loads(pickle.dumps(advised))
+    assert (copy.guard, copy.overdue, copy.advice) == ("odds.failover", 0.0, "bound each attempt")

@@ -235,3 +235,40 @@ def test_a_failure_response_is_still_returned_when_the_other_base_url_raised(
     with httpx.Client(transport=rt) as http:
         response = http.get(URL, extensions={"resilient": Options(retry=False)})
     assert (response.status_code, response.text) == (503, "busy")
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+@pytest.mark.parametrize(
+    ("settings", "advice"),
+    [
+        pytest.param(
+            {},
+            "a.example/api' took the time left: bound each attempt with attempt_timeout= so "
+            "that a further base URL is asked in time, or race them with hedge=",
+            id="no-attempt-timeout",
+        ),
+        pytest.param(
+            {"attempt_timeout": 3},
+            "a.example/api' took the time left: a shorter attempt_timeout= (now 3 s) leaves "
+            "time for a further base URL, or race them with hedge=",
+            id="attempt-timeout-too-long",
+        ),
+    ],
+)
+async def test_the_deadline_error_of_a_failover_says_to_bound_attempts_or_hedge(
+    registry: Registry, clock: VirtualClock, settings: dict[str, float], advice: str
+) -> None:
+    """More time is not the fix when the first base URL took all of it: the message says
+    attempt_timeout= or hedge=."""
+
+    async def slow_a(request: httpx.Request) -> httpx.Response:
+        await clock.sleep_async(60)
+        return httpx.Response(200)
+
+    rt = transport(slow_a, registry, clock, timeout=2, attempts=1, **settings)
+    async with httpx.AsyncClient(transport=rt) as http:
+        with pytest.raises(DeadlineExceededError) as caught:
+            await http.get(URL)
+    assert caught.value.guard == "http.failover"
+    assert str(caught.value).endswith(advice)

@@ -58,9 +58,14 @@ class DeadlineExceededError(ResilientError, TimeoutError):
     Args:
         guard: Name of the guard that found no time left.
         overdue: Seconds past the deadline.
+        advice: What to do about it, when the guard knows better than "give the call more
+            time" (optional; kept out of ``args``, which stay ``(guard, overdue)``).
     """
 
-    __slots__ = ()
+    def __init__(self, guard: str, overdue: float, advice: str | None = None) -> None:
+        super().__init__(guard, overdue)
+        if advice is not None:
+            self._advice = advice
 
     @property
     def guard(self) -> str:
@@ -72,11 +77,20 @@ class DeadlineExceededError(ResilientError, TimeoutError):
         """Seconds past the deadline when the guard looked."""
         return float(self.args[1])
 
+    @property
+    def advice(self) -> str:
+        """What to do about it: by default, give the call more time."""
+        advice = self.__dict__.get("_advice")
+        return advice if isinstance(advice, str) else _MORE_TIME
+
     def __str__(self) -> str:
         return (
             f"{self.guard!r} did not start: its deadline passed {format_seconds(self.overdue)} "
-            "s ago; give the call more time with resilient.deadline(...) or timeout="
+            f"s ago; {self.advice}"
         )
+
+
+_MORE_TIME = "give the call more time with resilient.deadline(...) or timeout="
 
 
 class BudgetExceededError(ResilientError, TimeoutError):

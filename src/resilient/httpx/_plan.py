@@ -531,7 +531,7 @@ class _Core:
             group = error.__cause__
             unhealthy = _unhealthy_in(group)
             if unhealthy is None:
-                return _out_of_time(error, group)
+                return _out_of_time(error, group, exchange.attempt_timeout, self.hedge is not None)
         elif isinstance(error, UnhealthyResponse):
             unhealthy = error
         elif isinstance(error, AllSourcesFailedError):
@@ -625,18 +625,40 @@ def _last_error(group: AllSourcesFailedError, retry_name: str) -> Exception:
     return error
 
 
-def _out_of_time(error: DeadlineExceededError, group: AllSourcesFailedError) -> Exception:
-    """The failover found no time left for a further base URL: ``error``, with a note
-    naming what each base URL asked did instead of the group as its cause."""
-    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in _told(group)]
+def _out_of_time(
+    error: DeadlineExceededError,
+    group: AllSourcesFailedError,
+    attempt_timeout: float | None,
+    hedged: bool,
+) -> Exception:
+    """The failover found no time left for a further base URL: a DeadlineExceededError
+    that says how to leave time for one, with a note naming what each base URL asked
+    did instead of the group as its cause."""
+    told = _told(group)
+    asked = ", ".join(repr(source) for source, outcome, _ in told if outcome != "skipped")
+    if attempt_timeout is None:
+        fix = "bound each attempt with attempt_timeout= so that a further base URL is asked in time"
+    else:
+        fix = (
+            f"a shorter attempt_timeout= (now {format_seconds(attempt_timeout)} s) leaves time "
+            "for a further base URL"
+        )
+    fix += (
+        ", or start the next one sooner with a shorter hedge="
+        if hedged
+        else ", or race them with hedge="
+    )
+    advised = DeadlineExceededError(
+        error.guard, error.overdue, f"{asked or 'the base URLs asked'} took the time left: {fix}"
+    ).with_traceback(error.__traceback__)
+    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in told]
     add_note(
-        error,
+        advised,
         f"failover {group.guard!r}: the deadline passed before a further base URL could be "
         f"asked; {', '.join(done)}",
     )
-    error.__cause__ = None
-    _hide_context(error)
-    return error
+    _hide_context(advised)
+    return advised
 
 
 def _told(group: AllSourcesFailedError) -> list[tuple[str, str, Exception | None]]:
