@@ -13,6 +13,7 @@ from resilient import (
     RejectedError,
     ResilientError,
 )
+from resilient._core._errors import INJECTED_BY, LINEAGE_NAME, error_name
 
 
 def test_the_tree() -> None:
@@ -117,3 +118,18 @@ def test_a_deadline_error_says_what_to_do() -> None:
     )
     copy = pickle.loads(pickle.dumps(advised))
     assert (copy.guard, copy.overdue, copy.advice) == ("odds.failover", 0.0, "bound each attempt")
+
+
+def test_an_exception_can_say_how_lineage_names_it() -> None:
+    """error_name() reads an exception's own lineage name when it has one, the type name
+    otherwise; a chaos mark is added either way."""
+
+    class Status(Exception):
+        _resilient_lineage_name = "503 Service Unavailable"
+
+    assert LINEAGE_NAME == "_resilient_lineage_name"
+    assert error_name(Status()) == "503 Service Unavailable"
+    assert error_name(ValueError()) == "ValueError"
+    marked = Status()
+    setattr(marked, INJECTED_BY, "feed")
+    assert error_name(marked) == "503 Service Unavailable (injected by chaos 'feed')"

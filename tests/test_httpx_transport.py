@@ -563,6 +563,22 @@ def test_the_hosts_breaker_opens_on_5xx_and_then_refuses_without_sending(
         assert http.get("https://other.example/").status_code == 500
 
 
+def test_the_breaker_names_a_failure_status_by_its_status_line(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The breaker's reason and lineage say "503 Service Unavailable", not the
+    UnhealthyResponse wrapper."""
+    transitions: list[resilient.Transition] = []
+    registry.subscribe(transitions.append, events=resilient.Transition)
+    rt = transport(Upstream(503), registry, clock, breaker=small_breaker(registry, clock))
+    with httpx.Client(transport=rt) as http:
+        http.get(URL, extensions={EXTENSION: Options(attempts=4)})
+    [opened] = [t for t in transitions if t.guard == "http.breaker.feed.example:443"]
+    assert "; last failure: 503 Service Unavailable;" in opened.reason
+    recent = opened.lineage["recent_failures"]
+    assert [failure["error"] for failure in recent] == ["503 Service Unavailable"] * 4
+
+
 def test_statuses_outside_failure_statuses_count_as_successes(
     registry: Registry, clock: VirtualClock
 ) -> None:

@@ -322,10 +322,19 @@ def injected_by(error: BaseException) -> str | None:
     return name if isinstance(name, str) else None
 
 
+LINEAGE_NAME = "_resilient_lineage_name"
+"""The attribute (or property) by which an exception names itself in lineage and in a
+breaker's reasons, when its type name would say little: ``UnhealthyResponse`` says
+``"503 Service Unavailable"``. Read only when a call failed."""
+
+
 def error_name(error: BaseException) -> str:
-    """The type name of ``error`` as lineage records it: ``"ConnectionError"``, or
-    ``"ConnectionError (injected by chaos 'feed')"`` when a chaos strategy raised it."""
-    name = type(error).__name__
+    """``error`` as lineage records it: its own lineage name (:data:`LINEAGE_NAME`) if it
+    gives one, else its type name (``"ConnectionError"``); followed by
+    ``" (injected by chaos 'feed')"`` when a chaos strategy raised it."""
+    name = getattr(error, LINEAGE_NAME, None)
+    if not isinstance(name, str) or not name:
+        name = type(error).__name__
     chaos = getattr(error, INJECTED_BY, None)
     return name if chaos is None else f"{name} (injected by chaos {chaos!r})"
 

@@ -162,6 +162,11 @@ class UnhealthyResponse(Exception):
         self.status_code: int = response.status_code
         self.retry_after = retry_after
 
+    @property
+    def _resilient_lineage_name(self) -> str:
+        # How breakers name this failure in their lineage and reasons (core error_name).
+        return f"{self.status_code} {self.response.reason_phrase}"
+
     def __str__(self) -> str:
         response = self.response
         try:
