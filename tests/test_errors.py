@@ -6,7 +6,14 @@ import pickle
 
 import pytest
 
-from resilient import CircuitOpenError, ConfigurationError, RejectedError, ResilientError
+from resilient import (
+    CircuitOpenError,
+    ConfigurationError,
+    DeadlineExceededError,
+    RejectedError,
+    ResilientError,
+)
+from resilient._core._errors import INJECTED_BY, LINEAGE_NAME, error_name
 
 
 def test_the_tree() -> None:
@@ -94,3 +101,35 @@ def test_seconds_in_messages_never_run_to_hundreds_of_digits(seconds: float, tex
     from resilient._core._errors import format_seconds
 
     assert format_seconds(seconds) == text
+
+
+def test_a_deadline_error_says_what_to_do() -> None:
+    """By default it asks for more time; a guard that knows better gives its own advice,
+    which survives pickling."""
+    plain = DeadlineExceededError("odds.retry", 0.25)
+    assert str(plain) == (
+        "'odds.retry' did not start: its deadline passed 0.25 s ago; give the call more time "
+        "with resilient.deadline(...) or timeout="
+    )
+    advised = DeadlineExceededError("odds.failover", 0.0, "bound each attempt")
+    assert (
+        str(advised)
+        == "'odds.failover' did not start: its deadline passed 0 s ago; bound each attempt"
+    )
+    copy = pickle.loads(pickle.dumps(advised))
+    assert (copy.guard, copy.overdue, copy.advice) == ("odds.failover", 0.0, "bound each attempt")
+
+
+def test_an_exception_can_say_how_lineage_names_it() -> None:
+    """error_name() reads an exception's own lineage name when it has one, the type name
+    otherwise; a chaos mark is added either way."""
+
+    class Status(Exception):
+        _resilient_lineage_name = "503 Service Unavailable"
+
+    assert LINEAGE_NAME == "_resilient_lineage_name"
+    assert error_name(Status()) == "503 Service Unavailable"
+    assert error_name(ValueError()) == "ValueError"
+    marked = Status()
+    setattr(marked, INJECTED_BY, "feed")
+    assert error_name(marked) == "503 Service Unavailable (injected by chaos 'feed')"

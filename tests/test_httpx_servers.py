@@ -308,6 +308,50 @@ async def test_async_a_refused_post_is_retried_as_never_sent(
     assert [event.error_type for event in scheduled] == ["ConnectError", "ConnectError"]
 
 
+# -- attempt_timeout: a slow base URL hands over without hedging ------------------------------
+
+ATTEMPT_TIMEOUT = 0.3
+"""The most one attempt to /hang may take; the call's deadline is ten times longer."""
+
+
+def test_attempt_timeout_hands_a_hanging_base_url_over_to_the_next(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """Sync, over real sockets: /hang is given up after the attempt timeout (pushed down into
+    httpx's read timeout) and /ok answers, well within the call's deadline."""
+    bases = [f"{http_server.url}/hang", f"{http_server.url}/ok"]
+    rt = transport(
+        registry, failover=bases, timeout=10 * ATTEMPT_TIMEOUT, attempt_timeout=ATTEMPT_TIMEOUT
+    )
+    started = time.monotonic()
+    with httpx.Client(transport=rt) as client:
+        response = client.get(bases[0])
+    assert (response.status_code, response.text) == (200, "ok")
+    found = outcome(response)
+    assert (found.source, found.attempts, found.hedged) == (bases[1], 2, False)
+    assert found.errors[0].startswith("ReadTimeout from ")
+    assert time.monotonic() - started < BOUND
+
+
+@pytest.mark.anyio
+async def test_async_attempt_timeout_hands_a_hanging_base_url_over_to_the_next(
+    http_server: LocalServer, registry: Registry
+) -> None:
+    """Async, over real sockets: the same hand-over as over a MockTransport."""
+    bases = [f"{http_server.url}/hang", f"{http_server.url}/ok"]
+    rt = transport(
+        registry, failover=bases, timeout=10 * ATTEMPT_TIMEOUT, attempt_timeout=ATTEMPT_TIMEOUT
+    )
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=rt) as client:
+        response = await client.get(bases[0])
+    assert (response.status_code, response.text) == (200, "ok")
+    found = outcome(response)
+    assert (found.source, found.attempts, found.hedged) == (bases[1], 2, False)
+    assert found.errors[0].startswith("ReadTimeout from ")
+    assert time.monotonic() - started < BOUND
+
+
 # -- the servers themselves -------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -527,6 +528,55 @@ def test_a_prefix_goes_before_every_route(clock: VirtualClock) -> None:
     with httpx.Client(transport=FeedTransport(feed(clock), prefix="/v1"), base_url=BASE) as client:
         assert client.get("/v1/bet-alpha/markets/ARS-CHE").status_code == 200
         assert client.get("/bet-alpha/markets/ARS-CHE").status_code == 404
+
+
+def test_a_route_template_stands_in_for_a_partners_url_shape(clock: VirtualClock) -> None:
+    """route="/odds/{market}" with one feed: GET /odds/ARS-CHE is that feed's market,
+    GET /odds lists the markets, and the default shape is not served."""
+    odds = feed(clock)
+    transport = FeedTransport(odds, route="/odds/{market}")
+    with httpx.Client(transport=transport, base_url=BASE) as client:
+        assert client.get("/odds/ARS-CHE").json()["market"] == "ARS-CHE"
+        assert client.get("/odds").json() == {"feed": "bet-alpha", "markets": list(MARKETS)}
+        missing = client.get("/bet-alpha/markets/ARS-CHE")
+    assert missing.status_code == 404
+    assert missing.json()["detail"].endswith("is not a route: GET /odds/{market}")
+
+
+def test_a_route_template_places_the_feed_anywhere(clock: VirtualClock) -> None:
+    """route="/v2/{market}/from/{feed}" with two feeds, under a prefix."""
+    alpha, beta = feed(clock, "bet-alpha"), feed(clock, "bet-beta")
+    transport = FeedTransport([alpha, beta], prefix="/api", route="/v2/{market}/from/{feed}")
+    with httpx.Client(transport=transport, base_url=BASE) as client:
+        body = client.get("/api/v2/LIV-MCI/from/bet-beta").json()
+        assert client.get("/api/v2/LIV-MCI/from/bet-omega").status_code == 404
+    assert (body["feed"], body["market"]) == ("bet-beta", "LIV-MCI")
+    assert (alpha.statistics().calls, beta.statistics().calls) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("route", "feeds", "message"),
+    [
+        pytest.param("odds/{market}", 1, "route must start with '/'", id="relative"),
+        pytest.param("/odds", 1, "route must hold {market}", id="no-market"),
+        pytest.param("/{market}/{market}", 1, "{market} once", id="market-twice"),
+        pytest.param("/{feed}/{feed}/{market}", 1, "{feed} at most once", id="feed-twice"),
+        pytest.param("/odds/{match}", 1, "only {feed} and {market}", id="other-placeholder"),
+        pytest.param("/odds/m-{market}", 1, "a whole path segment", id="part-of-a-segment"),
+        pytest.param(
+            "/odds/{market}", 2, "without {feed} serves one feed", id="feeds-without-feed"
+        ),
+        pytest.param("/odds//{market}", 1, "empty segment", id="empty-segment"),
+        pytest.param(7, 1, "route must be a path template", id="not-text"),
+    ],
+)
+def test_a_route_template_is_checked_at_construction(
+    clock: VirtualClock, route: object, feeds: int, message: str
+) -> None:
+    """A template the transport could not serve is refused, saying why."""
+    served = [feed(clock, f"bet-{index}") for index in range(feeds)]
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        FeedTransport(served, route=route)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

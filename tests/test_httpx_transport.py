@@ -3,13 +3,15 @@ virtual clock, sync and async (asyncio and trio)."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
+import pickle
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -126,6 +128,41 @@ def test_the_constants_are_the_documented_sets() -> None:
         "FAILURE_STATUSES": FAILURE_STATUSES,
         "EXTENSION": EXTENSION,
     }
+
+
+@pytest.mark.parametrize(
+    ("constant", "text"),
+    [
+        pytest.param(FAILURE_STATUSES, "FAILURE_STATUSES(429, 500-599)", id="failure"),
+        pytest.param(RETRY_STATUSES, "RETRY_STATUSES(429, 502, 503, 504)", id="retry"),
+        pytest.param(
+            IDEMPOTENT_METHODS,
+            "IDEMPOTENT_METHODS(GET, HEAD, OPTIONS, PUT, DELETE, TRACE)",
+            id="methods",
+        ),
+    ],
+)
+def test_the_constants_read_briefly_and_behave_as_frozensets(
+    constant: frozenset[object], text: str
+) -> None:
+    """Their repr names them in a few words; set behaviour, equality, hashing and pickling
+    are a frozenset's, and what is built from them is a plain frozenset."""
+    plain = frozenset(constant)
+    assert repr(constant) == text
+    assert isinstance(constant, frozenset)
+    assert (constant == plain, hash(constant) == hash(plain)) == (True, True)
+    assert type(constant | {"extra"}) is frozenset
+    assert constant - plain == frozenset()
+    copy = pickle.loads(pickle.dumps(constant))
+    assert (copy, repr(copy)) == (plain, text)
+
+
+def test_help_shows_the_constants_by_name() -> None:
+    """help(ResilientTransport)'s signature reads the defaults by name, not as 100 numbers."""
+    signature = str(inspect.signature(ResilientTransport))
+    assert "= RETRY_STATUSES(429, 502, 503, 504)" in signature
+    assert "= FAILURE_STATUSES(429, 500-599)" in signature
+    assert "= IDEMPOTENT_METHODS(GET, HEAD, OPTIONS, PUT, DELETE, TRACE)" in signature
 
 
 def test_by_default_a_get_is_tried_three_times_with_jittered_waits_under_the_cap(
@@ -563,6 +600,22 @@ def test_the_hosts_breaker_opens_on_5xx_and_then_refuses_without_sending(
         assert http.get("https://other.example/").status_code == 500
 
 
+def test_the_breaker_names_a_failure_status_by_its_status_line(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The breaker's reason and lineage say "503 Service Unavailable", not the
+    UnhealthyResponse wrapper."""
+    transitions: list[resilient.Transition] = []
+    registry.subscribe(transitions.append, events=resilient.Transition)
+    rt = transport(Upstream(503), registry, clock, breaker=small_breaker(registry, clock))
+    with httpx.Client(transport=rt) as http:
+        http.get(URL, extensions={EXTENSION: Options(attempts=4)})
+    [opened] = [t for t in transitions if t.guard == "http.breaker.feed.example:443"]
+    assert "; last failure: 503 Service Unavailable;" in opened.reason
+    recent = cast(list[dict[str, object]], opened.lineage["recent_failures"])
+    assert [failure["error"] for failure in recent] == ["503 Service Unavailable"] * 4
+
+
 def test_statuses_outside_failure_statuses_count_as_successes(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -733,14 +786,16 @@ def test_an_open_breaker_skips_its_base_url(registry: Registry, clock: VirtualCl
     assert outcome(response).source == "https://b.example/api"
 
 
-def test_when_every_base_url_raises_the_caller_gets_the_failover_error(
+def test_when_every_base_url_raises_the_caller_gets_the_last_ones_error(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """Connect errors from both base URLs on every attempt end in AllSourcesFailedError."""
+    """Connect errors from both base URLs on every attempt end in the last ConnectError,
+    never the AllSourcesFailedError group."""
     upstream = Upstream(httpx.ConnectError("refused"))
     rt = transport(upstream, registry, clock, failover=BASES, attempts=2)
-    with httpx.Client(transport=rt) as http, pytest.raises(resilient.AllSourcesFailedError):
+    with httpx.Client(transport=rt) as http, pytest.raises(httpx.ConnectError) as caught:
         http.get("https://a.example/api/odds")
+    assert not isinstance(caught.value, resilient.AllSourcesFailedError)
     assert upstream.calls == 4
 
 

@@ -58,9 +58,14 @@ class DeadlineExceededError(ResilientError, TimeoutError):
     Args:
         guard: Name of the guard that found no time left.
         overdue: Seconds past the deadline.
+        advice: What to do about it, when the guard knows better than "give the call more
+            time" (optional; kept out of ``args``, which stay ``(guard, overdue)``).
     """
 
-    __slots__ = ()
+    def __init__(self, guard: str, overdue: float, advice: str | None = None) -> None:
+        super().__init__(guard, overdue)
+        if advice is not None:
+            self._advice = advice
 
     @property
     def guard(self) -> str:
@@ -72,11 +77,20 @@ class DeadlineExceededError(ResilientError, TimeoutError):
         """Seconds past the deadline when the guard looked."""
         return float(self.args[1])
 
+    @property
+    def advice(self) -> str:
+        """What to do about it: by default, give the call more time."""
+        advice = self.__dict__.get("_advice")
+        return advice if isinstance(advice, str) else _MORE_TIME
+
     def __str__(self) -> str:
         return (
             f"{self.guard!r} did not start: its deadline passed {format_seconds(self.overdue)} "
-            "s ago; give the call more time with resilient.deadline(...) or timeout="
+            f"s ago; {self.advice}"
         )
+
+
+_MORE_TIME = "give the call more time with resilient.deadline(...) or timeout="
 
 
 class BudgetExceededError(ResilientError, TimeoutError):
@@ -308,10 +322,19 @@ def injected_by(error: BaseException) -> str | None:
     return name if isinstance(name, str) else None
 
 
+LINEAGE_NAME = "_resilient_lineage_name"
+"""The attribute (or property) by which an exception names itself in lineage and in a
+breaker's reasons, when its type name would say little: ``UnhealthyResponse`` says
+``"503 Service Unavailable"``. Read only when a call failed."""
+
+
 def error_name(error: BaseException) -> str:
-    """The type name of ``error`` as lineage records it: ``"ConnectionError"``, or
-    ``"ConnectionError (injected by chaos 'feed')"`` when a chaos strategy raised it."""
-    name = type(error).__name__
+    """``error`` as lineage records it: its own lineage name (:data:`LINEAGE_NAME`) if it
+    gives one, else its type name (``"ConnectionError"``); followed by
+    ``" (injected by chaos 'feed')"`` when a chaos strategy raised it."""
+    name = getattr(error, LINEAGE_NAME, None)
+    if not isinstance(name, str) or not name:
+        name = type(error).__name__
     chaos = getattr(error, INJECTED_BY, None)
     return name if chaos is None else f"{name} (injected by chaos {chaos!r})"
 

@@ -67,7 +67,7 @@ def _rebuilt(
 
 
 def _read_sync(
-    response: httpx.Response, limit: int, deadline: Deadline | None, authority: str
+    response: httpx.Response, limit: int, deadline: Deadline | None, why: str, authority: str
 ) -> httpx.Response:
     """``response`` with up to ``limit`` bytes of its body read; fully read and closed
     when the body fits, else streaming the rest after what was read.
@@ -76,7 +76,8 @@ def _read_sync(
 
     Raises:
         httpx.ReadTimeout: ``deadline`` passed between two chunks (a body that trickles
-            in is never cut off by httpx's per-read timeouts alone).
+            in is never cut off by httpx's per-read timeouts alone); the message starts
+            with ``why``, such as ``"the call's deadline passed"``.
     """
     if response.is_stream_consumed:
         return response  # read already (a response built from bytes)
@@ -90,7 +91,7 @@ def _read_sync(
             if size > limit:
                 return _rebuilt(response, _RestStream(head, raw, response))
             if deadline is not None and deadline.remaining() <= 0:
-                raise _out_of_time(response, authority)
+                raise _out_of_time(response, why, authority)
     except BaseException:
         raw.close()
         response.close()
@@ -98,9 +99,9 @@ def _read_sync(
     return _rebuilt(response, httpx.ByteStream(b"".join(head)))
 
 
-def _out_of_time(response: httpx.Response, authority: str) -> httpx.ReadTimeout:
+def _out_of_time(response: httpx.Response, why: str, authority: str) -> httpx.ReadTimeout:
     return httpx.ReadTimeout(
-        f"the call's deadline passed while reading the body from {authority}",
+        f"{why} while reading the body from {authority}",
         request=response.request,
     )
 

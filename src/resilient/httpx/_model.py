@@ -4,8 +4,9 @@ a failure status as the guards see it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import httpx
 
@@ -23,11 +24,60 @@ __all__ = [
     "UnhealthyResponse",
 ]
 
-IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_T = TypeVar("_T")
+
+
+class _NamedSet(frozenset[_T]):
+    """A frozenset that reads as its name and its members in a few words, as
+    ``FAILURE_STATUSES(429, 500-599)``, so that ``help()`` and reprs stay short.
+
+    Everything else is a frozenset's: equality, hashing, and set operations, which give
+    plain frozensets.
+    """
+
+    __slots__ = ("_name",)
+    _name: str
+
+    def __new__(cls, name: str, members: Iterable[_T]) -> _NamedSet[_T]:
+        made = super().__new__(cls, members)
+        made._name = name
+        return made
+
+    def __repr__(self) -> str:
+        return f"{self._name}({_brief(sorted(self))})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self._name, tuple(self))
+
+
+_METHOD_ORDER = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
+
+
+def _brief(members: list[Any]) -> str:
+    """``429, 500-599`` for numbers (a run of four or more as a range); methods in the
+    order RFC 9110 lists them, others after them."""
+    if members and isinstance(members[0], str):
+        known = [m for m in _METHOD_ORDER if m in members]
+        return ", ".join([*known, *(m for m in members if m not in _METHOD_ORDER)])
+    parts: list[str] = []
+    start = 0
+    while start < len(members):
+        end = start
+        while end + 1 < len(members) and members[end + 1] == members[end] + 1:
+            end += 1
+        if end - start >= 3:
+            parts.append(f"{members[start]}-{members[end]}")
+        else:
+            parts.extend(str(member) for member in members[start : end + 1])
+        start = end + 1
+    return ", ".join(parts)
+
+
+IDEMPOTENT_METHODS: Final = _NamedSet("IDEMPOTENT_METHODS", _METHOD_ORDER)
 """Methods retried on a status or on any retryable error (RFC 9110 idempotent methods)."""
-RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+RETRY_STATUSES: Final = _NamedSet("RETRY_STATUSES", (429, 502, 503, 504))
 """Statuses retried by default."""
-FAILURE_STATUSES: Final = frozenset({429, *range(500, 600)})
+FAILURE_STATUSES: Final = _NamedSet("FAILURE_STATUSES", (429, *range(500, 600)))
 """Statuses counted as failures by breakers and moved on from by failover, by default."""
 EXTENSION: Final = "resilient"
 """The key of :class:`Options` in ``request.extensions`` and of :class:`Outcome` in
@@ -79,6 +129,8 @@ class Options:
             (a POST with an idempotency key); ``False`` retries it only when the request
             was never sent.
         timeout: The overall deadline for this call, retries and waits included.
+        attempt_timeout: The most one attempt of this call may take (one request to one
+            base URL, its body read included when read inside the attempt).
         read_body: Read up to this many bytes of the body inside the attempt (0: none).
 
     Raises:
@@ -89,6 +141,7 @@ class Options:
     retry: bool | None = None
     idempotent: bool | None = None
     timeout: Duration | None = None
+    attempt_timeout: Duration | None = None
     read_body: int | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +154,12 @@ class Options:
         if self.timeout is not None:
             object.__setattr__(
                 self, "timeout", to_seconds(self.timeout, "timeout", allow_zero=False)
+            )
+        if self.attempt_timeout is not None:
+            object.__setattr__(
+                self,
+                "attempt_timeout",
+                to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False),
             )
         if self.read_body is not None:
             check_count(self.read_body, "read_body", minimum=0)
@@ -152,6 +211,11 @@ class UnhealthyResponse(Exception):
         self.response = response
         self.status_code: int = response.status_code
         self.retry_after = retry_after
+
+    @property
+    def _resilient_lineage_name(self) -> str:
+        # How breakers name this failure in their lineage and reasons (core error_name).
+        return f"{self.status_code} {self.response.reason_phrase}"
 
     def __str__(self) -> str:
         response = self.response

@@ -17,7 +17,13 @@ from resilient._breaker import CircuitBreaker
 from resilient._bulkhead import Bulkhead
 from resilient._core._clock import Clock
 from resilient._core._deadline import Deadline, current_deadline
-from resilient._core._errors import ConfigurationError, DeadlineExceededError
+from resilient._core._errors import (
+    ConfigurationError,
+    DeadlineExceededError,
+    add_note,
+    describe_error,
+    format_seconds,
+)
 from resilient._core._guard import registry_and_clock
 from resilient._core._match import ExceptionSpec, exception_matcher
 from resilient._core._registry import Registry
@@ -51,8 +57,10 @@ class _Exchange:
     """What one request through the transport remembers; never shared between requests."""
 
     __slots__ = (
+        "attempt_timeout",
         "attempts",
         "blocked",
+        "clock",
         "clock_now",
         "deadline",
         "errors",
@@ -78,12 +86,13 @@ class _Exchange:
         read_limit: int,
         started: float,
         label: str,
-        clock_now: Callable[[], float],
+        clock: Clock,
         failover_name: str,
     ) -> None:
         self.request = request
         self.label = label  # the guard name a DeadlineExceededError gives
-        self.clock_now = clock_now
+        self.clock = clock
+        self.clock_now = clock.monotonic
         self.failover_name = failover_name
         self.idempotent = idempotent
         self.read_limit = read_limit
@@ -93,6 +102,7 @@ class _Exchange:
         self.waits: list[float] = []
         self.responses: list[httpx.Response] = []  # every response produced, to close
         self.deadline: Deadline | None = None
+        self.attempt_timeout: float | None = None
         self.blocked = False  # sent once and not idempotent: no other base URL may see it
         self.hedged = False
         self.last_end: float | None = None
@@ -100,34 +110,40 @@ class _Exchange:
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
 
-    def timeouts(self) -> dict[str, float | None] | None:
-        """The request's timeouts capped at the time left, or None without a deadline.
+    def bound(self) -> tuple[Deadline | None, str]:
+        """The deadline of one attempt starting now (the call's, or ``attempt_timeout``
+        from now when that is sooner) and what a timeout message calls it; ``None`` when
+        neither applies.
 
         Raises:
-            DeadlineExceededError: No time is left.
+            DeadlineExceededError: The call's deadline has passed.
         """
         deadline = self.deadline
-        if deadline is None:
-            return None
-        left = deadline.remaining()
-        if left <= 0:
+        left = None if deadline is None else deadline.remaining()
+        if left is not None and left <= 0:
             raise DeadlineExceededError(self.label, -left)
-        given = self.request.extensions.get("timeout")
-        capped: dict[str, float | None] = {}
-        for key in _TIMEOUT_KEYS:
-            value = given.get(key) if isinstance(given, dict) else None
-            capped[key] = left if value is None or value > left else value
-        return capped
+        seconds = self.attempt_timeout
+        if seconds is None or (left is not None and left <= seconds):
+            return deadline, "the call's deadline"
+        return (
+            Deadline._checked_already(self.clock_now() + seconds, self.clock),
+            f"the attempt timeout ({format_seconds(seconds)} s)",
+        )
 
-    def copy(self, url: httpx.URL | None) -> httpx.Request:
-        """The request to send for one attempt: its timeouts pushed down, its URL moved to
-        another base URL when ``url`` is given."""
+    def copy(self, url: httpx.URL | None, bound: Deadline | None) -> httpx.Request:
+        """The request to send for one attempt: its timeouts cut to the time ``bound``
+        leaves, its URL moved to another base URL when ``url`` is given."""
         original = self.request
         extensions = dict(original.extensions)
         extensions.pop(EXTENSION, None)
-        timeouts = self.timeouts()
-        if timeouts is not None:
-            extensions["timeout"] = timeouts
+        if bound is not None:
+            left = bound.remaining()
+            given = original.extensions.get("timeout")
+            capped: dict[str, float | None] = {}
+            for key in _TIMEOUT_KEYS:
+                value = given.get(key) if isinstance(given, dict) else None
+                capped[key] = left if value is None or value > left else value
+            extensions["timeout"] = capped
         headers = original.headers
         if url is None:
             url = original.url
@@ -159,8 +175,9 @@ class _Exchange:
             self.waits.append(self.clock_now() - self.last_end)
             self.last_end = None
 
-    def before_send(self, url: httpx.URL | None) -> httpx.Request:
-        """The request one send puts on the wire, counted as sent.
+    def before_send(self, url: httpx.URL | None) -> tuple[httpx.Request, Deadline | None, str]:
+        """The request one send puts on the wire, counted as sent, with the deadline that
+        bounds the send and what a timeout message calls it (see :meth:`bound`).
 
         Raises:
             _NotResent: It is not idempotent and one base URL may have seen it already.
@@ -168,9 +185,10 @@ class _Exchange:
         """
         if self.blocked:
             raise _NotResent(self.failover_name, None)
-        request = self.copy(url)
+        bound, what = self.bound()
+        request = self.copy(url, bound)
         self.attempts += 1
-        return request
+        return request, bound, what
 
     def failed(self, error: Exception, authority: str) -> None:
         """A send raised ``error``: note it, and block other base URLs if it may have
@@ -238,6 +256,7 @@ class _Core:
         retry_methods: Collection[str],
         max_retry_after: Duration | None,
         timeout: Duration | None,
+        attempt_timeout: Duration | None,
         budget: RetryBudget | None,
         breaker: Callable[[str], CircuitBreaker] | None,
         bulkhead: Callable[[str], Bulkhead] | None,
@@ -263,6 +282,11 @@ class _Core:
         self.retry_errors = exception_matcher(retry_errors, "retry_errors")
         self.retry_methods = _methods(retry_methods, "retry_methods")
         self.timeout = None if timeout is None else to_seconds(timeout, "timeout", allow_zero=False)
+        self.attempt_timeout = (
+            None
+            if attempt_timeout is None
+            else to_seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
+        )
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None (got {budget!r})")
         _callable_or_none(breaker, "breaker")
@@ -458,8 +482,13 @@ class _Core:
             read_limit,
             self.now(),
             self.retry.name,
-            self.now,
+            self.clock,
             f"{self.name}.failover",
+        )
+        exchange.attempt_timeout = (
+            self.attempt_timeout
+            if options.attempt_timeout is None
+            else cast(float, options.attempt_timeout)
         )
         # A body that cannot be sent twice is sent once: no retry, no failover, no hedge.
         replayable = _replayable(request.stream)
@@ -494,7 +523,6 @@ class _Core:
         or the error to hand to the fallback (or raise)."""
         exchange.waited()  # a wait that ended past the deadline is a wait too
         unhealthy: UnhealthyResponse | None = None
-        group = error
         if isinstance(error, DeadlineExceededError) and isinstance(
             error.__cause__, AllSourcesFailedError
         ):
@@ -503,13 +531,13 @@ class _Core:
             group = error.__cause__
             unhealthy = _unhealthy_in(group)
             if unhealthy is None:
-                return error
+                return _out_of_time(error, group, exchange.attempt_timeout, self.hedge is not None)
         elif isinstance(error, UnhealthyResponse):
             unhealthy = error
         elif isinstance(error, AllSourcesFailedError):
             unhealthy = _unhealthy_in(error)
             if unhealthy is None:
-                return cast(Exception, _without_internal(error))
+                return _last_error(error, exchange.label)
         if unhealthy is None:
             return error
         response = unhealthy.response
@@ -518,7 +546,7 @@ class _Core:
             # could not read it, so the call ends as out of time.
             overdue = 0.0 if exchange.deadline is None else -exchange.deadline.remaining()
             late = DeadlineExceededError(exchange.label, max(overdue, 0.0))
-            late.__cause__ = group
+            late.__cause__ = unhealthy
             return late
         return response
 
@@ -571,11 +599,106 @@ def _unhealthy_in(group: AllSourcesFailedError) -> UnhealthyResponse | None:
     return None
 
 
-def _without_internal(group: AllSourcesFailedError) -> BaseException:
-    kept = [inner for inner in group.exceptions if not isinstance(inner, _NotResent)]
-    if len(kept) == len(group.exceptions) or not kept:
-        return group
-    return group.derive(kept)
+def _last_error(group: AllSourcesFailedError, retry_name: str) -> Exception:
+    """The error of the last base URL asked in the failover's last round, as a call
+    without failover would raise it: the group's own notes (the retry's) moved to it, and
+    a note naming what each other base URL did.
+
+    A base URL not asked because the request may have reached another is passed over: the
+    error of the one that may have received it is the call's.
+    """
+    told = _told(group)
+    last = next(
+        (i for i in reversed(range(len(told))) if not isinstance(told[i][2], _NotResent)),
+        len(told) - 1,
+    )
+    source, _, error = told[last]
+    assert error is not None  # the failover raises the group only after an error
+    others = [_what_it_did(s, o, e) for i, (s, o, e) in enumerate(told) if i != last]
+    prefix = f"failover {group.guard!r}: "
+    note = f"{prefix}no base URL answered; this is the error of {source!r}, the last asked"
+    if others:
+        note += "; before it, " + ", ".join(others)
+    add_note(error, note, replaces=prefix)
+    _move_notes(group, error, retry_name)
+    _hide_context(error)
+    return error
+
+
+def _out_of_time(
+    error: DeadlineExceededError,
+    group: AllSourcesFailedError,
+    attempt_timeout: float | None,
+    hedged: bool,
+) -> Exception:
+    """The failover found no time left for a further base URL: a DeadlineExceededError
+    that says how to leave time for one, with a note naming what each base URL asked
+    did instead of the group as its cause."""
+    told = _told(group)
+    asked = ", ".join(repr(source) for source, outcome, _ in told if outcome != "skipped")
+    if attempt_timeout is None:
+        fix = "bound each attempt with attempt_timeout= so that a further base URL is asked in time"
+    else:
+        fix = (
+            f"a shorter attempt_timeout= (now {format_seconds(attempt_timeout)} s) leaves time "
+            "for a further base URL"
+        )
+    fix += (
+        ", or start the next one sooner with a shorter hedge="
+        if hedged
+        else ", or race them with hedge="
+    )
+    advised = DeadlineExceededError(
+        error.guard, error.overdue, f"{asked or 'the base URLs asked'} took the time left: {fix}"
+    ).with_traceback(error.__traceback__)
+    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in told]
+    add_note(
+        advised,
+        f"failover {group.guard!r}: the deadline passed before a further base URL could be "
+        f"asked; {', '.join(done)}",
+    )
+    _hide_context(advised)
+    return advised
+
+
+def _told(group: AllSourcesFailedError) -> list[tuple[str, str, Exception | None]]:
+    """``(source, outcome, error)`` of every attempt of the group, in the order they
+    started (a cancelled hedge has no error)."""
+    errors = list(group.exceptions)
+    attempts = group.attempts
+    if sum(attempt.error is not None for attempt in attempts) != len(errors):
+        # Not the failover's own group (a part of it): what each error's note says.
+        return [("?", "failed", error) for error in errors]
+    told: list[tuple[str, str, Exception | None]] = []
+    inner = iter(errors)
+    for attempt in attempts:
+        error = next(inner) if attempt.error is not None else None
+        told.append((attempt.source, attempt.outcome, error))
+    return told
+
+
+def _what_it_did(source: str, outcome: str, error: Exception | None) -> str:
+    if isinstance(error, _NotResent):
+        return f"{source!r} not asked (the request is not idempotent and may have been received)"
+    if error is None:
+        return f"{source!r} {outcome}"
+    if isinstance(error, UnhealthyResponse):
+        return f"{source!r} {outcome} ({error})"
+    return f"{source!r} {outcome} ({describe_error(error)})"
+
+
+def _move_notes(group: BaseException, error: BaseException, retry_name: str) -> None:
+    """Put the notes added to ``group`` (the retry's) on ``error``, which is raised
+    instead; the retry's note replaces the one an earlier call left on it."""
+    retry_prefix = f"resilient: retry {retry_name!r} gave up"
+    for note in getattr(group, "__notes__", ()):
+        if isinstance(note, str):
+            add_note(error, note, replaces=retry_prefix if note.startswith(retry_prefix) else note)
+
+
+def _hide_context(error: BaseException) -> None:
+    # Raised while the group is handled: its traceback would show the group again.
+    error.__suppress_context__ = True
 
 
 def _replayable(stream: object) -> bool:

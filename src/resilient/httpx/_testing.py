@@ -318,6 +318,53 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
+DEFAULT_ROUTE: Final = "/{feed}/markets/{market}"
+"""The route of a market in a :class:`FeedTransport` unless another is given."""
+_PLACEHOLDERS: Final = ("{feed}", "{market}")
+
+
+def _check_route(route: object, feeds: int) -> tuple[str, ...]:
+    """The route's path segments, each a literal or a whole ``{feed}`` / ``{market}``."""
+    if not isinstance(route, str):
+        raise ConfigurationError(
+            f"route must be a path template such as '/{{feed}}/markets/{{market}}' (got {route!r})"
+        )
+    if not route.startswith("/"):
+        raise ConfigurationError(
+            f"route must start with '/', such as '/odds/{{market}}' (got {route!r})"
+        )
+    segments = tuple(route[1:].split("/"))
+    for segment in segments:
+        if not segment:
+            raise ConfigurationError(f"route must not have an empty segment (got {route!r})")
+        if ("{" in segment or "}" in segment) and segment not in _PLACEHOLDERS:
+            inner = segment[segment.find("{") : segment.find("}") + 1]
+            if inner in _PLACEHOLDERS:
+                raise ConfigurationError(
+                    f"route must give {inner} a whole path segment, as in '/odds/{inner}' "
+                    f"(got {route!r})"
+                )
+            raise ConfigurationError(
+                f"route may hold only {{feed}} and {{market}} as placeholders (got {route!r})"
+            )
+    markets = segments.count("{market}")
+    if markets == 0:
+        raise ConfigurationError(
+            f"route must hold {{market}}, such as '/odds/{{market}}' (got {route!r})"
+        )
+    if markets > 1:
+        raise ConfigurationError(f"route must hold {{market}} once (got {route!r})")
+    named = segments.count("{feed}")
+    if named > 1:
+        raise ConfigurationError(f"route must hold {{feed}} at most once (got {route!r})")
+    if named == 0 and feeds != 1:
+        raise ConfigurationError(
+            f"a route without {{feed}} serves one feed: pass one FlakyFeed or add {{feed}} to "
+            f"the route (got {route!r} for {feeds} feeds)"
+        )
+    return segments
+
+
 def _update_json(update: OddsUpdate) -> dict[str, Any]:
     return {
         "feed": update.feed,
@@ -348,15 +395,20 @@ def _error_json(error: BaseException) -> dict[str, str]:
 class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """A mock HTTP upstream serving one or more :class:`~resilient.testing.FlakyFeed`.
 
-    Routes, on any host (a client's ``base_url`` chooses nothing):
+    Routes, on any host (a client's ``base_url`` chooses nothing), with the default
+    ``route``:
 
     - ``GET {prefix}/{feed}/markets/{market}``: 200 with the market's update as JSON, the
       fields of :class:`~resilient.testing.OddsUpdate` (``feed``, ``market``,
       ``sequence``, ``prices``, ``produced_at``, ``quality``), after the feed's latency;
       a chaos ``Return`` of the feed answers with its value instead (an
       ``httpx.Response`` is sent as it is, anything else as JSON);
-    - ``GET {prefix}/{feed}/markets``: 200 with ``{"feed": ..., "markets": [...]}``;
+    - ``GET {prefix}/{feed}/markets`` (the route without a last ``/{market}``): 200 with
+      ``{"feed": ..., "markets": [...]}``;
     - an unknown feed or market: 404; another method: 405.
+
+    Another ``route`` stands in for a partner's own URL shape: ``route="/odds/{market}"``
+    serves one feed at ``GET /odds/ARS-CHE`` (and lists its markets at ``GET /odds``).
 
     The feed's faults become HTTP faults: an exception with a ``retry_after`` (such as a
     guard's refusal) answers 503 with ``Retry-After`` in whole seconds, rounded up; a
@@ -371,15 +423,30 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     Args:
         feeds: The feed, or the feeds, each served under its name.
         prefix: A path before every route, such as ``"/v1"``; none by default.
+        route: The path of a market: ``/`` and segments, each a literal or a whole
+            ``{feed}`` or ``{market}``; ``{market}`` once, ``{feed}`` at most once and
+            only when one feed is served without it. ``"/{feed}/markets/{market}"`` by
+            default.
 
     Raises:
         ConfigurationError: ``feeds`` holds something else than feeds, or two of the same
-            name, or none; ``prefix`` is not a path.
+            name, or none; ``prefix`` is not a path; ``route`` is not a template as above.
     """
 
-    def __init__(self, feeds: FlakyFeed | Iterable[FlakyFeed], *, prefix: str = "") -> None:
+    def __init__(
+        self,
+        feeds: FlakyFeed | Iterable[FlakyFeed],
+        *,
+        prefix: str = "",
+        route: str = DEFAULT_ROUTE,
+    ) -> None:
         self._feeds = _check_feeds(feeds)
         self._prefix = _check_prefix(prefix)
+        self._segments = _check_route(route, len(self._feeds))
+        self._route_text = route
+        # The markets are listed at the route without its last segment, when that is the
+        # market's.
+        self._listing = self._segments[:-1] if self._segments[-1] == "{market}" else None
 
     @property
     def feeds(self) -> Mapping[str, FlakyFeed]:
@@ -390,16 +457,29 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """The feed and market asked for, or the response that answers at once."""
         path = request.url.path
         if self._prefix:
-            if not path.startswith(self._prefix + "/"):
+            if path != self._prefix and not path.startswith(self._prefix + "/"):
                 return self._not_found(request)
             path = path[len(self._prefix) :]
-        parts = path.split("/")
-        # ["", feed, "markets"] or ["", feed, "markets", market]
-        if len(parts) not in (3, 4) or parts[0] or parts[2] != "markets":
+        parts = tuple(path[1:].split("/")) if len(path) > 1 else ()
+        listing = self._listing is not None and len(parts) == len(self._listing)
+        if not listing and len(parts) != len(self._segments):
             return self._not_found(request)
-        feed = self._feeds.get(parts[1])
-        if feed is None:
-            return self._not_found(request, f"no feed {parts[1]!r}")
+        template = self._listing if listing else self._segments
+        assert template is not None
+        found: dict[str, str] = {}
+        for segment, part in zip(template, parts, strict=True):
+            if segment in _PLACEHOLDERS:
+                found[segment] = part
+            elif segment != part:
+                return self._not_found(request)
+        name = found.get("{feed}")
+        if name is None:
+            feed = next(iter(self._feeds.values()))
+        else:
+            found_feed = self._feeds.get(name)
+            if found_feed is None:
+                return self._not_found(request, f"no feed {name!r}")
+            feed = found_feed
         if request.method != "GET":
             return _json_response(
                 405,
@@ -407,18 +487,16 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 request,
                 {"Allow": "GET"},
             )
-        if len(parts) == 3:
+        if listing:
             return _json_response(200, {"feed": feed.name, "markets": feed.markets}, request)
-        market = parts[3]
+        market = found["{market}"]
         if market not in feed.markets:
             return self._not_found(request, f"feed {feed.name!r} has no market {market!r}")
         return feed, market
 
     def _not_found(self, request: httpx.Request, detail: str | None = None) -> httpx.Response:
         if detail is None:
-            detail = (
-                f"{request.url.path} is not a route: GET {self._prefix}/{{feed}}/markets/{{market}}"
-            )
+            detail = f"{request.url.path} is not a route: GET {self._prefix}{self._route_text}"
         return _json_response(404, {"error": "NotFound", "detail": detail}, request)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

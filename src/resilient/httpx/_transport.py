@@ -78,6 +78,13 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         timeout: One deadline over every attempt and wait, pushed down into each
             attempt's httpx timeouts; ``None`` for none (an outer
             :func:`resilient.deadline` still applies).
+        attempt_timeout: The most one attempt may take: one request to one base URL,
+            its body read included when read inside the attempt (``read_body``); ``None``
+            for no bound but the overall deadline. Pushed down into the attempt's httpx
+            timeouts with the deadline (the smaller wins) and, for an async attempt,
+            enforced by cancelling it; an attempt that runs out of it fails with
+            ``httpx.ReadTimeout``, retried and failed over as any timeout. With failover,
+            a slow base URL then hands over to the next without hedging.
         budget: A :class:`~resilient.RetryBudget` shared by the retries (and hedges).
         breaker: Builds the breaker of an authority from its guard name; ``None`` for no
             breakers. By default a breaker with the library's defaults.
@@ -116,6 +123,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         retry_methods: Collection[str] = IDEMPOTENT_METHODS,
         max_retry_after: Duration | None = DEFAULT_MAX_RETRY_AFTER,
         timeout: Duration | None = DEFAULT_TIMEOUT,
+        attempt_timeout: Duration | None = None,
         budget: RetryBudget | None = None,
         breaker: Callable[[str], CircuitBreaker] | None = _DEFAULT,
         bulkhead: Callable[[str], Bulkhead] | None = _DEFAULT,
@@ -142,6 +150,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             retry_methods=retry_methods,
             max_retry_after=max_retry_after,
             timeout=timeout,
+            attempt_timeout=attempt_timeout,
             budget=budget,
             breaker=breaker,
             bulkhead=bulkhead,
@@ -302,14 +311,14 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """One request sent, inside the guards: a failure status raises."""
-        request = exchange.before_send(url)
+        request, bound, what = exchange.before_send(url)
         inner = self._sync_inner()
         try:
             response = inner.handle_request(request)
             response.request = request
             limit = exchange.body_limit(self._core, response.status_code)
             if limit:
-                response = _read_sync(response, limit, exchange.deadline, authority)
+                response = _read_sync(response, limit, bound, f"{what} passed", authority)
         except Exception as error:
             exchange.failed(error, authority)
             raise
@@ -387,23 +396,22 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """The async twin of :meth:`_send_sync`."""
-        request = exchange.before_send(url)
+        request, bound, what = exchange.before_send(url)
         inner = self._async_inner()
-        deadline = exchange.deadline
         try:
-            if deadline is None:
+            if bound is None:
                 response = await self._receive_async(inner, request, exchange)
             else:
-                # The deadline cancels the attempt itself, body read included: httpx's
-                # pushed-down timeouts are per phase and per read, so a body that trickles
-                # in would outlast them, and other transports may ignore them.
+                # The deadline (or the attempt timeout) cancels the attempt itself, body
+                # read included: httpx's pushed-down timeouts are per phase and per read,
+                # so a body that trickles in would outlast them, and other transports
+                # (a mock, an ASGI app) may ignore them.
                 answered: httpx.Response | None = None
-                with self._core.clock.cancel_after(max(0.0, deadline.remaining())):
+                with self._core.clock.cancel_after(max(0.0, bound.remaining())):
                     answered = await self._receive_async(inner, request, exchange)
                 if answered is None:
                     raise httpx.ReadTimeout(
-                        f"the call's deadline passed while waiting for {authority}",
-                        request=request,
+                        f"{what} passed while waiting for {authority}", request=request
                     )
                 response = answered
         except Exception as error:
