@@ -338,14 +338,17 @@ async def test_readyz_fails_when_a_critical_breaker_is_open(
 async def test_a_partners_open_breaker_is_a_warning_not_unready(
     registry: Registry, breaker: CircuitBreaker, partner: CircuitBreaker
 ) -> None:
-    """A guard not listed as critical only warns: 200 with status warn and its reason."""
+    """A guard not listed as critical only warns: 200 with status warn. /readyz, which
+    probes from outside may reach, counts such guards without naming them or their
+    reasons (an upstream's host, a partner's trouble); /health has them."""
     app = HealthApp(registry, critical=[breaker])
     partner.force_open(reason="feed maintenance")
     answer = await request(app, "/readyz")
     assert answer.status == 200
     document = answer.json()
     assert document["status"] == "warn"
-    assert document["notes"] == ["circuit breaker 'odds-feed' is forced open: feed maintenance"]
+    assert document["notes"] == ["1 guard not healthy (see /health)"]
+    assert "odds-feed" not in answer.text
     assert "odds-feed" not in document["checks"]
 
 
@@ -1188,16 +1191,63 @@ async def test_health_lists_each_guards_last_five_transitions(
 async def test_health_is_read_once_per_second_however_many_ask(
     registry: Registry, clock: VirtualClock, breaker: CircuitBreaker
 ) -> None:
-    """Within a second, every /health gets the same document (one read of the registry);
-    after it, a fresh one."""
+    """Within a second and without a transition, every /health gets the same document
+    (one read of the registry, however busy the guards are); after it, a fresh one."""
     app = HealthApp(registry)
     first = await request(app, "/health")
-    breaker.force_open(reason="PSP down")
+    breaker.call(lambda: None)  # statistics move; no state does
     again = await request(app, "/health")
     clock.advance(1)
     later = await request(app, "/health")
     assert again.body == first.body
-    assert later.json()["checks"]["payments"][0]["observedValue"] == "forced_open"
+    assert later.body != first.body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param("transition", id="a-transition"),
+        pytest.param("drain", id="drain"),
+        pytest.param("action", id="an-operator-action"),
+    ],
+)
+async def test_health_is_read_afresh_after_anything_an_operator_would_look_for(
+    registry: Registry, breaker: CircuitBreaker, change: str
+) -> None:
+    """A transition, a drain or an operator's action shows on the next /health at once,
+    and /health agrees with /readyz."""
+    app = HealthApp(registry, critical=[breaker], actions_token=TOKEN)
+    await request(app, "/health")
+    if change == "transition":
+        breaker.force_open(reason="PSP down")
+    elif change == "drain":
+        app.drain()
+    else:
+        await request(app, "/actions/payments/force_open", method="POST", headers=AUTH)
+    health = (await request(app, "/health")).json()
+    ready = await request(app, "/readyz")
+    assert ready.status == 503
+    if change == "drain":
+        assert health["draining"] is True
+    else:
+        assert health["status"] == "fail"
+
+
+@pytest.mark.anyio
+async def test_health_runs_the_checks_where_readyz_does(registry: Registry) -> None:
+    """Local checks run in the event loop for /health as for /readyz, so one check
+    answers the same on both (a check may look at the loop, or at thread-local state)."""
+    import anyio.lowlevel
+
+    def in_the_loop() -> bool:
+        anyio.lowlevel.current_token()  # raises outside the event loop's thread
+        return True
+
+    app = HealthApp(registry, checks={"loop": in_the_loop})
+    assert (await request(app, "/readyz")).status == 200
+    health = (await request(app, "/health")).json()
+    assert health["checks"]["loop"][0]["status"] == "pass"
 
 
 @pytest.mark.anyio

@@ -4,7 +4,6 @@ with a stand-in for the server's handler."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -175,6 +174,8 @@ def test_drain_on_signal_must_run_in_the_main_thread() -> None:
     [
         pytest.param(-1, (signal.SIGTERM,), "delay", id="negative-delay"),
         pytest.param(1, ("SIGTERM",), "signals must hold signal numbers", id="name"),
+        pytest.param(1, (999,), "999", id="no-such-signal"),
+        pytest.param(1, (signal.SIGKILL,), "SIGKILL", id="cannot-be-caught"),
     ],
 )
 def test_bad_drain_settings_are_refused(
@@ -188,4 +189,22 @@ def test_bad_drain_settings_are_refused(
     ):
         pass
     assert signal.getsignal(signal.SIGTERM) is before
-    assert os.getpid() > 0
+
+
+def test_leaving_the_block_cancels_a_pending_stop() -> None:
+    """A signal came, and the block ended before the delay passed (the lifespan ended, a
+    test finished): the signal is not sent again later."""
+    heard = threading.Event()
+
+    def servers_handler(number: int, frame: FrameType | None) -> None:
+        heard.set()
+
+    previous = signal.signal(signal.SIGUSR1, servers_handler)
+    try:
+        health = HealthApp(Registry())
+        with health.drain_on_signal(0.2, signals=[signal.SIGUSR1]):
+            signal.raise_signal(signal.SIGUSR1)
+            assert health.draining
+        assert not heard.wait(1.0)  # five times the delay: the stop was cancelled
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -48,9 +48,9 @@ import anyio.to_thread
 
 from ._breaker import CircuitBreaker
 from ._core._clock import Clock
-from ._core._errors import ConfigurationError, describe_error
+from ._core._errors import ConfigurationError, describe_error, printable
 from ._core._guard import Guard, registry_and_clock
-from ._core._registry import DEFAULT_TRAIL_SIZE, Registry, _printable
+from ._core._registry import DEFAULT_TRAIL_SIZE, Registry
 from ._core._run import is_async_callable
 from ._core._state import GuardSnapshot, Health, Transition
 from ._core._validate import Duration, check_count, check_flag, check_name, to_seconds
@@ -117,7 +117,7 @@ _LOGGED = 120  # characters of a caller's text (a path, a reason) that reach a l
 
 def _loggable(text: str) -> str:
     """``text`` as one line of bounded length: control characters escaped, cut short."""
-    text = _printable(text)
+    text = printable(text)
     return text if len(text) <= _LOGGED else text[:_LOGGED] + "..."
 
 
@@ -198,8 +198,8 @@ class HealthApp:
         actions_token: Enables ``POST /actions/{guard}/{action}`` for callers that send
             ``Authorization: Bearer <token>``; at least 16 printable ASCII characters.
             ``None`` (the default): no actions at all.
-        trail: How many recent transitions ``/health`` lists overall and per guard (0 to
-            1000); the registry keeps at most 20 of each guard's own.
+        trail: How many recent transitions of all guards ``/health`` lists (0 to 1000);
+            beside each guard it lists that guard's last five (fewer if ``trail`` is).
         clock: Clock that stamps each response's ``time``; the registry's when ``None``.
 
     Raises:
@@ -239,7 +239,11 @@ class HealthApp:
         # The last /health answer by mount point: (read at, status, body). Filled in a
         # worker thread under the lock, so that concurrent probes read the registry once.
         self._health_lock = threading.Lock()
-        self._health_cache: dict[str, tuple[float, int, bytes]] = {}
+        self._health_cache: dict[str, tuple[float, int, object, int, bytes]] = {}
+        # Bumped by every transition, drain, resume and operator action: what an operator
+        # looks for shows on the next /health, whatever the cache's age.
+        self._generation = 0
+        registry.subscribe(self._changed)
 
     # -- draining -------------------------------------------------------------------------
 
@@ -248,11 +252,15 @@ class HealthApp:
         """Whether :meth:`drain` was called (and :meth:`resume` not since)."""
         return self._draining
 
+    def _changed(self, transition: Transition) -> None:
+        self._generation += 1
+
     def drain(self) -> None:
         """Answer ``/readyz`` with 503 from now on, so that load balancers stop sending
         new requests while those in flight finish; the lifespan shutdown does this."""
         if not self._draining:
             self._draining = True
+            self._generation += 1
             _logger.info("draining: /readyz answers 503 until resume()")
 
     @contextmanager
@@ -276,9 +284,11 @@ class HealthApp:
         the server's handlers back if no signal came.
 
         Args:
-            delay: Seconds to keep serving with ``/readyz`` at 503: longer than the load
-                balancer takes to notice (Kubernetes: ``periodSeconds`` times
+            delay: Real seconds to keep serving with ``/readyz`` at 503 (whatever the
+                app's clock: the load balancer that must notice lives in real time):
+                longer than it takes to notice (Kubernetes: ``periodSeconds`` times
                 ``failureThreshold`` of the readiness probe), shorter than the grace period.
+                A test that sends the signal passes a short delay.
             signals: The signals to handle (``SIGTERM`` by default; ``SIGINT`` too, if
                 Ctrl-C should drain as well).
 
@@ -288,10 +298,7 @@ class HealthApp:
                 app's handlers are installed already (blocks do not nest).
         """
         wait = to_seconds(delay, "delay")
-        chosen = tuple(signals)
-        for number in chosen:
-            if not isinstance(number, int) or isinstance(number, bool):
-                raise ConfigurationError(f"signals must hold signal numbers (got {number!r})")
+        chosen = tuple(_check_signal(number) for number in signals)
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 "drain_on_signal() must be entered in the main thread, where Python "
@@ -311,6 +318,7 @@ class HealthApp:
             yield
         finally:
             for number, mine in installed.items():
+                mine.cancel()  # a stop still pending is not sent after the block
                 theirs = mine.previous
                 if _signal.getsignal(number) is mine:  # no signal came: put theirs back
                     _signal.signal(number, theirs)
@@ -320,6 +328,7 @@ class HealthApp:
         """Undo :meth:`drain`: ``/readyz`` reports the checks and guards again."""
         if self._draining:
             self._draining = False
+            self._generation += 1
             _logger.info("resumed: /readyz reports checks and guards again")
 
     # -- reading --------------------------------------------------------------------------
@@ -379,14 +388,21 @@ class HealthApp:
                 fails.append(_describe(snapshot))
             else:
                 warnings.append(_describe(snapshot))
+        # The app's own configuration, named as it is: a critical guard not built yet.
+        missing = [_not_registered(name) for name in sorted(self._critical - seen)]
         for name in sorted(self._critical - seen):
-            warnings.append(_not_registered(name))
             checks.setdefault(name, []).append(_missing_entry(name))
-        status = "fail" if fails else "warn" if warnings else "pass"
+        status = "fail" if fails else "warn" if warnings or missing else "pass"
         document = self._preamble(status)
-        if fails or warnings:
-            document["output"] = "; ".join(fails or warnings)
-        document["notes"] = fails + warnings
+        notes = fails + missing
+        if warnings:
+            # Counted, not named: probes from outside may read /readyz, and a partner's
+            # name, host or trouble is for /health.
+            plural = "guard" if len(warnings) == 1 else "guards"
+            notes.append(f"{len(warnings)} {plural} not healthy (see /health)")
+        if notes:
+            document["output"] = "; ".join(notes)
+        document["notes"] = notes
         document["draining"] = self._draining
         document["checks"] = checks
         return not fails, document
@@ -397,6 +413,12 @@ class HealthApp:
         Args:
             root_path: Where the app is mounted, for the document's links.
         """
+        return self._health(root_path, list(self._run_checks(details=True)))
+
+    def _health(
+        self, root_path: str, checked: list[tuple[str, dict[str, object]]]
+    ) -> dict[str, object]:
+        """The ``/health`` document, with the local checks' entries run already."""
         guards = tuple(self._registry)
         snapshots = [guard.snapshot() for guard in guards]
         trail = self._registry.trail
@@ -436,7 +458,7 @@ class HealthApp:
         for name in sorted(self._critical - {s.name for s in snapshots}):
             checks.setdefault(name, []).append(_missing_entry(name))
             notes.append(_not_registered(name))
-        for name, entry in self._run_checks(details=True):
+        for name, entry in checked:
             checks.setdefault(name, []).append(entry)
             if entry["status"] != "pass":
                 notes.append(f"check {name!r} failed: {entry['output']}")
@@ -542,7 +564,12 @@ class HealthApp:
                 ready, document = self.readiness()
                 await _respond_json(send, 200 if ready else 503, document, head=head)
             elif path == "/health":
-                status, body = await anyio.to_thread.run_sync(self._health_answer, root_path)
+                # The checks run here, in the event loop, as for /readyz; the rest of the
+                # document is built in a worker thread.
+                checked = list(self._run_checks(details=True))
+                status, body = await anyio.to_thread.run_sync(
+                    self._health_answer, root_path, checked
+                )
                 await _respond(
                     send,
                     status,
@@ -560,18 +587,28 @@ class HealthApp:
                 return
         await _respond(send, 404, b"not found\n", head=head)
 
-    def _health_answer(self, root_path: str) -> tuple[int, bytes]:
-        """The ``/health`` status and body, read at most once per :data:`HEALTH_CACHE`
-        seconds; runs in a worker thread, off the event loop that answers ``/livez``."""
+    def _health_answer(
+        self, root_path: str, checked: list[tuple[str, dict[str, object]]]
+    ) -> tuple[int, bytes]:
+        """The ``/health`` status and body; runs in a worker thread, off the event loop
+        that answers ``/livez``. The same answer serves for :data:`HEALTH_CACHE` seconds,
+        unless a transition, a drain, an operator's action or a check's result came since.
+        """
         with self._health_lock:
             now = self._clock.monotonic()
+            generation = self._generation
             cached = self._health_cache.get(root_path)
-            if cached is not None and now - cached[0] < HEALTH_CACHE:
-                return cached[1], cached[2]
-            document = self.health(root_path=root_path)
+            if (
+                cached is not None
+                and now - cached[0] < HEALTH_CACHE
+                and cached[2] == checked
+                and cached[3] == generation
+            ):
+                return cached[1], cached[4]
+            document = self._health(root_path, checked)
             status = 503 if document["status"] == "fail" else 200
             body = _json_bytes(document)
-            self._health_cache[root_path] = (now, status, body)
+            self._health_cache[root_path] = (now, status, checked, generation, body)
             return status, body
 
     async def _page(self, send: _Send, root_path: str, *, head: bool) -> None:
@@ -650,6 +687,7 @@ class HealthApp:
             return
         reason = f"operator: {given or action.replace('_', ' ') + ' from the health endpoint'}"
         getattr(guard, action)(reason=reason)
+        self._generation += 1  # a forced state that is already in force moves nothing
         _logger.warning(
             "operator action %s on %s %r from %s: %s",
             action,
@@ -720,6 +758,12 @@ class _DrainThenStop:
         self._number = number
         self.previous = previous
         self._delay = delay
+        self._timer: threading.Timer | None = None
+
+    def cancel(self) -> None:
+        """Send nothing later: the block that installed the handler ended."""
+        if self._timer is not None:
+            self._timer.cancel()
 
     def __call__(self, number: int, frame: FrameType | None) -> None:
         # In the main thread, as every Python signal handler runs. From now on the
@@ -731,12 +775,35 @@ class _DrainThenStop:
             _signal.Signals(number).name,
             f"{self._delay:g}",
         )
-        timer = threading.Timer(self._delay, os.kill, (os.getpid(), number))
+        # Real seconds, whatever the app's clock: the load balancer that must notice the
+        # drain lives in real time.
+        timer = self._timer = threading.Timer(self._delay, os.kill, (os.getpid(), number))
         timer.daemon = True
         timer.start()
 
 
 # -- construction helpers ------------------------------------------------------------------
+
+# Signals a process cannot handle: the kernel acts on them alone.
+_UNCATCHABLE = frozenset(
+    getattr(_signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(_signal, name)
+)
+
+
+def _check_signal(number: object) -> int:
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ConfigurationError(f"signals must hold signal numbers (got {number!r})")
+    try:
+        name = _signal.Signals(number).name
+    except ValueError:
+        raise ConfigurationError(
+            f"signals must hold signals this system has, such as signal.SIGTERM (got {number!r})"
+        ) from None
+    if number in _UNCATCHABLE:
+        raise ConfigurationError(
+            f"signals cannot hold {name}: no process can handle it (use signal.SIGTERM)"
+        )
+    return number
 
 
 def _check_critical(critical: object, registry: Registry) -> frozenset[str]:

@@ -260,6 +260,14 @@ def _retry_hint(retry_after: float | None) -> str:
 _EXPONENT_FROM = 1e15
 
 
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable (a newline, a control or
+    format character) escaped as ``repr`` would, so one field is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_seconds(seconds: float) -> str:
     """Seconds for people: ``12.5``, ``30``, ``1230``, ``0.25``; exponent notation only from
     ``1e15`` on (``1e+300``)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
-from ._errors import ConfigurationError, format_seconds
+from ._errors import ConfigurationError, format_seconds, printable
 from ._events import ListenerSet, Subscription
 from ._state import Event, GuardSnapshot, Health, Transition, worst
 from ._validate import check_clock, check_count, check_flag
@@ -46,14 +46,6 @@ DEFAULT_GUARD_TRAIL = 20
 many other guards have moved since (never more than ``trail_size``)."""
 
 
-def _printable(text: str) -> str:
-    """``text`` with each character that is not printable (a newline, a control or
-    format character) escaped as ``repr`` would, so one field is always one line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 @dataclass(frozen=True, slots=True)
 class RegistrySnapshot:
     """Every guard of a registry at one instant, for a health endpoint or a log line.
@@ -81,11 +73,11 @@ class RegistrySnapshot:
         (``\\n``), so that no text can pass for a line of its own.
         """
         lines = [f"health: {self.health.value} ({len(self.guards)} guards)"]
-        names = [_printable(g.name) for g in self.guards]
+        names = [printable(g.name) for g in self.guards]
         width = max((len(name) for name in names), default=0)
         for guard, name in zip(self.guards, names, strict=True):
             ago = format_seconds(max(0.0, self.at - guard.since))
-            why = f": {_printable(guard.reason)}" if guard.reason else ""
+            why = f": {printable(guard.reason)}" if guard.reason else ""
             lines.append(
                 f"  {guard.health.value:<11} {name:<{width}}  {guard.kind} "
                 f"{guard.state} for {ago} s{why}"
@@ -96,8 +88,8 @@ class RegistrySnapshot:
             for t in recent:
                 ago = format_seconds(max(0.0, self.at - t.at))
                 lines.append(
-                    f"  {ago} s ago  {_printable(t.guard)}: {t.old_state} -> {t.new_state}: "
-                    f"{_printable(t.reason)}"
+                    f"  {ago} s ago  {printable(t.guard)}: {t.old_state} -> {t.new_state}: "
+                    f"{printable(t.reason)}"
                 )
         return "\n".join(lines)
 
