@@ -1,7 +1,9 @@
 """Real local servers that misbehave on request, for tests of HTTP clients over loopback.
 
 - :class:`LocalServer`: uvicorn on ``127.0.0.1`` (a port the OS picks), in a thread of its
-  own, serving a :class:`MisbehavingApp` that each test replaces with a fresh one.
+  own. Each test gets a :class:`Site` of its own on it: a fresh :class:`MisbehavingApp`
+  under a path prefix of its own (``/t/17``), so a request that uvicorn reads late still
+  reaches the app of the test that sent it, never the next test's.
 - :class:`ResetServer`: a raw socket server that resets connections (RST, not FIN).
 - :func:`closed_port`: a loopback port where nothing listens (connection refused).
 
@@ -12,6 +14,7 @@ seconds, or does not stop within :data:`STOP_BOUND`, fails the test with a messa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import struct
@@ -19,11 +22,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 try:
-    import uvicorn
+    import uvicorn as uvicorn  # re-exported: the tests that need it check it here
 except ImportError:  # the dev extra brings it; the tests that need it say so
     uvicorn = None  # type: ignore[assignment]
 
@@ -64,6 +68,7 @@ class MisbehavingApp:
 
     def __init__(self, stopping: threading.Event | None = None) -> None:
         self._lock = threading.Lock()  # the server's thread writes, the test's reads
+        self._counted = threading.Condition(self._lock)
         self._counts: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
         self._stopping = stopping if stopping is not None else threading.Event()
@@ -80,6 +85,17 @@ class MisbehavingApp:
         with self._lock:
             return dict(self._counts)
 
+    def wait_for_count(self, path: str, at_least: int, within: float = STOP_BOUND) -> int:
+        """Wait until ``path`` has got ``at_least`` requests, at most ``within`` real
+        seconds, and return how many it has got then.
+
+        A client that gave up (a timeout) may have left before the server read its
+        request; on a busy machine the server's thread reads it a little later.
+        """
+        with self._counted:
+            self._counted.wait_for(lambda: self._counts[path] >= at_least, within)
+            return self._counts[path]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -88,8 +104,9 @@ class MisbehavingApp:
         if path == "/count":
             await self._send(send, 200, json.dumps(self.counts()).encode(), "application/json")
             return
-        with self._lock:
+        with self._counted:
             self._counts[path] += 1
+            self._counted.notify_all()
         parts = path.strip("/").split("/")
         if parts == ["ok"]:
             await self._send(send, 200, b"ok")
@@ -183,19 +200,35 @@ class MisbehavingApp:
         # declared body, then the end of the stream.
 
 
-class LocalServer:
-    """uvicorn on loopback in a thread of its own, serving whichever app ``app`` is now.
+@dataclass(frozen=True)
+class Site:
+    """One test's own part of a :class:`LocalServer`: a fresh app under its own prefix."""
 
-    Use as a context manager; :meth:`serve` puts a fresh :class:`MisbehavingApp` in place
-    (a test's own state) and returns it.
+    url: str
+    """The site's base URL, ``http://127.0.0.1:PORT/t/N``: paths go after it."""
+    app: MisbehavingApp
+    """The app that serves (and counts) every request under :attr:`url`."""
+
+
+class LocalServer:
+    """uvicorn on loopback in a thread of its own, serving one :class:`Site` per test.
+
+    Use as a context manager; :meth:`serve` mounts a fresh :class:`MisbehavingApp` (a
+    test's own state) under a new prefix and returns it with its URL. A request goes to
+    the app its path names, whenever uvicorn gets round to reading it: a late request of
+    an earlier test is counted by that test's app, and a path under no prefix is a 404.
     """
 
     def __init__(self) -> None:
         if uvicorn is None:
             raise RuntimeError("uvicorn is not installed: pip install uvicorn")
         self.stopping = threading.Event()
-        self.app = MisbehavingApp(self.stopping)
         self.port = 0
+        # Every site by its prefix, kept for the session: a request that arrives after its
+        # test has ended still finds that test's app. The test's thread adds, the
+        # server's thread looks up; each is one dict operation, atomic under the GIL.
+        self._sites: dict[str, MisbehavingApp] = {}
+        self._numbers = itertools.count(1)
         self._failure: BaseException | None = None
         config = uvicorn.Config(
             self._dispatch,
@@ -216,16 +249,29 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        """The server's base URL, ``http://127.0.0.1:PORT``."""
+        """The server's root URL, ``http://127.0.0.1:PORT``; each site is under it."""
         return f"http://{HOST}:{self.port}"
 
-    def serve(self) -> MisbehavingApp:
-        """Serve a fresh app from now on, and return it."""
-        self.app = MisbehavingApp(self.stopping)
-        return self.app
+    def serve(self) -> Site:
+        """Mount a fresh app under a prefix of its own, and return it with its URL."""
+        prefix = f"/t/{next(self._numbers)}"
+        app = MisbehavingApp(self.stopping)
+        self._sites[prefix] = app
+        return Site(url=self.url + prefix, app=app)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return
+        # "/t/17/status/503": the app mounted at "/t/17" answers, and sees "/status/503".
+        parts = scope["path"].split("/", 3)
+        prefix = "/".join(parts[:3])
+        app = self._sites.get(prefix)
+        if app is None:
+            body = b"no site here: every path starts with a test's prefix, /t/N"
+            await MisbehavingApp._send(send, 404, body)
+            return
+        path = "/" + (parts[3] if len(parts) == 4 else "")
+        await app({**scope, "path": path, "root_path": scope["root_path"] + prefix}, receive, send)
 
     def _run(self) -> None:
         try:

@@ -67,8 +67,9 @@ def registry(clock: VirtualClock) -> Registry:
 
 
 @pytest.fixture(scope="session")
-def _local_server() -> Iterator[Any]:
-    """One uvicorn server on loopback for the session; each test gets a fresh app on it."""
+def local_server() -> Iterator[Any]:
+    """One uvicorn server on loopback for the session; each test gets a site of its own on
+    it (``http_server``). Only tests of the server itself take it whole."""
     from _servers import LocalServer
 
     with LocalServer() as server:
@@ -76,11 +77,10 @@ def _local_server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def http_server(_local_server: Any) -> Any:
-    """The loopback uvicorn server (``.url``), serving a fresh ``MisbehavingApp``
-    (``.app``) that holds this test's counts and failures."""
-    _local_server.serve()
-    return _local_server
+def http_server(local_server: Any) -> Any:
+    """This test's ``Site`` on the loopback uvicorn server: a fresh ``MisbehavingApp``
+    (``.app``, this test's counts and failures) under a prefix of its own (in ``.url``)."""
+    return local_server.serve()
 
 
 @pytest.fixture
