@@ -597,6 +597,51 @@ def test_max_retry_after_none_trusts_any_hint(registry: Registry, clock: Virtual
     assert (response.status_code, outcome(response).waits) == (200, (3600.0,))
 
 
+HUGE_RETRY_AFTER = "9" * 400  # whole seconds, too many for a float
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="default-cap"),
+        pytest.param({"max_retry_after": None, "timeout": None}, id="no-cap-no-deadline"),
+    ],
+)
+def test_a_retry_after_too_large_for_a_number_gives_up_at_once_with_that_response(
+    registry: Registry, clock: VirtualClock, options: dict[str, Any]
+) -> None:
+    """Retry-After: 999...9 is a wait longer than any cap, with or without one: one
+    request, no wait, the 503 goes back."""
+    upstream = Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER}), 200)
+    with httpx.Client(transport=build(upstream.sync(), registry, clock, **options)) as client:
+        response = client.get(URL)
+
+    assert (response.status_code, len(upstream.requests)) == (503, 1)
+    assert outcome(response).waits == ()
+    assert clock.monotonic() == 0.0
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_retry_after_too_large_for_a_number_ends_a_failover_after_one_round(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """With failover, the round's last 503 carries the endless hint: no second round."""
+    hosts = Hosts(
+        a=Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER})),
+        b=Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER})),
+    )
+    transport = build(
+        hosts.async_(), registry, clock, failover=["https://a.example", "https://b.example"]
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get("https://a.example/odds")
+
+    assert response.status_code == 503
+    assert hosts.order == ["a.example", "b.example"]
+    assert outcome(response).waits == ()
+
+
 def test_a_retry_after_on_a_status_that_is_not_retried_is_ignored(
     registry: Registry, clock: VirtualClock
 ) -> None:
