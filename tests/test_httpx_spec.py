@@ -2140,6 +2140,75 @@ async def test_a_streamed_body_is_never_hedged(registry: Registry, clock: Virtua
     assert outcome(response).attempts == 1
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param("breaker", id="breaker-factory"),
+        pytest.param("bulkhead", id="bulkhead-factory"),
+    ],
+)
+@pytest.mark.parametrize(
+    "retry_errors",
+    [
+        pytest.param(RETRY_ERRORS, id="default-retry-errors"),
+        pytest.param(Exception, id="retry-every-exception"),
+    ],
+)
+def test_a_configuration_error_found_on_first_use_reaches_the_caller_not_the_fallback(
+    registry: Registry, clock: VirtualClock, factory: str, retry_errors: Any
+) -> None:
+    """A breaker= or bulkhead= factory that returns something else is found on the first
+    request: its ConfigurationError is raised to the caller, neither retried nor served
+    by the fallback as if the upstream had failed."""
+    calls: list[BaseException] = []
+    built: list[str] = []
+
+    def fallback(request: httpx.Request, error: BaseException) -> httpx.Response:
+        calls.append(error)
+        return httpx.Response(200, text="yesterday's odds")
+
+    def wrong(name: str) -> Any:
+        built.append(name)
+        return "not a guard"
+
+    upstream = Upstream(clock, 200)
+    transport = build(
+        upstream.sync(),
+        registry,
+        clock,
+        fallback=fallback,
+        retry_errors=retry_errors,
+        **{factory: wrong},
+    )
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(ConfigurationError, match=f"{factory} must return"):
+            client.get(URL)
+
+    assert (calls, len(built), upstream.requests) == ([], 1, [])
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_configuration_error_reaches_the_caller_not_the_fallback(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same for an async client."""
+    calls: list[BaseException] = []
+    upstream = Upstream(clock, 200)
+    transport = build(
+        upstream.async_(),
+        registry,
+        clock,
+        fallback=lambda request, error: calls.append(error) or httpx.Response(200),
+        breaker=lambda name: "not a breaker",
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ConfigurationError, match="breaker must return"):
+            await client.get(URL)
+
+    assert calls == []
+
+
 def test_an_interrupt_is_neither_retried_nor_served_by_the_fallback(
     registry: Registry, clock: VirtualClock
 ) -> None:

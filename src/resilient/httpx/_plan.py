@@ -385,6 +385,8 @@ class _Core:
         return policy
 
     def retriable(self, error: BaseException) -> bool:
+        if isinstance(error, ConfigurationError):
+            return False  # a mistake in the configuration: the same on every attempt
         if isinstance(error, UnhealthyResponse):
             return error.status_code in self.retry_statuses
         if isinstance(error, AllSourcesFailedError):
@@ -556,13 +558,15 @@ class _Core:
         return response
 
     def fall_back(self, exchange: _Exchange, error: Exception) -> httpx.Response:
-        """The fallback's response for ``error``, or raise ``error``.
+        """The fallback's response for ``error``, or raise ``error``; a
+        :class:`ConfigurationError` is always raised, never handed to the fallback (a
+        mistake in the configuration is no upstream failure to serve stale data for).
 
         Raises:
             TypeError: The fallback returned something else than a response or None.
         """
         fallback = self.fallback
-        if fallback is not None:
+        if fallback is not None and not isinstance(error, ConfigurationError):
             served = fallback(exchange.request, error)
             if served is not None:
                 if not isinstance(served, httpx.Response):

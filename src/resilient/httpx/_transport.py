@@ -101,7 +101,10 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             error while reading it is retried; a longer body streams on to the caller.
         fallback: ``(request, error) -> response or None``: a response to serve when the
             call fails with an exception; ``None`` from it re-raises the error, anything
-            else raises ``TypeError``.
+            else raises ``TypeError``. It is not asked for a failure response (the
+            caller gets the response) nor for a :class:`~resilient.ConfigurationError`
+            (such as a ``breaker=`` or ``bulkhead=`` factory that returned something
+            else, found on the first request to an authority), which reaches the caller.
         random: Random source for the jitter.
         registry: Where the guards register; the default registry if omitted.
         clock: Source of time and waits; the registry's clock if omitted.
