@@ -2180,9 +2180,11 @@ def test_a_configuration_error_found_on_first_use_reaches_the_caller_not_the_fal
         retry_errors=retry_errors,
         **{factory: wrong},
     )
-    with httpx.Client(transport=transport) as client:
-        with pytest.raises(ConfigurationError, match=f"{factory} must return"):
-            client.get(URL)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(ConfigurationError, match=f"{factory} must return"),
+    ):
+        client.get(URL)
 
     assert (calls, len(built), upstream.requests) == ([], 1, [])
 
