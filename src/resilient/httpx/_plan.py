@@ -59,10 +59,12 @@ class _Exchange:
     __slots__ = (
         "attempt_timeout",
         "attempts",
+        "bases",
         "blocked",
         "clock",
         "clock_now",
         "deadline",
+        "ended",
         "errors",
         "failover_name",
         "hedged",
@@ -74,6 +76,7 @@ class _Exchange:
         "request",
         "responses",
         "rest",
+        "seconds",
         "source",
         "started",
         "waits",
@@ -99,14 +102,18 @@ class _Exchange:
         self.started = started
         self.attempts = 0
         self.errors: list[str] = []
+        # How each failed request ended: (where it went, what ended it, a timeout?).
+        self.ended: list[tuple[str, str, bool]] = []
         self.waits: list[float] = []
         self.responses: list[httpx.Response] = []  # every response produced, to close
         self.deadline: Deadline | None = None
+        self.seconds: float | None = None  # the call's own timeout, when it set the deadline
         self.attempt_timeout: float | None = None
         self.blocked = False  # sent once and not idempotent: no other base URL may see it
         self.hedged = False
         self.last_end: float | None = None
         self.rest = ""  # with failover: the URL after the base URL it matched
+        self.bases: tuple[str, ...] = ()  # with failover: the base URLs it may go to
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
 
@@ -190,10 +197,11 @@ class _Exchange:
         self.attempts += 1
         return request, bound, what
 
-    def failed(self, error: Exception, authority: str) -> None:
-        """A send raised ``error``: note it, and block other base URLs if it may have
-        reached the server (and the request is not idempotent)."""
+    def failed(self, error: Exception, source: str, authority: str) -> None:
+        """A send to ``source`` raised ``error``: note it, and block other base URLs if it
+        may have reached the server (and the request is not idempotent)."""
         self.errors.append(f"{type(error).__name__} from {authority}")
+        self.ended.append((source, type(error).__name__, isinstance(error, httpx.TimeoutException)))
         if not self.idempotent and not _not_sent(error):
             self.blocked = True
 
@@ -211,6 +219,7 @@ class _Exchange:
         status = response.status_code
         if status in core.unhealthy:
             self.errors.append(_status_line(response, authority))
+            self.ended.append((source, f"{status} {response.reason_phrase}", False))
             if not self.idempotent:
                 self.blocked = True
             if status in core.failure_statuses:
@@ -497,6 +506,7 @@ class _Core:
         rest = self.match(request.url) if replayable else None
         if rest is not None:
             exchange.rest = rest
+            exchange.bases = tuple(base.name for base in self.bases)
         policy: Retry | None = None
         if replayable and options.retry is not False:
             attempts = options.attempts
@@ -506,6 +516,7 @@ class _Core:
         outer = current_deadline()
         if seconds is not None and (outer is None or outer.remaining() > seconds):
             exchange.deadline = Deadline._checked_already(exchange.started + seconds, self.clock)
+            exchange.seconds = seconds
         else:
             exchange.deadline = outer
         return exchange, policy, rest
@@ -533,7 +544,11 @@ class _Core:
             group = error.__cause__
             unhealthy = _unhealthy_in(group)
             if unhealthy is None:
-                return _out_of_time(error, group, exchange.attempt_timeout, self.hedge is not None)
+                return _out_of_time(error, group, exchange, self.hedge is not None)
+        elif isinstance(error, DeadlineExceededError):
+            # No time left to start a round, a base URL or an attempt: say what the
+            # requests made before did, rather than that the call "did not start".
+            return _out_of_time(error, None, exchange, self.hedge is not None)
         elif isinstance(error, UnhealthyResponse):
             unhealthy = error
         elif isinstance(error, AllSourcesFailedError):
@@ -547,7 +562,12 @@ class _Core:
             # Closed unread before a wait that then overshot the deadline: the caller
             # could not read it, so the call ends as out of time.
             overdue = 0.0 if exchange.deadline is None else -exchange.deadline.remaining()
-            late = DeadlineExceededError(exchange.label, max(overdue, 0.0))
+            late = _out_of_time(
+                DeadlineExceededError(exchange.label, max(overdue, 0.0)),
+                None,
+                exchange,
+                self.hedge is not None,
+            )
             late.__cause__ = unhealthy
             return late
         return response
@@ -631,38 +651,93 @@ def _last_error(group: AllSourcesFailedError, retry_name: str) -> Exception:
 
 def _out_of_time(
     error: DeadlineExceededError,
-    group: AllSourcesFailedError,
-    attempt_timeout: float | None,
+    group: AllSourcesFailedError | None,
+    exchange: _Exchange,
     hedged: bool,
-) -> Exception:
-    """The failover found no time left for a further base URL: a DeadlineExceededError
-    that says how to leave time for one, with a note naming what each base URL asked
-    did instead of the group as its cause."""
-    told = _told(group)
-    asked = ", ".join(repr(source) for source, outcome, _ in told if outcome != "skipped")
-    if attempt_timeout is None:
-        fix = "bound each attempt with attempt_timeout= so that a further base URL is asked in time"
-    else:
-        fix = (
-            f"a shorter attempt_timeout= (now {format_seconds(attempt_timeout)} s) leaves time "
-            "for a further base URL"
-        )
-    fix += (
-        ", or start the next one sooner with a shorter hedge="
-        if hedged
-        else ", or race them with hedge="
-    )
+) -> DeadlineExceededError:
+    """The call found no time left for a further base URL, round or attempt: a
+    DeadlineExceededError that says how many requests went where and how each ended,
+    with advice that fits how they ended; with ``group`` (the failover's last round), a
+    note naming what each base URL asked did instead of the group as its cause.
+
+    ``error`` itself when no request was made: the call did not start."""
+    if not exchange.attempts:
+        return error
     advised = DeadlineExceededError(
-        error.guard, error.overdue, f"{asked or 'the base URLs asked'} took the time left: {fix}"
+        error.guard, error.overdue, _advice(exchange, hedged), happened=_spent(exchange)
     ).with_traceback(error.__traceback__)
-    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in told]
-    add_note(
-        advised,
-        f"failover {group.guard!r}: the deadline passed before a further base URL could be "
-        f"asked; {', '.join(done)}",
-    )
-    _hide_context(advised)
+    if group is not None:
+        done = [_what_it_did(source, outcome, inner) for source, outcome, inner in _told(group)]
+        add_note(
+            advised,
+            f"failover {group.guard!r}: the deadline passed before a further base URL could "
+            f"be asked; {', '.join(done)}",
+        )
+        _hide_context(advised)
     return advised
+
+
+def _spent(exchange: _Exchange) -> str:
+    """``the call's 1.5 s deadline passed after 5 requests: 'https://eu.example'
+    ReadTimeout x3, 'https://us.example' ReadError x2``."""
+    deadline = (
+        "the call's deadline"
+        if exchange.seconds is None
+        else f"the call's {format_seconds(exchange.seconds)} s deadline"
+    )
+    made = exchange.attempts
+    counts: dict[tuple[str, str], int] = {}
+    for source, what, _ in exchange.ended:
+        counts[source, what] = counts.get((source, what), 0) + 1
+    parts = [
+        f"{source!r} {what}" + ("" if times == 1 else f" x{times}")
+        for (source, what), times in counts.items()
+    ]
+    unended = made - len(exchange.ended)
+    if unended > 0:
+        parts.append(f"{unended} cancelled" if parts else f"{unended} still running")
+    return f"{deadline} passed after {made} request{'' if made == 1 else 's'}: {', '.join(parts)}"
+
+
+def _advice(exchange: _Exchange, hedged: bool) -> str:
+    """What would help, from how the requests ended."""
+    ended = exchange.ended
+    timeouts = all(timed_out for _, _, timed_out in ended)
+    asked = {source for source, _, _ in ended}
+    unasked = [name for name in exchange.bases if name not in asked]
+    attempt_timeout = exchange.attempt_timeout
+    if unasked and timeouts:
+        # The base URLs asked were slow and took the time another one never had.
+        never = ", ".join(repr(name) for name in unasked)
+        if attempt_timeout is None:
+            fix = (
+                f"{never} never asked: bound each attempt with attempt_timeout= so that a "
+                "further base URL is asked in time"
+            )
+        else:
+            fix = (
+                f"{never} never asked: a shorter attempt_timeout= (now "
+                f"{format_seconds(attempt_timeout)} s) leaves time for a further base URL"
+            )
+        return fix + (
+            ", or start the next one sooner with a shorter hedge="
+            if hedged
+            else ", or race them with hedge="
+        )
+    if timeouts:
+        longer = (
+            ""
+            if attempt_timeout is None
+            else f", a longer attempt_timeout= (now {format_seconds(attempt_timeout)} s)"
+        )
+        return (
+            "every request timed out: if a slower answer is still of use, give the call more "
+            f"time with resilient.deadline(...) or timeout={longer}"
+        )
+    return (
+        "not a matter of time alone: the failures listed are the upstreams' own, and more "
+        "time would only allow more retries of them"
+    )
 
 
 def _told(group: AllSourcesFailedError) -> list[tuple[str, str, Exception | None]]:

@@ -323,7 +323,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             if limit:
                 response = _read_sync(response, limit, bound, f"{what} passed", authority)
         except Exception as error:
-            exchange.failed(error, authority)
+            exchange.failed(error, source, authority)
             raise
         return exchange.received(self._core, response, source, authority)
 
@@ -418,7 +418,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     )
                 response = answered
         except Exception as error:
-            exchange.failed(error, authority)
+            exchange.failed(error, source, authority)
             raise
         return exchange.received(self._core, response, source, authority)
 
