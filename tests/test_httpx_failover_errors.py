@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 import resilient
-
 from resilient import (
     AllSourcesFailedError,
     CircuitBreaker,
