@@ -317,6 +317,14 @@ class _Core:
                 f"random must be a random.Random, e.g. random.Random(42) (got {random!r})"
             )
         self.registry, self.clock = registry_and_clock(registry, clock)
+        if f"{self.name}.retry" in self.registry:
+            # Say it in the transport's terms: the guard that clashes is one it builds.
+            raise ConfigurationError(
+                f"a guard named '{self.name}.retry' is already registered, most likely by "
+                f"another ResilientTransport named {self.name!r}: give each "
+                "ResilientTransport its own name= (the prefix of its guards' names), or a "
+                "registry= of its own"
+            )
         self.now = self.clock.monotonic
         self.budget = budget
         self.random = _random.Random() if random is None else random

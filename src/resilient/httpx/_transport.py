@@ -110,7 +110,8 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         clock: Source of time and waits; the registry's clock if omitted.
 
     Raises:
-        ConfigurationError: A value is out of range; the message names it.
+        ConfigurationError: A value is out of range (the message names it), or another
+            transport of the same ``name`` is in ``registry`` already.
     """
 
     def __init__(
