@@ -2344,3 +2344,110 @@ def test_async_requests_sent_and_responses_closed_follow_the_contract(
     anyio.run(main, backend=backend)
     assert len(upstream.requests) == sent
     assert all(n == 1 for n in upstream.closes), upstream.closes
+
+
+# -- the note on an error that leaves the transport -------------------------------------------
+
+
+def request_notes(error: BaseException) -> list[str]:
+    """The transport's notes naming a request: they start with its method."""
+    return [n for n in getattr(error, "__notes__", []) if n.startswith(("GET ", "POST "))]
+
+
+def test_an_error_leaving_the_transport_names_the_request_and_where_it_went(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An empty ReadError on each of three attempts: the caller's error carries one note
+    saying which request, from which authority, on which attempt."""
+
+    def empty(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("", request=request)  # a connection reset mid-body
+
+    with (
+        httpx.Client(transport=build(httpx.MockTransport(empty), registry, clock)) as client,
+        pytest.raises(httpx.ReadError) as caught,
+    ):
+        client.get(URL)
+
+    assert str(caught.value) == ""
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 3 of 3"
+    ]
+
+
+def test_an_error_instance_raised_again_keeps_one_request_note(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same exception object raised on every attempt of two calls: one note, the
+    latest call's, never one per attempt."""
+    same = httpx.ConnectError("refused")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise same
+
+    transport = build(httpx.MockTransport(refuse), registry, clock, breaker=None)
+    with httpx.Client(transport=transport) as client:
+        for path in ("/first", "/second"):
+            with pytest.raises(httpx.ConnectError):
+                client.post(f"https://feed.example{path}")
+
+    assert request_notes(same) == [
+        f"POST https://feed.example/second: ConnectError from {AUTHORITY} on attempt 3 of 3"
+    ]
+
+
+def test_the_request_note_leaves_out_credentials_and_the_query(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Userinfo and query may carry secrets, and notes reach logs: neither is written."""
+    upstream = Upstream(clock, httpx.ReadError)
+    transport = build(upstream.sync(), registry, clock)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(httpx.ReadError) as caught,
+    ):
+        client.get(
+            "https://user:secret@feed.example/odds?token=abc",
+            extensions={EXTENSION: Options(retry=False)},
+        )
+
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 1 of 1"
+    ]
+
+
+def test_a_refusal_leaving_the_transport_says_no_request_was_sent(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An open breaker refuses the call: the note names the request and says how many
+    attempts and requests there were (none sent)."""
+    breaker = CircuitBreaker("feed", registry=registry, clock=clock)
+    breaker.force_open(reason="maintenance")
+    upstream = Upstream(clock, 200)
+    transport = build(upstream.sync(), registry, clock, attempts=1, breaker=lambda name: breaker)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(CircuitOpenError) as caught,
+    ):
+        client.get(URL)
+
+    assert upstream.requests == []
+    assert request_notes(caught.value) == [
+        f"GET {URL}: CircuitOpenError after 1 of 1 attempt and 0 requests"
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_error_leaving_the_transport_names_the_request_too(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same note on an async client's error."""
+    upstream = Upstream(clock, httpx.ReadError)
+    async with httpx.AsyncClient(transport=build(upstream.async_(), registry, clock)) as client:
+        with pytest.raises(httpx.ReadError) as caught:
+            await client.get(URL)
+
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 3 of 3"
+    ]

@@ -3,6 +3,7 @@ policies, failover) and what one request remembers; no I/O here."""
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -67,6 +68,7 @@ class _Exchange:
         "ended",
         "errors",
         "failover_name",
+        "failures",
         "hedged",
         "idempotent",
         "label",
@@ -76,6 +78,8 @@ class _Exchange:
         "request",
         "responses",
         "rest",
+        "rounds",
+        "rounds_most",
         "seconds",
         "source",
         "started",
@@ -104,6 +108,9 @@ class _Exchange:
         self.errors: list[str] = []
         # How each failed request ended: (where it went, what ended it, a timeout?).
         self.ended: list[tuple[str, str, bool]] = []
+        self.failures: list[tuple[Exception, str]] = []  # each send's error, its authority
+        self.rounds = 0  # attempts started (with failover, rounds through the base URLs)
+        self.rounds_most = 1  # the most attempts this call may make
         self.waits: list[float] = []
         self.responses: list[httpx.Response] = []  # every response produced, to close
         self.deadline: Deadline | None = None
@@ -175,6 +182,7 @@ class _Exchange:
             left = deadline.remaining()
             if left <= 0:
                 raise DeadlineExceededError(self.label, -left)
+        self.rounds += 1
 
     def waited(self) -> None:
         """Record the wait since the last attempt ended, if one is pending."""
@@ -201,6 +209,7 @@ class _Exchange:
         """A send to ``source`` raised ``error``: note it, and block other base URLs if it
         may have reached the server (and the request is not idempotent)."""
         self.errors.append(f"{type(error).__name__} from {authority}")
+        self.failures.append((error, authority))
         self.ended.append((source, type(error).__name__, isinstance(error, httpx.TimeoutException)))
         if not self.idempotent and not _not_sent(error):
             self.blocked = True
@@ -230,6 +239,31 @@ class _Exchange:
         """How many bytes of a body with ``status`` to read inside the attempt."""
         return ERROR_BODY_LIMIT if status in core.unhealthy else self.read_limit
 
+    def note(self, error: Exception) -> None:
+        """Note on ``error``, which leaves the transport, the request and where it went:
+        ``GET https://a.example/odds: ReadError from a.example:443 on attempt 3 of 3``,
+        so that an error with an empty message still says something. One such note per
+        error object: an instance raised again replaces its earlier one."""
+        request = self.request
+        url = request.url
+        # No userinfo and no query: either may carry a credential, and notes reach logs.
+        shown = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        most = self.rounds_most
+        authority = next((where for failed, where in self.failures if failed is error), None)
+        if authority is not None:
+            what = f"from {authority} on attempt {max(self.rounds, 1)} of {most}"
+        else:
+            sent = self.attempts
+            what = (
+                f"after {self.rounds} of {most} attempt{'' if most == 1 else 's'} and {sent} "
+                f"request{'' if sent == 1 else 's'}"
+            )
+        note = f"{request.method} {shown}: {type(error).__name__} {what}"
+        earlier = getattr(error, _NOTED, None)
+        add_note(error, note, replaces=earlier if isinstance(earlier, str) else note)
+        with contextlib.suppress(AttributeError, TypeError):  # a slotted exception
+            setattr(error, _NOTED, note)
+
     def superseded(self) -> None:
         """An attempt failed and a retry follows: the wait starts now."""
         self.last_end = self.clock_now()
@@ -244,6 +278,9 @@ class _Exchange:
             elapsed=now - self.started,
             errors=tuple(self.errors),
         )
+
+
+_NOTED = "_resilient_httpx_note"  # the note the transport last put on an error object
 
 
 def _status_line(response: httpx.Response, authority: str) -> str:
@@ -520,6 +557,7 @@ class _Core:
             attempts = options.attempts
             if (attempts or self.attempts) > 1:
                 policy = self.policy(attempts, idempotent)
+                exchange.rounds_most = attempts or self.attempts
         seconds = self.timeout if options.timeout is None else cast(float, options.timeout)
         outer = current_deadline()
         if seconds is not None and (outer is None or outer.remaining() > seconds):
@@ -584,6 +622,12 @@ class _Core:
         exchange.source = exchange.origins.get(id(response), "")
         response.extensions[EXTENSION] = exchange.outcome(self.now())
         return response
+
+    def note(self, exchange: _Exchange, error: Exception) -> None:
+        """Note on ``error`` the request and where it went (see :meth:`_Exchange.note`);
+        not on a :class:`ConfigurationError`, which is about no request."""
+        if not isinstance(error, ConfigurationError):
+            exchange.note(error)
 
     def fall_back(self, exchange: _Exchange, error: Exception) -> httpx.Response:
         """The fallback's response for ``error``, or raise ``error``; a

@@ -275,6 +275,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 final = core.conclude(exchange, error)
                 if isinstance(final, Exception):
                     _close_all(exchange.responses, None)
+                    core.note(exchange, final)
                     return core.fall_back(exchange, final)
                 response = final
             _close_all(exchange.responses, response)
@@ -347,6 +348,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 final = core.conclude(exchange, error)
                 if isinstance(final, Exception):
                     await _aclose_all(exchange.responses, None)
+                    core.note(exchange, final)
                     return core.fall_back(exchange, final)
                 response = final
             await _aclose_all(exchange.responses, response)
