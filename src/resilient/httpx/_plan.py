@@ -712,11 +712,15 @@ def _out_of_time(
     with advice that fits how they ended; with ``group`` (the failover's last round), a
     note naming what each base URL asked did instead of the group as its cause.
 
-    ``error`` itself when no request was made: the call did not start."""
-    if not exchange.attempts:
+    ``error`` itself when no request was made and no base URL was passed over: the call
+    did not start."""
+    if not exchange.attempts and group is None:
         return error
     advised = DeadlineExceededError(
-        error.guard, error.overdue, _advice(exchange, hedged), happened=_spent(exchange)
+        error.guard,
+        error.overdue,
+        _advice(exchange, hedged),
+        happened=_spent(exchange) if exchange.attempts else None,
     ).with_traceback(error.__traceback__)
     if group is not None:
         done = [_what_it_did(source, outcome, inner) for source, outcome, inner in _told(group)]
