@@ -19,6 +19,7 @@ PAGES = (
     "failover.md",
     "httpx.md",
     "recipes/starlette.md",
+    "testing.md",
 )
 # A block fenced as ```python runs; one fenced as ```python no-run (it would call a real
 # host) is shown only.
@@ -27,6 +28,9 @@ BOUND = 120
 
 
 CONTINUED = "# continues the block above\n"
+# A print whose line ends with a comment promises that text, at any indentation (inside
+# `with` blocks and `async def main()` too).
+PROMISE = re.compile(r"^[ \t]*print\(.*\)\s+# (.*)$", re.M)
 
 
 def python_blocks(page: str) -> list[str]:
@@ -65,7 +69,7 @@ def test_the_example_runs_and_prints_what_its_comments_say(page: str, number: in
     if "except*" in block and sys.version_info < (3, 11):
         pytest.skip("the example uses except*, new in Python 3.11")
     printed = run(block)
-    promised = re.findall(r"^print\(.*\)\s+# (.*)$", block, re.M)
+    promised = PROMISE.findall(block)
     if promised:
         assert printed == promised
 
@@ -107,3 +111,17 @@ def test_the_failover_error_example_prints_notes_and_lineage() -> None:
         "-1.0",
         "2",
     ]
+
+
+def test_every_commented_print_is_a_promise_whatever_its_indentation() -> None:
+    """Prints at column 0, in a ``with`` block and in ``async def main()`` are all read,
+    in the order they appear; a print without a comment promises nothing."""
+    block = (
+        "print(1)  # 1\n"
+        "with open(__file__):\n"
+        "    print(2)  # 2\n"
+        "async def main():\n"
+        "        print(3)    # 3\n"
+        "print(4)\n"
+    )
+    assert PROMISE.findall(block) == ["1", "2", "3"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
@@ -23,8 +22,7 @@ def test_the_match_day_example_prints_what_the_page_says() -> None:
     ran = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND, check=True
     )
-    assert ran.stdout.startswith("[('news', 0.5), ")
-    assert sorted(ast.literal_eval(ran.stdout)) == [("news", 0.5), ("odds", 1.0), ("scores", 1.0)]
+    assert ran.stdout == "('news', 0.5) [('odds', 1.0), ('scores', 1.0)]\n"
 
 
 def test_the_pytest_examples_pass_as_a_users_test_suite(tmp_path: Path) -> None:

@@ -120,6 +120,25 @@ def test_a_deadline_error_says_what_to_do() -> None:
     assert (copy.guard, copy.overdue, copy.advice) == ("odds.failover", 0.0, "bound each attempt")
 
 
+def test_a_deadline_error_after_work_says_what_happened_instead_of_did_not_start() -> None:
+    """A guard that made requests says what they did; ``happened`` survives pickling and
+    stays out of ``args``."""
+    spent = DeadlineExceededError(
+        "odds.failover",
+        0.0,
+        "more time would only allow more retries",
+        happened="the call's 1.5 s deadline passed after 2 requests: 'https://a' ReadError x2",
+    )
+    assert str(spent) == (
+        "'odds.failover': the call's 1.5 s deadline passed after 2 requests: 'https://a' "
+        "ReadError x2; more time would only allow more retries"
+    )
+    assert spent.args == ("odds.failover", 0.0)
+    copy = pickle.loads(pickle.dumps(spent))
+    assert (copy.happened, str(copy)) == (spent.happened, str(spent))
+    assert DeadlineExceededError("odds.retry", 0.25).happened is None
+
+
 def test_an_exception_can_say_how_lineage_names_it() -> None:
     """error_name() reads an exception's own lineage name when it has one, the type name
     otherwise; a chaos mark is added either way."""

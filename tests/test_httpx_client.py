@@ -3,6 +3,8 @@ client they build goes through the guards of one ResilientTransport."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -239,3 +241,69 @@ def test_httpx_still_reads_proxies_from_the_environment_where_the_helper_looks(
     found = get_environment_proxies()
     assert found["https://"] == "http://proxy.example:3128"
     assert found["all://*internal.example"] is None
+
+
+@pytest.mark.parametrize(
+    "build", [pytest.param(client, id="client"), pytest.param(async_client, id="async_client")]
+)
+@pytest.mark.parametrize(
+    "inner", [pytest.param(False, id="default-inner"), pytest.param(True, id="own-inner")]
+)
+def test_proxies_is_refused_with_the_spellings_that_stay_guarded(
+    registry: Registry, clock: VirtualClock, build: Any, inner: bool
+) -> None:
+    """proxies= (httpx 0.27, which would mount unguarded proxy transports) is refused,
+    and the error says to pass proxy= or mounts=."""
+    rt = (
+        ResilientTransport(httpx.MockTransport(ok), registry=registry, clock=clock)
+        if inner
+        else fresh(registry, clock)
+    )
+    with pytest.raises(ConfigurationError, match=r"proxies=.*pass proxy=.*or mounts="):
+        build(rt, proxies="http://proxy.local:3128")
+
+
+@pytest.mark.parametrize(
+    "build", [pytest.param(client, id="client"), pytest.param(async_client, id="async_client")]
+)
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_transport_with_an_inner_one_refuses_proxies_from_the_environment(
+    registry: Registry,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    build: Any,
+    variable: str,
+) -> None:
+    """With trust_env left to its default, an inner transport would go around the
+    environment's proxy: the error names the variable and both ways out."""
+    monkeypatch.setenv(variable, "http://proxy.local:3128")
+    rt = ResilientTransport(httpx.MockTransport(ok), registry=registry, clock=clock)
+    with pytest.raises(ConfigurationError) as caught:
+        build(rt)
+    message = str(caught.value)
+    assert variable in message
+    assert "without an inner transport" in message
+    assert "trust_env=False" in message
+
+
+def test_a_transport_with_an_inner_one_accepts_trust_env_false_under_a_proxy_environment(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trust_env=False says to go direct: the inner transport is used as it is, and httpx
+    reads nothing from the environment."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+    rt = ResilientTransport(httpx.MockTransport(ok), registry=registry, clock=clock)
+    with client(rt, trust_env=False) as http:
+        assert route(http, URL) is rt
+        assert http.trust_env is False
+        assert http.get(URL).text == "feed.example"
+
+
+def test_a_transport_with_an_inner_one_accepts_an_environment_that_only_exempts_hosts(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY alone names no proxy, so nothing is gone around."""
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    rt = ResilientTransport(httpx.MockTransport(ok), registry=registry, clock=clock)
+    with client(rt) as http:
+        assert route(http, URL) is rt

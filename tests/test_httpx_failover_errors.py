@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+import resilient
 from resilient import (
     AllSourcesFailedError,
     CircuitBreaker,
@@ -244,14 +245,14 @@ def test_a_failure_response_is_still_returned_when_the_other_base_url_raised(
     [
         pytest.param(
             {},
-            "a.example/api' took the time left: bound each attempt with attempt_timeout= so "
-            "that a further base URL is asked in time, or race them with hedge=",
+            "'https://b.example/api' never asked: bound each attempt with attempt_timeout= "
+            "so that a further base URL is asked in time, or race them with hedge=",
             id="no-attempt-timeout",
         ),
         pytest.param(
             {"attempt_timeout": 3},
-            "a.example/api' took the time left: a shorter attempt_timeout= (now 3 s) leaves "
-            "time for a further base URL, or race them with hedge=",
+            "'https://b.example/api' never asked: a shorter attempt_timeout= (now 3 s) "
+            "leaves time for a further base URL, or race them with hedge=",
             id="attempt-timeout-too-long",
         ),
     ],
@@ -272,3 +273,73 @@ async def test_the_deadline_error_of_a_failover_says_to_bound_attempts_or_hedge(
             await http.get(URL)
     assert caught.value.guard == "http.failover"
     assert str(caught.value).endswith(advice)
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_the_deadline_error_of_a_failover_counts_each_base_urls_requests_and_endings(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """a.example hangs past each 0.5 s attempt, b.example resets: the message says the
+    1.5 s deadline passed after 5 requests and how each base URL's ended, without "did
+    not start" and without advising a shorter attempt_timeout."""
+
+    async def slow_a_reset_b(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a.example":
+            await clock.sleep_async(30)
+        raise httpx.ReadError("connection reset by peer", request=request)
+
+    rt = transport(
+        slow_a_reset_b, registry, clock, timeout=1.5, attempt_timeout=0.5, backoff=Constant(0)
+    )
+    async with httpx.AsyncClient(transport=rt) as http:
+        with pytest.raises(DeadlineExceededError) as caught:
+            await http.get(URL)
+    message = str(caught.value)
+    assert message.startswith(
+        "'http.failover': the call's 1.5 s deadline passed after 5 requests: "
+        "'https://a.example/api' ReadTimeout x3, 'https://b.example/api' ReadError x2; "
+    )
+    assert "did not start" not in message
+    assert "attempt_timeout" not in message
+    assert caught.value.happened is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_when_every_base_url_asked_timed_out_the_deadline_error_says_more_time(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Both base URLs hang past their 0.5 s attempts, and the second round's first one
+    takes what is left: every request timed out, so the advice is more time (or a longer
+    attempt_timeout), not a further base URL."""
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await clock.sleep_async(30)
+        return httpx.Response(200)
+
+    rt = transport(slow, registry, clock, timeout=1.2, attempt_timeout=0.5, backoff=Constant(0))
+    async with httpx.AsyncClient(transport=rt) as http:
+        with pytest.raises(DeadlineExceededError) as caught:
+            await http.get(URL)
+    assert str(caught.value) == (
+        "'http.failover': the call's 1.2 s deadline passed after 3 requests: "
+        "'https://a.example/api' ReadTimeout x2, 'https://b.example/api' ReadTimeout; every "
+        "request timed out: if a slower answer is still of use, give the call more time with "
+        "resilient.deadline(...) or timeout=, a longer attempt_timeout= (now 0.5 s)"
+    )
+
+
+def test_a_call_whose_deadline_passed_before_any_request_still_did_not_start(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """No request made: the message still says the call did not start."""
+    calls: list[httpx.Request] = []
+    rt = transport(calls.append, registry, clock)
+    with resilient.deadline(0.5, clock=clock):
+        clock.advance(1)
+        with httpx.Client(transport=rt) as http, pytest.raises(DeadlineExceededError) as caught:
+            http.get(URL)
+    assert "did not start" in str(caught.value)
+    assert caught.value.happened is None
+    assert calls == []

@@ -597,6 +597,51 @@ def test_max_retry_after_none_trusts_any_hint(registry: Registry, clock: Virtual
     assert (response.status_code, outcome(response).waits) == (200, (3600.0,))
 
 
+HUGE_RETRY_AFTER = "9" * 400  # whole seconds, too many for a float
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="default-cap"),
+        pytest.param({"max_retry_after": None, "timeout": None}, id="no-cap-no-deadline"),
+    ],
+)
+def test_a_retry_after_too_large_for_a_number_gives_up_at_once_with_that_response(
+    registry: Registry, clock: VirtualClock, options: dict[str, Any]
+) -> None:
+    """Retry-After: 999...9 is a wait longer than any cap, with or without one: one
+    request, no wait, the 503 goes back."""
+    upstream = Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER}), 200)
+    with httpx.Client(transport=build(upstream.sync(), registry, clock, **options)) as client:
+        response = client.get(URL)
+
+    assert (response.status_code, len(upstream.requests)) == (503, 1)
+    assert outcome(response).waits == ()
+    assert clock.monotonic() == 0.0
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_a_retry_after_too_large_for_a_number_ends_a_failover_after_one_round(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """With failover, the round's last 503 carries the endless hint: no second round."""
+    hosts = Hosts(
+        a=Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER})),
+        b=Upstream(clock, (503, {"Retry-After": HUGE_RETRY_AFTER})),
+    )
+    transport = build(
+        hosts.async_(), registry, clock, failover=["https://a.example", "https://b.example"]
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get("https://a.example/odds")
+
+    assert response.status_code == 503
+    assert hosts.order == ["a.example", "b.example"]
+    assert outcome(response).waits == ()
+
+
 def test_a_retry_after_on_a_status_that_is_not_retried_is_ignored(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -2097,6 +2142,77 @@ async def test_a_streamed_body_is_never_hedged(registry: Registry, clock: Virtua
     assert outcome(response).attempts == 1
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param("breaker", id="breaker-factory"),
+        pytest.param("bulkhead", id="bulkhead-factory"),
+    ],
+)
+@pytest.mark.parametrize(
+    "retry_errors",
+    [
+        pytest.param(RETRY_ERRORS, id="default-retry-errors"),
+        pytest.param(Exception, id="retry-every-exception"),
+    ],
+)
+def test_a_configuration_error_found_on_first_use_reaches_the_caller_not_the_fallback(
+    registry: Registry, clock: VirtualClock, factory: str, retry_errors: Any
+) -> None:
+    """A breaker= or bulkhead= factory that returns something else is found on the first
+    request: its ConfigurationError is raised to the caller, neither retried nor served
+    by the fallback as if the upstream had failed."""
+    calls: list[BaseException] = []
+    built: list[str] = []
+
+    def fallback(request: httpx.Request, error: BaseException) -> httpx.Response:
+        calls.append(error)
+        return httpx.Response(200, text="yesterday's odds")
+
+    def wrong(name: str) -> Any:
+        built.append(name)
+        return "not a guard"
+
+    upstream = Upstream(clock, 200)
+    transport = build(
+        upstream.sync(),
+        registry,
+        clock,
+        fallback=fallback,
+        retry_errors=retry_errors,
+        **{factory: wrong},
+    )
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(ConfigurationError, match=f"{factory} must return"),
+    ):
+        client.get(URL)
+
+    assert (calls, len(built), upstream.requests) == ([], 1, [])
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_configuration_error_reaches_the_caller_not_the_fallback(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same for an async client."""
+    calls: list[BaseException] = []
+    upstream = Upstream(clock, 200)
+    transport = build(
+        upstream.async_(),
+        registry,
+        clock,
+        fallback=lambda request, error: calls.append(error) or httpx.Response(200),
+        breaker=lambda name: "not a breaker",
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ConfigurationError, match="breaker must return"):
+            await client.get(URL)
+
+    assert calls == []
+
+
 def test_an_interrupt_is_neither_retried_nor_served_by_the_fallback(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -2230,3 +2346,110 @@ def test_async_requests_sent_and_responses_closed_follow_the_contract(
     anyio.run(main, backend=backend)
     assert len(upstream.requests) == sent
     assert all(n == 1 for n in upstream.closes), upstream.closes
+
+
+# -- the note on an error that leaves the transport -------------------------------------------
+
+
+def request_notes(error: BaseException) -> list[str]:
+    """The transport's notes naming a request: they start with its method."""
+    return [n for n in getattr(error, "__notes__", []) if n.startswith(("GET ", "POST "))]
+
+
+def test_an_error_leaving_the_transport_names_the_request_and_where_it_went(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An empty ReadError on each of three attempts: the caller's error carries one note
+    saying which request, from which authority, on which attempt."""
+
+    def empty(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("", request=request)  # a connection reset mid-body
+
+    with (
+        httpx.Client(transport=build(httpx.MockTransport(empty), registry, clock)) as client,
+        pytest.raises(httpx.ReadError) as caught,
+    ):
+        client.get(URL)
+
+    assert str(caught.value) == ""
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 3 of 3"
+    ]
+
+
+def test_an_error_instance_raised_again_keeps_one_request_note(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same exception object raised on every attempt of two calls: one note, the
+    latest call's, never one per attempt."""
+    same = httpx.ConnectError("refused")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise same
+
+    transport = build(httpx.MockTransport(refuse), registry, clock, breaker=None)
+    with httpx.Client(transport=transport) as client:
+        for path in ("/first", "/second"):
+            with pytest.raises(httpx.ConnectError):
+                client.post(f"https://feed.example{path}")
+
+    assert request_notes(same) == [
+        f"POST https://feed.example/second: ConnectError from {AUTHORITY} on attempt 3 of 3"
+    ]
+
+
+def test_the_request_note_leaves_out_credentials_and_the_query(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Userinfo and query may carry secrets, and notes reach logs: neither is written."""
+    upstream = Upstream(clock, httpx.ReadError)
+    transport = build(upstream.sync(), registry, clock)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(httpx.ReadError) as caught,
+    ):
+        client.get(
+            "https://user:secret@feed.example/odds?token=abc",
+            extensions={EXTENSION: Options(retry=False)},
+        )
+
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 1 of 1"
+    ]
+
+
+def test_a_refusal_leaving_the_transport_says_no_request_was_sent(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """An open breaker refuses the call: the note names the request and says how many
+    attempts and requests there were (none sent)."""
+    breaker = CircuitBreaker("feed", registry=registry, clock=clock)
+    breaker.force_open(reason="maintenance")
+    upstream = Upstream(clock, 200)
+    transport = build(upstream.sync(), registry, clock, attempts=1, breaker=lambda name: breaker)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(CircuitOpenError) as caught,
+    ):
+        client.get(URL)
+
+    assert upstream.requests == []
+    assert request_notes(caught.value) == [
+        f"GET {URL}: CircuitOpenError after 1 of 1 attempt and 0 requests"
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_an_async_error_leaving_the_transport_names_the_request_too(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same note on an async client's error."""
+    upstream = Upstream(clock, httpx.ReadError)
+    async with httpx.AsyncClient(transport=build(upstream.async_(), registry, clock)) as client:
+        with pytest.raises(httpx.ReadError) as caught:
+            await client.get(URL)
+
+    assert request_notes(caught.value) == [
+        f"GET {URL}: ReadError from {AUTHORITY} on attempt 3 of 3"
+    ]

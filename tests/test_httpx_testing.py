@@ -831,3 +831,45 @@ async def test_async_not_found_asks_no_feed(clock: VirtualClock) -> None:
     assert response.status_code == 404
     assert "TOT-NEW" in json.loads(response.content)["detail"]
     assert odds.statistics().calls == 0
+
+
+# -- the public surface ---------------------------------------------------------------------
+
+
+def test_every_public_method_and_property_of_the_httpx_module_has_a_docstring() -> None:
+    """help(ChaosTransport) and the rest say what each public method does."""
+    import inspect
+
+    import resilient.httpx as package
+
+    missing: list[str] = []
+    for name in package.__all__:
+        found = getattr(package, name)
+        if not inspect.isclass(found):
+            continue
+        for attr, value in vars(found).items():
+            if attr.startswith("_"):
+                continue
+            target = value.fget if isinstance(value, property) else value
+            if (callable(target) or isinstance(value, property)) and not (
+                getattr(target, "__doc__", None) or ""
+            ).strip():
+                missing.append(f"{name}.{attr}")
+    assert missing == []
+
+
+def test_the_httpx_test_doubles_use_only_resilient_testing_public_names() -> None:
+    """FeedTransport reads FlakyFeed through resilient.testing, not its private module."""
+    import ast
+    import inspect
+
+    import resilient.httpx._testing as module
+
+    tree = ast.parse(inspect.getsource(module))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert "resilient.testing" in imported
+    assert not [name for name in imported if name.startswith("resilient.testing._")]

@@ -1313,10 +1313,25 @@ def test_bad_configuration_names_the_parameter_and_the_value(
 def test_a_second_transport_of_the_same_name_in_one_registry_is_refused(
     registry: Registry,
 ) -> None:
-    """Guard names are unique per registry: two transports need two names."""
+    """Guard names are unique per registry: two transports need two names, and the error
+    says so in the transport's terms (name=), not the retry's (replace=)."""
     ResilientTransport(registry=registry)
-    with pytest.raises(ConfigurationError, match=r"'http\.retry' is already registered"):
+    with pytest.raises(ConfigurationError) as caught:
         ResilientTransport(registry=registry)
+    message = str(caught.value)
+    assert "'http.retry' is already registered" in message
+    assert "give each ResilientTransport its own name=" in message
+    assert "replace=" not in message
+
+
+def test_a_transport_of_another_name_in_the_same_registry_is_accepted(
+    registry: Registry,
+) -> None:
+    """name= is the way out the error gives: it works."""
+    ResilientTransport(registry=registry)
+    second = ResilientTransport(name="partner", registry=registry)
+    assert "partner.retry" in registry
+    assert second.name == "partner"
 
 
 # -- review findings (issue 13) -----------------------------------------------------------------

@@ -520,7 +520,7 @@ def test_the_default_hint_is_the_exceptions_retry_after(
         pytest.param("-5", id="negative-text"),
         pytest.param(-5, id="negative"),
         pytest.param(math.nan, id="nan"),
-        pytest.param(math.inf, id="infinite"),
+        pytest.param(-math.inf, id="minus-infinite"),
         pytest.param(True, id="bool"),
         pytest.param("Wed, 01 Jan 2025 00:00:00 GMT", id="date-in-the-past"),
         pytest.param(datetime(2026, 1, 1, 0, 1), id="naive-datetime"),
@@ -553,11 +553,19 @@ def test_a_hint_beyond_max_retry_after_gives_up_at_once(
 @pytest.mark.parametrize(
     "cap", [pytest.param(5, id="max-retry-after-5"), pytest.param(None, id="no-cap")]
 )
+@pytest.mark.parametrize(
+    "hint",
+    [
+        pytest.param("9" * 400, id="digits-beyond-float-range"),
+        pytest.param(math.inf, id="parsed-already-inf"),
+    ],
+)
 def test_a_hint_too_large_for_a_float_gives_up_at_once(
-    registry: Registry, clock: VirtualClock, cap: float | None
+    registry: Registry, clock: VirtualClock, cap: float | None, hint: object
 ) -> None:
-    """Retry-After: 999...9 is longer than any cap: no wait, one attempt, the error noted."""
-    retry = make(registry, clock, retry_after=lambda error: "9" * 400, max_retry_after=cap)
+    """Retry-After: 999...9 is longer than any cap, and so is the inf it parses to when
+    an exception carries it parsed: no wait, one attempt, the error noted."""
+    retry = make(registry, clock, retry_after=lambda error: hint, max_retry_after=cap)
     flaky = Flaky()
     with pytest.raises(ConnectionError) as caught:
         retry.call(flaky)

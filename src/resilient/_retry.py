@@ -181,9 +181,10 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
     ``timedelta``, an aware ``datetime``, or an HTTP-date string such as
     ``"Wed, 21 Oct 2026 07:28:00 GMT"`` in any of the three forms HTTP allows (measured
     against ``wall_now``). Negative waits, dates in the past, naive ``datetime`` objects,
-    NaN, float infinities and anything unparseable give ``None``. A whole number of
-    seconds too large for a float (``"999...9"``) gives ``math.inf``: a wait longer than
-    any cap, after which a retry policy gives up.
+    NaN, ``-math.inf`` and anything unparseable give ``None``. A whole number of seconds
+    too large for a float (``"999...9"``) gives ``math.inf``: a wait longer than any cap,
+    after which a retry policy gives up; so does ``math.inf`` itself, so that a hint
+    parsed once (an exception's ``retry_after``) means the same when parsed again.
     """
     seconds: float | None = None
     if isinstance(value, bool) or value is None:
@@ -196,6 +197,8 @@ def parse_retry_after(value: object, wall_now: float) -> float | None:
         except OverflowError:
             return math.inf  # a valid hint, longer than any wait: see the docstring
     if isinstance(value, float):
+        if value == math.inf:
+            return math.inf  # a parsed endless hint, passed on: see the docstring
         seconds = value
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()

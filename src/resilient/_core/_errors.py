@@ -60,12 +60,19 @@ class DeadlineExceededError(ResilientError, TimeoutError):
         overdue: Seconds past the deadline.
         advice: What to do about it, when the guard knows better than "give the call more
             time" (optional; kept out of ``args``, which stay ``(guard, overdue)``).
+        happened: What happened before the deadline passed, said instead of "did not
+            start" when work was done, e.g. ``"the call's 1.5 s deadline passed after 2
+            requests: ..."`` (optional; kept out of ``args`` too).
     """
 
-    def __init__(self, guard: str, overdue: float, advice: str | None = None) -> None:
+    def __init__(
+        self, guard: str, overdue: float, advice: str | None = None, *, happened: str | None = None
+    ) -> None:
         super().__init__(guard, overdue)
         if advice is not None:
             self._advice = advice
+        if happened is not None:
+            self._happened = happened
 
     @property
     def guard(self) -> str:
@@ -83,7 +90,17 @@ class DeadlineExceededError(ResilientError, TimeoutError):
         advice = self.__dict__.get("_advice")
         return advice if isinstance(advice, str) else _MORE_TIME
 
+    @property
+    def happened(self) -> str | None:
+        """What happened before the deadline passed, when work was done; ``None`` when
+        the work did not start."""
+        happened = self.__dict__.get("_happened")
+        return happened if isinstance(happened, str) else None
+
     def __str__(self) -> str:
+        happened = self.happened
+        if happened is not None:
+            return f"{self.guard!r}: {happened}; {self.advice}"
         return (
             f"{self.guard!r} did not start: its deadline passed {format_seconds(self.overdue)} "
             f"s ago; {self.advice}"

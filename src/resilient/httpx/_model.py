@@ -203,7 +203,8 @@ class UnhealthyResponse(Exception):
         response: The response; its body (up to 64 KiB) is already read.
         status_code: Its status.
         retry_after: Its ``Retry-After`` in seconds, or ``None`` (absent, in the past or
-            unreadable).
+            unreadable); ``math.inf`` for a number of seconds too large for a float,
+            which ends the retries.
     """
 
     def __init__(self, response: httpx.Response, retry_after: float | None = None) -> None:

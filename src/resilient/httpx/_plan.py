@@ -3,6 +3,7 @@ policies, failover) and what one request remembers; no I/O here."""
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -59,12 +60,15 @@ class _Exchange:
     __slots__ = (
         "attempt_timeout",
         "attempts",
+        "bases",
         "blocked",
         "clock",
         "clock_now",
         "deadline",
+        "ended",
         "errors",
         "failover_name",
+        "failures",
         "hedged",
         "idempotent",
         "label",
@@ -74,6 +78,9 @@ class _Exchange:
         "request",
         "responses",
         "rest",
+        "rounds",
+        "rounds_most",
+        "seconds",
         "source",
         "started",
         "waits",
@@ -99,14 +106,21 @@ class _Exchange:
         self.started = started
         self.attempts = 0
         self.errors: list[str] = []
+        # How each failed request ended: (where it went, what ended it, a timeout?).
+        self.ended: list[tuple[str, str, bool]] = []
+        self.failures: list[tuple[Exception, str]] = []  # each send's error, its authority
+        self.rounds = 0  # attempts started (with failover, rounds through the base URLs)
+        self.rounds_most = 1  # the most attempts this call may make
         self.waits: list[float] = []
         self.responses: list[httpx.Response] = []  # every response produced, to close
         self.deadline: Deadline | None = None
+        self.seconds: float | None = None  # the call's own timeout, when it set the deadline
         self.attempt_timeout: float | None = None
         self.blocked = False  # sent once and not idempotent: no other base URL may see it
         self.hedged = False
         self.last_end: float | None = None
         self.rest = ""  # with failover: the URL after the base URL it matched
+        self.bases: tuple[str, ...] = ()  # with failover: the base URLs it may go to
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
 
@@ -168,6 +182,7 @@ class _Exchange:
             left = deadline.remaining()
             if left <= 0:
                 raise DeadlineExceededError(self.label, -left)
+        self.rounds += 1
 
     def waited(self) -> None:
         """Record the wait since the last attempt ended, if one is pending."""
@@ -190,10 +205,12 @@ class _Exchange:
         self.attempts += 1
         return request, bound, what
 
-    def failed(self, error: Exception, authority: str) -> None:
-        """A send raised ``error``: note it, and block other base URLs if it may have
-        reached the server (and the request is not idempotent)."""
+    def failed(self, error: Exception, source: str, authority: str) -> None:
+        """A send to ``source`` raised ``error``: note it, and block other base URLs if it
+        may have reached the server (and the request is not idempotent)."""
         self.errors.append(f"{type(error).__name__} from {authority}")
+        self.failures.append((error, authority))
+        self.ended.append((source, type(error).__name__, isinstance(error, httpx.TimeoutException)))
         if not self.idempotent and not _not_sent(error):
             self.blocked = True
 
@@ -211,6 +228,7 @@ class _Exchange:
         status = response.status_code
         if status in core.unhealthy:
             self.errors.append(_status_line(response, authority))
+            self.ended.append((source, f"{status} {response.reason_phrase}", False))
             if not self.idempotent:
                 self.blocked = True
             if status in core.failure_statuses:
@@ -220,6 +238,31 @@ class _Exchange:
     def body_limit(self, core: _Core, status: int) -> int:
         """How many bytes of a body with ``status`` to read inside the attempt."""
         return ERROR_BODY_LIMIT if status in core.unhealthy else self.read_limit
+
+    def note(self, error: Exception) -> None:
+        """Note on ``error``, which leaves the transport, the request and where it went:
+        ``GET https://a.example/odds: ReadError from a.example:443 on attempt 3 of 3``,
+        so that an error with an empty message still says something. One such note per
+        error object: an instance raised again replaces its earlier one."""
+        request = self.request
+        url = request.url
+        # No userinfo and no query: either may carry a credential, and notes reach logs.
+        shown = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        most = self.rounds_most
+        authority = next((where for failed, where in self.failures if failed is error), None)
+        if authority is not None:
+            what = f"from {authority} on attempt {max(self.rounds, 1)} of {most}"
+        else:
+            sent = self.attempts
+            what = (
+                f"after {self.rounds} of {most} attempt{'' if most == 1 else 's'} and {sent} "
+                f"request{'' if sent == 1 else 's'}"
+            )
+        note = f"{request.method} {shown}: {type(error).__name__} {what}"
+        earlier = getattr(error, _NOTED, None)
+        add_note(error, note, replaces=earlier if isinstance(earlier, str) else note)
+        with contextlib.suppress(AttributeError, TypeError):  # a slotted exception
+            setattr(error, _NOTED, note)
 
     def superseded(self) -> None:
         """An attempt failed and a retry follows: the wait starts now."""
@@ -235,6 +278,9 @@ class _Exchange:
             elapsed=now - self.started,
             errors=tuple(self.errors),
         )
+
+
+_NOTED = "_resilient_httpx_note"  # the note the transport last put on an error object
 
 
 def _status_line(response: httpx.Response, authority: str) -> str:
@@ -308,6 +354,14 @@ class _Core:
                 f"random must be a random.Random, e.g. random.Random(42) (got {random!r})"
             )
         self.registry, self.clock = registry_and_clock(registry, clock)
+        if f"{self.name}.retry" in self.registry:
+            # Say it in the transport's terms: the guard that clashes is one it builds.
+            raise ConfigurationError(
+                f"a guard named '{self.name}.retry' is already registered, most likely by "
+                f"another ResilientTransport named {self.name!r}: give each "
+                "ResilientTransport its own name= (the prefix of its guards' names), or a "
+                "registry= of its own"
+            )
         self.now = self.clock.monotonic
         self.budget = budget
         self.random = _random.Random() if random is None else random
@@ -385,6 +439,8 @@ class _Core:
         return policy
 
     def retriable(self, error: BaseException) -> bool:
+        if isinstance(error, ConfigurationError):
+            return False  # a mistake in the configuration: the same on every attempt
         if isinstance(error, UnhealthyResponse):
             return error.status_code in self.retry_statuses
         if isinstance(error, AllSourcesFailedError):
@@ -495,15 +551,18 @@ class _Core:
         rest = self.match(request.url) if replayable else None
         if rest is not None:
             exchange.rest = rest
+            exchange.bases = tuple(base.name for base in self.bases)
         policy: Retry | None = None
         if replayable and options.retry is not False:
             attempts = options.attempts
             if (attempts or self.attempts) > 1:
                 policy = self.policy(attempts, idempotent)
+                exchange.rounds_most = attempts or self.attempts
         seconds = self.timeout if options.timeout is None else cast(float, options.timeout)
         outer = current_deadline()
         if seconds is not None and (outer is None or outer.remaining() > seconds):
             exchange.deadline = Deadline._checked_already(exchange.started + seconds, self.clock)
+            exchange.seconds = seconds
         else:
             exchange.deadline = outer
         return exchange, policy, rest
@@ -531,7 +590,11 @@ class _Core:
             group = error.__cause__
             unhealthy = _unhealthy_in(group)
             if unhealthy is None:
-                return _out_of_time(error, group, exchange.attempt_timeout, self.hedge is not None)
+                return _out_of_time(error, group, exchange, self.hedge is not None)
+        elif isinstance(error, DeadlineExceededError):
+            # No time left to start a round, a base URL or an attempt: say what the
+            # requests made before did, rather than that the call "did not start".
+            return _out_of_time(error, None, exchange, self.hedge is not None)
         elif isinstance(error, UnhealthyResponse):
             unhealthy = error
         elif isinstance(error, AllSourcesFailedError):
@@ -545,7 +608,12 @@ class _Core:
             # Closed unread before a wait that then overshot the deadline: the caller
             # could not read it, so the call ends as out of time.
             overdue = 0.0 if exchange.deadline is None else -exchange.deadline.remaining()
-            late = DeadlineExceededError(exchange.label, max(overdue, 0.0))
+            late = _out_of_time(
+                DeadlineExceededError(exchange.label, max(overdue, 0.0)),
+                None,
+                exchange,
+                self.hedge is not None,
+            )
             late.__cause__ = unhealthy
             return late
         return response
@@ -555,14 +623,22 @@ class _Core:
         response.extensions[EXTENSION] = exchange.outcome(self.now())
         return response
 
+    def note(self, exchange: _Exchange, error: Exception) -> None:
+        """Note on ``error`` the request and where it went (see :meth:`_Exchange.note`);
+        not on a :class:`ConfigurationError`, which is about no request."""
+        if not isinstance(error, ConfigurationError):
+            exchange.note(error)
+
     def fall_back(self, exchange: _Exchange, error: Exception) -> httpx.Response:
-        """The fallback's response for ``error``, or raise ``error``.
+        """The fallback's response for ``error``, or raise ``error``; a
+        :class:`ConfigurationError` is always raised, never handed to the fallback (a
+        mistake in the configuration is no upstream failure to serve stale data for).
 
         Raises:
             TypeError: The fallback returned something else than a response or None.
         """
         fallback = self.fallback
-        if fallback is not None:
+        if fallback is not None and not isinstance(error, ConfigurationError):
             served = fallback(exchange.request, error)
             if served is not None:
                 if not isinstance(served, httpx.Response):
@@ -627,38 +703,97 @@ def _last_error(group: AllSourcesFailedError, retry_name: str) -> Exception:
 
 def _out_of_time(
     error: DeadlineExceededError,
-    group: AllSourcesFailedError,
-    attempt_timeout: float | None,
+    group: AllSourcesFailedError | None,
+    exchange: _Exchange,
     hedged: bool,
-) -> Exception:
-    """The failover found no time left for a further base URL: a DeadlineExceededError
-    that says how to leave time for one, with a note naming what each base URL asked
-    did instead of the group as its cause."""
-    told = _told(group)
-    asked = ", ".join(repr(source) for source, outcome, _ in told if outcome != "skipped")
-    if attempt_timeout is None:
-        fix = "bound each attempt with attempt_timeout= so that a further base URL is asked in time"
-    else:
-        fix = (
-            f"a shorter attempt_timeout= (now {format_seconds(attempt_timeout)} s) leaves time "
-            "for a further base URL"
-        )
-    fix += (
-        ", or start the next one sooner with a shorter hedge="
-        if hedged
-        else ", or race them with hedge="
-    )
+) -> DeadlineExceededError:
+    """The call found no time left for a further base URL, round or attempt: a
+    DeadlineExceededError that says how many requests went where and how each ended,
+    with advice that fits how they ended; with ``group`` (the failover's last round), a
+    note naming what each base URL asked did instead of the group as its cause.
+
+    ``error`` itself when no request was made and no base URL was passed over: the call
+    did not start."""
+    if not exchange.attempts and group is None:
+        return error
     advised = DeadlineExceededError(
-        error.guard, error.overdue, f"{asked or 'the base URLs asked'} took the time left: {fix}"
+        error.guard,
+        error.overdue,
+        _advice(exchange, hedged),
+        happened=_spent(exchange) if exchange.attempts else None,
     ).with_traceback(error.__traceback__)
-    done = [_what_it_did(source, outcome, inner) for source, outcome, inner in told]
-    add_note(
-        advised,
-        f"failover {group.guard!r}: the deadline passed before a further base URL could be "
-        f"asked; {', '.join(done)}",
-    )
-    _hide_context(advised)
+    if group is not None:
+        done = [_what_it_did(source, outcome, inner) for source, outcome, inner in _told(group)]
+        add_note(
+            advised,
+            f"failover {group.guard!r}: the deadline passed before a further base URL could "
+            f"be asked; {', '.join(done)}",
+        )
+        _hide_context(advised)
     return advised
+
+
+def _spent(exchange: _Exchange) -> str:
+    """``the call's 1.5 s deadline passed after 5 requests: 'https://eu.example'
+    ReadTimeout x3, 'https://us.example' ReadError x2``."""
+    deadline = (
+        "the call's deadline"
+        if exchange.seconds is None
+        else f"the call's {format_seconds(exchange.seconds)} s deadline"
+    )
+    made = exchange.attempts
+    counts: dict[tuple[str, str], int] = {}
+    for source, what, _ in exchange.ended:
+        counts[source, what] = counts.get((source, what), 0) + 1
+    parts = [
+        f"{source!r} {what}" + ("" if times == 1 else f" x{times}")
+        for (source, what), times in counts.items()
+    ]
+    unended = made - len(exchange.ended)
+    if unended > 0:
+        parts.append(f"{unended} cancelled" if parts else f"{unended} still running")
+    return f"{deadline} passed after {made} request{'' if made == 1 else 's'}: {', '.join(parts)}"
+
+
+def _advice(exchange: _Exchange, hedged: bool) -> str:
+    """What would help, from how the requests ended."""
+    ended = exchange.ended
+    timeouts = all(timed_out for _, _, timed_out in ended)
+    asked = {source for source, _, _ in ended}
+    unasked = [name for name in exchange.bases if name not in asked]
+    attempt_timeout = exchange.attempt_timeout
+    if unasked and timeouts:
+        # The base URLs asked were slow and took the time another one never had.
+        never = ", ".join(repr(name) for name in unasked)
+        if attempt_timeout is None:
+            fix = (
+                f"{never} never asked: bound each attempt with attempt_timeout= so that a "
+                "further base URL is asked in time"
+            )
+        else:
+            fix = (
+                f"{never} never asked: a shorter attempt_timeout= (now "
+                f"{format_seconds(attempt_timeout)} s) leaves time for a further base URL"
+            )
+        return fix + (
+            ", or start the next one sooner with a shorter hedge="
+            if hedged
+            else ", or race them with hedge="
+        )
+    if timeouts:
+        longer = (
+            ""
+            if attempt_timeout is None
+            else f", a longer attempt_timeout= (now {format_seconds(attempt_timeout)} s)"
+        )
+        return (
+            "every request timed out: if a slower answer is still of use, give the call more "
+            f"time with resilient.deadline(...) or timeout={longer}"
+        )
+    return (
+        "not a matter of time alone: the failures listed are the upstreams' own, and more "
+        "time would only allow more retries of them"
+    )
 
 
 def _told(group: AllSourcesFailedError) -> list[tuple[str, str, Exception | None]]:

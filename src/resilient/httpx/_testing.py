@@ -21,7 +21,7 @@ import httpx
 from resilient._core._errors import ConfigurationError, format_seconds
 from resilient._retry import parse_retry_after
 from resilient.chaos import Chaos, Return
-from resilient.testing._flaky_feed import FlakyFeed, OddsUpdate
+from resilient.testing import FlakyFeed, OddsUpdate
 
 __all__ = ["ChaosTransport", "FeedTransport", "status"]
 
@@ -230,6 +230,13 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return self._chaos
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the chaos strategy to the inner transport (sync): an
+        injected fault is raised with the request attached, a returned value becomes a
+        fresh response.
+
+        Raises:
+            TypeError: The inner transport is async only.
+        """
         transport = self._transport
         if not isinstance(transport, httpx.BaseTransport):
             _wrong_side(transport, "sync")
@@ -241,6 +248,13 @@ class ChaosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return _answer(result, request, self._chaos.name)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the chaos strategy to the inner transport (async); an
+        injected delay or hang longer than the request's read timeout ends in
+        ``httpx.ReadTimeout`` on the strategy's clock.
+
+        Raises:
+            TypeError: The inner transport is sync only.
+        """
         transport = self._transport
         if not isinstance(transport, httpx.AsyncBaseTransport):
             _wrong_side(transport, "async")
@@ -500,6 +514,8 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return _json_response(404, {"error": "NotFound", "detail": detail}, request)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer ``request`` from the feed its path names (sync): the odds as JSON, a
+        404 for a path off the route, and the feed's faults as HTTP faults."""
         routed = self._route(request)
         if isinstance(routed, httpx.Response):
             return routed
@@ -511,6 +527,9 @@ class FeedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return self._served(answer, request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer ``request`` from the feed its path names (async), as
+        :meth:`handle_request`; an answer later than the request's read timeout ends in
+        ``httpx.ReadTimeout`` on the feed's clock."""
         routed = self._route(request)
         if isinstance(routed, httpx.Response):
             return routed

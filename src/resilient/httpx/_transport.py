@@ -101,13 +101,17 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             error while reading it is retried; a longer body streams on to the caller.
         fallback: ``(request, error) -> response or None``: a response to serve when the
             call fails with an exception; ``None`` from it re-raises the error, anything
-            else raises ``TypeError``.
+            else raises ``TypeError``. It is not asked for a failure response (the
+            caller gets the response) nor for a :class:`~resilient.ConfigurationError`
+            (such as a ``breaker=`` or ``bulkhead=`` factory that returned something
+            else, found on the first request to an authority), which reaches the caller.
         random: Random source for the jitter.
         registry: Where the guards register; the default registry if omitted.
         clock: Source of time and waits; the registry's clock if omitted.
 
     Raises:
-        ConfigurationError: A value is out of range; the message names it.
+        ConfigurationError: A value is out of range (the message names it), or another
+            transport of the same ``name`` is in ``registry`` already.
     """
 
     def __init__(
@@ -271,6 +275,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 final = core.conclude(exchange, error)
                 if isinstance(final, Exception):
                     _close_all(exchange.responses, None)
+                    core.note(exchange, final)
                     return core.fall_back(exchange, final)
                 response = final
             _close_all(exchange.responses, response)
@@ -320,7 +325,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             if limit:
                 response = _read_sync(response, limit, bound, f"{what} passed", authority)
         except Exception as error:
-            exchange.failed(error, authority)
+            exchange.failed(error, source, authority)
             raise
         return exchange.received(self._core, response, source, authority)
 
@@ -343,6 +348,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 final = core.conclude(exchange, error)
                 if isinstance(final, Exception):
                     await _aclose_all(exchange.responses, None)
+                    core.note(exchange, final)
                     return core.fall_back(exchange, final)
                 response = final
             await _aclose_all(exchange.responses, response)
@@ -415,7 +421,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     )
                 response = answered
         except Exception as error:
-            exchange.failed(error, authority)
+            exchange.failed(error, source, authority)
             raise
         return exchange.received(self._core, response, source, authority)
 
