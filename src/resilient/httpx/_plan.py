@@ -7,7 +7,7 @@ import contextlib
 import random as _random
 import threading
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import httpx
 from httpx._multipart import FileField as _FileField
@@ -65,8 +65,6 @@ class _Exchange:
         "clock",
         "clock_now",
         "deadline",
-        "ended",
-        "errors",
         "failover_name",
         "failures",
         "hedged",
@@ -105,10 +103,9 @@ class _Exchange:
         self.read_limit = read_limit
         self.started = started
         self.attempts = 0
-        self.errors: list[str] = []
-        # How each failed request ended: (where it went, what ended it, a timeout?).
-        self.ended: list[tuple[str, str, bool]] = []
-        self.failures: list[tuple[Exception, str]] = []  # each send's error, its authority
+        # Every request that failed, in order: the outcome's errors, the note on an error
+        # that leaves, and a failover's deadline message are all read from it.
+        self.failures: list[_Failure] = []
         self.rounds = 0  # attempts started (with failover, rounds through the base URLs)
         self.rounds_most = 1  # the most attempts this call may make
         self.waits: list[float] = []
@@ -124,10 +121,10 @@ class _Exchange:
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
 
-    def bound(self) -> tuple[Deadline | None, str]:
+    def bound(self) -> tuple[Deadline | None, float | None, str]:
         """The deadline of one attempt starting now (the call's, or ``attempt_timeout``
-        from now when that is sooner) and what a timeout message calls it; ``None`` when
-        neither applies.
+        from now when that is sooner), the seconds it leaves, and what a timeout message
+        calls it; ``None`` and ``None`` when neither applies.
 
         Raises:
             DeadlineExceededError: The call's deadline has passed.
@@ -138,20 +135,20 @@ class _Exchange:
             raise DeadlineExceededError(self.label, -left)
         seconds = self.attempt_timeout
         if seconds is None or (left is not None and left <= seconds):
-            return deadline, "the call's deadline"
+            return deadline, left, "the call's deadline"
         return (
             Deadline._checked_already(self.clock_now() + seconds, self.clock),
+            seconds,
             f"the attempt timeout ({format_seconds(seconds)} s)",
         )
 
-    def copy(self, url: httpx.URL | None, bound: Deadline | None) -> httpx.Request:
-        """The request to send for one attempt: its timeouts cut to the time ``bound``
-        leaves, its URL moved to another base URL when ``url`` is given."""
+    def copy(self, url: httpx.URL | None, left: float | None) -> httpx.Request:
+        """The request to send for one attempt: its timeouts cut to the ``left`` seconds
+        it has, its URL moved to another base URL when ``url`` is given."""
         original = self.request
         extensions = dict(original.extensions)
         extensions.pop(EXTENSION, None)
-        if bound is not None:
-            left = bound.remaining()
+        if left is not None:
             given = original.extensions.get("timeout")
             capped: dict[str, float | None] = {}
             for key in _TIMEOUT_KEYS:
@@ -190,9 +187,12 @@ class _Exchange:
             self.waits.append(self.clock_now() - self.last_end)
             self.last_end = None
 
-    def before_send(self, url: httpx.URL | None) -> tuple[httpx.Request, Deadline | None, str]:
+    def before_send(
+        self, url: httpx.URL | None
+    ) -> tuple[httpx.Request, Deadline | None, float | None, str]:
         """The request one send puts on the wire, counted as sent, with the deadline that
-        bounds the send and what a timeout message calls it (see :meth:`bound`).
+        bounds the send, the seconds it leaves, and what a timeout message calls it (see
+        :meth:`bound`).
 
         Raises:
             _NotResent: It is not idempotent and one base URL may have seen it already.
@@ -200,17 +200,16 @@ class _Exchange:
         """
         if self.blocked:
             raise _NotResent(self.failover_name, None)
-        bound, what = self.bound()
-        request = self.copy(url, bound)
+        bound, left, what = self.bound()
+        request = self.copy(url, left)
         self.attempts += 1
-        return request, bound, what
+        return request, bound, left, what
 
     def failed(self, error: Exception, source: str, authority: str) -> None:
         """A send to ``source`` raised ``error``: note it, and block other base URLs if it
         may have reached the server (and the request is not idempotent)."""
-        self.errors.append(f"{type(error).__name__} from {authority}")
-        self.failures.append((error, authority))
-        self.ended.append((source, type(error).__name__, isinstance(error, httpx.TimeoutException)))
+        timeout = isinstance(error, httpx.TimeoutException)
+        self.failures.append(_Failure(source, authority, type(error).__name__, timeout, error))
         if not self.idempotent and not _not_sent(error):
             self.blocked = True
 
@@ -227,8 +226,8 @@ class _Exchange:
         self.origins[id(response)] = source
         status = response.status_code
         if status in core.unhealthy:
-            self.errors.append(_status_line(response, authority))
-            self.ended.append((source, f"{status} {response.reason_phrase}", False))
+            what = f"{status} {response.reason_phrase}"
+            self.failures.append(_Failure(source, authority, what, False, None))
             if not self.idempotent:
                 self.blocked = True
             if status in core.failure_statuses:
@@ -249,7 +248,7 @@ class _Exchange:
         # No userinfo and no query: either may carry a credential, and notes reach logs.
         shown = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
         most = self.rounds_most
-        authority = next((where for failed, where in self.failures if failed is error), None)
+        authority = next((f.authority for f in self.failures if f.error is error), None)
         if authority is not None:
             what = f"from {authority} on attempt {max(self.rounds, 1)} of {most}"
         else:
@@ -276,15 +275,22 @@ class _Exchange:
             fallback=fallback,
             hedged=self.hedged,
             elapsed=now - self.started,
-            errors=tuple(self.errors),
+            errors=tuple(f"{f.what} from {f.authority}" for f in self.failures),
         )
 
 
 _NOTED = "_resilient_httpx_note"  # the note the transport last put on an error object
 
 
-def _status_line(response: httpx.Response, authority: str) -> str:
-    return f"{response.status_code} {response.reason_phrase} from {authority}"
+class _Failure(NamedTuple):
+    """One request that failed: where it went, how it ended, and its error (``None`` for
+    a failure status)."""
+
+    source: str  # the base URL, or scheme://authority
+    authority: str
+    what: str  # "ReadTimeout", "503 Service Unavailable"
+    timeout: bool
+    error: Exception | None
 
 
 class _Core:
@@ -743,13 +749,14 @@ def _spent(exchange: _Exchange) -> str:
     )
     made = exchange.attempts
     counts: dict[tuple[str, str], int] = {}
-    for source, what, _ in exchange.ended:
-        counts[source, what] = counts.get((source, what), 0) + 1
+    for failure in exchange.failures:
+        key = (failure.source, failure.what)
+        counts[key] = counts.get(key, 0) + 1
     parts = [
         f"{source!r} {what}" + ("" if times == 1 else f" x{times}")
         for (source, what), times in counts.items()
     ]
-    unended = made - len(exchange.ended)
+    unended = made - len(exchange.failures)
     if unended > 0:
         parts.append(f"{unended} cancelled" if parts else f"{unended} still running")
     return f"{deadline} passed after {made} request{'' if made == 1 else 's'}: {', '.join(parts)}"
@@ -757,9 +764,9 @@ def _spent(exchange: _Exchange) -> str:
 
 def _advice(exchange: _Exchange, hedged: bool) -> str:
     """What would help, from how the requests ended."""
-    ended = exchange.ended
-    timeouts = all(timed_out for _, _, timed_out in ended)
-    asked = {source for source, _, _ in ended}
+    failures = exchange.failures
+    timeouts = all(failure.timeout for failure in failures)
+    asked = {failure.source for failure in failures}
     unasked = [name for name in exchange.bases if name not in asked]
     attempt_timeout = exchange.attempt_timeout
     if unasked and timeouts:

@@ -316,7 +316,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """One request sent, inside the guards: a failure status raises."""
-        request, bound, what = exchange.before_send(url)
+        request, bound, _, what = exchange.before_send(url)
         inner = self._sync_inner()
         try:
             response = inner.handle_request(request)
@@ -402,10 +402,10 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self, exchange: _Exchange, url: httpx.URL | None, source: str, authority: str
     ) -> httpx.Response:
         """The async twin of :meth:`_send_sync`."""
-        request, bound, what = exchange.before_send(url)
+        request, _, left, what = exchange.before_send(url)
         inner = self._async_inner()
         try:
-            if bound is None:
+            if left is None:
                 response = await self._receive_async(inner, request, exchange)
             else:
                 # The deadline (or the attempt timeout) cancels the attempt itself, body
@@ -413,7 +413,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 # so a body that trickles in would outlast them, and other transports
                 # (a mock, an ASGI app) may ignore them.
                 answered: httpx.Response | None = None
-                with self._core.clock.cancel_after(max(0.0, bound.remaining())):
+                with self._core.clock.cancel_after(left):
                     answered = await self._receive_async(inner, request, exchange)
                 if answered is None:
                     raise httpx.ReadTimeout(
