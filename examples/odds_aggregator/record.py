@@ -1,0 +1,202 @@
+"""What happened during one run of a match: the record that the terminal view, the HTML
+report and the tests all read. Plain frozen data, built by the match driver as it plays."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .scenario import Scenario
+
+
+class PriceStatus(str, enum.Enum):
+    """What a user asking for a market's price got."""
+
+    FRESH = "fresh"
+    """Prices younger than the market's freshness limit."""
+    STALE = "stale"
+    """Prices older than the freshness limit but within the staleness limit, flagged as
+    stale with their age."""
+    SUSPENDED = "suspended"
+    """No price: none fresh enough and valid exists; the market is suspended."""
+    ERROR = "error"
+    """An error (only the unprotected service lets one reach a user)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where a published price came from.
+
+    Attributes:
+        feed: The feed whose update it is.
+        sequence: The update's sequence number at that feed.
+        hedged: The winning request started as a hedge (a slow first feed was raced).
+        failover: It came from another feed than the first one asked.
+        cache: How the price cache answered: ``"fetched"`` (asked the feeds for this
+            request), ``"fresh"``, ``"stale"`` (served while one refresh runs) or
+            ``"stale_on_error"`` (the feeds failed; the last good price, as a fallback).
+        age: Seconds between the feed making the prices and the user receiving them.
+    """
+
+    feed: str
+    sequence: int
+    hedged: bool
+    failover: bool
+    cache: str
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One user request for one market's price, and what it got.
+
+    Attributes:
+        at: When the answer was given (seconds of the run's clock).
+        market: The market asked for.
+        status: Fresh, stale, suspended or error.
+        prices: Selection to decimal odds as published; ``None`` when suspended or error.
+        lineage: Where the prices came from; ``None`` when suspended or error.
+        reason: Why the market is suspended, or the error the user saw.
+        latency: Seconds the user waited.
+        quality: What the feed meant the published update to be (``"ok"``, ``"stale"``,
+            ``"malformed"``, ``"implausible"``): the simulation's ground truth, recorded so
+            that tests and the report can count bad prices that got through. The services
+            never read it.
+    """
+
+    at: float
+    market: str
+    status: PriceStatus
+    prices: Mapping[str, float] | None
+    lineage: Lineage | None
+    reason: str | None
+    latency: float
+    quality: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of the latencies of one interval, in seconds."""
+
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The service as it stood at the end of one sampling interval.
+
+    Attributes:
+        at: End of the interval (seconds of the run's clock).
+        requests: User requests answered during the interval.
+        fresh: Markets whose price, asked at ``at``, would be fresh.
+        stale: Markets whose price would be published flagged stale.
+        suspended: Markets suspended at ``at``.
+        feed_calls: Calls each feed received during the interval (by feed name).
+        request_latency: What users waited during the interval; ``None`` without requests.
+        publish_latency: Latency of the "publish prices" operation (a fetch from the feeds,
+            the performance budget's operation) during the interval; ``None`` without one.
+    """
+
+    at: float
+    requests: int
+    fresh: int
+    stale: int
+    suspended: int
+    feed_calls: Mapping[str, int]
+    request_latency: Latency | None
+    publish_latency: Latency | None
+
+
+class EntryKind(str, enum.Enum):
+    """What an audit entry records."""
+
+    TRANSITION = "transition"
+    """A guard changed state (from the registry's transitions)."""
+    SUSPENDED = "suspended"
+    """A market was suspended: no fresh valid price within its staleness limit."""
+    RESUMED = "resumed"
+    """A suspended market got a valid price again."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit trail, in the order things happened.
+
+    Attributes:
+        at: When (seconds of the run's clock).
+        kind: A guard's transition, a market suspended or a market resumed.
+        subject: The guard's name, or the market's.
+        old: The state before (a transition's old state; ``"trading"`` or ``"suspended"``
+            for a market).
+        new: The state after.
+        health: A transition's new health (``"healthy"``, ``"degraded"``,
+            ``"unavailable"``); ``None`` for a market.
+        reason: Why, in words.
+        runbook: The guard's runbook, if it has one.
+    """
+
+    at: float
+    kind: EntryKind
+    subject: str
+    old: str
+    new: str
+    health: str | None
+    reason: str
+    runbook: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLoad:
+    """What one feed was asked and sent over the whole run (from ``FlakyFeed.statistics``)."""
+
+    calls: int
+    failed: int
+    ok: int
+    stale: int
+    malformed: int
+    implausible: int
+    cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    """Everything one run recorded.
+
+    Attributes:
+        label: ``"protected"`` (through the guards) or ``"unprotected"`` (the same match
+            through a plain client, for comparison).
+        seed: The seed the run was played with.
+        scenario: The match that was played.
+        samples: One per sampling interval, in time order.
+        answers: Every user request's answer, in time order.
+        audit: The audit trail: every transition and every suspension, in time order.
+        feeds: Per feed name, what it was asked and sent.
+        rejects: Per feed name, updates refused at the edge, counted by reason (for
+            example ``"malformed"``, ``"implausible"``, ``"out of order"``,
+            ``"diverges from consensus"``); empty for the unprotected run.
+        budget_target: The "publish prices" budget's latency target, in seconds.
+        budget_runbook: The budget's runbook link.
+        guards_text: The registry as an operator sees it at the end (its text form).
+    """
+
+    label: str
+    seed: int
+    scenario: Scenario
+    samples: tuple[Sample, ...]
+    answers: tuple[Answer, ...]
+    audit: tuple[AuditEntry, ...]
+    feeds: Mapping[str, FeedLoad]
+    rejects: Mapping[str, Mapping[str, int]]
+    budget_target: float
+    budget_runbook: str
+    guards_text: str
