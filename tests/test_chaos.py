@@ -528,6 +528,29 @@ def test_a_window_and_every_nth_make_an_intermittent_outage(
     assert failed == [call for call in range(11, 21) if call % 2 == 0]
 
 
+def test_schedules_combined_with_or_inject_where_either_does(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Window(2, 4) | Window(7, 8): two outages of one strategy, and nothing between."""
+    strategy = make(registry, Raise(FeedDown), when=Window(2, 4) | Window(7, 8))
+    chaos.enable()
+    failed = []
+    for call in range(1, 11):
+        if outcome(strategy, clock) == "raise":
+            failed.append(call)
+        clock.advance(1)
+    # call n is made at n - 1 seconds
+    assert failed == [3, 4, 8]
+
+
+def test_either_schedule_takes_the_larger_share() -> None:
+    """Ramp | Window: the window's full share inside it, the ramp's share outside."""
+    either = Ramp(0, 10, low=0.0, high=1.0) | Window(2, 3)
+    assert either.intensity(1, 2.5) == 1.0
+    assert either.intensity(1, 5.0) == pytest.approx(0.5)
+    assert either.intensity(1, 0.0) == 0.0
+
+
 def test_arming_again_starts_the_count_and_the_schedule_over(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -664,7 +687,9 @@ def schedules() -> st.SearchStrategy[Schedule]:
             st.sampled_from([0.0, 0.5, 1.0]),
         ),
     )
-    return st.one_of(one, st.builds(lambda a, b: a & b, one, one))
+    return st.one_of(
+        one, st.builds(lambda a, b: a & b, one, one), st.builds(lambda a, b: a | b, one, one)
+    )
 
 
 def play(strategy: Chaos, clock: VirtualClock, steps: list[float]) -> dict[int, tuple[float, bool]]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from resilient import ConfigurationError, Registry
 from resilient import chaos as chaos_module
-from resilient.chaos import Chaos, Fixed, Hang, LogNormal, Raise, Window
+from resilient.chaos import Chaos, Fixed, Hang, LogNormal, Raise, Ramp, Window
 from resilient.testing import FeedStatistics, FlakyFeed, OddsUpdate, UpdateQuality, VirtualClock
 
 MARKETS = ("ARS-CHE", "LIV-MCI")
@@ -138,6 +138,52 @@ def test_the_simple_rules_tell_each_update_for_what_it_is(seed: int, drift: floa
     for update in fetch_many(feed, clock, 80, every=7.0):
         assert update.is_valid() is (update.quality in (OK, STALE)), update
         assert bool(update.problems()) is not update.is_valid()
+
+
+def test_bad_data_starts_when_its_schedule_says(clock: VirtualClock) -> None:
+    """quality_when=Window(10): every answer fresh before 10 s, every one malformed after."""
+    feed = make(clock, malformed_rate=1.0, quality_when=Window(10))
+    qualities = [update.quality for update in fetch_many(feed, clock, 40)]
+    assert qualities[:20] == [OK] * 20  # fetched at 0, 0.5, ..., 9.5 s
+    assert qualities[20:] == [MALFORMED] * 20
+
+
+def test_the_schedules_share_scales_the_rates(clock: VirtualClock) -> None:
+    """A schedule holding at half makes a 40% malformed rate a 20% one."""
+    feed = make(clock, malformed_rate=0.4, quality_when=Ramp(0, 1, low=0.5, high=0.5), seed=3)
+    fetch_many(feed, clock, 4000, every=0.01)
+    assert feed.statistics().malformed / 4000 == pytest.approx(0.2, abs=0.025)
+
+
+def test_a_stuck_feed_repeats_its_prices_with_fresh_times_and_new_sequences(
+    clock: VirtualClock,
+) -> None:
+    """While stuck, one market's prices stay as at its first fetch in the schedule; each
+    answer has a new sequence and its own produced_at, and passes the simple rules."""
+    feed = make(clock, stuck=Window(10, 20), drift=0.2, markets=("ARS-CHE",))
+    clock.advance(12)
+    first = feed.fetch("ARS-CHE")
+    later = []
+    for _ in range(6):
+        clock.advance(1)
+        later.append(feed.fetch("ARS-CHE"))
+    assert all(update.prices == first.prices for update in later)
+    assert [u.sequence for u in later] == list(range(first.sequence + 1, first.sequence + 7))
+    assert [u.produced_at for u in later] == [13.0, 14.0, 15.0, 16.0, 17.0, 18.0]
+    assert all(update.is_valid() for update in [first, *later])
+
+
+def test_a_stuck_feed_follows_the_match_again_after_its_schedule(clock: VirtualClock) -> None:
+    """Before and after the stuck window, it quotes what a twin that never got stuck does."""
+    stuck = make(clock, name="gamma", stuck=Window(10, 20), drift=0.2, markets=("ARS-CHE",))
+    twin = make(clock, name="gamma", drift=0.2, markets=("ARS-CHE",))
+    quotes: list[tuple[float, bool]] = []
+    for _ in range(30):
+        clock.advance(1)
+        quotes.append(
+            (clock.monotonic(), stuck.fetch("ARS-CHE").prices == twin.fetch("ARS-CHE").prices)
+        )
+    assert [at for at, same in quotes if not same] == [float(t) for t in range(11, 20)]
 
 
 def test_a_stale_answer_resends_an_earlier_update_with_its_sequence_and_time(
@@ -507,6 +553,10 @@ async def test_updates_of_chosen_markets(clock: VirtualClock) -> None:
         pytest.param({"seed": True}, r"seed must be an int \(got bool True\)", id="seed-bool"),
         pytest.param({"seed": 1.5}, r"seed must be an int \(got float 1.5\)", id="seed-float"),
         pytest.param({"faults": "outage"}, r"faults must be .* \(got 'outage'\)", id="faults"),
+        pytest.param(
+            {"quality_when": 10}, r"quality_when must be a .*Schedule.* \(got 10\)", id="when"
+        ),
+        pytest.param({"stuck": "half-time"}, r"stuck must be .* \(got 'half-time'\)", id="stuck"),
         pytest.param({"name": ""}, "name must be a non-empty string", id="name"),
     ],
 )

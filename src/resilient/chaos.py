@@ -416,7 +416,8 @@ class Schedule:
     """When a strategy injects: the share of its rates in force for the ``call``-th call
     (1 for the first) made ``elapsed`` seconds after the strategy was armed.
 
-    ``a & b`` is in force only where both are (their shares multiply).
+    ``a & b`` is in force only where both are (their shares multiply); ``a | b`` wherever
+    either is (the larger share), for several outages of one strategy.
     """
 
     __slots__ = ()
@@ -430,6 +431,11 @@ class Schedule:
             return NotImplemented
         return _Both(self, other)
 
+    def __or__(self, other: Schedule) -> Schedule:
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return _Either(self, other)
+
 
 @dataclass(frozen=True, slots=True)
 class _Both(Schedule):
@@ -439,6 +445,16 @@ class _Both(Schedule):
     def intensity(self, call: int, elapsed: float) -> float:
         share = self.first.intensity(call, elapsed)
         return share * self.second.intensity(call, elapsed) if share else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Either(Schedule):
+    first: Schedule
+    second: Schedule
+
+    def intensity(self, call: int, elapsed: float) -> float:
+        share = self.first.intensity(call, elapsed)
+        return share if share >= 1.0 else max(share, self.second.intensity(call, elapsed))
 
 
 @dataclass(frozen=True, slots=True)

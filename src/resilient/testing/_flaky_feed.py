@@ -34,7 +34,7 @@ from resilient._core._validate import (
     check_ratio,
     to_seconds,
 )
-from resilient.chaos import Chaos, Distribution, Fixed, LogNormal
+from resilient.chaos import Chaos, Distribution, Fixed, LogNormal, Schedule
 
 __all__ = ["FeedStatistics", "FlakyFeed", "OddsUpdate", "UpdateQuality"]
 
@@ -188,7 +188,7 @@ class FeedStatistics:
 class _Market:
     """One market's walk and the last prices made for it."""
 
-    __slots__ = ("history", "key", "sequence", "step", "weights")
+    __slots__ = ("history", "key", "sequence", "step", "stuck_at", "weights")
 
     def __init__(self, key: bytes, weights: list[float], step: int) -> None:
         self.key = key
@@ -196,6 +196,7 @@ class _Market:
         self.step = step
         self.sequence = 0
         self.history: deque[OddsUpdate] = deque(maxlen=_STALE_DEPTH)
+        self.stuck_at: list[float] | None = None  # the log-weights a stuck feed repeats
 
 
 def _normals(key: bytes, step: int) -> tuple[float, float, float]:
@@ -217,6 +218,15 @@ def _fold(value: float) -> float:
     if folded > 2 * _BOUND:
         folded = span - folded
     return folded - _BOUND
+
+
+def _check_schedule(schedule: object, name: str) -> Schedule | None:
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise ConfigurationError(
+            f"{name} must be a resilient.chaos Schedule such as Window(1800) or None "
+            f"(got {schedule!r})"
+        )
+    return schedule
 
 
 def _check_seed(seed: object) -> int:
@@ -248,7 +258,7 @@ class FlakyFeed:
     rates (one draw per answer, so the rates are the observed ones). Faults (errors,
     extra latency, hangs) come from a :class:`~resilient.chaos.Chaos` strategy and, like
     every strategy, only while chaos is enabled; the data-quality rates are the feed's
-    own and always apply.
+    own and always apply, or while ``quality_when`` says so.
 
     Everything repeats for the same seed, name and call times. Feeds built with the same
     seed in the same second of clock time quote the same match for a market of the same
@@ -264,6 +274,15 @@ class FlakyFeed:
         malformed_rate: Share of answers with a selection missing or a price that is text,
             null or NaN.
         implausible_rate: Share of answers with odds below 1.01 or an overround far off.
+        quality_when: A :class:`~resilient.chaos.Schedule` that gates the three rates as a
+            chaos schedule gates a strategy's (its share multiplies them), measured from
+            when the feed was built and counting its fetches: ``Window(1800)`` starts
+            the bad data 30 minutes in. Always in force when omitted.
+        stuck: A schedule during which the feed is stuck: from its first fetch of a market
+            while the schedule is in force (share above 0), that market's prices stop
+            moving; answers keep new sequence numbers and fresh ``produced_at``, so each
+            one is valid by itself and only a comparison with other feeds shows it. Out of
+            the schedule the prices follow the match again.
         drift: Volatility of the implied probabilities, in log terms, per square root of
             a second: over ``t`` seconds a probability moves by a factor of about
             ``exp(±drift * sqrt(t))`` before renormalising. 0 keeps prices still.
@@ -285,6 +304,8 @@ class FlakyFeed:
         stale_rate: float = 0.0,
         malformed_rate: float = 0.0,
         implausible_rate: float = 0.0,
+        quality_when: Schedule | None = None,
+        stuck: Schedule | None = None,
         drift: float = DEFAULT_DRIFT,
         seed: int = 0,
         clock: Clock | None = None,
@@ -321,6 +342,8 @@ class FlakyFeed:
                 f"stale_rate, malformed_rate and implausible_rate add up to {total:g}; an "
                 "answer has one quality, so they must add up to at most 1"
             )
+        self._quality_when = _check_schedule(quality_when, "quality_when")
+        self._stuck = _check_schedule(stuck, "stuck")
         self._drift = check_non_negative(drift, "drift")
         self._seed = _check_seed(seed)
         self._lock = threading.Lock()
@@ -333,13 +356,14 @@ class FlakyFeed:
         self._failed = 0
         self._cancelled = 0
         now = clock.monotonic()
+        self._born = now
         self._state: dict[str, _Market] = {}
         for market in self._markets:
             state = self._open(market, now)
             self._state[market] = state
             # The opening price moves the walk's sequence on, but was never sent: it is not
             # in the history a stale answer re-sends from.
-            self._price(market, state, now)
+            self._price(market, state, now, self._walk(state, now))
 
     def _open(self, market: str, now: float) -> _Market:
         key = f"{self._seed}:{market}".encode()
@@ -516,11 +540,15 @@ class FlakyFeed:
         with self._lock:
             state = self._state[market]
             draw = rng.random()
-            stale, malformed, implausible = self._rates
+            elapsed = now - self._born
+            share = 1.0
+            if self._quality_when is not None:
+                share = self._quality_when.intensity(self._calls, elapsed)
+            stale, malformed, implausible = (rate * share for rate in self._rates)
             if draw < stale and state.history:
                 update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
             else:  # (a stale draw with nothing sent yet to re-send gets a fresh price)
-                update = self._price(market, state, now)
+                update = self._price(market, state, now, self._weights(state, now, elapsed))
                 if stale <= draw < stale + malformed:
                     update = self._malform(update)
                 elif stale + malformed <= draw < stale + malformed + implausible:
@@ -530,9 +558,18 @@ class FlakyFeed:
             self._counts[update.quality] += 1
         return update
 
-    def _price(self, market: str, state: _Market, now: float) -> OddsUpdate:
-        """A fresh, valid update at ``now``: the walk moved on to it, at this margin."""
-        weights = self._walk(state, now)
+    def _weights(self, state: _Market, now: float, elapsed: float) -> list[float]:
+        """The market's log-weights for an answer made at ``now``: where the walk is, or
+        where it was when the feed got stuck."""
+        if self._stuck is None or self._stuck.intensity(self._calls, elapsed) <= 0.0:
+            state.stuck_at = None
+            return self._walk(state, now)
+        if state.stuck_at is None:
+            state.stuck_at = self._walk(state, now)
+        return state.stuck_at
+
+    def _price(self, market: str, state: _Market, now: float, weights: list[float]) -> OddsUpdate:
+        """A fresh, valid update at ``now`` from the log-weights ``weights``, at this margin."""
         exps = [math.exp(_fold(w)) for w in weights]
         total = math.fsum(exps)
         prices = {
