@@ -169,6 +169,15 @@ class FeedLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardStart:
+    """A guard as it was when the run started: the left end of its state timeline."""
+
+    kind: str
+    state: str
+    health: str
+
+
+@dataclass(frozen=True, slots=True)
 class MatchResult:
     """Everything one run recorded.
 
@@ -186,6 +195,7 @@ class MatchResult:
             ``"diverges from consensus"``); empty for the unprotected run.
         budget_target: The "publish prices" budget's latency target, in seconds.
         budget_runbook: The budget's runbook link.
+        guards: Every guard of the run's registry, in registry order, as it started.
         guards_text: The registry as an operator sees it at the end (its text form).
     """
 
@@ -199,4 +209,82 @@ class MatchResult:
     rejects: Mapping[str, Mapping[str, int]]
     budget_target: float
     budget_runbook: str
+    guards: Mapping[str, GuardStart]
     guards_text: str
+
+
+_BAD_QUALITIES = frozenset({"malformed", "implausible"})
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The totals of one run that the terminal, the report and the tests compare.
+
+    Attributes:
+        requests: User requests answered.
+        fresh: Answers with fresh prices.
+        stale: Answers with prices flagged stale (with their age).
+        suspended: Answers saying the market is suspended.
+        errors: Answers that were errors.
+        bad_published: Published prices whose update was malformed or implausible.
+        old_published_as_fresh: Prices published as fresh although older than the
+            freshness limit (the unprotected service cannot tell).
+        feed_calls: Calls each feed received over the run.
+        calls_in_trouble: Calls each feed received while one of its troubles was on
+            (counted over the sampling intervals that overlap one).
+        request_p99: The 99th percentile of what users waited, in seconds.
+    """
+
+    requests: int
+    fresh: int
+    stale: int
+    suspended: int
+    errors: int
+    bad_published: int
+    old_published_as_fresh: int
+    feed_calls: Mapping[str, int]
+    calls_in_trouble: Mapping[str, int]
+    request_p99: float
+
+
+def summarize(result: MatchResult) -> Summary:
+    """The totals of ``result``."""
+    counts = dict.fromkeys(PriceStatus, 0)
+    bad = old = 0
+    fresh_limit = result.scenario.fresh_limit
+    for answer in result.answers:
+        counts[answer.status] += 1
+        if answer.prices is not None and answer.quality in _BAD_QUALITIES:
+            bad += 1
+        if (
+            answer.status is PriceStatus.FRESH
+            and answer.lineage is not None
+            and answer.lineage.age > fresh_limit
+        ):
+            old += 1
+    scenario = result.scenario
+    in_trouble = dict.fromkeys(result.feeds, 0)
+    for feed in in_trouble:
+        spans = [
+            (t.start, scenario.duration if t.end is None else t.end)
+            for t in scenario.troubles
+            if t.feed == feed
+        ]
+        for sample in result.samples:
+            # The sample's interval (at - sample_every, at] overlaps a trouble.
+            if any(start < sample.at < end + scenario.sample_every for start, end in spans):
+                in_trouble[feed] += sample.feed_calls.get(feed, 0)
+    waits = sorted(answer.latency for answer in result.answers)
+    p99 = waits[min(len(waits) - 1, int(0.99 * len(waits)))] if waits else 0.0
+    return Summary(
+        requests=len(result.answers),
+        fresh=counts[PriceStatus.FRESH],
+        stale=counts[PriceStatus.STALE],
+        suspended=counts[PriceStatus.SUSPENDED],
+        errors=counts[PriceStatus.ERROR],
+        bad_published=bad,
+        old_published_as_fresh=old,
+        feed_calls={name: load.calls for name, load in result.feeds.items()},
+        calls_in_trouble=in_trouble,
+        request_p99=p99,
+    )

@@ -47,6 +47,9 @@ class Scenario:
         troubles: Each feed's planned misbehaviours.
         markets: Every market on the board.
         sample_every: Seconds between two :class:`~.record.Sample` of the record.
+        fresh_limit: A price older than this (seconds since its feed made it) is published
+            flagged stale, with its age.
+        staleness_limit: A market whose newest valid price is older than this is suspended.
     """
 
     name: str
@@ -56,3 +59,5 @@ class Scenario:
     troubles: tuple[Trouble, ...]
     markets: tuple[str, ...]
     sample_every: float
+    fresh_limit: float
+    staleness_limit: float
