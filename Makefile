@@ -30,8 +30,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
+# A match day against three flaky feeds, then the same match unprotected; prints where
+# the HTML report is. The other examples: python -m examples.kickoff_spike, http_gateway.
 demo: $(STAMP)
-	$(BIN)/python examples/odds_feed.py
+	$(BIN)/python -m examples.odds_aggregator --compare
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt

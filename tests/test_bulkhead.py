@@ -615,6 +615,16 @@ def test_gradient2_follows_the_latency_ratio(last: Update, direction: int) -> No
     assert (after > before) - (after < before) == direction
 
 
+def test_gradient2_learns_the_usual_latency_from_its_first_calls_not_the_first_alone() -> None:
+    """One unusually fast first call does not make every later call look slow: the
+    long-term latency starts as the mean of the first calls, as in concurrency-limits."""
+    live = Gradient2(initial=20, long_window=30_000)._live()
+    live.update(0.001, False, 40)
+    for _ in range(50):
+        live.update(0.05, False, 40)
+    assert live.limit > 20
+
+
 @pytest.mark.parametrize(
     ("spec", "latency", "limit"),
     [
@@ -625,7 +635,8 @@ def test_gradient2_follows_the_latency_ratio(last: Update, direction: int) -> No
 def test_gradient2_stays_within_bounds(spec: Gradient2, latency: float, limit: int) -> None:
     """Gradient2 never leaves [minimum, maximum]."""
     live = spec._live()
-    live.update(0.1, False, 40)
+    for _ in range(10):  # the usual latency: the first ten calls' mean
+        live.update(0.1, False, 40)
     for _ in range(20):
         live.update(latency, False, 40)
     assert live.limit == limit

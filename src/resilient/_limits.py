@@ -139,7 +139,9 @@ class Gradient2(AdaptiveLimit):
         smoothing: How much of each new estimate is taken, in (0, 1] (default 0.2).
         tolerance: Short-term latency may exceed long-term by this factor before the limit
             shrinks (>= 1; default 1.5).
-        long_window: Calls in the long-term average (default 600).
+        long_window: Calls in the long-term average (default 600; the first 10 calls'
+            mean starts it). Make it span more calls than an overload lets through, or
+            the overloaded latency becomes the usual one and the limit climbs back.
     """
 
     initial: int | None = None
@@ -166,21 +168,31 @@ class Gradient2(AdaptiveLimit):
         return _LiveGradient2(self)
 
 
+_GRADIENT2_WARMUP = 10
+"""Calls whose plain mean starts the long-term latency, as in concurrency-limits: from
+one call alone, an unusually fast first call would make every later one look slow."""
+
+
 class _LiveGradient2(_LiveLimit):
-    __slots__ = ("_long", "_spec")
+    __slots__ = ("_calls", "_long", "_spec")
 
     def __init__(self, spec: Gradient2) -> None:
         super().__init__(spec.start)
         self._spec = spec
-        self._long: float | None = None
+        self._long = 0.0
+        self._calls = 0
 
     def update(self, latency: float, dropped: bool, in_flight: int) -> None:
         spec = self._spec
         short = max(latency, 1e-9)
         if dropped:
             short *= 2.0  # a failure is a sign of overload, like a slow call
-        long = short if self._long is None else self._long
-        long += (short - long) / spec.long_window
+        long = self._long
+        if self._calls < _GRADIENT2_WARMUP:
+            self._calls += 1
+            long += (short - long) / self._calls
+        else:
+            long += (short - long) / spec.long_window
         if long / short > 2.0:
             long *= 0.95  # recover faster when latency has dropped for good
         self._long = long
