@@ -8,16 +8,11 @@ browser is a failure (``.ci/run`` installs it). A screenshot is kept in
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -25,38 +20,21 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
+from _browser import ARTIFACTS, find_chromium, png_size, require, run_chromium
 from resilient import Budget, CircuitBreaker, DegradedMode, Registry
 from resilient.asgi import HealthApp
 from resilient.testing import VirtualClock
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
 HOSTILE_NAME = '<img src=x onerror="document.title=1">'
 HOSTILE_REASON = "<b>bold</b> & <script>alert(1)</script>"
 SERVER_START = 15.0  # seconds: bounds, never expectations
 SERVER_STOP = 15.0
-BROWSER_RUN = 90.0
-
-
-def _chromium() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-def _require(binary: str | None) -> str:
-    """``binary``; without one, skip with the reason, or fail under ``CI=true``."""
-    if binary is not None:
-        return binary
-    reason = "chromium is not installed (Debian: apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true requires the browser test to run")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """The chromium binary; skips without one, but fails under CI=true."""
-    return _require(_chromium())
+    return require(find_chromium())
 
 
 def test_without_chromium_the_browser_tests_skip_saying_why(
@@ -65,14 +43,14 @@ def test_without_chromium_the_browser_tests_skip_saying_why(
     """Outside CI a missing browser skips, naming the package to install."""
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium"):
-        _require(None)
+        require(None)
 
 
 def test_without_chromium_under_ci_the_browser_tests_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under CI=true a missing browser is a failure, not a silent skip."""
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=r"CI=true requires"):
-        _require(None)
+        require(None)
 
 
 @pytest.fixture(scope="module")
@@ -152,41 +130,6 @@ def base_url(service: Registry, requested: list[str]) -> Iterator[str]:
         assert not thread.is_alive(), f"uvicorn did not stop within {SERVER_STOP} s"
 
 
-def _run_chromium(binary: str, profile: Path, *arguments: str) -> str:
-    """Run headless chromium with bounded time; kill its whole process group on timeout."""
-    command = [
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        *arguments,
-    ]
-    env = {**os.environ, "HOME": str(profile)}
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,  # its renderer and GPU processes share the group
-    )
-    try:
-        out, err = process.communicate(timeout=BROWSER_RUN)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail(f"chromium did not finish within {BROWSER_RUN} s")
-    assert process.returncode == 0, f"chromium exited with {process.returncode}:\n{err[-2000:]}"
-    return out
-
-
 class _Rows(HTMLParser):
     """The guard rows the page's script built, and every tag in the document."""
 
@@ -243,7 +186,7 @@ def rendered(
     page refreshes every 2 s and chromium runs it for 5 s of virtual time."""
     profile = tmp_path_factory.mktemp("chromium-dom")
     requested.clear()
-    dom = _run_chromium(
+    dom = run_chromium(
         chromium, profile, "--virtual-time-budget=5000", "--dump-dom", f"{base_url}/ops/status"
     )
     rows = _Rows()
@@ -316,7 +259,7 @@ def test_a_screenshot_of_the_page_is_kept(
     screenshot = ARTIFACTS / "status-page.png"
     screenshot.unlink(missing_ok=True)
     profile = tmp_path_factory.mktemp("chromium-shot")
-    _run_chromium(
+    run_chromium(
         chromium,
         profile,
         "--virtual-time-budget=5000",
@@ -326,7 +269,5 @@ def test_a_screenshot_of_the_page_is_kept(
         f"{base_url}/ops/status",
     )
     data = screenshot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert (width, height) == (1280, 800)
+    assert png_size(data) == (1280, 800)
     assert len(data) > 20_000  # a blank page of this size is a few kilobytes

@@ -1,0 +1,592 @@
+"""The match as an operator watches it: a live terminal view, and the totals at the end.
+
+What it shows:
+
+- :class:`LiveView` reads what every guard reports about itself, a
+  :class:`resilient.RegistrySnapshot`, once per sampling interval. On a terminal it
+  redraws one screen with ``rich``: each guard's state and health with the numbers behind
+  them, the prices board, the match clock and the last transitions with their reasons.
+  Anywhere else (CI, ``make demo | tee``, a log file) it prints one line per twelfth of the
+  match and one line per transition, so the log stays short enough to read.
+- :func:`print_summary` prints the run's totals from :func:`~.record.summarize`, beside
+  the unprotected run's when there is one, then the updates refused at the edge.
+
+Everything printed is read from the snapshots and the record: nothing is written in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+import resilient
+
+from .record import EntryKind, MatchResult, Sample, summarize
+from .scenario import Scenario
+
+__all__ = [
+    "GuardFigures",
+    "LiveView",
+    "SummaryRow",
+    "guard_figures",
+    "match_clock",
+    "milliseconds",
+    "one_line",
+    "phase_at",
+    "print_summary",
+    "summary_rows",
+]
+
+PROGRESS_LINES = 12
+"""Plain mode prints the state of the match this many times, evenly over its duration."""
+TRANSITION_LINES_PER_PERIOD = 10
+"""Plain mode prints at most this many transitions between two progress lines; the rest
+are counted on one line (a bulkhead flapping through the kick-off surge would otherwise
+fill the log)."""
+RECENT_TRANSITIONS = 6
+"""Transitions shown at the bottom of the live screen."""
+
+HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unavailable": "bold red"}
+
+
+# -- what the match clock says -------------------------------------------------------------
+
+
+def match_clock(at: float) -> str:
+    """``"73:05"``: minutes and seconds of the run at ``at`` seconds."""
+    seconds = max(0, int(at))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def phase_at(scenario: Scenario, at: float) -> str:
+    """The name of the phase of ``scenario`` going on at ``at`` (the last one at the end)."""
+    for phase in scenario.phases:
+        if phase.start <= at < phase.end:
+            return phase.name
+    return scenario.phases[-1].name if scenario.phases else ""
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped, so that a reason can
+    never pass for a line of its own."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# -- the numbers behind each guard ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GuardFigures:
+    """What an operator wants to see of one guard, read from its snapshot's statistics.
+
+    Attributes:
+        calls: Calls the guard saw (admitted, answered or judged, as the kind counts them).
+        refused: Calls it refused without running them (rejections, throttled retries).
+        failed: Calls that failed through it (or, for the budget, that were too slow).
+        note: The one figure that says most about this kind, in words.
+        alarm: The note describes a problem (shown in red on the terminal).
+    """
+
+    calls: int | None
+    refused: int | None
+    failed: int | None
+    note: str
+    alarm: bool = False
+
+
+_Stats = Mapping[str, resilient.Statistic]
+
+
+def _count(stats: _Stats, key: str) -> int | None:
+    value = stats.get(key)
+    # bool is an int too; a flag is never a count.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(stats: _Stats, key: str) -> float | None:
+    value = stats.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _total(*counts: int | None) -> int | None:
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
+
+
+def milliseconds(seconds: float) -> str:
+    """``"183 ms"``, ``"1.2 s"``: a latency as people read it."""
+    if seconds >= 1:
+        return f"{seconds:.1f} s"
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _breaker(stats: _Stats) -> GuardFigures:
+    rate, retry_after = _number(stats, "failure_rate"), _number(stats, "retry_after")
+    notes = [] if rate is None else [f"failure rate {rate:.0%}"]
+    if retry_after is not None:
+        notes.append(f"probes in {retry_after:.0f} s")
+    return GuardFigures(
+        calls=_total(_count(stats, "successes"), _count(stats, "failures")),
+        refused=_count(stats, "rejected"),
+        failed=_count(stats, "failures"),
+        note=", ".join(notes),
+    )
+
+
+def _retry(stats: _Stats) -> GuardFigures:
+    gave_up = [_count(stats, key) for key in stats if key.startswith("gave_up_")]
+    retries, recovered = _count(stats, "retries") or 0, _count(stats, "recovered") or 0
+    return GuardFigures(
+        calls=_count(stats, "calls"),
+        refused=None,
+        failed=_total(*gave_up),
+        note=f"{retries} retries, {recovered} recovered",
+    )
+
+
+def _retry_budget(stats: _Stats) -> GuardFigures:
+    available = _number(stats, "available")
+    return GuardFigures(
+        calls=_count(stats, "first_attempts"),
+        refused=_count(stats, "throttled"),
+        failed=None,
+        note=f"{_count(stats, 'retries') or 0} retries, {available or 0:.0f} left",
+        alarm=available is not None and available < 1,
+    )
+
+
+def _bulkhead(stats: _Stats) -> GuardFigures:
+    running, limit = _count(stats, "running") or 0, _count(stats, "limit") or 0
+    return GuardFigures(
+        calls=_count(stats, "admitted"),
+        refused=_count(stats, "rejected"),
+        failed=None,
+        note=f"{running}/{limit} running, {_count(stats, 'queued') or 0} queued",
+    )
+
+
+def _budget(stats: _Stats) -> GuardFigures:
+    p99, target = _number(stats, "p99"), _number(stats, "target")
+    # No p99 while the budget's window holds no calls.
+    seen = "-" if p99 is None else milliseconds(p99)
+    goal = "-" if target is None else milliseconds(target)
+    return GuardFigures(
+        calls=_count(stats, "calls_total"),
+        refused=None,
+        failed=_count(stats, "bad_calls_total"),  # too slow, failed or refused
+        note=f"p99 {seen} / {goal}",
+        alarm=p99 is not None and target is not None and p99 > target,
+    )
+
+
+def _cache(stats: _Stats) -> GuardFigures:
+    stale, on_error = _count(stats, "stale_served") or 0, _count(stats, "stale_on_error") or 0
+    return GuardFigures(
+        calls=_total(_count(stats, "hits"), _count(stats, "misses")),
+        refused=None,
+        failed=_count(stats, "refresh_failures"),
+        note=f"{stale} stale served, {on_error} on error",
+    )
+
+
+def _failover(stats: _Stats) -> GuardFigures:
+    hedges, won = _count(stats, "hedges") or 0, _count(stats, "hedge_wins") or 0
+    return GuardFigures(
+        calls=_count(stats, "calls"),
+        refused=_count(stats, "refused"),
+        failed=_count(stats, "exhausted"),
+        note=f"{_count(stats, 'failovers') or 0} failovers, {hedges} hedges ({won} won)",
+    )
+
+
+# Each kind of guard counts different things (see its ``snapshot().statistics``): here is
+# where they are read into the same few columns.
+_FIGURES: dict[str, Callable[[_Stats], GuardFigures]] = {
+    "circuit_breaker": _breaker,
+    "retry": _retry,
+    "retry_budget": _retry_budget,
+    "bulkhead": _bulkhead,
+    "budget": _budget,
+    "cache": _cache,
+    "failover": _failover,
+}
+
+
+def guard_figures(guard: resilient.GuardSnapshot) -> GuardFigures:
+    """The calls, refusals and failures of ``guard``, and its telling figure."""
+    read = _FIGURES.get(guard.kind)
+    if read is None:  # a degraded-mode switch, a pipeline: their state says it all
+        return GuardFigures(
+            calls=_count(guard.statistics, "calls"), refused=None, failed=None, note=""
+        )
+    return read(guard.statistics)
+
+
+# -- the live view -------------------------------------------------------------------------
+
+
+def _transition_key(transition: resilient.Transition) -> tuple[str, str, str, str]:
+    return (transition.guard, transition.old_state, transition.new_state, transition.reason)
+
+
+class LiveView:
+    """The match as it plays, redrawn per sample on a terminal, a few lines elsewhere.
+
+    Use it as a context manager around the run, and pass :meth:`update` as the run's
+    ``on_sample`` callback::
+
+        with LiveView(scenario) as view:
+            result = play(scenario, seed=seed, on_sample=view.update)
+
+    Args:
+        scenario: The match being played (its duration, phases and markets).
+        console: Where to draw; ``None`` for standard output. A console that is not a
+            terminal (``console.is_terminal`` false) gets plain lines.
+    """
+
+    def __init__(self, scenario: Scenario, console: Console | None = None) -> None:
+        self._scenario = scenario
+        self._console = console if console is not None else Console()
+        self._live: Live | None = None
+        self._interactive = self._console.is_terminal
+        # Plain mode: the next progress mark, the requests since the last progress line,
+        # what is held back from the flood, and which transitions were printed already.
+        self._period = scenario.duration / PROGRESS_LINES
+        self._next_mark = self._period
+        self._requests = 0
+        self._lines_left = TRANSITION_LINES_PER_PERIOD
+        self._held: Counter[str] = Counter()
+        self._printed_until = -math.inf
+        self._printed_at_boundary: Counter[tuple[str, str, str, str]] = Counter()
+        self._last: tuple[Sample, resilient.RegistrySnapshot] | None = None
+        self._last_printed: Sample | None = None
+
+    def __enter__(self) -> LiveView:
+        if self._interactive:
+            self._live = Live(
+                Text(f"{self._scenario.name}: waiting for the first sample"),
+                console=self._console,
+                auto_refresh=False,  # one redraw per sample, from update()
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        else:
+            scenario = self._scenario
+            self._print(
+                f"{scenario.name}: {match_clock(scenario.duration)} of play, "
+                f"{len(scenario.markets)} markets, kick-off at {match_clock(scenario.kickoff)}"
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        elif self._last is not None and self._last[0] is not self._last_printed:
+            self._progress(*self._last)  # the end of the match, when no mark fell on it
+
+    def update(self, sample: Sample, snapshot: resilient.RegistrySnapshot) -> None:
+        """Show the service as ``sample`` and ``snapshot`` saw it at the end of an interval."""
+        self._last = (sample, snapshot)
+        if self._live is not None:
+            self._live.update(self._screen(sample, snapshot), refresh=True)
+            return
+        self._requests += sample.requests
+        self._print_new_transitions(sample, snapshot)
+        if sample.at >= self._next_mark - 1e-9:
+            self._progress(sample, snapshot)
+            while self._next_mark <= sample.at + 1e-9:
+                self._next_mark += self._period
+
+    # -- plain lines ----------------------------------------------------------------------
+
+    def _print(self, line: str) -> None:
+        # No markup (a name may hold "[...]"), no highlighting, and no wrapping: one line
+        # of output per line of the log.
+        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _progress(self, sample: Sample, snapshot: resilient.RegistrySnapshot) -> None:
+        self._flush_held()
+        scenario = self._scenario
+        self._print(
+            f"{match_clock(sample.at)} {phase_at(scenario, sample.at)} | prices: "
+            f"{sample.fresh} fresh, {sample.stale} stale, {sample.suspended} suspended | "
+            f"{self._requests} requests | {_worst(snapshot)}"
+        )
+        self._requests = 0
+        self._lines_left = TRANSITION_LINES_PER_PERIOD
+        self._last_printed = sample
+
+    def _flush_held(self) -> None:
+        if self._held:
+            total = sum(self._held.values())
+            by_guard = ", ".join(f"{one_line(name)} {n}" for name, n in self._held.most_common())
+            self._print(f"  ... and {total} more transitions ({by_guard})")
+            self._held.clear()
+
+    def _print_new_transitions(self, sample: Sample, snapshot: resilient.RegistrySnapshot) -> None:
+        # The snapshot's clock may not start where the run does: read transitions' times
+        # relative to the sample's.
+        offset = snapshot.at - sample.at
+        for transition in self._unseen(snapshot.trail):
+            if self._lines_left > 0:
+                self._lines_left -= 1
+                self._print(
+                    f"  {match_clock(transition.at - offset)}  {one_line(transition.guard)}: "
+                    f"{transition.old_state} -> {transition.new_state} "
+                    f"({transition.new_health.value}): {one_line(transition.reason)}"
+                )
+            else:
+                self._held[transition.guard] += 1
+
+    def _unseen(self, trail: Sequence[resilient.Transition]) -> list[resilient.Transition]:
+        """The transitions of ``trail`` not printed yet.
+
+        The trail is in time order but keeps only recent transitions, so transitions are
+        told apart by time: everything after the newest one printed is new, and at that
+        very instant (several guards may move at one virtual instant) the count of each
+        already printed is remembered.
+        """
+        unseen: list[resilient.Transition] = []
+        seen_at_boundary: Counter[tuple[str, str, str, str]] = Counter()
+        for transition in trail:
+            if transition.at < self._printed_until:
+                continue
+            if transition.at == self._printed_until:
+                key = _transition_key(transition)
+                seen_at_boundary[key] += 1
+                if seen_at_boundary[key] <= self._printed_at_boundary[key]:
+                    continue
+            unseen.append(transition)
+        if trail:
+            newest = trail[-1].at
+            self._printed_until = newest
+            self._printed_at_boundary = Counter(_transition_key(t) for t in trail if t.at == newest)
+        return unseen
+
+    # -- the live screen ------------------------------------------------------------------
+
+    def _screen(self, sample: Sample, snapshot: resilient.RegistrySnapshot) -> RenderableType:
+        return Group(
+            self._header(sample),
+            _guards_table(snapshot),
+            _prices_board(sample),
+            _recent_transitions(sample, snapshot),
+        )
+
+    def _header(self, sample: Sample) -> RenderableType:
+        scenario = self._scenario
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row(
+            Text(scenario.name, style="bold"),
+            Text(f"{match_clock(sample.at)} / {match_clock(scenario.duration)}"),
+            Text(phase_at(scenario, sample.at), style="cyan"),
+            ProgressBar(total=scenario.duration, completed=sample.at, width=30),
+        )
+        return grid
+
+
+def _worst(snapshot: resilient.RegistrySnapshot) -> str:
+    """``"worst: beta-breaker open (unavailable)"``, or that all guards are healthy."""
+    worst = max(snapshot.guards, key=lambda guard: guard.health, default=None)
+    if worst is None or worst.health is resilient.Health.HEALTHY:
+        return "all guards healthy"
+    return f"worst: {one_line(worst.name)} {worst.state} ({worst.health.value})"
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _guards_table(snapshot: resilient.RegistrySnapshot) -> Table:
+    table = Table(title="guards", box=box.SIMPLE_HEAD, title_justify="left", expand=False)
+    for header in ("guard", "kind", "state", "health"):
+        table.add_column(header)
+    for header in ("calls", "refused", "failed"):
+        table.add_column(header, justify="right")
+    table.add_column("")
+    for guard in snapshot.guards:
+        figures = guard_figures(guard)
+        health = guard.health.value
+        table.add_row(
+            Text(one_line(guard.name)),
+            Text(guard.kind.replace("_", " ")),
+            Text(guard.state, style=HEALTH_STYLES.get(health, "")),
+            Text(health, style=HEALTH_STYLES.get(health, "")),
+            _cell(figures.calls),
+            _cell(figures.refused),
+            _cell(figures.failed),
+            Text(figures.note, style="bold red" if figures.alarm else "dim"),
+        )
+    return table
+
+
+def _prices_board(sample: Sample) -> RenderableType:
+    board = Text()
+    board.append("prices  ", style="bold")
+    board.append(f"{sample.fresh} fresh", style="green")
+    board.append("  ")
+    board.append(f"{sample.stale} stale", style="yellow")
+    board.append("  ")
+    board.append(f"{sample.suspended} suspended", style="red" if sample.suspended else "")
+    board.append(f"   {sample.requests} requests this interval")
+    if sample.request_latency is not None:
+        board.append(f", p99 {milliseconds(sample.request_latency.p99)}")
+    if sample.publish_latency is not None:
+        board.append(f"; publish p99 {milliseconds(sample.publish_latency.p99)}")
+    feeds = "  ".join(f"{one_line(name)} {calls}" for name, calls in sample.feed_calls.items())
+    board.append(f"\nfeed calls this interval  {feeds}", style="dim")
+    return board
+
+
+def _recent_transitions(sample: Sample, snapshot: resilient.RegistrySnapshot) -> Table:
+    offset = snapshot.at - sample.at
+    table = Table(
+        title="recent transitions", box=box.SIMPLE_HEAD, title_justify="left", show_header=False
+    )
+    for transition in snapshot.trail[-RECENT_TRANSITIONS:]:
+        health = transition.new_health.value
+        table.add_row(
+            match_clock(transition.at - offset),
+            Text(one_line(transition.guard)),
+            Text(f"{transition.old_state} -> {transition.new_state}"),
+            Text(health, style=HEALTH_STYLES.get(health, "")),
+            Text(one_line(transition.reason), overflow="ellipsis", no_wrap=True),
+        )
+    return table
+
+
+# -- the totals ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One row of the totals, as printed and as the report's comparison shows it.
+
+    Attributes:
+        key: A stable name for the row (``"errors"``, ``"calls-beta"``), for the report's
+            ``data-metric`` attributes and for tests.
+        label: What the row counts, in words.
+        protected: The value in the run through the guards.
+        unprotected: The value in the unprotected run; ``None`` without one.
+    """
+
+    key: str
+    label: str
+    protected: str
+    unprotected: str | None
+
+
+def _incidents(result: MatchResult) -> str:
+    kinds = Counter(entry.kind for entry in result.audit)
+    return (
+        f"{kinds[EntryKind.TRANSITION]} transitions, {kinds[EntryKind.SUSPENDED]} suspensions, "
+        f"{kinds[EntryKind.RESUMED]} resumptions"
+    )
+
+
+_TOTALS = {
+    "requests": "requests answered",
+    "fresh": "answers fresh",
+    "stale": "answers stale (flagged with their age)",
+    "suspended": "answers: market suspended",
+    "errors": "errors users saw",
+    "bad_published": "bad prices published",
+    "old_published_as_fresh": "old prices published as fresh",
+}
+
+
+def _troubled(result: MatchResult) -> list[str]:
+    """The feeds of ``result`` that have troubles planned, in feed order."""
+    planned = {trouble.feed for trouble in result.scenario.troubles}
+    return [feed for feed in result.feeds if feed in planned]
+
+
+def _labels(result: MatchResult) -> dict[str, str]:
+    labels = {**_TOTALS, "request_p99": "request p99"}
+    for feed in result.feeds:
+        labels[f"calls-{feed}"] = f"calls to {one_line(feed)}"
+    for feed in _troubled(result):
+        labels[f"trouble-calls-{feed}"] = f"calls to {one_line(feed)} during its troubles"
+    labels["incidents"] = "incidents in the audit trail"
+    return labels
+
+
+def _values(result: MatchResult) -> dict[str, str]:
+    summary = summarize(result)
+    values = {key: str(getattr(summary, key)) for key in _TOTALS}
+    values["request_p99"] = milliseconds(summary.request_p99)
+    for feed, calls in summary.feed_calls.items():
+        values[f"calls-{feed}"] = str(calls)
+    for feed, calls in summary.calls_in_trouble.items():
+        values[f"trouble-calls-{feed}"] = str(calls)
+    values["incidents"] = str(len(result.audit))
+    return values
+
+
+def summary_rows(result: MatchResult, unprotected: MatchResult | None) -> list[SummaryRow]:
+    """The totals of ``result`` from :func:`~.record.summarize`, beside those of
+    ``unprotected`` when given: answers, bad and old prices, latency, load on each feed
+    (overall and during its troubles) and the incidents."""
+    ours = _values(result)
+    theirs = None if unprotected is None else _values(unprotected)
+    return [
+        SummaryRow(key, label, ours[key], None if theirs is None else theirs.get(key, "-"))
+        for key, label in _labels(result).items()
+    ]
+
+
+def print_summary(
+    result: MatchResult, unprotected: MatchResult | None, console: Console | None = None
+) -> None:
+    """Print the totals of ``result``, beside those of ``unprotected`` when given, the
+    updates refused at the edge per feed and reason, and the incidents count."""
+    console = console if console is not None else Console()
+    table = Table(
+        title=f"{result.scenario.name}: seed {result.seed}",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    table.add_column("")
+    table.add_column(result.label, justify="right")
+    if unprotected is not None:
+        table.add_column(unprotected.label, justify="right")
+    for row in summary_rows(result, unprotected):
+        cells = [Text(row.label), Text(row.protected)]
+        if row.unprotected is not None:
+            cells.append(Text(row.unprotected))
+        table.add_row(*cells)
+    console.print(table)
+
+    rejects = Table(title="updates refused at the edge", box=box.SIMPLE_HEAD, title_justify="left")
+    rejects.add_column("feed")
+    rejects.add_column("reason")
+    rejects.add_column("updates", justify="right")
+    for feed, reasons in result.rejects.items():
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            rejects.add_row(Text(one_line(feed)), Text(one_line(reason)), str(count))
+    if rejects.row_count:
+        console.print(rejects)
+    else:
+        console.print("no updates refused at the edge", markup=False, highlight=False)
+    console.print(f"incidents: {_incidents(result)}", markup=False, highlight=False)
