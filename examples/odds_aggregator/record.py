@@ -4,7 +4,8 @@ report and the tests all read. Plain frozen data, built by the match driver as i
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .scenario import Scenario
@@ -95,9 +96,11 @@ class Sample:
     Attributes:
         at: End of the interval (seconds of the run's clock).
         requests: User requests answered during the interval.
-        fresh: Markets whose price, asked at ``at``, would be fresh.
-        stale: Markets whose price would be published flagged stale.
-        suspended: Markets suspended at ``at``.
+        fresh: Markets whose latest answer (as of ``at``) was a fresh price.
+        stale: Markets whose latest answer was a price flagged stale.
+        suspended: Markets suspended at ``at`` (their latest answer said so). A market
+            whose latest answer was an error (only the unprotected service gives them)
+            is in none of the three.
         feed_calls: Calls each feed received during the interval (by feed name).
         request_latency: What users waited during the interval; ``None`` without requests.
         publish_latency: Latency of the "publish prices" operation (a fetch from the feeds,
@@ -153,6 +156,19 @@ class AuditEntry:
     health: str | None
     reason: str
     runbook: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        """The entry as plain JSON-able data: one line of ``audit.jsonl``."""
+        return {
+            "at": self.at,
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "old": self.old,
+            "new": self.new,
+            "health": self.health,
+            "reason": self.reason,
+            "runbook": self.runbook,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +291,7 @@ def summarize(result: MatchResult) -> Summary:
             if any(start < sample.at < end + scenario.sample_every for start, end in spans):
                 in_trouble[feed] += sample.feed_calls.get(feed, 0)
     waits = sorted(answer.latency for answer in result.answers)
-    p99 = waits[min(len(waits) - 1, int(0.99 * len(waits)))] if waits else 0.0
+    p99 = percentile(waits, 0.99) if waits else 0.0
     return Summary(
         requests=len(result.answers),
         fresh=counts[PriceStatus.FRESH],
@@ -288,3 +304,10 @@ def summarize(result: MatchResult) -> Summary:
         calls_in_trouble=in_trouble,
         request_p99=p99,
     )
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    """The ``share`` percentile of ``ordered`` (sorted, not empty), by nearest rank: the
+    smallest value that at least ``share`` of the values do not exceed."""
+    rank = max(1, math.ceil(share * len(ordered) - 1e-9))
+    return ordered[rank - 1]

@@ -1,8 +1,30 @@
-"""The match that is played: its phases, the feeds' troubles, the markets and the traffic."""
+"""The match that is played: its phases, the feeds' troubles, the markets and the traffic.
+
+A :class:`Scenario` is plain data. :meth:`Scenario.match_day` is the whole day that
+``python -m examples.odds_aggregator`` plays; :meth:`Scenario.short` is the same day
+squeezed into half an hour of virtual time, with the same troubles in the same order, for
+the tests and for ``--short``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+ALPHA = "bet-alpha"
+BETA = "bet-beta"
+GAMMA = "bet-gamma"
+FEEDS = (ALPHA, BETA, GAMMA)
+"""The three partner feeds, in the order the service prefers them."""
+
+
+def _no_pricing() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({})
+
+
+def _no_demand() -> Mapping[str, float]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +40,9 @@ class Phase:
 class Trouble:
     """One planned misbehaviour of one feed, for the report to mark on its charts.
 
+    The simulation reads the same objects: each feed's faults are switched on and off at
+    these times (see ``feeds.py``).
+
     Attributes:
         feed: The feed's name.
         kind: ``"overloaded"`` (latency spikes and throttling with Retry-After),
@@ -26,6 +51,8 @@ class Trouble:
         start: When it begins (seconds of the run).
         end: When it ends; ``None`` if it lasts to the end.
         description: One line for people, such as ``"beta goes silent for 12 minutes"``.
+        ramp: Seconds over which it grows from a fifth of its strength to all of it
+            (0: at full strength from ``start``).
     """
 
     feed: str
@@ -33,6 +60,7 @@ class Trouble:
     start: float
     end: float | None
     description: str
+    ramp: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +73,23 @@ class Scenario:
         kickoff: When the match starts, and the surge of requests with it.
         phases: The stretches of the day, in order, covering ``[0, duration]``.
         troubles: Each feed's planned misbehaviours.
-        markets: Every market on the board.
+        markets: Every market on the board, the most asked for first.
         sample_every: Seconds between two :class:`~.record.Sample` of the record.
         fresh_limit: A price older than this (seconds since its feed made it) is published
             flagged stale, with its age.
-        staleness_limit: A market whose newest valid price is older than this is suspended.
+        staleness_limit: A market whose newest valid price is this old or older is
+            suspended.
+        feeds: The partner feeds, by name.
+        pricing: Per market, the feeds that price it, in the order the service asks them
+            (the first is its primary); a market not named here is priced by every feed
+            of ``feeds``, in that order.
+        demand: Per market, its weight among the users' requests (1 when not named): hot
+            markets are asked for more.
+        request_rate: Users' requests per second, all markets together, outside the surge.
+        surge: Seconds from kick-off during which requests come ``surge_factor`` times as
+            often.
+        surge_factor: How many times the usual rate the surge brings.
+        check_every: Seconds between two rounds of the cross-check of the feeds.
     """
 
     name: str
@@ -61,3 +101,131 @@ class Scenario:
     sample_every: float
     fresh_limit: float
     staleness_limit: float
+    feeds: tuple[str, ...] = FEEDS
+    pricing: Mapping[str, tuple[str, ...]] = field(default_factory=_no_pricing)
+    demand: Mapping[str, float] = field(default_factory=_no_demand)
+    request_rate: float = 2.0
+    surge: float = 0.0
+    surge_factor: float = 10.0
+    check_every: float = 10.0
+
+    def feeds_of(self, market: str) -> tuple[str, ...]:
+        """The feeds that price ``market``, primary first."""
+        return self.pricing.get(market, self.feeds)
+
+    def markets_of(self, feed: str) -> tuple[str, ...]:
+        """The markets ``feed`` prices, in board order."""
+        return tuple(market for market in self.markets if feed in self.feeds_of(market))
+
+    def rate_at(self, at: float) -> float:
+        """Users' requests per second at ``at``."""
+        if self.kickoff <= at < self.kickoff + self.surge:
+            return self.request_rate * self.surge_factor
+        return self.request_rate
+
+    def troubles_of(self, feed: str, kind: str) -> tuple[Trouble, ...]:
+        """The troubles of one kind planned for one feed, in time order."""
+        return tuple(t for t in self.troubles if t.feed == feed and t.kind == kind)
+
+    @classmethod
+    def match_day(cls) -> Scenario:
+        """A whole match day: ten minutes before kick-off, two halves of 45 minutes and a
+        half-time of 15, 115 minutes in all, with every feed's troubles."""
+        return cls._day("Match day", minute=60.0, full=True)
+
+    @classmethod
+    def short(cls) -> Scenario:
+        """The match day at a quarter of its length (about 29 minutes) with half the
+        markets: the same troubles in the same order, each long enough to play out."""
+        return cls._day("Match day (short)", minute=15.0, full=False)
+
+    @classmethod
+    def _day(cls, name: str, *, minute: float, full: bool) -> Scenario:
+        """The day, each minute of the match ``minute`` seconds of the run long.
+
+        Times are written as the match clock shows them, ``at(38)`` in the first half and
+        ``at(70, second=True)`` in the second, so that both lengths of the day tell the
+        same story.
+        """
+        pre, half, break_ = 10, 45, 15
+        kickoff = pre * minute
+        second_half = kickoff + (half + break_) * minute
+        duration = second_half + half * minute
+
+        def at(match_minute: float, *, second: bool = False) -> float:
+            if second:
+                return second_half + (match_minute - half) * minute
+            return kickoff + match_minute * minute
+
+        phases = (
+            Phase("pre-match", 0.0, kickoff),
+            Phase("first half", kickoff, at(half)),
+            Phase("half-time", at(half), second_half),
+            Phase("second half", second_half, duration),
+        )
+        # Some troubles last a fixed number of real minutes in both lengths of the day, so
+        # that the guards have the time they need to notice them (a breaker's window, the
+        # cross-check's rounds, the staleness limit): only their place in the match moves.
+        stuck_for = 6 * 60.0 if full else 4 * 60.0
+        silent_for = 12 * 60.0 if full else 4 * 60.0
+        stuck_at = at(47, second=True)
+        silent_at = at(70, second=True)
+        troubles = (
+            Trouble(
+                ALPHA, "overloaded", kickoff, at(5),
+                "bet-alpha is overloaded at kick-off: slow answers, throttling with Retry-After",
+            ),
+            Trouble(
+                ALPHA, "overloaded", at(38), at(43),
+                "bet-alpha is overloaded again late in the first half",
+            ),
+            Trouble(
+                GAMMA, "bad data", at(30), None,
+                "bet-gamma starts sending malformed and implausible odds, more and more",
+                ramp=at(45, second=True) - at(30),
+            ),
+            Trouble(
+                GAMMA, "stuck", stuck_at, stuck_at + stuck_for,
+                f"bet-gamma's prices stop moving for {stuck_for / 60:g} minutes",
+            ),
+            Trouble(
+                BETA, "silent", silent_at, silent_at + silent_for,
+                f"bet-beta goes silent for {silent_for / 60:g} minutes: requests hang",
+            ),
+        )  # fmt: skip
+        alpha_first: tuple[str, ...]
+        beta_first: tuple[str, ...]
+        lower_league: tuple[str, ...]
+        if full:
+            alpha_first = ("ARS-CHE", "LIV-MCI", "MUN-TOT", "NEW-AVL", "BRE-FUL", "EVE-WHU")
+            beta_first = ("RMA-BAR", "BAY-BVB", "JUV-INT")
+            lower_league = ("LEE-SUN", "IPS-NOR", "STO-HUL")
+        else:
+            alpha_first = ("ARS-CHE", "LIV-MCI", "MUN-TOT")
+            beta_first = ("RMA-BAR",)
+            lower_league = ("LEE-SUN", "IPS-NOR")
+        pricing: dict[str, tuple[str, ...]] = {}
+        for market in beta_first:
+            pricing[market] = (BETA, ALPHA, GAMMA)  # beta quotes the continental leagues best
+        for market in lower_league:
+            pricing[market] = (BETA, GAMMA)  # bet-alpha does not cover the lower leagues
+        markets = (*alpha_first, *beta_first, *lower_league)
+        # The first markets are the big matches: demand falls with the rank on the board.
+        demand = {market: 1.0 / (rank + 1) for rank, market in enumerate(markets)}
+        return cls(
+            name=name,
+            duration=duration,
+            kickoff=kickoff,
+            phases=phases,
+            troubles=troubles,
+            markets=markets,
+            sample_every=30.0 if full else 15.0,
+            fresh_limit=5.0,
+            staleness_limit=30.0,
+            pricing=MappingProxyType(pricing),
+            demand=MappingProxyType(demand),
+            request_rate=1.0,
+            surge=4 * minute,
+            surge_factor=10.0,
+            check_every=30.0 if full else 15.0,
+        )

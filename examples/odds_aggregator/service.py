@@ -1,0 +1,428 @@
+"""The protected odds service: three partner feeds behind the guards of resilient.
+
+A user's request for a market's price goes, from the outside in, through:
+
+- a **Cache** per group of markets: hot markets are answered from memory, a value past
+  its ttl is answered at once while one background refresh replaces it (no stampede at
+  kick-off), and when every feed fails the last good price is answered instead;
+- the **Budget** ``publish-prices`` on fetching prices from the feeds (the cache's
+  provider): a latency target with a runbook, and a hard limit that ends a fetch that
+  would otherwise wait on hanging feeds for ever;
+- a **Failover** across the feeds that price the group's markets, primary first: a feed
+  whose breaker is open is skipped, one that fails or sends invalid odds hands over at
+  once, one that is slow is raced by the next after 200 ms (a hedge, paid for from the
+  shared retry budget); ``validate=`` applies the edge rules of ``validation.py``;
+- per feed, a **CircuitBreaker** (failures, invalid odds and slow or hung calls open it),
+  a **Retry** on throttling, honouring the feed's ``retry_after`` and drawing on the one
+  **RetryBudget** the whole service shares, and a **Bulkhead** bounding the calls in flight.
+
+After the failover, an old update a feed sent again (older than a price already
+published, or made long before it was asked for) is filtered out. Once a price is in
+hand, its age decides how it is published: fresh, stale (flagged, with its age) or not at
+all (the market is suspended). Every move of a market
+between trading and suspended, and every guard's transition, goes into the audit trail.
+The cross-check of the feeds against each other is in ``reconcile.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import resilient
+from resilient import (
+    AllSourcesFailedError,
+    Budget,
+    Bulkhead,
+    Cache,
+    CircuitBreaker,
+    CountWindow,
+    Exponential,
+    Failover,
+    FullJitter,
+    Registry,
+    Retry,
+    RetryBudget,
+    Source,
+)
+from resilient.testing import FlakyFeed
+
+from .feeds import Throttled
+from .reconcile import CrossCheck
+from .record import Answer, AuditEntry, EntryKind, Lineage, PriceStatus
+from .scenario import Scenario
+from .validation import FeedReply, Odds, Validation, read_odds
+
+HEDGE_AFTER = 0.2
+"""Seconds a feed may take before the next one is asked as well. A feed answers in 40 to
+90 ms when well, so only the slow tail is raced. A fixed delay rather than a
+``LatencyPercentile``: the breakers' ``slow_call_duration`` must not exceed it, or a feed
+that hangs would never be counted slow (a hedge cancels it first)."""
+PRICE_TTL = 2.0
+"""Seconds a price is served from memory before it is refreshed."""
+SERVE_WHILE_REFRESHING = 2.0
+"""Seconds after that during which the cached price is served at once while one refresh
+runs: so a cached price is at most 4 s old, within the 5 s a price stays fresh."""
+PUBLISH_TARGET = 0.25
+"""Seconds within which 95% of fetches from the feeds should publish a price."""
+PUBLISH_LIMIT = 2.0
+"""Seconds after which a fetch is given up (the cache then answers the last good price)."""
+ASKS_FOR_NEWS = 3
+"""How many times a fetch asks the feeds while they answer with re-sent old updates."""
+RUNBOOK = "https://runbooks.example/odds#publish-prices"
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """Odds ready to publish, and how the failover got them.
+
+    Attributes:
+        odds: The checked odds.
+        hedged: The winning request started as a hedge.
+        failover: They came from another feed than the group's primary.
+    """
+
+    odds: Odds
+    hedged: bool
+    failover: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FeedGuards:
+    """One feed's own guards, and the feed with them as a failover's source."""
+
+    breaker: CircuitBreaker
+    retry: Retry
+    bulkhead: Bulkhead
+    source: Source[FeedReply]
+
+
+def guard_feed(
+    feed: FlakyFeed, *, budget: RetryBudget, registry: Registry, seed: int
+) -> FeedGuards:
+    """One feed with its own guards.
+
+    The breaker opens on failures (errors, invalid odds) or on slow calls: a call still
+    running when the hedge delay has passed counts as slow, even once cancelled because a
+    hedge won, so a feed that hangs is noticed although it never fails.
+    """
+    name = feed.name
+    breaker = CircuitBreaker(
+        name,
+        window=CountWindow(20),
+        minimum_calls=10,
+        failure_rate_threshold=0.5,
+        slow_call_duration=HEDGE_AFTER,  # at most the hedge delay (docs/failover.md)
+        slow_call_rate_threshold=0.5,
+        open_duration=10,
+        open_duration_max=60,
+        half_open_calls=2,
+        registry=registry,
+    )
+    retry = Retry(
+        f"{name}-retry",
+        attempts=3,
+        on=(Throttled, ConnectionError),  # a Throttled carries retry_after: Retry waits that long
+        backoff=FullJitter(Exponential(0.05, cap=1.0)),
+        budget=budget,
+        random=random.Random(f"{seed}:{name}:retry"),
+        registry=registry,
+    )
+    bulkhead = Bulkhead(
+        f"{name}-bulkhead", max_concurrent=16, max_queue=16, max_wait=0.5, registry=registry
+    )
+
+    async def ask(market: str) -> FeedReply:
+        return FeedReply(name, market, await feed.fetch_async(market))
+
+    # The retry outside the bulkhead: a call waiting to retry holds no slot.
+    source = Source(name, ask, breaker=breaker, guards=[retry, bulkhead])
+    return FeedGuards(breaker, retry, bulkhead, source)
+
+
+class MarketGroup:
+    """The markets priced by the same feeds in the same order: one failover, and the one
+    cache in front of it (a cache serves one function)."""
+
+    def __init__(
+        self,
+        feeds: tuple[str, ...],
+        sources: Mapping[str, Source[FeedReply]],
+        *,
+        validation: Validation,
+        budget: RetryBudget,
+        publish: Budget,
+        fresh_limit: float,
+        staleness_limit: float,
+        registry: Registry,
+    ) -> None:
+        label = "-".join(feed.removeprefix("bet-") for feed in feeds)
+        self.feeds = feeds
+        self.failover: Failover[FeedReply] = Failover(
+            f"odds-{label}",
+            sources=[sources[feed] for feed in feeds],
+            hedge=HEDGE_AFTER,
+            validate=validation,
+            budget=budget,
+            registry=registry,
+        )
+        self.cache: Cache[Priced] = Cache(
+            f"prices-{label}",
+            ttl=PRICE_TTL,
+            stale_while_revalidate=SERVE_WHILE_REFRESHING,
+            stale_if_error=staleness_limit,  # older than that the market is suspended anyway
+            registry=registry,
+        )
+        # How long each fetch took, until OddsService.publish_latencies() takes them.
+        self.publish_latencies: list[float] = []
+        self._publish = publish
+        self._validation = validation
+        self._newest: dict[str, Priced] = {}
+        self._fresh_limit = fresh_limit
+        self._now = registry.clock.monotonic
+
+    async def fetch(self, market: str) -> Priced:
+        """Publish prices: ask the feeds for one market's odds (the cache's provider).
+
+        Raises:
+            AllSourcesFailedError: No feed gave valid odds.
+            BudgetExceededError: The feeds took longer than the publish limit.
+        """
+        started = self._now()
+        try:
+            return await self._publish.call_async(self._newest_odds, market)
+        finally:
+            self.publish_latencies.append(self._now() - started)
+
+    async def _newest_odds(self, market: str) -> Priced:
+        """Odds from the failover, unless the feed re-sent an old update.
+
+        A feed re-sending an old update is healthy, if annoying: the re-send is filtered
+        here, after the failover, and not by its validator, which would count it against
+        the feed's breaker (docs/failover.md). It tells nothing new, so the feeds are asked
+        again; after ``ASKS_FOR_NEWS`` re-sends in a row the market keeps its newest price
+        (and its age will say how old that is).
+        """
+        asks = 0
+        while True:
+            asks += 1
+            asked = self._now()
+            priced = await self._ask_feeds(market)
+            if not self._resent(market, priced, asked):
+                self._newest[market] = priced
+                return priced
+            if asks == ASKS_FOR_NEWS:
+                return self._keep_newest(market, priced)
+
+    async def _ask_feeds(self, market: str) -> Priced:
+        answer = await self.failover.answer_async(market)
+        return Priced(
+            read_odds(answer.value),  # validate= passed it: this only reads the prices
+            hedged=answer.hedged,
+            failover=answer.source != self.feeds[0],
+        )
+
+    def _keep_newest(self, market: str, priced: Priced) -> Priced:
+        newest = self._newest.get(market)
+        if newest is None or priced.odds.produced_at > newest.odds.produced_at:
+            self._newest[market] = newest = priced
+        return newest
+
+    def newest(self, market: str) -> Priced | None:
+        """The newest odds published for ``market``, if any."""
+        return self._newest.get(market)
+
+    def _resent(self, market: str, priced: Priced, asked: float) -> bool:
+        """Whether ``priced`` is an old update sent again: older than the newest price
+        published for the market, or made long before it was asked for."""
+        made = priced.odds.produced_at
+        newest = self._newest.get(market)
+        if newest is not None and made < newest.odds.produced_at:
+            reason = "out of order"
+        elif asked - made > self._fresh_limit:
+            reason = "stale on arrival"
+        else:
+            return False
+        self._validation.count(priced.odds.feed, reason)
+        return True
+
+
+class OddsService:
+    """Answers users' requests for prices through the guards, and keeps the audit trail.
+
+    Args:
+        scenario: The match: its markets, which feeds price them, the age limits.
+        feeds: The partner feeds, by name.
+        registry: Where every guard is registered (on the run's clock).
+        seed: Seeds the retries' jitter.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        feeds: Mapping[str, FlakyFeed],
+        *,
+        registry: Registry,
+        seed: int,
+    ) -> None:
+        self.scenario = scenario
+        self.audit: list[AuditEntry] = []
+        registry.subscribe(self._on_transition)  # every guard's moves, as they happen
+        self._now = registry.clock.monotonic
+        self.validation = Validation()
+        # One budget for every retry and every hedge of the service: when the feeds are in
+        # trouble, the whole service backs off together instead of multiplying its load.
+        self.retry_budget = RetryBudget(
+            "feed-retries", ratio=0.2, window=10, min_per_second=0.2, registry=registry
+        )
+        self.feed_guards = {
+            name: guard_feed(feed, budget=self.retry_budget, registry=registry, seed=seed)
+            for name, feed in feeds.items()
+        }
+        sources = {name: guards.source for name, guards in self.feed_guards.items()}
+        self.publish = Budget(
+            "publish-prices",
+            target=PUBLISH_TARGET,
+            objective=0.95,
+            window="5m",
+            limit=PUBLISH_LIMIT,
+            runbook=RUNBOOK,
+            registry=registry,
+        )
+        self.groups: dict[tuple[str, ...], MarketGroup] = {}
+        self._group_of: dict[str, MarketGroup] = {}
+        for market in scenario.markets:
+            order = scenario.feeds_of(market)
+            if order not in self.groups:
+                self.groups[order] = MarketGroup(
+                    order,
+                    sources,
+                    validation=self.validation,
+                    budget=self.retry_budget,
+                    publish=self.publish,
+                    fresh_limit=scenario.fresh_limit,
+                    staleness_limit=scenario.staleness_limit,
+                    registry=registry,
+                )
+            self._group_of[market] = self.groups[order]
+        self.cross_check = CrossCheck(
+            scenario,
+            feeds,
+            breakers={name: guards.breaker for name, guards in self.feed_guards.items()},
+            bulkheads={name: guards.bulkhead for name, guards in self.feed_guards.items()},
+            validation=self.validation,
+            clock=registry.clock,
+        )
+        self._suspended: set[str] = set()
+
+    async def ask(self, market: str) -> Answer:
+        """A user's request for the price of ``market``: what the user gets."""
+        started = self._now()
+        group = self._group_of[market]
+        try:
+            cached = await group.cache.answer_async(group.fetch, market)
+        except (AllSourcesFailedError, TimeoutError) as error:
+            # Every feed failed or took too long (BudgetExceededError), and the cache holds
+            # no price young enough to fall back on.
+            newest = group.newest(market)
+            known = (
+                "none was ever published"
+                if newest is None
+                else f"the newest is {self._now() - newest.odds.produced_at:.0f} s old"
+            )
+            return self._suspend(market, started, f"no valid price: {_why(error)}; {known}")
+        now = self._now()
+        priced = cached.value
+        update = priced.odds.update
+        age = now - update.produced_at
+        limit = self.scenario.staleness_limit
+        if age >= limit:
+            return self._suspend(
+                market,
+                started,
+                f"newest valid price is {age:.0f} s old, at or over the {limit:g} s limit "
+                f"({update.feed}, sequence {update.sequence})",
+            )
+        fresh = age <= self.scenario.fresh_limit
+        self._resume(market, f"a valid price again, {age:.1f} s old, from {update.feed}")
+        return Answer(
+            at=now,
+            market=market,
+            status=PriceStatus.FRESH if fresh else PriceStatus.STALE,
+            prices=priced.odds.prices,
+            lineage=Lineage(
+                feed=update.feed,
+                sequence=update.sequence,
+                hedged=priced.hedged,
+                failover=priced.failover,
+                cache=cached.status.value,
+                age=age,
+            ),
+            reason=None if fresh else f"stale: {age:.1f} s old",
+            latency=now - started,
+            # The simulation's truth about the update, for the record only: the service
+            # never reads it.
+            quality=update.quality.value,
+        )
+
+    def publish_latencies(self) -> list[float]:
+        """The durations of the fetches from the feeds since the last call (and forget
+        them): for the live view and the report."""
+        taken: list[float] = []
+        for group in self.groups.values():
+            taken.extend(group.publish_latencies)
+            group.publish_latencies.clear()
+        return taken
+
+    def rejects(self) -> dict[str, dict[str, int]]:
+        """Updates refused so far, per feed and reason."""
+        return self.validation.rejects()
+
+    async def run_checks(self) -> None:
+        """The service's background work: the cross-check of the feeds, until cancelled."""
+        await self.cross_check.run()
+
+    def _suspend(self, market: str, started: float, reason: str) -> Answer:
+        now = self._now()
+        if market not in self._suspended:
+            self._suspended.add(market)
+            self._note_market(market, EntryKind.SUSPENDED, "trading", "suspended", reason)
+        return Answer(
+            at=now,
+            market=market,
+            status=PriceStatus.SUSPENDED,
+            prices=None,
+            lineage=None,
+            reason=reason,
+            latency=now - started,
+            quality=None,
+        )
+
+    def _resume(self, market: str, reason: str) -> None:
+        if market in self._suspended:
+            self._suspended.discard(market)
+            self._note_market(market, EntryKind.RESUMED, "suspended", "trading", reason)
+
+    def _note_market(self, market: str, kind: EntryKind, old: str, new: str, reason: str) -> None:
+        self.audit.append(AuditEntry(self._now(), kind, market, old, new, None, reason, None))
+
+    def _on_transition(self, transition: resilient.Transition) -> None:
+        self.audit.append(
+            AuditEntry(
+                at=transition.at,
+                kind=EntryKind.TRANSITION,
+                subject=transition.guard,
+                old=transition.old_state,
+                new=transition.new_state,
+                health=transition.new_health.value,
+                reason=transition.reason,
+                runbook=transition.runbook,
+            )
+        )
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, AllSourcesFailedError):  # what each feed did: skipped, invalid, ...
+        return ", ".join(f"{attempt.source} {attempt.outcome}" for attempt in error.attempts)
+    return str(error)

@@ -1,0 +1,119 @@
+"""The same service without resilient, as it is often first written: for comparison.
+
+Each request asks one feed, taking the feeds that price the market in turn
+(round-robin), with a plain 3 s timeout, and tries up to three times on any error,
+at once: no backoff, no ``Retry-After``, no budget, no breaker, no cache, no validation.
+Whatever a feed sends is published as a fresh price; when three attempts fail the user
+sees the error.
+
+The answers record the truth that this client cannot see (the update's quality and its
+real age), so that the comparison can count the bad and the old prices it published.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import anyio
+
+from resilient import Clock
+from resilient.testing import FlakyFeed, OddsUpdate
+
+from .record import Answer, AuditEntry, Lineage, PriceStatus
+from .scenario import Scenario
+
+ATTEMPTS = 3
+TIMEOUT = 3.0
+
+
+class UnprotectedService:
+    """Answers users' requests for prices by asking the feeds directly.
+
+    Args:
+        scenario: The match: which feeds price which markets.
+        feeds: The partner feeds, by name.
+        clock: The clock that stamps the answers.
+    """
+
+    def __init__(self, scenario: Scenario, feeds: Mapping[str, FlakyFeed], *, clock: Clock) -> None:
+        self.scenario = scenario
+        self.audit: list[AuditEntry] = []  # no guards and no suspensions: nothing to record
+        self._feeds = feeds
+        self._turns = dict.fromkeys(scenario.markets, 0)
+        self._latencies: list[float] = []
+        self._now = clock.monotonic
+
+    async def ask(self, market: str) -> Answer:
+        """A user's request for the price of ``market``: what the user gets."""
+        started = self._now()
+        names = self.scenario.feeds_of(market)
+        feed = self._feeds[names[self._turns[market] % len(names)]]
+        self._turns[market] += 1
+        error: Exception | None = None
+        for _ in range(ATTEMPTS):
+            try:
+                with anyio.fail_after(TIMEOUT):
+                    update = await feed.fetch_async(market)
+            except Exception as failed:  # anything: try again, at once
+                error = failed
+                continue
+            return self._publish(market, update, started)
+        now = self._now()
+        self._latencies.append(now - started)
+        return Answer(
+            at=now,
+            market=market,
+            status=PriceStatus.ERROR,
+            prices=None,
+            lineage=None,
+            reason=f"{type(error).__name__}: {error}",
+            latency=now - started,
+            quality=None,
+        )
+
+    def _publish(self, market: str, update: OddsUpdate, started: float) -> Answer:
+        now = self._now()
+        self._latencies.append(now - started)
+        return Answer(
+            at=now,
+            market=market,
+            status=PriceStatus.FRESH,  # it cannot tell
+            prices={selection: _as_number(price) for selection, price in update.prices.items()},
+            lineage=Lineage(
+                feed=update.feed,
+                sequence=update.sequence,
+                hedged=False,
+                failover=False,
+                cache="fetched",
+                age=now - update.produced_at,
+            ),
+            reason=None,
+            latency=now - started,
+            quality=update.quality.value,
+        )
+
+    def publish_latencies(self) -> list[float]:
+        """The durations of the fetches from the feeds since the last call (and forget
+        them): here every request's own."""
+        taken = self._latencies
+        self._latencies = []
+        return taken
+
+    async def run_checks(self) -> None:
+        """Nothing: this service checks nothing in the background."""
+
+    def rejects(self) -> dict[str, dict[str, int]]:
+        """Nothing is ever refused."""
+        return {}
+
+
+def _as_number(price: object) -> float:
+    """A price as a client that trusts its feed reads it: text that looks like a number
+    becomes that number, anything else (a null, a word) NaN."""
+    if isinstance(price, (int, float, str)):
+        try:
+            return float(price)
+        except ValueError:
+            return math.nan
+    return math.nan
