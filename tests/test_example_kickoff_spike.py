@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from examples.kickoff_spike import SMALL, Kind, Outcome, RunResult, SpikeResult, main, run
 from examples.kickoff_spike.record import (
     PhaseSummary,

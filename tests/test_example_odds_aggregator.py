@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from examples.odds_aggregator.__main__ import main
 from examples.odds_aggregator.match import play
 from examples.odds_aggregator.record import (
@@ -378,13 +379,6 @@ def test_a_bad_speed_is_refused_naming_the_option_and_the_value(
     error = capsys.readouterr().err
     assert "--speed" in error
     assert repr(value) in error
-
-
-def test_the_example_uses_only_the_public_api() -> None:
-    """No module of the example imports a private module of resilient."""
-    package = Path(__file__).parent.parent / "examples" / "odds_aggregator"
-    for module in package.glob("*.py"):
-        assert not re.search(r"resilient\._", module.read_text(encoding="utf-8")), module
 
 
 def test_the_summary_reads_the_99th_percentile_by_nearest_rank(protected: MatchResult) -> None:

@@ -14,11 +14,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from examples.odds_aggregator.record import MatchResult
-from examples.odds_aggregator.report import write_report
 
 from _browser import ARTIFACTS, find_chromium, png_size, require, run_chromium
-from _match_records import build_match
+from examples.odds_aggregator.match import play
+from examples.odds_aggregator.record import MatchResult
+from examples.odds_aggregator.report import write_report
+from examples.odds_aggregator.scenario import Scenario
 
 SCREENSHOT = (1280, 1300)
 # Writes what the layout made of each chart; appended to a copy of the page only.
@@ -44,11 +45,10 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def match_day() -> tuple[MatchResult, MatchResult | None]:
-    """The runs the page is made from: the protected one and the unprotected one.
-
-    The one place to change to render another record (a real short run of the match).
-    """
-    return build_match(), build_match(unprotected=True)
+    """The runs the page is made from: a real short match, through the guards and
+    without them, as ``python -m examples.odds_aggregator --short --compare`` plays it."""
+    scenario = Scenario.short()
+    return play(scenario, seed=7), play(scenario, seed=7, protected=False)
 
 
 @pytest.fixture(scope="module")

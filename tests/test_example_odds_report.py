@@ -17,6 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from _match_records import BUDGET_TARGET, FEEDS, RUNBOOK, build_match
 from examples.odds_aggregator.record import EntryKind, MatchResult, Sample, summarize
 from examples.odds_aggregator.report import (
     HEALTH_COLOURS,
@@ -32,9 +35,6 @@ from examples.odds_aggregator.terminal import (
     LiveView,
     print_summary,
 )
-from rich.console import Console
-
-from _match_records import BUDGET_TARGET, FEEDS, RUNBOOK, build_match
 from resilient import Budget, CircuitBreaker, Registry
 from resilient.testing import VirtualClock
 

@@ -209,8 +209,9 @@ def test_budget_recovers_once_the_window_slides(registry: Registry, clock: Virtu
 def test_budget_recovers_on_the_deposit_that_makes_a_retry_fit(
     registry: Registry, clock: VirtualClock
 ) -> None:
-    """A throttled budget turns NORMAL on the first attempt that earns a whole retry again."""
-    budget = make(registry, clock, ratio=0.25)
+    """Without a recovery wait, a throttled budget turns NORMAL on the first attempt that
+    earns a whole retry again."""
+    budget = make(registry, clock, ratio=0.25, recover_after=0)
     deposit(budget, 4)
     spend(budget)
     deposit(budget, 3)
@@ -222,6 +223,40 @@ def test_budget_recovers_on_the_deposit_that_makes_a_retry_fit(
     assert moves(registry) == [("normal", "throttled"), ("throttled", "normal")]
     assert "fit" in registry.trail[-1].reason
     assert budget._withdraw() is True
+
+
+def test_a_budget_refusing_again_and_again_stays_throttled(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """A steady overload is one THROTTLED state, not a flip at every first attempt: the
+    budget recovers only once no retry was refused for recover_after (1 s by default)."""
+    budget = make(registry, clock, ratio=0.5)
+    for _ in range(8):  # one failing call every 0.2 s: a first attempt, then a retry
+        budget._deposit()
+        budget._withdraw()
+        clock.advance(0.2)
+    assert moves(registry) == [("normal", "throttled")]
+
+
+def test_budget_recovers_once_no_retry_was_refused_for_recover_after(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """After the last refusal, a retry that fits keeps the budget THROTTLED until
+    recover_after has passed; then the next deposit or retry makes it NORMAL."""
+    budget = make(registry, clock, ratio=1.0, recover_after=2)
+    deposit(budget, 1)
+    spend(budget)
+    clock.advance(1)
+    deposit(budget, 1)
+    assert budget._withdraw() is True
+    assert budget.state is RetryBudgetState.THROTTLED
+
+    clock.advance(1)
+    deposit(budget, 1)
+
+    assert budget.state is RetryBudgetState.NORMAL
+    assert moves(registry) == [("normal", "throttled"), ("throttled", "normal")]
+    assert registry.trail[-1].reason == "no retry refused for 2 s; 1 retry left"
 
 
 # -- the sliding window ----------------------------------------------------------------------
@@ -371,6 +406,9 @@ def test_snapshot_statistics_follow_the_window(registry: Registry, clock: Virtua
             "min_per_second must be a finite number >= 0",
             "-1",
             id="min-per-second-neg",
+        ),
+        pytest.param(
+            {"recover_after": -1}, "recover_after must be", "-1", id="recover-after-negative"
         ),
         pytest.param(
             {"min_per_second": math.nan},

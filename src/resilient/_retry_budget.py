@@ -11,12 +11,13 @@ from ._core._errors import format_seconds
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._state import Health, Statistic
-from ._core._validate import Duration, check_non_negative, check_ratio
+from ._core._validate import Duration, check_non_negative, check_ratio, to_seconds
 from ._core._windows import BucketRing, window_seconds
 
 __all__ = [
     "DEFAULT_BUDGET_MIN_PER_SECOND",
     "DEFAULT_BUDGET_RATIO",
+    "DEFAULT_BUDGET_RECOVER_AFTER",
     "DEFAULT_BUDGET_WINDOW",
     "RetryBudget",
     "RetryBudgetState",
@@ -25,6 +26,7 @@ __all__ = [
 DEFAULT_BUDGET_RATIO = 0.2
 DEFAULT_BUDGET_WINDOW = 10.0
 DEFAULT_BUDGET_MIN_PER_SECOND = 10.0
+DEFAULT_BUDGET_RECOVER_AFTER = 1.0
 _BUCKETS = 10
 _FIRST, _RETRY = 0, 1
 _ROUNDING = 1e-9
@@ -48,16 +50,20 @@ class RetryBudget(Guard[RetryBudgetState]):
     Over the last ``window`` seconds, retries may be at most ``ratio`` times the first
     attempts, plus ``min_per_second * window`` so that a quiet service can still retry.
     When a retry would exceed that, it is refused: the retry policy gives up at once with
-    the original error, and the budget is THROTTLED (health DEGRADED) until a retry fits
-    again. This is the scheme of Finagle's ``RetryBudget`` and gRPC's retry throttling: a
-    slow dependency then sees at most ``1 + ratio`` times its normal load, however many
-    layers retry and however many callers there are.
+    the original error, and the budget is THROTTLED (health DEGRADED) until no retry has
+    been refused for ``recover_after`` and a retry fits again, so that a steady overload
+    is one state and not a flip at every call. This is the scheme of Finagle's
+    ``RetryBudget`` and gRPC's retry throttling: a slow dependency then sees at most
+    ``1 + ratio`` times its normal load, however many layers retry and however many
+    callers there are.
 
     Args:
         name: Unique name in the registry.
         ratio: Retries allowed per first attempt, in [0, 1] (default 0.2: 20%).
         window: How far back first attempts and retries are counted (default 10 s).
         min_per_second: Retries always allowed per second of window, >= 0 (default 10).
+        recover_after: How long no retry may be refused before a THROTTLED budget is NORMAL
+            again, >= 0 (default 1 s); the first attempt or retry after that moves it.
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time.
@@ -76,6 +82,7 @@ class RetryBudget(Guard[RetryBudgetState]):
         ratio: float = DEFAULT_BUDGET_RATIO,
         window: Duration = DEFAULT_BUDGET_WINDOW,
         min_per_second: float = DEFAULT_BUDGET_MIN_PER_SECOND,
+        recover_after: Duration = DEFAULT_BUDGET_RECOVER_AFTER,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -83,8 +90,10 @@ class RetryBudget(Guard[RetryBudgetState]):
         self._ratio = check_ratio(ratio, "ratio", allow_zero=True)
         self._window = window_seconds(window, "window")
         self._reserve = check_non_negative(min_per_second, "min_per_second") * self._window
+        self._recover_after = to_seconds(recover_after, "recover_after")
         self._counts = BucketRing(self._window, _BUCKETS, 2)
         self._throttled = 0
+        self._refused_at = -math.inf
         registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         super().__init__(
@@ -109,9 +118,7 @@ class RetryBudget(Guard[RetryBudgetState]):
         now = self._now()
         with self._lock:
             self._counts.add(_FIRST, now)
-            moved = self._state is RetryBudgetState.THROTTLED and self._fits()
-            if moved:
-                self._recover(now)
+            moved = self._state is RetryBudgetState.THROTTLED and self._recover(now)
         if moved:
             self._deliver()
 
@@ -123,11 +130,10 @@ class RetryBudget(Guard[RetryBudgetState]):
             allowed = self._fits()
             if allowed:
                 self._counts.add(_RETRY, now)
-                moved = self._state is RetryBudgetState.THROTTLED
-                if moved:
-                    self._recover(now)
+                moved = self._state is RetryBudgetState.THROTTLED and self._recover(now)
             else:
                 self._throttled += 1
+                self._refused_at = now
                 moved = self._state is RetryBudgetState.NORMAL
                 if moved:
                     first, retries = self._counts.totals
@@ -143,13 +149,24 @@ class RetryBudget(Guard[RetryBudgetState]):
             self._deliver()
         return allowed
 
-    def _recover(self, now: float) -> None:
-        self._move(
-            RetryBudgetState.NORMAL,
-            Health.HEALTHY,
-            f"retries fit in the budget again ({math.floor(self._allowance() + _ROUNDING)} left)",
-            now,
+    def _recover(self, now: float) -> bool:
+        """Move a THROTTLED budget to NORMAL if it is time; call with the lock held.
+
+        Returns:
+            Whether it moved (deliver after releasing the lock).
+        """
+        calm = self._recover_after
+        if now - self._refused_at < calm or not self._fits():
+            return False
+        left = math.floor(self._allowance() + _ROUNDING)
+        retries = "1 retry" if left == 1 else f"{left} retries"
+        why = (
+            f"no retry refused for {format_seconds(calm)} s; {retries} left"
+            if calm
+            else f"retries fit in the budget again ({left} left)"
         )
+        self._move(RetryBudgetState.NORMAL, Health.HEALTHY, why, now)
+        return True
 
     @property
     def available(self) -> float:
@@ -169,4 +186,5 @@ class RetryBudget(Guard[RetryBudgetState]):
             "ratio": self._ratio,
             "window": self._window,
             "reserve": self._reserve,
+            "recover_after": self._recover_after,
         }
