@@ -1175,7 +1175,8 @@ def test_options_are_a_frozen_slotted_dataclass_of_nones() -> None:
     options = Options()
     fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     assert fields == dict.fromkeys(
-        ["attempts", "retry", "idempotent", "timeout", "attempt_timeout", "read_body"], None
+        ["attempts", "retry", "idempotent", "timeout", "attempt_timeout", "read_body", "validate"],
+        None,
     )
     assert not hasattr(options, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):

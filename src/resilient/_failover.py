@@ -140,10 +140,12 @@ class FailoverAnswer(Generic[T]):
 
 
 class InvalidAnswerError(ResilientError):
-    """A source answered, and the failover's validator refused the answer.
+    """A source answered, and the validator refused the answer: a :class:`Failover`'s, or
+    that of a ``resilient.httpx`` transport (the response, closed, on ``value``).
 
     Args:
-        source: The source's name.
+        source: The source's name (for a transport, the base URL or
+            ``scheme://host[:port]`` that answered).
         reason: Why: ``"validate returned False"``, or the validator's own error (which is
             then also the ``__cause__``).
         value: The answer that was refused.
@@ -157,6 +159,31 @@ class InvalidAnswerError(ResilientError):
 
     def __str__(self) -> str:
         return f"source {self.source!r} gave an invalid answer: {self.reason}"
+
+
+def judge_answer(validate: Callable[[T], object], value: T) -> tuple[str, Exception | None] | None:
+    """What ``validate`` makes of ``value``: ``None`` when it returns ``True``; else why
+    the answer is invalid, and the exception ``validate`` raised if it raised one.
+
+    ``False``, an exception, or anything but a bool makes it invalid: ``validate=len``
+    would otherwise pass every non-empty list and hide the mistake. (The transport of
+    ``resilient.httpx`` judges its answers by the same contract.)
+    """
+    try:
+        verdict = validate(value)
+    except Exception as error:
+        return f"validate raised {describe_error(error)}", error
+    if type(verdict).__name__ == "bool_":  # NumPy's bools: (prices >= 1.01).all()
+        verdict = bool(verdict)
+    if verdict is True:
+        return None
+    if verdict is False:
+        return "validate returned False", None
+    return (
+        f"validate returned {verdict!r}, not True or False: a validator returns True for "
+        "a good answer (one that raises on bad answers must return True for good ones)",
+        None,
+    )
 
 
 class AllSourcesFailedError(ResilientError, _ExceptionGroup):  # type: ignore[misc]
@@ -1107,27 +1134,15 @@ class Failover(Guard[FailoverState], Generic[T]):
         """``value`` if ``validate`` accepts it; else raise :class:`InvalidAnswerError`."""
         validate = self._validate
         assert validate is not None
-        try:
-            verdict = validate(value)
-        except Exception as error:
-            self._release(value)
-            raise InvalidAnswerError(
-                source, f"validate raised {describe_error(error)}", value
-            ) from error
-        if type(verdict).__name__ == "bool_":  # NumPy's bools: (prices >= 1.01).all()
-            verdict = bool(verdict)
-        if verdict is True:
+        refused = judge_answer(validate, value)
+        if refused is None:
             return value
         # Released here, where it turns invalid: once, whatever the guards do with it next.
         self._release(value)
-        if verdict is False:
-            raise InvalidAnswerError(source, "validate returned False", value)
-        raise InvalidAnswerError(
-            source,
-            f"validate returned {verdict!r}, not True or False: a validator returns True for "
-            "a good answer (one that raises on bad answers must return True for good ones)",
-            value,
-        )
+        reason, cause = refused
+        if cause is None:
+            raise InvalidAnswerError(source, reason, value)
+        raise InvalidAnswerError(source, reason, value) from cause
 
     def _release(self, value: object) -> None:
         """Hand an answer that is not returned to ``discard``, once."""

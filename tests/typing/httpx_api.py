@@ -13,6 +13,7 @@ import resilient
 from resilient import Bulkhead, CircuitBreaker, Constant, LatencyPercentile, RetryBudget
 from resilient.httpx import (
     EXTENSION,
+    RETRY_ERRORS,
     Options,
     Outcome,
     ResilientTransport,
@@ -23,6 +24,14 @@ from resilient.httpx import (
 from resilient.testing import VirtualClock
 
 registry = resilient.Registry()
+
+
+class PartnerHiccup(Exception):
+    pass
+
+
+def odds_are_sane(response: httpx.Response) -> bool:
+    return float(response.json()["odds"]) > 1.0
 
 
 def cached_odds(request: httpx.Request, error: BaseException) -> httpx.Response | None:
@@ -47,12 +56,15 @@ transport = ResilientTransport(
     failover=["https://a.example/api", "https://b.example/api"],
     hedge=LatencyPercentile(0.95),
     read_body=1 << 20,
+    validate=odds_are_sane,
     fallback=cached_odds,
     random=random.Random(1),
     registry=registry,
     clock=VirtualClock(),
 )
 no_guards = ResilientTransport(breaker=None, bulkhead=None, timeout=None, hedge=None)
+extended = ResilientTransport(retry_errors=(*RETRY_ERRORS, PartnerHiccup), validate=None)
+ResilientTransport(validate=lambda response: response.status_code == 200)
 assert_type(transport.wrap(httpx.AsyncHTTPTransport()), ResilientTransport)
 sync_base: httpx.BaseTransport = transport
 async_base: httpx.AsyncBaseTransport = transport
@@ -88,4 +100,6 @@ def unhealthy(error: UnhealthyResponse) -> tuple[int, float | None, httpx.Respon
 
 
 Options(attempts=None, retry=None, idempotent=None, timeout=None, read_body=None)
+Options(validate=odds_are_sane)
+Options(validate=lambda response: "odds" in response.json())
 Options(3)  # type: ignore[call-arg]

@@ -7,7 +7,7 @@
     ├── DeadlineExceededError        no time was left to start the work; also a TimeoutError
     ├── BudgetExceededError          a call ran past its budget's hard limit; a TimeoutError
     ├── RetryExhaustedError          retries ended on a result judged bad; .last_result
-    ├── InvalidAnswerError           a failover's validator refused an answer; .source, .value
+    ├── InvalidAnswerError           a validator refused an answer; .source, .value
     ├── AllSourcesFailedError        no source of a failover answered validly; also an
     │                                ExceptionGroup of every attempt's error; .attempts
     └── RejectedError                a call refused without running; .guard, .retry_after

@@ -16,6 +16,7 @@ from ._client import client as client
 from ._model import EXTENSION as EXTENSION
 from ._model import FAILURE_STATUSES as FAILURE_STATUSES
 from ._model import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+from ._model import RETRY_ERRORS as RETRY_ERRORS
 from ._model import RETRY_STATUSES as RETRY_STATUSES
 from ._model import Options as Options
 from ._model import Outcome as Outcome
@@ -29,6 +30,7 @@ __all__ = [
     "EXTENSION",
     "FAILURE_STATUSES",
     "IDEMPOTENT_METHODS",
+    "RETRY_ERRORS",
     "RETRY_STATUSES",
     "ChaosTransport",
     "FeedTransport",

@@ -4,20 +4,22 @@ a failure status as the guards see it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import httpx
 
 from resilient._backoff import Backoff, Exponential, FullJitter
-from resilient._core._errors import RejectedError
+from resilient._core._errors import ConfigurationError, RejectedError
 from resilient._core._validate import Duration, check_count, check_flag, to_seconds
+from resilient._failover import InvalidAnswerError
 
 __all__ = [
     "EXTENSION",
     "FAILURE_STATUSES",
     "IDEMPOTENT_METHODS",
+    "RETRY_ERRORS",
     "RETRY_STATUSES",
     "Options",
     "Outcome",
@@ -77,6 +79,14 @@ IDEMPOTENT_METHODS: Final = _NamedSet("IDEMPOTENT_METHODS", _METHOD_ORDER)
 """Methods retried on a status or on any retryable error (RFC 9110 idempotent methods)."""
 RETRY_STATUSES: Final = _NamedSet("RETRY_STATUSES", (429, 502, 503, 504))
 """Statuses retried by default."""
+RETRY_ERRORS: Final[tuple[type[Exception], ...]] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    InvalidAnswerError,
+)
+"""Errors retried by default: timeouts, network and protocol errors, and an answer the
+validator refused. Extend it as ``retry_errors=(*RETRY_ERRORS, MyError)``."""
 FAILURE_STATUSES: Final = _NamedSet("FAILURE_STATUSES", (429, *range(500, 600)))
 """Statuses counted as failures by breakers and moved on from by failover, by default."""
 EXTENSION: Final = "resilient"
@@ -86,11 +96,6 @@ EXTENSION: Final = "resilient"
 DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF: Backoff = FullJitter(Exponential(0.1, cap=2.0))
 """Full jitter over 0.1 s doubling up to 2 s."""
-DEFAULT_RETRY_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.TimeoutException,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-)
 DEFAULT_MAX_RETRY_AFTER = 30.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_HOSTS = 100
@@ -99,6 +104,11 @@ DEFAULT_BULKHEAD_LIMIT = 100
 DEFAULT_BULKHEAD_QUEUE = 100
 ERROR_BODY_LIMIT = 64 * 1024
 """Error bodies up to this size are read inside the attempt and the response closed."""
+VALIDATE_BODY_LIMIT = 1024 * 1024
+"""The most bytes of a body read inside the attempt for ``validate`` when ``read_body`` is
+not given: far more than an API's JSON answer (odds, a quote, a page of results), and
+small enough that a bulkhead's worth of requests judged at once (100 per upstream by
+default) holds at most 100 MiB. A longer body is a download, to stream rather than judge."""
 
 # Errors that prove a request never left: safe to send again whatever the method.
 _NOT_SENT_ERRORS = (
@@ -132,6 +142,8 @@ class Options:
         attempt_timeout: The most one attempt of this call may take (one request to one
             base URL, its body read included when read inside the attempt).
         read_body: Read up to this many bytes of the body inside the attempt (0: none).
+        validate: Judges this request's answers instead of the transport's ``validate``:
+            ``response -> True`` for a good answer.
 
     Raises:
         ConfigurationError: A value is out of range; the message names it.
@@ -143,6 +155,7 @@ class Options:
     timeout: Duration | None = None
     attempt_timeout: Duration | None = None
     read_body: int | None = None
+    validate: Callable[[httpx.Response], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.attempts is not None:
@@ -163,6 +176,8 @@ class Options:
             )
         if self.read_body is not None:
             check_count(self.read_body, "read_body", minimum=0)
+        if self.validate is not None and not callable(self.validate):
+            raise ConfigurationError(f"validate must be callable or None (got {self.validate!r})")
 
 
 _NO_OPTIONS = Options()

@@ -29,7 +29,14 @@ from resilient._core._guard import registry_and_clock
 from resilient._core._match import ExceptionSpec, exception_matcher
 from resilient._core._registry import Registry
 from resilient._core._validate import Duration, check_count, check_name, to_seconds
-from resilient._failover import AllSourcesFailedError, Failover, LatencyPercentile, Source
+from resilient._failover import (
+    AllSourcesFailedError,
+    Failover,
+    InvalidAnswerError,
+    LatencyPercentile,
+    Source,
+    judge_answer,
+)
 from resilient._retry import Retry, parse_retry_after
 from resilient._retry_budget import RetryBudget
 
@@ -44,6 +51,7 @@ from ._model import (
     DEFAULT_BULKHEAD_QUEUE,
     ERROR_BODY_LIMIT,
     EXTENSION,
+    VALIDATE_BODY_LIMIT,
     Options,
     Outcome,
     UnhealthyResponse,
@@ -81,6 +89,7 @@ class _Exchange:
         "seconds",
         "source",
         "started",
+        "validate",
         "waits",
     )
 
@@ -120,6 +129,7 @@ class _Exchange:
         self.bases: tuple[str, ...] = ()  # with failover: the base URLs it may go to
         self.origins: dict[int, str] = {}  # id of each response -> where it came from
         self.source = ""  # where the response returned came from
+        self.validate: Callable[[httpx.Response], object] | None = None
 
     def bound(self) -> tuple[Deadline | None, float | None, str]:
         """The deadline of one attempt starting now (the call's, or ``attempt_timeout``
@@ -234,6 +244,45 @@ class _Exchange:
                 raise UnhealthyResponse(response, core.retry_after(response))
         return response
 
+    def judge(
+        self, core: _Core, response: httpx.Response, source: str, authority: str
+    ) -> InvalidAnswerError | None:
+        """``None`` when ``response`` passes: no validator, a status the guards judge
+        already (a failure or retried status), or a validator that returns ``True``. Else
+        the error of the attempt, noted as its failure: the validator refused it, or its
+        body is longer than the limit read inside the attempt and cannot be judged.
+
+        The validator sees the body read: in memory, ``content`` and ``json()`` work.
+        """
+        validate = self.validate
+        if validate is None or response.status_code in core.unhealthy:
+            return None
+        reason: str
+        cause: Exception | None = None
+        try:
+            if isinstance(response.stream, httpx.ByteStream):
+                response.read()  # in memory: decoded, as the caller's read would decode it
+            else:
+                _ = response.content  # read before, or cut off at the limit (not read)
+        except httpx.ResponseNotRead:
+            # Cut off at the limit, the rest left to stream on: judging a part could pass
+            # a bad answer, so it is refused rather than passed on unjudged.
+            reason = (
+                f"the body is longer than {self.read_limit} bytes, the most read to validate "
+                "it (read_body=): it cannot be judged"
+            )
+        except Exception as error:  # a Content-Encoding the body does not match
+            reason, cause = f"its body could not be decoded: {describe_error(error)}", error
+        else:
+            refused = judge_answer(validate, response)
+            if refused is None:
+                return None
+            reason, cause = refused
+        invalid = InvalidAnswerError(source, reason, response)
+        invalid.__cause__ = cause
+        self.failed(invalid, source, authority)
+        return invalid
+
     def body_limit(self, core: _Core, status: int) -> int:
         """How many bytes of a body with ``status`` to read inside the attempt."""
         return ERROR_BODY_LIMIT if status in core.unhealthy else self.read_limit
@@ -316,6 +365,7 @@ class _Core:
         failover: Sequence[str] | None,
         hedge: Duration | Sequence[Duration] | LatencyPercentile | None,
         read_body: int | None,
+        validate: Callable[[httpx.Response], bool] | None,
         fallback: Callable[[httpx.Request, BaseException], httpx.Response | None] | None,
         random: _random.Random | None,
         registry: Registry | None,
@@ -352,7 +402,13 @@ class _Core:
                 "and no failover)"
             )
         self.hedge = hedge
-        self.read_body = 0 if read_body is None else check_count(read_body, "read_body", minimum=0)
+        self.read_body = (
+            None if read_body is None else check_count(read_body, "read_body", minimum=0)
+        )
+        _callable_or_none(validate, "validate")
+        self.validate = validate
+        if validate is not None and read_body == 0:
+            raise _nothing_to_judge(f"read_body=0 and validate={validate!r}")
         _callable_or_none(fallback, "fallback")
         self.fallback = fallback
         if random is not None and not isinstance(random, _random.Random):
@@ -537,7 +593,16 @@ class _Core:
         idempotent = options.idempotent
         if idempotent is None:
             idempotent = request.method in self.retry_methods
-        read_limit = self.read_body if options.read_body is None else options.read_body
+        read_body = self.read_body if options.read_body is None else options.read_body
+        validate = self.validate if options.validate is None else options.validate
+        if validate is None:
+            read_limit = read_body or 0
+        elif read_body is None:
+            read_limit = VALIDATE_BODY_LIMIT
+        elif read_body:
+            read_limit = read_body
+        else:
+            raise _nothing_to_judge(repr(options))
         exchange = _Exchange(
             request,
             idempotent,
@@ -547,6 +612,7 @@ class _Core:
             self.clock,
             f"{self.name}.failover",
         )
+        exchange.validate = validate
         exchange.attempt_timeout = (
             self.attempt_timeout
             if options.attempt_timeout is None
@@ -656,6 +722,13 @@ class _Core:
                 served.extensions[EXTENSION] = exchange.outcome(self.now(), fallback=True)
                 return served
         raise error
+
+
+def _nothing_to_judge(got: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"read_body=0 reads no body, and validate= judges it: leave read_body out (up to "
+        f"{VALIDATE_BODY_LIMIT} bytes are read for validate) or give it a limit (got {got})"
+    )
 
 
 def _hint(error: BaseException) -> float | None:

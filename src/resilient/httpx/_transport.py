@@ -35,10 +35,10 @@ from ._model import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
-    DEFAULT_RETRY_ERRORS,
     DEFAULT_TIMEOUT,
     FAILURE_STATUSES,
     IDEMPOTENT_METHODS,
+    RETRY_ERRORS,
     RETRY_STATUSES,
 )
 from ._plan import _Core, _Exchange
@@ -70,7 +70,9 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         retry_statuses: Statuses retried (429, 502, 503, 504).
         failure_statuses: Statuses the breakers count as failures and failover moves on
             from (429 and 5xx).
-        retry_errors: Errors retried: timeouts, network and protocol errors.
+        retry_errors: Errors retried (``RETRY_ERRORS``): timeouts, network and protocol
+            errors, and answers ``validate`` refused; extend it as
+            ``(*RETRY_ERRORS, MyError)``.
         retry_methods: Methods retried on a status or any retryable error; others only
             when the error proves the request was never sent.
         max_retry_after: A ``Retry-After`` asking for longer than this ends the retries at
@@ -99,6 +101,16 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             :class:`~resilient.LatencyPercentile`. Needs ``failover``.
         read_body: Read up to this many bytes of each body inside the attempt, so that an
             error while reading it is retried; a longer body streams on to the caller.
+            With ``validate``, the most read to judge an answer (1 MiB when not given); a
+            longer body cannot be judged and is invalid.
+        validate: ``response -> True`` for a good answer, judged inside the attempt after
+            the body is read (``content`` and ``json()`` work), for every answer whose
+            status is neither a failure nor a retried status. ``False``, anything but a
+            bool, or an exception raised makes the answer invalid, as with
+            :class:`~resilient.Failover`: an :class:`~resilient.InvalidAnswerError` (the
+            response, closed, on ``.value``) that the breaker counts, that is retried (it
+            is in ``RETRY_ERRORS``) and failed over, and that the caller gets when no
+            valid answer comes, never the response.
         fallback: ``(request, error) -> response or None``: a response to serve when the
             call fails with an exception; ``None`` from it re-raises the error, anything
             else raises ``TypeError``. It is not asked for a failure response (the
@@ -123,7 +135,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         backoff: Backoff = DEFAULT_BACKOFF,
         retry_statuses: Collection[int] = RETRY_STATUSES,
         failure_statuses: Collection[int] = FAILURE_STATUSES,
-        retry_errors: ExceptionSpec = DEFAULT_RETRY_ERRORS,
+        retry_errors: ExceptionSpec = RETRY_ERRORS,
         retry_methods: Collection[str] = IDEMPOTENT_METHODS,
         max_retry_after: Duration | None = DEFAULT_MAX_RETRY_AFTER,
         timeout: Duration | None = DEFAULT_TIMEOUT,
@@ -135,6 +147,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         failover: Sequence[str] | None = None,
         hedge: Duration | Sequence[Duration] | LatencyPercentile | None = None,
         read_body: int | None = None,
+        validate: Callable[[httpx.Response], bool] | None = None,
         fallback: Callable[[httpx.Request, BaseException], httpx.Response | None] | None = None,
         random: _random.Random | None = None,
         registry: Registry | None = None,
@@ -162,6 +175,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             failover=failover,
             hedge=hedge,
             read_body=read_body,
+            validate=validate,
             fallback=fallback,
             random=random,
             registry=registry,
@@ -327,7 +341,14 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except Exception as error:
             exchange.failed(error, source, authority)
             raise
-        return exchange.received(self._core, response, source, authority)
+        response = exchange.received(self._core, response, source, authority)
+        invalid = exchange.judge(self._core, response, source, authority)
+        if invalid is not None:
+            # Closed at once, before a failover asks the next base URL: a body cut off at
+            # the limit still holds its connection.
+            response.close()
+            raise invalid
+        return response
 
     # -- async ----------------------------------------------------------------------------
 
@@ -423,7 +444,12 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except Exception as error:
             exchange.failed(error, source, authority)
             raise
-        return exchange.received(self._core, response, source, authority)
+        response = exchange.received(self._core, response, source, authority)
+        invalid = exchange.judge(self._core, response, source, authority)
+        if invalid is not None:
+            await _aclose_all([response], None)  # shielded: closed even when cancelled
+            raise invalid
+        return response
 
     async def _receive_async(
         self, inner: httpx.AsyncBaseTransport, request: httpx.Request, exchange: _Exchange
