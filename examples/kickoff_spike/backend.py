@@ -17,15 +17,33 @@ class Backend:
 
     Args:
         workers: How many requests it works on at once.
+
+    Attributes:
+        peak_waiting: The most requests that ever waited in its queue at once, counted
+            at every arrival (a sample once a second can miss a short burst).
     """
 
     def __init__(self, workers: int) -> None:
         self._workers = anyio.CapacityLimiter(workers)
+        self._inside = 0  # working or waiting
+        self.peak_waiting = 0
 
     async def handle(self, service_time: float) -> None:
         """Wait for a worker, then work on the request for ``service_time`` seconds."""
-        async with self._workers:
-            await anyio.sleep(service_time)
+        self._inside += 1
+        # The queue is longest just after an arrival: whatever is inside beyond the
+        # workers waits (a freed worker goes straight to the next in line).
+        self.peak_waiting = max(self.peak_waiting, self._inside - self.workers)
+        try:
+            async with self._workers:
+                await anyio.sleep(service_time)
+        finally:
+            self._inside -= 1
+
+    @property
+    def workers(self) -> int:
+        """How many requests it works on at once."""
+        return int(self._workers.total_tokens)
 
     @property
     def busy(self) -> int:

@@ -31,7 +31,7 @@ def write_chart(result: SpikeResult, directory: Path) -> Path:
     _bet_latency(bets, result)
     _browsing_shed(browsing, result)
     _limit(limit, result)
-    spike = result.scenario.phases[1]
+    spike = result.scenario.spike_phase
     for axes in (bets, browsing, limit):
         axes.axvspan(spike.start, spike.end, color="0.9", zorder=0)
         axes.grid(True, alpha=0.3)
@@ -65,7 +65,7 @@ def _bet_latency(axes: Axes, result: SpikeResult) -> None:
                 times.append((start + end) / 2)
                 p99s.append(value)
         axes.plot(times, p99s, style, label=f"{run.name}")
-    axes.axhline(BET_TARGET, color="red", linewidth=1, label="budget target")
+    axes.axhline(BET_TARGET, color="red", linewidth=1, label=f"target {BET_TARGET * 1000:g} ms")
     axes.set_yscale("log")
     axes.set_ylabel("bet placement p99 (s)")
     axes.legend(loc="center right")
@@ -89,24 +89,36 @@ def _browsing_shed(axes: Axes, result: SpikeResult) -> None:
 def _limit(axes: Axes, result: SpikeResult) -> None:
     run: RunResult = result.protected
     times = [s.at for s in run.samples]
+    limits = [s.limit or 0 for s in run.samples]
+    in_backend = [s.backend_busy + s.backend_waiting for s in run.samples]
+    # Under overload the backend holds exactly what the limit lets in, so the two lines
+    # meet: the limit is a wide pale band underneath, the backend a thin line on top.
     axes.step(
         times,
-        [s.backend_busy + s.backend_waiting for s in run.samples],
-        where="post",
-        color="tab:orange",
-        label="in the backend (working or queued)",
-    )
-    # Drawn last, on top: under overload the backend holds exactly what the limit lets in.
-    axes.step(
-        times,
-        [s.limit or 0 for s in run.samples],
+        limits,
         where="post",
         color="tab:blue",
-        linewidth=2,
+        alpha=0.35,
+        linewidth=5,
         label="bulkhead limit",
+        gid="bulkhead-limit",
+        zorder=2,
     )
+    axes.step(
+        times,
+        in_backend,
+        where="post",
+        color="tab:orange",
+        linewidth=1.2,
+        label="in the backend (working or queued)",
+        gid="in-the-backend",
+        zorder=3,
+    )
+    workers = result.scenario.backend_workers
     axes.axhline(
-        result.scenario.backend_workers, color="black", linewidth=1, label="backend workers"
+        workers, color="black", linewidth=1, linestyle=":", label="backend workers", zorder=4
     )
-    axes.set_ylabel("requests at once")
-    axes.legend(loc="upper right")
+    # Head room above the lines for the legend, so that it hides none of them.
+    axes.set_ylim(0, 1.4 * max([workers, *limits, *in_backend]))
+    axes.set_ylabel("requests at once (sampled each second)")
+    axes.legend(loc="upper center", ncols=3)

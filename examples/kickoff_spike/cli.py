@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,66 +14,88 @@ from rich.console import Console
 
 from .chart import write_chart
 from .report import print_report
-from .scenario import SCENARIOS
+from .scenario import DEFAULT, SCENARIOS, SMALL
 from .simulation import run
 
 MAX_SPIKE = 20.0
 """The largest spike factor accepted: the run's real time grows with the traffic."""
-PLAIN_WIDTH = 120
+PLAIN_WIDTH = 140
 """Columns of the table when the output is not a terminal (a file, a pipe, a test)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both runs, print the table, write the chart; return the exit status."""
-    options = parser().parse_args(argv)
+    command_line = parser()
+    options = command_line.parse_args(argv)
     scenario = SCENARIOS[options.scenario].with_spike(options.spike)
     started = time.perf_counter()
     result = run(seed=options.seed, scenario=scenario)
     real_seconds = time.perf_counter() - started
-    chart = None if options.no_chart else write_chart(result, options.out)
     console = Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH)
-    print_report(result, console, chart=chart, real_seconds=real_seconds)
+    # The report first: whatever happens to the chart, the run is not lost.
+    print_report(result, console, real_seconds=real_seconds)
+    if options.no_chart:
+        return 0
+    try:
+        chart = write_chart(result, options.out)
+    except OSError as error:
+        print(
+            f"{command_line.prog}: error: argument --out: cannot write the chart into "
+            f"{str(options.out)!r}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
+    console.print(f"Chart: {chart}")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line's options."""
-    parser = argparse.ArgumentParser(
+    command_line = argparse.ArgumentParser(
         prog="python -m examples.kickoff_spike",
-        description="Bet placement and browsing through a tenfold spike at kick-off, with a "
-        "partitioned, adaptive bulkhead and a performance budget, side by side with the same "
-        "traffic sent straight to the backend. Plays on a virtual clock: minutes in seconds.",
+        description="Bet placement and browsing through a spike at kick-off (tenfold by "
+        "default), with a partitioned, adaptive bulkhead and a performance budget, side by "
+        "side with the same traffic sent straight to the backend. Plays on a virtual clock: "
+        "the default scenario's minutes take some seconds; the run prints how many.",
         epilog="What to look at: the spike rows of the table (bet placement's p99 within its "
-        "budget with the guards, minutes without; browsing shed, each refusal within "
-        "max_wait), the limit the bulkhead settled on against the backend's workers, the "
-        "budget's transitions with their runbook, and the chart in --out.",
+        "target with the guards, far beyond it without; browsing shed, each refusal within "
+        "max_wait), the place-bet guard's verdict beside them, the limit the bulkhead "
+        "settled on against the backend's workers, the budget's transitions with their "
+        "runbook, and the chart in --out.",
     )
-    parser.add_argument(
+    command_line.add_argument(
         "--seed", type=seed, default=1, metavar="N", help="seed of the traffic (default 1)"
     )
-    parser.add_argument(
+    command_line.add_argument(
         "--spike",
         type=spike_factor,
         default=10.0,
         metavar="FACTOR",
         help=f"how many times the baseline traffic arrives at kick-off (1 to {MAX_SPIKE:g}; "
-        "default 10)",
+        "default 10; from about 15 on the guards refuse some bets too)",
     )
-    parser.add_argument(
+    command_line.add_argument(
         "--scenario",
         choices=sorted(SCENARIOS),
-        default="default",
-        help="default: 4 minutes, 2 of them the spike; small: 28 seconds (default: default)",
+        default=DEFAULT.name,
+        help=f"{DEFAULT.name}: {_lengths(DEFAULT.name)}; {SMALL.name}: {_lengths(SMALL.name)}, "
+        f"what the tests play (default: {DEFAULT.name})",
     )
-    parser.add_argument(
+    command_line.add_argument(
         "--out",
-        type=Path,
+        type=output_directory,
         default=Path(".artifacts") / "kickoff_spike",
         metavar="DIR",
-        help="directory of the chart (default .artifacts/kickoff_spike)",
+        help="directory of the chart, made if missing (default .artifacts/kickoff_spike)",
     )
-    parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")
-    return parser
+    command_line.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    return command_line
+
+
+def _lengths(name: str) -> str:
+    """``"240 s of traffic, 120 s of it the spike"``, from the scenario itself."""
+    scenario = SCENARIOS[name]
+    return f"{scenario.duration:g} s of traffic, {scenario.spike_seconds:g} s of it the spike"
 
 
 def seed(text: str) -> int:
@@ -99,3 +122,21 @@ def spike_factor(text: str) -> float:
             f"must be a number from 1 (no spike) to {MAX_SPIKE:g} (got {text!r})"
         )
     return value
+
+
+def output_directory(text: str) -> Path:
+    """``--out``: a directory, or a path where one can be made; checked before the run,
+    so that a minute of simulation is not lost to a typo."""
+    path = Path(text)
+    existing = path
+    while not existing.exists():  # the nearest part of the path that is there
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"must be a directory, and {str(existing)!r} is not one (got {text!r})"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"must be a directory you can write to, and {str(existing)!r} is not (got {text!r})"
+        )
+    return path

@@ -71,8 +71,11 @@ class RunResult:
 
     Attributes:
         name: ``"protected"`` or ``"unprotected"``.
-        answers: One per request, in request order.
+        answers: Every answer given, in request order (one per request, unless the
+            service answered one twice).
         samples: The run every second, until its last answer.
+        backend_peak_waiting: The most requests that ever waited in the backend's own
+            queue at once, counted at every arrival.
         transitions: Every state change of its guards, in order.
         snapshots: Its guards' snapshots once the last answer was given.
         ended_at: When the last answer was given (seconds of the run).
@@ -81,6 +84,7 @@ class RunResult:
     name: str
     answers: tuple[Answer, ...]
     samples: tuple[Sample, ...]
+    backend_peak_waiting: int
     transitions: tuple[Transition, ...]
     snapshots: tuple[GuardSnapshot, ...]
     ended_at: float
@@ -132,6 +136,10 @@ class PhaseSummary:
         slowest_refusal: The longest any refused one waited for its refusal.
         missed: How many were refused or answered later than ``target``.
         refusals: Refusals by reason.
+
+    The figures are over the whole phase, counted request by request. A ``Budget`` guard
+    judges differently (a sliding window, a burn rate), so the two can disagree: see
+    :func:`guard_states` for what the guard said.
     """
 
     phase: str
@@ -151,10 +159,14 @@ class PhaseSummary:
         """The share of the requests that were refused."""
         return self.shed / self.requests if self.requests else 0.0
 
+    @property
+    def on_time_share(self) -> float:
+        """The share of the requests served within the target they were summarized with:
+        a refused request is a missed one, however quickly it was refused."""
+        return 1 - self.missed / self.requests if self.requests else 1.0
+
     def within(self, objective: float) -> bool:
-        """Whether at least ``objective`` of the requests were served within the target
-        they were summarized with: a refused bet is a missed one, however quickly it was
-        refused."""
+        """Whether at least ``objective`` of the requests were served within the target."""
         return self.missed <= (1 - objective) * self.requests
 
 
@@ -212,6 +224,15 @@ def limit_range(run: RunResult, phase: Phase) -> tuple[int, int] | None:
     return (min(limits), max(limits)) if limits else None
 
 
-def peak_backend_queue(run: RunResult) -> int:
-    """The most requests ever sampled waiting in the backend's own queue."""
-    return max((sample.backend_waiting for sample in run.samples), default=0)
+def guard_states(run: RunResult, guard: str, start: float, end: float) -> tuple[str, ...]:
+    """The states the guard named ``guard`` was in from ``start`` to ``end``: the one it
+    was in at ``start``, then each one it entered before ``end``."""
+    moves = [t for t in run.transitions if t.guard == guard]
+    earlier = [t for t in moves if t.at < start]
+    if earlier:
+        first = earlier[-1].new_state
+    elif moves:
+        first = moves[0].old_state
+    else:
+        first = run.snapshot(guard).state  # it never moved
+    return (first, *(t.new_state for t in moves if start <= t.at < end))

@@ -20,7 +20,7 @@ from .scenario import DEFAULT, Kind, Request, Scenario, arrivals
 from .service import ProtectedBetting, UnprotectedBetting
 
 SAMPLE_EVERY = 1.0
-"""Seconds between two samples of the limit and the queues."""
+"""Seconds between two samples of the limit and the queues (the chart, the settled limit)."""
 
 
 def run(*, seed: int = 1, scenario: Scenario = DEFAULT) -> SpikeResult:
@@ -48,6 +48,9 @@ def play(
         name: ``"protected"`` (through the guards) or ``"unprotected"``.
         requests: The requests, in arrival order.
         scenario: The scenario they were drawn from (for the backend's size).
+
+    Returns:
+        Every answer, samples, transitions and final snapshots of the run.
     """
     clock = VirtualClock(autojump=True)
     return clock.run(_play, name, requests, scenario, clock, backend="asyncio")
@@ -68,7 +71,8 @@ async def _play(
         if name == "protected"
         else UnprotectedBetting(backend, registry)
     )
-    answers: dict[int, Answer] = {}
+    # Every answer is kept as it comes, so a request answered twice would show up twice.
+    answers: list[Answer] = []
 
     async def answer(request: Request) -> None:
         handle = service.place_bet if request.kind is Kind.BET else service.browse
@@ -76,10 +80,10 @@ async def _play(
             await handle(request)
         except BulkheadFullError as refusal:
             latency = clock.monotonic() - request.arrival
-            answers[request.number] = Answer(request, Outcome.SHED, latency, refusal.reason)
+            answers.append(Answer(request, Outcome.SHED, latency, refusal.reason))
         else:
             latency = clock.monotonic() - request.arrival
-            answers[request.number] = Answer(request, Outcome.SERVED, latency)
+            answers.append(Answer(request, Outcome.SERVED, latency))
 
     samples: list[Sample] = []
 
@@ -110,8 +114,9 @@ async def _play(
     snapshots = registry.snapshot().guards  # read first: a read may settle a state
     return RunResult(
         name=name,
-        answers=tuple(answers[request.number] for request in requests),
+        answers=tuple(sorted(answers, key=lambda given: given.request.number)),
         samples=tuple(samples),
+        backend_peak_waiting=backend.peak_waiting,
         transitions=tuple(transitions),
         snapshots=snapshots,
         ended_at=ended_at,
