@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 
+from .arguments import number, one_of, port
 from .load import MAX_RATE, MAX_SECONDS
 from .servers import HOST
-from .tour import PARTNERS, TourOptions, run_tour, short
-
-
-def _number(name: str, low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a number from ``low`` to ``high``, or an error naming it."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number (got {text!r})") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be from {low:g} to {high:g} (got {text})"
-            )
-        return value
-
-    return parse
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"--port must be from 0 to 65535 (got {text!r})")
-    return int(text)
-
-
-def _partner(text: str) -> str:
-    if text not in PARTNERS:
-        raise argparse.ArgumentTypeError(
-            f"--down must be one of {', '.join(PARTNERS)} (got {text!r})"
-        )
-    return text
+from .tour import PARTNERS, SHORT, TourError, TourOptions, run_tour, short
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,35 +37,39 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=defaults.port,
         help=f"the gateway's port (default {defaults.port}; 0: any free port)",
     )
+    # No argparse defaults for the three options --short changes: given, they win over it.
     command.add_argument(
         "--seconds",
-        type=_number("--seconds", 2, MAX_SECONDS),
-        default=defaults.seconds,
-        help=f"how long the load runs (2 to {MAX_SECONDS}; default {defaults.seconds:g})",
+        type=number(2, MAX_SECONDS),
+        help=(
+            f"how long the load runs (2 to {MAX_SECONDS}; default {defaults.seconds:g}, "
+            f"{SHORT['seconds']:g} with --short)"
+        ),
     )
     command.add_argument(
         "--rate",
-        type=_number("--rate", 1, MAX_RATE),
-        default=defaults.rate,
-        help=f"requests a second (1 to {MAX_RATE}; default {defaults.rate:g})",
+        type=number(1, MAX_RATE),
+        help=(
+            f"requests a second (1 to {MAX_RATE}; default {defaults.rate:g}, "
+            f"{SHORT['rate']:g} with --short)"
+        ),
     )
     command.add_argument(
         "--down",
-        type=_partner,
+        type=one_of(tuple(PARTNERS)),
         default=defaults.down,
         help=f"the partner that goes down (default {defaults.down}, the one asked first)",
     )
     command.add_argument(
         "--breaker-open",
-        type=_number("--breaker-open", 0.1, 60),
-        default=defaults.breaker_open,
+        type=number(0.1, 60),
         help=(
-            "seconds a partner's breaker stays open before a trial request "
-            f"(default {defaults.breaker_open:g})"
+            "seconds a partner's breaker stays open before a trial request (0.1 to 60; "
+            f"default {defaults.settings.breaker_open:g}, {SHORT['breaker_open']:g} with --short)"
         ),
     )
     command.add_argument(
@@ -106,36 +83,62 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--short",
         action="store_true",
-        help="a quick run: 4 s at 20 requests a second, breakers open for 0.5 s",
+        help=(
+            f"a quick run: {SHORT['seconds']:g} s at {SHORT['rate']:g} requests a second, "
+            f"breakers open for {SHORT['breaker_open']:g} s (--seconds, --rate and "
+            "--breaker-open, if given, still apply)"
+        ),
     )
     return command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the tour from the command line; returns the exit status."""
-    arguments = parser().parse_args(argv)
+def options_from(arguments: argparse.Namespace) -> TourOptions:
+    """The tour's options from the parsed command line."""
     options = TourOptions(
         host=arguments.host,
         port=arguments.port,
-        seconds=arguments.seconds,
-        rate=arguments.rate,
         down=arguments.down,
-        breaker_open=arguments.breaker_open,
         seed=arguments.seed,
         serve=arguments.serve,
     )
     if arguments.short:
         options = short(options)
+    if arguments.seconds is not None:
+        options = replace(options, seconds=arguments.seconds)
+    if arguments.rate is not None:
+        options = replace(options, rate=arguments.rate)
+    if arguments.breaker_open is not None:
+        settings = replace(options.settings, breaker_open=arguments.breaker_open)
+        options = replace(options, settings=settings)
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the tour from the command line; returns the exit status."""
+    options = options_from(parser().parse_args(argv))
     try:
         run_tour(options)
     except OSError as error:
-        hint = " (pass --port 0 for any free port)" if options.port else ""
-        print(f"error: {error}{hint}", file=sys.stderr)
+        print(f"error: {error.strerror or error}{_hint(error)}", file=sys.stderr)
+        return 1
+    except TourError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _hint(error: OSError) -> str:
+    """What to change on the command line when the gateway cannot listen."""
+    if error.errno == errno.EADDRINUSE:
+        return " (pass --port 0 for any free port)"
+    if error.errno == errno.EACCES:
+        return " (ports below 1024 need privileges: pass --port 0 for any free port)"
+    if error.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME):
+        return " (--host must be an address of this machine, such as 127.0.0.1 or 0.0.0.0)"
+    return ""
 
 
 if __name__ == "__main__":

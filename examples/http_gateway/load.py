@@ -9,7 +9,9 @@ out on time whether or not the last has answered, as users' requests do), cyclin
 through the markets, and prints one line per second: requests, 200s, 503s, other
 errors, the median and 99th-percentile latency, and which partner answered (from each
 answer's lineage). At the end, the totals, including 200s whose prices were not valid
-odds (there should be none: the gateway refuses bad prices).
+odds by the gateway's own rules (there should be none: the gateway refuses bad prices),
+and why the other requests failed, grouped by kind, most frequent first. The exit status
+is 1 when no request got a 200.
 
 It is bounded on purpose: at most :data:`MAX_SECONDS` seconds and :data:`MAX_RATE`
 requests a second, and only against this machine (a loopback address or ``localhost``)
@@ -28,9 +30,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, cast
+from urllib.parse import quote
 
 import httpx
 
+from .arguments import number
+from .gateway import InvalidOdds, check_prices
 from .upstream import MARKETS
 
 MAX_SECONDS: Final = 300
@@ -39,6 +44,10 @@ MAX_RATE: Final = 200
 """The most requests a second."""
 REQUEST_TIMEOUT: Final = 5.0
 """Seconds one request may take before it counts as an error."""
+MAX_KINDS: Final = 8
+"""Kinds of failure a run tells apart; any further ones are counted together."""
+EXAMPLE_LENGTH: Final = 200
+"""Characters kept of a failure's example."""
 
 
 class RemoteTargetError(ValueError):
@@ -50,12 +59,18 @@ def check_target(url: str, *, allow_remote: bool = False) -> httpx.URL:
     ``allow_remote`` is set.
 
     Raises:
-        ValueError: It is not an http(s) URL with a host.
+        ValueError: It is not an http(s) URL with a host and a port from 1 to 65535.
         RemoteTargetError: Its host is neither a loopback address nor ``localhost``.
     """
-    parsed = httpx.URL(url)
+    wanted = f"--url must be an http(s) URL such as http://127.0.0.1:8000 (got {url!r})"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"{wanted}: {error}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"--url must be an http(s) URL such as http://127.0.0.1:8000 (got {url})")
+        raise ValueError(wanted)
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ValueError(f"{wanted}: the port must be from 1 to 65535")
     if not allow_remote and not _is_loopback(parsed.host):
         raise RemoteTargetError(
             f"--url {url} is not on this machine: this script sends load, so it only "
@@ -105,12 +120,32 @@ class Second:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """One kind of request that got no valid odds, and how many did.
+
+    Attributes:
+        kind: An exception's type (``ConnectError``); or the status and, from a JSON
+            body, the gateway's reason up to its first colon (``503 Service
+            Unavailable: CircuitOpenError``); or ``200 with invalid prices``.
+        count: Requests of this kind.
+        example: The first one's whole text, at most :data:`EXAMPLE_LENGTH` characters.
+    """
+
+    kind: str
+    count: int
+    example: str
+
+
+@dataclass(frozen=True, slots=True)
 class LoadReport:
-    """A whole run: each second, and the totals."""
+    """A whole run: each second, the totals, and why requests failed."""
 
     url: str
     rate: float
     seconds: tuple[Second, ...]
+    failures: tuple[Failure, ...] = ()
+    """Every request that got no valid odds, by kind, the most frequent first: the 503s,
+    the errors and the invalid prices. At most :data:`MAX_KINDS` kinds, and ``other``."""
 
     @property
     def requests(self) -> int:
@@ -175,20 +210,36 @@ def _percentile(ordered: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-def _valid_prices(payload: object) -> bool:
-    """Whether a 200's prices are odds a user could be shown: the client's own check,
-    independent of the gateway's."""
-    prices = _field(payload, "prices")
-    if not isinstance(prices, dict):
-        return False
-    values = list(cast(dict[str, object], prices).values())
-    return len(values) == 3 and all(_is_odds(value) for value in values)
+class _Failures:
+    """The requests of a run that got no valid odds, by kind, as they come; at most
+    :data:`MAX_KINDS` kinds, any further ones counted as ``other``."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._examples: dict[str, str] = {}
+
+    def add(self, kind: str, text: str) -> None:
+        if kind not in self._examples and len(self._examples) >= MAX_KINDS:
+            kind = "other"
+        self._counts[kind] += 1
+        self._examples.setdefault(kind, text[:EXAMPLE_LENGTH])
+
+    def summary(self) -> tuple[Failure, ...]:
+        return tuple(
+            Failure(kind, count, self._examples[kind]) for kind, count in self._counts.most_common()
+        )
 
 
-def _is_odds(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value) and value >= 1.01
+def _invalid_prices(payload: object, market: str) -> str | None:
+    """Why a 200's odds may not be shown to a user, by the gateway's own rules
+    (:func:`~examples.http_gateway.gateway.check_prices`); ``None`` if they may."""
+    if _field(payload, "market") != market:
+        return f"odds for {_field(payload, 'market')!r}, asked for {market!r}"
+    try:
+        check_prices(_field(payload, "prices"))
+    except InvalidOdds as error:
+        return str(error)
+    return None
 
 
 def _field(payload: object, name: str) -> object:
@@ -231,6 +282,7 @@ async def run_load(
     _check_range("rate", rate, 1, MAX_RATE)
     base = check_target(url, allow_remote=allow_remote)
     progress = _Progress(math.ceil(seconds), on_second)
+    failures = _Failures()
     in_flight: set[asyncio.Task[None]] = set()
     # The load's own client: not guarded (it plays the users), no proxies (loopback).
     limits = httpx.Limits(max_connections=100)
@@ -250,7 +302,7 @@ async def run_load(
                 bucket = progress.bucket(number / rate)
                 bucket.sent += 1
                 market = markets[number % len(markets)]
-                task = asyncio.create_task(_one_request(client, market, bucket))
+                task = asyncio.create_task(_one_request(client, market, bucket, failures))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             while not progress.all_reported():
@@ -264,7 +316,9 @@ async def run_load(
             for task in in_flight:  # cancelled from outside: no request outlives the run
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-    return LoadReport(url=str(base), rate=rate, seconds=progress.summaries())
+    return LoadReport(
+        url=str(base), rate=rate, seconds=progress.summaries(), failures=failures.summary()
+    )
 
 
 class _Progress:
@@ -299,34 +353,47 @@ class _Progress:
         return tuple(bucket.summary(index) for index, bucket in enumerate(self._buckets))
 
 
-async def _one_request(client: httpx.AsyncClient, market: str, bucket: _Bucket) -> None:
+async def _one_request(
+    client: httpx.AsyncClient, market: str, bucket: _Bucket, failures: _Failures
+) -> None:
     sent = time.monotonic()
     try:
-        response = await client.get(f"/odds/{market}")
-    except httpx.HTTPError:
-        bucket.errors += 1  # a timeout, a refused or broken connection
+        response = await client.get(f"/odds/{quote(market, safe='')}")  # one path segment
+    except Exception as error:  # any: every request is counted, as an answer or an error
+        bucket.errors += 1  # a timeout, a refused or broken connection, ...
+        kind = type(error).__name__
+        failures.add(kind, f"{kind}: {error}" if str(error) else kind)
     else:
         bucket.latencies.append(time.monotonic() - sent)
-        _count(response, bucket)
+        _count(response, market, bucket, failures)
     finally:
         bucket.done += 1
 
 
-def _count(response: httpx.Response, bucket: _Bucket) -> None:
-    if response.status_code == 503:
-        bucket.unavailable += 1
-    elif response.status_code != 200:
-        bucket.errors += 1
-    else:
-        bucket.ok += 1
-        try:
-            payload: object = response.json()
-        except ValueError:
-            payload = None
-        if not _valid_prices(payload):
-            bucket.bad_prices += 1
-        lineage = _field(payload, "lineage")
-        bucket.partners[str(_field(lineage, "partner") or "?")] += 1
+def _count(response: httpx.Response, market: str, bucket: _Bucket, failures: _Failures) -> None:
+    try:
+        payload: object = response.json()
+    except ValueError:  # not JSON, or not text
+        payload = None
+    if response.status_code != 200:
+        if response.status_code == 503:
+            bucket.unavailable += 1
+        else:
+            bucket.errors += 1
+        status = f"{response.status_code} {response.reason_phrase}"
+        said = _field(payload, "reason") or _field(payload, "error")
+        if isinstance(said, str):
+            failures.add(f"{status}: {said.split(':', 1)[0]}", f"{status}: {said}")
+        else:
+            failures.add(status, status)
+        return
+    bucket.ok += 1
+    invalid = _invalid_prices(payload, market)
+    if invalid is not None:
+        bucket.bad_prices += 1
+        failures.add("200 with invalid prices", f"200 with invalid prices: {invalid}")
+    lineage = _field(payload, "lineage")
+    bucket.partners[str(_field(lineage, "partner") or "?")] += 1
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -358,6 +425,18 @@ def format_totals(report: LoadReport) -> str:
     )
 
 
+def format_failures(report: LoadReport) -> list[str]:
+    """Why requests got no valid odds, a line per kind (and one for its example)."""
+    if not report.failures:
+        return []
+    lines = ["  no valid odds, by kind (most frequent first):"]
+    for failure in report.failures:
+        lines.append(f"  {failure.count:6d}  {failure.kind}")
+        if failure.example != failure.kind:
+            lines.append(f"          e.g. {failure.example}")
+    return lines
+
+
 def _ms(seconds: float) -> str:
     return "     -" if math.isnan(seconds) else f"{seconds * 1000:6.1f}"
 
@@ -365,28 +444,13 @@ def _ms(seconds: float) -> str:
 # -- the command line ---------------------------------------------------------------------
 
 
-def _bounded(name: str, kind: type[float], low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a number from ``low`` to ``high``, or an error naming it."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number (got {text!r})") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be from {low:g} to {high:g} (got {text}): the load is capped "
-                "on purpose, this is a demo"
-            )
-        return value
-
-    return parse
+CAPPED: Final = ": the load is capped on purpose, this is a demo"
 
 
 def _markets(text: str) -> tuple[str, ...]:
     markets = tuple(market for market in text.split(",") if market)
     if not markets:
-        raise argparse.ArgumentTypeError(f"--markets must name at least one market (got {text!r})")
+        raise argparse.ArgumentTypeError(f"must name at least one market (got {text!r})")
     return markets
 
 
@@ -401,13 +465,13 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument(
         "--seconds",
-        type=_bounded("--seconds", float, 1, MAX_SECONDS),
+        type=number(1, MAX_SECONDS, why=CAPPED),
         default=20.0,
         help=f"how long to send (1 to {MAX_SECONDS}; default 20)",
     )
     command.add_argument(
         "--rate",
-        type=_bounded("--rate", float, 1, MAX_RATE),
+        type=number(1, MAX_RATE, why=CAPPED),
         default=40.0,
         help=f"requests a second (1 to {MAX_RATE}; default 40)",
     )
@@ -454,6 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     print(format_totals(report))
+    for line in format_failures(report):
+        print(line)
+    if not report.ok:
+        print("error: no request got a 200 (why: above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,9 @@ What happens, for ``--seconds 20``:
   gateway still ready, since the other partners answer;
 - at the end: the breaker's transitions (it closed again), the health at the end, and
   the bad bodies the partners sent against those the gateway refused.
+
+Should the outage switch or a health reading fail, the load stops and the tour ends with
+a :class:`TourError`: without them, what it shows would not hold.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Final, cast
 
@@ -32,9 +35,17 @@ import httpx
 from resilient import chaos
 
 from .gateway import Gateway, Settings, breaker_name
-from .load import HEADER, LoadReport, Second, format_second, format_totals, run_load
+from .load import (
+    HEADER,
+    LoadReport,
+    Second,
+    format_failures,
+    format_second,
+    format_totals,
+    run_load,
+)
 from .servers import HOST, Servers, listen
-from .upstream import Troubles, Upstream
+from .upstream import MARKETS, Troubles, Upstream
 
 PARTNERS: Final[Mapping[str, Troubles]] = {
     # Each misbehaves a little all the time, as partners do; the tour adds the outage.
@@ -66,10 +77,17 @@ class TourOptions:
     rate: float = 40.0
     down: str = "bet-alpha"
     """The partner that goes down."""
-    breaker_open: float = 3.0
     seed: int = 7
     serve: bool = False
     """Keep serving after the load, until Ctrl-C."""
+    settings: Settings = field(default_factory=Settings)
+    """How the gateway asks its partners (the command line sets ``breaker_open``); the
+    tour sets ``drain_delay``."""
+
+
+class TourError(Exception):
+    """A part of the tour beside the load failed (the outage switch, a health reading):
+    what the tour would show does not hold. The message says which part, and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +161,7 @@ def run_tour(options: TourOptions, out: Callable[[str], None] = print) -> TourRe
 
     Raises:
         OSError: The gateway cannot listen on ``options.host:options.port``.
+        TourError: The outage switch or a health reading failed (the load stopped).
     """
     with _signals() as interrupted, chaos.enabled():
         return asyncio.run(_tour(options, out, interrupted))
@@ -151,20 +170,39 @@ def run_tour(options: TourOptions, out: Callable[[str], None] = print) -> TourRe
 async def _tour(
     options: TourOptions, out: Callable[[str], None], interrupted: Callable[[], bool]
 ) -> TourResult:
-    gateway_listener = listen(options.host, options.port)  # first: fail early if taken
-    upstreams = {
-        name: Upstream(name, troubles=t, seed=options.seed) for name, t in PARTNERS.items()
-    }
-    servers = Servers()
-    partners = {name: servers.add(up.app, listen(HOST, 0)) for name, up in upstreams.items()}
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    settings = Settings(
-        breaker_open=options.breaker_open, drain_delay=DRAIN_DELAY if in_main_thread else None
-    )
-    gateway = Gateway(partners, settings)
-    gateway_url = servers.add(gateway.app, gateway_listener, lifespan=True)
-    _print_addresses(out, gateway_url, partners)
+    # Every socket closed on the way out, should anything fail before the servers run
+    # (they close them once running; closing twice is harmless).
+    with contextlib.ExitStack() as sockets:
+        gateway_listener = sockets.enter_context(listen(options.host, options.port))  # first
+        upstreams = {
+            name: Upstream(name, troubles=t, seed=options.seed) for name, t in PARTNERS.items()
+        }
+        servers = Servers()
+        partners = {
+            name: servers.add(up.app, sockets.enter_context(listen(HOST, 0)))
+            for name, up in upstreams.items()
+        }
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        settings = replace(options.settings, drain_delay=DRAIN_DELAY if in_main_thread else None)
+        gateway = Gateway(partners, settings, markets=MARKETS)
+        gateway_url = servers.add(gateway.app, gateway_listener, lifespan=True)
+        _print_addresses(out, gateway_url, partners)
+        result = await _serve(options, out, interrupted, servers, gateway, gateway_url, upstreams)
+    out("\nStopped: every server is down and its port released.")
+    return result
 
+
+async def _serve(
+    options: TourOptions,
+    out: Callable[[str], None],
+    interrupted: Callable[[], bool],
+    servers: Servers,
+    gateway: Gateway,
+    gateway_url: str,
+    upstreams: dict[str, Upstream],
+) -> TourResult:
+    """Run the servers through the load (and after it, with ``--serve``)."""
+    partners = gateway.partners
     async with servers.running(), httpx.AsyncClient(trust_env=False, timeout=5.0) as probe:
         result = await _load_through_outage(
             options, out, interrupted, probe, gateway, gateway_url, upstreams
@@ -178,7 +216,6 @@ async def _tour(
             )
             while not interrupted():
                 await asyncio.sleep(0.1)
-    out("\nStopped: every server is down and its port released.")
     return result
 
 
@@ -203,25 +240,39 @@ async def _load_through_outage(
     worst: list[HealthSeen] = []
     down_url = gateway.partners[options.down]
     beside = [
-        asyncio.create_task(_outage(probe, options.down, down_url, (start, end), began, table)),
-        asyncio.create_task(_watch_health(probe, gateway_url, began, worst)),
+        asyncio.create_task(
+            _outage(probe, options.down, down_url, (start, end), began, table),
+            name="the outage switch",
+        ),
+        asyncio.create_task(
+            _watch_health(probe, gateway_url, began, worst), name="the health readings"
+        ),
     ]
+
+    def should_stop() -> bool:
+        return interrupted() or any(_failure(task) for task in beside)
+
     try:
         report = await run_load(
             gateway_url,
             seconds=options.seconds,
             rate=options.rate,
             on_second=table.row,
-            should_stop=interrupted,
+            should_stop=should_stop,
             allow_remote=True,  # the tour's own gateway, on whatever address it listens
         )
     finally:
         for task in beside:
             task.cancel()
-        await asyncio.gather(*beside, return_exceptions=True)
-    upstreams[options.down].end_outage()  # should the load have ended before it did
+        await asyncio.wait(beside)
+        upstreams[options.down].end_outage()  # should the load have ended before it did
+    for task in beside:
+        if error := _failure(task):
+            raise TourError(f"{task.get_name()} failed: {type(error).__name__}: {error}") from error
     table.flush()
     out(format_totals(report))
+    for line in format_failures(report):
+        out(line)
     if interrupted():
         out("  (interrupted: the load ended early)")
     end_health = await _read_health(probe, gateway_url, time.monotonic() - began)
@@ -233,10 +284,18 @@ async def _load_through_outage(
         load=report,
         worst=worst[0] if worst else end_health,
         end=end_health,
-        breaker=_breaker_moves(gateway, down_url, began),
+        breaker=_breaker_moves(gateway, options.down, began),
         sent_bad={name: _bad_answers(up) for name, up in upstreams.items()},
         refused=gateway.refused,
     )
+
+
+def _failure(task: asyncio.Task[None]) -> BaseException | None:
+    """The error ``task`` ended with; ``None`` while it runs, or if it ended well or was
+    cancelled."""
+    if not task.done() or task.cancelled():
+        return None
+    return task.exception()
 
 
 def _bad_answers(upstream: Upstream) -> int:
@@ -284,7 +343,7 @@ async def _outage(
     through its admin route, as an operator of the partner would."""
     for at, method, what in ((window[0], "POST", "goes down"), (window[1], "DELETE", "is back")):
         await asyncio.sleep(max(0.0, began + at - time.monotonic()))
-        answer = await probe.request(method, f"{url}/admin/outage")
+        answer = (await probe.request(method, f"{url}/admin/outage")).raise_for_status()
         moment = time.monotonic() - began
         state = answer.json()
         table.moment(
@@ -311,10 +370,10 @@ async def _watch_health(
         await asyncio.sleep(HEALTH_EVERY)
 
 
-def _breaker_moves(gateway: Gateway, url: str, began: float) -> tuple[BreakerMove, ...]:
-    """The transitions of the breaker of the partner at ``url``, from the gateway's
-    registry (the same ones ``/ops/health`` lists)."""
-    name = breaker_name(url)
+def _breaker_moves(gateway: Gateway, partner: str, began: float) -> tuple[BreakerMove, ...]:
+    """The transitions of ``partner``'s breaker, from the gateway's registry (the same
+    ones ``/ops/health`` lists)."""
+    name = breaker_name(partner)
     return tuple(
         BreakerMove(t.at - began, t.old_state, t.new_state, t.reason)
         for t in gateway.registry.trail
@@ -330,23 +389,22 @@ def _print_addresses(
 ) -> None:
     out("The partners (demo servers that misbehave on purpose):")
     for name, url in partners.items():
-        out(f"  {name:10s} {url}/odds/ARS-CHE   (its breaker: {breaker_name(url)})")
+        out(f"  {name:10s} {url}/odds/ARS-CHE   (its breaker: {breaker_name(name)})")
     out("The gateway:")
     out(f"  odds        {gateway_url}/odds/ARS-CHE")
     out(f"  status page {gateway_url}/ops/status")
     out(f"  health      {gateway_url}/ops/health   (and /ops/livez, /ops/readyz)")
 
 
-def _print_health(
-    out: Callable[[str], None], title: str, seen: HealthSeen, names: dict[str, str]
-) -> None:
+def _print_health(out: Callable[[str], None], title: str, seen: HealthSeen) -> None:
     out(f"\n{title} ({seen.at:.1f} s): /ops/health {seen.health_code} {seen.health.get('status')}")
     failing = seen.failing()
     for name, entry in failing.items():
-        partner = f" ({names[name]})" if name in names else ""
+        runbook = cast(dict[str, str], entry.get("links", {})).get("runbook")
         out(
-            f"  {name}{partner}: {entry.get('observedValue')}, {entry.get('health')}, "
+            f"  {name}: {entry.get('observedValue')}, {entry.get('health')}, "
             f"{entry.get('status')}; {entry.get('output', '')}"
+            + (f" (runbook: {runbook})" if runbook else "")
         )
     if not failing:
         out("  every guard and check passes")
@@ -355,10 +413,9 @@ def _print_health(
 
 
 def _print_summary(out: Callable[[str], None], result: TourResult) -> None:
-    names = {breaker_name(url): name for name, url in result.partners.items()}
-    _print_health(out, "The gateway's health at the worst moment seen", result.worst, names)
-    _print_health(out, "The gateway's health at the end", result.end, names)
-    out(f"\nThe breaker of {result.down} ({breaker_name(result.partners[result.down])}):")
+    _print_health(out, "The gateway's health at the worst moment seen", result.worst)
+    _print_health(out, "The gateway's health at the end", result.end)
+    out(f"\nThe breaker of {result.down} ({breaker_name(result.down)}):")
     for move in result.breaker:
         out(f"  {move.at:5.1f} s  {move.old_state} -> {move.new_state}: {move.reason}")
     if not result.breaker:
@@ -398,6 +455,11 @@ def _signals() -> Generator[Callable[[], bool], None, None]:
             signal.signal(number, handler)
 
 
+SHORT: Final = {"seconds": 4.0, "rate": 20.0, "breaker_open": 0.5}
+"""What ``--short`` changes: 4 s at 20 requests a second, breakers open for 0.5 s."""
+
+
 def short(options: TourOptions) -> TourOptions:
-    """``options`` for a quick run: 4 s at 20 requests a second, breakers open 0.5 s."""
-    return replace(options, seconds=4.0, rate=20.0, breaker_open=0.5)
+    """``options`` for a quick run (:data:`SHORT`)."""
+    settings = replace(options.settings, breaker_open=SHORT["breaker_open"])
+    return replace(options, seconds=SHORT["seconds"], rate=SHORT["rate"], settings=settings)
