@@ -998,6 +998,11 @@ def test_the_tour_runs_end_to_end_and_stops_cleanly() -> None:
         assert second.ok > 0
         assert "bet-alpha" not in second.partners
 
+    # /ops/health said so while the partner was down: its breaker not closed, a warning.
+    worst = result.worst.health["checks"][breaker_name("bet-alpha")][0]
+    assert worst["observedValue"] in {"open", "half_open"}
+    assert worst["status"] == "warn"
+    assert result.worst.ready_code == 200
     states = [move.new_state for move in result.breaker]
     assert states[0] == "open"
     assert states[-1] == "closed"
