@@ -15,11 +15,13 @@ import re
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from rich.console import Console
 
 from _match_records import BUDGET_TARGET, FEEDS, RUNBOOK, build_match
+from examples.odds_aggregator.match import play
 from examples.odds_aggregator.record import EntryKind, MatchResult, Sample, summarize
 from examples.odds_aggregator.report import (
     HEALTH_COLOURS,
@@ -29,13 +31,24 @@ from examples.odds_aggregator.report import (
     web_link,
     write_report,
 )
+from examples.odds_aggregator.scenario import Scenario
 from examples.odds_aggregator.terminal import (
     PROGRESS_LINES,
     TRANSITION_LINES_PER_PERIOD,
     LiveView,
+    guard_figures,
+    match_clock,
     print_summary,
 )
-from resilient import Budget, CircuitBreaker, Registry
+from resilient import (
+    Budget,
+    CircuitBreaker,
+    GuardSnapshot,
+    Health,
+    Registry,
+    RegistrySnapshot,
+    Statistic,
+)
 from resilient.testing import VirtualClock
 
 HOSTILE = "<script>alert(1)</script> & <b>bold</b>"
@@ -715,3 +728,196 @@ def test_print_summary_alone_has_one_column(record: MatchResult) -> None:
     assert "unprotected" not in text
     requests = next(line for line in text.splitlines() if "requests answered" in line)
     assert requests.split()[-1] == str(len(record.answers))
+
+
+# -- the live view of a real match ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Played:
+    """A real short match through the guards: its record and every (sample, snapshot)
+    the live view was given."""
+
+    result: MatchResult
+    frames: list[tuple[Sample, RegistrySnapshot]]
+
+
+@pytest.fixture(scope="module")
+def played() -> _Played:
+    """The short match day of ``--short``, seed 7, played once for the module."""
+    frames: list[tuple[Sample, RegistrySnapshot]] = []
+    result = play(Scenario.short(), seed=7, on_sample=lambda s, snap: frames.append((s, snap)))
+    return _Played(result, frames)
+
+
+def _worst_frame(played: _Played) -> tuple[Sample, RegistrySnapshot]:
+    """The moment the most guards were unhealthy."""
+    return max(
+        played.frames,
+        key=lambda frame: sum(g.health is not Health.HEALTHY for g in frame[1].guards),
+    )
+
+
+def _screen(
+    played: _Played, frame: tuple[Sample, RegistrySnapshot], width: int = 80, height: int = 24
+) -> list[str]:
+    """The lines a terminal of ``width`` x ``height`` shows once the live view has drawn
+    ``frame``."""
+    console = Console(
+        width=width, height=height, force_terminal=True, record=True, file=io.StringIO()
+    )
+    with LiveView(played.result.scenario, console) as view:
+        console.export_text(clear=True)  # what was drawn before: not this frame
+        view.update(*frame)
+        screen = console.export_text(clear=True)
+    return screen.splitlines()
+
+
+def test_the_live_screen_fits_an_80_by_24_terminal(played: _Played) -> None:
+    """At the worst moment and at the end, the screen is at most 24 lines of at most 80
+    columns, and nothing is cut off at the bottom."""
+    for frame in (_worst_frame(played), played.frames[-1]):
+        lines = _screen(played, frame)
+        assert len(lines) <= 24, "\n".join(lines)
+        assert max(len(line) for line in lines) <= 80
+        assert lines[-1].strip() != "..."
+
+
+def test_the_clock_the_board_and_the_last_transitions_are_always_on_screen(
+    played: _Played,
+) -> None:
+    """At 80 x 24: the day clock, the prices board and the newest transitions."""
+    sample, snapshot = _worst_frame(played)
+    lines = _screen(played, (sample, snapshot))
+    text = "\n".join(lines)
+    assert f"{match_clock(sample.at)} / 28:45 of the day" in lines[0]
+    assert f"{sample.fresh} fresh" in text
+    assert f"{sample.suspended} suspended" in text
+    newest = snapshot.trail[-1]
+    clock = match_clock(newest.at - (snapshot.at - sample.at))
+    assert any(line.split()[:2] == [clock, newest.guard] for line in lines), text
+
+
+def test_unhealthy_guards_come_first_and_the_healthy_rest_is_one_line(played: _Played) -> None:
+    """Every unhealthy guard has a row, above any healthy one; the healthy guards that do
+    not fit are named on one line."""
+    sample, snapshot = _worst_frame(played)
+    lines = _screen(played, (sample, snapshot))
+    rows = {line.split()[0]: n for n, line in enumerate(lines) if line.split()}
+    unhealthy = [g.name for g in snapshot.guards if g.health is not Health.HEALTHY]
+    healthy = [g.name for g in snapshot.guards if g.health is Health.HEALTHY]
+    assert len(unhealthy) >= 4
+    assert all(name in rows for name in unhealthy)
+    shown = [name for name in healthy if name in rows]
+    assert max(rows[name] for name in unhealthy) < min(rows[name] for name in shown)
+    rest = next(
+        line for line in lines if re.match(rf"\s*\+ {len(healthy) - len(shown)} healthy", line)
+    )
+    assert healthy[len(shown)] in rest
+
+
+def test_no_row_of_the_live_screen_wraps(played: _Played) -> None:
+    """Each guard and each transition is one line; long reasons end in an ellipsis."""
+    sample, snapshot = _worst_frame(played)
+    lines = _screen(played, (sample, snapshot))
+    transitions = [line for line in lines if re.match(r"\d\d:\d\d ", line)]
+    assert len(transitions) >= 4
+    assert all(line.endswith("…") or len(line) < 80 for line in transitions)
+    assert any(line.endswith("…") for line in transitions)
+    # No line holds a lone word that wrapped from the line above.
+    assert all(len(line.split()) != 1 or line.split()[0] in ("guards",) for line in lines if line)
+
+
+def test_a_larger_terminal_shows_every_guard_with_its_kind(played: _Played) -> None:
+    """At 140 x 50 every guard has a row, with its kind."""
+    sample, snapshot = _worst_frame(played)
+    lines = _screen(played, (sample, snapshot), width=140, height=50)
+    rows = {line.split()[0]: line for line in lines if line.split()}
+    for guard in snapshot.guards:
+        assert guard.name in rows, guard.name
+    assert "circuit breaker" in rows["bet-alpha"]
+    assert len(lines) <= 50
+
+
+def test_the_header_says_the_clock_counts_from_the_start_of_the_day(played: _Played) -> None:
+    """The second line places kick-off and half-time on the day's clock."""
+    lines = _screen(played, played.frames[-1])
+    assert "kick-off 02:30" in lines[1]
+    assert "half-time 13:45" in lines[1]
+    assert "of the day" in lines[1]
+
+
+# -- the figures of each guard -------------------------------------------------------------
+
+
+class _Reads(dict[str, Statistic]):
+    """A guard's statistics that remember the names read and not there."""
+
+    missing: list[str]
+
+    def get(self, key: str, default: Statistic = None) -> Statistic:  # type: ignore[override]
+        if key not in self:
+            self.missing.append(key)
+        return super().get(key, default)
+
+
+def test_every_figure_is_read_from_a_statistic_the_guard_has(played: _Played) -> None:
+    """Each kind of guard in the match is read only through names its snapshot has."""
+    kinds: set[str] = set()
+    for guard in played.frames[-1][1].guards:
+        reads = _Reads(guard.statistics)
+        reads.missing = []
+        guard_figures(dataclasses.replace(guard, statistics=MappingProxyType(reads)))
+        assert reads.missing == [], (guard.kind, reads.missing)
+        kinds.add(guard.kind)
+    assert kinds == {
+        "circuit_breaker", "retry", "retry_budget", "bulkhead", "budget", "cache", "failover"
+    }  # fmt: skip
+
+
+def _guard(played: _Played, name: str) -> GuardSnapshot:
+    return next(g for g in played.frames[-1][1].guards if g.name == name)
+
+
+def _stat(guard: GuardSnapshot, *names: str) -> int:
+    values = [guard.statistics[name] for name in names]
+    assert all(isinstance(value, int) for value in values)
+    return sum(value for value in values if isinstance(value, int))
+
+
+def test_a_breakers_calls_are_every_call_it_let_through(played: _Played) -> None:
+    """Successes, failures, cancelled (hedged) and other ends: the breaker's own calls."""
+    breaker = _guard(played, "bet-alpha")
+    figures = guard_figures(breaker)
+    ends = ("successes", "failures", "ignored", "rejected_inner", "cancelled", "late")
+    assert figures.calls == _stat(breaker, *ends)
+    assert figures.failed == _stat(breaker, "failures")
+    assert figures.refused == _stat(breaker, "rejected")
+    window = _stat(breaker, "window_calls")
+    assert f"of last {window}" in figures.note
+
+
+def test_a_caches_calls_are_every_answer_it_gave(played: _Played) -> None:
+    """Fresh hits, misses and stale answers served while refreshing."""
+    cache = _guard(played, "prices-alpha-beta-gamma")
+    assert _stat(cache, "stale_served") > 0
+    assert guard_figures(cache).calls == _stat(cache, "hits", "misses", "stale_served")
+
+
+def test_a_failover_refuses_no_call_itself(played: _Played) -> None:
+    """Its 'refused' counts sources that refused an attempt, not calls: no refused figure;
+    its failed calls are the exhausted ones."""
+    failover = _guard(played, "odds-beta-gamma")
+    figures = guard_figures(failover)
+    assert figures.refused is None
+    assert figures.failed == _stat(failover, "exhausted")
+
+
+def test_a_retry_budgets_window_counts_are_not_shown_as_totals(played: _Played) -> None:
+    """First attempts and retries are counted over its window: said in the note, with
+    the refusals (throttled) as the total they are."""
+    budget = _guard(played, "feed-retries")
+    figures = guard_figures(budget)
+    assert figures.calls is None
+    assert figures.refused == _stat(budget, "throttled")
+    assert "last 10 s" in figures.note
