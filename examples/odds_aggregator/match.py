@@ -52,6 +52,8 @@ class PriceService(Protocol):
 
     def rejects(self) -> dict[str, dict[str, int]]: ...
 
+    def check_calls(self) -> dict[str, int]: ...
+
 
 def play(
     scenario: Scenario,
@@ -98,7 +100,7 @@ def play(
         answers=tuple(recorder.answers),
         # Stable: entries of the same instant keep the order they happened in.
         audit=tuple(sorted(service.audit, key=lambda entry: entry.at)),
-        feeds={name: _load(feed) for name, feed in feeds.items()},
+        feeds={name: _load(feed, service.check_calls()[name]) for name, feed in feeds.items()},
         rejects=service.rejects(),
         budget_target=PUBLISH_TARGET,
         budget_runbook=RUNBOOK,
@@ -157,6 +159,7 @@ class _Recorder:
         self._interval: list[Answer] = []
         self._board: dict[str, PriceStatus] = {}  # each market's latest answer
         self._calls = dict.fromkeys(feeds, 0)
+        self._checks = dict.fromkeys(feeds, 0)
 
     async def play(self, arrivals: Sequence[tuple[float, str]], pace: float | None) -> None:
         async with anyio.create_task_group() as tasks:
@@ -211,6 +214,9 @@ class _Recorder:
             total = feed.statistics().calls
             calls[name] = total - self._calls[name]
             self._calls[name] = total
+        checked = self.service.check_calls()
+        checks = {name: checked[name] - self._checks[name] for name in self.feeds}
+        self._checks = checked
         board = list(self._board.values())
         return Sample(
             at=at,
@@ -219,6 +225,7 @@ class _Recorder:
             stale=board.count(PriceStatus.STALE),
             suspended=board.count(PriceStatus.SUSPENDED),
             feed_calls=calls,
+            check_calls=checks,
             request_latency=_latency([answer.latency for answer in answered]),
             publish_latency=_latency(self.service.publish_latencies()),
         )
@@ -249,10 +256,11 @@ def _latency(seconds: list[float]) -> Latency | None:
     )
 
 
-def _load(feed: FlakyFeed) -> FeedLoad:
+def _load(feed: FlakyFeed, checks: int) -> FeedLoad:
     stats = feed.statistics()
     return FeedLoad(
         calls=stats.calls,
+        checks=checks,
         failed=stats.failed,
         ok=stats.ok,
         stale=stats.stale,

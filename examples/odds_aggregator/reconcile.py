@@ -110,7 +110,12 @@ class CrossCheck:
         self._quotes: dict[tuple[str, str], Odds] = {}  # (feed, market): the newest valid quote
         self._out_of_line = dict.fromkeys(feeds, 0)  # rounds in a row, per feed
         self._in_line = dict.fromkeys(feeds, 0)
+        self._calls = dict.fromkeys(feeds, 0)
         self.flagged: set[str] = set()
+
+    def calls(self) -> dict[str, int]:
+        """The calls the cross-check has made to each feed so far, by feed name."""
+        return dict(self._calls)
 
     async def run(self) -> None:
         """Check every ``scenario.check_every`` seconds until cancelled."""
@@ -129,16 +134,19 @@ class CrossCheck:
             self._judge(name, started)
 
     async def _sample(self, name: str, market: str) -> None:
-        feed = self._feeds[name]
         with anyio.move_on_after(SAMPLE_TIMEOUT):
             try:
-                payload = await self._bulkheads[name].call_async(feed.fetch_async, market)
+                payload = await self._bulkheads[name].call_async(self._ask, name, market)
                 odds = self._validation.check(FeedReply(name, market, payload))
             except Exception:  # throttled, refused by the bulkhead, invalid odds...
                 return  # ... no quote from this feed this round
             kept = self._quotes.get((name, market))
             if kept is None or odds.produced_at > kept.produced_at:  # a re-send is older
                 self._quotes[(name, market)] = odds
+
+    async def _ask(self, name: str, market: str) -> object:
+        self._calls[name] += 1  # once the bulkhead lets it through: a call the feed gets
+        return await self._feeds[name].fetch_async(market)
 
     def _judge(self, name: str, started: float) -> None:
         """Compare ``name``'s quotes of this round with the others', and flag or release."""

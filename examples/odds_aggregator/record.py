@@ -20,7 +20,8 @@ class PriceStatus(str, enum.Enum):
     """Prices older than the freshness limit but within the staleness limit, flagged as
     stale with their age."""
     SUSPENDED = "suspended"
-    """No price: none fresh enough and valid exists; the market is suspended."""
+    """No price: the market's newest valid price reached its staleness limit (or it never
+    had one); the market is suspended until a newer valid price arrives."""
     ERROR = "error"
     """An error (only the unprotected service lets one reach a user)."""
 
@@ -36,7 +37,8 @@ class Lineage:
         feed: The feed whose update it is.
         sequence: The update's sequence number at that feed.
         hedged: The winning request started as a hedge (a slow first feed was raced).
-        failover: It came from another feed than the first one asked.
+        failover: It came from another feed than the market's primary (the first of
+            its feeds, asked first unless its breaker is open).
         cache: How the price cache answered: ``"fetched"`` (asked the feeds for this
             request), ``"fresh"``, ``"stale"`` (served while one refresh runs) or
             ``"stale_on_error"`` (the feeds failed; the last good price, as a fallback).
@@ -78,6 +80,13 @@ class Answer:
     latency: float
     quality: str | None
 
+    @classmethod
+    def without_price(
+        cls, *, at: float, market: str, status: PriceStatus, reason: str, latency: float
+    ) -> Answer:
+        """An answer that publishes no price: the market suspended, or an error."""
+        return cls(at, market, status, None, None, reason, latency, None)
+
 
 @dataclass(frozen=True, slots=True)
 class Latency:
@@ -93,15 +102,23 @@ class Latency:
 class Sample:
     """The service as it stood at the end of one sampling interval.
 
+    The board (``fresh``, ``stale``, ``suspended``) classifies every market at ``at`` by
+    the age of its newest valid price at that moment, however long ago a user asked for
+    it: fresh up to the freshness limit, stale below the staleness limit, suspended from
+    then on (or when it never had one). The unprotected service keeps no board and cannot
+    tell a price's age: a market counts as what its latest answer showed, fresh, or in
+    none of the three after an error.
+
     Attributes:
         at: End of the interval (seconds of the run's clock).
         requests: User requests answered during the interval.
-        fresh: Markets whose latest answer (as of ``at``) was a fresh price.
-        stale: Markets whose latest answer was a price flagged stale.
-        suspended: Markets suspended at ``at`` (their latest answer said so). A market
-            whose latest answer was an error (only the unprotected service gives them)
-            is in none of the three.
-        feed_calls: Calls each feed received during the interval (by feed name).
+        fresh: Markets whose newest valid price is fresh at ``at``.
+        stale: Markets whose newest valid price is stale at ``at`` (still published,
+            flagged with its age).
+        suspended: Markets suspended at ``at``.
+        feed_calls: Calls each feed received during the interval (by feed name), the
+            cross-check's included.
+        check_calls: Of those, the calls the cross-check made (by feed name).
         request_latency: What users waited during the interval; ``None`` without requests.
         publish_latency: Latency of the "publish prices" operation (a fetch from the feeds,
             the performance budget's operation) during the interval; ``None`` without one.
@@ -113,6 +130,7 @@ class Sample:
     stale: int
     suspended: int
     feed_calls: Mapping[str, int]
+    check_calls: Mapping[str, int]
     request_latency: Latency | None
     publish_latency: Latency | None
 
@@ -123,7 +141,8 @@ class EntryKind(str, enum.Enum):
     TRANSITION = "transition"
     """A guard changed state (from the registry's transitions)."""
     SUSPENDED = "suspended"
-    """A market was suspended: no fresh valid price within its staleness limit."""
+    """A market was suspended: its newest valid price reached the staleness limit (or
+    it never had one)."""
     RESUMED = "resumed"
     """A suspended market got a valid price again."""
 
@@ -173,9 +192,21 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class FeedLoad:
-    """What one feed was asked and sent over the whole run (from ``FlakyFeed.statistics``)."""
+    """What one feed was asked and sent over the whole run (from ``FlakyFeed.statistics``).
+
+    Attributes:
+        calls: Every call the feed received: to answer users, and the cross-check's.
+        checks: The calls the cross-check made (included in ``calls``).
+        failed: Calls that failed (throttled, or hung until the caller gave up).
+        ok: Answers with a good, current update.
+        stale: Answers that re-sent an old update.
+        malformed: Answers with a malformed update.
+        implausible: Answers with an implausible update.
+        cancelled: Calls the caller gave up on before the answer came.
+    """
 
     calls: int
+    checks: int
     failed: int
     ok: int
     stale: int
@@ -238,16 +269,24 @@ class Summary:
 
     Attributes:
         requests: User requests answered.
-        fresh: Answers with fresh prices.
+        fresh: Answers with prices that really were fresh: published as fresh, valid (not
+            malformed nor implausible) and within the freshness limit. The unprotected
+            service publishes every price as fresh; its bad and its old ones are counted
+            in ``bad_published`` and ``old_published_as_fresh`` instead, so that its
+            ``fresh``, ``stale``, ``suspended`` and ``errors`` may add up to fewer than
+            ``requests``.
         stale: Answers with prices flagged stale (with their age).
         suspended: Answers saying the market is suspended.
         errors: Answers that were errors.
         bad_published: Published prices whose update was malformed or implausible.
         old_published_as_fresh: Prices published as fresh although older than the
             freshness limit (the unprotected service cannot tell).
-        feed_calls: Calls each feed received over the run.
-        calls_in_trouble: Calls each feed received while one of its troubles was on
-            (counted over the sampling intervals that overlap one).
+        feed_calls: Calls each feed received over the run, the cross-check's included.
+        user_calls: Of those, the calls made to answer users (``feed_calls`` less the
+            cross-check's).
+        calls_in_trouble: Calls made to answer users that each feed received while one
+            of its troubles was on (counted over the sampling intervals that overlap
+            one); the cross-check's calls are left out.
         request_p99: The 99th percentile of what users waited, in seconds.
     """
 
@@ -259,6 +298,7 @@ class Summary:
     bad_published: int
     old_published_as_fresh: int
     feed_calls: Mapping[str, int]
+    user_calls: Mapping[str, int]
     calls_in_trouble: Mapping[str, int]
     request_p99: float
 
@@ -269,27 +309,23 @@ def summarize(result: MatchResult) -> Summary:
     bad = old = 0
     fresh_limit = result.scenario.fresh_limit
     for answer in result.answers:
+        is_bad = answer.prices is not None and answer.quality in _BAD_QUALITIES
+        is_old = answer.lineage is not None and answer.lineage.age > fresh_limit
+        bad += is_bad
+        if answer.status is PriceStatus.FRESH:
+            old += is_old
+            if is_bad or is_old:
+                continue  # published as fresh, but it was not
         counts[answer.status] += 1
-        if answer.prices is not None and answer.quality in _BAD_QUALITIES:
-            bad += 1
-        if (
-            answer.status is PriceStatus.FRESH
-            and answer.lineage is not None
-            and answer.lineage.age > fresh_limit
-        ):
-            old += 1
     scenario = result.scenario
     in_trouble = dict.fromkeys(result.feeds, 0)
     for feed in in_trouble:
-        spans = [
-            (t.start, scenario.duration if t.end is None else t.end)
-            for t in scenario.troubles
-            if t.feed == feed
-        ]
+        spans = [(t.start, scenario.end_of(t)) for t in scenario.troubles if t.feed == feed]
         for sample in result.samples:
             # The sample's interval (at - sample_every, at] overlaps a trouble.
             if any(start < sample.at < end + scenario.sample_every for start, end in spans):
-                in_trouble[feed] += sample.feed_calls.get(feed, 0)
+                users = sample.feed_calls.get(feed, 0) - sample.check_calls.get(feed, 0)
+                in_trouble[feed] += users
     waits = sorted(answer.latency for answer in result.answers)
     p99 = percentile(waits, 0.99) if waits else 0.0
     return Summary(
@@ -301,6 +337,7 @@ def summarize(result: MatchResult) -> Summary:
         bad_published=bad,
         old_published_as_fresh=old,
         feed_calls={name: load.calls for name, load in result.feeds.items()},
+        user_calls={name: load.calls - load.checks for name, load in result.feeds.items()},
         calls_in_trouble=in_trouble,
         request_p99=p99,
     )

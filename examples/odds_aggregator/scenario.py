@@ -27,6 +27,14 @@ def _no_demand() -> Mapping[str, float]:
     return MappingProxyType({})
 
 
+def match_clock(at: float) -> str:
+    """``"73:05"``: minutes and seconds since the start of the day at ``at`` seconds of
+    the run, the one way every time of the example is written (the whole day kicks off
+    at 10:00)."""
+    seconds = max(0, int(at))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
 @dataclass(frozen=True, slots=True)
 class Phase:
     """A stretch of the match day, such as ``"first half"``, in seconds of the run."""
@@ -122,6 +130,10 @@ class Scenario:
         if self.kickoff <= at < self.kickoff + self.surge:
             return self.request_rate * self.surge_factor
         return self.request_rate
+
+    def end_of(self, trouble: Trouble) -> float:
+        """When ``trouble`` ends: its ``end``, or the end of the day if it lasts that long."""
+        return self.duration if trouble.end is None else trouble.end
 
     def troubles_of(self, feed: str, kind: str) -> tuple[Trouble, ...]:
         """The troubles of one kind planned for one feed, in time order."""

@@ -379,6 +379,10 @@ class OddsService:
         """Updates refused so far, per feed and reason."""
         return self.validation.rejects()
 
+    def check_calls(self) -> dict[str, int]:
+        """The calls the cross-check has made to each feed so far."""
+        return self.cross_check.calls()
+
     async def run_checks(self) -> None:
         """The service's background work: the cross-check of the feeds, until cancelled."""
         await self.cross_check.run()
