@@ -4,14 +4,25 @@ What it shows:
 
 - :class:`LiveView` reads what every guard reports about itself, a
   :class:`resilient.RegistrySnapshot`, once per sampling interval. On a terminal it
-  redraws one screen with ``rich``: each guard's state and health with the numbers behind
-  them, the prices board, the match clock and the last transitions with their reasons.
+  redraws one screen with ``rich`` that fits the terminal, 80 x 24 included: the clock of
+  the day with the kick-off and half-time on it, the guards (the least healthy first,
+  and when they do not all fit, the healthy rest named on one line), the prices board,
+  the feeds' calls (for users + for the cross-check) and the last transitions. Every row
+  is one line, cut with an ellipsis: nothing wraps. Wider terminals get each guard's kind
+  and health, a progress bar and a note on how each kind counts its calls.
   Anywhere else (CI, ``make demo | tee``, a log file) it prints one line per twelfth of the
   match and one line per transition, so the log stays short enough to read.
+- :func:`guard_figures` reads each kind of guard's own statistics into the same columns
+  (calls, refused, failed): a feed's breaker counts the calls it let through, its
+  bulkhead every attempt and the cross-check's samples too, so the two rows differ.
 - :func:`print_summary` prints the run's totals from :func:`~.record.summarize`, beside
-  the unprotected run's when there is one, then the updates refused at the edge.
+  the unprotected run's when there is one (the bad and the old prices apart from the
+  fresh ones, each feed's calls for users apart from the cross-check's), then the updates
+  refused at the edge.
 
-Everything printed is read from the snapshots and the record: nothing is written in.
+Times are the clock of the day, minutes and seconds since the start of the pre-match
+(:func:`~.scenario.match_clock`), as in the report. Everything printed is read from the
+snapshots and the record: nothing is written in.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from rich.text import Text
 import resilient
 
 from .record import EntryKind, MatchResult, Sample, summarize
-from .scenario import Scenario
+from .scenario import Scenario, match_clock
 
 __all__ = [
     "GuardFigures",
@@ -46,6 +57,7 @@ __all__ = [
     "phase_at",
     "phase_marks",
     "print_summary",
+    "rejects_by_count",
     "summary_rows",
 ]
 
@@ -56,18 +68,24 @@ TRANSITION_LINES_PER_PERIOD = 10
 are counted on one line (a bulkhead flapping through the kick-off surge would otherwise
 fill the log)."""
 RECENT_TRANSITIONS = 6
-"""Transitions shown at the bottom of the live screen."""
+"""Transitions shown at the bottom of the live screen, when the terminal has room."""
+MIN_TRANSITIONS = 3
+"""Transitions the live screen shows however short the terminal."""
+HEADER_LINES = 2  # the live screen's title and clock, and the phases on the clock
+BOARD_LINES = 2  # the prices board, and the feeds' calls
+WIDE = 100
+"""Columns from which the live screen also shows each guard's kind and health, and a
+progress bar."""
+CALLS_LEGEND = (
+    "calls: each guard counts its own; a breaker the calls it let through to its feed, a "
+    "bulkhead every attempt, the cross-check's samples too"
+)
+"""Shown under the guards when the terminal has a line to spare."""
 
 HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unavailable": "bold red"}
 
 
-# -- what the match clock says -------------------------------------------------------------
-
-
-def match_clock(at: float) -> str:
-    """``"73:05"``: minutes and seconds of the run at ``at`` seconds."""
-    seconds = max(0, int(at))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+# -- what the clock says -------------------------------------------------------------------
 
 
 def phase_at(scenario: Scenario, at: float) -> str:
@@ -459,19 +477,6 @@ class LiveView:
         return [grid, _line(f"(mm:ss of the day) {phase_marks(scenario)}", "dim")]
 
 
-WIDE = 100
-"""Columns from which the live screen also shows each guard's kind and health, and a
-progress bar."""
-HEADER_LINES = 2
-BOARD_LINES = 2
-MIN_TRANSITIONS = 3
-"""Transitions the live screen shows however short the terminal."""
-CALLS_LEGEND = (
-    "calls: each guard counts its own; a breaker the calls it let through to its feed, a "
-    "bulkhead every attempt, the cross-check's samples too"
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Fit:
     """How the live screen shares the terminal's lines."""
@@ -594,8 +599,12 @@ def _prices_board(sample: Sample) -> list[RenderableType]:
         board.append(f", p99 {milliseconds(sample.request_latency.p99)}")
     if sample.publish_latency is not None:
         board.append(f" · publish p99 {milliseconds(sample.publish_latency.p99)}")
-    feeds = "  ".join(f"{one_line(name)} {calls}" for name, calls in sample.feed_calls.items())
-    return [board, _line(f"feed calls  {feeds}", "dim")]
+    feeds = "  ".join(
+        f"{one_line(name)} {calls - sample.check_calls.get(name, 0)}+"
+        f"{sample.check_calls.get(name, 0)}"
+        for name, calls in sample.feed_calls.items()
+    )
+    return [board, _line(f"feed calls for users+cross-check  {feeds}", "dim")]
 
 
 def _recent_transitions(
@@ -659,12 +668,12 @@ def _incidents(result: MatchResult) -> str:
 
 _TOTALS = {
     "requests": "requests answered",
-    "fresh": "answers fresh",
+    "fresh": "answers fresh and valid",
     "stale": "answers stale (flagged with their age)",
     "suspended": "answers: market suspended",
     "errors": "errors users saw",
-    "bad_published": "bad prices published",
-    "old_published_as_fresh": "old prices published as fresh",
+    "bad_published": "bad prices published (malformed or implausible)",
+    "old_published_as_fresh": "old prices shown as fresh",
 }
 
 
@@ -677,9 +686,11 @@ def _troubled(result: MatchResult) -> list[str]:
 def _labels(result: MatchResult) -> dict[str, str]:
     labels = {**_TOTALS, "request_p99": "request p99"}
     for feed in result.feeds:
-        labels[f"calls-{feed}"] = f"calls to {one_line(feed)}"
+        name = one_line(feed)
+        labels[f"user-calls-{feed}"] = f"calls to {name} for users"
+        labels[f"check-calls-{feed}"] = f"calls to {name} for the cross-check"
     for feed in _troubled(result):
-        labels[f"trouble-calls-{feed}"] = f"calls to {one_line(feed)} during its troubles"
+        labels[f"trouble-calls-{feed}"] = f"calls to {one_line(feed)} for users during its troubles"
     labels["incidents"] = "incidents in the audit trail"
     return labels
 
@@ -688,8 +699,9 @@ def _values(result: MatchResult) -> dict[str, str]:
     summary = summarize(result)
     values = {key: str(getattr(summary, key)) for key in _TOTALS}
     values["request_p99"] = milliseconds(summary.request_p99)
-    for feed, calls in summary.feed_calls.items():
-        values[f"calls-{feed}"] = str(calls)
+    for feed, load in result.feeds.items():
+        values[f"user-calls-{feed}"] = str(summary.user_calls[feed])
+        values[f"check-calls-{feed}"] = str(load.checks)
     for feed, calls in summary.calls_in_trouble.items():
         values[f"trouble-calls-{feed}"] = str(calls)
     values["incidents"] = str(len(result.audit))
@@ -698,13 +710,24 @@ def _values(result: MatchResult) -> dict[str, str]:
 
 def summary_rows(result: MatchResult, unprotected: MatchResult | None) -> list[SummaryRow]:
     """The totals of ``result`` from :func:`~.record.summarize`, beside those of
-    ``unprotected`` when given: answers, bad and old prices, latency, load on each feed
-    (overall and during its troubles) and the incidents."""
+    ``unprotected`` when given: answers (the bad and the old prices apart from the fresh),
+    latency, the calls each feed received for users and for the cross-check (and for users
+    during its troubles), and the incidents."""
     ours = _values(result)
     theirs = None if unprotected is None else _values(unprotected)
     return [
         SummaryRow(key, label, ours[key], None if theirs is None else theirs.get(key, "-"))
         for key, label in _labels(result).items()
+    ]
+
+
+def rejects_by_count(result: MatchResult) -> list[tuple[str, str, int]]:
+    """``(feed, reason, updates)`` of every update refused at the edge, per feed in feed
+    order, the most frequent reason first."""
+    return [
+        (feed, reason, count)
+        for feed, reasons in result.rejects.items()
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
     ]
 
 
@@ -734,9 +757,8 @@ def print_summary(
     rejects.add_column("feed")
     rejects.add_column("reason")
     rejects.add_column("updates", justify="right")
-    for feed, reasons in result.rejects.items():
-        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
-            rejects.add_row(Text(one_line(feed)), Text(one_line(reason)), str(count))
+    for feed, reason, count in rejects_by_count(result):
+        rejects.add_row(Text(one_line(feed)), Text(one_line(reason)), str(count))
     if rejects.row_count:
         console.print(rejects)
     else:
