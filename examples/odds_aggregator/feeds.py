@@ -56,12 +56,14 @@ class Throttled(Exception):
     """A feed refused the request because it is overloaded (an HTTP 429).
 
     Attributes:
+        feed: The feed that refused.
         retry_after: Seconds the feed asks callers to wait before the next request;
             :class:`resilient.Retry` reads this attribute and waits at least that long.
     """
 
     def __init__(self, feed: str, retry_after: float) -> None:
         super().__init__(f"{feed} is throttling requests: retry after {retry_after:g} s")
+        self.feed = feed
         self.retry_after = retry_after
 
 

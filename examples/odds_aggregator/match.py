@@ -16,6 +16,7 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from resilient import Registry, RegistrySnapshot, chaos
 from resilient.testing import FlakyFeed, VirtualClock
@@ -37,6 +38,8 @@ from .service import PUBLISH_TARGET, RUNBOOK, OddsService
 from .unprotected import UnprotectedService
 
 OnSample = Callable[[Sample, RegistrySnapshot], object]
+PACE_STEP = 0.05
+"""The longest real sleep that paces the match: how late Ctrl-C may be heard."""
 
 
 class PriceService(Protocol):
@@ -45,6 +48,8 @@ class PriceService(Protocol):
     audit: list[AuditEntry]
 
     async def ask(self, market: str) -> Answer: ...
+
+    def board(self) -> dict[str, PriceStatus]: ...
 
     async def run_checks(self) -> None: ...
 
@@ -157,7 +162,6 @@ class _Recorder:
         self.answers: list[Answer] = []
         self.samples: list[Sample] = []
         self._interval: list[Answer] = []
-        self._board: dict[str, PriceStatus] = {}  # each market's latest answer
         self._calls = dict.fromkeys(feeds, 0)
         self._checks = dict.fromkeys(feeds, 0)
 
@@ -171,13 +175,9 @@ class _Recorder:
 
     async def _open_board(self) -> None:
         """Before the first user, the service prices every market once."""
-
-        async def price(market: str) -> None:
-            self._board[market] = (await self.service.ask(market)).status
-
         async with anyio.create_task_group() as opening:
             for market in self.scenario.markets:
-                opening.start_soon(price, market)
+                opening.start_soon(self.service.ask, market)
 
     async def _traffic(
         self, arrivals: Sequence[tuple[float, str]], tasks: anyio.abc.TaskGroup
@@ -192,7 +192,6 @@ class _Recorder:
         answer = await self.service.ask(market)
         self.answers.append(answer)
         self._interval.append(answer)
-        self._board[market] = answer.status
 
     async def _sample_until_the_end(self, pace: float | None) -> None:
         every = self.scenario.sample_every
@@ -205,7 +204,7 @@ class _Recorder:
             if self.on_sample is not None:
                 self.on_sample(sample, self.registry.snapshot())
             if pace is not None:
-                _hold_back(at / pace - (time.perf_counter() - real_start))
+                await _hold_back(at / pace - (time.perf_counter() - real_start))
 
     def _sample(self, at: float) -> Sample:
         answered, self._interval = self._interval, []
@@ -217,7 +216,7 @@ class _Recorder:
         checked = self.service.check_calls()
         checks = {name: checked[name] - self._checks[name] for name in self.feeds}
         self._checks = checked
-        board = list(self._board.values())
+        board = list(self.service.board().values())
         return Sample(
             at=at,
             requests=len(answered),
@@ -231,7 +230,7 @@ class _Recorder:
         )
 
 
-def _hold_back(seconds: float) -> None:
+async def _hold_back(seconds: float) -> None:
     """Let the wall clock catch up with the match, when it is ``seconds`` behind.
 
     The loop runs on the virtual clock and jumps ahead whenever every task waits: nothing
@@ -239,9 +238,15 @@ def _hold_back(seconds: float) -> None:
     way to hold the match back. It is done only here, once a sample is taken (the live
     view changes only then): a pacing task waking in between would add events to the
     loop and change the order of simultaneous ones, and so the match a seed plays.
+
+    The sleep goes in steps of ``PACE_STEP`` with a checkpoint after each, which sets no
+    timer (the order of events stays the same) but lets a cancellation in: Ctrl-C, which
+    asyncio turns into cancelling the match, ends it within a step.
     """
-    if seconds > 0:
-        time.sleep(seconds)
+    end = time.perf_counter() + seconds
+    while (left := end - time.perf_counter()) > 0:
+        time.sleep(min(left, PACE_STEP))
+        await anyio.lowlevel.checkpoint()
 
 
 def _latency(seconds: list[float]) -> Latency | None:

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import anyio
 
-from resilient import Bulkhead, CircuitBreaker, Clock
+from resilient import Bulkhead, CircuitBreaker, Clock, RejectedError
 from resilient.testing import FlakyFeed
 
+from .feeds import Throttled
 from .scenario import Scenario
-from .validation import SELECTIONS, FeedReply, Odds, Validation
+from .validation import SELECTIONS, FeedReply, Odds, RejectedUpdate, Validation
 
 TOLERANCE = 0.03
 """How far (in probability, 0.03 = 3 points) a feed's implied probability of a selection
@@ -111,7 +112,7 @@ class CrossCheck:
         self._out_of_line = dict.fromkeys(feeds, 0)  # rounds in a row, per feed
         self._in_line = dict.fromkeys(feeds, 0)
         self._calls = dict.fromkeys(feeds, 0)
-        self.flagged: set[str] = set()
+        self._flagged: set[str] = set()  # the feeds left out, their breakers forced open
 
     def calls(self) -> dict[str, int]:
         """The calls the cross-check has made to each feed so far, by feed name."""
@@ -138,8 +139,8 @@ class CrossCheck:
             try:
                 payload = await self._bulkheads[name].call_async(self._ask, name, market)
                 odds = self._validation.check(FeedReply(name, market, payload))
-            except Exception:  # throttled, refused by the bulkhead, invalid odds...
-                return  # ... no quote from this feed this round
+            except (Throttled, RejectedError, RejectedUpdate):  # throttled, the bulkhead
+                return  # full, invalid odds: no quote from this feed this round
             kept = self._quotes.get((name, market))
             if kept is None or odds.produced_at > kept.produced_at:  # a re-send is older
                 self._quotes[(name, market)] = odds
@@ -164,12 +165,12 @@ class CrossCheck:
                 self._validation.count(name, DIVERGES)
             self._out_of_line[name] += 1
             self._in_line[name] = 0
-            if name not in self.flagged and self._out_of_line[name] >= FLAG_AFTER:
+            if name not in self._flagged and self._out_of_line[name] >= FLAG_AFTER:
                 self._flag(name, max(divergences, key=lambda d: d.gap))
         elif judged * 2 >= len(self._markets[name]):
             self._in_line[name] += 1
             self._out_of_line[name] = 0
-            if name in self.flagged and self._in_line[name] >= RELEASE_AFTER:
+            if name in self._flagged and self._in_line[name] >= RELEASE_AFTER:
                 self._release(name, judged)
         # A round that judged the feed on fewer than half its markets changes nothing
         # either way: a stuck feed may still look right on the markets that hardly moved.
@@ -183,7 +184,7 @@ class CrossCheck:
         others = {
             other: odds
             for other in self._scenario.feeds_of(market)
-            if other != name and other not in self.flagged
+            if other != name and other not in self._flagged
             if (odds := self._fresh(other, market, started)) is not None
         }
         if len(others) < 2:
@@ -205,13 +206,13 @@ class CrossCheck:
         # once, without a call and without a wait, and the operator reads why in the
         # breaker's state and in the audit trail. The cost: releasing it (close()) empties
         # the breaker's window, so what it had counted before the flag is forgotten.
-        self.flagged.add(name)
+        self._flagged.add(name)
         self._breakers[name].force_open(
             reason=f"{worst.describe()}, on {FLAG_AFTER} checks in a row: left out"
         )
 
     def _release(self, name: str, judged: int) -> None:
-        self.flagged.discard(name)
+        self._flagged.discard(name)
         self._breakers[name].close(
             reason=(
                 f"{name} agrees with consensus again: within {TOLERANCE * 100:g} points on "

@@ -2,8 +2,13 @@
 
 A :class:`Scenario` is plain data. :meth:`Scenario.match_day` is the whole day that
 ``python -m examples.odds_aggregator`` plays; :meth:`Scenario.short` is the same day
-squeezed into half an hour of virtual time, with the same troubles in the same order, for
-the tests and for ``--short``.
+squeezed into a quarter of its length, with the same troubles in the same order, for the
+tests and for ``--short``.
+
+Times are seconds of the run's clock, from the start of the day. Wherever one is shown
+to people (the troubles' descriptions, the live view, the report) it is written as
+:func:`match_clock` writes it: minutes and seconds since the start of the day, so that
+the whole day kicks off at 10:00 and ends at 115:00.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ class Trouble:
             implausible odds) or ``"stuck"`` (prices stop moving).
         start: When it begins (seconds of the run).
         end: When it ends; ``None`` if it lasts to the end.
-        description: One line for people, such as ``"beta goes silent for 12 minutes"``.
+        description: One line for people, its times as :func:`match_clock` writes them,
+            such as ``"bet-beta goes silent from 80:00 to 92:00 (12 minutes)"``.
         ramp: Seconds over which it grows from a fifth of its strength to all of it
             (0: at full strength from ``start``).
     """
@@ -141,23 +147,24 @@ class Scenario:
 
     @classmethod
     def match_day(cls) -> Scenario:
-        """A whole match day: ten minutes before kick-off, two halves of 45 minutes and a
-        half-time of 15, 115 minutes in all, with every feed's troubles."""
+        """A whole match day: ten minutes before kick-off (at 10:00), two halves of 45
+        minutes and a half-time of 15, to 115:00, with every feed's troubles."""
         return cls._day("Match day", minute=60.0, full=True)
 
     @classmethod
     def short(cls) -> Scenario:
-        """The match day at a quarter of its length (about 29 minutes) with half the
-        markets: the same troubles in the same order, each long enough to play out."""
+        """The match day at a quarter of its length (kick-off at 02:30, the end at 28:45)
+        with half the markets: the same troubles in the same order, each long enough to
+        play out."""
         return cls._day("Match day (short)", minute=15.0, full=False)
 
     @classmethod
     def _day(cls, name: str, *, minute: float, full: bool) -> Scenario:
         """The day, each minute of the match ``minute`` seconds of the run long.
 
-        Times are written as the match clock shows them, ``at(38)`` in the first half and
-        ``at(70, second=True)`` in the second, so that both lengths of the day tell the
-        same story.
+        The troubles are placed by the minute of the football match, ``at(38)`` in the
+        first half and ``at(70, second=True)`` in the second, so that both lengths of the
+        day tell the same story; their descriptions give the times of the day's clock.
         """
         pre, half, break_ = 10, 45, 15
         kickoff = pre * minute
@@ -182,27 +189,33 @@ class Scenario:
         silent_for = 12 * 60.0 if full else 4 * 60.0
         stuck_at = at(47, second=True)
         silent_at = at(70, second=True)
+        clock = match_clock
         troubles = (
             Trouble(
                 ALPHA, "overloaded", kickoff, at(5),
-                "bet-alpha is overloaded at kick-off: slow answers, throttling with Retry-After",
+                f"bet-alpha is overloaded from kick-off ({clock(kickoff)}) to {clock(at(5))}:"
+                " slow answers, throttling with Retry-After",
             ),
             Trouble(
                 ALPHA, "overloaded", at(38), at(43),
-                "bet-alpha is overloaded again late in the first half",
+                f"bet-alpha is overloaded again from {clock(at(38))} to {clock(at(43))},"
+                " late in the first half",
             ),
             Trouble(
                 GAMMA, "bad data", at(30), None,
-                "bet-gamma starts sending malformed and implausible odds, more and more",
+                f"bet-gamma's data goes bad from {clock(at(30))} (half an hour into the"
+                " match): malformed and implausible odds, more and more of them",
                 ramp=at(45, second=True) - at(30),
             ),
             Trouble(
                 GAMMA, "stuck", stuck_at, stuck_at + stuck_for,
-                f"bet-gamma's prices stop moving for {stuck_for / 60:g} minutes",
+                f"bet-gamma's prices stop moving from {clock(stuck_at)} to"
+                f" {clock(stuck_at + stuck_for)} ({stuck_for / 60:g} minutes)",
             ),
             Trouble(
                 BETA, "silent", silent_at, silent_at + silent_for,
-                f"bet-beta goes silent for {silent_for / 60:g} minutes: requests hang",
+                f"bet-beta goes silent from {clock(silent_at)} to"
+                f" {clock(silent_at + silent_for)} ({silent_for / 60:g} minutes): requests hang",
             ),
         )  # fmt: skip
         alpha_first: tuple[str, ...]

@@ -13,22 +13,34 @@ A user's request for a market's price goes, from the outside in, through:
   once, one that is slow is raced by the next after 200 ms (a hedge, paid for from the
   shared retry budget); ``validate=`` applies the edge rules of ``validation.py``;
 - per feed, a **CircuitBreaker** (failures, invalid odds and slow or hung calls open it),
-  a **Retry** on throttling, honouring the feed's ``retry_after`` and drawing on the one
-  **RetryBudget** the whole service shares, and a **Bulkhead** bounding the calls in flight.
+  a **Retry** on throttling and a **Bulkhead** bounding the calls in flight. The retry
+  draws on the one **RetryBudget** the whole service shares, and honours the feed's
+  ``Retry-After``: ``Retry`` reads a ``retry_after`` attribute (seconds) from the
+  exception it retries, and waits at least that long (see ``Throttled`` in ``feeds.py``).
 
-After the failover, an old update a feed sent again (older than a price already
-published, or made long before it was asked for) is filtered out. Once a price is in
-hand, its age decides how it is published: fresh, stale (flagged, with its age) or not at
-all (the market is suspended). Every move of a market
-between trading and suspended, and every guard's transition, goes into the audit trail.
-The cross-check of the feeds against each other is in ``reconcile.py``.
+After the failover, an old update a feed sent again (older than the newest price the
+service holds, or made long before it was asked for) is filtered out. The price goes to
+the board (``board.py``), which keeps each market's newest valid price and suspends the
+market the moment that price reaches the staleness limit, whether or not anyone asks.
+A user asking for a market gets its price fresh, or stale (flagged, with its age), or
+hears that the market is suspended and why. Every move of a market between trading and
+suspended, and every guard's transition, goes into the audit trail. The cross-check of
+the feeds against each other is in ``reconcile.py``.
+
+The feeds here are simulated: :class:`~resilient.testing.FlakyFeed` stands in for your
+feed's client, and ``fetch_async(market)`` for its request. With a real client, put your
+own call in ``guard_feed``'s ``ask`` and raise an exception with ``retry_after`` on an
+HTTP 429.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import anyio
 
 import resilient
 from resilient import (
@@ -48,11 +60,12 @@ from resilient import (
 )
 from resilient.testing import FlakyFeed
 
+from .board import Board, Priced
 from .feeds import Throttled
 from .reconcile import CrossCheck
 from .record import Answer, AuditEntry, EntryKind, Lineage, PriceStatus
 from .scenario import Scenario
-from .validation import FeedReply, Odds, Validation, read_odds
+from .validation import FeedReply, Validation, read_odds
 
 HEDGE_AFTER = 0.2
 """Seconds a feed may take before the next one is asked as well. A feed answers in 40 to
@@ -63,7 +76,9 @@ PRICE_TTL = 2.0
 """Seconds a price is served from memory before it is refreshed."""
 SERVE_WHILE_REFRESHING = 2.0
 """Seconds after that during which the cached price is served at once while one refresh
-runs: so a cached price is at most 4 s old, within the 5 s a price stays fresh."""
+runs: a price is served from memory until at most 4 s after it came. It came at most 5 s
+old (older updates are filtered as re-sends, unless the feeds have nothing newer), so
+most answers are fresh; every answer says its price's real age, flagged stale past 5 s."""
 PUBLISH_TARGET = 0.25
 """Seconds within which 95% of fetches from the feeds should publish a price."""
 PUBLISH_LIMIT = 2.0
@@ -74,26 +89,11 @@ RUNBOOK = "https://runbooks.example/odds#publish-prices"
 
 
 @dataclass(frozen=True, slots=True)
-class Priced:
-    """Odds ready to publish, and how the failover got them.
-
-    Attributes:
-        odds: The checked odds.
-        hedged: The winning request started as a hedge.
-        failover: They came from another feed than the group's primary.
-    """
-
-    odds: Odds
-    hedged: bool
-    failover: bool
-
-
-@dataclass(frozen=True, slots=True)
 class FeedGuards:
-    """One feed's own guards, and the feed with them as a failover's source."""
+    """One feed's breaker and bulkhead (the cross-check uses them too), and the feed with
+    all its guards as a failover's source."""
 
     breaker: CircuitBreaker
-    retry: Retry
     bulkhead: Bulkhead
     source: Source[FeedReply]
 
@@ -138,7 +138,7 @@ def guard_feed(
 
     # The retry outside the bulkhead: a call waiting to retry holds no slot.
     source = Source(name, ask, breaker=breaker, guards=[retry, bulkhead])
-    return FeedGuards(breaker, retry, bulkhead, source)
+    return FeedGuards(breaker, bulkhead, source)
 
 
 class MarketGroup:
@@ -153,6 +153,7 @@ class MarketGroup:
         validation: Validation,
         budget: RetryBudget,
         publish: Budget,
+        board: Board,
         fresh_limit: float,
         staleness_limit: float,
         registry: Registry,
@@ -174,16 +175,16 @@ class MarketGroup:
             stale_if_error=staleness_limit,  # older than that the market is suspended anyway
             registry=registry,
         )
-        # How long each fetch took, until OddsService.publish_latencies() takes them.
-        self.publish_latencies: list[float] = []
+        self._publish_latencies: list[float] = []  # each fetch's, until taken
         self._publish = publish
         self._validation = validation
-        self._newest: dict[str, Priced] = {}
+        self._board = board
         self._fresh_limit = fresh_limit
         self._now = registry.clock.monotonic
 
     async def fetch(self, market: str) -> Priced:
-        """Publish prices: ask the feeds for one market's odds (the cache's provider).
+        """Publish prices: ask the feeds for one market's odds (the cache's provider),
+        and hand them to the board.
 
         Raises:
             AllSourcesFailedError: No feed gave valid odds.
@@ -191,9 +192,19 @@ class MarketGroup:
         """
         started = self._now()
         try:
-            return await self._publish.call_async(self._newest_odds, market)
+            priced = await self._publish.call_async(self._newest_odds, market)
+        except (AllSourcesFailedError, TimeoutError) as error:
+            self._board.failed(market, _why(error))
+            raise
         finally:
-            self.publish_latencies.append(self._now() - started)
+            self._publish_latencies.append(self._now() - started)
+        self._board.offer(market, priced)
+        return priced
+
+    def take_publish_latencies(self) -> list[float]:
+        """How long each fetch took since the last call (and forget them)."""
+        taken, self._publish_latencies = self._publish_latencies, []
+        return taken
 
     async def _newest_odds(self, market: str) -> Priced:
         """Odds from the failover, unless the feed re-sent an old update.
@@ -210,10 +221,12 @@ class MarketGroup:
             asked = self._now()
             priced = await self._ask_feeds(market)
             if not self._resent(market, priced, asked):
-                self._newest[market] = priced
                 return priced
             if asks == ASKS_FOR_NEWS:
-                return self._keep_newest(market, priced)
+                held = self._board.newest(market)
+                if held is not None and priced.odds.produced_at < held.odds.produced_at:
+                    return held  # never back in time: an older re-send is not published
+                return priced
 
     async def _ask_feeds(self, market: str) -> Priced:
         answer = await self.failover.answer_async(market)
@@ -223,22 +236,12 @@ class MarketGroup:
             failover=answer.source != self.feeds[0],
         )
 
-    def _keep_newest(self, market: str, priced: Priced) -> Priced:
-        newest = self._newest.get(market)
-        if newest is None or priced.odds.produced_at > newest.odds.produced_at:
-            self._newest[market] = newest = priced
-        return newest
-
-    def newest(self, market: str) -> Priced | None:
-        """The newest odds published for ``market``, if any."""
-        return self._newest.get(market)
-
     def _resent(self, market: str, priced: Priced, asked: float) -> bool:
         """Whether ``priced`` is an old update sent again: older than the newest price
-        published for the market, or made long before it was asked for."""
+        the board holds for the market, or made long before it was asked for."""
         made = priced.odds.produced_at
-        newest = self._newest.get(market)
-        if newest is not None and made < newest.odds.produced_at:
+        held = self._board.newest(market)
+        if held is not None and made < held.odds.produced_at:
             reason = "out of order"
         elif asked - made > self._fresh_limit:
             reason = "stale on arrival"
@@ -290,6 +293,14 @@ class OddsService:
             runbook=RUNBOOK,
             registry=registry,
         )
+        # Each market's newest valid price: the board suspends a market the moment that
+        # price turns too old, and resumes it when a newer one comes.
+        self._board = Board(
+            fresh_limit=scenario.fresh_limit,
+            staleness_limit=scenario.staleness_limit,
+            clock=registry.clock,
+            note=self.audit.append,
+        )
         self.groups: dict[tuple[str, ...], MarketGroup] = {}
         self._group_of: dict[str, MarketGroup] = {}
         for market in scenario.markets:
@@ -301,6 +312,7 @@ class OddsService:
                     validation=self.validation,
                     budget=self.retry_budget,
                     publish=self.publish,
+                    board=self._board,
                     fresh_limit=scenario.fresh_limit,
                     staleness_limit=scenario.staleness_limit,
                     registry=registry,
@@ -314,7 +326,6 @@ class OddsService:
             validation=self.validation,
             clock=registry.clock,
         )
-        self._suspended: set[str] = set()
 
     async def ask(self, market: str) -> Answer:
         """A user's request for the price of ``market``: what the user gets."""
@@ -322,30 +333,18 @@ class OddsService:
         group = self._group_of[market]
         try:
             cached = await group.cache.answer_async(group.fetch, market)
-        except (AllSourcesFailedError, TimeoutError) as error:
+        except (AllSourcesFailedError, TimeoutError):
             # Every feed failed or took too long (BudgetExceededError), and the cache holds
-            # no price young enough to fall back on.
-            newest = group.newest(market)
-            known = (
-                "none was ever published"
-                if newest is None
-                else f"the newest is {self._now() - newest.odds.produced_at:.0f} s old"
-            )
-            return self._suspend(market, started, f"no valid price: {_why(error)}; {known}")
+            # no price young enough to fall back on: the board has heard why.
+            cached = None
+        suspended = self._board.refusal(market)
+        if suspended is not None or cached is None:
+            return self._refuse(market, started, suspended or "no valid price")
         now = self._now()
         priced = cached.value
         update = priced.odds.update
         age = now - update.produced_at
-        limit = self.scenario.staleness_limit
-        if age >= limit:
-            return self._suspend(
-                market,
-                started,
-                f"newest valid price is {age:.0f} s old, at or over the {limit:g} s limit "
-                f"({update.feed}, sequence {update.sequence})",
-            )
         fresh = age <= self.scenario.fresh_limit
-        self._resume(market, f"a valid price again, {age:.1f} s old, from {update.feed}")
         return Answer(
             at=now,
             market=market,
@@ -366,14 +365,17 @@ class OddsService:
             quality=update.quality.value,
         )
 
+    def board(self) -> dict[str, PriceStatus]:
+        """Every market as the board shows it now, by the age of its newest valid price:
+        fresh, stale or suspended."""
+        return {market: self._board.status(market) for market in self.scenario.markets}
+
     def publish_latencies(self) -> list[float]:
         """The durations of the fetches from the feeds since the last call (and forget
         them): for the live view and the report."""
-        taken: list[float] = []
-        for group in self.groups.values():
-            taken.extend(group.publish_latencies)
-            group.publish_latencies.clear()
-        return taken
+        return [
+            seconds for group in self.groups.values() for seconds in group.take_publish_latencies()
+        ]
 
     def rejects(self) -> dict[str, dict[str, int]]:
         """Updates refused so far, per feed and reason."""
@@ -384,32 +386,28 @@ class OddsService:
         return self.cross_check.calls()
 
     async def run_checks(self) -> None:
-        """The service's background work: the cross-check of the feeds, until cancelled."""
-        await self.cross_check.run()
+        """The service's background work, until cancelled: the cross-check of the feeds,
+        and the board's keeper, which suspends markets as their prices turn too old."""
+        async with anyio.create_task_group() as work:
+            work.start_soon(self.cross_check.run)
+            work.start_soon(self._board.keep, self._ask_feeds_for)
 
-    def _suspend(self, market: str, started: float, reason: str) -> Answer:
+    async def _ask_feeds_for(self, market: str) -> None:
+        """The board's keeper wants a newer price of ``market``: fetched as a user's
+        request is, through the cache (the price goes to the board)."""
+        group = self._group_of[market]
+        with contextlib.suppress(AllSourcesFailedError, TimeoutError):  # the board heard
+            await group.cache.answer_async(group.fetch, market)
+
+    def _refuse(self, market: str, started: float, reason: str) -> Answer:
         now = self._now()
-        if market not in self._suspended:
-            self._suspended.add(market)
-            self._note_market(market, EntryKind.SUSPENDED, "trading", "suspended", reason)
-        return Answer(
+        return Answer.without_price(
             at=now,
             market=market,
             status=PriceStatus.SUSPENDED,
-            prices=None,
-            lineage=None,
             reason=reason,
             latency=now - started,
-            quality=None,
         )
-
-    def _resume(self, market: str, reason: str) -> None:
-        if market in self._suspended:
-            self._suspended.discard(market)
-            self._note_market(market, EntryKind.RESUMED, "suspended", "trading", reason)
-
-    def _note_market(self, market: str, kind: EntryKind, old: str, new: str, reason: str) -> None:
-        self.audit.append(AuditEntry(self._now(), kind, market, old, new, None, reason, None))
 
     def _on_transition(self, transition: resilient.Transition) -> None:
         self.audit.append(

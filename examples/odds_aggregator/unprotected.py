@@ -41,6 +41,7 @@ class UnprotectedService:
         self.audit: list[AuditEntry] = []  # no guards and no suspensions: nothing to record
         self._feeds = feeds
         self._turns = dict.fromkeys(scenario.markets, 0)
+        self._shown: dict[str, PriceStatus] = {}  # what each market's latest answer showed
         self._latencies: list[float] = []
         self._now = clock.monotonic
 
@@ -50,48 +51,52 @@ class UnprotectedService:
         names = self.scenario.feeds_of(market)
         feed = self._feeds[names[self._turns[market] % len(names)]]
         self._turns[market] += 1
-        error: Exception | None = None
+        error = ""
         for _ in range(ATTEMPTS):
             try:
                 with anyio.fail_after(TIMEOUT):
                     update = await feed.fetch_async(market)
-            except Exception as failed:  # anything: try again, at once
-                error = failed
-                continue
-            return self._publish(market, update, started)
-        now = self._now()
-        self._latencies.append(now - started)
-        return Answer(
-            at=now,
-            market=market,
-            status=PriceStatus.ERROR,
-            prices=None,
-            lineage=None,
-            reason=f"{type(error).__name__}: {error}",
-            latency=now - started,
-            quality=None,
-        )
+            except TimeoutError:  # fail_after's own error has no message
+                error = f"TimeoutError: no answer within {TIMEOUT:g} s"
+            except Exception as failed:  # anything else: try again, at once
+                error = f"{type(failed).__name__}: {failed}"
+            else:
+                return self._answer(market, started, update)
+        return self._answer(market, started, error)
 
-    def _publish(self, market: str, update: OddsUpdate, started: float) -> Answer:
+    def _answer(self, market: str, started: float, got: OddsUpdate | str) -> Answer:
+        """What the user gets: the update as it came, published as fresh, or the error."""
         now = self._now()
         self._latencies.append(now - started)
-        return Answer(
-            at=now,
-            market=market,
-            status=PriceStatus.FRESH,  # it cannot tell
-            prices={selection: _as_number(price) for selection, price in update.prices.items()},
-            lineage=Lineage(
-                feed=update.feed,
-                sequence=update.sequence,
-                hedged=False,
-                failover=False,
-                cache="fetched",
-                age=now - update.produced_at,
-            ),
-            reason=None,
-            latency=now - started,
-            quality=update.quality.value,
-        )
+        if isinstance(got, str):
+            answer = Answer.without_price(
+                at=now, market=market, status=PriceStatus.ERROR, reason=got, latency=now - started
+            )
+        else:
+            answer = Answer(
+                at=now,
+                market=market,
+                status=PriceStatus.FRESH,  # it cannot tell
+                prices={selection: _as_number(price) for selection, price in got.prices.items()},
+                lineage=Lineage(
+                    feed=got.feed,
+                    sequence=got.sequence,
+                    hedged=False,
+                    failover=False,
+                    cache="fetched",
+                    age=now - got.produced_at,
+                ),
+                reason=None,
+                latency=now - started,
+                quality=got.quality.value,
+            )
+        self._shown[market] = answer.status
+        return answer
+
+    def board(self) -> dict[str, PriceStatus]:
+        """Each market as its latest answer showed it: fresh (this client cannot tell a
+        price's age) or an error; a market not asked yet is left out."""
+        return dict(self._shown)
 
     def publish_latencies(self) -> list[float]:
         """The durations of the fetches from the feeds since the last call (and forget

@@ -77,12 +77,18 @@ class RejectedUpdate(ValueError):
     """An update broke a rule.
 
     Attributes:
+        feed: The feed that sent it.
+        market: The market it was asked for.
         reason: :data:`MALFORMED` or :data:`IMPLAUSIBLE`.
+        problem: Which rule it breaks, and how.
     """
 
     def __init__(self, reply: FeedReply, reason: str, problem: str) -> None:
         super().__init__(f"{reply.feed} sent {reason} odds for {reply.market}: {problem}")
+        self.feed = reply.feed
+        self.market = reply.market
         self.reason = reason
+        self.problem = problem
 
 
 def read_odds(reply: FeedReply) -> Odds:
