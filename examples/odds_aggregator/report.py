@@ -35,8 +35,9 @@ for the unprotected run's charts), as do the lines each chart is placed by
 :func:`element_id`. The same record writes the same bytes.
 
 Kept light: a chart draws at most :data:`MAX_POINTS` points per series; longer runs are
-binned (calls and answers summed per bin, the worst percentile of a bin drawn, the markets
-board as it stood at the bin's end) and the chart says so. A guard that moves more than
+binned (calls and answers summed per bin, the answers then drawn as shares of the bin's,
+the worst percentile of a bin drawn, the markets board as it stood at the bin's end) and
+the chart says so. A guard that moves more than
 :data:`MAX_SEGMENTS` times has its shortest states merged into one band coloured by the
 worst health in it, also said under the chart. Every audit entry is in the page's incident
 timeline all the same; long runs of one guard's flapping are folded into a ``<details>``.
@@ -369,7 +370,9 @@ def _mark_match(
 ) -> None:
     """Place a chart whose x axis is minutes of the day: the phases' starts (dotted), the
     kick-off (solid), half-time shaded, ``troubles`` (numbered as in the scenario) shaded
-    in ``colour``; with ``names``, "kick-off" and "half-time" written at the top."""
+    in ``colour``; with ``names``, "kick-off" and "half-time" written at the top. The state
+    timeline draws the troubles in lanes of their own, and each row of the load chart only
+    its feed's."""
     for n, phase in enumerate(scenario.phases):
         if phase.start > 0:
             ax.axvline(
@@ -627,7 +630,7 @@ def _latency_chart(result: MatchResult) -> Chart:
         ax.set_ylabel("ms")
         _title(ax, title, "left")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-        _mark_match(ax, scenario, f"latency-{series}")
+        _mark_match(ax, scenario, f"latency-{series}", troubles=enumerate(scenario.troubles))
     return Chart("chart-latency", _svg(figure, "chart-latency"), _binning_note(result, bins))
 
 
@@ -651,7 +654,7 @@ def _prices_chart(result: MatchResult) -> Chart:
         area.set_gid(f"prices-{status.value}")
     ax.set_ylim(0, max(1, len(result.scenario.markets)))
     ax.set_ylabel("markets")
-    _mark_match(ax, result.scenario, "prices")
+    _mark_match(ax, result.scenario, "prices", troubles=enumerate(result.scenario.troubles))
     return Chart("chart-prices", _svg(figure, "chart-prices"), _binning_note(result, bins))
 
 
@@ -700,7 +703,9 @@ def _answers_chart(result: MatchResult, prefix: str) -> Chart:
     ax.set_ylabel("% of answers")
     _title(ax, result.label, "left")
     chart = f"chart-{prefix}answers"
-    _mark_match(ax, result.scenario, f"{prefix}answers")
+    _mark_match(
+        ax, result.scenario, f"{prefix}answers", troubles=enumerate(result.scenario.troubles)
+    )
     return Chart(chart, _svg(figure, chart), _binning_note(result, bins))
 
 
