@@ -400,6 +400,7 @@ def _mark_match(
             color=colour,
             alpha=0.1,
             lw=0,
+            zorder=0,  # behind the data: an area chart keeps its colours
             gid=f"{chart}-trouble-{n}",
         )
     ax.set_xlim(0, _minutes(scenario.duration))
