@@ -7,13 +7,20 @@ is breached; markets are suspended and resumed; the kick-off surge makes a bulkh
 Every number is made by a seeded ``random.Random``, so the same arguments build the same
 record. ``unprotected=True`` builds the same match through a plain client: errors during
 the outage, bad prices published, no audit trail and no rejects.
+
+:func:`real_match` is the other kind: the short match day really played, with and
+without the guards, once per test session (the report's and the browser's tests both read
+it, and a play takes a second or two).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
+from dataclasses import dataclass
 
+from examples.odds_aggregator.match import play
 from examples.odds_aggregator.record import (
     Answer,
     AuditEntry,
@@ -27,6 +34,7 @@ from examples.odds_aggregator.record import (
     Sample,
 )
 from examples.odds_aggregator.scenario import Phase, Scenario, Trouble
+from resilient import RegistrySnapshot
 
 FEEDS = ("alpha", "beta", "gamma")
 RUNBOOK = "https://runbooks.example/odds#publish-prices"
@@ -152,11 +160,10 @@ def _audit(scenario: Scenario, flaps: int, hostile_reason: str | None) -> list[A
 
 
 def _in_trouble(scenario: Scenario, feed: str, kind: str, at: float) -> bool:
-    for trouble in scenario.troubles:
-        end = scenario.duration if trouble.end is None else trouble.end
-        if trouble.feed == feed and trouble.kind == kind and trouble.start <= at < end:
-            return True
-    return False
+    return any(
+        trouble.start <= at < scenario.end_of(trouble)
+        for trouble in scenario.troubles_of(feed, kind)
+    )
 
 
 def _latency(rng: random.Random, base: float, count: int) -> Latency | None:
@@ -182,6 +189,7 @@ def build_match(
     samples: list[Sample] = []
     answers: list[Answer] = []
     totals: Counter[str] = Counter()
+    checked: Counter[str] = Counter()
     at = 0.0
     while at < duration - 1e-9:
         at = min(duration, at + sample_every)
@@ -190,6 +198,8 @@ def build_match(
         gamma_bad = _in_trouble(scenario, "gamma", "bad data", at)
         surge = 3 if scenario.kickoff <= at < scenario.kickoff + sample_every * 4 else 1
         requests = rng.randint(80, 120) * surge
+        # The cross-check asks every feed for the same markets at every round.
+        checks = dict.fromkeys(FEEDS, 0 if unprotected else 4)
         calls = {
             "alpha": rng.randint(20, 30) * (2 if alpha_slow and unprotected else 1),
             "beta": (rng.randint(40, 60) if unprotected else rng.randint(0, 2))
@@ -197,7 +207,9 @@ def build_match(
             else rng.randint(20, 30),
             "gamma": rng.randint(20, 30),
         }
+        calls = {feed: count + checks[feed] for feed, count in calls.items()}
         totals.update(calls)
+        checked.update(checks)
         suspended = 1 if beta_down and not unprotected else 0
         stale = 2 if beta_down else rng.randint(0, 1)
         samples.append(
@@ -208,6 +220,7 @@ def build_match(
                 stale=stale,
                 suspended=suspended,
                 feed_calls=calls,
+                check_calls=checks,
                 request_latency=_latency(rng, 0.4 if beta_down and unprotected else 0.03, requests),
                 publish_latency=_latency(rng, 0.3 if beta_down else 0.08, calls["alpha"]),
             )
@@ -255,6 +268,7 @@ def build_match(
     feeds = {
         name: FeedLoad(
             calls=totals[name],
+            checks=checked[name],
             failed=totals[name] // 10,
             ok=totals[name] - totals[name] // 10,
             stale=0,
@@ -293,3 +307,28 @@ def build_match(
         guards={} if unprotected else dict(GUARDS),
         guards_text=guards_text,
     )
+
+
+@dataclass(frozen=True)
+class RealMatch:
+    """The short match day of ``--short --compare``, as played.
+
+    Attributes:
+        result: Through the guards.
+        unprotected: The same match through the plain client.
+        frames: Every ``(sample, snapshot)`` the live view was given, in order.
+    """
+
+    result: MatchResult
+    unprotected: MatchResult
+    frames: tuple[tuple[Sample, RegistrySnapshot], ...]
+
+
+@functools.cache
+def real_match(seed: int = 7) -> RealMatch:
+    """:meth:`Scenario.short` played with ``seed``, with and without the guards (once per
+    session: the records are frozen)."""
+    frames: list[tuple[Sample, RegistrySnapshot]] = []
+    scenario = Scenario.short()
+    result = play(scenario, seed=seed, on_sample=lambda s, snap: frames.append((s, snap)))
+    return RealMatch(result, play(scenario, seed=seed, protected=False), tuple(frames))

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from _browser import ARTIFACTS, find_chromium, png_size, require, run_chromium
-from examples.odds_aggregator.match import play
+from _match_records import real_match
 from examples.odds_aggregator.record import MatchResult
 from examples.odds_aggregator.report import write_report
-from examples.odds_aggregator.scenario import Scenario
 
 SCREENSHOT = (1280, 1300)
 # Writes what the layout made of each chart; appended to a copy of the page only.
@@ -46,9 +45,10 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def match_day() -> tuple[MatchResult, MatchResult | None]:
     """The runs the page is made from: a real short match, through the guards and
-    without them, as ``python -m examples.odds_aggregator --short --compare`` plays it."""
-    scenario = Scenario.short()
-    return play(scenario, seed=7), play(scenario, seed=7, protected=False)
+    without them, as ``python -m examples.odds_aggregator --short --compare`` plays it
+    (played once a session, shared with the report's tests)."""
+    played = real_match()
+    return played.result, played.unprotected
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,23 @@ self-contained ``report.html`` (inline SVG charts and styles, no script, nothing
 What the page shows, top to bottom:
 
 - the headline numbers of the run (:func:`~.record.summarize`);
-- a **state timeline**: one band per guard, coloured by health, with the planned troubles
-  and the phases of the match marked;
+- a **state timeline**: one band per guard, coloured by health, above one lane per kind
+  of planned trouble of each feed (every trouble window labelled), with the phases of
+  the match marked;
 - **latency** of "publish prices" (the performance budget's operation) and of user
   requests, p50 / p95 / p99 per interval, against the budget's target;
-- **prices**: markets fresh / stale / suspended, and the answers users got;
-- **load on each feed**, with each feed's troubles shaded;
+- **prices**: markets fresh / stale / suspended, and what users got: besides fresh,
+  stale, suspended and error, the bad prices published and the old prices shown as
+  fresh, each in a colour of its own (only a run without the guards has any);
+- **load on each feed**: the calls made for users and those of the cross-check, stacked,
+  with the feed's troubles shaded;
 - with an unprotected run of the same match, **what the guards saved**, side by side;
 - the **incident timeline** (the audit trail), the updates refused at the edge, and the
   registry as an operator saw it at the end.
+
+Every time is the run's clock, minutes and seconds since the start of the day (the
+pre-match included, so the whole day kicks off at 10:00): the charts' axes say so and mark
+the kick-off and half-time.
 
 How it is made: matplotlib draws each chart on a :class:`~matplotlib.figure.Figure` of its
 own (never ``pyplot``, so no global figure state leaks between calls) and saves it as SVG,
@@ -21,13 +29,15 @@ reason from the run is always shown as text.
 
 Checkable: every chart is a ``<figure id="chart-...">`` and the artists in it carry ids
 (``state-<guard>-<n>`` per state segment, ``latency-p99-publish``, ``budget-target``,
-``load-<feed>``, ``prices-fresh``, ...; ``unprotected-`` in front for the unprotected run's
-charts). Names in ids pass through :func:`element_id`. The same record writes the same
-bytes.
+``load-users-<feed>``, ``answers-bad``, ``prices-fresh``, ...; ``unprotected-`` in front
+for the unprotected run's charts), as do the lines each chart is placed by
+(``<chart>-kickoff``, ``<chart>-phase-<n>``). Names in ids pass through
+:func:`element_id`. The same record writes the same bytes.
 
 Kept light: a chart draws at most :data:`MAX_POINTS` points per series; longer runs are
-binned (calls and answers summed per bin, the worst percentile of a bin drawn, the markets
-board as it stood at the bin's end) and the chart says so. A guard that moves more than
+binned (calls and answers summed per bin, the answers then drawn as shares of the bin's,
+the worst percentile of a bin drawn, the markets board as it stood at the bin's end) and
+the chart says so. A guard that moves more than
 :data:`MAX_SEGMENTS` times has its shortest states merged into one band coloured by the
 worst health in it, also said under the chart. Every audit entry is in the page's incident
 timeline all the same; long runs of one guard's flapping are folded into a ``<details>``.
@@ -53,20 +63,40 @@ import matplotlib
 from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from .record import AuditEntry, EntryKind, GuardStart, MatchResult, PriceStatus, Sample, summarize
-from .scenario import Scenario
-from .terminal import SummaryRow, match_clock, milliseconds, summary_rows
+from .record import (
+    Answer,
+    AuditEntry,
+    EntryKind,
+    GuardStart,
+    MatchResult,
+    PriceStatus,
+    Sample,
+    summarize,
+)
+from .scenario import Scenario, Trouble, match_clock
+from .terminal import (
+    SummaryRow,
+    day_outline,
+    milliseconds,
+    phase_at,
+    rejects_by_count,
+    summary_rows,
+)
 
 __all__ = [
+    "ANSWER_KINDS",
     "FLAP_RUN",
     "HEALTH_COLOURS",
     "MAX_POINTS",
     "MAX_SEGMENTS",
+    "AnswerKind",
     "IncidentBlock",
     "Segment",
+    "answer_kind",
     "element_id",
     "incident_blocks",
     "render_report",
@@ -97,6 +127,29 @@ STATUS_COLOURS = {
     PriceStatus.ERROR: "#c62828",
 }
 TROUBLE_COLOUR = "#7e57c2"
+HALF_TIME_COLOUR = "#9e9e9e"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerKind:
+    """What a user's answer was, as the answers charts tell them apart."""
+
+    key: str
+    label: str
+    colour: str
+
+
+ANSWER_KINDS = (
+    AnswerKind("fresh", "fresh", STATUS_COLOURS[PriceStatus.FRESH]),
+    AnswerKind("old", "old price shown as fresh", "#00acc1"),
+    AnswerKind("bad", "bad price published", "#d81b60"),
+    AnswerKind("stale", "stale, flagged with its age", STATUS_COLOURS[PriceStatus.STALE]),
+    AnswerKind("suspended", "market suspended", STATUS_COLOURS[PriceStatus.SUSPENDED]),
+    AnswerKind("error", "error", STATUS_COLOURS[PriceStatus.ERROR]),
+)
+"""The kinds of answer, bottom to top of the answers charts' stacks."""
+BAD_QUALITIES = frozenset({"malformed", "implausible"})
+"""The feed's meaning of an update that makes a published price a bad one."""
 # No <metadata> block: no date, and no links to other sites in the page.
 _SVG_METADATA: dict[str, str | None] = {
     "Date": None,
@@ -143,6 +196,22 @@ def _label(text: str) -> str:
 
 def _minutes(seconds: float) -> float:
     return seconds / 60
+
+
+def answer_kind(answer: Answer, fresh_limit: float) -> str:
+    """The key in :data:`ANSWER_KINDS` of what ``answer`` gave its user: a published price
+    whose update was malformed or implausible is ``"bad"`` (whatever it was flagged), one
+    published as fresh although older than ``fresh_limit`` is ``"old"``; any other is its
+    status (``"fresh"``, ``"stale"``, ``"suspended"``, ``"error"``)."""
+    if answer.prices is not None and answer.quality in BAD_QUALITIES:
+        return "bad"
+    if (
+        answer.status is PriceStatus.FRESH
+        and answer.lineage is not None
+        and answer.lineage.age > fresh_limit
+    ):
+        return "old"
+    return answer.status.value
 
 
 # -- the state timeline --------------------------------------------------------------------
@@ -289,28 +358,85 @@ def _margins(
     )
 
 
-def _mark_match(ax: Axes, scenario: Scenario, chart: str, *, troubles: bool = True) -> None:
-    """Mark the phases, the kick-off and (unless the chart draws them itself) the planned
-    troubles on a chart whose x axis is minutes of the run."""
+def _mark_match(
+    ax: Axes,
+    scenario: Scenario,
+    chart: str,
+    *,
+    troubles: Iterable[tuple[int, Trouble]] = (),
+    colour: str = TROUBLE_COLOUR,
+    names: bool = True,
+    axis_label: bool = True,
+) -> None:
+    """Place a chart whose x axis is minutes of the day: the phases' starts (dotted), the
+    kick-off (solid), half-time shaded, ``troubles`` (numbered as in the scenario) shaded
+    in ``colour``; with ``names``, "kick-off" and "half-time" written at the top. The state
+    timeline draws the troubles in lanes of their own, and each row of the load chart only
+    its feed's."""
     for n, phase in enumerate(scenario.phases):
         if phase.start > 0:
             ax.axvline(
                 _minutes(phase.start), color="#757575", lw=0.6, ls=":", gid=f"{chart}-phase-{n}"
             )
-    ax.axvline(_minutes(scenario.kickoff), color="#212121", lw=0.9, gid=f"{chart}-kickoff")
-    if troubles:
-        for n, trouble in enumerate(scenario.troubles):
-            end = scenario.duration if trouble.end is None else trouble.end
+        if phase.name == "half-time":
             ax.axvspan(
-                _minutes(trouble.start),
-                _minutes(end),
-                color=TROUBLE_COLOUR,
-                alpha=0.08,
+                _minutes(phase.start),
+                _minutes(phase.end),
+                color=HALF_TIME_COLOUR,
+                alpha=0.15,
                 lw=0,
-                gid=f"{chart}-trouble-{n}",
+                zorder=0,  # behind what the chart draws
+                gid=f"{chart}-half-time",
             )
+            if names:
+                _top_note(ax, (phase.start + phase.end) / 2, "half-time", "center")
+    ax.axvline(_minutes(scenario.kickoff), color="#212121", lw=0.9, gid=f"{chart}-kickoff")
+    if names:
+        _top_note(ax, scenario.kickoff, " kick-off", "left")
+    for n, trouble in troubles:
+        ax.axvspan(
+            _minutes(trouble.start),
+            _minutes(scenario.end_of(trouble)),
+            color=colour,
+            alpha=0.1,
+            lw=0,
+            zorder=0,  # behind the data: an area chart keeps its colours
+            gid=f"{chart}-trouble-{n}",
+        )
     ax.set_xlim(0, _minutes(scenario.duration))
-    ax.set_xlabel("minutes of the run")
+    if axis_label:
+        ax.set_xlabel(
+            f"minutes since the start of the day (kick-off at {match_clock(scenario.kickoff)})"
+        )
+
+
+def _title(ax: Axes, text: str, side: str, *, size: float = 9.0) -> None:
+    """``text`` just above ``ax``, at its ``side``: placed, not laid out (matplotlib's own
+    titles measure every tick label to stay clear of them, a good part of the drawing
+    time)."""
+    ax.text(
+        0.0 if side == "left" else 1.0,
+        1.02,
+        text,
+        transform=ax.transAxes,
+        ha=side,
+        va="bottom",
+        fontsize=size,
+    )
+
+
+def _top_note(ax: Axes, at: float, text: str, align: str) -> None:
+    """``text`` small, at the top of ``ax``, at ``at`` seconds of the day."""
+    ax.text(
+        _minutes(at),
+        0.97,
+        text,
+        transform=ax.get_xaxis_transform(),  # x in data, y in axes fractions
+        ha=align,
+        va="top",
+        fontsize=7,
+        color="#424242",
+    )
 
 
 def _phase_names(ax: Axes, scenario: Scenario) -> None:
@@ -324,18 +450,29 @@ def _phase_names(ax: Axes, scenario: Scenario) -> None:
     top.spines["top"].set_visible(False)
 
 
+def _trouble_lanes(scenario: Scenario) -> list[tuple[str, str]]:
+    """One lane per feed and kind of trouble, in the order they first happen: a feed's
+    troubles of different kinds may overlap (bad data, and stuck within it)."""
+    return list(dict.fromkeys((trouble.feed, trouble.kind) for trouble in scenario.troubles))
+
+
 def _state_chart(result: MatchResult) -> Chart:
     scenario = result.scenario
     guards = _guards(result)
-    trouble_feeds = list(dict.fromkeys(trouble.feed for trouble in scenario.troubles))
-    lanes = [f"{feed}: planned trouble" for feed in trouble_feeds] + list(guards)
-    figure = Figure(figsize=(11, 1.2 + 0.32 * len(lanes)), layout="constrained")
+    trouble_lanes = _trouble_lanes(scenario)
+    lanes = [f"{feed}: {kind}" for feed, kind in trouble_lanes] + list(guards)
+    height = 1.2 + 0.32 * len(lanes)
+    figure = Figure(figsize=(11, height))
+    # Room on the left for the longest lane's name (about 0.075 in a character at 9 pt),
+    # measured rather than laid out: a layout engine would draw the chart twice.
+    left = 0.2 + 0.075 * max((len(lane) for lane in lanes), default=0)
+    _margins(figure, left=left, right=0.2, top=0.45, bottom=0.55)
     ax = figure.add_subplot()
     width = scenario.duration
     notes: list[str] = []
     for n, trouble in enumerate(scenario.troubles):
-        lane = trouble_feeds.index(trouble.feed)
-        end = scenario.duration if trouble.end is None else trouble.end
+        lane = trouble_lanes.index((trouble.feed, trouble.kind))
+        end = scenario.end_of(trouble)
         ax.add_patch(
             Rectangle(
                 (_minutes(trouble.start), lane - 0.35),
@@ -347,8 +484,19 @@ def _state_chart(result: MatchResult) -> Chart:
                 gid=f"states-trouble-{n}",
             )
         )
-        _segment_text(ax, trouble.start, end, lane, trouble.kind, width)
-    for lane, guard in enumerate(guards, start=len(trouble_feeds)):
+        # Every window is labelled: inside when it is wide enough, else just after it.
+        if not _segment_text(ax, trouble.start, end, lane, trouble.kind, width):
+            ax.text(
+                _minutes(end),
+                lane,
+                _label(f" {trouble.kind}"),
+                ha="left",
+                va="center",
+                fontsize=7.5,
+                color=TROUBLE_COLOUR,
+                gid=f"states-trouble-{n}-label",
+            )
+    for lane, guard in enumerate(guards, start=len(trouble_lanes)):
         segments = state_segments(result, guard)
         if len(segments) > MAX_SEGMENTS:
             shortest = width / MAX_SEGMENTS
@@ -374,24 +522,27 @@ def _state_chart(result: MatchResult) -> Chart:
     ax.set_yticks(range(len(lanes)), [_label(lane) for lane in lanes])
     ax.set_ylim(max(len(lanes), 1) - 0.5, -0.5)
     ax.tick_params(axis="y", length=0)
-    _mark_match(ax, scenario, "states", troubles=False)
+    _mark_match(ax, scenario, "states", names=False)
     _phase_names(ax, scenario)
     return Chart("chart-states", _svg(figure, "chart-states"), tuple(notes))
 
 
-def _segment_text(ax: Axes, start: float, end: float, lane: int, text: str, width: float) -> None:
-    """Write ``text`` inside a segment when the segment is wide enough to hold it."""
-    if end - start >= width * 0.06:
-        ax.text(
-            _minutes((start + end) / 2),
-            lane,
-            _label(text.replace("_", " ")),
-            ha="center",
-            va="center",
-            fontsize=7.5,
-            color="white",
-            clip_on=True,
-        )
+def _segment_text(ax: Axes, start: float, end: float, lane: int, text: str, width: float) -> bool:
+    """Write ``text`` inside a segment when the segment is wide enough to hold it (about
+    0.65% of the chart's width per character); whether it was written."""
+    if end - start < width * (0.01 + 0.0065 * len(text)):
+        return False
+    ax.text(
+        _minutes((start + end) / 2),
+        lane,
+        _label(text.replace("_", " ")),
+        ha="center",
+        va="center",
+        fontsize=7.5,
+        color="white",
+        clip_on=True,
+    )
+    return True
 
 
 # -- series over the samples ---------------------------------------------------------------
@@ -439,8 +590,8 @@ def _latency_chart(result: MatchResult) -> Chart:
     scenario = result.scenario
     bins = _bins(result.samples)
     x = _ends(bins)
-    figure = Figure(figsize=(11, 5.4))
-    _margins(figure, right=1.75, rows=2)  # the legends sit to the right of the plots
+    figure = Figure(figsize=(11, 5.6))
+    _margins(figure, right=1.75, rows=2, between=0.9)  # the legends sit right of the plots
     for row, (series, title) in enumerate(
         (
             ("publish", '"publish prices" (a fetch from the feeds)'),
@@ -476,11 +627,11 @@ def _latency_chart(result: MatchResult) -> Chart:
             # 20, 30, 50, 100 ms: numbers people read, not powers of ten.
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_locator(NullLocator())  # the numbers above say enough
         ax.set_ylabel("ms")
-        ax.set_title(title, loc="left", fontsize=9)
+        _title(ax, title, "left")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-        _mark_match(ax, scenario, f"latency-{series}")
+        _mark_match(ax, scenario, f"latency-{series}", troubles=enumerate(scenario.troubles))
     return Chart("chart-latency", _svg(figure, "chart-latency"), _binning_note(result, bins))
 
 
@@ -504,83 +655,123 @@ def _prices_chart(result: MatchResult) -> Chart:
         area.set_gid(f"prices-{status.value}")
     ax.set_ylim(0, max(1, len(result.scenario.markets)))
     ax.set_ylabel("markets")
-    _mark_match(ax, result.scenario, "prices")
+    _mark_match(ax, result.scenario, "prices", troubles=enumerate(result.scenario.troubles))
     return Chart("chart-prices", _svg(figure, "chart-prices"), _binning_note(result, bins))
 
 
-def _answers_per_bin(
-    result: MatchResult, bins: Sequence[Sequence[Sample]]
-) -> dict[PriceStatus, list[int]]:
-    """Answers by status in each bin: an answer counts in the first bin ending at or
-    after it (the last bin takes any later one)."""
+def _answers_per_bin(result: MatchResult, bins: Sequence[Sequence[Sample]]) -> dict[str, list[int]]:
+    """Answers of each kind (:func:`answer_kind`) in each bin: an answer counts in the
+    first bin ending at or after it (the last bin takes any later one)."""
     ends = [group[-1].at for group in bins]
-    counts = {status: [0] * len(ends) for status in PriceStatus}
+    counts = {kind.key: [0] * len(ends) for kind in ANSWER_KINDS}
+    fresh_limit = result.scenario.fresh_limit
     n = 0
     for answer in result.answers:  # in time order, as the record keeps them
         while n < len(ends) - 1 and answer.at > ends[n]:
             n += 1
         if ends:
-            counts[answer.status][n] += 1
+            counts[answer_kind(answer, fresh_limit)][n] += 1
     return counts
 
 
-def _answers_chart(result: MatchResult, prefix: str, top: float) -> Chart:
+def _shares(counts: dict[str, list[int]]) -> dict[str, list[float]]:
+    """``counts`` per bin as percentages of the bin's answers (0 in a bin without any)."""
+    totals = [sum(column) for column in zip(*counts.values(), strict=True)]
+    return {
+        key: [100 * n / total if total else 0.0 for n, total in zip(row, totals, strict=True)]
+        for key, row in counts.items()
+    }
+
+
+def _answers_chart(result: MatchResult, prefix: str) -> Chart:
+    """What users got in each interval, as shares of the interval's answers: the kick-off
+    surge brings ten times the requests, and counts would hide everything else."""
     bins = _bins(result.samples)
-    counts = _answers_per_bin(result, bins)
+    shares = _shares(_answers_per_bin(result, bins))
     figure = Figure(figsize=(5.5, 2.8))
     _margins(figure)
     ax = figure.add_subplot()
-    statuses = list(PriceStatus)
     areas = ax.stackplot(
         _ends(bins),
-        *[counts[status] for status in statuses],
-        labels=[status.value for status in statuses],
-        colors=[STATUS_COLOURS[status] for status in statuses],
-        step="pre",  # a count holds for the interval that ends at its sample
+        *[shares[kind.key] for kind in ANSWER_KINDS],
+        labels=[kind.label for kind in ANSWER_KINDS],
+        colors=[kind.colour for kind in ANSWER_KINDS],
+        step="pre",  # a share holds for the interval that ends at its sample
     )
-    for area, status in zip(areas, statuses, strict=True):
-        area.set_gid(f"{prefix}answers-{status.value}")
-    ax.set_ylim(0, top)
-    ax.set_ylabel("answers per interval")
-    ax.set_title(result.label, loc="left", fontsize=9)
+    for area, kind in zip(areas, ANSWER_KINDS, strict=True):
+        area.set_gid(f"{prefix}answers-{kind.key}")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of answers")
+    _title(ax, result.label, "left")
     chart = f"chart-{prefix}answers"
-    _mark_match(ax, result.scenario, chart)
+    _mark_match(
+        ax, result.scenario, f"{prefix}answers", troubles=enumerate(result.scenario.troubles)
+    )
     return Chart(chart, _svg(figure, chart), _binning_note(result, bins))
+
+
+def _calls_per_bin(bins: Sequence[Sequence[Sample]], feed: str) -> tuple[list[int], list[int]]:
+    """Per bin, the calls ``feed`` received for users and for the cross-check."""
+    users: list[int] = []
+    checks: list[int] = []
+    for group in bins:
+        checked = sum(sample.check_calls.get(feed, 0) for sample in group)
+        users.append(sum(sample.feed_calls.get(feed, 0) for sample in group) - checked)
+        checks.append(checked)
+    return users, checks
 
 
 def _load_chart(result: MatchResult, prefix: str, top: float, *, wide: bool) -> Chart:
+    """One row per feed: the calls made for users, with the cross-check's stacked on top
+    (the dashed line is every call), and the feed's own troubles shaded."""
     scenario = result.scenario
     bins = _bins(result.samples)
     x = _ends(bins)
-    figure = Figure(figsize=(11 if wide else 5.5, 3.0))
-    _margins(figure, top=0.45)  # the legend sits above the plot
-    ax = figure.add_subplot()
     feeds = list(result.feeds)
-    for n, feed in enumerate(feeds):
-        calls = [sum(sample.feed_calls.get(feed, 0) for sample in group) for group in bins]
-        ax.step(x, calls, where="pre", lw=1.3, color=f"C{n}", label=_label(feed),
-                gid=f"{prefix}load-{element_id(feed)}")  # fmt: skip
-    for n, trouble in enumerate(scenario.troubles):
-        colour = f"C{feeds.index(trouble.feed)}" if trouble.feed in feeds else TROUBLE_COLOUR
-        end = scenario.duration if trouble.end is None else trouble.end
-        ax.axvspan(
-            _minutes(trouble.start),
-            _minutes(end),
-            color=colour,
-            alpha=0.12,
-            lw=0,
-            gid=f"{prefix}load-trouble-{n}",
-        )
-    ax.set_ylim(0, top)
-    ax.set_ylabel("calls per interval")
-    ax.set_title(result.label, loc="right", fontsize=9)
-    if feeds:
-        ax.legend(
-            loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(feeds), fontsize=8, frameon=False
-        )
+    rows = max(1, len(feeds))
+    figure = Figure(figsize=(11 if wide else 5.5, 0.95 + 1.15 * rows))
+    _margins(figure, top=0.45, rows=rows, between=0.3)  # the legend sits above the plots
     chart = f"chart-{prefix}load"
-    _mark_match(ax, scenario, chart, troubles=False)
+    first: Axes | None = None
+    for n, feed in enumerate(feeds):
+        ax = figure.add_subplot(rows, 1, n + 1, sharex=first)
+        first = first or ax
+        name, colour = element_id(feed), f"C{n}"
+        users, checks = _calls_per_bin(bins, feed)
+        every = [u + c for u, c in zip(users, checks, strict=True)]
+        ax.fill_between(x, users, every, step="pre", color=colour, alpha=0.3, lw=0,
+                        label="for the cross-check", gid=f"{prefix}load-checks-{name}")  # fmt: skip
+        ax.step(x, users, where="pre", lw=1.3, color=colour, label="for users",
+                gid=f"{prefix}load-users-{name}")  # fmt: skip
+        ax.step(x, every, where="pre", lw=0.7, ls="--", color=colour, label="every call",
+                gid=f"{prefix}load-all-{name}")  # fmt: skip
+        ax.set_ylim(0, top)
+        _title(ax, _label(feed), "left", size=8)
+        last = n == len(feeds) - 1
+        ax.tick_params(labelbottom=last)
+        own = [(i, t) for i, t in enumerate(scenario.troubles) if t.feed == feed]
+        _mark_match(ax, scenario, f"{prefix}load-{name}", troubles=own, colour=colour,
+                    names=n == 0, axis_label=last)  # fmt: skip
+        if n == 0:
+            _title(ax, result.label, "right")
+            _load_legend(ax)
+    if first is None:  # no feed at all: an empty, placed chart all the same
+        ax = figure.add_subplot()
+        _mark_match(ax, scenario, f"{prefix}load")
+    figure.supylabel("calls per interval", fontsize=9)
     return Chart(chart, _svg(figure, chart), _binning_note(result, bins))
+
+
+def _load_legend(ax: Axes) -> None:
+    """The key of the load chart, in grey: it holds for every feed's colour."""
+    grey = "#616161"
+    handles = [
+        Line2D([], [], color=grey, lw=1.3, label="for users"),
+        Patch(facecolor=grey, alpha=0.3, label="for the cross-check"),
+        Line2D([], [], color=grey, lw=0.7, ls="--", label="every call"),
+    ]
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.12), ncols=3,
+              fontsize=8, frameon=False)  # fmt: skip
 
 
 def _highest_load(result: MatchResult) -> float:
@@ -589,12 +780,6 @@ def _highest_load(result: MatchResult) -> float:
         (sum(s.feed_calls.get(feed, 0) for s in group) for group in bins for feed in result.feeds),
         default=0,
     )
-
-
-def _highest_answers(result: MatchResult) -> float:
-    bins = _bins(result.samples)
-    counts = _answers_per_bin(result, bins)
-    return max((sum(column) for column in zip(*counts.values(), strict=True)), default=0)
 
 
 # -- the incident timeline -----------------------------------------------------------------
@@ -721,7 +906,7 @@ def _savings(result: MatchResult, unprotected: MatchResult) -> list[str]:
     for what, total in (
         ("errors users saw", "errors"),
         ("bad prices published", "bad_published"),
-        ("old prices published as fresh", "old_published_as_fresh"),
+        ("old prices shown as fresh", "old_published_as_fresh"),
     ):
         mine, other = getattr(ours, total), getattr(theirs, total)
         lines.append(f"{what}: {mine} with the guards, {other} without")
@@ -729,8 +914,17 @@ def _savings(result: MatchResult, unprotected: MatchResult) -> list[str]:
         mine = ours.calls_in_trouble.get(feed, 0)
         other = theirs.calls_in_trouble.get(feed, 0)
         lines.append(
-            f"calls to {feed} during its troubles: {mine} with the guards, {other} without"
+            f"calls to {feed} for users during its troubles: {mine} with the guards, "
+            f"{other} without"
         )
+    mine, other = sum(ours.user_calls.values()), sum(theirs.user_calls.values())
+    checks = sum(load.checks for load in result.feeds.values())
+    lines.append(
+        f"calls to the feeds for users: {mine} with the guards, {other} without; the "
+        f"cross-check made {checks} more with the guards (every feed asked for every market "
+        f"three feeds price, every {result.scenario.check_every:g} s), the price of catching "
+        "a feed whose prices are stuck"
+    )
     return lines
 
 
@@ -743,11 +937,19 @@ class Reject:
     count: int
 
 
-def _rejects(result: MatchResult) -> list[Reject]:
+def _troubles(scenario: Scenario) -> list[tuple[str, str, str, str, str, str]]:
+    """Each planned trouble as the page lists it: start, end, the phase it starts in, the
+    feed, its kind and its description."""
     return [
-        Reject(feed, reason, count)
-        for feed, reasons in result.rejects.items()
-        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+        (
+            match_clock(t.start),
+            "the end" if t.end is None else match_clock(t.end),
+            phase_at(scenario, t.start),
+            t.feed,
+            t.kind,
+            t.description,
+        )
+        for t in scenario.troubles
     ]
 
 
@@ -776,29 +978,20 @@ def render_report(result: MatchResult, unprotected: MatchResult | None) -> str:
         runs = (
             [(result, "")] if unprotected is None else [(result, ""), (unprotected, "unprotected-")]
         )
-        answers_top = max(_highest_answers(run) for run, _ in runs) * 1.1 or 1.0
         load_top = max(_highest_load(run) for run, _ in runs) * 1.1 or 1.0
-        answers = [_answers_chart(run, prefix, answers_top) for run, prefix in runs]
+        answers = [_answers_chart(run, prefix) for run, prefix in runs]
         load = [_load_chart(run, prefix, load_top, wide=len(runs) == 1) for run, prefix in runs]
     comparison: list[SummaryRow] = summary_rows(result, unprotected) if unprotected else []
     template = _environment().get_template("report.html.j2")
+    incidents = incident_blocks(result.audit)
     return template.render(
         result=result,
         scenario=scenario,
         unprotected=unprotected,
-        duration=match_clock(scenario.duration),
+        outline=day_outline(scenario),
         kickoff=match_clock(scenario.kickoff),
         phases=[(match_clock(p.start), match_clock(p.end), p.name) for p in scenario.phases],
-        troubles=[
-            (
-                match_clock(t.start),
-                "the end" if t.end is None else match_clock(t.end),
-                t.feed,
-                t.kind,
-                t.description,
-            )
-            for t in scenario.troubles
-        ],
+        troubles=_troubles(scenario),
         headlines=_headlines(result),
         charts=charts,
         answers=answers,
@@ -810,10 +1003,12 @@ def render_report(result: MatchResult, unprotected: MatchResult | None) -> str:
         budget_runbook_link=web_link(result.budget_runbook),
         health_colours=_health_keys(result),
         status_colours={status.value: colour for status, colour in STATUS_COLOURS.items()},
+        answer_kinds=ANSWER_KINDS,
         trouble_colour=TROUBLE_COLOUR,
-        incidents=incident_blocks(result.audit),
+        incidents=incidents,
+        folded=any(block.summary for block in incidents),
         flap_run=FLAP_RUN,
-        rejects=_rejects(result),
+        rejects=[Reject(*reject) for reject in rejects_by_count(result)],
     )
 
 

@@ -4,14 +4,25 @@ What it shows:
 
 - :class:`LiveView` reads what every guard reports about itself, a
   :class:`resilient.RegistrySnapshot`, once per sampling interval. On a terminal it
-  redraws one screen with ``rich``: each guard's state and health with the numbers behind
-  them, the prices board, the match clock and the last transitions with their reasons.
+  redraws one screen with ``rich`` that fits the terminal, 80 x 24 included: the clock of
+  the day with the kick-off and half-time on it, the guards (the least healthy first,
+  and when they do not all fit, the healthy rest named on one line), the prices board,
+  the feeds' calls (for users + for the cross-check) and the last transitions. Every row
+  is one line, cut with an ellipsis: nothing wraps. Wider terminals get each guard's kind
+  and health, a progress bar and a note on how each kind counts its calls.
   Anywhere else (CI, ``make demo | tee``, a log file) it prints one line per twelfth of the
   match and one line per transition, so the log stays short enough to read.
+- :func:`guard_figures` reads each kind of guard's own statistics into the same columns
+  (calls, refused, failed): a feed's breaker counts the calls it let through, its
+  bulkhead every attempt and the cross-check's samples too, so the two rows differ.
 - :func:`print_summary` prints the run's totals from :func:`~.record.summarize`, beside
-  the unprotected run's when there is one, then the updates refused at the edge.
+  the unprotected run's when there is one (the bad and the old prices apart from the
+  fresh ones, each feed's calls for users apart from the cross-check's), then the updates
+  refused at the edge.
 
-Everything printed is read from the snapshots and the record: nothing is written in.
+Times are the clock of the day, minutes and seconds since the start of the pre-match
+(:func:`~.scenario.match_clock`), as in the report. Everything printed is read from the
+snapshots and the record: nothing is written in.
 """
 
 from __future__ import annotations
@@ -32,18 +43,21 @@ from rich.text import Text
 import resilient
 
 from .record import EntryKind, MatchResult, Sample, summarize
-from .scenario import Scenario
+from .scenario import Scenario, match_clock
 
 __all__ = [
     "GuardFigures",
     "LiveView",
     "SummaryRow",
+    "day_outline",
     "guard_figures",
     "match_clock",
     "milliseconds",
     "one_line",
     "phase_at",
+    "phase_marks",
     "print_summary",
+    "rejects_by_count",
     "summary_rows",
 ]
 
@@ -54,18 +68,24 @@ TRANSITION_LINES_PER_PERIOD = 10
 are counted on one line (a bulkhead flapping through the kick-off surge would otherwise
 fill the log)."""
 RECENT_TRANSITIONS = 6
-"""Transitions shown at the bottom of the live screen."""
+"""Transitions shown at the bottom of the live screen, when the terminal has room."""
+MIN_TRANSITIONS = 3
+"""Transitions the live screen shows however short the terminal."""
+HEADER_LINES = 2  # the live screen's title and clock, and the phases on the clock
+BOARD_LINES = 2  # the prices board, and the feeds' calls
+WIDE = 100
+"""Columns from which the live screen also shows each guard's kind and health, and a
+progress bar."""
+CALLS_LEGEND = (
+    "calls: each guard counts its own; a breaker the calls it let through to its feed, a "
+    "bulkhead every attempt, the cross-check's samples too"
+)
+"""Shown under the guards when the terminal has a line to spare."""
 
 HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unavailable": "bold red"}
 
 
-# -- what the match clock says -------------------------------------------------------------
-
-
-def match_clock(at: float) -> str:
-    """``"73:05"``: minutes and seconds of the run at ``at`` seconds."""
-    seconds = max(0, int(at))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+# -- what the clock says -------------------------------------------------------------------
 
 
 def phase_at(scenario: Scenario, at: float) -> str:
@@ -91,10 +111,27 @@ def one_line(text: str) -> str:
 class GuardFigures:
     """What an operator wants to see of one guard, read from its snapshot's statistics.
 
+    Each kind of guard counts its own calls, so the same call shows in several rows, and
+    not the same number of times. A feed's **breaker** counts the calls it let through to
+    the feed, one per failover attempt on that feed, however often the retry inside it
+    tried. The feed's **bulkhead**, inside the retry, counts every attempt it admitted, and
+    also the cross-check's samples, which skip the breaker (a flagged feed must still be
+    checked): so bet-gamma's bulkhead can show hundreds of calls while its breaker, asked
+    only when the feeds before it fail, shows a few dozen.
+
     Attributes:
-        calls: Calls the guard saw (admitted, answered or judged, as the kind counts them).
-        refused: Calls it refused without running them (rejections, throttled retries).
-        failed: Calls that failed through it (or, for the budget, that were too slow).
+        calls: Calls the guard saw, totals since the start: a breaker's calls it let through
+            (successes, failures, and those cancelled or ignored), a retry's calls, a
+            bulkhead's admitted calls, a budget's measured calls, a cache's answers (fresh,
+            stale and missed), a failover's calls. ``None`` for the retry budget, whose
+            counts cover only its window (the note gives them).
+        refused: Calls it refused without running them: a breaker's or a bulkhead's
+            rejections, the retries a retry budget refused. ``None`` for a guard that
+            never refuses a call itself (a failover's "refused" counts sources that
+            refused one attempt, not calls).
+        failed: Calls that failed through it: a breaker's failures, the calls a retry gave
+            up on, a budget's bad calls (too slow, failed or refused), a cache's failed
+            background refreshes, a failover's calls that no source answered.
         note: The one figure that says most about this kind, in words.
         alarm: The note describes a problem (shown in red on the terminal).
     """
@@ -134,13 +171,24 @@ def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+_BREAKER_ENDS = ("successes", "failures", "ignored", "rejected_inner", "cancelled", "late")
+"""How a call the breaker let through can end: exactly one of these counts it."""
+
+
 def _breaker(stats: _Stats) -> GuardFigures:
-    rate, retry_after = _number(stats, "failure_rate"), _number(stats, "retry_after")
-    notes = [] if rate is None else [f"failure rate {rate:.0%}"]
+    # The rates that open the breaker are over its window (the last calls), not the totals.
+    window = _count(stats, "window_calls")
+    failed, slow = _number(stats, "failure_rate"), _number(stats, "slow_call_rate")
+    notes: list[str] = []
+    if window and failed is not None:
+        notes.append(f"{failed:.0%} of last {window} failed")
+        if slow:
+            notes.append(f"{slow:.0%} slow")
+    retry_after = _number(stats, "retry_after")
     if retry_after is not None:
         notes.append(f"probes in {retry_after:.0f} s")
     return GuardFigures(
-        calls=_total(_count(stats, "successes"), _count(stats, "failures")),
+        calls=_total(*(_count(stats, end) for end in _BREAKER_ENDS)),
         refused=_count(stats, "rejected"),
         failed=_count(stats, "failures"),
         note=", ".join(notes),
@@ -150,21 +198,27 @@ def _breaker(stats: _Stats) -> GuardFigures:
 def _retry(stats: _Stats) -> GuardFigures:
     gave_up = [_count(stats, key) for key in stats if key.startswith("gave_up_")]
     retries, recovered = _count(stats, "retries") or 0, _count(stats, "recovered") or 0
+    notes = [f"{retries} retries, {recovered} recovered"]
+    if refused := _count(stats, "gave_up_budget"):
+        notes.append(f"{refused} refused by the budget")
     return GuardFigures(
         calls=_count(stats, "calls"),
         refused=None,
         failed=_total(*gave_up),
-        note=f"{retries} retries, {recovered} recovered",
+        note=", ".join(notes),
     )
 
 
 def _retry_budget(stats: _Stats) -> GuardFigures:
-    available = _number(stats, "available")
+    # first_attempts and retries cover the budget's window only; throttled is a total.
+    available, window = _number(stats, "available"), _number(stats, "window")
+    first, retries = _count(stats, "first_attempts") or 0, _count(stats, "retries") or 0
+    over = "" if window is None else f"last {window:g} s: "
     return GuardFigures(
-        calls=_count(stats, "first_attempts"),
+        calls=None,
         refused=_count(stats, "throttled"),
         failed=None,
-        note=f"{_count(stats, 'retries') or 0} retries, {available or 0:.0f} left",
+        note=f"{over}{retries} retries for {first} calls, {available or 0:.0f} left",
         alarm=available is not None and available < 1,
     )
 
@@ -196,10 +250,12 @@ def _budget(stats: _Stats) -> GuardFigures:
 def _cache(stats: _Stats) -> GuardFigures:
     stale, on_error = _count(stats, "stale_served") or 0, _count(stats, "stale_on_error") or 0
     return GuardFigures(
-        calls=_total(_count(stats, "hits"), _count(stats, "misses")),
+        # Every answer is a hit (fresh), a miss (fetched, or joined a fetch) or served
+        # stale while one refresh runs; stale_on_error answers are misses whose fetch failed.
+        calls=_total(_count(stats, "hits"), _count(stats, "misses"), _count(stats, "stale_served")),
         refused=None,
         failed=_count(stats, "refresh_failures"),
-        note=f"{stale} stale served, {on_error} on error",
+        note=f"{stale} stale while refreshing, {on_error} on error",
     )
 
 
@@ -207,14 +263,17 @@ def _failover(stats: _Stats) -> GuardFigures:
     hedges, won = _count(stats, "hedges") or 0, _count(stats, "hedge_wins") or 0
     return GuardFigures(
         calls=_count(stats, "calls"),
-        refused=_count(stats, "refused"),
+        refused=None,
         failed=_count(stats, "exhausted"),
-        note=f"{_count(stats, 'failovers') or 0} failovers, {hedges} hedges ({won} won)",
+        note=(
+            f"{_count(stats, 'failovers') or 0} failovers, {_count(stats, 'skipped') or 0} "
+            f"skipped, {hedges} hedges ({won} won)"
+        ),
     )
 
 
-# Each kind of guard counts different things (see its ``snapshot().statistics``): here is
-# where they are read into the same few columns.
+# Each kind of guard counts different things (see its ``snapshot().statistics`` and
+# docs/state-model.md): here is where they are read into the same few columns.
 _FIGURES: dict[str, Callable[[_Stats], GuardFigures]] = {
     "circuit_breaker": _breaker,
     "retry": _retry,
@@ -288,8 +347,8 @@ class LiveView:
         else:
             scenario = self._scenario
             self._print(
-                f"{scenario.name}: {match_clock(scenario.duration)} of play, "
-                f"{len(scenario.markets)} markets, kick-off at {match_clock(scenario.kickoff)}"
+                f"{scenario.name}: {day_outline(scenario)}; {len(scenario.markets)} markets; "
+                f"the clock is mm:ss of the day: {phase_marks(scenario)}"
             )
         return self
 
@@ -387,23 +446,84 @@ class LiveView:
     # -- the live screen ------------------------------------------------------------------
 
     def _screen(self, sample: Sample, snapshot: resilient.RegistrySnapshot) -> RenderableType:
-        return Group(
-            self._header(sample),
-            _guards_table(snapshot),
-            _prices_board(sample),
-            _recent_transitions(sample, snapshot),
-        )
+        # Read the size at every redraw: the terminal may have been resized.
+        width, height = self._console.size
+        fits = _fit(height, guards=len(snapshot.guards), transitions=len(snapshot.trail))
+        wide = width >= WIDE
+        parts: list[RenderableType] = [
+            *self._header(sample, wide),
+            _guards_table(snapshot, fits.guard_lines, wide),
+        ]
+        if fits.legend:
+            parts.append(_line(CALLS_LEGEND, "dim"))
+        parts.extend(_prices_board(sample))
+        parts.append(_recent_transitions(sample, snapshot, fits.transitions))
+        return Group(*parts)
 
-    def _header(self, sample: Sample) -> RenderableType:
+    def _header(self, sample: Sample, wide: bool) -> list[RenderableType]:
         scenario = self._scenario
-        grid = Table.grid(padding=(0, 2))
-        grid.add_row(
+        grid = Table.grid(padding=(0, 2), expand=wide)
+        for _ in range(3):
+            grid.add_column(no_wrap=True, overflow="ellipsis")
+        cells: list[RenderableType] = [
             Text(scenario.name, style="bold"),
-            Text(f"{match_clock(sample.at)} / {match_clock(scenario.duration)}"),
+            Text(f"{match_clock(sample.at)} / {match_clock(scenario.duration)} of the day"),
             Text(phase_at(scenario, sample.at), style="cyan"),
-            ProgressBar(total=scenario.duration, completed=sample.at, width=30),
-        )
-        return grid
+        ]
+        if wide:  # a bar needs room to say anything
+            grid.add_column(ratio=1)
+            cells.append(ProgressBar(total=scenario.duration, completed=sample.at))
+        grid.add_row(*cells)
+        return [grid, _line(f"(mm:ss of the day) {phase_marks(scenario)}", "dim")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """How the live screen shares the terminal's lines."""
+
+    guard_lines: int  # rows under the guards' header, a summary line included
+    transitions: int
+    legend: bool
+
+
+def _fit(height: int, *, guards: int, transitions: int) -> _Fit:
+    """Share ``height`` lines: the header, the board and the last transitions always
+    (at least :data:`MIN_TRANSITIONS` of them), the guards in what is left."""
+    # Fixed: the header, the guards' column names, the board, the transitions' title.
+    room = max(1, height - HEADER_LINES - 1 - BOARD_LINES - 1)
+    shown = min(RECENT_TRANSITIONS, transitions, max(MIN_TRANSITIONS, room // 4))
+    guard_lines = max(1, room - shown)
+    return _Fit(
+        guard_lines=min(guards, guard_lines),
+        transitions=shown,
+        legend=guard_lines > guards,
+    )
+
+
+def _line(text: str, style: str = "") -> Text:
+    """One line of the screen: cut with an ellipsis, never wrapped."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def day_outline(scenario: Scenario) -> str:
+    """``"115:00 of the day: pre-match, first half, half-time, second half"``: what the
+    clock of the run covers."""
+    phases = ", ".join(phase.name for phase in scenario.phases)
+    return f"{match_clock(scenario.duration)} of the day" + (f": {phases}" if phases else "")
+
+
+def phase_marks(scenario: Scenario) -> str:
+    """``"kick-off 10:00 · half-time 55:00 · second half 70:00"``: when each phase after
+    the first starts, on the clock of the day (the clock every view shows)."""
+    marks = [
+        f"{'kick-off' if phase.start == scenario.kickoff else phase.name} "
+        f"{match_clock(phase.start)}"
+        for phase in scenario.phases
+        if phase.start > 0
+    ]
+    if not any(phase.start == scenario.kickoff for phase in scenario.phases):
+        marks.insert(0, f"kick-off {match_clock(scenario.kickoff)}")
+    return " · ".join(marks)
 
 
 def _worst(snapshot: resilient.RegistrySnapshot) -> str:
@@ -418,60 +538,101 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _guards_table(snapshot: resilient.RegistrySnapshot) -> Table:
-    table = Table(title="guards", box=box.SIMPLE_HEAD, title_justify="left", expand=False)
-    for header in ("guard", "kind", "state", "health"):
-        table.add_column(header)
+def _worst_first(guards: Sequence[resilient.GuardSnapshot]) -> list[resilient.GuardSnapshot]:
+    """``guards`` with the least healthy first; in registry order otherwise."""
+    return sorted(guards, key=lambda guard: guard.health, reverse=True)
+
+
+def _guards_table(snapshot: resilient.RegistrySnapshot, lines: int, wide: bool) -> RenderableType:
+    """One row per guard, the least healthy first; when ``lines`` cannot hold them all,
+    the last line names the rest."""
+    table = Table(box=None, pad_edge=False, padding=(0, 1), expand=True, header_style="bold")
+    names = [one_line(guard.name) for guard in snapshot.guards]
+    table.add_column(
+        "guards", no_wrap=True, overflow="ellipsis", max_width=max(map(len, names), default=6)
+    )
+    if wide:
+        table.add_column("kind", no_wrap=True)
+    table.add_column("state", no_wrap=True, overflow="ellipsis")
+    if wide:
+        table.add_column("health", no_wrap=True)
     for header in ("calls", "refused", "failed"):
-        table.add_column(header, justify="right")
-    table.add_column("")
-    for guard in snapshot.guards:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True, overflow="ellipsis", ratio=1)
+    ordered = _worst_first(snapshot.guards)
+    rows = ordered if len(ordered) <= lines else ordered[: lines - 1]
+    for guard in rows:
         figures = guard_figures(guard)
         health = guard.health.value
-        table.add_row(
-            Text(one_line(guard.name)),
-            Text(guard.kind.replace("_", " ")),
-            Text(guard.state, style=HEALTH_STYLES.get(health, "")),
-            Text(health, style=HEALTH_STYLES.get(health, "")),
-            _cell(figures.calls),
-            _cell(figures.refused),
-            _cell(figures.failed),
-            Text(figures.note, style="bold red" if figures.alarm else "dim"),
-        )
-    return table
+        style = HEALTH_STYLES.get(health, "")
+        cells: list[RenderableType] = [Text(one_line(guard.name))]
+        if wide:
+            cells.append(Text(guard.kind.replace("_", " ")))
+        cells.append(Text(guard.state, style=style))
+        if wide:
+            cells.append(Text(health, style=style))
+        cells += [_cell(figures.calls), _cell(figures.refused), _cell(figures.failed)]
+        cells.append(Text(figures.note, style="bold red" if figures.alarm else "dim"))
+        table.add_row(*cells)
+    rest = ordered[len(rows) :]
+    return Group(table, _rest(rest)) if rest else table
 
 
-def _prices_board(sample: Sample) -> RenderableType:
-    board = Text()
-    board.append("prices  ", style="bold")
+def _rest(guards: Sequence[resilient.GuardSnapshot]) -> Text:
+    """``"+ 4 healthy: a, b, c, d"``: the guards left out, on one line."""
+    unhealthy = sum(guard.health is not resilient.Health.HEALTHY for guard in guards)
+    what = "healthy" if not unhealthy else f"more ({unhealthy} unhealthy)"
+    names = ", ".join(one_line(guard.name) for guard in guards)
+    return Text(f"+ {len(guards)} {what}: {names}", style="dim", no_wrap=True, overflow="ellipsis")
+
+
+def _prices_board(sample: Sample) -> list[RenderableType]:
+    board = Text(no_wrap=True, overflow="ellipsis")
+    board.append("prices ", style="bold")
     board.append(f"{sample.fresh} fresh", style="green")
     board.append("  ")
     board.append(f"{sample.stale} stale", style="yellow")
     board.append("  ")
     board.append(f"{sample.suspended} suspended", style="red" if sample.suspended else "")
-    board.append(f"   {sample.requests} requests this interval")
+    board.append(f" · {sample.requests} requests")
     if sample.request_latency is not None:
         board.append(f", p99 {milliseconds(sample.request_latency.p99)}")
     if sample.publish_latency is not None:
-        board.append(f"; publish p99 {milliseconds(sample.publish_latency.p99)}")
-    feeds = "  ".join(f"{one_line(name)} {calls}" for name, calls in sample.feed_calls.items())
-    board.append(f"\nfeed calls this interval  {feeds}", style="dim")
-    return board
-
-
-def _recent_transitions(sample: Sample, snapshot: resilient.RegistrySnapshot) -> Table:
-    offset = snapshot.at - sample.at
-    table = Table(
-        title="recent transitions", box=box.SIMPLE_HEAD, title_justify="left", show_header=False
+        board.append(f" · publish p99 {milliseconds(sample.publish_latency.p99)}")
+    feeds = "  ".join(
+        f"{one_line(name)} {calls - sample.check_calls.get(name, 0)}+"
+        f"{sample.check_calls.get(name, 0)}"
+        for name, calls in sample.feed_calls.items()
     )
-    for transition in snapshot.trail[-RECENT_TRANSITIONS:]:
-        health = transition.new_health.value
+    return [board, _line(f"feed calls for users+cross-check  {feeds}", "dim")]
+
+
+def _recent_transitions(
+    sample: Sample, snapshot: resilient.RegistrySnapshot, count: int
+) -> RenderableType:
+    offset = snapshot.at - sample.at
+    recent = snapshot.trail[-count:] if count > 0 else ()
+    table = Table(
+        title="recent transitions" if recent else "recent transitions: none yet",
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+        show_header=False,
+        expand=True,
+    )
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column(no_wrap=True, overflow="ellipsis", max_width=26)
+    table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+    for transition in recent:
+        style = HEALTH_STYLES.get(transition.new_health.value, "")
         table.add_row(
             match_clock(transition.at - offset),
             Text(one_line(transition.guard)),
-            Text(f"{transition.old_state} -> {transition.new_state}"),
-            Text(health, style=HEALTH_STYLES.get(health, "")),
-            Text(one_line(transition.reason), overflow="ellipsis", no_wrap=True),
+            Text(f"{transition.old_state} -> {transition.new_state}", style=style),
+            Text(one_line(transition.reason)),
         )
     return table
 
@@ -507,12 +668,12 @@ def _incidents(result: MatchResult) -> str:
 
 _TOTALS = {
     "requests": "requests answered",
-    "fresh": "answers fresh",
+    "fresh": "answers fresh and valid",
     "stale": "answers stale (flagged with their age)",
     "suspended": "answers: market suspended",
     "errors": "errors users saw",
-    "bad_published": "bad prices published",
-    "old_published_as_fresh": "old prices published as fresh",
+    "bad_published": "bad prices published (malformed or implausible)",
+    "old_published_as_fresh": "old prices shown as fresh",
 }
 
 
@@ -525,9 +686,11 @@ def _troubled(result: MatchResult) -> list[str]:
 def _labels(result: MatchResult) -> dict[str, str]:
     labels = {**_TOTALS, "request_p99": "request p99"}
     for feed in result.feeds:
-        labels[f"calls-{feed}"] = f"calls to {one_line(feed)}"
+        name = one_line(feed)
+        labels[f"user-calls-{feed}"] = f"calls to {name} for users"
+        labels[f"check-calls-{feed}"] = f"calls to {name} for the cross-check"
     for feed in _troubled(result):
-        labels[f"trouble-calls-{feed}"] = f"calls to {one_line(feed)} during its troubles"
+        labels[f"trouble-calls-{feed}"] = f"calls to {one_line(feed)} for users during its troubles"
     labels["incidents"] = "incidents in the audit trail"
     return labels
 
@@ -536,8 +699,9 @@ def _values(result: MatchResult) -> dict[str, str]:
     summary = summarize(result)
     values = {key: str(getattr(summary, key)) for key in _TOTALS}
     values["request_p99"] = milliseconds(summary.request_p99)
-    for feed, calls in summary.feed_calls.items():
-        values[f"calls-{feed}"] = str(calls)
+    for feed, load in result.feeds.items():
+        values[f"user-calls-{feed}"] = str(summary.user_calls[feed])
+        values[f"check-calls-{feed}"] = str(load.checks)
     for feed, calls in summary.calls_in_trouble.items():
         values[f"trouble-calls-{feed}"] = str(calls)
     values["incidents"] = str(len(result.audit))
@@ -546,13 +710,24 @@ def _values(result: MatchResult) -> dict[str, str]:
 
 def summary_rows(result: MatchResult, unprotected: MatchResult | None) -> list[SummaryRow]:
     """The totals of ``result`` from :func:`~.record.summarize`, beside those of
-    ``unprotected`` when given: answers, bad and old prices, latency, load on each feed
-    (overall and during its troubles) and the incidents."""
+    ``unprotected`` when given: answers (the bad and the old prices apart from the fresh),
+    latency, the calls each feed received for users and for the cross-check (and for users
+    during its troubles), and the incidents."""
     ours = _values(result)
     theirs = None if unprotected is None else _values(unprotected)
     return [
         SummaryRow(key, label, ours[key], None if theirs is None else theirs.get(key, "-"))
         for key, label in _labels(result).items()
+    ]
+
+
+def rejects_by_count(result: MatchResult) -> list[tuple[str, str, int]]:
+    """``(feed, reason, updates)`` of every update refused at the edge, per feed in feed
+    order, the most frequent reason first."""
+    return [
+        (feed, reason, count)
+        for feed, reasons in result.rejects.items()
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
     ]
 
 
@@ -582,9 +757,8 @@ def print_summary(
     rejects.add_column("feed")
     rejects.add_column("reason")
     rejects.add_column("updates", justify="right")
-    for feed, reasons in result.rejects.items():
-        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
-            rejects.add_row(Text(one_line(feed)), Text(one_line(reason)), str(count))
+    for feed, reason, count in rejects_by_count(result):
+        rejects.add_row(Text(one_line(feed)), Text(one_line(reason)), str(count))
     if rejects.row_count:
         console.print(rejects)
     else:
