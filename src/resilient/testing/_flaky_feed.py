@@ -540,15 +540,14 @@ class FlakyFeed:
         with self._lock:
             state = self._state[market]
             draw = rng.random()
-            elapsed = now - self._born
-            share = 1.0
+            stale, malformed, implausible = self._rates
             if self._quality_when is not None:
-                share = self._quality_when.intensity(self._calls, elapsed)
-            stale, malformed, implausible = (rate * share for rate in self._rates)
+                share = self._quality_when.intensity(self._calls, now - self._born)
+                stale, malformed, implausible = (rate * share for rate in self._rates)
             if draw < stale and state.history:
                 update = replace(rng.choice(state.history), quality=UpdateQuality.STALE)
             else:  # (a stale draw with nothing sent yet to re-send gets a fresh price)
-                update = self._price(market, state, now, self._weights(state, now, elapsed))
+                update = self._price(market, state, now, self._weights(state, now))
                 if stale <= draw < stale + malformed:
                     update = self._malform(update)
                 elif stale + malformed <= draw < stale + malformed + implausible:
@@ -558,10 +557,11 @@ class FlakyFeed:
             self._counts[update.quality] += 1
         return update
 
-    def _weights(self, state: _Market, now: float, elapsed: float) -> list[float]:
+    def _weights(self, state: _Market, now: float) -> list[float]:
         """The market's log-weights for an answer made at ``now``: where the walk is, or
         where it was when the feed got stuck."""
-        if self._stuck is None or self._stuck.intensity(self._calls, elapsed) <= 0.0:
+        stuck = self._stuck
+        if stuck is None or stuck.intensity(self._calls, now - self._born) <= 0.0:
             state.stuck_at = None
             return self._walk(state, now)
         if state.stuck_at is None:
