@@ -4,7 +4,7 @@ password, and otherwise stops and says what to install. It runs ``make test`` wi
 ``CI=true`` unless the caller set ``CI``.
 
 Nothing is installed and nothing runs as another user: ``id``, ``sudo``, ``apt-get``,
-``make``, ``python3`` and ``chromium`` are stubs on a PATH of the test's own, and each
+``make``, ``python3``, ``chromium`` and ``redis-server`` are stubs on a PATH of the test's own, and each
 stub writes what it was asked to a log.
 """
 
@@ -21,7 +21,7 @@ BASICS = ("bash", "env", "dirname", "cat", "true", "cp")
 """Real commands that the script and the stubs use."""
 RUN_BOUND = 30.0
 """Real seconds one run of the script may take; it waits for nothing."""
-EVERYTHING = ("apt-get", "make", "python3", "chromium")
+EVERYTHING = ("apt-get", "make", "python3", "chromium", "redis-server")
 
 _bash = shutil.which("bash")
 if _bash is None:  # pragma: no cover - every Debian has bash
@@ -43,6 +43,7 @@ STUBS: dict[str, tuple[str, str]] = {
     # Debian's python3 without python3-venv: no ensurepip, so `python3 -m venv` fails.
     "python3-without-venv": ("python3", '[ "$*" = "-c import ensurepip" ] && exit 1; exit 0'),
     "chromium": ("chromium", "exit 0"),
+    "redis-server": ("redis-server", "exit 0"),
     "sudo": (
         "sudo",
         '[ "$1" = -n ] || { log "sudo without -n: it would wait for a password"; exit 99; }\n'
@@ -99,7 +100,7 @@ INSTALL = "install -y -qq --no-install-recommends"
 
 def test_as_root_a_missing_chromium_is_installed_with_apt_get(tmp_path: Path) -> None:
     """Root installs chromium itself, without sudo, then runs make test with CI=true."""
-    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3"))
+    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3", "redis-server"))
     assert status == 0
     assert calls == [
         "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
@@ -111,7 +112,7 @@ def test_as_root_a_missing_chromium_is_installed_with_apt_get(tmp_path: Path) ->
 def test_a_user_with_passwordless_sudo_installs_through_sudo_n(tmp_path: Path) -> None:
     """Another user installs through ``sudo -n``, which fails rather than ask for a
     password; with sudo that needs none, chromium is installed and make test runs."""
-    stubs = ("apt-get", "make", "python3", "sudo")
+    stubs = ("apt-get", "make", "python3", "sudo", "redis-server")
     status, calls, _ = run(tmp_path, uid=1000, stubs=stubs)
     assert status == 0
     assert calls == [
@@ -127,7 +128,9 @@ def test_a_user_with_passwordless_sudo_installs_through_sudo_n(tmp_path: Path) -
 def test_a_user_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
     """Without root and without sudo (a fresh Debian), the script stops before apt-get and
     make, and names the packages and the command that installs them."""
-    status, calls, stderr = run(tmp_path, uid=1000, stubs=("apt-get", "make", "python3"))
+    status, calls, stderr = run(
+        tmp_path, uid=1000, stubs=("apt-get", "make", "python3", "redis-server")
+    )
     assert status == 1
     assert calls == []
     assert "these Debian packages are missing: chromium" in stderr
@@ -138,7 +141,7 @@ def test_a_user_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
 def test_sudo_that_asks_for_a_password_is_not_waited_for(tmp_path: Path) -> None:
     """sudo that wants a password is asked only with -n, once: the script stops at once,
     saying why and what to install, and never runs apt-get or make."""
-    stubs = ("apt-get", "make", "python3", "sudo-asking-for-a-password")
+    stubs = ("apt-get", "make", "python3", "sudo-asking-for-a-password", "redis-server")
     status, calls, stderr = run(tmp_path, uid=1000, stubs=stubs)
     assert status == 1
     assert calls == ["sudo -n true"]
@@ -157,7 +160,9 @@ def test_with_chromium_present_nothing_is_installed(tmp_path: Path) -> None:
 def test_only_what_is_missing_is_installed(tmp_path: Path) -> None:
     """make and python3's venv module, which make test needs, are installed when missing,
     in one apt-get with nothing else: chromium is there."""
-    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "python3-without-venv", "chromium"))
+    status, calls, _ = run(
+        tmp_path, uid=0, stubs=("apt-get", "python3-without-venv", "chromium", "redis-server")
+    )
     assert status == 0
     assert calls == [
         "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
@@ -186,8 +191,20 @@ def test_ci_is_true_unless_the_caller_set_it(tmp_path: Path, ci: str | None, see
 def test_without_apt_get_the_script_says_what_to_install(tmp_path: Path) -> None:
     """On a machine without apt-get (not Debian), the script names the packages to install
     with that system's package manager, and stops."""
-    status, calls, stderr = run(tmp_path, uid=0, stubs=("make", "python3"))
+    status, calls, stderr = run(tmp_path, uid=0, stubs=("make", "python3", "redis-server"))
     assert status == 1
     assert calls == []
     assert "these Debian packages are missing: chromium" in stderr
     assert "There is no apt-get" in stderr
+
+
+def test_a_missing_redis_server_is_installed_for_the_shared_state_tests(tmp_path: Path) -> None:
+    """The shared-state tests start a real redis-server: as root, a missing one is installed
+    in the same apt-get as anything else missing."""
+    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3"))
+    assert status == 0
+    assert calls == [
+        "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
+        f"apt-get {INSTALL} chromium redis-server (uid 0, DEBIAN_FRONTEND=noninteractive)",
+        "make test (CI=true)",
+    ]

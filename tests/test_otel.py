@@ -47,6 +47,7 @@ from resilient import (
 )
 from resilient.chaos import Chaos, Delay, Mix, Raise
 from resilient.otel import DURATION_BUCKETS, instrument, uninstrument
+from resilient.stores import MemoryStore
 from resilient.testing import VirtualClock
 
 RUNBOOK = "https://runbooks.example/page-latency"
@@ -1041,6 +1042,12 @@ ONE_OF_EACH_KIND: dict[str, Callable[[Registry], Guard[Any]]] = {
     ),
     "Retry": lambda registry: Retry("g", attempts=2, on=ConnectionError, registry=registry),
     "RetryBudget": lambda registry: RetryBudget("g", registry=registry),
+    "SharedBreaker": lambda registry: resilient.SharedBreaker(
+        "g", store=MemoryStore(), registry=registry
+    ),
+    "SharedRateLimit": lambda registry: resilient.SharedRateLimit(
+        "g", store=MemoryStore(), rate=resilient.RateLimit(10), registry=registry
+    ),
 }
 
 GUARD_KINDS = sorted(

@@ -42,6 +42,7 @@ from ._core._errors import BulkheadFullError as BulkheadFullError
 from ._core._errors import CircuitOpenError as CircuitOpenError
 from ._core._errors import ConfigurationError as ConfigurationError
 from ._core._errors import DeadlineExceededError as DeadlineExceededError
+from ._core._errors import RateLimitedError as RateLimitedError
 from ._core._errors import RejectedError as RejectedError
 from ._core._errors import ResilientError as ResilientError
 from ._core._errors import RetryExhaustedError as RetryExhaustedError
@@ -62,6 +63,7 @@ from ._core._state import Health as Health
 from ._core._state import Refusal as Refusal
 from ._core._state import Statistic as Statistic
 from ._core._state import Transition as Transition
+from ._core._store import StoreError as StoreError
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
 from ._core._windows import TimeWindow as TimeWindow
@@ -80,6 +82,9 @@ from ._failover import InvalidAnswerError as InvalidAnswerError
 from ._failover import LatencyPercentile as LatencyPercentile
 from ._failover import Source as Source
 from ._failover import SourceAttempt as SourceAttempt
+from ._fleet import Fleet as Fleet
+from ._fleet import FleetHealth as FleetHealth
+from ._fleet import GuardFleetHealth as GuardFleetHealth
 from ._limits import AIMD as AIMD
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import Gradient2 as Gradient2
@@ -94,6 +99,9 @@ from ._retry import default_not_sent as default_not_sent
 from ._retry import parse_retry_after as parse_retry_after
 from ._retry_budget import RetryBudget as RetryBudget
 from ._retry_budget import RetryBudgetState as RetryBudgetState
+from ._shared_breaker import SharedBreaker as SharedBreaker
+from ._shared_rate import SharedRateLimit as SharedRateLimit
+from ._shared_rate import SharedRateState as SharedRateState
 
 __all__ = [
     "AIMD",
@@ -138,10 +146,13 @@ __all__ = [
     "FailoverAnswer",
     "FailoverState",
     "FallbackServed",
+    "Fleet",
+    "FleetHealth",
     "Freshness",
     "FullJitter",
     "Gradient2",
     "Guard",
+    "GuardFleetHealth",
     "GuardSnapshot",
     "Health",
     "InvalidAnswerError",
@@ -154,6 +165,7 @@ __all__ = [
     "PipelineState",
     "QueueOrder",
     "RateLimit",
+    "RateLimitedError",
     "Refusal",
     "Registry",
     "RegistrySnapshot",
@@ -168,11 +180,15 @@ __all__ = [
     "RetryScheduled",
     "RetryState",
     "Served",
+    "SharedBreaker",
+    "SharedRateLimit",
+    "SharedRateState",
     "Source",
     "SourceAttempt",
     "Stale",
     "StaleCache",
     "Statistic",
+    "StoreError",
     "Subscription",
     "SystemClock",
     "TimeWindow",

@@ -226,25 +226,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 1.0 if slow_call_rate_threshold is None else slow_call_rate_threshold,
                 "slow_call_rate_threshold",
             )
-        self._open_base = to_seconds(open_duration, "open_duration")
-        if open_duration_max is None:
-            if open_duration_multiplier is not None:
-                raise ConfigurationError(
-                    "open_duration_multiplier needs open_duration_max, the cap of the growing "
-                    f"open duration (got open_duration_multiplier={open_duration_multiplier!r} "
-                    "and no open_duration_max)"
-                )
-            self._open_max = self._open_base
-        else:
-            self._open_max = to_seconds(open_duration_max, "open_duration_max")
-            if self._open_max < self._open_base:
-                raise ConfigurationError(
-                    "open_duration_max must be >= open_duration "
-                    f"({format_seconds(self._open_base)} s) (got {open_duration_max!r})"
-                )
-        if open_duration_multiplier is None:
-            open_duration_multiplier = DEFAULT_OPEN_DURATION_MULTIPLIER
-        self._open_multiplier = check_factor(open_duration_multiplier, "open_duration_multiplier")
+        self._open_base, self._open_max, self._open_multiplier = open_durations(
+            open_duration, open_duration_max, open_duration_multiplier
+        )
         self._half_open_calls = check_count(half_open_calls, "half_open_calls")
         self._half_open_max_wait = (
             None
@@ -402,35 +386,49 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if len(pending) >= self._drain_at:
                 self._fold()
             return
+        if self._result_outcome(permit, result):
+            self._finish(permit, FAILURE, "failure_result")
+        else:
+            self._finish(permit, 0, None)
+
+    def _result_outcome(self, permit: _Permit, result: object) -> int:
+        """FAILURE when ``failure_result`` judges ``result`` a failure, else 0. A broken
+        predicate ends the call as cancelled (a trial slot must not stay taken forever)
+        and its error surfaces."""
         failure_result = self._failure_result
-        if failure_result is not None and result is not NO_RESULT:
-            try:
-                failed = failure_result(result)
-            except BaseException:
-                # A broken predicate must not keep a trial slot forever; its error surfaces.
-                self._exit_cancel(permit)
-                raise
-            if failed:
-                self._finish(permit, FAILURE, "failure_result")
-                return
-        self._finish(permit, 0, None)
+        if failure_result is None or result is NO_RESULT:
+            return 0
+        try:
+            return FAILURE if failure_result(result) else 0
+        except BaseException:
+            self._exit_cancel(permit)
+            raise
 
     def _exit_error(self, permit: _Permit, error: Exception) -> None:
+        self._finish(permit, self._error_outcome(permit, error), error_name(error))
+
+    def _error_outcome(self, permit: _Permit, error: Exception) -> int:
+        """How a call that raised ``error`` counts: FAILURE, 0 (a success: the dependency
+        answered), or neither. A broken matcher ends the call as cancelled."""
         try:
             # A refusal by a guard inside this one (a full bulkhead) never reached the
             # dependency: it says nothing about its health.
             if isinstance(error, RejectedError):
-                outcome = _REJECTED_INNER
-            elif self._is_ignored(error):
-                outcome = _IGNORED
-            elif self._is_recorded(error):
-                outcome = FAILURE
-            else:
-                outcome = 0
+                return _REJECTED_INNER
+            if self._is_ignored(error):
+                return _IGNORED
+            return FAILURE if self._is_recorded(error) else 0
         except BaseException:
             self._exit_cancel(permit)
             raise
-        self._finish(permit, outcome, error_name(error))
+
+    def _is_slow(self, permit: _Permit, now: float) -> bool:
+        """Whether the call of ``permit`` has run for slow_call_duration by ``now``."""
+        slow = self._slow_seconds
+        if slow is None or permit.__class__ is int:
+            return False
+        started = permit[1] if isinstance(permit, tuple) else cast(_Trial, permit).started
+        return now - started >= slow
 
     def _exit_cancel(self, permit: _Permit) -> None:
         slow = self._slow_seconds
@@ -788,6 +786,31 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         # slots. A trial the forking thread itself was making comes back late (it is no
         # longer in the set), so it neither frees another trial's slot nor decides.
         self._trials = set()
+
+
+def open_durations(
+    open_duration: Duration, maximum: Duration | None, multiplier: float | None
+) -> tuple[float, float, float]:
+    """Check a breaker's open duration, its cap and its growth factor; in seconds."""
+    base = to_seconds(open_duration, "open_duration")
+    if maximum is None:
+        if multiplier is not None:
+            raise ConfigurationError(
+                "open_duration_multiplier needs open_duration_max, the cap of the growing "
+                f"open duration (got open_duration_multiplier={multiplier!r} "
+                "and no open_duration_max)"
+            )
+        cap = base
+    else:
+        cap = to_seconds(maximum, "open_duration_max")
+        if cap < base:
+            raise ConfigurationError(
+                "open_duration_max must be >= open_duration "
+                f"({format_seconds(base)} s) (got {maximum!r})"
+            )
+    if multiplier is None:
+        multiplier = DEFAULT_OPEN_DURATION_MULTIPLIER
+    return base, cap, check_factor(multiplier, "open_duration_multiplier")
 
 
 def _trial_calls(n: int) -> str:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import enum
 import functools
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -20,6 +18,7 @@ from typing_extensions import ParamSpec, TypeVar
 
 from ._core._clock import Clock
 from ._core._counter import Counter
+from ._core._detached import current_library, event_loop, spawn
 from ._core._errors import ConfigurationError, describe_error, format_seconds
 from ._core._guard import Guard, registry_and_clock
 from ._core._keys import call_key, unhashable_key_error
@@ -188,29 +187,6 @@ def _show(key: Hashable) -> str:
 
 def _name_of(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
-
-
-def _current_library() -> str:
-    """``"trio"`` inside a trio run, else ``"asyncio"`` (anyio's two backends), without
-    sniffio, which is no dependency of anyio's any more."""
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-        else:
-            return "trio"
-    return "asyncio"
-
-
-def _event_loop(library: str) -> object:
-    """The identity of the running event loop: tasks coalesce with tasks of the same one."""
-    if library == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token()
-    return asyncio.get_running_loop()
 
 
 class Cache(Guard[CacheState], Generic[T]):
@@ -484,13 +460,13 @@ class Cache(Guard[CacheState], Generic[T]):
     async def _answer_async(
         self, fn: Callable[..., Any], key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Cached[Any]:
-        library = _current_library()
+        library = current_library()
         counted = False
         while True:
             served = self._from_memory(key, fn, args, kwargs, library)
             if served is not None:
                 return served
-            slot = (_event_loop(library), key)
+            slot = (event_loop(library), key)
             with self._lock:
                 if self._servable(key):
                     continue  # stored (by another loop's task) since it was looked for
@@ -695,7 +671,7 @@ class Cache(Guard[CacheState], Generic[T]):
             slot: tuple[object, Hashable] = (None, key)
             event: threading.Event | anyio.Event = threading.Event()
         else:
-            slot = (_event_loop(library), key)
+            slot = (event_loop(library), key)
             event = anyio.Event()
         with self._lock:
             if slot in self._flights:
@@ -718,12 +694,9 @@ class Cache(Guard[CacheState], Generic[T]):
                     with self._lock:
                         self._threads.discard(thread)
                     raise
-            elif library == "trio":
-                import trio
-
-                # In a copy of the caller's context, as asyncio's tasks are: the refresh
-                # sees the caller's context variables (a tenant, a chaos scope).
-                trio.lowlevel.spawn_system_task(
+            else:
+                spawn(
+                    library,
                     self._refresh_in_task,
                     fn,
                     key,
@@ -731,14 +704,8 @@ class Cache(Guard[CacheState], Generic[T]):
                     kwargs,
                     flight,
                     name=f"cache {self._name}",
-                    context=contextvars.copy_context(),
+                    tasks=self._tasks,
                 )
-            else:
-                task = asyncio.get_running_loop().create_task(
-                    self._refresh_in_task(fn, key, args, kwargs, flight)
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
         except Exception as error:
             # No refresh runs (no thread to be had): nobody may wait for it, and the caller
             # still gets the stale value; the failure is counted like a refresh's own.

@@ -10,11 +10,15 @@
     ├── InvalidAnswerError           a validator refused an answer; .source, .value
     ├── AllSourcesFailedError        no source of a failover answered validly; also an
     │                                ExceptionGroup of every attempt's error; .attempts
+    ├── StoreError                   a shared store failed (guards fall back; never raised
+    │                                to a guarded call's caller); .store, .problem
     └── RejectedError                a call refused without running; .guard, .retry_after
         ├── CircuitOpenError         refused by a circuit breaker; .state
-        └── BulkheadFullError        refused by a bulkhead; .reason
+        ├── BulkheadFullError        refused by a bulkhead; .reason
+        └── RateLimitedError         refused by a shared rate limit; .per_second, .local
 
-(The two failover errors live in ``_failover.py``, beside the lineage they carry.)
+(The two failover errors live in ``_failover.py``, beside the lineage they carry;
+``StoreError`` lives in ``_store.py`` with the store protocol.)
 
 A guarded function's own exceptions are never wrapped: callers see them unchanged.
 Control-flow exceptions (cancellation, ``KeyboardInterrupt``, ``SystemExit``,
@@ -31,6 +35,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceededError",
+    "RateLimitedError",
     "RejectedError",
     "ResilientError",
     "RetryExhaustedError",
@@ -264,6 +269,42 @@ class BulkheadFullError(RejectedError):
         if len(self.args) > 4:
             sizes = f" ({self.args[3]} running at most, {self.args[4]} queued at most)"
         return f"bulkhead {self.guard!r} is full: {why}{sizes}{_retry_hint(self.retry_after)}"
+
+
+class RateLimitedError(RejectedError):
+    """A shared rate limit refused the call: its turn would come later.
+
+    Args (positional, as for every refusal):
+        guard: Name of the rate limit.
+        retry_after: Seconds until a call would be admitted.
+        per_second: The rate that refused it: the fleet's, or this replica's share of it.
+        local: Whether this replica decided alone, on its share, while the store was away.
+    """
+
+    __slots__ = ()
+
+    @property
+    def per_second(self) -> float | None:
+        """The rate that refused the call."""
+        return self.args[2] if len(self.args) > 2 else None
+
+    @property
+    def local(self) -> bool:
+        """Whether this replica decided alone, on its share of the fleet's rate."""
+        return bool(self.args[3]) if len(self.args) > 3 else False
+
+    def __str__(self) -> str:
+        rate = self.per_second
+        if rate is None:
+            at = "is at its rate"
+        elif self.local:
+            at = (
+                f"is at this replica's share of it ({format_number(rate)}/s) while its store "
+                "is away"
+            )
+        else:
+            at = f"is at its rate of {format_number(rate)}/s across the fleet"
+        return f"rate limit {self.guard!r} {at}{_retry_hint(self.retry_after)}"
 
 
 def _retry_hint(retry_after: float | None) -> str:

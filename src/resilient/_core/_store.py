@@ -24,12 +24,13 @@ from ._errors import ResilientError
 
 __all__ = [
     "BREAKER_ACTIONS",
+    "FLEET_ACTIONS",
+    "REPLICA_HORIZON",
     "TRIAL_OUTCOMES",
     "BreakerReport",
     "BreakerRules",
     "BreakerView",
     "FleetAction",
-    "REPLICA_HORIZON",
     "RateView",
     "Store",
     "StoreError",
@@ -38,6 +39,9 @@ __all__ = [
 
 BREAKER_ACTIONS = frozenset({"force_open", "close", "disable", "reset"})
 """The operator actions a breaker report may carry."""
+
+FLEET_ACTIONS = BREAKER_ACTIONS | {"force_degraded", "force_normal", "release"}
+"""The operator actions a fleet action may carry: a breaker's, or a switch's."""
 
 TRIAL_OUTCOMES = frozenset({"success", "failure", "slow", "neither"})
 """How a half-open trial call ended, as a report tells the store."""
@@ -117,7 +121,8 @@ class BreakerReport:
         last_failure: The last failure, in words, for the reason of a trip.
         trial: Ask for a half-open trial lease (the caller wants to make a call).
         trial_token: The fencing token of a trial that ended; with ``trial_outcome``.
-        trial_outcome: How that trial ended: one of :data:`TRIAL_OUTCOMES`.
+        trial_outcome: How that trial ended: one of :data:`TRIAL_OUTCOMES`; ``None``
+            with a token counts as ``"neither"`` (the slot is freed, nothing decided).
         action: An operator action for the whole fleet: one of :data:`BREAKER_ACTIONS`.
         reason: The operator's reason for ``action``.
     """
@@ -280,7 +285,8 @@ class Store(Protocol):
         ...
 
     def act(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:
-        """Record an operator action for every replica to apply."""
+        """Record an operator action (one of :data:`FLEET_ACTIONS`) for every replica to
+        apply; only the latest action on each guard is kept."""
         ...
 
     async def act_async(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:

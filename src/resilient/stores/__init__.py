@@ -6,13 +6,14 @@ extra, keeps it in Redis for a fleet. Both make the same decisions; see
 ``docs/shared-state.md``.
 """
 
-from .._core._store import BreakerReport as BreakerReport
-from .._core._store import BreakerRules as BreakerRules
-from .._core._store import BreakerView as BreakerView
-from .._core._store import FleetAction as FleetAction
-from .._core._store import RateView as RateView
-from .._core._store import Store as Store
-from .._core._store import StoreError as StoreError
+from resilient._core._store import BreakerReport as BreakerReport
+from resilient._core._store import BreakerRules as BreakerRules
+from resilient._core._store import BreakerView as BreakerView
+from resilient._core._store import FleetAction as FleetAction
+from resilient._core._store import RateView as RateView
+from resilient._core._store import Store as Store
+from resilient._core._store import StoreError as StoreError
+
 from ._memory import MemoryStore as MemoryStore
 
 __all__ = [

@@ -12,12 +12,13 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from .._core._clock import Clock
-from .._core._errors import ConfigurationError, format_seconds
-from .._core._fork import track
-from .._core._guard import registry_and_clock
-from .._core._store import (
+from resilient._core._clock import Clock
+from resilient._core._errors import ConfigurationError, format_seconds
+from resilient._core._fork import track
+from resilient._core._guard import registry_and_clock
+from resilient._core._store import (
     BREAKER_ACTIONS,
+    FLEET_ACTIONS,
     REPLICA_HORIZON,
     TRIAL_OUTCOMES,
     BreakerReport,
@@ -26,7 +27,7 @@ from .._core._store import (
     FleetAction,
     RateView,
 )
-from .._core._validate import check_name
+from resilient._core._validate import check_name
 
 __all__ = ["MemoryStore"]
 
@@ -173,6 +174,10 @@ class MemoryStore:
 
     def act(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:
         """Record an operator action for every replica to apply."""
+        if action not in FLEET_ACTIONS:
+            raise ConfigurationError(
+                f"action must be one of {sorted(FLEET_ACTIONS)} (got {action!r})"
+            )
         with self._lock:
             self._sequence += 1
             done = FleetAction(self._sequence, guard, action, reason, replica)
@@ -265,15 +270,16 @@ def _decide(
             late += calls
 
     if b.state == "half_open":
-        for token, expiry in list(b.trials.items()):
+        for held, expiry in list(b.trials.items()):
             if expiry <= now:
-                del b.trials[token]
+                del b.trials[held]
     if report.trial_token is not None:
         if b.state == "half_open" and report.trial_token in b.trials:
             del b.trials[report.trial_token]
             outcome = report.trial_outcome
             if outcome == "failure":
-                reopen(f"trial call failed ({report.last_failure})")
+                failure = f" ({report.last_failure})" if report.last_failure else ""
+                reopen(f"trial call failed{failure}")
             elif outcome == "slow":
                 reopen("trial call slow")
             elif outcome == "success":

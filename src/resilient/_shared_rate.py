@@ -1,0 +1,265 @@
+"""A rate limit shared by every replica of a service, through a store."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import ClassVar
+
+from ._bulkhead import RateLimit
+from ._core._clock import Clock
+from ._core._counter import Counter
+from ._core._errors import ConfigurationError, RateLimitedError, format_number
+from ._core._guard import registry_and_clock
+from ._core._registry import Registry
+from ._core._run import Admission
+from ._core._state import Health, Statistic
+from ._core._store import RateView, Store, replica_id
+from ._core._validate import check_count
+from ._store_link import link
+
+__all__ = ["SharedRateLimit", "SharedRateState"]
+
+# How often a replica asks the store how many replicas share a limit.
+_COUNT_EVERY = 1.0
+
+
+class SharedRateState(str, enum.Enum):
+    """The states of a :class:`SharedRateLimit`."""
+
+    SHARED = "shared"
+    """The store decides: the fleet together stays within the rate."""
+    LOCAL = "local"
+    """The store is away: this replica admits its share of the rate on its own."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_SHARED = SharedRateState.SHARED
+_LOCAL = SharedRateState.LOCAL
+
+
+class SharedRateLimit(Admission[SharedRateState, bool]):
+    """A rate limit that the whole fleet keeps together, so a partner sees the agreed rate.
+
+    Each call takes one turn of a GCRA (a virtual token bucket) kept in the store, on the
+    store's clock: one round trip and O(1) store work per call. A refused call tells the
+    replica when the next turn comes, and until then the replica refuses calls itself,
+    with no round trip.
+
+    While the store is away (down, slower than its deadline, or its breaker open), each
+    replica admits its share of the rate on its own: the rate divided by the replicas the
+    store last counted (``replicas`` until it has counted), so the fleet together stays
+    near the rate rather than at a multiple of it. Those decisions are counted, and the
+    limit's state is ``local`` until the store answers again.
+
+    Args:
+        name: Unique name in the registry, and the limit's name in the store.
+        store: Where the fleet's turns are kept.
+        rate: The fleet's rate and burst (:class:`RateLimit`).
+        replicas: How many replicas share the limit, until the store has counted them:
+            each one's share while the store is away (default 1: the whole rate).
+        registry: Where the limit is registered; the default registry if omitted.
+        replace: Replace a guard of the same name in the registry instead of refusing.
+        clock: Source of time for this replica's own decisions.
+
+    Raises:
+        ConfigurationError: A value is out of range; the message names it.
+    """
+
+    kind = "rate_limit"
+    states: ClassVar[type[SharedRateState]] = SharedRateState
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        store: Store,
+        rate: RateLimit,
+        replicas: int = 1,
+        registry: Registry | None = None,
+        replace: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise ConfigurationError(
+                "store must be a store such as resilient.stores.redis.RedisStore or "
+                f"resilient.stores.MemoryStore (got {store!r})"
+            )
+        if not isinstance(rate, RateLimit):
+            raise ConfigurationError(f"rate must be a RateLimit(...) (got {rate!r})")
+        registry, clock = registry_and_clock(registry, clock)
+        self._store = store
+        self._rate = rate
+        self._interval = 1.0 / rate.per_second
+        self._tolerance = (rate.burst - 1) * self._interval
+        self._replicas = check_count(replicas, "replicas")
+        self._replica = replica_id()
+        self._now = clock.monotonic
+        self._refused_until = -math.inf  # the store said no turn is free until then
+        self._next_count = -math.inf
+        self._local_tat = -math.inf
+        self._admitted = Counter()
+        self._rejected = Counter()
+        self._refused_here = Counter()  # refused without asking the store
+        self._round_trips = Counter()
+        self._fallbacks = Counter()
+        super().__init__(
+            name,
+            state=_SHARED,
+            health=Health.HEALTHY,
+            registry=registry,
+            clock=clock,
+            replace=replace,
+        )
+        self._link = link(store, registry)
+
+    # -- admission -----------------------------------------------------------------------
+
+    def _enter(self) -> bool:
+        now = self._now()
+        if self._known_refusal(now) or not self._link.available:
+            return self._alone(now)
+        count = now >= self._next_count
+        view = self._link.call(
+            self._store.acquire,
+            self._name,
+            self._replica,
+            self._interval,
+            self._tolerance,
+            count=count,
+        )
+        return self._settle(view, now, count)
+
+    def _enter_nowait(self) -> bool | None:
+        now = self._now()
+        if self._known_refusal(now) or not self._link.available:
+            return self._alone(now)
+        return None
+
+    async def _enter_async(self) -> bool:
+        now = self._now()
+        if self._known_refusal(now) or not self._link.available:
+            return self._alone(now)
+        count = now >= self._next_count
+        view = await self._link.call_async(
+            self._store.acquire_async,
+            self._name,
+            self._replica,
+            self._interval,
+            self._tolerance,
+            count=count,
+        )
+        return self._settle(view, now, count)
+
+    def _known_refusal(self, now: float) -> bool:
+        """Refuse at once when the store said no turn is free yet (no round trip)."""
+        refused_until = self._refused_until
+        if now < refused_until:
+            self._rejected.increment()
+            self._refused_here.increment()
+            raise RateLimitedError(self._name, refused_until - now, self._rate.per_second, False)
+        return False
+
+    def _settle(self, view: RateView | None, now: float, count: bool) -> bool:
+        if view is None:
+            return self._alone(now)
+        self._round_trips.increment()
+        if count:
+            self._next_count = now + _COUNT_EVERY
+            if view.replicas >= 1:
+                self._replicas = view.replicas
+        if self._state is _LOCAL:
+            with self._lock:
+                if self._state is _LOCAL:
+                    self._move(
+                        _SHARED,
+                        Health.HEALTHY,
+                        f"store {self._store.name!r} answers again",
+                        now,
+                    )
+            self._deliver()
+        if view.admitted:
+            self._admitted.increment()
+            return True
+        self._refused_until = now + view.retry_after
+        self._rejected.increment()
+        raise RateLimitedError(self._name, view.retry_after, self._rate.per_second, False)
+
+    def _alone(self, now: float) -> bool:
+        """Decide on this replica's share of the rate: the store is away."""
+        self._fallbacks.increment()
+        share = self._rate.per_second / self._replicas
+        interval = 1.0 / share
+        tolerance = (max(1, self._rate.burst // self._replicas) - 1) * interval
+        moved = False
+        with self._lock:
+            if self._state is _SHARED:
+                problem = self._link.last_error
+                self._move(
+                    _LOCAL,
+                    Health.DEGRADED,
+                    f"store {self._store.name!r} is unavailable"
+                    + (f" ({problem.problem})" if problem is not None else "")
+                    + f"; admitting this replica's share: {format_number(share)}/s of "
+                    f"{format_number(self._rate.per_second)}/s ({self._replicas} "
+                    f"replica{'' if self._replicas == 1 else 's'})",
+                    now,
+                )
+                moved = True
+            tat = max(self._local_tat, now)
+            wait = tat - tolerance - now
+            if wait <= 0:
+                self._local_tat = tat + interval
+        if moved:
+            self._deliver()
+        if wait > 0:
+            self._rejected.increment()
+            raise RateLimitedError(self._name, wait, share, True)
+        self._admitted.increment()
+        return True
+
+    # A turn once taken is spent, however the call ends.
+    def _exit_ok(self, permit: bool, result: object) -> None:
+        pass
+
+    def _exit_error(self, permit: bool, error: Exception) -> None:
+        pass
+
+    def _exit_cancel(self, permit: bool) -> None:
+        pass
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def rate(self) -> RateLimit:
+        """The fleet's rate and burst."""
+        return self._rate
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas share the limit, as the store last counted them."""
+        return self._replicas
+
+    def _statistics(self, now: float) -> dict[str, Statistic]:
+        return {
+            "per_second": self._rate.per_second,
+            "burst": self._rate.burst,
+            "replicas": self._replicas,
+            "share_per_second": self._rate.per_second / self._replicas,
+            "store": self._store.name,
+            "store_available": self._link.available,
+            "admitted": self._admitted.value,
+            "rejected": self._rejected.value,
+            "rejected_without_store": self._refused_here.value,
+            "round_trips": self._round_trips.value,
+            "fallback_decisions": self._fallbacks.value,
+            "retry_after": max(0.0, self._refused_until - now)
+            if now < self._refused_until
+            else None,
+        }
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._replica = replica_id()
