@@ -107,3 +107,34 @@ def closed_url() -> str:
     from _servers import HOST, closed_port
 
     return f"http://{HOST}:{closed_port()}"
+
+
+# -- a real redis-server on loopback (tests/_redis.py), for the shared-state tests -----------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One ``redis-server`` on loopback for the session, stopped at its end. Skips where
+    none is installed (fails under CI=true). Tests keep apart by ``redis_namespace``; a
+    test that stops, restarts or blocks a server takes ``own_redis_server`` instead."""
+    from _redis import RedisServer, find_redis_server, require
+
+    with RedisServer(require(find_redis_server())) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_namespace(redis_server: Any) -> str:
+    """A namespace of this test's own on the session's server: no other test's keys."""
+    from _redis import namespace
+
+    return namespace()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[Any]:
+    """A ``redis-server`` of this test's own, to stop, restart or block; stopped after it."""
+    from _redis import RedisServer, find_redis_server, require
+
+    with RedisServer(require(find_redis_server())) as server:
+        yield server
