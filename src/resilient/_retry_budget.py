@@ -7,12 +7,13 @@ import math
 from typing import ClassVar
 
 from ._core._clock import Clock
-from ._core._errors import format_seconds
+from ._core._errors import ConfigurationError, RejectedError, format_seconds
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._state import Health, Statistic
 from ._core._validate import Duration, check_non_negative, check_ratio, to_seconds
 from ._core._windows import BucketRing, window_seconds
+from ._shared_rate import SharedRateLimit
 
 __all__ = [
     "DEFAULT_BUDGET_MIN_PER_SECOND",
@@ -64,6 +65,11 @@ class RetryBudget(Guard[RetryBudgetState]):
         min_per_second: Retries always allowed per second of window, >= 0 (default 10).
         recover_after: How long no retry may be refused before a THROTTLED budget is NORMAL
             again, >= 0 (default 1 s); the first attempt or retry after that moves it.
+        floor: A :class:`SharedRateLimit` that replaces ``min_per_second``: retries beyond
+            ``ratio`` take a turn of it, so the whole fleet together gets the floor rather
+            than each replica its own (which adds up with the replicas). The ratio stays
+            per replica: it scales with each replica's own traffic. Taking a turn is a
+            store round trip, made only for a retry the ratio does not cover.
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time.
@@ -83,6 +89,7 @@ class RetryBudget(Guard[RetryBudgetState]):
         window: Duration = DEFAULT_BUDGET_WINDOW,
         min_per_second: float = DEFAULT_BUDGET_MIN_PER_SECOND,
         recover_after: Duration = DEFAULT_BUDGET_RECOVER_AFTER,
+        floor: SharedRateLimit | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -90,6 +97,17 @@ class RetryBudget(Guard[RetryBudgetState]):
         self._ratio = check_ratio(ratio, "ratio", allow_zero=True)
         self._window = window_seconds(window, "window")
         self._reserve = check_non_negative(min_per_second, "min_per_second") * self._window
+        if floor is not None:
+            if not isinstance(floor, SharedRateLimit):
+                raise ConfigurationError(f"floor must be a SharedRateLimit or None (got {floor!r})")
+            if min_per_second != DEFAULT_BUDGET_MIN_PER_SECOND:
+                raise ConfigurationError(
+                    "floor replaces min_per_second: give one or the other (got "
+                    f"min_per_second={min_per_second!r} and floor={floor.name!r})"
+                )
+            self._reserve = 0.0
+        self._floor = floor
+        self._floor_turns = 0
         self._recover_after = to_seconds(recover_after, "recover_after")
         self._counts = BucketRing(self._window, _BUCKETS, 2)
         self._throttled = 0
@@ -125,6 +143,25 @@ class RetryBudget(Guard[RetryBudgetState]):
     def _withdraw(self) -> bool:
         """Take one retry from the budget; False (and THROTTLED) when none is left."""
         now = self._now()
+        floor = self._floor
+        if floor is not None:
+            with self._lock:
+                self._counts.expire(now)
+                covered = self._fits()
+            if not covered:
+                # Beyond the ratio: a turn of the fleet's floor, asked outside the lock.
+                try:
+                    floor._enter()
+                except RejectedError:
+                    pass
+                else:
+                    with self._lock:
+                        self._floor_turns += 1
+                        self._counts.add(_RETRY, now)
+                        moved = self._state is RetryBudgetState.THROTTLED and self._recover(now)
+                    if moved:
+                        self._deliver()
+                    return True
         with self._lock:
             self._counts.expire(now)
             allowed = self._fits()
@@ -156,9 +193,10 @@ class RetryBudget(Guard[RetryBudgetState]):
             Whether it moved (deliver after releasing the lock).
         """
         calm = self._recover_after
-        if now - self._refused_at < calm or not self._fits():
+        # With a shared floor, retries beyond the ratio come from the fleet: calm is enough.
+        if now - self._refused_at < calm or (self._floor is None and not self._fits()):
             return False
-        left = math.floor(self._allowance() + _ROUNDING)
+        left = max(0, math.floor(self._allowance() + _ROUNDING))
         retries = "1 retry" if left == 1 else f"{left} retries"
         why = (
             f"no retry refused for {format_seconds(calm)} s; {retries} left"
@@ -187,4 +225,6 @@ class RetryBudget(Guard[RetryBudgetState]):
             "window": self._window,
             "reserve": self._reserve,
             "recover_after": self._recover_after,
+            "floor": None if self._floor is None else self._floor.name,
+            "floor_turns": self._floor_turns,
         }
