@@ -65,6 +65,16 @@ class _Lease:
         self.library = library
 
 
+class _Refused:
+    """A refusal decided under the lock, raised after it (listeners hear of it unlocked)."""
+
+    __slots__ = ("retry_after", "state")
+
+    def __init__(self, state: str, retry_after: float | None) -> None:
+        self.state = state
+        self.retry_after = retry_after
+
+
 # A permit: the fleet part (the epoch a closed call was admitted in, or a trial's lease)
 # and the local breaker's permit.
 _Permit: TypeAlias = tuple[int | _Lease, object]
@@ -229,9 +239,9 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
 
     # -- admission -----------------------------------------------------------------------
 
-    def _plan(self, now: float) -> int | None:
-        """The epoch to admit a call in, ``None`` when a round trip must decide first, or
-        a refusal raised; call with the lock held."""
+    def _plan(self, now: float) -> int | _Refused | None:
+        """The epoch to admit a call in, a refusal, or ``None`` when a round trip must
+        decide first; call with the lock held."""
         state = self._state
         link_ok = self._link.available
         due = (
@@ -249,23 +259,25 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             if now < self._open_until:
                 if due:
                     return None
-                self._refuse("open", self._open_until - now, now)
+                return _Refused("open", self._open_until - now)
             if link_ok and not self._syncing:
                 return None
         elif state is _FORCED_OPEN:
             if due:
                 return None
-            self._refuse("forced_open", None, now)
+            return _Refused("forced_open", None)
         else:  # half-open
             if link_ok and not self._syncing and (due or now >= self._wait_until):
                 return None
             if link_ok:
-                self._refuse("half_open", max(0.0, self._wait_until - now), now)
+                return _Refused("half_open", max(0.0, self._wait_until - now))
         # The store is away (or another call is asking it): this replica's breaker decides.
         self._fallbacks += 1
         return self._epoch
 
-    def _refuse(self, state: str, retry_after: float | None, now: float) -> NoReturn:
+    def _refuse(self, refused: _Refused, now: float) -> NoReturn:
+        """Count and raise a refusal; call without the lock."""
+        state, retry_after = refused.state, refused.retry_after
         self._rejected.increment()
         if self._listeners._entries and self._listeners.wants(Refusal):
             self._registry._publish(
@@ -310,16 +322,18 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                 0, (report.trial_token, report.trial_outcome, report.last_failure)
             )
 
-    def _settle(self, view: BreakerView, now: float, library: str | None) -> int | _Lease:
+    def _settle(
+        self, view: BreakerView, now: float, library: str | None
+    ) -> int | _Lease | _Refused:
         """Take the store's answer and decide the call that asked; call with the lock
-        held, and :meth:`_deliver` after it (also when this raises a refusal)."""
+        held, and :meth:`_deliver` after it."""
         self._learn(view, now)
         if view.token is not None:
             return _Lease(view.token, library)
         state = self._state
         if state is _CLOSED or state is _DISABLED:
             return self._epoch
-        return self._refuse(state.value, None if state is _FORCED_OPEN else view.retry_after, now)
+        return _Refused(state.value, None if state is _FORCED_OPEN else view.retry_after)
 
     def _learn(self, view: BreakerView, now: float) -> None:
         """Take the store's answer as this replica's state; call with the lock held."""
@@ -362,8 +376,10 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _enter(self) -> _Permit:
         now = self._now()
         with self._lock:
-            fleet: int | _Lease | None = self._plan(now)
+            fleet: int | _Lease | _Refused | None = self._plan(now)
             report = self._take_report() if fleet is None else None
+        if fleet.__class__ is _Refused:
+            self._refuse(fleet, now)
         if report is not None:
             try:
                 view = self._link.call(self._store.breaker, self._name, self._rules, report)
@@ -379,13 +395,17 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             fleet = self._plan(now)
         if fleet is None:
             return None
-        return self._enter_local(fleet)
+        if fleet.__class__ is _Refused:
+            self._refuse(fleet, now)
+        return self._enter_local(fleet)  # type: ignore[arg-type]
 
     async def _enter_async(self) -> _Permit:
         now = self._now()
         with self._lock:
-            fleet: int | _Lease | None = self._plan(now)
+            fleet: int | _Lease | _Refused | None = self._plan(now)
             report = self._take_report() if fleet is None else None
+        if fleet.__class__ is _Refused:
+            self._refuse(fleet, now)
         if report is not None:
             try:
                 view = await self._link.call_async(
@@ -406,20 +426,25 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         self, report: BreakerReport, view: BreakerView | None, now: float, library: str | None
     ) -> int | _Lease:
         """After a round trip (``view`` is ``None`` when the store did not answer): the
-        fleet part of the permit, or a refusal."""
-        try:
-            with self._lock:
-                if view is None:
-                    self._restore(report)
-                    self._fallbacks += 1
-                    if self._state is _FORCED_OPEN:
-                        self._refuse("forced_open", None, now)
-                    if self._state is _OPEN and now < self._open_until:
-                        self._refuse("open", self._open_until - now, now)
-                    return self._epoch
-                return self._settle(view, now, library)
-        finally:
-            self._deliver()
+        fleet part of the permit, or a refusal raised."""
+        decided: int | _Lease | _Refused
+        with self._lock:
+            if view is not None:
+                decided = self._settle(view, now, library)
+            else:
+                # The store is away: what this replica knows for sure still holds.
+                self._restore(report)
+                self._fallbacks += 1
+                if self._state is _FORCED_OPEN:
+                    decided = _Refused("forced_open", None)
+                elif self._state is _OPEN and now < self._open_until:
+                    decided = _Refused("open", self._open_until - now)
+                else:
+                    decided = self._epoch
+        self._deliver()
+        if isinstance(decided, _Refused):
+            self._refuse(decided, now)
+        return decided
 
     def _enter_local(self, fleet: int | _Lease) -> _Permit:
         try:
@@ -466,7 +491,11 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _fleet_outcome(
         self, fleet: int | _Lease, local: object, outcome: int, failure: str | None
     ) -> None:
-        slow = self._local._is_slow(local, self._now())  # type: ignore[arg-type]
+        local_breaker = self._local
+        slow = local_breaker._slow_seconds is not None and local_breaker._is_slow(
+            local,  # type: ignore[arg-type]
+            self._now(),
+        )
         if isinstance(fleet, _Lease):
             if outcome < 0:
                 told = "neither"

@@ -54,8 +54,12 @@ class StoreLink:
 
     @property
     def available(self) -> bool:
-        """Whether the store's breaker lets calls through (it may still fail them)."""
-        return self.breaker.state is not BreakerState.OPEN
+        """Whether the store's breaker would let a call through (it may still fail it):
+        closed, or open with its probe interval over (the next call probes)."""
+        breaker = self.breaker
+        if breaker._state is not BreakerState.OPEN:
+            return True
+        return breaker.retry_after == 0.0
 
     def call(self, operation: Callable[..., T], *args: object, **kwargs: object) -> T | None:
         """``operation(*args, **kwargs)`` through the store's breaker; ``None`` when the
