@@ -180,17 +180,29 @@ class Fleet:
             )
         self._link = link(store, registry)
         self._since = 0
-        self.applied = 0
-        """Actions from other replicas applied here."""
-        self.skipped = 0
-        """Actions on guards this replica does not have (or cannot take them)."""
-        self.faults = 0
-        """Syncs in :meth:`run` that the store did not take."""
+        self._applied = 0
+        self._skipped = 0
+        self._faults = 0
 
     @property
     def replica(self) -> str:
         """This replica's id."""
         return replica_id()
+
+    @property
+    def applied(self) -> int:
+        """Actions taken on other replicas that were applied here."""
+        return self._applied
+
+    @property
+    def skipped(self) -> int:
+        """Actions on guards this replica does not have (or that cannot take them)."""
+        return self._skipped
+
+    @property
+    def faults(self) -> int:
+        """Syncs in :meth:`run` that the store did not take."""
+        return self._faults
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -243,9 +255,9 @@ class Fleet:
             guard = self._registry.get(action.guard) if action.guard in self._registry else None
             reason = f"{action.reason} (fleet-wide, from replica {action.by})"
             if guard is None or not _apply_locally(guard, action.action, reason):
-                self.skipped += 1
+                self._skipped += 1
                 continue
-            self.applied += 1
+            self._applied += 1
 
     async def run(self) -> None:
         """Sync every ``interval`` until cancelled; a sync the store does not take is
@@ -254,7 +266,7 @@ class Fleet:
             try:
                 await self.sync_async()
             except StoreError as error:
-                self.faults += 1
+                self._faults += 1
                 logger.warning("fleet sync failed: %s", error)
             await self._clock.sleep_async(self._interval)
 
