@@ -17,17 +17,25 @@ import resilient
 import resilient.asgi
 import resilient.chaos
 import resilient.httpx
+import resilient.stores.redis
 import resilient.testing
 from resilient._core._public import publish
 
 PACKAGES = [
     pytest.param(module, id=module.__name__)
-    for module in (resilient, resilient.testing, resilient.chaos, resilient.asgi, resilient.httpx)
+    for module in (
+        resilient,
+        resilient.testing,
+        resilient.chaos,
+        resilient.asgi,
+        resilient.httpx,
+        resilient.stores.redis,
+    )
 ]
 
 
 # Public modules that hold code themselves, rather than re-exporting private modules.
-MODULES_WITH_CODE = {"resilient.chaos", "resilient.asgi"}
+MODULES_WITH_CODE = {"resilient.chaos", "resilient.asgi", "resilient.stores.redis"}
 
 
 def _isort_order(name: str) -> tuple[int, str]:

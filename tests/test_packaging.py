@@ -96,12 +96,15 @@ def test_importing_the_package_needs_only_its_declared_dependencies(module: str)
     import sys
 
     # The pytest plugin is loaded by pytest itself, through its entry point; the httpx
-    # integration is imported only by those who installed the [httpx] extra.
+    # integration is imported only by those who installed the [httpx] extra, the Redis
+    # store only by those who installed the [redis] extra.
     allowed = set(DECLARED)
     if module == "resilient/testing/_plugin.py":
         allowed.add("pytest")
     if module.startswith("resilient/httpx/"):
         allowed.add("httpx")
+    if module == "resilient/stores/redis.py" or module.startswith("resilient/stores/_redis_"):
+        allowed.add("redis")
     outside = {
         name
         for name in _top_level_imports(ROOT / "src" / module)
