@@ -4,8 +4,8 @@ password, and otherwise stops and says what to install. It runs ``make test`` wi
 ``CI=true`` unless the caller set ``CI``.
 
 Nothing is installed and nothing runs as another user: ``id``, ``sudo``, ``apt-get``,
-``make``, ``python3``, ``chromium`` and ``redis-server`` are stubs on a PATH of the test's own, and each
-stub writes what it was asked to a log.
+``make``, ``python3``, ``chromium`` and ``redis-server`` are stubs on a PATH of the test's
+own, and each stub writes what it was asked to a log.
 """
 
 from __future__ import annotations
