@@ -400,12 +400,6 @@ async def test_an_async_trials_failure_reopens_for_the_fleet(
     assert refused(b2).retry_after == pytest.approx(OPEN_FOR - SYNC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: SharedBreaker._plan, OPEN past open_until while another call's round "
-    "trip is in flight (_syncing), falls through to the fallback branch and admits the call "
-    "(counted as a fallback decision) instead of refusing it: more than one trial",
-)
 @pytest.mark.anyio
 async def test_an_open_breaker_whose_time_is_up_admits_one_trial_while_asking(
     fleet: list[Replica], store: FaultyStore, clock: VirtualClock

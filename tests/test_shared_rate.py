@@ -241,11 +241,6 @@ def test_a_store_answering_again_moves_the_limit_back_to_shared(
     assert fleet[0].registry.trail[-1].reason == "store 'odds-store' answers again"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: StoreLink.available stays False once the store's breaker opened "
-    "(nothing calls through it), so the limit never asks the store again",
-)
 def test_after_an_outage_the_limit_is_shared_again_once_the_store_answers(
     fleet: list[Replica], store: FaultyStore, clock: VirtualClock
 ) -> None:

@@ -386,7 +386,7 @@ def _health(documents: Mapping[str, str]) -> FleetHealth:
     for replica, document in sorted(documents.items()):
         try:
             published = _read(document)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             unreadable.append(replica)
             continue
         replicas.append(replica)
@@ -415,7 +415,8 @@ def _health(documents: Mapping[str, str]) -> FleetHealth:
 
 
 def _read(document: str) -> list[tuple[str, str, str, Health]]:
-    """A publication's guards; ValueError, TypeError or KeyError when it is not one."""
+    """A publication's guards; ValueError, TypeError, KeyError or RecursionError (JSON
+    nested too deep) when it is not one."""
     data = json.loads(document)
     if not isinstance(data, dict) or data.get("v") != _DOCUMENT_VERSION:
         raise ValueError("not a fleet publication of this version")

@@ -260,7 +260,10 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                 if due:
                     return None
                 return _Refused("open", self._open_until - now)
-            if link_ok and not self._syncing:
+            if link_ok:
+                if self._syncing:
+                    # Another call is asking for the trial lease: this one waits its turn.
+                    return _Refused("open", None)
                 return None
         elif state is _FORCED_OPEN:
             if due:

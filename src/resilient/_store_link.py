@@ -26,9 +26,11 @@ T = TypeVar("T")
 DEFAULT_STORE_PROBE_INTERVAL = 1.0
 """Seconds a failing store is left alone before one call probes it again."""
 
-# Faults among the store's last round trips that open its breaker: two of the last four.
+# Faults among the store's last round trips that open its breaker: two of the last four
+# (a young link waits for four round trips, so that one hiccup among its first two does
+# not send a new replica to its local state).
 _STORE_WINDOW = CountWindow(4)
-_STORE_MINIMUM_CALLS = 2
+_STORE_MINIMUM_CALLS = 4
 _STORE_FAILURE_RATE = 0.5
 
 
