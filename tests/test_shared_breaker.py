@@ -21,6 +21,7 @@ from resilient import (
     CircuitOpenError,
     ConfigurationError,
     CountWindow,
+    Registry,
     SharedBreaker,
     Transition,
 )
@@ -720,3 +721,19 @@ async def test_a_call_cancelled_during_its_round_trip_loses_no_counts(
     store.hold = None
     assert await b1.call_async(ok_async) == "ok"
     assert (stat(b1, "window_calls"), stat(b1, "window_failures")) == (1, 1)
+
+
+def test_a_local_breaker_serves_one_shared_breaker_only(clock: VirtualClock) -> None:
+    """Two shared breakers cannot share one local breaker: their counts would mix."""
+    registry = Registry(clock=clock)
+    store = MemoryStore(clock=clock)
+    local = CircuitBreaker("feed.local", registry=registry)
+    SharedBreaker("feed", store=store, local=local, registry=registry)
+    with pytest.raises(ConfigurationError, match=r"'feed\.local' is the local breaker"):
+        SharedBreaker("feed-2", store=store, local=local, registry=registry)
+
+
+def test_a_bad_name_is_named_as_given(clock: VirtualClock) -> None:
+    """The name is checked before the default local breaker is built from it."""
+    with pytest.raises(ConfigurationError, match=r"name .*'a\\nb'"):
+        SharedBreaker("a\nb", store=MemoryStore(clock=clock), registry=Registry(clock=clock))

@@ -18,6 +18,7 @@ from resilient import (
     SharedRateLimit,
     SharedRateState,
 )
+from resilient._core._store import REPLICA_HORIZON
 from resilient._store_link import DEFAULT_STORE_PROBE_INTERVAL
 from resilient.stores import MemoryStore
 from resilient.testing import VirtualClock
@@ -132,7 +133,7 @@ def test_a_refusal_is_kept_locally_until_its_retry_time(
     for _ in range(10):
         assert refusal(limit).retry_after == pytest.approx(0.5)
     assert store.calls["acquire"] == asked
-    assert stat(limit, "rejected_without_store") == 10
+    assert stat(limit, "rejected_without_round_trip") == 10
     clock.advance(0.5)
     assert admitted(limit)
     assert store.calls["acquire"] == asked + 1
@@ -374,3 +375,25 @@ def test_a_shared_floor_falls_back_to_the_replicas_share_without_the_store(
     store.down = True
     assert spend(budget) == 1
     assert floor.snapshot().statistics["fallback_decisions"] == 2
+
+
+def test_a_lower_count_of_replicas_waits_for_the_horizon(
+    store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A store that restarted empty counts replicas again one by one: a lower count is
+    taken only once the higher one is REPLICA_HORIZON old, so a second outage at once still
+    gives each replica its share, not the whole rate."""
+    fleet = replicas(4, store, clock)
+    limits = [r.rate_limit("partner", rate=RateLimit(100, burst=100)) for r in fleet]
+    for limit in limits:
+        limit.call(lambda: None)
+    clock.advance(1.5)
+    limits[0].call(lambda: None)
+    assert limits[0].replicas == 4
+    store.inner = MemoryStore(clock=clock)  # the store lost everything
+    clock.advance(1.5)
+    limits[0].call(lambda: None)
+    assert limits[0].replicas == 4
+    clock.advance(REPLICA_HORIZON)
+    limits[0].call(lambda: None)
+    assert limits[0].replicas == 1

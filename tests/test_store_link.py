@@ -333,3 +333,46 @@ def test_a_store_error_says_what_guards_do_meanwhile() -> None:
         "store 'redis:odds': no answer within 5 ms; guards decide on their local state "
         "until it answers again"
     )
+
+
+def test_outcomes_older_than_the_fleet_window_are_dropped_not_sent_as_new(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """Outcomes kept through an outage longer than the fleet window would land in the
+    newest bucket and pass for recent evidence: they are dropped, and counted."""
+    b1 = make(fleet[0], minimum_calls=100, window=10)
+    b1.call(ok)
+    store.down = True
+    fail(b1, 5)
+    clock.advance(11)  # past the window, and past the store's probe interval
+    store.down = False
+    b1.call(ok)
+    assert stat(b1, "window_failures") == 0
+    assert stat(b1, "dropped_stale") == 6  # the five failures and the success before them
+
+
+def test_a_store_outage_leaves_the_registry_degraded_not_unavailable(
+    fleet: list[Replica], store: FaultyStore
+) -> None:
+    """With the store away every call still runs (on local state): the store's breaker is
+    open, but the registry reads degraded, so a dashboard does not page as if down."""
+    b1 = make(fleet[0])
+    store.down = True
+    for _ in range(5):
+        b1.call(ok)
+    assert store_breaker(fleet[0]).state is BreakerState.OPEN
+    assert fleet[0].registry.health is Health.DEGRADED
+
+
+def test_store_available_turns_false_on_the_first_fault(
+    fleet: list[Replica], store: FaultyStore
+) -> None:
+    """The statistic says the store is away from the first round trip that failed, before
+    its breaker has enough faults to open."""
+    b1 = make(fleet[0])
+    b1.call(ok)
+    assert stat(b1, "store_available") is True
+    store.down = True
+    b1.call(ok)
+    assert store_breaker(fleet[0]).state is BreakerState.CLOSED
+    assert stat(b1, "store_available") is False

@@ -172,6 +172,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
 
     kind = "circuit_breaker"
     states: ClassVar[type[BreakerState]] = BreakerState
+    # The health each state implies; a breaker whose opening costs no calls (the one
+    # around a shared store, whose guards fall back) may say less than UNAVAILABLE.
+    _health_of: ClassVar[dict[BreakerState, Health]] = _HEALTH
 
     def __init__(
         self,
@@ -673,7 +676,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         if state is not _HALF_OPEN:
             self._trials = set()
         self._trials_succeeded = 0
-        self._move(state, _HEALTH[state], reason, now, lineage)
+        self._move(state, self._health_of[state], reason, now, lineage)
         self._new_epoch()
 
     def _new_epoch(self) -> None:

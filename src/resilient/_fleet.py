@@ -14,7 +14,7 @@ from ._core._errors import ConfigurationError, printable
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._state import Health, worst
-from ._core._store import FleetAction, Store, StoreError, replica_id
+from ._core._store import FLEET_ACTIONS, FleetAction, Store, StoreError, replica_id
 from ._core._validate import Duration, check_name, operator_reason, to_seconds
 from ._degraded import DegradedMode
 from ._shared_breaker import SharedBreaker
@@ -79,7 +79,10 @@ class GuardFleetHealth:
         parts = sorted(self.states.items(), key=lambda item: (-item[1], item[0]))
         total = self.replicas
         first_state, first_count = parts[0]
-        text = f"{first_state.replace('_', ' ')} on {first_count} of {total} replicas"
+        text = (
+            f"{first_state.replace('_', ' ')} on {first_count} of {total} "
+            f"replica{'' if total == 1 else 's'}"
+        )
         for state, count in parts[1:]:
             text += f", {state.replace('_', ' ')} on {count}"
         return f"{self.kind.replace('_', ' ')} {printable(self.name)!r}: {text}"
@@ -126,7 +129,8 @@ class FleetHealth:
 
     def to_text(self) -> str:
         """One line for the fleet, then one per guard."""
-        lines = [f"fleet health: {self.health.value} ({len(self.replicas)} replicas)"]
+        count = len(self.replicas)
+        lines = [f"fleet health: {self.health.value} ({count} replica{'' if count == 1 else 's'})"]
         if self.unreadable:
             lines.append(f"  unreadable publications: {', '.join(self.unreadable)}")
         for guard in self.guards.values():
@@ -295,7 +299,8 @@ class Fleet:
     def act(self, guard: str, action: str, *, reason: str | None = None) -> None:
         """Take ``action`` on the guard named ``guard`` on every replica.
 
-        It applies here at once, and on each other replica at its next sync. Switches
+        It applies here at once (when this replica has the guard: an operator's own
+        process need not), and on each other replica at its next sync. Switches
         (:class:`DegradedMode`) take ``"force_degraded"``, ``"force_normal"`` and
         ``"release"``; circuit breakers take ``"force_open"``, ``"close"``, ``"disable"``
         and ``"reset"``. A :class:`SharedBreaker`'s state is the fleet's already: the
@@ -307,23 +312,30 @@ class Fleet:
             reason: Why, for every replica's audit trail.
 
         Raises:
-            ConfigurationError: No such guard here, or it cannot take ``action``.
+            ConfigurationError: ``action`` is unknown, or the guard here cannot take it.
             StoreError: The store did not take the action (it applied nowhere).
         """
         name = check_name(guard, "guard")
-        if name not in self._registry:
-            raise ConfigurationError(f"guard must name a guard of this registry (got {name!r})")
-        target = self._registry.get(name)
-        defaults = _SWITCH_ACTIONS if isinstance(target, DegradedMode) else _BREAKER_ACTIONS
-        if not isinstance(target, (DegradedMode, CircuitBreaker, SharedBreaker)):
+        target = self._registry.get(name) if name in self._registry else None
+        if target is None:
+            # An operator's own process (an admin script, a console) need not hold the
+            # guard: the action is recorded for the replicas that do.
+            if action not in FLEET_ACTIONS:
+                raise ConfigurationError(
+                    f"action must be one of {sorted(FLEET_ACTIONS)} (got {action!r})"
+                )
+            defaults = {**_SWITCH_ACTIONS, **_BREAKER_ACTIONS}
+        elif isinstance(target, (DegradedMode, CircuitBreaker, SharedBreaker)):
+            defaults = _SWITCH_ACTIONS if isinstance(target, DegradedMode) else _BREAKER_ACTIONS
+            if action not in defaults:
+                raise ConfigurationError(
+                    f"action must be one of {sorted(defaults)} for "
+                    f"{target.kind.replace('_', ' ')} {name!r} (got {action!r})"
+                )
+        else:
             raise ConfigurationError(
                 f"guard {name!r} is a {target.kind.replace('_', ' ')}: fleet actions apply "
                 "to degraded-mode switches and circuit breakers"
-            )
-        if action not in defaults:
-            raise ConfigurationError(
-                f"action must be one of {sorted(defaults)} for {target.kind.replace('_', ' ')} "
-                f"{name!r} (got {action!r})"
             )
         why = operator_reason(reason, defaults[action])
         if isinstance(target, SharedBreaker):
@@ -332,7 +344,8 @@ class Fleet:
         done = self._link.call(self._store.act, name, action, why, self.replica)
         if done is None:
             raise self._unavailable(f"{action.replace('_', ' ')} {name!r} on the fleet")
-        _apply_locally(target, action, f"{why} (fleet-wide)")
+        if target is not None:
+            _apply_locally(target, action, f"{why} (fleet-wide)")
 
     def force_degraded(self, guard: str, *, reason: str | None = None) -> None:
         """Force the switch ``guard`` degraded on every replica (see :meth:`act`)."""

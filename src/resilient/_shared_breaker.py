@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from typing import ClassVar, NoReturn, TypeAlias
 
 from ._breaker import _HEALTH, BreakerState, CircuitBreaker, open_durations
@@ -20,6 +21,7 @@ from ._core._store import BreakerReport, BreakerRules, BreakerView, Store, Store
 from ._core._validate import (
     Duration,
     check_count,
+    check_name,
     check_ratio,
     operator_reason,
     to_seconds,
@@ -43,6 +45,9 @@ DEFAULT_TRIAL_LEASE = 10.0
 """Seconds a half-open trial's lease lasts if its replica never reports back."""
 
 logger = logging.getLogger("resilient")
+
+# Local breakers that are the inner guard of a SharedBreaker: one each.
+_LOCALS_IN_USE: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 # The fleet window is kept in this many buckets: O(buckets) store work per report.
 _BUCKETS = 10
@@ -162,8 +167,16 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                 "store must be a store such as resilient.stores.redis.RedisStore or "
                 f"resilient.stores.MemoryStore (got {store!r})"
             )
-        if local is not None and not isinstance(local, CircuitBreaker):
-            raise ConfigurationError(f"local must be a CircuitBreaker or None (got {local!r})")
+        name = check_name(name, "name")
+        if local is not None:
+            if not isinstance(local, CircuitBreaker):
+                raise ConfigurationError(f"local must be a CircuitBreaker or None (got {local!r})")
+            if local in _LOCALS_IN_USE:
+                raise ConfigurationError(
+                    f"local must be a breaker of this SharedBreaker's own: {local.name!r} is "
+                    "the local breaker of another one already (got local="
+                    f"{local.name!r} for {name!r})"
+                )
         registry, clock = registry_and_clock(registry, clock)
         base, cap, multiplier = open_durations(
             open_duration, open_duration_max, open_duration_multiplier
@@ -219,11 +232,13 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         self._failures = 0
         self._slow = 0
         self._last_failure: str | None = None
+        self._pending_since = 0.0  # when the oldest unsent outcome ended
         self._trial_results: list[tuple[int, str, str | None]] = []
         # Counts for snapshots.
         self._syncs = 0
         self._fallbacks = 0
         self._late = 0
+        self._stale = 0
         self._rejected = Counter()
         self._tasks: set[asyncio.Task[None]] = set()  # trial results being told
 
@@ -236,6 +251,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             replace=replace,
         )
         self._link = link(store, registry)
+        _LOCALS_IN_USE.add(local)  # once registered: a refused name keeps it free
 
     # -- admission -----------------------------------------------------------------------
 
@@ -288,10 +304,21 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             )
         raise CircuitOpenError(self._name, retry_after, state)
 
-    def _take_report(self, *, trial: bool = True) -> BreakerReport:
+    def _drop_stale(self, now: float) -> None:
+        """Drop unsent outcomes older than the fleet window (kept through a store outage):
+        sent now, they would land in the newest bucket and pass for recent evidence. Call
+        with the lock held."""
+        unsent = self._successes + self._failures
+        if unsent and now - self._pending_since > self._rules.window:
+            self._stale += unsent
+            self._successes = self._failures = self._slow = 0
+            self._last_failure = None
+
+    def _take_report(self, now: float, *, trial: bool = True) -> BreakerReport:
         """The report of everything not yet told, asking for a trial lease for a call
         being admitted; call with the lock held. Until :meth:`_learn` or :meth:`_restore`,
         no other call asks the store."""
+        self._drop_stale(now)
         self._syncing = True
         trial_token = trial_outcome = failure = None
         if self._trial_results:
@@ -380,7 +407,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         now = self._now()
         with self._lock:
             fleet: int | _Lease | _Refused | None = self._plan(now)
-            report = self._take_report() if fleet is None else None
+            report = self._take_report(now) if fleet is None else None
         if fleet.__class__ is _Refused:
             self._refuse(fleet, now)
         if report is not None:
@@ -406,7 +433,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         now = self._now()
         with self._lock:
             fleet: int | _Lease | _Refused | None = self._plan(now)
-            report = self._take_report() if fleet is None else None
+            report = self._take_report(now) if fleet is None else None
         if fleet.__class__ is _Refused:
             self._refuse(fleet, now)
         if report is not None:
@@ -518,6 +545,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                 self._late += self._successes + self._failures
                 self._successes = self._failures = self._slow = 0
                 self._pending_epoch = fleet
+            if not (self._successes or self._failures):
+                self._pending_since = self._now()
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
@@ -546,7 +575,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         with self._lock:
             if self._syncing or not self._trial_results:
                 return  # the round trip under way, or the next, takes it
-            report = self._take_report(trial=False)
+            report = self._take_report(now, trial=False)
         try:
             view = self._link.call(self._store.breaker, self._name, self._rules, report)
         except BaseException:
@@ -559,7 +588,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         with self._lock:
             if self._syncing or not self._trial_results:
                 return
-            report = self._take_report(trial=False)
+            report = self._take_report(now, trial=False)
         try:
             view = await self._link.call_async(
                 self._store.breaker_async, self._name, self._rules, report
@@ -587,6 +616,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _act(self, action: str, reason: str) -> None:
         now = self._now()
         with self._lock:
+            self._drop_stale(now)
             report = BreakerReport(
                 replica=self._replica,
                 epoch=self._pending_epoch or self._epoch,
@@ -689,7 +719,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         return {
             "replica": self._replica,
             "store": self._store.name,
-            "store_available": self._link.available,
+            "store_available": self._link.healthy,
             "epoch": self._epoch,
             "moved_by": None if view is None else view.by,
             "window_calls": 0 if view is None else view.window_calls,
@@ -703,10 +733,15 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             "fallback_decisions": self._fallbacks,
             "rejected": self._rejected.value,
             "late": self._late,
+            "dropped_stale": self._stale,
             "unsent_successes": self._successes,
             "unsent_failures": self._failures,
             "local_state": self._local._state.value,
         }
+
+    def _retire(self) -> None:
+        # Replaced or unregistered: its local breaker may serve a new SharedBreaker.
+        _LOCALS_IN_USE.discard(self._local)
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()

@@ -14,7 +14,7 @@ from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission
 from ._core._state import Health, Statistic
-from ._core._store import RateView, Store, replica_id
+from ._core._store import REPLICA_HORIZON, RateView, Store, replica_id
 from ._core._validate import check_count
 from ._store_link import link
 
@@ -58,8 +58,10 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         name: Unique name in the registry, and the limit's name in the store.
         store: Where the fleet's turns are kept.
         rate: The fleet's rate and burst (:class:`RateLimit`).
-        replicas: How many replicas share the limit, until the store has counted them:
-            each one's share while the store is away (default 1: the whole rate).
+        replicas: How many replicas share the limit, until the store has counted them
+            (it counts those that used the limit in the last ``REPLICA_HORIZON`` seconds):
+            each one's share while the store is away is the rate divided by the count
+            (default 1: the whole rate, so give the number of replicas you deploy).
         registry: Where the limit is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time for this replica's own decisions.
@@ -95,6 +97,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._interval = 1.0 / rate.per_second
         self._tolerance = (rate.burst - 1) * self._interval
         self._replicas = check_count(replicas, "replicas")
+        self._replicas_at = -math.inf  # when the store counted self._replicas
         self._replica = replica_id()
         self._now = clock.monotonic
         self._refused_until = -math.inf  # the store said no turn is free until then
@@ -168,8 +171,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._round_trips.increment()
         if count:
             self._next_count = now + _COUNT_EVERY
-            if view.replicas >= 1:
-                self._replicas = view.replicas
+            self._count_replicas(view.replicas, now)
         if self._state is _LOCAL:
             with self._lock:
                 if self._state is _LOCAL:
@@ -186,6 +188,17 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._refused_until = now + view.retry_after
         self._rejected.increment()
         raise RateLimitedError(self._name, view.retry_after, self._rate.per_second, False)
+
+    def _count_replicas(self, counted: int, now: float) -> None:
+        """Take the store's count of replicas. A higher count at once; a lower one only
+        once the higher is REPLICA_HORIZON old: a store that restarted empty counts the
+        replicas again one by one as they call, and a second outage in that second must
+        not give each replica the whole rate."""
+        if counted < 1:
+            return
+        if counted >= self._replicas or now - self._replicas_at >= REPLICA_HORIZON:
+            self._replicas = counted
+            self._replicas_at = now
 
     def _alone(self, now: float) -> bool:
         """Decide on this replica's share of the rate: the store is away."""
@@ -249,10 +262,10 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             "replicas": self._replicas,
             "share_per_second": self._rate.per_second / self._replicas,
             "store": self._store.name,
-            "store_available": self._link.available,
+            "store_available": self._link.healthy,
             "admitted": self._admitted.value,
             "rejected": self._rejected.value,
-            "rejected_without_store": self._refused_here.value,
+            "rejected_without_round_trip": self._refused_here.value,
             "round_trips": self._round_trips.value,
             "fallback_decisions": self._fallbacks.value,
             "retry_after": max(0.0, self._refused_until - now)

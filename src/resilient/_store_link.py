@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._core._errors import CircuitOpenError
 from ._core._registry import Registry
+from ._core._state import Health
 from ._core._store import Store, StoreError
 from ._core._windows import CountWindow
 
@@ -34,16 +35,28 @@ _STORE_MINIMUM_CALLS = 4
 _STORE_FAILURE_RATE = 0.5
 
 
+class _StoreBreaker(CircuitBreaker):
+    """The breaker around a store. While it is open the service still serves (every
+    shared guard decides on its local state), so its health is DEGRADED, not UNAVAILABLE:
+    a store outage must not make the whole registry read as down."""
+
+    _health_of: ClassVar[dict[BreakerState, Health]] = {
+        **CircuitBreaker._health_of,
+        BreakerState.OPEN: Health.DEGRADED,
+        BreakerState.FORCED_OPEN: Health.DEGRADED,
+    }
+
+
 class StoreLink:
     """One store as the guards of one registry reach it."""
 
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         existing = registry.get(store.name) if store.name in registry else None
-        if isinstance(existing, CircuitBreaker):
+        if isinstance(existing, _StoreBreaker):
             self.breaker = existing
         else:
-            self.breaker = CircuitBreaker(
+            self.breaker = _StoreBreaker(
                 store.name,
                 window=_STORE_WINDOW,
                 minimum_calls=_STORE_MINIMUM_CALLS,
@@ -53,6 +66,7 @@ class StoreLink:
                 registry=registry,
             )
         self.last_error: StoreError | None = None
+        self.failing = False  # the last round trip failed (the breaker may not know yet)
 
     @property
     def available(self) -> bool:
@@ -63,28 +77,39 @@ class StoreLink:
             return True
         return breaker.retry_after == 0.0
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the store answered the last round trip and its breaker is closed."""
+        return not self.failing and self.breaker._state is BreakerState.CLOSED
+
     def call(self, operation: Callable[..., T], *args: object, **kwargs: object) -> T | None:
         """``operation(*args, **kwargs)`` through the store's breaker; ``None`` when the
         store failed or its breaker refused (the caller decides locally)."""
         try:
-            return self.breaker.call(operation, *args, **kwargs)
+            answer = self.breaker.call(operation, *args, **kwargs)
         except StoreError as error:
             self.last_error = error
+            self.failing = True
             return None
         except CircuitOpenError:
             return None
+        self.failing = False
+        return answer
 
     async def call_async(
         self, operation: Callable[..., Awaitable[T]], *args: object, **kwargs: object
     ) -> T | None:
         """The async twin of :meth:`call`."""
         try:
-            return await self.breaker.call_async(operation, *args, **kwargs)
+            answer = await self.breaker.call_async(operation, *args, **kwargs)
         except StoreError as error:
             self.last_error = error
+            self.failing = True
             return None
         except CircuitOpenError:
             return None
+        self.failing = False
+        return answer
 
 
 _links: weakref.WeakKeyDictionary[Registry, dict[int, StoreLink]] = weakref.WeakKeyDictionary()
