@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ._errors import ResilientError
+from ._errors import ConfigurationError, ResilientError
 
 __all__ = [
     "BREAKER_ACTIONS",
@@ -34,6 +34,9 @@ __all__ = [
     "RateView",
     "Store",
     "StoreError",
+    "StoreValueError",
+    "check_action",
+    "check_report",
     "replica_id",
 ]
 
@@ -61,18 +64,52 @@ class StoreError(ResilientError):
     Args:
         store: Name of the store (``"redis:odds-service"``).
         problem: What went wrong, in words.
+        maybe_applied: Whether the store may have applied the request (a timeout after
+            it was sent); ``False`` when it surely did not (the connection was refused),
+            so that what the request carried may be sent again without counting twice.
     """
 
-    def __init__(self, store: str, problem: str) -> None:
+    def __init__(self, store: str, problem: str, *, maybe_applied: bool = True) -> None:
         super().__init__(store, problem)
         self.store = store
         self.problem = problem
+        self.maybe_applied = maybe_applied
 
     def __str__(self) -> str:
         return (
             f"store {self.store!r}: {self.problem}; guards decide on their local state "
             "until it answers again"
         )
+
+
+class StoreValueError(StoreError):
+    """The store answered, but a value it holds for one guard is not one it can read.
+
+    Only that guard decides on its local state: the store itself is up, so its breaker
+    does not count the fault and the other guards keep sharing. An operator's ``reset``
+    (or ``close``) overwrites the value. The request was not applied.
+    """
+
+    def __init__(self, store: str, problem: str) -> None:
+        super().__init__(store, problem, maybe_applied=False)
+
+
+def check_action(action: str, allowed: frozenset[str]) -> str:
+    """``action`` if it is one of ``allowed``; else a ConfigurationError naming it."""
+    if action not in allowed:
+        raise ConfigurationError(f"action must be one of {sorted(allowed)} (got {action!r})")
+    return action
+
+
+def check_report(report: BreakerReport) -> BreakerReport:
+    """``report`` if its action and trial outcome are known; else a ConfigurationError."""
+    if report.action is not None:
+        check_action(report.action, BREAKER_ACTIONS)
+    if report.trial_outcome is not None and report.trial_outcome not in TRIAL_OUTCOMES:
+        raise ConfigurationError(
+            f"trial_outcome must be one of {sorted(TRIAL_OUTCOMES)} (got {report.trial_outcome!r})"
+        )
+    return report
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +223,8 @@ class RateView:
     Attributes:
         admitted: Whether the call may pass.
         retry_after: Seconds until a call would be admitted (0 when admitted).
-        replicas: Replicas that used this limit recently (>= 1); each one's share of the
-            limit while the store is away.
+        replicas: Replicas that used this limit recently (0 unless the acquire asked to
+            count them); each one's share of the limit while the store is away.
     """
 
     admitted: bool
@@ -219,9 +256,10 @@ class FleetAction:
 class Store(Protocol):
     """Where shared guards keep their state; each method is one atomic round trip.
 
-    Every method raises :class:`StoreError`, and nothing else, when the store fails, is
-    slower than its deadline, or holds a value it cannot read. The ``*_async`` twins are
-    the same decisions for async callers.
+    Every method raises :class:`StoreError` when the store fails or is slower than its
+    deadline, and :class:`StoreValueError` when it holds a value it cannot read; a request
+    the store cannot take (an unknown action) is a :class:`ConfigurationError`. The
+    ``*_async`` twins are the same decisions for async callers.
     """
 
     @property

@@ -12,20 +12,21 @@ import math
 import threading
 from dataclasses import dataclass, field
 
+from resilient._breaker import _trial_calls
 from resilient._core._clock import Clock
-from resilient._core._errors import ConfigurationError, format_seconds
+from resilient._core._errors import format_seconds
 from resilient._core._fork import track
 from resilient._core._guard import registry_and_clock
 from resilient._core._store import (
-    BREAKER_ACTIONS,
     FLEET_ACTIONS,
     REPLICA_HORIZON,
-    TRIAL_OUTCOMES,
     BreakerReport,
     BreakerRules,
     BreakerView,
     FleetAction,
     RateView,
+    check_action,
+    check_report,
 )
 from resilient._core._validate import check_name
 
@@ -95,15 +96,7 @@ class MemoryStore:
 
     def breaker(self, guard: str, rules: BreakerRules, report: BreakerReport) -> BreakerView:
         """Apply a report to the shared breaker ``guard`` and answer its state."""
-        if report.action is not None and report.action not in BREAKER_ACTIONS:
-            raise ConfigurationError(
-                f"action must be one of {sorted(BREAKER_ACTIONS)} (got {report.action!r})"
-            )
-        if report.trial_outcome is not None and report.trial_outcome not in TRIAL_OUTCOMES:
-            raise ConfigurationError(
-                f"trial_outcome must be one of {sorted(TRIAL_OUTCOMES)} "
-                f"(got {report.trial_outcome!r})"
-            )
+        check_report(report)
         with self._lock:
             return _decide(self._breakers, guard, rules, report, self._clock.monotonic())
 
@@ -174,10 +167,7 @@ class MemoryStore:
 
     def act(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:
         """Record an operator action for every replica to apply."""
-        if action not in FLEET_ACTIONS:
-            raise ConfigurationError(
-                f"action must be one of {sorted(FLEET_ACTIONS)} (got {action!r})"
-            )
+        check_action(action, FLEET_ACTIONS)
         with self._lock:
             self._sequence += 1
             done = FleetAction(self._sequence, guard, action, reason, replica)
@@ -191,10 +181,6 @@ class MemoryStore:
 
 def _percent(ratio: float) -> str:
     return f"{math.floor(ratio * 100 + 0.5)}%"
-
-
-def _trial_calls(n: int) -> str:
-    return "1 trial call" if n == 1 else f"{n} trial calls"
 
 
 def _decide(
