@@ -75,7 +75,7 @@ class FaultyStore:
             self.clock.advance(DEADLINE)
             raise StoreError(self._name, f"no answer within {DEADLINE * 1000:g} ms")
         if self.down:
-            raise StoreError(self._name, "connection refused")
+            raise StoreError(self._name, "connection refused", maybe_applied=False)
 
     async def _attempt_async(self, method: str) -> None:
         if self.hold is not None:
@@ -173,8 +173,9 @@ class Replica:
             return SharedBreaker(name, registry=self.registry, clock=self.clock, **options)
 
     def rate_limit(self, name: str = "partner", **options: Any) -> SharedRateLimit:
-        """A shared rate limit of this replica."""
+        """A shared rate limit of this replica (for one replica's share, unless told)."""
         options.setdefault("store", self.store)
+        options.setdefault("replicas", 1)
         with as_replica(self.name):
             return SharedRateLimit(name, registry=self.registry, clock=self.clock, **options)
 

@@ -407,3 +407,20 @@ def test_a_shared_breaker_shows_in_the_fleet_health(
     for r in (r1, r2):
         r.fleet().sync()
     assert dict(r1.fleet().health().guards["feed"].states) == {"forced_open": 2}
+
+
+def test_a_guard_built_after_an_action_takes_it_at_the_next_sync(
+    fleet: list[Replica], clock: VirtualClock
+) -> None:
+    """A breaker built on first use (after the replica's first sync) still gets the latest
+    fleet action on its name."""
+    r1, r2 = fleet[0], fleet[1]
+    view = r2.fleet()
+    view.sync()
+    CircuitBreaker("per-host", registry=r1.registry, clock=clock)
+    r1.fleet().force_open("per-host", reason="host retired")
+    view.sync()  # r2 has no such guard yet: skipped
+    late = CircuitBreaker("per-host", registry=r2.registry, clock=clock)
+    view.sync()
+    assert late.state is BreakerState.FORCED_OPEN
+    assert "host retired" in str(late.snapshot().reason)

@@ -1046,7 +1046,7 @@ ONE_OF_EACH_KIND: dict[str, Callable[[Registry], Guard[Any]]] = {
         "g", store=MemoryStore(), registry=registry
     ),
     "SharedRateLimit": lambda registry: resilient.SharedRateLimit(
-        "g", store=MemoryStore(), rate=resilient.RateLimit(10), registry=registry
+        "g", store=MemoryStore(), rate=resilient.RateLimit(10), replicas=1, registry=registry
     ),
 }
 

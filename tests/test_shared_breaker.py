@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -499,7 +499,7 @@ def test_an_operator_action_on_one_replica_reaches_the_others_with_its_reason(
     else:
         succeed(b2)
     assert b2.state is state
-    last = fleet[1].registry.trail[-1]
+    last = [t for t in fleet[1].registry.trail if t.guard == "feed"][-1]
     assert last.new_state == state.value
     assert "ticket OPS-42" in last.reason
     assert "(moved by replica r1)" in last.reason
@@ -737,3 +737,89 @@ def test_a_bad_name_is_named_as_given(clock: VirtualClock) -> None:
     """The name is checked before the default local breaker is built from it."""
     with pytest.raises(ConfigurationError, match=r"name .*'a\\nb'"):
         SharedBreaker("a\nb", store=MemoryStore(clock=clock), registry=Registry(clock=clock))
+
+
+@pytest.mark.parametrize("action", ["disable", "close"])
+def test_an_operators_disable_or_close_reaches_the_local_breakers_too(
+    fleet: list[Replica], action: str
+) -> None:
+    """A replica whose own breaker opened on local evidence passes calls again once an
+    operator disables or closes the shared breaker: on the acting replica and on the
+    others, which hear of it at their next round trip."""
+    b1, b2 = make(fleet[0]), make(fleet[1])
+    b1.force_open(reason="partner maintenance")
+    assert refused(b2).state == "forced_open"  # b2 has heard of it
+    for breaker in (b1, b2):
+        breaker.local.force_open(reason="local evidence")
+    getattr(b1, action)(reason="ticket OPS-7")
+    assert b1.call(ok) == "ok"
+    fleet[1].clock.advance(SYNC)  # b2's next round trip is due
+    assert b2.call(ok) == "ok"
+    assert "ticket OPS-7" in str(b2.local.snapshot().reason)
+
+
+@pytest.mark.anyio
+async def test_a_trial_that_ends_during_another_round_trip_is_told_after_it(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A trial's end cannot ride a round trip already under way: it is told once that one
+    returns, so the fleet closes without waiting for the trial's lease to expire."""
+    b1, b2, _ = open_everywhere(fleet, sync_interval=SYNC)
+    clock.advance(OPEN_FOR)
+    trial_may_end = anyio.Event()
+
+    async def trial() -> str:
+        await trial_may_end.wait()
+        return "ok"
+
+    async def another_call() -> None:
+        with pytest.raises(CircuitOpenError):
+            await b1.call_async(trial)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(b1.call_async, trial)  # takes the lease
+        await anyio.wait_all_tasks_blocked()
+        store.hold = anyio.Event()
+        tasks.start_soon(another_call)  # its round trip waits in the store
+        await anyio.wait_all_tasks_blocked()
+        trial_may_end.set()  # the trial ends while that round trip is under way
+        await anyio.wait_all_tasks_blocked()
+        store.hold.set()
+    await anyio.wait_all_tasks_blocked()
+    assert b1.state is BreakerState.CLOSED
+    clock.advance(SYNC)
+    assert b2.call(ok) == "ok"
+
+
+def test_the_replica_that_wins_a_change_reports_it_even_if_it_saw_that_state_before(
+    fleet: list[Replica], clock: VirtualClock
+) -> None:
+    """r2 saw half-open; r1's trial fails and reopens the fleet unseen by r2; once the open
+    time is up, r2's call moves the fleet to half-open again. r2's trail has that won
+    transition, so counting the winners counts every fleet change."""
+    b1, b2, _ = open_everywhere(fleet, sync_interval=SYNC)
+    clock.advance(OPEN_FOR)
+
+    def trial_seen_by_r2_fails() -> None:
+        assert refused(b2).state == "half_open"  # r2 sees half-open during r1's trial
+        raise FeedDown("still down")  # the trial fails: open again, by r1
+
+    with pytest.raises(FeedDown):
+        b1.call(trial_seen_by_r2_fails)
+    clock.advance(OPEN_FOR)
+    with b2:  # r2's call wins open -> half_open, its state before as well
+        pass
+    fleet_of = [
+        (t, cast(dict[str, Any], t.lineage["fleet"]))
+        for replica in fleet
+        for t in replica.registry.trail
+        if t.guard == "feed"
+    ]
+    won = [(t, part) for t, part in fleet_of if part["won"]]
+    epochs = sorted(part["epoch"] for _, part in won)
+    assert epochs == list(range(2, 2 + len(epochs)))  # one winner per fleet change
+    # r2's own trial then succeeded: it won half-open (its state already) and closed.
+    assert [(t.new_state, part["replica"]) for t, part in won][-2:] == [
+        ("half_open", "r2"),
+        ("closed", "r2"),
+    ]

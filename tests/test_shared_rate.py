@@ -397,3 +397,18 @@ def test_a_lower_count_of_replicas_waits_for_the_horizon(
     clock.advance(REPLICA_HORIZON)
     limits[0].call(lambda: None)
     assert limits[0].replicas == 1
+
+
+@pytest.mark.anyio
+async def test_inside_an_event_loop_the_floor_is_this_replicas_share_without_a_round_trip(
+    fleet: list[Replica], store: FaultyStore
+) -> None:
+    """Async retries decide in the event loop, where a round trip would hold up every task:
+    a retry beyond the ratio takes a turn of this replica's share of the floor (here 1 of
+    2 replicas: a burst of 2 of the fleet's 4) and asks no store."""
+    floor = make(fleet[0], "retry-floor", per_second=2, burst=4, replicas=2)
+    budget = RetryBudget(
+        "payments", ratio=0.0, floor=floor, registry=fleet[0].registry, clock=fleet[0].clock
+    )
+    assert spend(budget) == 2
+    assert store.calls["acquire"] == 0

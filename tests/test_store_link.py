@@ -13,7 +13,15 @@ import anyio
 import pytest
 
 from _stores import DEADLINE, FaultyStore, Replica, replicas
-from resilient import BreakerState, CircuitBreaker, CircuitOpenError, Health, SharedBreaker
+from resilient import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigurationError,
+    Health,
+    Registry,
+    SharedBreaker,
+)
 from resilient._store_link import DEFAULT_STORE_PROBE_INTERVAL
 from resilient.stores import MemoryStore, StoreError
 from resilient.testing import VirtualClock
@@ -376,3 +384,30 @@ def test_store_available_turns_false_on_the_first_fault(
     b1.call(ok)
     assert store_breaker(fleet[0]).state is BreakerState.CLOSED
     assert stat(b1, "store_available") is False
+
+
+def test_outcomes_of_a_round_trip_that_timed_out_are_not_sent_twice(
+    fleet: list[Replica], store: FaultyStore
+) -> None:
+    """A round trip that timed out may have been applied: its outcomes are counted as
+    unconfirmed, not sent again (which could count them twice in the fleet window)."""
+    b1 = make(fleet[0], minimum_calls=100)
+    b1.call(ok)
+    fail(b1, 1)
+    store.slow = True
+    b1.call(ok)  # its round trip carries the failure, and times out
+    store.slow = False
+    b1.call(ok)
+    assert stat(b1, "unconfirmed") == 1  # the failure it carried
+    assert stat(b1, "window_failures") == 0
+
+
+def test_two_stores_of_one_name_in_one_registry_are_refused(clock: VirtualClock) -> None:
+    """Each store's breaker is in the registry under the store's name: a second store of
+    the same name (two Redis servers for one namespace) must be given a name of its own,
+    or one outage would send the other store's guards to their local state."""
+    registry = Registry(clock=clock)
+    SharedBreaker("a", store=MemoryStore(clock=clock), registry=registry)
+    with pytest.raises(ConfigurationError, match="give one of them another name"):
+        SharedBreaker("b", store=MemoryStore(clock=clock), registry=registry)
+    SharedBreaker("c", store=MemoryStore(name="second", clock=clock), registry=registry)

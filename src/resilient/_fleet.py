@@ -18,7 +18,7 @@ from ._core._store import FLEET_ACTIONS, FleetAction, Store, StoreError, replica
 from ._core._validate import Duration, check_name, operator_reason, to_seconds
 from ._degraded import DegradedMode
 from ._shared_breaker import SharedBreaker
-from ._store_link import link
+from ._store_link import Unanswered, link
 
 __all__ = [
     "DEFAULT_PUBLISH_INTERVAL",
@@ -154,6 +154,7 @@ class Fleet:
         registry: This replica's guards; the default registry if omitted.
         interval: Seconds between syncs in :meth:`run` (default 1).
         ttl: Seconds a publication lives; three intervals if omitted.
+        replica: This replica's id (a pod's name, say); as for :class:`SharedBreaker`.
 
     Raises:
         ConfigurationError: A value is out of range; the message names it.
@@ -166,6 +167,7 @@ class Fleet:
         registry: Registry | None = None,
         interval: Duration = DEFAULT_PUBLISH_INTERVAL,
         ttl: Duration | None = None,
+        replica: str | None = None,
     ) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(
@@ -182,8 +184,10 @@ class Fleet:
                 f"ttl must be >= interval ({self._interval} s), or the replica would drop out "
                 f"of the fleet between two publications (got {ttl!r})"
             )
+        self._given_replica = None if replica is None else check_name(replica, "replica")
         self._link = link(store, registry)
         self._since = 0
+        self._known: set[str] = set()  # the guards here at the last sync
         self._applied = 0
         self._skipped = 0
         self._faults = 0
@@ -191,7 +195,7 @@ class Fleet:
     @property
     def replica(self) -> str:
         """This replica's id."""
-        return replica_id()
+        return replica_id(self._given_replica)
 
     @property
     def applied(self) -> int:
@@ -236,24 +240,35 @@ class Fleet:
         Raises:
             StoreError: The store did not take the publication.
         """
+        names = {guard.name for guard in self._registry}
+        since = 0 if names - self._known else self._since
         actions = self._link.call(
-            self._store.publish, self.replica, self._document(), self._ttl, self._since
+            self._store.publish, self.replica, self._document(), self._ttl, since
         )
-        self._apply(actions)
+        self._apply(actions, names)
 
     async def sync_async(self) -> None:
         """The async twin of :meth:`sync`."""
+        names = {guard.name for guard in self._registry}
+        since = 0 if names - self._known else self._since
         actions = await self._link.call_async(
-            self._store.publish_async, self.replica, self._document(), self._ttl, self._since
+            self._store.publish_async, self.replica, self._document(), self._ttl, since
         )
-        self._apply(actions)
+        self._apply(actions, names)
 
-    def _apply(self, actions: list[FleetAction] | None) -> None:
-        if actions is None:
+    def _apply(self, actions: list[FleetAction] | Unanswered, names: set[str]) -> None:
+        """Apply the actions newer than the last sync, and the latest action on each
+        guard built since (a per-host breaker made on first use, a switch made late)."""
+        if isinstance(actions, Unanswered):
             raise self._unavailable("publish this replica's guards")
         me = self.replica
+        new_guards = names - self._known
+        seen = self._since
+        self._known = names
         for action in actions:
             self._since = max(self._since, action.sequence)
+            if action.sequence <= seen and action.guard not in new_guards:
+                continue  # applied (or skipped) at an earlier sync
             if action.by == me:
                 continue  # applied when it was taken
             guard = self._registry.get(action.guard) if action.guard in self._registry else None
@@ -283,14 +298,14 @@ class Fleet:
             StoreError: The store did not answer.
         """
         documents = self._link.call(self._store.fleet)
-        if documents is None:
+        if isinstance(documents, Unanswered):
             raise self._unavailable("read the fleet's health")
         return _health(documents)
 
     async def health_async(self) -> FleetHealth:
         """The async twin of :meth:`health`."""
         documents = await self._link.call_async(self._store.fleet_async)
-        if documents is None:
+        if isinstance(documents, Unanswered):
             raise self._unavailable("read the fleet's health")
         return _health(documents)
 
@@ -342,7 +357,7 @@ class Fleet:
             _apply_locally(target, action, why)  # its own round trip reaches the fleet
             return
         done = self._link.call(self._store.act, name, action, why, self.replica)
-        if done is None:
+        if isinstance(done, Unanswered):
             raise self._unavailable(f"{action.replace('_', ' ')} {name!r} on the fleet")
         if target is not None:
             _apply_locally(target, action, f"{why} (fleet-wide)")

@@ -7,6 +7,7 @@ import math
 from typing import ClassVar
 
 from ._core._clock import Clock
+from ._core._detached import in_event_loop
 from ._core._errors import ConfigurationError, RejectedError, format_seconds
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
@@ -69,7 +70,10 @@ class RetryBudget(Guard[RetryBudgetState]):
             ``ratio`` take a turn of it, so the whole fleet together gets the floor rather
             than each replica its own (which adds up with the replicas). The ratio stays
             per replica: it scales with each replica's own traffic. Taking a turn is a
-            store round trip, made only for a retry the ratio does not cover.
+            store round trip, made only for a retry the ratio does not cover; inside an
+            event loop (async retries), where it would hold up every task, the replica
+            takes a turn of its share of the floor instead (the floor divided by the
+            replicas the limit last counted), with no round trip.
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time.
@@ -149,12 +153,18 @@ class RetryBudget(Guard[RetryBudgetState]):
                 self._counts.expire(now)
                 covered = self._fits()
             if not covered:
-                # Beyond the ratio: a turn of the fleet's floor, asked outside the lock.
-                try:
-                    floor._enter()
-                except RejectedError:
-                    pass
+                # Beyond the ratio: a turn of the fleet's floor, asked outside the lock. In an
+                # event loop a round trip would hold up every task (and an async-only store
+                # has no sync path): this replica's share of the floor decides instead.
+                if in_event_loop():
+                    with floor._lock:
+                        granted = floor._share_turn(now) == 0.0
                 else:
+                    try:
+                        granted = floor._enter()
+                    except RejectedError:
+                        granted = False
+                if granted:
                     with self._lock:
                         self._floor_turns += 1
                         self._counts.add(_RETRY, now)

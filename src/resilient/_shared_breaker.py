@@ -27,7 +27,8 @@ from ._core._validate import (
     to_seconds,
 )
 from ._core._windows import FAILURE
-from ._store_link import link
+from ._shared_outbox import Outbox
+from ._store_link import Unanswered, link
 
 __all__ = [
     "DEFAULT_FLEET_WINDOW",
@@ -130,6 +131,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             its slot when the lease expires.
         sync_interval: Seconds between round trips while nothing urgent happens; 0 sends
             every outcome at once.
+        replica: This replica's id in the store (a pod's name, say); by default the
+            host, the process id and a random part. A forked child adds its process id.
         registry: Where the breaker is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time for this replica's own decisions.
@@ -158,6 +161,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         half_open_calls: int = 1,
         trial_lease: Duration = DEFAULT_TRIAL_LEASE,
         sync_interval: Duration = DEFAULT_SYNC_INTERVAL,
+        replica: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -217,7 +221,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         self._store = store
         self._local = local
         self._now = clock.monotonic
-        self._replica = replica_id()
+        self._given_replica = None if replica is None else check_name(replica, "replica")
+        self._replica = replica_id(self._given_replica)
 
         # What this replica last heard from the store (changed under the lock).
         self._view: BreakerView | None = None
@@ -226,21 +231,14 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         self._wait_until = 0.0  # local time a half-open breaker's leases may be free
         self._next_sync = -math.inf
         self._syncing = False
-        # What this replica has not told the store yet.
-        self._pending_epoch = 0
-        self._successes = 0
-        self._failures = 0
-        self._slow = 0
-        self._last_failure: str | None = None
-        self._pending_since = 0.0  # when the oldest unsent outcome ended
-        self._trial_results: list[tuple[int, str, str | None]] = []
+        self._outbox = Outbox()  # what this replica has not told the store yet
         # Counts for snapshots.
         self._syncs = 0
         self._fallbacks = 0
-        self._late = 0
-        self._stale = 0
+        self._late = 0  # outcomes the store found late
         self._rejected = Counter()
         self._tasks: set[asyncio.Task[None]] = set()  # trial results being told
+        self._local_action: tuple[str, str | None] | None = None  # for after the lock
 
         super().__init__(
             name,
@@ -260,11 +258,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         decide first; call with the lock held."""
         state = self._state
         link_ok = self._link.available
-        due = (
-            link_ok
-            and not self._syncing
-            and (now >= self._next_sync or self._failures > 0 or bool(self._trial_results))
-        )
+        due = link_ok and not self._syncing and (now >= self._next_sync or self._outbox.urgent)
         if state is _CLOSED or state is _DISABLED:
             if due:
                 return None
@@ -304,53 +298,21 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             )
         raise CircuitOpenError(self._name, retry_after, state)
 
-    def _drop_stale(self, now: float) -> None:
-        """Drop unsent outcomes older than the fleet window (kept through a store outage):
-        sent now, they would land in the newest bucket and pass for recent evidence. Call
-        with the lock held."""
-        unsent = self._successes + self._failures
-        if unsent and now - self._pending_since > self._rules.window:
-            self._stale += unsent
-            self._successes = self._failures = self._slow = 0
-            self._last_failure = None
-
     def _take_report(self, now: float, *, trial: bool = True) -> BreakerReport:
         """The report of everything not yet told, asking for a trial lease for a call
-        being admitted; call with the lock held. Until :meth:`_learn` or :meth:`_restore`,
-        no other call asks the store."""
-        self._drop_stale(now)
+        being admitted; call with the lock held. Until :meth:`_learn` or
+        :meth:`_unanswered`, no other call asks the store."""
         self._syncing = True
-        trial_token = trial_outcome = failure = None
-        if self._trial_results:
-            trial_token, trial_outcome, failure = self._trial_results.pop(0)
-        report = BreakerReport(
-            replica=self._replica,
-            epoch=self._pending_epoch or self._epoch,
-            successes=self._successes,
-            failures=self._failures,
-            slow=self._slow,
-            last_failure=failure or self._last_failure,
-            trial=trial,
-            trial_token=trial_token,
-            trial_outcome=trial_outcome,
-        )
-        self._successes = self._failures = self._slow = 0
-        self._last_failure = None
-        return report
+        return self._outbox.take(self._replica, self._epoch, now, self._rules.window, trial=trial)
 
-    def _restore(self, report: BreakerReport) -> None:
-        """The store did not take ``report``: keep what it carried for the next one; call
-        with the lock held."""
+    def _unanswered(self, report: BreakerReport, unanswered: Unanswered | None) -> None:
+        """The store did not answer ``report`` (``None``: the caller was cancelled before
+        it could know); call with the lock held."""
         self._syncing = False
-        if report.epoch == (self._pending_epoch or self._epoch):
-            self._successes += report.successes
-            self._failures += report.failures
-            self._slow += report.slow
-            self._last_failure = self._last_failure or report.last_failure
-        if report.trial_token is not None and report.trial_outcome is not None:
-            self._trial_results.insert(
-                0, (report.trial_token, report.trial_outcome, report.last_failure)
-            )
+        if unanswered is not None and unanswered.maybe_applied:
+            self._outbox.lose(report)
+        else:
+            self._outbox.give_back(report)
 
     def _settle(
         self, view: BreakerView, now: float, library: str | None
@@ -375,15 +337,18 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         retry_after = view.retry_after
         self._open_until = now + retry_after if view.state == "open" and retry_after else now
         self._wait_until = now + (retry_after or 0.0) if view.state == "half_open" else 0.0
-        if view.epoch != self._pending_epoch:
-            if self._successes or self._failures:
-                self._late += self._successes + self._failures  # of an older epoch
-            self._successes = self._failures = self._slow = 0
-            self._pending_epoch = view.epoch
+        self._outbox.moved_to(view.epoch)
         self._epoch = view.epoch
         state = BreakerState(view.state)
-        if state is self._state:
-            return
+        if state is self._state and not view.moved:
+            return  # nothing this replica has not seen (or a change it missed and undid)
+        # An operator's disable or close (the only ways into DISABLED, and out of OPEN,
+        # FORCED_OPEN or DISABLED straight to CLOSED) reaches the local breaker too, or
+        # its own open state would go on refusing the calls the operator let through.
+        if state is _DISABLED:
+            self._local_action = ("disable", view.reason)
+        elif state is _CLOSED and self._state in (_OPEN, _FORCED_OPEN, _DISABLED):
+            self._local_action = ("close", view.reason)
         by = view.by or "?"
         if view.moved:
             reason = view.reason or state.value
@@ -416,7 +381,10 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             except BaseException:
                 self._give_back(report)
                 raise
-            fleet = self._decide(report, view, now, None)
+            try:
+                fleet = self._decide(report, view, now, None)
+            finally:
+                self._tell_waiting(None)  # a trial that ended meanwhile (even if refused)
         return self._enter_local(fleet)  # type: ignore[arg-type]
 
     def _enter_nowait(self) -> _Permit | None:
@@ -445,25 +413,32 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                 # Cancelled while asking (or a bug surfacing): nothing told is lost.
                 self._give_back(report)
                 raise
-            fleet = self._decide(report, view, now, current_library())
+            library = current_library()
+            try:
+                fleet = self._decide(report, view, now, library)
+            finally:
+                self._tell_waiting(library)  # a trial that ended meanwhile (even if refused)
         return self._enter_local(fleet)  # type: ignore[arg-type]
 
     def _give_back(self, report: BreakerReport) -> None:
         with self._lock:
-            self._restore(report)
+            self._unanswered(report, None)
 
     def _decide(
-        self, report: BreakerReport, view: BreakerView | None, now: float, library: str | None
+        self,
+        report: BreakerReport,
+        view: BreakerView | Unanswered,
+        now: float,
+        library: str | None,
     ) -> int | _Lease:
-        """After a round trip (``view`` is ``None`` when the store did not answer): the
-        fleet part of the permit, or a refusal raised."""
+        """After a round trip: the fleet part of the permit, or a refusal raised."""
         decided: int | _Lease | _Refused
         with self._lock:
-            if view is not None:
+            if not isinstance(view, Unanswered):
                 decided = self._settle(view, now, library)
             else:
                 # The store is away: what this replica knows for sure still holds.
-                self._restore(report)
+                self._unanswered(report, view)
                 self._fallbacks += 1
                 if self._state is _FORCED_OPEN:
                     decided = _Refused("forced_open", None)
@@ -537,34 +512,27 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             return
         if outcome < 0:
             return
+        outbox = self._outbox
         with self._lock:
-            if fleet != self._pending_epoch:
-                if fleet < self._pending_epoch:
-                    self._late += 1
-                    return
-                self._late += self._successes + self._failures
-                self._successes = self._failures = self._slow = 0
-                self._pending_epoch = fleet
-            if not (self._successes or self._failures):
-                self._pending_since = self._now()
-            if outcome & FAILURE:
-                self._failures += 1
-                self._last_failure = failure
-            else:
-                self._successes += 1
-            if slow:
-                self._slow += 1
+            outbox.add(fleet, bool(outcome & FAILURE), slow, failure, self._now())
 
     def _tell_trial(self, lease: _Lease, outcome: str, failure: str | None) -> None:
         """Tell the store how a trial ended, at once: the fleet waits on it (a sync
         caller's thread tells it; an async caller's loop runs a task that does)."""
         with self._lock:
-            self._trial_results.append((lease.token, outcome, failure))
-        if lease.library is None:
+            self._outbox.trials.append((lease.token, outcome, failure))
+        self._tell_waiting(lease.library)
+
+    def _tell_waiting(self, library: str | None) -> None:
+        """Send a trial's end that waits (one may have ended during a round trip, which
+        could not carry it): on this thread for a sync caller, in a task for an async one."""
+        if not self._outbox.trials or self._syncing:
+            return
+        if library is None:
             self._flush()
         else:
             spawn(
-                lease.library,
+                library,
                 self._flush_async,
                 name=f"shared breaker {self._name}",
                 tasks=self._tasks,
@@ -573,8 +541,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _flush(self) -> None:
         now = self._now()
         with self._lock:
-            if self._syncing or not self._trial_results:
-                return  # the round trip under way, or the next, takes it
+            if self._syncing or not self._outbox.trials:
+                return  # the round trip under way tells it when it ends
             report = self._take_report(now, trial=False)
         try:
             view = self._link.call(self._store.breaker, self._name, self._rules, report)
@@ -582,11 +550,12 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             self._give_back(report)
             raise
         self._took(report, view, now)
+        self._tell_waiting(None)
 
     async def _flush_async(self) -> None:
         now = self._now()
         with self._lock:
-            if self._syncing or not self._trial_results:
+            if self._syncing or not self._outbox.trials:
                 return
             report = self._take_report(now, trial=False)
         try:
@@ -602,11 +571,12 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             self._give_back(report)
             raise
         self._took(report, view, now)
+        self._tell_waiting(current_library())
 
-    def _took(self, report: BreakerReport, view: BreakerView | None, now: float) -> None:
+    def _took(self, report: BreakerReport, view: BreakerView | Unanswered, now: float) -> None:
         with self._lock:
-            if view is None:
-                self._restore(report)
+            if isinstance(view, Unanswered):
+                self._unanswered(report, view)
             else:
                 self._learn(view, now)
         self._deliver()
@@ -616,32 +586,26 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _act(self, action: str, reason: str) -> None:
         now = self._now()
         with self._lock:
-            self._drop_stale(now)
-            report = BreakerReport(
-                replica=self._replica,
-                epoch=self._pending_epoch or self._epoch,
-                successes=self._successes,
-                failures=self._failures,
-                slow=self._slow,
-                last_failure=self._last_failure,
-                action=action,
-                reason=reason,
+            report = self._outbox.take(
+                self._replica, self._epoch, now, self._rules.window, action=action, reason=reason
             )
-            self._successes = self._failures = self._slow = 0
-            self._last_failure = None
         view = self._link.call(self._store.breaker, self._name, self._rules, report)
         with self._lock:
-            if view is None:
-                self._restore(report)
+            if isinstance(view, Unanswered):
+                self._outbox.give_back(report)  # its counts; the action is the operator's
                 problem = self._link.last_error
                 raise StoreError(
                     self._store.name,
                     f"could not {action.replace('_', ' ')} the shared breaker {self._name!r} "
-                    "for the fleet: the store is unavailable"
+                    "for the fleet: the store did not take it"
                     + (f" ({problem.problem})" if problem is not None else "")
                     + "; try again when it answers (its health is in the registry)",
                 )
             self._learn(view, now)
+            if action != "force_open" and self._local_action is None:
+                # The fleet did not move (it was closed already): this replica's own
+                # breaker still takes the operator's word.
+                self._local_action = ("disable" if action == "disable" else "close", reason)
         self._deliver()
 
     def force_open(self, *, reason: str | None = None) -> None:
@@ -732,12 +696,25 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             "round_trips": self._syncs,
             "fallback_decisions": self._fallbacks,
             "rejected": self._rejected.value,
-            "late": self._late,
-            "dropped_stale": self._stale,
-            "unsent_successes": self._successes,
-            "unsent_failures": self._failures,
+            "late": self._late + self._outbox.late,
+            "dropped_stale": self._outbox.stale,
+            "unconfirmed": self._outbox.unconfirmed,
+            "unsent_successes": self._outbox.successes,
+            "unsent_failures": self._outbox.failures,
             "local_state": self._local._state.value,
         }
+
+    def _deliver(self) -> None:
+        super()._deliver()
+        with self._lock:
+            action, self._local_action = self._local_action, None
+        if action is not None:
+            verb, reason = action
+            why = f"shared breaker {self._name!r}: {reason or verb}"
+            if verb == "disable":
+                self._local.disable(reason=why)
+            else:
+                self._local.close(reason=why)
 
     def _retire(self) -> None:
         # Replaced or unregistered: its local breaker may serve a new SharedBreaker.
@@ -747,8 +724,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         super()._after_fork_in_child()
         # The child is a replica of its own; what the parent had not told the store yet,
         # and the trials its threads were making, stay the parent's.
-        self._replica = replica_id()
+        self._replica = replica_id(self._given_replica)
         self._syncing = False
-        self._successes = self._failures = self._slow = 0
-        self._trial_results = []
+        self._outbox.forget()
         self._next_sync = -math.inf

@@ -15,8 +15,8 @@ from ._core._registry import Registry
 from ._core._run import Admission
 from ._core._state import Health, Statistic
 from ._core._store import REPLICA_HORIZON, RateView, Store, replica_id
-from ._core._validate import check_count
-from ._store_link import link
+from ._core._validate import check_count, check_name
+from ._store_link import Unanswered, link
 
 __all__ = ["SharedRateLimit", "SharedRateState"]
 
@@ -58,10 +58,11 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         name: Unique name in the registry, and the limit's name in the store.
         store: Where the fleet's turns are kept.
         rate: The fleet's rate and burst (:class:`RateLimit`).
-        replicas: How many replicas share the limit, until the store has counted them
-            (it counts those that used the limit in the last ``REPLICA_HORIZON`` seconds):
-            each one's share while the store is away is the rate divided by the count
-            (default 1: the whole rate, so give the number of replicas you deploy).
+        replicas: How many replicas you run: until the store has counted those that use
+            the limit (over the last ``REPLICA_HORIZON`` seconds), each one's share of the
+            rate while the store is away is the rate divided by this. Required: a
+            default of 1 would give every replica the whole rate.
+        replica: This replica's id (a pod's name, say); as for :class:`SharedBreaker`.
         registry: Where the limit is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time for this replica's own decisions.
@@ -79,7 +80,8 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         *,
         store: Store,
         rate: RateLimit,
-        replicas: int = 1,
+        replicas: int,
+        replica: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -98,7 +100,8 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._tolerance = (rate.burst - 1) * self._interval
         self._replicas = check_count(replicas, "replicas")
         self._replicas_at = -math.inf  # when the store counted self._replicas
-        self._replica = replica_id()
+        self._given_replica = None if replica is None else check_name(replica, "replica")
+        self._replica = replica_id(self._given_replica)
         self._now = clock.monotonic
         self._refused_until = -math.inf  # the store said no turn is free until then
         self._next_count = -math.inf
@@ -165,8 +168,8 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             raise RateLimitedError(self._name, refused_until - now, self._rate.per_second, False)
         return False
 
-    def _settle(self, view: RateView | None, now: float, count: bool) -> bool:
-        if view is None:
+    def _settle(self, view: RateView | Unanswered, now: float, count: bool) -> bool:
+        if isinstance(view, Unanswered):
             return self._alone(now)
         self._round_trips.increment()
         if count:
@@ -200,12 +203,23 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             self._replicas = counted
             self._replicas_at = now
 
+    def _share_turn(self, now: float) -> float:
+        """Take a turn of this replica's share of the rate, if one is free: 0, else the
+        wait for one. Call with the lock held."""
+        replicas = self._replicas
+        interval = replicas / self._rate.per_second
+        tolerance = (max(1, self._rate.burst // replicas) - 1) * interval
+        tat = max(self._local_tat, now)
+        wait = tat - tolerance - now
+        if wait <= 0:
+            self._local_tat = tat + interval
+            return 0.0
+        return wait
+
     def _alone(self, now: float) -> bool:
         """Decide on this replica's share of the rate: the store is away."""
         self._fallbacks.increment()
         share = self._rate.per_second / self._replicas
-        interval = 1.0 / share
-        tolerance = (max(1, self._rate.burst // self._replicas) - 1) * interval
         moved = False
         with self._lock:
             if self._state is _SHARED:
@@ -221,10 +235,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
                     now,
                 )
                 moved = True
-            tat = max(self._local_tat, now)
-            wait = tat - tolerance - now
-            if wait <= 0:
-                self._local_tat = tat + interval
+            wait = self._share_turn(now)
         if moved:
             self._deliver()
         if wait > 0:
@@ -275,4 +286,4 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
-        self._replica = replica_id()
+        self._replica = replica_id(self._given_replica)

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar
 
 from ._breaker import BreakerState, CircuitBreaker
-from ._core._errors import CircuitOpenError
+from ._core._errors import CircuitOpenError, ConfigurationError
+from ._core._fork import at_fork_in_child
 from ._core._registry import Registry
 from ._core._state import Health
-from ._core._store import Store, StoreError
+from ._core._store import Store, StoreError, StoreValueError
 from ._core._windows import CountWindow
 
-__all__ = ["DEFAULT_STORE_PROBE_INTERVAL", "StoreLink", "link"]
+__all__ = ["DEFAULT_STORE_PROBE_INTERVAL", "StoreLink", "Unanswered", "link"]
 
 T = TypeVar("T")
 
@@ -46,25 +47,61 @@ class _StoreBreaker(CircuitBreaker):
         BreakerState.FORCED_OPEN: Health.DEGRADED,
     }
 
+    @property
+    def store(self) -> Store | None:
+        """The store this breaker guards; ``None`` once that store is gone."""
+        ref = self.__dict__.get("_store_ref")
+        return None if ref is None else ref()
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self.__dict__["_store_ref"] = weakref.ref(store)
+
+
+class Unanswered:
+    """What a round trip through the link gives back when the store did not answer."""
+
+    __slots__ = ("maybe_applied",)
+
+    def __init__(self, maybe_applied: bool) -> None:
+        self.maybe_applied = maybe_applied
+
+    def __repr__(self) -> str:
+        return f"<Unanswered maybe_applied={self.maybe_applied}>"
+
+
+_REFUSED = Unanswered(False)  # the store's breaker refused: nothing was sent
+
 
 class StoreLink:
     """One store as the guards of one registry reach it."""
 
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
-        existing = registry.get(store.name) if store.name in registry else None
-        if isinstance(existing, _StoreBreaker):
-            self.breaker = existing
-        else:
+        name = store.name
+        existing = registry.get(name) if name in registry else None
+        if existing is None:
             self.breaker = _StoreBreaker(
-                store.name,
+                name,
                 window=_STORE_WINDOW,
                 minimum_calls=_STORE_MINIMUM_CALLS,
                 failure_rate_threshold=_STORE_FAILURE_RATE,
                 open_duration=DEFAULT_STORE_PROBE_INTERVAL,
                 record=StoreError,
+                # One guard's unreadable value is no outage: the other guards keep sharing.
+                ignore=StoreValueError,
                 registry=registry,
             )
+        elif isinstance(existing, _StoreBreaker) and existing.store in (None, store):
+            self.breaker = existing
+        else:
+            raise ConfigurationError(
+                f"a guard named {name!r} is in this registry already, and the store named "
+                f"{name!r} needs that name for its own breaker: give one of them another name "
+                "(two stores, say two Redis servers for one namespace, need name= each) "
+                f"(got store {store!r})"
+            )
+        self.breaker.store = store
         self.last_error: StoreError | None = None
         self.failing = False  # the last round trip failed (the breaker may not know yet)
 
@@ -82,32 +119,34 @@ class StoreLink:
         """Whether the store answered the last round trip and its breaker is closed."""
         return not self.failing and self.breaker._state is BreakerState.CLOSED
 
-    def call(self, operation: Callable[..., T], *args: object, **kwargs: object) -> T | None:
-        """``operation(*args, **kwargs)`` through the store's breaker; ``None`` when the
-        store failed or its breaker refused (the caller decides locally)."""
+    def _failed(self, error: StoreError) -> Unanswered:
+        self.last_error = error
+        self.failing = True
+        return Unanswered(error.maybe_applied)
+
+    def call(self, operation: Callable[..., T], *args: object, **kwargs: object) -> T | Unanswered:
+        """``operation(*args, **kwargs)`` through the store's breaker, or
+        :class:`Unanswered` when the store failed or its breaker refused (the caller
+        decides locally)."""
         try:
             answer = self.breaker.call(operation, *args, **kwargs)
         except StoreError as error:
-            self.last_error = error
-            self.failing = True
-            return None
+            return self._failed(error)
         except CircuitOpenError:
-            return None
+            return _REFUSED
         self.failing = False
         return answer
 
     async def call_async(
         self, operation: Callable[..., Awaitable[T]], *args: object, **kwargs: object
-    ) -> T | None:
+    ) -> T | Unanswered:
         """The async twin of :meth:`call`."""
         try:
             answer = await self.breaker.call_async(operation, *args, **kwargs)
         except StoreError as error:
-            self.last_error = error
-            self.failing = True
-            return None
+            return self._failed(error)
         except CircuitOpenError:
-            return None
+            return _REFUSED
         self.failing = False
         return answer
 
@@ -116,8 +155,20 @@ _links: weakref.WeakKeyDictionary[Registry, dict[int, StoreLink]] = weakref.Weak
 _links_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    global _links_lock
+    _links_lock = threading.Lock()
+
+
+at_fork_in_child(_new_lock_in_child)
+
+
 def link(store: Store, registry: Registry) -> StoreLink:
-    """The one link of ``store`` in ``registry``: guards of one registry share its breaker."""
+    """The one link of ``store`` in ``registry``: guards of one registry share its breaker.
+
+    Raises:
+        ConfigurationError: Another guard of ``registry`` has the store's name.
+    """
     with _links_lock:
         per_registry = _links.setdefault(registry, {})
         found = per_registry.get(id(store))

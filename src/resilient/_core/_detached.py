@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["current_library", "event_loop", "spawn"]
+__all__ = ["current_library", "event_loop", "in_event_loop", "spawn"]
 
 
 def current_library() -> str:
@@ -23,6 +23,16 @@ def current_library() -> str:
         else:
             return "trio"
     return "asyncio"
+
+
+def in_event_loop() -> bool:
+    """Whether the calling code runs inside an event loop (asyncio's or trio's), where
+    a blocking call would hold up every other task."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return current_library() == "trio"
+    return True
 
 
 def event_loop(library: str) -> object:

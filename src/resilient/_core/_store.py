@@ -335,14 +335,23 @@ class Store(Protocol):
 _replica: tuple[int, str] | None = None
 
 
-def replica_id() -> str:
-    """This process's id among the replicas: host, process id and a random part.
+def replica_id(given: str | None = None) -> str:
+    """This process's id among the replicas.
 
-    A forked child gets a new one (its process id differs), so two workers forked from
-    one parent never report as one replica.
+    Args:
+        given: The id a user chose (a pod's name); ``None`` for the default: host,
+            process id and a random part. A process forked after the id was chosen gets
+            it with its own process id added, so two workers forked from one parent never
+            report as one replica.
     """
     global _replica
     pid = os.getpid()
     if _replica is None or _replica[0] != pid:
         _replica = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}")
-    return _replica[1]
+    if given is None:
+        return _replica[1]
+    return given if _chosen.setdefault(given, pid) == pid else f"{given}/{pid}"
+
+
+# Each chosen id, with the process that chose it first.
+_chosen: dict[str, int] = {}
