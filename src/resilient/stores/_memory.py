@@ -54,9 +54,9 @@ class _Breaker:
 class MemoryStore:
     """Shared state for guards in this process, decided exactly as a fleet store would.
 
-    Shared guards given one ``MemoryStore`` behave as replicas of one service: use it to
-    test a fleet's behaviour on a virtual clock, or to let several guards in one process
-    share a breaker or a rate limit.
+    Shared guards given one ``MemoryStore``, each with its own ``replica=`` id, behave as
+    replicas of one service: use it to test a fleet's behaviour on a virtual clock, or to
+    let several guards in one process share a breaker or a rate limit.
 
     Args:
         name: The store's name in errors and the registry (``"memory"`` by default).
