@@ -9,15 +9,11 @@ its own store breaker, as a pod would) and a replica id of its own, and all shar
 from __future__ import annotations
 
 import collections
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anyio
 
 from resilient import Fleet, Registry, SharedBreaker, SharedRateLimit
-from resilient._core import _store
 from resilient.stores import (
     BreakerReport,
     BreakerRules,
@@ -131,31 +127,6 @@ class FaultyStore:
         return self.inner.act(guard, action, reason, replica)
 
 
-@contextmanager
-def as_replica(replica: str) -> Iterator[None]:
-    """Within the block, this process is the replica ``replica``: guards built in it take
-    that id (they read it once, when built)."""
-    saved = _store._replica
-    _store._replica = (os.getpid(), replica)
-    try:
-        yield
-    finally:
-        _store._replica = saved
-
-
-class _ReplicaFleet(Fleet):
-    """A :class:`Fleet` that publishes and acts as a fixed replica id: one process, many
-    replicas (a real replica's id is its process's)."""
-
-    def __init__(self, replica: str, store: Any, **options: Any) -> None:
-        self._replica_name = replica
-        super().__init__(store, **options)
-
-    @property
-    def replica(self) -> str:
-        return self._replica_name
-
-
 class Replica:
     """One replica of a service: a registry of its own and an id of its own, on the
     fleet's store and clock."""
@@ -169,19 +140,20 @@ class Replica:
     def breaker(self, name: str = "feed", **options: Any) -> SharedBreaker:
         """A shared breaker of this replica."""
         options.setdefault("store", self.store)
-        with as_replica(self.name):
-            return SharedBreaker(name, registry=self.registry, clock=self.clock, **options)
+        options.setdefault("replica", self.name)
+        return SharedBreaker(name, registry=self.registry, clock=self.clock, **options)
 
     def rate_limit(self, name: str = "partner", **options: Any) -> SharedRateLimit:
         """A shared rate limit of this replica (for one replica's share, unless told)."""
         options.setdefault("store", self.store)
         options.setdefault("replicas", 1)
-        with as_replica(self.name):
-            return SharedRateLimit(name, registry=self.registry, clock=self.clock, **options)
+        options.setdefault("replica", self.name)
+        return SharedRateLimit(name, registry=self.registry, clock=self.clock, **options)
 
     def fleet(self, **options: Any) -> Fleet:
         """This replica's place in the fleet."""
-        return _ReplicaFleet(self.name, self.store, registry=self.registry, **options)
+        options.setdefault("replica", self.name)
+        return Fleet(self.store, registry=self.registry, **options)
 
     def moves(self, guard: str = "feed") -> list[tuple[str, str]]:
         """The state changes of ``guard`` on this replica, oldest first."""
