@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_failover.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_httpx.py
+	$(BIN)/python benchmarks/bench_store.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks
