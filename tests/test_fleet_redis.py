@@ -177,13 +177,6 @@ def test_exactly_one_half_open_trial_runs_fleet_wide_in_every_round(
     assert all(r["state"] == "closed" for r in trial_rounds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a replica that last saw the breaker half-open and then wins the "
-    "next open -> half-open move emits no transition (SharedBreaker._learn returns when the "
-    "state name is unchanged, whatever the epoch and view.moved), so that fleet change has "
-    "no winner's event",
-)
 def test_every_fleet_change_has_exactly_one_winning_transition(
     trial_rounds: list[dict[str, Any]],
 ) -> None:
@@ -397,9 +390,14 @@ def test_once_redis_is_back_shared_decisions_resume_without_resetting_the_shared
     assert outage.link.state is BreakerState.CLOSED
     assert set(outage.outcomes) == {"ran", "own"}
     assert _stat(outage.feed, "round_trips") + _stat(outage.feed, "fallback_decisions") == calls
-    # The last call's outcome waits for the next report; every other call counts once.
-    assert _stat(outage.feed, "window_calls") == calls - 1
-    assert _stat(outage.feed, "window_failures") == (calls - 1) // 7
+    # The last call's outcome waits for the next report; every other call counts once:
+    # in the fleet window, or as unconfirmed when the round trip that carried it broke
+    # off after it was sent (Redis stopping mid-reply), since it may have been applied.
+    unconfirmed = _stat(outage.feed, "unconfirmed")
+    assert _stat(outage.feed, "window_calls") + unconfirmed == calls - 1
+    assert _stat(outage.feed, "dropped_stale") == 0
+    if not unconfirmed:
+        assert _stat(outage.feed, "window_failures") == (calls - 1) // 7
     assert _call_counting(outage.gate, lambda: None) == "refused:forced_open"
     assert _stat(outage.gate, "epoch") == gate_epoch
     outage.store.close()
