@@ -34,7 +34,7 @@ from redis.crc import key_slot  # noqa: E402
 from _redis import HOST, RedisServer  # noqa: E402
 from resilient import ConfigurationError  # noqa: E402
 from resilient._core._errors import format_seconds  # noqa: E402
-from resilient._core._store import TRIAL_OUTCOMES  # noqa: E402
+from resilient._core._store import TRIAL_OUTCOMES, StoreValueError  # noqa: E402
 from resilient.stores import (  # noqa: E402
     BreakerReport,
     BreakerRules,
@@ -43,7 +43,12 @@ from resilient.stores import (  # noqa: E402
     RateView,
     StoreError,
 )
-from resilient.stores.redis import DEFAULT_DEADLINE, GUARD_EXPIRY, RedisStore  # noqa: E402
+from resilient.stores.redis import (  # noqa: E402
+    DEFAULT_DEADLINE,
+    GUARD_EXPIRY,
+    TRIO_THREADS,
+    RedisStore,
+)
 from resilient.testing import VirtualClock  # noqa: E402
 
 FAULT_BOUND = 1.0  # real seconds a fault may take to reach the caller on a busy machine
@@ -211,6 +216,41 @@ def test_from_url_makes_a_working_store(redis_server: RedisServer, namespace: st
         assert store.acquire("g", "r", 1.0, 0.0, count=True) == RateView(True, 0.0, 1)
     finally:
         store.close()
+
+
+def test_a_setting_async_connections_cannot_take_is_refused_when_the_store_is_made() -> None:
+    """A sync-only TLS setting on client= (which async callers on asyncio would connect
+    with) is a ConfigurationError from the constructor, naming it and the fix; never an
+    error of a guarded call later."""
+    user = redis.Redis(host=HOST, ssl=True, ssl_validate_ocsp=True)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^client sets ssl_validate_ocsp=True, which the redis\.asyncio\.connection"
+        r"\.SSLConnection connections .* pass async_client=redis\.asyncio\.Redis",
+    ):
+        RedisStore(user, namespace="odds")
+
+
+def test_a_sync_only_setting_is_accepted_beside_an_async_client() -> None:
+    """With async_client= given, the sync client's own settings are the sync flavour's."""
+    store = RedisStore(
+        redis.Redis(host=HOST, ssl=True, ssl_validate_ocsp=True),
+        async_client=redis.asyncio.Redis(host=HOST, ssl=True),
+        namespace="odds",
+    )
+    assert store.name == "redis:odds"
+
+
+def test_from_url_refuses_a_setting_async_connections_cannot_take() -> None:
+    """A URL whose options only sync connections take is refused by from_url, which
+    serves async callers too, naming the URL and how to make the store instead."""
+    url = f"rediss://{HOST}:6379/0?ssl_validate_ocsp=1"
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^url '.*ssl_validate_ocsp=1' sets ssl_validate_ocsp='1', .* make it from "
+        r"clients instead: RedisStore\(redis\.Redis\.from_url\(url\)",
+    ):
+        RedisStore.from_url(url, namespace="odds")
 
 
 def test_a_store_with_only_an_async_client_refuses_sync_calls(
@@ -481,7 +521,7 @@ GARBAGE: list[Any] = [
 
 
 @pytest.mark.parametrize(("suffix", "plant", "operation", "problem"), GARBAGE)
-def test_a_value_it_cannot_read_is_a_store_error_naming_the_key(
+def test_a_value_it_cannot_read_is_a_store_value_error_naming_the_key(
     store: RedisStore,
     client: Any,
     namespace: str,
@@ -490,19 +530,74 @@ def test_a_value_it_cannot_read_is_a_store_error_naming_the_key(
     operation: Callable[[RedisStore], object],
     problem: str,
 ) -> None:
-    """Garbage in any key: a StoreError naming the key and what is wrong, nothing else;
-    no key is written (nothing repaired, nothing half done)."""
+    """Garbage in any key: a StoreValueError (the store is up; one value is bad) naming the
+    key and what is wrong, nothing applied; no key is written (nothing repaired, nothing
+    half done)."""
     guard = "fleet" if suffix in ("published", "snapshots", "actions", "sequence") else "g"
     key = f"{_tag(namespace, guard)}:{suffix}"
     plant(client, key)
     before = _dump(client, namespace)
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(StoreValueError) as caught:
         operation(store)
-    assert type(caught.value) is StoreError
+    assert caught.value.maybe_applied is False
     assert key in caught.value.problem
     assert problem in caught.value.problem
     assert "script:" not in caught.value.problem
     assert _dump(client, namespace) == before
+
+
+REPAIRS: list[Any] = [
+    # suffix, what is planted in it, whether the reset moves the breaker, the epoch after
+    pytest.param(
+        "breaker", _breaker_hash(state="closed", epoch="banana"), False, 2,
+        id="unreadable-epoch-fresh",
+    ),
+    pytest.param("breaker", _breaker_hash(state="ajar"), True, 4, id="unreadable-state-grown"),
+    pytest.param("breaker", _breaker_hash(v="2"), True, 4, id="other-version-grown"),
+    pytest.param("breaker", lambda c, k: c.set(k, "closed"), True, 2, id="not-a-hash-fresh"),
+    pytest.param(
+        "trials", lambda c, k: (_breaker_hash()(c, k.replace(":trials", ":breaker")),
+                                c.zadd(k, {"one": 1})), True, 4,
+        id="unreadable-lease-grown",
+    ),
+    pytest.param("trials", lambda c, k: c.set(k, "1"), False, 2, id="leases-not-a-zset"),
+    pytest.param(
+        "buckets", lambda c, k: c.hset(k, "1", "3,1,0"), False, 2, id="unreadable-bucket"
+    ),
+    pytest.param(
+        "replicas", lambda c, k: c.hset(k, "r", "yesterday"), False, 2, id="unreadable-replica"
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("action", ["reset", "close"])
+@pytest.mark.parametrize(("suffix", "plant", "moved", "epoch"), REPAIRS)
+def test_close_and_reset_repair_a_breaker_the_store_cannot_read(
+    store: RedisStore,
+    client: Any,
+    namespace: str,
+    action: str,
+    suffix: str,
+    plant: Callable[[Any, str], object],
+    moved: bool,
+    epoch: int,
+) -> None:
+    """An operator's close or reset succeeds on garbage and leaves a breaker that works:
+    closed, its window empty, and tripping again. The epoch grows from the stored one
+    when that reads as a whole number (calls admitted before stay late), and is fresh,
+    as after the keys expire, when it does not (nothing of it can be trusted; replicas
+    learn the new epoch from the answer)."""
+    plant(client, f"{_tag(namespace, 'g')}:{suffix}")
+    with pytest.raises(StoreValueError):
+        store.breaker("g", RULES, report(epoch=3, successes=1))
+    view = store.breaker("g", RULES, report(replica="op", epoch=3, action=action))
+    assert (view.state, view.moved, view.epoch) == ("closed", moved, epoch)
+    assert (view.window_calls, view.consecutive_opens, view.open_duration) == (0, 0, 30.0)
+    if moved:
+        assert (view.reason, view.by) == (f"{action} by operator", "op")
+    tripped = store.breaker("g", RULES, report(epoch=epoch, failures=4, last_failure="HTTP 503"))
+    assert (tripped.state, tripped.moved, tripped.epoch) == ("open", True, epoch + 1)
+    assert tripped.late == 0
 
 
 def test_a_reply_of_the_wrong_shape_is_a_store_error(
@@ -512,12 +607,14 @@ def test_a_reply_of_the_wrong_shape_is_a_store_error(
     answer) is a StoreError saying so."""
     from resilient.stores import _redis_scripts
 
-    monkeypatch.setattr(_redis_scripts.Script, "run", lambda self, c, k, a: [b"open", 2])
+    monkeypatch.setattr(_redis_scripts.Script, "run", lambda self, c, k, a, attempt: [b"open", 2])
     with pytest.raises(
         StoreError, match=r"breaker 'g': Redis answered \[b'open', 2\], a reply of the wrong shape"
     ):
         store.breaker("g", RULES, report())
-    monkeypatch.setattr(_redis_scripts.Script, "run", lambda self, c, k, a: [1, b"\xff", 0])
+    monkeypatch.setattr(
+        _redis_scripts.Script, "run", lambda self, c, k, a, attempt: [1, b"\xff", 0]
+    )
     with pytest.raises(StoreError, match=r"rate limit 'g': .* wrong shape"):
         store.acquire("g", "r", 1.0, 0.0, count=False)
 
@@ -583,7 +680,8 @@ def test_a_stopped_server_is_a_store_error_at_once(
     expected: object,
 ) -> None:
     """With the server gone, a call raises StoreError (and only that) well within a
-    second, and answers again once the server is back."""
+    second, saying the request surely was not applied (the connection was refused), and
+    answers again once the server is back."""
     store = RedisStore(own_redis_server.client(), namespace=namespace, deadline=SLOW_DEADLINE)
     assert operation(store) == expected
     own_redis_server.stop()
@@ -592,6 +690,7 @@ def test_a_stopped_server_is_a_store_error_at_once(
         operation(store)
     assert time.monotonic() - started < FAULT_BOUND
     assert type(caught.value) is StoreError
+    assert caught.value.maybe_applied is False
     own_redis_server.start()  # empty, and its script cache too
     assert operation(store) == expected
 
@@ -600,7 +699,13 @@ def test_a_stopped_server_is_a_store_error_at_once(
 async def test_a_stopped_server_is_a_store_error_at_once_async(
     own_redis_server: RedisServer, namespace: str
 ) -> None:
-    """The async twins: StoreError well within a second, on asyncio and under trio."""
+    """The async twins: StoreError well within a second, on asyncio and under trio; once
+    the connection the server closed is dropped, a call is refused and not applied.
+
+    (The first call may write into that connection before the event loop has seen it
+    closed; a connection closed after the command was written cannot be told apart from
+    a server that ran it and then went away, so that call may say "maybe applied".)
+    """
     store = RedisStore(own_redis_server.client(), namespace=namespace, deadline=SLOW_DEADLINE)
     assert (await store.acquire_async("g", "r", 1.0, 0.0, count=False)).admitted
     own_redis_server.stop()
@@ -609,20 +714,26 @@ async def test_a_stopped_server_is_a_store_error_at_once_async(
         await store.acquire_async("g", "r", 1.0, 0.0, count=False)
     assert time.monotonic() - started < FAULT_BOUND
     assert type(caught.value) is StoreError
+    with pytest.raises(StoreError) as refused:
+        await store.acquire_async("g", "r", 1.0, 0.0, count=False)
+    assert "cannot reach Redis" in refused.value.problem
+    assert refused.value.maybe_applied is False
 
 
 def test_a_sleeping_server_is_a_store_error_and_the_next_call_is_in_step(
     own_redis_server: RedisServer, namespace: str
 ) -> None:
-    """A call cut by the deadline during DEBUG SLEEP raises StoreError; once the server
-    wakes, the next calls read their own replies (the cut connection was dropped)."""
+    """A call cut by the deadline during DEBUG SLEEP raises StoreError saying it may have
+    been applied (it was: sequence 2); once the server wakes, the next calls read their
+    own replies (the cut connection was dropped)."""
     store = RedisStore(own_redis_server.client(), namespace=namespace, deadline=SLOW_DEADLINE)
     assert store.act("g", "close", "first", "r").sequence == 1
     sleeper = own_redis_server.block(SLEEP)
     started = time.monotonic()
-    with pytest.raises(StoreError, match=r"did not answer within 0\.15 s"):
+    with pytest.raises(StoreError, match=r"did not answer within 0\.15 s") as caught:
         store.act("g", "close", "cut", "r")  # runs once the server wakes: sequence 2
     assert time.monotonic() - started < SLEEP
+    assert caught.value.maybe_applied is True
     sleeper.join(SLEEP + 5)
     # Out of step, this would read the cut call's reply (the integer 2): a wrong shape.
     assert store.acquire("g", "r", 1.0, 0.0, count=True) == RateView(True, 0.0, 1)
@@ -633,15 +744,16 @@ def test_a_sleeping_server_is_a_store_error_and_the_next_call_is_in_step(
 async def test_a_sleeping_server_is_a_store_error_and_the_next_call_is_in_step_async(
     own_redis_server: RedisServer, namespace: str
 ) -> None:
-    """The async twin, cut by the store's hard deadline: on asyncio the command is
-    cancelled mid-read, under trio its thread is left to finish."""
+    """The async twin, cut by the store's hard deadline (and so maybe applied): on asyncio
+    the command is cancelled mid-read, under trio its thread is left to finish."""
     store = RedisStore(own_redis_server.client(), namespace=namespace, deadline=SLOW_DEADLINE)
     assert (await store.act_async("g", "close", "first", "r")).sequence == 1
     sleeper = own_redis_server.block(SLEEP)
     started = time.monotonic()
-    with pytest.raises(StoreError, match=r"did not answer within 0\.15 s"):
+    with pytest.raises(StoreError, match=r"did not answer within 0\.15 s") as caught:
         await store.act_async("g", "close", "cut", "r")
     assert time.monotonic() - started < SLEEP
+    assert caught.value.maybe_applied is True
     await anyio.to_thread.run_sync(sleeper.join, SLEEP + 5)
     assert await store.acquire_async("g", "r", 1.0, 0.0, count=True) == RateView(True, 0.0, 1)
     assert (await store.act_async("g", "close", "third", "r")).sequence == 3
@@ -665,6 +777,64 @@ async def test_a_cancelled_call_leaves_the_next_call_in_step(
     await anyio.to_thread.run_sync(sleeper.join, SLEEP + 5)
     assert await store.acquire_async("g", "r", 1.0, 0.0, count=True) == RateView(True, 0.0, 1)
     assert (await store.act_async("g", "close", "third", "r")).sequence == 3
+
+
+def test_a_round_trip_given_up_on_before_it_writes_never_writes(
+    store: RedisStore, client: Any, namespace: str
+) -> None:
+    """A worker thread whose round trip was abandoned (its deadline passed while it waited
+    for a thread or a connection) writes nothing afterwards, so "not applied" stays true."""
+    from resilient.stores._redis_keys import sequence_keys
+    from resilient.stores._redis_scripts import ACT, Abandoned, Attempt
+
+    attempt = Attempt()
+    assert attempt.abandon() is False  # nothing written yet: surely not applied
+    with pytest.raises(Abandoned):
+        ACT.run(store._sync_client(), sequence_keys(namespace), ["g", "close", "", "r"], attempt)
+    assert client.keys(f"resilient:{{{namespace}:*") == []
+    assert store.act("g", "close", "ok", "r").sequence == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_a_call_that_waits_past_its_deadline_for_a_thread_is_not_applied(
+    store: RedisStore,
+) -> None:
+    """Under trio, a round trip still waiting for one of the store's threads when its
+    deadline passes is a StoreError saying it was not applied, and it never runs."""
+    limiter = store._trio_limiter()
+    holders = [object() for _ in range(TRIO_THREADS)]
+    for holder in holders:
+        limiter.acquire_on_behalf_of_nowait(holder)
+    try:
+        with pytest.raises(StoreError, match=r"did not answer within 0\.5 s") as caught:
+            await store.act_async("g", "close", "never", "r")
+        assert caught.value.maybe_applied is False
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+    assert (await store.act_async("g", "close", "ok", "r")).sequence == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_a_full_default_thread_limiter_does_not_delay_the_store(
+    store: RedisStore,
+) -> None:
+    """The application's to_thread work holding every token of anyio's default limiter
+    does not make a round trip wait: the store's threads come from a limiter of its own."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        limiter.acquire_on_behalf_of_nowait(holder)
+    try:
+        assert limiter.available_tokens == 0
+        assert (await store.act_async("g", "close", "ok", "r")).sequence == 1
+        view = await store.breaker_async("g", RULES, report(successes=1))
+        assert view.state == "closed"
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
 
 
 # -- async flavours ---------------------------------------------------------------------------

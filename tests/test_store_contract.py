@@ -550,6 +550,29 @@ def test_reset_closes_and_forgets_the_open_history(
     assert (view.consecutive_opens, view.open_duration, view.window_calls) == (0, SHORT, 0)
 
 
+@pytest.mark.parametrize("action", ["close", "reset"])
+def test_a_trial_token_from_before_a_close_or_reset_is_late_after_the_next_trip(
+    store: Store, pass_time: Callable[[float], None], action: str
+) -> None:
+    """close and reset keep the epoch and the fencing tokens growing: after the next
+    trip, the new trial's token is another, and the old trial's success is late."""
+    given = rules(open_duration=SHORT)
+    old = half_open(store, pass_time, given)
+    closed = store.breaker(GUARD, given, report("op", 3, action=action))
+    assert (closed.state, closed.epoch) == ("closed", 4)
+    store.breaker(GUARD, given, report("a", 4, failures=4, last_failure=FAILURE))
+    pass_time(SHORT)
+    new = store.breaker(GUARD, given, report("b", 5, trial=True))
+    assert (new.state, new.epoch) == ("half_open", 6)
+    assert old.token is not None
+    assert new.token is not None
+    assert new.token > old.token
+    view = store.breaker(
+        GUARD, given, report("a", 6, trial_token=old.token, trial_outcome="success")
+    )
+    assert (view.state, view.moved, view.late) == ("half_open", False, 1)
+
+
 def test_close_on_a_closed_breaker_bumps_the_epoch_without_moving(store: Store) -> None:
     """close on a closed breaker starts a new epoch (older counts become late) but is no
     transition: not moved, no reason."""

@@ -26,7 +26,15 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from resilient._core._errors import ConfigurationError
 
-__all__ = ["Settings", "async_client", "settings_of", "sync_client"]
+__all__ = [
+    "Connector",
+    "Settings",
+    "UnsupportedOption",
+    "async_client",
+    "connector",
+    "settings_of",
+    "sync_client",
+]
 
 # The connection settings carried over from the user's client; every other one (time-
 # outs, retries, encoding, health checks, driver info, caching) is the store's own.
@@ -113,21 +121,50 @@ def _accepted(connection_class: type[Any]) -> set[str]:
     return names
 
 
-def _options(settings: Settings, connection_class: type[Any]) -> dict[str, Any]:
-    """The carried settings ``connection_class`` takes; a set one it cannot take (a TLS
-    option that only the sync client has) is refused rather than dropped."""
+class UnsupportedOption(ConfigurationError):
+    """A connection setting that the connections of one flavour cannot take.
+
+    Attributes:
+        option: The setting and its value, as ``name=value``.
+        flavour: The connections that cannot take it, by module and class name.
+    """
+
+    def __init__(self, source: str, option: str, flavour: str) -> None:
+        super().__init__(
+            f"{source} sets {option}, which the {flavour} connections of the store cannot "
+            "take; the store serves async callers on asyncio with those connections: pass "
+            "async_client=redis.asyncio.Redis(...) with settings they take, as well"
+        )
+        self.option = option
+        self.flavour = flavour
+
+
+@dataclass(frozen=True)
+class Connector:
+    """How the store's own connections of one flavour are made: a class and its options."""
+
+    connection_class: type[Any]
+    options: dict[str, Any]
+
+
+def connector(settings: Settings, *, asynchronous: bool) -> Connector:
+    """The store's connections of one flavour for ``settings``, checked now: a carried
+    setting that flavour cannot take (a TLS option only the sync connections have) is
+    refused here, at the store's construction, rather than dropped or met on first use.
+
+    Raises:
+        UnsupportedOption: A setting the flavour's connection class cannot take.
+    """
+    connection_class = (_ASYNC_CLASSES if asynchronous else _SYNC_CLASSES)[settings.kind]
     accepted = _accepted(connection_class)
     options: dict[str, Any] = {}
     for key, value in settings.options.items():
         if key in accepted:
             options[key] = value
         elif value not in (None, False):
-            raise ConfigurationError(
-                f"{settings.source} sets {key}={value!r}, which the "
-                f"{connection_class.__module__}.{connection_class.__qualname__} connections "
-                "of the store cannot take; pass a client for that flavour as well"
-            )
-    return options
+            flavour = f"{connection_class.__module__}.{connection_class.__qualname__}"
+            raise UnsupportedOption(settings.source, f"{key}={value!r}", flavour)
+    return Connector(connection_class, options)
 
 
 def _fixed(deadline: float) -> dict[str, Any]:
@@ -145,24 +182,22 @@ def _fixed(deadline: float) -> dict[str, Any]:
     }
 
 
-def sync_client(settings: Settings, deadline: float) -> redis.Redis:
-    """A client of the store's own, on a pool of its own, for ``settings``."""
-    connection_class = _SYNC_CLASSES[settings.kind]
+def sync_client(made: Connector, deadline: float) -> redis.Redis:
+    """A client of the store's own, on a pool of its own."""
     pool = redis.ConnectionPool(
-        connection_class=connection_class,
-        **_options(settings, connection_class),
+        connection_class=made.connection_class,
+        **made.options,
         **_fixed(deadline),
         retry=redis.retry.Retry(NoBackoff(), 0),
     )
     return redis.Redis.from_pool(pool)
 
 
-def async_client(settings: Settings, deadline: float) -> redis.asyncio.Redis:
+def async_client(made: Connector, deadline: float) -> redis.asyncio.Redis:
     """An asyncio client of the store's own for the running event loop."""
-    connection_class = _ASYNC_CLASSES[settings.kind]
     pool = redis.asyncio.ConnectionPool(
-        connection_class=connection_class,
-        **_options(settings, connection_class),
+        connection_class=made.connection_class,
+        **made.options,
         **_fixed(deadline),
         retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
     )

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import threading
 from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -30,31 +29,49 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from resilient._core._detached import current_library
 from resilient._core._errors import ConfigurationError, format_seconds
 from resilient._core._fork import track
 from resilient._core._store import (
-    BREAKER_ACTIONS,
     FLEET_ACTIONS,
     REPLICA_HORIZON,
-    TRIAL_OUTCOMES,
     BreakerReport,
     BreakerRules,
     BreakerView,
     FleetAction,
     RateView,
     StoreError,
+    StoreValueError,
+    check_action,
+    check_report,
 )
 from resilient._core._validate import check_name, to_seconds
 from resilient.stores import _redis_clients, _redis_keys
-from resilient.stores._redis_scripts import ACT, BREAKER, FLEET, PUBLISH, RATE, Script
+from resilient.stores._redis_scripts import (
+    ACT,
+    BREAKER,
+    FLEET,
+    PUBLISH,
+    RATE,
+    Attempt,
+    Script,
+    Unsent,
+)
 
-__all__ = ["DEFAULT_DEADLINE", "GUARD_EXPIRY", "RedisStore"]
+if TYPE_CHECKING:
+    import trio
+
+__all__ = ["DEFAULT_DEADLINE", "GUARD_EXPIRY", "TRIO_THREADS", "RedisStore"]
 
 DEFAULT_DEADLINE = 0.005
 """Seconds one round trip to Redis may take before it counts as a store fault."""
 
 GUARD_EXPIRY = 86400.0
 """Seconds a guard's keys are kept after its last report (plus any open time left)."""
+
+TRIO_THREADS = 8
+"""Worker threads one store may use at once in one trio run (its round trips under trio
+are sync calls in worker threads, taken from a limiter of the store's own)."""
 
 _T = TypeVar("_T")
 
@@ -75,10 +92,15 @@ class RedisStore:
     whose socket timeout is ``deadline``, with retries and health checks off. So a sync
     call takes at most about ``deadline`` per socket operation (connecting, sending,
     reading; one call is a connect on first use, then one round trip, or two when Redis
-    lost its script cache). An async call is bounded as a whole by ``deadline`` as well:
-    on asyncio a command cut short drops its connection (redis-py never reuses a
-    connection whose reply is still due); under trio the sync call runs in a worker
-    thread, which is left to finish on its own when the deadline passes.
+    lost its script cache), counted from when the host name is resolved: name
+    resolution (DNS) is outside every socket timeout, and a slow resolver holds a sync
+    call for as long as it takes. For a hard bound give an IP address, or a host name in
+    ``/etc/hosts``. An async call is bounded as a whole by ``deadline``: on asyncio a
+    command cut short drops its connection (redis-py never reuses a connection whose
+    reply is still due); under trio the sync call runs in a worker thread, which is left
+    to finish on its own when the deadline passes. Those threads come from a limiter of
+    the store's own (:data:`TRIO_THREADS` per trio run), so the application's own
+    ``to_thread`` work cannot make a round trip wait for a thread.
 
     Under asyncio the store keeps one client per running event loop (asyncio clients
     belong to their loop) and closes it when the loop shuts down its async generators
@@ -87,11 +109,22 @@ class RedisStore:
 
     A store made with ``async_client`` alone serves async callers on asyncio; a sync
     call, or any call under trio, raises :class:`~resilient.ConfigurationError` asking
-    for a sync client: that is a setup error, not a store fault.
+    for a sync client: that is a setup error, not a store fault. Without
+    ``async_client``, async callers on asyncio connect with ``client``'s settings, so a
+    setting that only sync connections take (an OCSP check) is refused here, when the
+    store is made.
 
     Every fault (Redis unreachable, slower than ``deadline``, answering an error or a
-    reply of the wrong shape, or holding a value the store cannot read) raises
-    :class:`~resilient.stores.StoreError` and nothing else.
+    reply of the wrong shape) raises :class:`~resilient.stores.StoreError` and nothing
+    else; its ``maybe_applied`` is ``False`` only when the request surely never reached
+    Redis (the connection was refused or timed out, or a sync write failed, leaving the
+    command incomplete), and ``True`` once it may have (no answer within ``deadline``,
+    the connection lost while waiting for the answer). A value of one guard that the
+    store cannot read raises :class:`~resilient.stores.StoreValueError` naming its key;
+    nothing was applied. An operator's ``close`` or ``reset`` of a shared breaker
+    rewrites its keys without checking them, which repairs such a value: the breaker is
+    closed, with its epoch grown from the stored one when that reads as a number, or
+    fresh (1) when it does not, as after its keys expire.
 
     Args:
         client: A ``redis.Redis`` to take the connection settings from.
@@ -99,11 +132,14 @@ class RedisStore:
         async_client: A ``redis.asyncio.Redis`` to take the settings of async calls from
             (``client``'s if omitted).
         deadline: Seconds one round trip may take (5 ms by default).
-        name: The store's name in errors and the registry; ``"redis:<namespace>"``.
+        name: The store's name in errors and the registry; ``"redis:<namespace>"`` by
+            default. Two stores of one namespace on two Redis servers (a cache Redis
+            and a rate-limit Redis) must be given distinct names: a registry takes one
+            store per name.
 
     Raises:
-        ConfigurationError: No client, a client of another kind, or a bad namespace,
-            deadline or name.
+        ConfigurationError: No client, a client of another kind, a setting the store's
+            connections cannot take, or a bad namespace, deadline or name.
     """
 
     def __init__(
@@ -123,23 +159,36 @@ class RedisStore:
                 "RedisStore needs a client: pass client=redis.Redis(...), "
                 "async_client=redis.asyncio.Redis(...), or use RedisStore.from_url(url, ...)"
             )
-        self._sync_settings = (
+        sync_settings = (
             None
             if client is None
             else _redis_clients.settings_of(client, "client", asynchronous=False)
         )
-        self._async_settings = (
-            self._sync_settings
+        async_settings = (
+            sync_settings
             if async_client is None
             else _redis_clients.settings_of(async_client, "async_client", asynchronous=True)
+        )
+        # Both flavours are checked now: a setting one cannot take is a setup error here,
+        # never one that a guarded call meets later.
+        self._sync_connector = (
+            None
+            if sync_settings is None
+            else _redis_clients.connector(sync_settings, asynchronous=False)
+        )
+        self._async_connector = (
+            None
+            if async_settings is None
+            else _redis_clients.connector(async_settings, asynchronous=True)
         )
         self._lock = threading.Lock()
         self._sync = (
             None
-            if self._sync_settings is None
-            else _redis_clients.sync_client(self._sync_settings, self._deadline)
+            if self._sync_connector is None
+            else _redis_clients.sync_client(self._sync_connector, self._deadline)
         )
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._trio_threads: trio.lowlevel.RunVar[anyio.CapacityLimiter] | None = None
         # Clients of a parent process, kept (never used, never closed) in a forked child:
         # closing them there could shut down connections the parent still uses.
         self._inherited: list[object] = []
@@ -158,7 +207,8 @@ class RedisStore:
         for sync and async callers alike.
 
         Raises:
-            ConfigurationError: The URL cannot be read, or a bad namespace, deadline or name.
+            ConfigurationError: The URL cannot be read, sets an option that only sync
+                connections take, or a bad namespace, deadline or name.
         """
         if not isinstance(url, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ConfigurationError(f"url must be a string (got {type(url).__name__})")
@@ -167,14 +217,22 @@ class RedisStore:
             settings_client: redis.Redis = redis.Redis.from_url(url)  # pyright: ignore[reportUnknownMemberType]
         except ValueError as error:
             raise ConfigurationError(f"url must be a Redis URL ({error}; got {url!r})") from None
-        return cls(settings_client, namespace=namespace, deadline=deadline, name=name)
+        try:
+            return cls(settings_client, namespace=namespace, deadline=deadline, name=name)
+        except _redis_clients.UnsupportedOption as error:
+            raise ConfigurationError(
+                f"url {url!r} sets {error.option}, which the {error.flavour} connections of "
+                "the store cannot take, and a store made by from_url serves async callers "
+                "too; make it from clients instead: RedisStore(redis.Redis.from_url(url), "
+                "async_client=redis.asyncio.Redis(...), namespace=...)"
+            ) from None
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._inherited.append((self._sync, self._loops))
         self._loops = {}
-        if self._sync_settings is not None:
-            self._sync = _redis_clients.sync_client(self._sync_settings, self._deadline)
+        if self._sync_connector is not None:
+            self._sync = _redis_clients.sync_client(self._sync_connector, self._deadline)
 
     @property
     def name(self) -> str:
@@ -205,7 +263,7 @@ class RedisStore:
 
     async def aclose(self) -> None:
         """Close the store's connections for the running event loop."""
-        if _current_library() != "asyncio":
+        if current_library() != "asyncio":
             return
         with self._lock:
             entry = self._loops.pop(asyncio.get_running_loop(), None)
@@ -284,7 +342,7 @@ class RedisStore:
 
     def act(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:
         """Record an operator action for every replica to apply."""
-        _check_action(action)
+        check_action(action, FLEET_ACTIONS)
         what = f"action on {guard!r}"
         keys = _redis_keys.sequence_keys(self._namespace)
         reply = self._run(ACT, keys, [guard, action, reason, replica], what)
@@ -293,7 +351,7 @@ class RedisStore:
 
     async def act_async(self, guard: str, action: str, reason: str, replica: str) -> FleetAction:
         """The async twin of :meth:`act`."""
-        _check_action(action)
+        check_action(action, FLEET_ACTIONS)
         what = f"action on {guard!r}"
         keys = _redis_keys.sequence_keys(self._namespace)
         reply = await self._run_async(ACT, keys, [guard, action, reason, replica], what)
@@ -312,46 +370,90 @@ class RedisStore:
             )
         return client
 
-    def _run(self, script: Script, keys: list[str], args: list[str], what: str) -> object:
+    def _run(
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[str],
+        what: str,
+        attempt: Attempt | None = None,
+    ) -> object:
         client = self._sync_client()
         try:
-            return script.run(client, keys, args)
+            return script.run(client, keys, args, attempt or Attempt())
+        except Unsent as unsent:
+            raise self._fault(unsent.error, what, maybe_applied=False) from unsent.error
         except Exception as error:  # whatever the client raises is a store fault
             raise self._fault(error, what) from error
 
     async def _run_async(
         self, script: Script, keys: list[str], args: list[str], what: str
     ) -> object:
-        if _current_library() != "asyncio":
+        attempt = Attempt()
+        if current_library() != "asyncio":
             self._sync_client()  # a setup error is raised here, not in the thread
             try:
                 with anyio.fail_after(self._deadline):
                     # Left to finish in its thread when the deadline passes: the sync
                     # client's own socket timeout ends it soon after.
                     return await anyio.to_thread.run_sync(
-                        self._run, script, keys, args, what, abandon_on_cancel=True
+                        self._run,
+                        script,
+                        keys,
+                        args,
+                        what,
+                        attempt,
+                        abandon_on_cancel=True,
+                        limiter=self._trio_limiter(),
                     )
             except TimeoutError:
-                raise self._late(what) from None
+                raise self._late(what, maybe_applied=attempt.abandon()) from None
+            finally:
+                # A thread left behind (deadline or the caller's cancellation) that has
+                # not written its command yet never writes it.
+                attempt.abandon()
         async_client = await self._async_client()
         try:
             with anyio.fail_after(self._deadline):
                 try:
-                    return await script.run_async(async_client, keys, args)
+                    return await script.run_async(async_client, keys, args, attempt)
+                except Unsent as unsent:
+                    raise self._fault(unsent.error, what, maybe_applied=False) from unsent.error
                 except Exception as error:  # whatever the client raises is a store fault
                     raise self._fault(error, what) from error
         except TimeoutError:
-            raise self._late(what) from None
+            raise self._late(what, maybe_applied=attempt.abandon()) from None
+
+    def _trio_limiter(self) -> anyio.CapacityLimiter:
+        """The store's own worker threads in this trio run.
+
+        Its own, so that the application's ``to_thread`` work, which shares anyio's
+        default limiter, never makes a round trip wait for a thread; one per run, since
+        trio gives a token back only within the run that lent it: a thread abandoned as
+        its run ended would hold a token of a limiter kept across runs for good.
+        """
+        import trio
+
+        with self._lock:
+            if self._trio_threads is None:
+                self._trio_threads = trio.lowlevel.RunVar("resilient-redis-threads")
+            threads = self._trio_threads
+        try:
+            return threads.get()
+        except LookupError:  # the first round trip of this run
+            limiter = anyio.CapacityLimiter(TRIO_THREADS)
+            threads.set(limiter)
+            return limiter
 
     async def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is not None:
             return entry.client
-        settings = self._async_settings
-        if settings is None:  # pragma: no cover - a store always has one kind of client
+        made = self._async_connector
+        if made is None:  # pragma: no cover - a store always has one kind of client
             raise ConfigurationError(f"store {self._name!r} has no client")
-        entry = _LoopClient(_redis_clients.async_client(settings, self._deadline))
+        entry = _LoopClient(_redis_clients.async_client(made, self._deadline))
         with self._lock:
             for old in [old for old in self._loops if old.is_closed()]:
                 # A loop closed without shutting down its async generators; its
@@ -366,20 +468,23 @@ class RedisStore:
             if self._loops.get(loop) is entry:
                 del self._loops[loop]
 
-    def _late(self, what: str) -> StoreError:
+    def _late(self, what: str, *, maybe_applied: bool) -> StoreError:
         return StoreError(
-            self._name, f"{what}: Redis did not answer within {format_seconds(self._deadline)} s"
+            self._name,
+            f"{what}: Redis did not answer within {format_seconds(self._deadline)} s",
+            maybe_applied=maybe_applied,
         )
 
-    def _fault(self, error: Exception, what: str) -> StoreError:
+    def _fault(self, error: Exception, what: str, *, maybe_applied: bool = True) -> StoreError:
         if isinstance(error, StoreError):
             return error
         text = str(error)
         if isinstance(error, ResponseError):
             text = _SCRIPT_SUFFIX.sub("", text)
         if isinstance(error, ResponseError) and text.startswith(_ERROR_MARK):
-            problem = f"{what}: {text[len(_ERROR_MARK) :]}"
-        elif isinstance(error, ResponseError):
+            # The script checked the value before it wrote anything: nothing applied.
+            return StoreValueError(self._name, f"{what}: {text[len(_ERROR_MARK) :]}")
+        if isinstance(error, ResponseError):
             problem = f"{what}: Redis answered an error: {text}"
         elif isinstance(error, RedisTimeoutError):
             problem = (
@@ -389,7 +494,7 @@ class RedisStore:
             problem = f"{what}: cannot reach Redis ({text})"
         else:
             problem = f"{what}: {type(error).__name__}: {text}"
-        return StoreError(self._name, problem)
+        return StoreError(self._name, problem, maybe_applied=maybe_applied)
 
     def _read(self, parse: Callable[[object], _T], reply: object, what: str) -> _T:
         try:
@@ -428,20 +533,6 @@ class _LoopClient:
         await self.client.aclose()
 
 
-def _current_library() -> str:
-    """``"trio"`` inside a trio run, else ``"asyncio"`` (without sniffio, which is no
-    dependency of anyio's any more)."""
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-        else:
-            return "trio"
-    return "asyncio"
-
-
 # -- arguments -----------------------------------------------------------------------------
 
 
@@ -455,14 +546,7 @@ def _optional(value: object) -> str:
 
 
 def _breaker_args(rules: BreakerRules, report: BreakerReport) -> list[str]:
-    if report.action is not None and report.action not in BREAKER_ACTIONS:
-        raise ConfigurationError(
-            f"action must be one of {sorted(BREAKER_ACTIONS)} (got {report.action!r})"
-        )
-    if report.trial_outcome is not None and report.trial_outcome not in TRIAL_OUTCOMES:
-        raise ConfigurationError(
-            f"trial_outcome must be one of {sorted(TRIAL_OUTCOMES)} (got {report.trial_outcome!r})"
-        )
+    check_report(report)
     slow = rules.slow_call_rate_threshold
     return [
         _number(rules.window),
@@ -489,11 +573,6 @@ def _breaker_args(rules: BreakerRules, report: BreakerReport) -> list[str]:
         _optional(report.action),
         _optional(report.reason),
     ]
-
-
-def _check_action(action: str) -> None:
-    if action not in FLEET_ACTIONS:
-        raise ConfigurationError(f"action must be one of {sorted(FLEET_ACTIONS)} (got {action!r})")
 
 
 def _rate_args(replica: str, interval: float, tolerance: float, count: bool) -> list[str]:

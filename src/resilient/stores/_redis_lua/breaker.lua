@@ -5,6 +5,8 @@
 -- current epoch while closed or disabled); 3. a finished trial (late unless its lease is
 -- current); 4. the fleet window judged (closed only); 5. an open breaker whose time is up
 -- moves to half-open when the report asks for a trial; 6. a trial lease, if one is free.
+-- Close and reset read the stored breaker leniently, so that they repair what the other
+-- reports refuse to read (see below).
 --
 -- KEYS: 1 the breaker (hash), 2 its trial leases (zset: token -> lease expiry),
 --       3 its window buckets (hash: bucket index -> "calls:failures:slow"),
@@ -45,60 +47,108 @@ local trial_outcome = optional(ARGV[21])
 local action = optional(ARGV[22])
 local action_reason = optional(ARGV[23])
 
-expect_type(STATE, 'hash')
-expect_type(TRIALS, 'zset')
-expect_type(BUCKETS, 'hash')
-expect_type(SEEN, 'hash')
 local now = clock()
-
--- The breaker as stored, or a fresh one.
 local STATES = {closed = true, open = true, half_open = true, forced_open = true, disabled = true}
-local b
-local stored = read_record(STATE)
-if stored == nil then
-  b = {
-    state = 'closed', epoch = 1, reason = nil, by = nil, open_until = 0,
-    open_for = open_duration, consecutive_opens = 0, fence = 0, trials_succeeded = 0,
-  }
-else
-  if not STATES[stored['state'] or ''] then
-    bad(STATE, 'holds state ' .. shown(stored['state'] or '') .. ', not a breaker state')
+
+-- A whole number >= minimum read from text, or nil: the lenient twin of integer().
+local function whole_or_nil(text, minimum)
+  local value = tonumber(text or '')
+  if value == nil or value ~= math.floor(value) or value < minimum or value >= 2 ^ 53 then
+    return nil
   end
-  b = {
-    state = stored['state'],
-    epoch = integer(STATE, 'epoch', stored['epoch'], 1),
-    reason = stored['reason'],
-    by = stored['by'],
-    open_until = number(STATE, 'open_until', stored['open_until']),
-    open_for = number(STATE, 'open_for', stored['open_for']),
-    consecutive_opens = integer(STATE, 'consecutive_opens', stored['consecutive_opens'], 0),
-    fence = integer(STATE, 'fence', stored['fence'], 0),
-    trials_succeeded = integer(STATE, 'trials_succeeded', stored['trials_succeeded'], 0),
-  }
+  return value
 end
 
+local b
 local trials = {}  -- token -> lease expiry
 local trial_count = 0
-local flat = redis.call('ZRANGE', TRIALS, 0, -1, 'WITHSCORES')
-for i = 1, #flat, 2 do
-  trials[integer(TRIALS, 'trial token', flat[i], 1)] =
-    number(TRIALS, 'the lease expiry of trial ' .. shown(flat[i]), flat[i + 1])
-  trial_count = trial_count + 1
-end
-
 local buckets = {}  -- index -> {calls, failures, slow}
-for index, counts in pairs(read_hash(BUCKETS)) do
-  local calls, failed, slowed = string.match(counts, '^(%d+):(%d+):(%d+)$')
-  if calls == nil then
-    bad(BUCKETS, 'holds counts ' .. shown(counts) .. ', not "calls:failures:slow"')
-  end
-  buckets[integer(BUCKETS, 'bucket index', index, 0)] =
-    {tonumber(calls), tonumber(failed), tonumber(slowed)}
-end
-
 local seen = {}  -- replica -> its last counted call
-for name, last in pairs(read_hash(SEEN)) do
-  seen[name] = number(SEEN, 'the last call of replica ' .. shown(name), last)
+
+if action == 'close' or action == 'reset' then
+  -- Close and reset overwrite the breaker, so they read nothing strictly: an operator
+  -- repairs a value the store cannot read with them. The leases, buckets and replicas
+  -- are dropped unread (the action clears them anyway). Of the record, what reads well
+  -- is kept, so that a sound breaker closes exactly as any other report would move it:
+  -- its epoch and fencing counter keep growing, and calls admitted before stay late.
+  -- What does not read well starts fresh: an unreadable state counts as not closed (so
+  -- the action moves the breaker), an unreadable epoch restarts at 1 (as after the keys
+  -- expire; replicas learn the new epoch from the answer).
+  local kind = redis.call('TYPE', STATE)['ok']
+  local stored = {}
+  if kind == 'hash' then
+    stored = read_hash(STATE)
+  end
+  local state = stored['state']
+  if kind == 'none' then
+    state = 'closed'  -- no record at all: a fresh breaker
+  elseif not STATES[state or ''] then
+    state = 'unreadable'
+  end
+  local open_until = tonumber(stored['open_until'] or '')
+  if open_until == nil or open_until ~= open_until or math.abs(open_until) == math.huge then
+    open_until = 0
+  end
+  b = {
+    state = state,
+    epoch = whole_or_nil(stored['epoch'], 1) or 1,
+    reason = stored['reason'],
+    by = stored['by'],
+    open_until = open_until,
+    open_for = open_duration,
+    consecutive_opens = 0,
+    fence = whole_or_nil(stored['fence'], 0) or 0,
+    trials_succeeded = 0,
+  }
+else
+  expect_type(STATE, 'hash')
+  expect_type(TRIALS, 'zset')
+  expect_type(BUCKETS, 'hash')
+  expect_type(SEEN, 'hash')
+
+  -- The breaker as stored, or a fresh one.
+  local stored = read_record(STATE)
+  if stored == nil then
+    b = {
+      state = 'closed', epoch = 1, reason = nil, by = nil, open_until = 0,
+      open_for = open_duration, consecutive_opens = 0, fence = 0, trials_succeeded = 0,
+    }
+  else
+    if not STATES[stored['state'] or ''] then
+      bad(STATE, 'holds state ' .. shown(stored['state'] or '') .. ', not a breaker state')
+    end
+    b = {
+      state = stored['state'],
+      epoch = integer(STATE, 'epoch', stored['epoch'], 1),
+      reason = stored['reason'],
+      by = stored['by'],
+      open_until = number(STATE, 'open_until', stored['open_until']),
+      open_for = number(STATE, 'open_for', stored['open_for']),
+      consecutive_opens = integer(STATE, 'consecutive_opens', stored['consecutive_opens'], 0),
+      fence = integer(STATE, 'fence', stored['fence'], 0),
+      trials_succeeded = integer(STATE, 'trials_succeeded', stored['trials_succeeded'], 0),
+    }
+  end
+
+  local flat = redis.call('ZRANGE', TRIALS, 0, -1, 'WITHSCORES')
+  for i = 1, #flat, 2 do
+    trials[integer(TRIALS, 'trial token', flat[i], 1)] =
+      number(TRIALS, 'the lease expiry of trial ' .. shown(flat[i]), flat[i + 1])
+    trial_count = trial_count + 1
+  end
+
+  for index, counts in pairs(read_hash(BUCKETS)) do
+    local calls, failed, slowed = string.match(counts, '^(%d+):(%d+):(%d+)$')
+    if calls == nil then
+      bad(BUCKETS, 'holds counts ' .. shown(counts) .. ', not "calls:failures:slow"')
+    end
+    buckets[integer(BUCKETS, 'bucket index', index, 0)] =
+      {tonumber(calls), tonumber(failed), tonumber(slowed)}
+  end
+
+  for name, last in pairs(read_hash(SEEN)) do
+    seen[name] = number(SEEN, 'the last call of replica ' .. shown(name), last)
+  end
 end
 
 local before = b.state

@@ -2,9 +2,11 @@
 --
 -- Values are read strictly: a key of the wrong type, a missing field, a number that is
 -- not one or a layout version this code does not know ends the script with an error
--- reply that names the key. Nothing is repaired and nothing is guessed. Redis does not
--- undo the writes of a script that stops with an error, so every script reads and
--- checks everything before it writes anything.
+-- reply that names the key (the store raises StoreValueError). Nothing is repaired and
+-- nothing is guessed, except by an operator's close or reset of a breaker, which
+-- rewrites the breaker's keys (breaker.lua). Redis does not undo the writes of a script
+-- that stops with an error, so every script reads and checks everything before it
+-- writes anything.
 
 -- Scripts read TIME and then write: Redis before 5 replicates that only as effects, and
 -- only when asked (from Redis 5 on it is the default, from 7 the only way).
