@@ -64,6 +64,7 @@ from ._core._state import Refusal as Refusal
 from ._core._state import Statistic as Statistic
 from ._core._state import Transition as Transition
 from ._core._store import StoreError as StoreError
+from ._core._store import StoreValueError as StoreValueError
 from ._core._validate import Duration as Duration
 from ._core._windows import CountWindow as CountWindow
 from ._core._windows import TimeWindow as TimeWindow
@@ -189,6 +190,7 @@ __all__ = [
     "StaleCache",
     "Statistic",
     "StoreError",
+    "StoreValueError",
     "Subscription",
     "SystemClock",
     "TimeWindow",

@@ -93,6 +93,12 @@ class StoreValueError(StoreError):
     def __init__(self, store: str, problem: str) -> None:
         super().__init__(store, problem, maybe_applied=False)
 
+    def __str__(self) -> str:
+        return (
+            f"store {self.store!r}: {self.problem}; the guard that owns it decides on its "
+            "local state until an operator resets it"
+        )
+
 
 def check_action(action: str, allowed: frozenset[str]) -> str:
     """``action`` if it is one of ``allowed``; else a ConfigurationError naming it."""

@@ -13,6 +13,7 @@ from resilient._core._store import FleetAction as FleetAction
 from resilient._core._store import RateView as RateView
 from resilient._core._store import Store as Store
 from resilient._core._store import StoreError as StoreError
+from resilient._core._store import StoreValueError as StoreValueError
 
 from ._memory import MemoryStore as MemoryStore
 
@@ -25,4 +26,5 @@ __all__ = [
     "RateView",
     "Store",
     "StoreError",
+    "StoreValueError",
 ]
