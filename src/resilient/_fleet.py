@@ -14,7 +14,7 @@ from ._core._errors import ConfigurationError, printable
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._state import Health, worst
-from ._core._store import FLEET_ACTIONS, FleetAction, Store, StoreError, replica_id
+from ._core._store import FLEET_ACTIONS, FleetAction, Store, StoreError, check_store, replica_id
 from ._core._validate import Duration, check_name, operator_reason, to_seconds
 from ._degraded import DegradedMode
 from ._shared_breaker import SharedBreaker
@@ -169,11 +169,7 @@ class Fleet:
         ttl: Duration | None = None,
         replica: str | None = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise ConfigurationError(
-                "store must be a store such as resilient.stores.redis.RedisStore or "
-                f"resilient.stores.MemoryStore (got {store!r})"
-            )
+        store = check_store(store)
         registry, self._clock = registry_and_clock(registry, None)
         self._store = store
         self._registry = registry

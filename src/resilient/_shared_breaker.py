@@ -17,7 +17,15 @@ from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission
 from ._core._state import Refusal, Statistic
-from ._core._store import BreakerReport, BreakerRules, BreakerView, Store, StoreError, replica_id
+from ._core._store import (
+    BreakerReport,
+    BreakerRules,
+    BreakerView,
+    Store,
+    StoreError,
+    check_store,
+    replica_id,
+)
 from ._core._validate import (
     Duration,
     check_count,
@@ -166,11 +174,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         replace: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise ConfigurationError(
-                "store must be a store such as resilient.stores.redis.RedisStore or "
-                f"resilient.stores.MemoryStore (got {store!r})"
-            )
+        store = check_store(store)
         name = check_name(name, "name")
         if local is not None:
             if not isinstance(local, CircuitBreaker):

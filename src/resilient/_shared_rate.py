@@ -14,7 +14,7 @@ from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission
 from ._core._state import Health, Statistic
-from ._core._store import REPLICA_HORIZON, RateView, Store, replica_id
+from ._core._store import REPLICA_HORIZON, RateView, Store, check_store, replica_id
 from ._core._validate import check_count, check_name
 from ._store_link import Unanswered, link
 
@@ -86,11 +86,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         replace: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise ConfigurationError(
-                "store must be a store such as resilient.stores.redis.RedisStore or "
-                f"resilient.stores.MemoryStore (got {store!r})"
-            )
+        store = check_store(store)
         if not isinstance(rate, RateLimit):
             raise ConfigurationError(f"rate must be a RateLimit(...) (got {rate!r})")
         registry, clock = registry_and_clock(registry, clock)

@@ -37,6 +37,7 @@ __all__ = [
     "StoreValueError",
     "check_action",
     "check_report",
+    "check_store",
     "replica_id",
 ]
 
@@ -98,6 +99,16 @@ class StoreValueError(StoreError):
             f"store {self.store!r}: {self.problem}; the guard that owns it decides on its "
             "local state until an operator resets it"
         )
+
+
+def check_store(value: object) -> Store:
+    """``value`` if it is a store; else a ConfigurationError naming what it got."""
+    if not isinstance(value, Store):
+        raise ConfigurationError(
+            "store must be a store such as resilient.stores.redis.RedisStore or "
+            f"resilient.stores.MemoryStore (got {value!r})"
+        )
+    return value
 
 
 def check_action(action: str, allowed: frozenset[str]) -> str:
