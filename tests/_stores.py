@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from resilient import Fleet, Registry, SharedBreaker, SharedRateLimit
+from resilient._core._store import replica_id
 from resilient.stores import (
     BreakerReport,
     BreakerRules,
@@ -161,6 +162,11 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r}>"
+
+
+def rid(name: str) -> str:
+    """The id a replica named ``name`` has in the store: its name and this process's id."""
+    return replica_id(name)
 
 
 def replicas(count: int, store: Any, clock: VirtualClock) -> list[Replica]:

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from _stores import FaultyStore, Replica, replicas
+from _stores import FaultyStore, Replica, replicas, rid
 from resilient import (
     BreakerState,
     CircuitBreaker,
@@ -85,7 +85,7 @@ def test_health_counts_each_guards_states_across_the_replicas(fleet: list[Replic
     for view in views:
         view.sync()
     health = views[0].health()
-    assert health.replicas == ("r1", "r2", "r3")
+    assert health.replicas == (rid("r1"), rid("r2"), rid("r3"))
     feed = health.guards["feed"]
     assert dict(feed.states) == {"closed": 2, "forced_open": 1}
     assert dict(feed.healths) == {"healthy": 2, "unavailable": 1}
@@ -105,7 +105,7 @@ def test_the_fleet_health_reads_as_text_and_as_a_dict(fleet: list[Replica]) -> N
     text = health.to_text().splitlines()
     assert text[0] == "fleet health: healthy (1 replica)"
     assert any("circuit breaker 'feed': closed on 1 of 1 replica" in line for line in text)
-    assert json.loads(json.dumps(health.to_dict()))["replicas"] == ["r1"]
+    assert json.loads(json.dumps(health.to_dict()))["replicas"] == [rid("r1")]
 
 
 def test_a_replica_that_stops_publishing_drops_out_when_its_publication_expires(
@@ -121,7 +121,7 @@ def test_a_replica_that_stops_publishing_drops_out_when_its_publication_expires(
     views[1].sync()
     clock.advance(DEFAULT_PUBLISH_INTERVAL)
     health = views[0].health()
-    assert health.replicas == ("r1", "r2")
+    assert health.replicas == (rid("r1"), rid("r2"))
     assert health.guards["feed"].replicas == 2
 
 
@@ -155,7 +155,7 @@ def test_an_unreadable_publication_is_counted_and_not_trusted(
     store.inner.publish("garbage", document, TTL, 0)
     health = view.health()
     assert health.unreadable == ("garbage",)
-    assert health.replicas == ("r1",)
+    assert health.replicas == (rid("r1"),)
     assert health.guards["feed"].replicas == 1
     assert "unreadable publications: garbage" in health.to_text()
 
@@ -185,7 +185,10 @@ def test_an_action_applies_here_at_once_and_on_others_at_their_next_sync(
     views[1].sync()
     assert guard(fleet[1], "odds-board").state.value == "forced_degraded"
     assert fleet[0].registry.trail[-1].reason == "partner audit (fleet-wide)"
-    assert fleet[1].registry.trail[-1].reason == "partner audit (fleet-wide, from replica r1)"
+    assert (
+        fleet[1].registry.trail[-1].reason
+        == f"partner audit (fleet-wide, from replica {rid('r1')})"
+    )
     assert views[1].applied == 1
 
 
@@ -388,7 +391,7 @@ async def test_async_health_reads_the_fleet(fleet: list[Replica]) -> None:
     for view in views:
         await view.sync_async()
     health = await views[0].health_async()
-    assert health.replicas == ("r1", "r2", "r3")
+    assert health.replicas == (rid("r1"), rid("r2"), rid("r3"))
     assert health == views[0].health()
 
 
@@ -424,3 +427,13 @@ def test_a_guard_built_after_an_action_takes_it_at_the_next_sync(
     view.sync()
     assert late.state is BreakerState.FORCED_OPEN
     assert "host retired" in str(late.snapshot().reason)
+
+
+def test_a_chosen_replica_name_carries_the_process_id() -> None:
+    """Workers of one pod given the pod's name (forked before or after their guards were
+    built) still report as replicas of their own."""
+    import os
+
+    from resilient._core._store import replica_id
+
+    assert replica_id("pod-7") == f"pod-7:{os.getpid()}"

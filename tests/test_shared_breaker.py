@@ -14,7 +14,7 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from _stores import FaultyStore, Replica, replicas
+from _stores import FaultyStore, Replica, replicas, rid
 from resilient import (
     BreakerState,
     CircuitBreaker,
@@ -202,8 +202,8 @@ def test_exactly_one_replica_wins_each_transition(fleet: list[Replica]) -> None:
     (winner,) = seen[0]
     for (other,) in seen[1:]:
         assert other.reason.startswith("seen on the fleet: fleet failure rate")
-        assert other.reason.endswith("(moved by replica r1)")
-        assert other.lineage["fleet"]["by"] == "r1"  # type: ignore[index]
+        assert other.reason.endswith(f"(moved by replica {rid('r1')})")
+        assert other.lineage["fleet"]["by"] == rid("r1")  # type: ignore[index]
         assert other.lineage["fleet"]["epoch"] == winner.lineage["fleet"]["epoch"]  # type: ignore[index]
 
 
@@ -502,7 +502,7 @@ def test_an_operator_action_on_one_replica_reaches_the_others_with_its_reason(
     last = [t for t in fleet[1].registry.trail if t.guard == "feed"][-1]
     assert last.new_state == state.value
     assert "ticket OPS-42" in last.reason
-    assert "(moved by replica r1)" in last.reason
+    assert f"(moved by replica {rid('r1')})" in last.reason
 
 
 def test_a_forced_open_breaker_refuses_with_no_retry_time(fleet: list[Replica]) -> None:
@@ -820,6 +820,22 @@ def test_the_replica_that_wins_a_change_reports_it_even_if_it_saw_that_state_bef
     assert epochs == list(range(2, 2 + len(epochs)))  # one winner per fleet change
     # r2's own trial then succeeded: it won half-open (its state already) and closed.
     assert [(t.new_state, part["replica"]) for t, part in won][-2:] == [
-        ("half_open", "r2"),
-        ("closed", "r2"),
+        ("half_open", rid("r2")),
+        ("closed", rid("r2")),
     ]
+
+
+def test_a_trial_that_succeeded_elsewhere_leaves_this_replicas_own_open_breaker_open(
+    fleet: list[Replica], clock: VirtualClock
+) -> None:
+    """r2's local breaker opened on r2's own evidence; the fleet closes after r1's trial
+    succeeds (r2 sees open -> closed): r2's own breaker keeps its evidence."""
+    b1, b2, _ = open_everywhere(fleet, sync_interval=SYNC)
+    b2.local.force_open(reason="r2's own network")
+    clock.advance(OPEN_FOR)
+    assert b1.call(ok) == "ok"  # r1's trial closes the fleet
+    clock.advance(SYNC)
+    with pytest.raises(CircuitOpenError) as refusal:
+        b2.call(ok)
+    assert refusal.value.guard == "feed.local"
+    assert b2.state is BreakerState.CLOSED

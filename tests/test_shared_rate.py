@@ -412,3 +412,17 @@ async def test_inside_an_event_loop_the_floor_is_this_replicas_share_without_a_r
     )
     assert spend(budget) == 2
     assert store.calls["acquire"] == 0
+
+
+def test_the_replicas_given_hold_as_a_floor_while_replicas_start_one_by_one(
+    store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A replica that starts first counts itself alone; the replicas it was given still
+    set its share for a horizon, so a store outage then does not give it the whole rate."""
+    (first,) = replicas(1, store, clock)
+    limit = make(first, per_second=100, burst=100, replicas=4)
+    limit.call(lambda: None)
+    assert limit.replicas == 4
+    clock.advance(REPLICA_HORIZON)
+    limit.call(lambda: None)
+    assert limit.replicas == 1

@@ -411,3 +411,22 @@ def test_two_stores_of_one_name_in_one_registry_are_refused(clock: VirtualClock)
     with pytest.raises(ConfigurationError, match="give one of them another name"):
         SharedBreaker("b", store=MemoryStore(clock=clock), registry=registry)
     SharedBreaker("c", store=MemoryStore(name="second", clock=clock), registry=registry)
+
+
+def test_a_trial_that_ends_while_the_store_is_away_is_kept_not_resent_in_a_loop(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A trial whose end cannot be told (the store went away during it) returns its
+    result to the caller; its end waits for the store, with no resending in between."""
+    b1 = make(fleet[0])
+    fail(b1, 4)
+    clock.advance(OPEN_FOR)
+
+    def trial_as_the_store_goes() -> str:
+        store.down = True
+        return "ok"
+
+    assert b1.call(trial_as_the_store_goes) == "ok"
+    attempts = store.calls["breaker"]
+    b1.call(ok)  # decided locally; the trial's end still waits
+    assert store.calls["breaker"] - attempts <= 1

@@ -73,7 +73,9 @@ class RetryBudget(Guard[RetryBudgetState]):
             store round trip, made only for a retry the ratio does not cover; inside an
             event loop (async retries), where it would hold up every task, the replica
             takes a turn of its share of the floor instead (the floor divided by the
-            replicas the limit last counted), with no round trip.
+            replicas the limit last counted), with no round trip; the store does not hear
+            of those turns, so a fleet that retries both ways may get up to twice the
+            floor.
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time.

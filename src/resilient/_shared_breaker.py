@@ -346,12 +346,13 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         state = BreakerState(view.state)
         if state is self._state and not view.moved:
             return  # nothing this replica has not seen (or a change it missed and undid)
-        # An operator's disable or close (the only ways into DISABLED, and out of OPEN,
-        # FORCED_OPEN or DISABLED straight to CLOSED) reaches the local breaker too, or
-        # its own open state would go on refusing the calls the operator let through.
+        # An operator's disable, or a release from FORCED_OPEN or DISABLED (moves only an
+        # operator makes), reaches the local breaker too, or its own open state would go
+        # on refusing the calls the operator let through. OPEN -> CLOSED may be a trial
+        # that succeeded elsewhere: the local breaker keeps its own evidence then.
         if state is _DISABLED:
             self._local_action = ("disable", view.reason)
-        elif state is _CLOSED and self._state in (_OPEN, _FORCED_OPEN, _DISABLED):
+        elif state is _CLOSED and self._state in (_FORCED_OPEN, _DISABLED):
             self._local_action = ("close", view.reason)
         by = view.by or "?"
         if view.moved:
@@ -554,7 +555,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             self._give_back(report)
             raise
         self._took(report, view, now)
-        self._tell_waiting(None)
+        if not isinstance(view, Unanswered):
+            self._tell_waiting(None)  # another trial ended during this round trip
 
     async def _flush_async(self) -> None:
         now = self._now()
@@ -575,7 +577,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             self._give_back(report)
             raise
         self._took(report, view, now)
-        self._tell_waiting(current_library())
+        if not isinstance(view, Unanswered):
+            self._tell_waiting(current_library())
 
     def _took(self, report: BreakerReport, view: BreakerView | Unanswered, now: float) -> None:
         with self._lock:

@@ -95,7 +95,9 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._interval = 1.0 / rate.per_second
         self._tolerance = (rate.burst - 1) * self._interval
         self._replicas = check_count(replicas, "replicas")
-        self._replicas_at = -math.inf  # when the store counted self._replicas
+        # When self._replicas was set: the count given here holds, as a floor, for a
+        # horizon, so that replicas starting one by one do not each count themselves alone.
+        self._replicas_at = clock.monotonic()
         self._given_replica = None if replica is None else check_name(replica, "replica")
         self._replica = replica_id(self._given_replica)
         self._now = clock.monotonic
@@ -166,7 +168,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
 
     def _settle(self, view: RateView | Unanswered, now: float, count: bool) -> bool:
         if isinstance(view, Unanswered):
-            return self._alone(now)
+            return self._alone(self._now())  # after the round trip's wait, not before
         self._round_trips.increment()
         if count:
             self._next_count = now + _COUNT_EVERY

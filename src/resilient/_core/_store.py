@@ -356,19 +356,15 @@ def replica_id(given: str | None = None) -> str:
     """This process's id among the replicas.
 
     Args:
-        given: The id a user chose (a pod's name); ``None`` for the default: host,
-            process id and a random part. A process forked after the id was chosen gets
-            it with its own process id added, so two workers forked from one parent never
-            report as one replica.
+        given: A name a user chose (a pod's name), to which the process id is added
+            (``"pod-7:1234"``): workers of one pod, forked before or after their guards
+            were built, never report as one replica. ``None`` for the default: host,
+            process id and a random part.
     """
     global _replica
     pid = os.getpid()
+    if given is not None:
+        return f"{given}:{pid}"
     if _replica is None or _replica[0] != pid:
         _replica = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}")
-    if given is None:
-        return _replica[1]
-    return given if _chosen.setdefault(given, pid) == pid else f"{given}/{pid}"
-
-
-# Each chosen id, with the process that chose it first.
-_chosen: dict[str, int] = {}
+    return _replica[1]
