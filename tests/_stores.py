@@ -23,6 +23,7 @@ from resilient.stores import (
     MemoryStore,
     RateView,
     StoreError,
+    StoreValueError,
 )
 from resilient.testing import VirtualClock
 
@@ -38,6 +39,8 @@ class FaultyStore:
         down: Every round trip raises :class:`StoreError` at once.
         slow: Every round trip takes :data:`DEADLINE` of virtual time, then raises
             :class:`StoreError` (a store slower than its deadline).
+        garbage: Methods whose round trips find an unreadable value
+            (:class:`StoreValueError`): the store answers, one guard's key is bad.
         hold: When set (inside an async test), async round trips wait for this event
             before they reach the store: a round trip in flight.
         calls: Round trips that reached this store, per method name (sync and async
@@ -51,6 +54,7 @@ class FaultyStore:
         self.down = False
         self.slow = False
         self.hold: anyio.Event | None = None
+        self.garbage: set[str] = set()
         self.calls: collections.Counter[str] = collections.Counter()
 
     @property
@@ -73,6 +77,8 @@ class FaultyStore:
             raise StoreError(self._name, f"no answer within {DEADLINE * 1000:g} ms")
         if self.down:
             raise StoreError(self._name, "connection refused", maybe_applied=False)
+        if method in self.garbage:
+            raise StoreValueError(self._name, f"key of {method!r} holds junk")
 
     async def _attempt_async(self, method: str) -> None:
         if self.hold is not None:

@@ -285,6 +285,7 @@ def test_an_operators_process_without_the_guard_records_the_action_for_the_other
     is recorded, and a replica with the guard applies it at its next sync."""
     admin = Replica("admin", store, clock)
     with_switch = fleet[0]
+    with_switch.fleet().sync()  # it publishes its guards: the admin finds the switch there
     assert "odds-board" not in admin.registry
     admin.fleet().force_degraded("odds-board", reason="partner maintenance")
     with_switch.fleet().sync()
@@ -437,3 +438,79 @@ def test_a_chosen_replica_name_carries_the_process_id() -> None:
     from resilient._core._store import replica_id
 
     assert replica_id("pod-7") == f"pod-7:{os.getpid()}"
+
+
+def test_a_replica_that_joins_does_not_replay_an_old_close(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """An operator closed "feed" yesterday; a pod that starts today while its own breaker
+    is forced open keeps it so: only standing actions (forced, disabled) are taken up."""
+    fleet[0].fleet().close("feed", reason="false alarm yesterday")
+    joiner = Replica("r9", store, clock)
+    breaker = CircuitBreaker("feed", registry=joiner.registry, clock=clock)
+    breaker.force_open(reason="tripped today")
+    joiner.fleet().sync()
+    assert breaker.state is BreakerState.FORCED_OPEN
+
+
+def test_an_admin_process_is_told_when_no_replica_publishes_the_guard(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A typo from an admin process that holds no guards is an error naming what the
+    fleet does publish, not an action nobody takes."""
+    fleet[0].fleet().sync()
+    admin = Replica("admin", store, clock)
+    with pytest.raises(ConfigurationError, match=r"got 'pricez'.*'odds-board'"):
+        admin.fleet().force_degraded("pricez")
+    assert store.calls["act"] == 0
+
+
+def test_an_admin_process_acts_on_a_breaker_by_building_it(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A breaker differs by kind (each replica's own, or shared through the store): an
+    admin process that does not hold it is asked to build it first."""
+    fleet[0].fleet().sync()
+    admin = Replica("admin", store, clock)
+    with pytest.raises(ConfigurationError, match="build it here first"):
+        admin.fleet().force_open("feed")
+    assert store.calls["act"] == 0
+
+
+def test_run_blocking_syncs_every_interval_in_a_thread_until_stopped(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop for sync servers: a sync per interval, a store fault counted and logged
+    (the loop goes on), and it returns once ``stop`` is set."""
+    import itertools
+    import threading
+
+    view = fleet[0].fleet(interval=1)
+    stop = threading.Event()
+    syncs: list[float] = []
+    sync = view.sync
+
+    def counted() -> None:
+        syncs.append(clock.monotonic())
+        store.down = len(syncs) == 1  # the first sync meets a store that is away
+        try:
+            sync()
+        finally:
+            if len(syncs) == 3:
+                stop.set()
+
+    monkeypatch.setattr(view, "sync", counted)
+    thread = threading.Thread(target=view.run_blocking, args=(stop,))
+    thread.start()
+    for _ in range(1000):  # bounded: each turn moves virtual time, never real time
+        if not thread.is_alive():
+            break
+        clock.advance(0.5)
+        thread.join(0.01)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(syncs) == 3
+    # At least an interval apart; at most one step of the test's clock more.
+    assert all(1.0 <= b - a <= 1.5 for a, b in itertools.pairwise(syncs))
+    assert view.faults == 1

@@ -839,3 +839,19 @@ def test_a_trial_that_succeeded_elsewhere_leaves_this_replicas_own_open_breaker_
         b2.call(ok)
     assert refusal.value.guard == "feed.local"
     assert b2.state is BreakerState.CLOSED
+
+
+def test_fleet_actions_recorded_for_a_name_leave_shared_breakers_to_the_store(
+    fleet: list[Replica], store: FaultyStore, clock: VirtualClock
+) -> None:
+    """A fleet action recorded under a shared breaker's name (by a replica whose breaker
+    of that name is its own) is not replayed through each shared breaker: the store
+    holds a shared breaker's state, and its operators act through it."""
+    b2 = make(fleet[1])
+    view = fleet[1].fleet()
+    view.sync()
+    store.act("feed", "force_open", "recorded elsewhere", "r1")
+    view.sync()
+    assert view.skipped == 1
+    assert b2.state is BreakerState.CLOSED
+    assert store.calls["breaker"] == 0

@@ -19,6 +19,7 @@ from resilient import (
     CircuitOpenError,
     ConfigurationError,
     Health,
+    RateLimit,
     Registry,
     SharedBreaker,
 )
@@ -430,3 +431,23 @@ def test_a_trial_that_ends_while_the_store_is_away_is_kept_not_resent_in_a_loop(
     attempts = store.calls["breaker"]
     b1.call(ok)  # decided locally; the trial's end still waits
     assert store.calls["breaker"] - attempts <= 1
+
+
+def test_an_unreadable_value_shows_in_its_guards_snapshot_and_spares_the_others(
+    fleet: list[Replica], store: FaultyStore
+) -> None:
+    """One guard's bad key: that guard decides locally and says why in its snapshot; the
+    store's breaker stays closed (the store answers), so the other guards keep sharing;
+    an operator's action on it says that reset() repairs it."""
+    b1 = make(fleet[0])
+    limit = fleet[0].rate_limit("partner", rate=RateLimit(100, burst=10))
+    store.garbage = {"breaker"}
+    for _ in range(6):
+        b1.call(ok)
+    assert store_breaker(fleet[0]).state is BreakerState.CLOSED
+    assert stat(b1, "store_available") is False
+    assert "junk" in str(stat(b1, "store_problem"))
+    limit.call(ok)
+    assert limit.state.value == "shared"
+    with pytest.raises(StoreError, match=r"reset\(\) or close\(\) writes a fresh state"):
+        b1.force_open()

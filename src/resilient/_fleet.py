@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -14,7 +15,15 @@ from ._core._errors import ConfigurationError, printable
 from ._core._guard import Guard, registry_and_clock
 from ._core._registry import Registry
 from ._core._state import Health, worst
-from ._core._store import FLEET_ACTIONS, FleetAction, Store, StoreError, check_store, replica_id
+from ._core._store import (
+    FLEET_ACTIONS,
+    FleetAction,
+    Store,
+    StoreError,
+    check_action,
+    check_store,
+    replica_id,
+)
 from ._core._validate import Duration, check_name, operator_reason, to_seconds
 from ._degraded import DegradedMode
 from ._shared_breaker import SharedBreaker
@@ -39,6 +48,9 @@ _SWITCH_ACTIONS = {
     "force_normal": "forced normal by operator",
     "release": "released by operator",
 }
+# Actions that leave a guard in a state until an operator ends it: the ones a replica
+# that joins (or a guard built later) takes up. The others happened once, then.
+_STANDING = frozenset({"force_open", "disable", "force_degraded", "force_normal"})
 _BREAKER_ACTIONS = {
     "force_open": "forced open by operator",
     "close": "closed by operator",
@@ -184,6 +196,8 @@ class Fleet:
         self._link = link(store, registry)
         self._since = 0
         self._known: set[str] = set()  # the guards here at the last sync
+        self._synced = False
+        self._first_act: int | None = None  # the sequence of an action taken before a sync
         self._applied = 0
         self._skipped = 0
         self._faults = 0
@@ -253,23 +267,36 @@ class Fleet:
         self._apply(actions, names)
 
     def _apply(self, actions: list[FleetAction] | Unanswered, names: set[str]) -> None:
-        """Apply the actions newer than the last sync, and the latest action on each
-        guard built since (a per-host breaker made on first use, a switch made late)."""
+        """Apply the actions taken since the last sync. A replica that joins, and a guard
+        built since (a per-host breaker made on first use), catch up on the *standing*
+        ones only (forced open, disabled, forced degraded or normal): an old ``close`` or
+        ``reset`` replayed on a new pod would close a breaker that is open now."""
         if isinstance(actions, Unanswered):
             raise self._unavailable("publish this replica's guards")
         me = self.replica
         new_guards = names - self._known
-        seen = self._since
+        # Actions up to `horizon` were taken before this replica's last sync (or, before
+        # its first, before its own first action): old news, but for guards new here.
+        horizon = self._since if self._synced else self._first_act
+        synced, self._synced = self._synced, True
         self._known = names
         for action in actions:
             self._since = max(self._since, action.sequence)
-            if action.sequence <= seen and action.guard not in new_guards:
+            catching_up = horizon is None or action.sequence <= horizon
+            if catching_up and synced and action.guard not in new_guards:
                 continue  # applied (or skipped) at an earlier sync
             if action.by == me:
                 continue  # applied when it was taken
             guard = self._registry.get(action.guard) if action.guard in self._registry else None
-            reason = f"{action.reason} (fleet-wide, from replica {action.by})"
-            if guard is None or not _apply_locally(guard, action.action, reason):
+            if (
+                guard is None
+                # A shared breaker's state is the fleet's: its actions went to the store.
+                or isinstance(guard, SharedBreaker)
+                or (catching_up and action.action not in _STANDING)
+                or not _apply_locally(
+                    guard, action.action, f"{action.reason} (fleet-wide, from replica {action.by})"
+                )
+            ):
                 self._skipped += 1
                 continue
             self._applied += 1
@@ -281,9 +308,26 @@ class Fleet:
             try:
                 await self.sync_async()
             except StoreError as error:
-                self._faults += 1
-                logger.warning("fleet sync failed: %s", error)
+                self._fault(error)
             await self._clock.sleep_async(self._interval)
+
+    def run_blocking(self, stop: threading.Event) -> None:
+        """Sync every ``interval`` until ``stop`` is set: the loop of :meth:`run` for a
+        thread of a sync server (start it in each worker, after the fork)::
+
+            stop = threading.Event()
+            threading.Thread(target=fleet.run_blocking, args=(stop,), daemon=True).start()
+        """
+        while not stop.is_set():
+            try:
+                self.sync()
+            except StoreError as error:
+                self._fault(error)
+            self._clock.wait(stop, self._interval)
+
+    def _fault(self, error: StoreError) -> None:
+        self._faults += 1
+        logger.warning("fleet sync failed: %s", error)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -329,13 +373,10 @@ class Fleet:
         name = check_name(guard, "guard")
         target = self._registry.get(name) if name in self._registry else None
         if target is None:
-            # An operator's own process (an admin script, a console) need not hold the
-            # guard: the action is recorded for the replicas that do.
-            if action not in FLEET_ACTIONS:
-                raise ConfigurationError(
-                    f"action must be one of {sorted(FLEET_ACTIONS)} (got {action!r})"
-                )
-            defaults = {**_SWITCH_ACTIONS, **_BREAKER_ACTIONS}
+            # An operator's own process (an admin script, a console) need not hold a
+            # switch: the action is recorded for the replicas that publish it.
+            check_action(action, FLEET_ACTIONS)
+            defaults = self._published_switch(name)
         elif isinstance(target, (DegradedMode, CircuitBreaker, SharedBreaker)):
             defaults = _SWITCH_ACTIONS if isinstance(target, DegradedMode) else _BREAKER_ACTIONS
             if action not in defaults:
@@ -348,6 +389,10 @@ class Fleet:
                 f"guard {name!r} is a {target.kind.replace('_', ' ')}: fleet actions apply "
                 "to degraded-mode switches and circuit breakers"
             )
+        if action not in defaults:
+            raise ConfigurationError(
+                f"action must be one of {sorted(defaults)} for the switch {name!r} (got {action!r})"
+            )
         why = operator_reason(reason, defaults[action])
         if isinstance(target, SharedBreaker):
             _apply_locally(target, action, why)  # its own round trip reaches the fleet
@@ -355,8 +400,33 @@ class Fleet:
         done = self._link.call(self._store.act, name, action, why, self.replica)
         if isinstance(done, Unanswered):
             raise self._unavailable(f"{action.replace('_', ' ')} {name!r} on the fleet")
+        if not self._synced and self._first_act is None:
+            self._first_act = done.sequence
         if target is not None:
             _apply_locally(target, action, f"{why} (fleet-wide)")
+
+    def _published_switch(self, name: str) -> dict[str, str]:
+        """The actions a switch named ``name``, which this process does not hold, takes:
+        the fleet's publications must show it, as a switch."""
+        documents = self._link.call(self._store.fleet)
+        if isinstance(documents, Unanswered):
+            raise self._unavailable(f"find {name!r} in the fleet")
+        published = _health(documents).guards
+        found = published.get(name)
+        if found is None:
+            known = ", ".join(repr(n) for n in sorted(published)[:20]) or "none"
+            raise ConfigurationError(
+                f"guard must name a guard that a replica publishes (got {name!r}); the "
+                f"fleet publishes: {known}"
+            )
+        if found.kind != "degraded_mode":
+            raise ConfigurationError(
+                f"guard {name!r} is a {found.kind.replace('_', ' ')} on the fleet: to act on "
+                "it from here, build it here first (SharedBreaker(name, store=...) for a "
+                "shared breaker, CircuitBreaker(name) for one each replica keeps) so the "
+                f"action takes the right way (got {name!r})"
+            )
+        return _SWITCH_ACTIONS
 
     def force_degraded(self, guard: str, *, reason: str | None = None) -> None:
         """Force the switch ``guard`` degraded on every replica (see :meth:`act`)."""

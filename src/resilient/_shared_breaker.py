@@ -23,6 +23,7 @@ from ._core._store import (
     BreakerView,
     Store,
     StoreError,
+    StoreValueError,
     check_store,
     replica_id,
 )
@@ -243,6 +244,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         self._rejected = Counter()
         self._tasks: set[asyncio.Task[None]] = set()  # trial results being told
         self._local_action: tuple[str, str | None] | None = None  # for after the lock
+        self._answered = True  # whether this breaker's last round trip was answered
+        self._store_problem: str | None = None  # why it was not
 
         super().__init__(
             name,
@@ -313,6 +316,10 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         """The store did not answer ``report`` (``None``: the caller was cancelled before
         it could know); call with the lock held."""
         self._syncing = False
+        if unanswered is not None:
+            self._answered = False
+            error = self._link.last_error
+            self._store_problem = None if error is None else error.problem
         if unanswered is not None and unanswered.maybe_applied:
             self._outbox.lose(report)
         else:
@@ -334,6 +341,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
     def _learn(self, view: BreakerView, now: float) -> None:
         """Take the store's answer as this replica's state; call with the lock held."""
         self._syncing = False
+        self._answered = True
+        self._store_problem = None
         self._syncs += 1
         self._view = view
         self._late += view.late
@@ -601,12 +610,18 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             if isinstance(view, Unanswered):
                 self._outbox.give_back(report)  # its counts; the action is the operator's
                 problem = self._link.last_error
+                advice = (
+                    "reset() or close() writes a fresh state over it"
+                    if isinstance(problem, StoreValueError)
+                    else "try again when it answers (its health is in the registry)"
+                )
                 raise StoreError(
                     self._store.name,
                     f"could not {action.replace('_', ' ')} the shared breaker {self._name!r} "
                     "for the fleet: the store did not take it"
                     + (f" ({problem.problem})" if problem is not None else "")
-                    + "; try again when it answers (its health is in the registry)",
+                    + f"; {advice}",
+                    maybe_applied=view.maybe_applied,
                 )
             self._learn(view, now)
             if action != "force_open" and self._local_action is None:
@@ -690,7 +705,8 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         return {
             "replica": self._replica,
             "store": self._store.name,
-            "store_available": self._link.healthy,
+            "store_available": self._answered and self._link.healthy,
+            "store_problem": self._store_problem,
             "epoch": self._epoch,
             "moved_by": None if view is None else view.by,
             "window_calls": 0 if view is None else view.window_calls,
