@@ -159,8 +159,7 @@ class RetryBudget(Guard[RetryBudgetState]):
                 # event loop a round trip would hold up every task (and an async-only store
                 # has no sync path): this replica's share of the floor decides instead.
                 if in_event_loop():
-                    with floor._lock:
-                        granted = floor._share_turn(now) == 0.0
+                    granted = floor._take_share(now)
                 else:
                     try:
                         granted = floor._enter()

@@ -528,7 +528,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             return
         outbox = self._outbox
         with self._lock:
-            outbox.add(fleet, bool(outcome & FAILURE), slow, failure, self._now())
+            outbox.add(fleet, bool(outcome & FAILURE), slow, failure, self._now)
 
     def _tell_trial(self, lease: _Lease, outcome: str, failure: str | None) -> None:
         """Tell the store how a trial ended, at once: the fleet waits on it (a sync

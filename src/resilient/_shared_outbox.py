@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ._core._store import BreakerReport
 
 __all__ = ["Outbox"]
@@ -55,8 +57,16 @@ class Outbox:
         self.successes = self.failures = self.slow = 0
         self.last_failure = None
 
-    def add(self, epoch: int, failed: bool, slow: bool, failure: str | None, now: float) -> None:
-        """Count an outcome of a call admitted in ``epoch``."""
+    def add(
+        self,
+        epoch: int,
+        failed: bool,
+        slow: bool,
+        failure: str | None,
+        now: Callable[[], float],
+    ) -> None:
+        """Count an outcome of a call admitted in ``epoch``; ``now`` is read only for the
+        first outcome of a batch (its age decides whether the batch is stale)."""
         if epoch != self.epoch:
             if epoch < self.epoch:
                 self.late += 1
@@ -65,7 +75,7 @@ class Outbox:
             self._clear()
             self.epoch = epoch
         if not self.unsent:
-            self.since = now
+            self.since = now()
         if failed:
             self.failures += 1
             self.last_failure = failure

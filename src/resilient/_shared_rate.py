@@ -123,7 +123,8 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
 
     def _enter(self) -> bool:
         now = self._now()
-        if self._known_refusal(now) or not self._link.available:
+        self._refuse_if_known(now)
+        if not self._link.available:
             return self._alone(now)
         count = now >= self._next_count
         view = self._link.call(
@@ -138,13 +139,15 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
 
     def _enter_nowait(self) -> bool | None:
         now = self._now()
-        if self._known_refusal(now) or not self._link.available:
+        self._refuse_if_known(now)
+        if not self._link.available:
             return self._alone(now)
         return None
 
     async def _enter_async(self) -> bool:
         now = self._now()
-        if self._known_refusal(now) or not self._link.available:
+        self._refuse_if_known(now)
+        if not self._link.available:
             return self._alone(now)
         count = now >= self._next_count
         view = await self._link.call_async(
@@ -157,14 +160,13 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         )
         return self._settle(view, now, count)
 
-    def _known_refusal(self, now: float) -> bool:
+    def _refuse_if_known(self, now: float) -> None:
         """Refuse at once when the store said no turn is free yet (no round trip)."""
         refused_until = self._refused_until
         if now < refused_until:
             self._rejected.increment()
             self._refused_here.increment()
             raise RateLimitedError(self._name, refused_until - now, self._rate.per_second, False)
-        return False
 
     def _settle(self, view: RateView | Unanswered, now: float, count: bool) -> bool:
         if isinstance(view, Unanswered):
@@ -213,6 +215,12 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             self._local_tat = tat + interval
             return 0.0
         return wait
+
+    def _take_share(self, now: float) -> bool:
+        """Take a turn of this replica's share now, if one is free, with no round trip and
+        no fallback counted: for callers that must not wait on the store."""
+        with self._lock:
+            return self._share_turn(now) == 0.0
 
     def _alone(self, now: float) -> bool:
         """Decide on this replica's share of the rate: the store is away."""
