@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from typing import ClassVar, TypeAlias, cast
 
 from ._core._clock import Clock
-from ._core._counter import Counter
+from ._core._counter import Tally, held_elsewhere
 from ._core._errors import (
     CircuitOpenError,
     ConfigurationError,
@@ -20,7 +18,7 @@ from ._core._errors import (
 from ._core._guard import registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
-from ._core._run import NO_RESULT, Admission
+from ._core._run import NO_RESULT, Admission, Refusing
 from ._core._state import Health, Refusal, Statistic
 from ._core._validate import (
     Duration,
@@ -98,11 +96,6 @@ _LEGAL: dict[BreakerState, frozenset[BreakerState]] = {
 # How many of the last failures a breaker names in the lineage of its transitions.
 _RECENT_FAILURES = 5
 
-# How many lock-free successes may pile up before the next one folds them into the window.
-# A count window folds any number in O(window) C-level work, so it can wait longer.
-_COUNT_DRAIN_AT = 1024
-_TIME_DRAIN_AT = 64
-
 # Outcomes that count as neither success nor failure: an exception matching ``ignore``,
 # and a refusal by a guard inside this one, counted apart so that dashboards tell them
 # from each other (and neither from a failure).
@@ -119,9 +112,10 @@ class _Trial:
         self.started = started
 
 
-# A permit: the epoch a closed call was admitted in, with its start time when calls are
-# timed, or a half-open trial.
-_Permit: TypeAlias = int | tuple[int, float] | _Trial
+# A permit: what a closed call was admitted with (the Tally its success bumps, or the
+# epoch when a success must take the lock), with its start time when calls are timed; or
+# a half-open trial.
+_Permit: TypeAlias = Tally | int | tuple[Tally | int, float] | _Trial
 
 
 class CircuitBreaker(Admission[BreakerState, _Permit]):
@@ -169,6 +163,48 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     Raises:
         ConfigurationError: A value is out of range; the message names it.
     """
+
+    __slots__ = (
+        "_cancelled",
+        "_consecutive_opens",
+        "_epoch",
+        "_failure_rate_threshold",
+        "_failure_result",
+        "_failures",
+        "_half_open_calls",
+        "_half_open_max_wait",
+        "_ignored",
+        "_is_ignored",
+        "_is_recorded",
+        "_lane",
+        "_last_failure",
+        "_late",
+        "_lock_free",
+        "_minimum_calls",
+        "_needs_now",
+        "_now",
+        "_open_base",
+        "_open_for",
+        "_open_max",
+        "_open_multiplier",
+        "_open_until",
+        "_recent_failures",
+        "_refusing",
+        "_rejected",
+        "_rejected_inner",
+        "_retired",
+        "_ring",
+        "_slow_calls",
+        "_slow_rate_threshold",
+        "_slow_seconds",
+        "_standing_permit",
+        "_successes",
+        "_tally",
+        "_timed",
+        "_trials",
+        "_trials_succeeded",
+        "_window",
+    )
 
     kind = "circuit_breaker"
     states: ClassVar[type[BreakerState]] = BreakerState
@@ -253,17 +289,24 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._timed = self._slow_seconds is not None
         self._needs_now = self._timed or isinstance(window, TimeWindow)
         self._now = clock.monotonic
-        # Once the window holds minimum_calls, a plain success in the closed state only
-        # appends its epoch (with a time window, its epoch and end time) to _pending: one C
-        # call, no lock. The lock holder folds them into the window, and judges it, before
-        # every decision, every snapshot and every transition, and whenever _drain_at of
-        # them have piled up, so memory stays bounded. Below minimum_calls every outcome
-        # takes the lock, because the success that reaches minimum_calls must be judged.
+        # Once the window holds minimum_calls, a success cannot trip the breaker: it only
+        # lowers the rates. Such a success in the closed state is one bump of _tally, in C,
+        # with no lock (the drivers bump it themselves when it is the permit). The lock
+        # holder folds the tallies into the window (_drain) before every decision, every
+        # snapshot and every transition. A tally belongs to one epoch and, with a time
+        # window, to one bucket; replaced ones are kept in _retired while a running call
+        # may still bump them. Below minimum_calls every outcome takes the lock, because
+        # the success that reaches minimum_calls must be judged.
         self._ring = self._window if isinstance(self._window, _CountRing) else None
-        self._pending: deque[int | tuple[int, float]] = deque()
-        self._drain_at = _COUNT_DRAIN_AT if isinstance(window, CountWindow) else _TIME_DRAIN_AT
-        self._queue_successes = False  # window.calls >= minimum_calls
-        self._lock_free_ok = False  # ... and a count window, and no failure_result
+        self._tally = Tally(0, *self._window.span(clock.monotonic()))
+        self._retired: list[Tally] | None = None
+        self._lock_free = False  # window.calls >= minimum_calls
+        # The tally while closed or disabled, lock-free, without failure_result, when the
+        # admission must read the clock (a time window's bucket, or timed calls); else
+        # None. _enter's first branch: one read gives the flag and the tally together.
+        self._lane: Tally | None = None
+        self._standing_permit: Tally | None = None  # see Admits
+        self._refusing: Refusing | None = None
 
         # Changed only under the lock. _epoch grows on every transition, so an outcome
         # reported after a transition is known to be late.
@@ -281,11 +324,8 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._cancelled = 0
         self._late = 0
         self._last_failure: str | None = None
-        self._recent_failures: deque[tuple[float, str | None]] = deque(maxlen=_RECENT_FAILURES)
-        self._rejected = Counter()  # bumped without the lock on the refusal path
-        # The permit of a closed, untimed call, or None when _enter must look closer.
-        # Cleared before every transition and set again after a move to closed or disabled.
-        self._closed_permit: int | None = None if self._timed else 0
+        self._recent_failures: tuple[tuple[float, str | None], ...] = ()
+        self._rejected = Tally()  # bumped without the lock on the refusal path
 
         super().__init__(
             name,
@@ -299,27 +339,34 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     # -- admission -----------------------------------------------------------------------
 
     def _enter(self) -> _Permit:
-        # The fast path reads one attribute: the permit every closed, untimed call gets.
-        permit = self._closed_permit
+        # The lane first: the drivers have read _standing_permit and _refusing already.
+        tally = self._lane
+        if tally is not None:
+            now = self._now()
+            if now < tally.until:
+                return (tally, now) if self._timed else tally
+            return self._enter_slow()  # the time window's next bucket
+        permit = self._standing_permit
         if permit is not None:
-            return permit
-        # Read the epoch before the state: a transition writes the state first, so a
-        # closed-looking state with a stale epoch only yields a permit that comes back late.
+            return permit  # closed, untimed, count window, lock-free: the epoch's tally
+        refusing = self._refusing
+        if refusing is not None:  # open: as the drivers do with it
+            retry_after = refusing.until - self._now()
+            if retry_after > 0:
+                next(self._rejected)
+                if self._listeners.hears_refusals:
+                    self._announce_refusal("open", retry_after, None)
+                raise CircuitOpenError(self._name, retry_after, "open")
+            return self._enter_slow()  # the open duration has passed
+        # The epoch before the state: a transition writes the state first, so a stale
+        # read only yields a permit that comes back late.
         epoch = self._epoch
         state = self._state
         if state is _CLOSED or state is _DISABLED:
-            return (epoch, self._now())
-        if state is _OPEN:
-            now = self._now()
-            open_until = self._open_until
-            if now < open_until:
-                self._rejected.increment()
-                if self._listeners._entries:
-                    self._announce_refusal("open", open_until - now, now)
-                raise CircuitOpenError(self._name, open_until - now, "open")
-        elif state is _FORCED_OPEN:
-            self._rejected.increment()
-            if self._listeners._entries:
+            return (epoch, self._now()) if self._timed else epoch
+        if state is _FORCED_OPEN:
+            next(self._rejected)
+            if self._listeners.hears_refusals:
                 self._announce_refusal("forced_open", None, None)
             raise CircuitOpenError(self._name, None, "forced_open")
         return self._enter_slow()
@@ -334,7 +381,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             with self._lock:
                 state = self._state
                 if state is _CLOSED or state is _DISABLED:
-                    return (self._epoch, now) if self._timed else self._epoch
+                    return self._admit_closed(now)
                 if state is _FORCED_OPEN:
                     refused = "forced_open"
                 elif state is _OPEN and now < self._open_until:
@@ -358,7 +405,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                         trial = _Trial(now)
                         self._trials.add(trial)
                         return trial
-                self._rejected.increment()
+                next(self._rejected)
         finally:
             if moved:
                 try:
@@ -369,26 +416,56 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                     if trial is not None:
                         self._exit_cancel(trial)
                     raise
-        if self._listeners._entries:
+        if self._listeners.hears_refusals:
             self._announce_refusal(refused, retry_after, now)
         raise CircuitOpenError(self._name, retry_after, refused)
 
+    def _admit_closed(self, now: float) -> _Permit:
+        """The permit of a call admitted while closed or disabled; call with the lock held."""
+        tally = self._tally
+        if now >= tally.until:
+            tally = self._next_bucket(now)
+        lock_free = self._lock_free and self._failure_result is None
+        key: Tally | int = tally if lock_free else self._epoch
+        return (key, now) if self._timed else key
+
+    def _next_bucket(self, now: float) -> Tally:
+        """Start the tally of the time window's bucket that holds ``now``; call with the
+        lock held."""
+        self._drain()
+        self._window.expire(now)
+        self._keep_retired(self._tally)
+        at, until = self._window.span(now)
+        self._tally = tally = Tally(self._epoch, at, until)
+        self._window_changed()
+        return tally
+
+    def _keep_retired(self, tally: Tally) -> None:
+        """Keep a replaced tally until no running call holds it; call with the lock held."""
+        if self._retired is None:
+            self._retired = [tally]
+        else:
+            self._retired.append(tally)
+
     def _announce_refusal(self, state: str, retry_after: float | None, now: float | None) -> None:
-        if self._listeners.wants(Refusal):
-            at = self._now() if now is None else now
-            self._registry._publish(
-                Refusal(self._name, self.kind, state, retry_after, at, self._clock.wall())
-            )
+        at = self._now() if now is None else now
+        self._registry._publish(
+            Refusal(self._name, self.kind, state, retry_after, at, self._clock.wall())
+        )
 
     # -- outcomes ------------------------------------------------------------------------
 
     def _exit_ok(self, permit: _Permit, result: object) -> None:
-        if self._lock_free_ok and permit.__class__ is int:
-            pending = self._pending
-            pending.append(permit)
-            if len(pending) >= self._drain_at:
-                self._fold()
+        cls = permit.__class__
+        if cls is Tally:
+            next(permit)  # type: ignore[arg-type]
             return
+        if cls is tuple:
+            key, started = permit  # type: ignore[misc]
+            # A timed call with a tally for a key has no failure_result to ask.
+            if key.__class__ is Tally and self._now() - started < self._slow_seconds:  # type: ignore[operator]
+                next(key)
+                return
         if self._result_outcome(permit, result):
             self._finish(permit, FAILURE, "failure_result")
         else:
@@ -428,18 +505,18 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _is_slow(self, permit: _Permit, now: float) -> bool:
         """Whether the call of ``permit`` has run for slow_call_duration by ``now``."""
         slow = self._slow_seconds
-        if slow is None or permit.__class__ is int:
+        if slow is None or permit.__class__ is int or permit.__class__ is Tally:
             return False
         started = permit[1] if isinstance(permit, tuple) else cast(_Trial, permit).started
         return now - started >= slow
 
     def _exit_cancel(self, permit: _Permit) -> None:
         slow = self._slow_seconds
-        if slow is not None and permit.__class__ is not int:
+        if slow is not None and (permit.__class__ is tuple or permit.__class__ is _Trial):
             # A call cancelled once it had run for slow_call_duration is known to be slow,
             # whatever it would have answered: a hung dependency that every caller gives
             # up on (a timeout, a hedge that won) must still trip the slow-call rate.
-            started = permit[1] if isinstance(permit, tuple) else cast(_Trial, permit).started
+            started = permit[1] if isinstance(permit, tuple) else permit.started
             now = self._now()
             if now - started >= slow:
                 self._cancelled_slow(permit, now - started, now)
@@ -465,7 +542,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 )
             else:
                 self._drain()
-                if permit[0] != self._epoch:  # type: ignore[index]
+                if _epoch_of(permit[0]) != self._epoch:  # type: ignore[index]
                     return
                 self._slow_calls += 1
                 self._window.record(SLOW, now)
@@ -476,25 +553,31 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
 
     def _finish(self, permit: _Permit, outcome: int, failure: str | None) -> None:
         now = self._now() if self._needs_now else 0.0
-        if permit.__class__ is int:
-            epoch = permit
-        elif permit.__class__ is tuple:
-            epoch, started = permit
-            if self._slow_seconds is not None and now - started >= self._slow_seconds:
-                outcome |= SLOW
-        else:
+        cls = permit.__class__
+        if cls is _Trial:
             trial_now = now if self._needs_now else self._now()
             self._finish_trial(permit, outcome, failure, trial_now)  # type: ignore[arg-type]
             return
-        if outcome == 0 and self._queue_successes:
-            pending = self._pending
-            pending.append(epoch if self._ring is not None else (epoch, now))
-            if len(pending) >= self._drain_at:
-                self._fold()
-            return
+        if cls is tuple:
+            key, started = permit  # type: ignore[misc]
+            if self._slow_seconds is not None and now - started >= self._slow_seconds:
+                outcome |= SLOW
+        else:
+            key = permit
+        if outcome == 0:
+            if key.__class__ is Tally:
+                next(key)
+                return
+            # Admitted with its epoch (below minimum_calls then, or with failure_result):
+            # lock-free now if the window has reached minimum_calls since, in the epoch
+            # and, with a time window, the bucket of the current tally.
+            tally = self._tally
+            if self._lock_free and key == tally.epoch and now < tally.until:
+                next(tally)
+                return
         with self._lock:
             self._drain()
-            if epoch != self._epoch:
+            if _epoch_of(key) != self._epoch:
                 self._late += 1
                 return
             if outcome < 0:
@@ -503,7 +586,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
-                self._recent_failures.append((now if self._needs_now else self._now(), failure))
+                self._note_failure(now if self._needs_now else self._now(), failure)
             else:
                 self._successes += 1
             if outcome & SLOW:
@@ -514,6 +597,10 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 return
         self._deliver()
 
+    def _note_failure(self, now: float, failure: str | None) -> None:
+        """Keep the last failures for the lineage of an opening; call with the lock held."""
+        self._recent_failures = (*self._recent_failures[1 - _RECENT_FAILURES :], (now, failure))
+
     def _count_neither(self, outcome: int) -> None:
         """Count an outcome that is neither success nor failure; call with the lock held."""
         if outcome == _REJECTED_INNER:
@@ -521,46 +608,46 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         else:
             self._ignored += 1
 
-    def _fold(self) -> None:
-        """Fold queued successes into the window and judge it."""
-        with self._lock:
-            self._drain()
-            moved = self._judge(None)
-        if moved:
-            self._deliver()
-
     def _drain(self) -> None:
-        """Fold the lock-free successes into the window; call with the lock held."""
-        pending = self._pending
-        count = len(pending)
-        if not count:
-            return
-        epoch = self._epoch
-        popleft = pending.popleft
-        current = 0
-        ring = self._ring
-        if ring is not None:
-            # Pop exactly `count` epochs in C (appends racing with us stay queued), then
-            # count the current ones in C too.
-            current = list(islice(iter(popleft, None), count)).count(epoch)
-            if current:
-                ring.record_successes(current)
-        else:
-            record = self._window.record
-            for _ in range(count):
-                item_epoch, finished = popleft()  # type: ignore[misc]
-                if item_epoch == epoch:
-                    current += 1
-                    record(0, finished)
-        self._late += count - current
-        self._successes += current
-        self._window_changed()
+        """Fold the successes counted in tallies into the window; call with the lock held."""
+        tally = self._tally
+        new = tally.take()
+        if new:
+            self._successes += new
+            self._window.record_successes(new, tally.at)
+        retired = self._retired
+        if retired:
+            epoch = self._epoch
+            for index in range(len(retired) - 1, -1, -1):
+                # Asked before taking the count: a tally nothing else holds is never
+                # bumped again, so what it holds now is final and it can go.
+                held = held_elsewhere(retired, index)
+                old = retired[index]
+                new = old.take()
+                if new:
+                    if old.epoch == epoch:
+                        self._successes += new
+                        self._window.record_successes(new, old.at)
+                    else:
+                        self._late += new
+                if not held:
+                    del retired[index]
 
     def _window_changed(self) -> None:
-        """Decide again whether successes may skip the lock; call with the lock held."""
-        queue = self._window.calls >= self._minimum_calls
-        self._queue_successes = queue
-        self._lock_free_ok = queue and self._ring is not None and self._failure_result is None
+        """Decide again how a closed call is admitted and whether its success may skip
+        the lock; call with the lock held."""
+        lock_free = self._window.calls >= self._minimum_calls
+        self._lock_free = lock_free
+        state = self._state
+        simple = (
+            lock_free and (state is _CLOSED or state is _DISABLED) and self._failure_result is None
+        )
+        if simple and not self._timed and self._ring is not None:
+            self._lane = None
+            self._standing_permit = self._tally
+        else:
+            self._standing_permit = None
+            self._lane = self._tally if simple else None
 
     def _judge(self, now: float | None) -> bool:
         """Open a closed breaker whose window crossed a threshold; call with the lock held.
@@ -593,7 +680,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if outcome & FAILURE:
                 self._failures += 1
                 self._last_failure = failure
-                self._recent_failures.append((now, failure))
+                self._note_failure(now, failure)
                 self._reopen(f"trial call failed ({failure})", now)
             elif outcome & SLOW:
                 self._successes += 1
@@ -671,23 +758,33 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     ) -> None:
         if state not in _LEGAL[self._state]:
             raise AssertionError(f"illegal transition {self._state.value} -> {state.value}")
+        # The fast paths close first, and open again only once the move is complete.
+        self._standing_permit = self._refusing = self._lane = None
         self._drain()  # successes that finished before the move belong to the old state
-        self._closed_permit = None
         if state is not _HALF_OPEN:
             self._trials = set()
         self._trials_succeeded = 0
         self._move(state, self._health_of[state], reason, now, lineage)
-        self._new_epoch()
+        self._new_epoch(now)
 
-    def _new_epoch(self) -> None:
+    def _new_epoch(self, now: float) -> None:
         """Start a new epoch: calls admitted before it now come back late."""
         # The state is written first (in _move), the epoch second: see _enter.
-        self._closed_permit = None
+        self._standing_permit = self._refusing = self._lane = None
         self._epoch += 1
-        state = self._state
-        if not self._timed and (state is _CLOSED or state is _DISABLED):
-            self._closed_permit = self._epoch
+        self._keep_retired(self._tally)
+        at, until = self._window.span(now)
+        self._tally = Tally(self._epoch, at, until)
         self._window_changed()
+        if self._state is _OPEN:
+            self._refusing = Refusing(
+                guard=self._name,
+                state="open",
+                until=self._open_until,
+                now=self._now,
+                count=self._rejected,
+                error=CircuitOpenError,
+            )
 
     def _operator(
         self, state: BreakerState, reason: str, *, clear: bool, zero: bool = False
@@ -698,7 +795,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             if zero:
                 self._successes = self._failures = self._slow_calls = 0
                 self._ignored = self._rejected_inner = self._cancelled = self._late = 0
-                self._rejected.reset()
+                self._rejected = Tally()
                 self._last_failure = None
             if clear:
                 self._window.clear()
@@ -708,7 +805,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
                 self._move_to(state, reason, now)
             elif clear:
                 # No transition, but calls admitted before belong to the old window.
-                self._new_epoch()
+                self._new_epoch(now)
                 return
             else:
                 return
@@ -761,6 +858,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._drain()
         window = self._window
         window.expire(now)
+        self._window_changed()
         calls = window.calls
         return {
             "window_calls": calls,
@@ -814,6 +912,11 @@ def open_durations(
     if multiplier is None:
         multiplier = DEFAULT_OPEN_DURATION_MULTIPLIER
     return base, cap, check_factor(multiplier, "open_duration_multiplier")
+
+
+def _epoch_of(key: Tally | int) -> int:
+    """The epoch of a closed call's key: its tally's, or the epoch itself."""
+    return key.epoch if isinstance(key, Tally) else key
 
 
 def _trial_calls(n: int) -> str:

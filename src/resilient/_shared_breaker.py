@@ -299,7 +299,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         """Count and raise a refusal; call without the lock."""
         state, retry_after = refused.state, refused.retry_after
         self._rejected.increment()
-        if self._listeners._entries and self._listeners.wants(Refusal):
+        if self._listeners.hears_refusals:
             self._registry._publish(
                 Refusal(self._name, self.kind, state, retry_after, now, self._clock.wall())
             )

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import _fork
 from ._errors import ConfigurationError
-from ._state import CallEnded, Event
+from ._state import CallEnded, Event, Refusal
 
 __all__ = ["Listener", "ListenerSet", "Subscription"]
 
@@ -72,6 +72,7 @@ class ListenerSet:
         "_mutate",
         "_queue",
         "_wanted",
+        "hears_refusals",
         "times_calls",
     )
 
@@ -86,6 +87,9 @@ class ListenerSet:
         self.times_calls: bool = False
         """Whether any listener takes :class:`CallEnded`: the drivers read it on every
         call, so it is a plain attribute, set whenever the listeners change."""
+        self.hears_refusals: bool = False
+        """Whether any listener takes :class:`Refusal`: read on every refusal, so that a
+        refusal costs the same however many listeners want other events."""
         _fork.track(self)
 
     def _after_fork_in_child(self) -> None:
@@ -129,6 +133,7 @@ class ListenerSet:
         # Call holding _mutate, after _entries changed.
         self._wanted = {}
         self.times_calls = any(issubclass(CallEnded, entry._types) for entry in self._entries)
+        self.hears_refusals = any(issubclass(Refusal, entry._types) for entry in self._entries)
 
     def wants(self, event_class: type) -> bool:
         """Whether any listener takes events of ``event_class``; cheap enough for a hot path."""

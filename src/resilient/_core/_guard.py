@@ -67,6 +67,22 @@ class Guard(abc.ABC, Generic[S]):
     :class:`Transition` with its reason and tells the registry's listeners.
     """
 
+    # Slots, so that a guard whose class declares its own (the breaker: a service may hold
+    # thousands) carries no instance dict; a subclass without __slots__ gets one as usual.
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_health",
+        "_listeners",
+        "_lock",
+        "_name",
+        "_reason",
+        "_registry",
+        "_since",
+        "_since_wall",
+        "_state",
+    )
+
     kind: ClassVar[str]
     #: Every state a guard of this kind can be in (its state enum), so that telemetry can
     #: report the states it is not in as well.

@@ -24,6 +24,10 @@ def _never(_: BaseException) -> bool:
     return False
 
 
+def _any_exception(exc: BaseException) -> bool:
+    return isinstance(exc, Exception)
+
+
 def exception_matcher(spec: ExceptionSpec, name: str) -> Callable[[BaseException], bool]:
     """One predicate for an :data:`ExceptionSpec`.
 
@@ -41,6 +45,8 @@ def exception_matcher(spec: ExceptionSpec, name: str) -> Callable[[BaseException
                 f"{name} must be an exception class, a tuple of them, or a predicate "
                 f"(exc) -> bool; {spec.__name__} is a class but not an exception (got {spec!r})"
             )
+        if spec is Exception:
+            return _any_exception  # the default of every guard: one function for all
         cls = spec
         return lambda exc: isinstance(exc, cls)
     if isinstance(spec, tuple):

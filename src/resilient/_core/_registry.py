@@ -164,8 +164,8 @@ class Registry:
                     "choose another name, pass replace=True, or use a separate Registry"
                 )
             self._guards[guard.name] = guard
-            # A replacement keeps the history of the name it takes over.
-            self._guard_trails.setdefault(guard.name, deque(maxlen=self._guard_trail_size))
+            # A replacement keeps the history of the name it takes over; the trail itself
+            # is made at the first transition (an idle guard costs no deque).
         if existing is not None and existing is not guard:
             existing._retire()  # the replaced guard stops listening and deciding
 
@@ -285,7 +285,11 @@ class Registry:
             entry = (next(self._sequence), transition)
             self._trail.append(entry)
             own = self._guard_trails.get(transition.guard)
-            if own is not None:  # a guard built with register=False has only the shared trail
+            if own is None and transition.guard in self._guards:
+                # (A guard built with register=False has only the shared trail.)
+                own = deque(maxlen=self._guard_trail_size)
+                self._guard_trails[transition.guard] = own
+            if own is not None:
                 own.append(entry)
         self._unlogged.append(transition)
         if self._listeners:

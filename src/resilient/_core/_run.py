@@ -29,6 +29,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 from typing_extensions import ParamSpec
 
 from ._clock import Clock
+from ._counter import Tally
 from ._events import ListenerSet
 from ._guard import Guard, S
 
@@ -144,15 +145,48 @@ def _refuse_async(fn: object, method: str) -> None:
     )
 
 
-# Permits of the ``with`` blocks open in this thread or task, innermost last, each with
-# the block's start when its guard times calls (else None).
-_open_blocks: ContextVar[tuple[tuple[object, object, float | None], ...]] = ContextVar(
-    "resilient_open_blocks", default=()
-)
+# The ``with`` blocks of this thread or task, innermost first, as a linked stack of
+# [guard, permit, the block's start when its guard times calls (else None), the blocks
+# outside it]. Entering a block is one ContextVar.set; leaving it sets nothing: the
+# block's entry is marked done (guard None) where it stands, and the next block entered
+# here steps over it. (A ContextVar.set costs more than the rest of a block's
+# bookkeeping.) Only the context that entered a block leaves it, so a task or thread
+# that inherited the stack never sees an entry change but from open to done.
+_GUARD, _PERMIT, _STARTED, _OUTER = range(4)
+_open_blocks: ContextVar[list[Any] | None] = ContextVar("resilient_open_blocks", default=None)
 
 # The listeners of what is no guard and times nothing: nobody. (A bulkhead's partitions
 # take their bulkhead's listeners and are timed as its calls.)
 _NOBODY = ListenerSet()
+
+
+class Refusing:
+    """A pattern's standing decision, for the drivers to carry out on their own: refuse
+    every call until ``until`` on the clock ``now``, counting each refusal in ``count``
+    and raising ``error(guard, retry_after, state)``.
+
+    It never changes once published; the pattern replaces it (or sets ``None``) when its
+    state moves, so a driver reads it once per call.
+    """
+
+    __slots__ = ("count", "error", "guard", "now", "state", "until")
+
+    def __init__(
+        self,
+        *,
+        guard: str,
+        state: str,
+        until: float,
+        now: Callable[[], float],
+        count: Tally,
+        error: Callable[[str, float, str], BaseException],
+    ) -> None:
+        self.guard = guard
+        self.state = state
+        self.until = until
+        self.now = now
+        self.count = count
+        self.error = error
 
 
 class Admits(Generic[Permit]):
@@ -167,9 +201,29 @@ class Admits(Generic[Permit]):
     Every spelling reads ``_listeners.times_calls`` once per call: while some listener
     takes :class:`CallEnded`, the call goes through a timed twin that publishes one;
     otherwise that attribute read is all it costs.
+
+    Two attributes let a pattern decide the common cases without a call. The decorator
+    and ``call`` read them first, on every call:
+
+    - ``_standing_permit``: a permit that every call gets without asking, or ``None`` when
+      ``_enter`` must decide. When it (or any permit) is a :class:`Tally`, a call that
+      returns ends with ``next(permit)`` instead of ``_exit_ok``: all its success needs.
+    - ``_refusing``: ``None``, or a :class:`Refusing`: every call is refused until a
+      known time (an open breaker). The driver refuses on its own, in its own frame,
+      which spares a refused call a frame of unwinding; from that time on, the calls go
+      to ``_enter`` again.
+
+    ``_enter`` still decides everything on its own, for the spellings that do not look.
     """
 
+    __slots__ = ()
+
     _listeners: ListenerSet = _NOBODY
+    _standing_permit: Any = None
+    _refusing: Refusing | None = None
+
+    def _announce_refusal(self, state: str, retry_after: float | None, now: float | None) -> None:
+        """Publish the :class:`Refusal` of a call; only while a listener takes them."""
 
     @property
     def name(self) -> str:
@@ -210,11 +264,14 @@ class Admits(Generic[Permit]):
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
+        guard = self
         enter = self._enter
         exit_ok = self._exit_ok
         exit_error = self._exit_error
         exit_cancel = self._exit_cancel
         listeners = self._listeners
+        tally = Tally
+        bump = next
 
         # A coroutine refused by a guard inside: checked only when the call failed.
         refused = _CoroutineReturned
@@ -229,9 +286,19 @@ class Admits(Generic[Permit]):
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if listeners.times_calls:
                     return await timed_async(async_fn, args, kwargs)
-                permit = enter_nowait()
+                permit = guard._standing_permit
                 if permit is None:
-                    permit = await enter_async()
+                    refusing = guard._refusing
+                    if refusing is not None:
+                        retry_after = refusing.until - refusing.now()
+                        if retry_after > 0:
+                            next(refusing.count)
+                            if listeners.hears_refusals:
+                                guard._announce_refusal(refusing.state, retry_after, None)
+                            raise refusing.error(refusing.guard, retry_after, refusing.state)
+                    permit = enter_nowait()
+                    if permit is None:
+                        permit = await enter_async()
                 try:
                     result = await async_fn(*args, **kwargs)
                 except Exception as error:
@@ -243,7 +310,10 @@ class Admits(Generic[Permit]):
                 except BaseException:
                     exit_cancel(permit)
                     raise
-                exit_ok(permit, result)
+                if permit.__class__ is tally:
+                    bump(permit)
+                else:
+                    exit_ok(permit, result)
                 return result
 
             return cast(Callable[P, R], async_guarded)
@@ -255,7 +325,17 @@ class Admits(Generic[Permit]):
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             if listeners.times_calls:
                 return cast(R, timed(fn, args, kwargs))
-            permit = enter()
+            permit = guard._standing_permit
+            if permit is None:
+                refusing = guard._refusing
+                if refusing is not None:
+                    retry_after = refusing.until - refusing.now()
+                    if retry_after > 0:
+                        next(refusing.count)
+                        if listeners.hears_refusals:
+                            guard._announce_refusal(refusing.state, retry_after, None)
+                        raise refusing.error(refusing.guard, retry_after, refusing.state)
+                permit = enter()
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
@@ -270,7 +350,10 @@ class Admits(Generic[Permit]):
             if result.__class__ is coroutine:
                 exit_cancel(permit)
                 _refuse_coroutine(fn, result)  # type: ignore[arg-type]
-            exit_ok(permit, result)
+            if permit.__class__ is tally:
+                bump(permit)
+            else:
+                exit_ok(permit, result)
             return result
 
         return guarded
@@ -281,7 +364,17 @@ class Admits(Generic[Permit]):
             _refuse_async(fn, "call")
         if self._listeners.times_calls:
             return cast(R, self._run_timed(fn, args, kwargs))
-        permit = self._enter()
+        permit = self._standing_permit
+        if permit is None:
+            refusing = self._refusing
+            if refusing is not None:
+                retry_after = refusing.until - refusing.now()
+                if retry_after > 0:
+                    next(refusing.count)
+                    if self._listeners.hears_refusals:
+                        self._announce_refusal(refusing.state, retry_after, None)
+                    raise refusing.error(refusing.guard, retry_after, refusing.state)
+            permit = self._enter()
         try:
             result = fn(*args, **kwargs)
         except Exception as error:
@@ -296,7 +389,10 @@ class Admits(Generic[Permit]):
         if result.__class__ is _COROUTINE:
             self._exit_cancel(permit)
             _refuse_coroutine(fn, result)  # type: ignore[arg-type]
-        self._exit_ok(permit, result)
+        if permit.__class__ is Tally:
+            next(permit)
+        else:
+            self._exit_ok(permit, result)
         return result
 
     async def call_async(
@@ -314,9 +410,19 @@ class Admits(Generic[Permit]):
             )
         if self._listeners.times_calls:
             return cast(R, await self._run_timed_async(fn, args, kwargs))
-        permit = self._enter_nowait()
+        permit = self._standing_permit
         if permit is None:
-            permit = await self._enter_async()
+            refusing = self._refusing
+            if refusing is not None:
+                retry_after = refusing.until - refusing.now()
+                if retry_after > 0:
+                    next(refusing.count)
+                    if self._listeners.hears_refusals:
+                        self._announce_refusal(refusing.state, retry_after, None)
+                    raise refusing.error(refusing.guard, retry_after, refusing.state)
+            permit = self._enter_nowait()
+            if permit is None:
+                permit = await self._enter_async()
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
@@ -328,18 +434,30 @@ class Admits(Generic[Permit]):
         except BaseException:
             self._exit_cancel(permit)
             raise
-        self._exit_ok(permit, result)
+        if permit.__class__ is Tally:
+            next(permit)
+        else:
+            self._exit_ok(permit, result)
         return result
 
     def __enter__(self) -> None:
-        started = self._started() if self._listeners.times_calls else None
-        try:
-            permit = self._enter()
-        except BaseException as error:
-            if started is not None:
-                self._call_ended(started, error, refused=True)
-            raise
-        _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
+        if self._listeners.times_calls:
+            began = self._started()
+            started: float | None = began
+            try:
+                permit = self._enter()
+            except BaseException as error:
+                self._call_ended(began, error, refused=True)
+                raise
+        else:
+            started = None
+            permit = self._standing_permit
+            if permit is None:
+                permit = self._enter()
+        outer = _open_blocks.get()
+        while outer is not None and outer[0] is None:
+            outer = outer[3]
+        _open_blocks.set([self, permit, started, outer])
 
     def __exit__(
         self,
@@ -347,19 +465,40 @@ class Admits(Generic[Permit]):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        # The innermost block, this guard's and ended normally, spelled out: no frame more.
+        top = _open_blocks.get()
+        if exc is None and top is not None and top[0] is self and top[2] is None:
+            permit = top[1]
+            top[0] = top[1] = None  # done
+            if permit.__class__ is Tally:
+                next(permit)
+            else:
+                self._exit_ok(permit, NO_RESULT)
+            return
         self._close_block(exc)
 
     async def __aenter__(self) -> None:
-        started = self._started() if self._listeners.times_calls else None
-        try:
-            permit = self._enter_nowait()
+        if self._listeners.times_calls:
+            began = self._started()
+            started: float | None = began
+            try:
+                permit = self._enter_nowait()
+                if permit is None:
+                    permit = await self._enter_async()
+            except BaseException as error:
+                self._call_ended(began, error, refused=True)
+                raise
+        else:
+            started = None
+            permit = self._standing_permit
             if permit is None:
-                permit = await self._enter_async()
-        except BaseException as error:
-            if started is not None:
-                self._call_ended(started, error, refused=True)
-            raise
-        _open_blocks.set((*_open_blocks.get(), (self, permit, started)))
+                permit = self._enter_nowait()
+                if permit is None:
+                    permit = await self._enter_async()
+        outer = _open_blocks.get()
+        while outer is not None and outer[0] is None:
+            outer = outer[3]
+        _open_blocks.set([self, permit, started, outer])
 
     async def __aexit__(
         self,
@@ -370,20 +509,24 @@ class Admits(Generic[Permit]):
         self._close_block(exc)
 
     def _close_block(self, exc: BaseException | None) -> None:
-        blocks = _open_blocks.get()
-        for index in range(len(blocks) - 1, -1, -1):
-            if blocks[index][0] is self:
-                _, block_permit, started = blocks[index]
-                permit = cast(Permit, block_permit)
-                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
-                break
-        else:
+        # The innermost open block of this guard; blocks of other guards inside it (left
+        # open by a generator, say) stay open.
+        block = _open_blocks.get()
+        while block is not None and block[0] is not self:
+            block = block[3]
+        if block is None:
             raise RuntimeError(
                 f"{type(self).__name__} {self.name!r}: a block was exited that was not "
                 "entered in this thread or task"
             )
+        permit = cast(Permit, block[1])
+        started = block[2]
+        block[0] = block[1] = None  # done
         if exc is None:
-            self._exit_ok(permit, NO_RESULT)
+            if permit.__class__ is Tally:
+                next(permit)  # type: ignore[call-overload]
+            else:
+                self._exit_ok(permit, NO_RESULT)
         else:
             self._exit_raised(permit, exc)
         if started is not None:
@@ -456,6 +599,8 @@ class Admits(Generic[Permit]):
 
 class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
     """A guard that admits or refuses each call and is told how it ended."""
+
+    __slots__ = ()
 
     def _started(self) -> float:
         return self._clock.monotonic()

@@ -11,6 +11,7 @@ from them, so one spec may configure many guards.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError, format_seconds
@@ -77,6 +78,15 @@ class LiveWindow:
     def record(self, flags: int, now: float) -> None:
         raise NotImplementedError
 
+    def record_successes(self, count: int, at: float) -> None:
+        """Record ``count`` plain successes of calls admitted at ``at``."""
+        raise NotImplementedError
+
+    def span(self, now: float) -> tuple[float, float]:
+        """The slice of time around ``now`` whose successes may be recorded together:
+        a time window's bucket; all time for a count window."""
+        return 0.0, math.inf
+
     def expire(self, now: float) -> None:
         """Drop what has slid out of the window by ``now``."""
 
@@ -141,12 +151,13 @@ class TimeWindow:
 
 class _CountRing(LiveWindow):
     # Empty slots hold 0, like successes, so overwriting one never needs a special case.
+    # One byte per call (outcomes are flags below 4), counted and cleared in C.
     __slots__ = ("_index", "_ring", "_size")
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self._size = size
-        self._ring = [0] * size
+        self._ring = bytearray(size)
         self._index = 0
 
     def record(self, flags: int, now: float) -> None:
@@ -168,13 +179,13 @@ class _CountRing(LiveWindow):
         index += 1
         self._index = 0 if index == self._size else index
 
-    def record_successes(self, count: int) -> None:
+    def record_successes(self, count: int, at: float = 0.0) -> None:
         """Record ``count`` plain successes at once, in time independent of ``count``'s
         size beyond list slicing (done in C)."""
         size = self._size
         ring = self._ring
         if count >= size:
-            ring[:] = [0] * size
+            ring[:] = bytes(size)
             self.calls = size
             self.failures = self.slow = 0
             self._index = 0
@@ -187,13 +198,13 @@ class _CountRing(LiveWindow):
             both = span.count(FAILURE | SLOW)
             self.failures -= span.count(FAILURE) + both
             self.slow -= span.count(SLOW) + both
-            ring[low:high] = [0] * (high - low)
+            ring[low:high] = bytes(high - low)
         self.calls = min(size, self.calls + count)
         self._index = end % size
 
     def clear(self) -> None:
         self.calls = self.failures = self.slow = 0
-        self._ring[:] = [0] * self._size
+        self._ring[:] = bytes(self._size)
         self._index = 0
 
     def describe(self) -> str:
@@ -234,6 +245,13 @@ class BucketRing:
                 buckets[slot] = 0
             self.totals[series] -= dropped
         self._head = epoch
+
+    def span(self, now: float) -> tuple[float, float]:
+        """A time inside the bucket that holds ``now`` (its middle, clear of rounding at
+        its edges), and the end of that bucket."""
+        width = self._width
+        start = (now // width) * width
+        return start + width / 2, start + width
 
     def add(self, series: int, now: float, amount: int = 1) -> bool:
         """Add ``amount`` to ``series`` at time ``now``.
@@ -282,6 +300,13 @@ class _TimeBuckets(LiveWindow):
         if flags & SLOW:
             ring.add(2, now)
         self._sync()
+
+    def record_successes(self, count: int, at: float) -> None:
+        if self._ring.add(0, at, count):
+            self._sync()
+
+    def span(self, now: float) -> tuple[float, float]:
+        return self._ring.span(now)
 
     def clear(self) -> None:
         self._ring.clear()
