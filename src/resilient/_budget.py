@@ -5,11 +5,9 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
 import anyio
@@ -27,7 +25,14 @@ from ._core._errors import (
 from ._core._events import Subscription
 from ._core._guard import registry_and_clock
 from ._core._registry import Registry
-from ._core._run import Admission, is_async_callable, reraise_unwrapped
+from ._core._run import (
+    _COROUTINE,
+    Admission,
+    _CoroutineReturned,
+    _refuse_coroutine,
+    is_async_callable,
+    reraise_unwrapped,
+)
 from ._core._sketch import DEFAULT_ACCURACY, MAX_ACCURACY, MIN_ACCURACY, WindowedHistogram
 from ._core._state import Event, Health, Statistic, Transition
 from ._core._validate import (
@@ -274,8 +279,10 @@ class Budget(Admission[BudgetState, _Permit]):
         )
         # Latencies of good calls, queued without the lock; all of them ended before
         # _fold_before, the end of the current histogram slice (or -inf while the window
-        # holds fewer than minimum_calls, when every call is judged under the lock).
-        self._pending: deque[float] = deque()
+        # holds fewer than minimum_calls, when every call is judged under the lock). A
+        # list: appends and _fold's slice copy and `del [:n]` are each one C step, exact
+        # under the GIL, and copying a slice is faster than popping a deque item by item.
+        self._pending: list[float] = []
         self._fold_before = -math.inf
         self._slice_end = 0.0  # the last finite _fold_before: where folded calls go
         # Queued good calls are counted per slice of the shorter window, so that both
@@ -341,7 +348,9 @@ class Budget(Admission[BudgetState, _Permit]):
 
     def _exit_ok_unlimited(self, permit: float, result: object) -> None:
         # The common case spelled out: the permit is the start time; a good call in a
-        # window that holds minimum_calls costs one clock read and one append.
+        # window that holds minimum_calls costs one clock read and one append. The
+        # decorator's wrappers (_measured, _measured_async) spell the same steps out in
+        # their own frame; a change here is a change there.
         now = self._now()
         latency = now - permit
         if latency <= self._target and now < self._fold_before:
@@ -410,7 +419,8 @@ class Budget(Admission[BudgetState, _Permit]):
         # They all ended in the slice that closed the lock-free window (_fold_before may
         # have become -inf since, when another thread judged the budget).
         end = self._slice_end - self._slice / 2
-        latencies = list(islice(iter(pending.popleft, None), count))
+        latencies = pending[:count]
+        del pending[:count]  # calls queued meanwhile sit after `count`: they stay
         self._histogram.record_many(latencies, end)
         self._calls_total += count
         self._last_call_at = max(self._last_call_at, end)
@@ -589,10 +599,104 @@ class Budget(Admission[BudgetState, _Permit]):
         """
         if is_async_callable(fn):
             if self._limit is not None or self._hedges_on:
-                fn = self._shape(fn)  # type: ignore[arg-type, assignment]
-        elif self._hedges_on:
+                return super().__call__(self._shape(fn))  # type: ignore[arg-type]
+            return self._measured_async(fn)  # type: ignore[arg-type, return-value]
+        if self._hedges_on:
             self._refuse_sync_hedge(fn)
-        return super().__call__(fn)
+        if self._limit is not None:
+            return super().__call__(fn)
+        return self._measured(fn)
+
+    # Without a limit, the decorator's wrappers below are the driver's (Admits.__call__)
+    # with the good call's exit spelled out inline, as _exit_ok_unlimited does it: a call
+    # that meets the target while the window needs no judging costs this one frame, a
+    # clock read at each end and one append. Every other outcome goes to the methods.
+
+    def _measured(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """The decorator's sync wrapper for a budget without a limit."""
+        listeners = self._listeners
+        timed = self._run_timed
+        now = self._now
+        target = self._target
+        pending = self._pending
+        append = pending.append
+        record = self._record
+        exit_error = self._exit_error
+        exit_cancel = self._exit_cancel
+        refused = _CoroutineReturned
+        coroutine = _COROUTINE
+
+        @functools.wraps(fn)
+        def measured(*args: P.args, **kwargs: P.kwargs) -> R:
+            if listeners.times_calls:
+                return cast(R, timed(fn, args, kwargs))
+            start = now()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as error:
+                if error.__class__ is refused:
+                    exit_cancel(start)
+                else:
+                    exit_error(start, error)
+                raise
+            except BaseException:
+                exit_cancel(start)
+                raise
+            if result.__class__ is coroutine:
+                exit_cancel(start)
+                _refuse_coroutine(fn, result)  # type: ignore[arg-type]
+            end = now()
+            latency = end - start
+            if latency <= target and end < self._fold_before:
+                append(latency)
+                if len(pending) >= _FOLD_AT:
+                    record(end, None)
+                return result
+            record(end, latency)
+            return result
+
+        return measured
+
+    def _measured_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        """The decorator's async wrapper for a budget without a limit or hedging."""
+        listeners = self._listeners
+        timed_async = self._run_timed_async
+        now = self._now
+        target = self._target
+        pending = self._pending
+        append = pending.append
+        record = self._record
+        exit_error = self._exit_error
+        exit_cancel = self._exit_cancel
+        refused = _CoroutineReturned
+
+        @functools.wraps(fn)
+        async def measured_async(*args: P.args, **kwargs: P.kwargs) -> R:
+            if listeners.times_calls:
+                return cast(R, await timed_async(fn, args, kwargs))
+            start = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as error:
+                if error.__class__ is refused:
+                    exit_cancel(start)
+                else:
+                    exit_error(start, error)
+                raise
+            except BaseException:
+                exit_cancel(start)
+                raise
+            end = now()
+            latency = end - start
+            if latency <= target and end < self._fold_before:
+                append(latency)
+                if len(pending) >= _FOLD_AT:
+                    record(end, None)
+                return result
+            record(end, latency)
+            return result
+
+        return measured_async
 
     def _refuse_sync_hedge(self, fn: object) -> NoReturn:
         hedge = "p95" if self._hedge_p95 else _human(cast(float, self._hedge))

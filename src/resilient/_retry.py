@@ -32,8 +32,11 @@ from ._core._guard import Guard, registry_and_clock
 from ._core._match import ExceptionSpec, exception_matcher
 from ._core._registry import Registry
 from ._core._run import (
+    _COROUTINE,
     NO_RESULT,
     Attempts,
+    _CoroutineReturned,
+    _refuse_coroutine,
     is_async_callable,
     retry_call,
     retry_call_async,
@@ -382,6 +385,8 @@ class Retry(Guard[RetryState]):
         self._not_sent = not_sent
         self._retry_rejections = check_flag(retry_rejections, "retry_rejections")
         self._budget = budget
+        # Neither a timeout nor a budget: a call carries state only under an outer deadline.
+        self._plain = budget is None and self._timeout is None
         self._random = _random.Random() if random is None else random
         registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
@@ -407,22 +412,80 @@ class Retry(Guard[RetryState]):
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
         operation = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        # The wrappers make the first attempt themselves when the call carries no state
+        # (what _begin returns None for: no timeout or budget of the policy's own, and no
+        # deadline in force), so that a first success costs this one frame: no driver
+        # coroutine, no _begin, no _accept unless a result is judged or someone listens.
+        # Anything else, and every attempt after the first, is the driver's.
+        listeners = self._listeners
+        plain = self._plain
+        deadline_in_force = _current_deadline.get
+        calls = self._calls
+        on_result = self._on_result
+        accept = self._accept
+        new_call = self._new_call
+        on_error = self._on_error
+        on_bad_result = self._on_bad_result
+        refused = _CoroutineReturned
+
         if is_async_callable(fn):
             async_fn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def async_retried(*args: P.args, **kwargs: P.kwargs) -> Any:
-                if self._listeners.times_calls:
+                if listeners.times_calls:
                     return await self._timed_async(async_fn, args, kwargs, operation)
-                return await retry_call_async(self, async_fn, args, kwargs, operation)
+                if not plain or deadline_in_force() is not None:
+                    return await retry_call_async(self, async_fn, args, kwargs, operation)
+                calls.increment()
+                try:
+                    result = await async_fn(*args, **kwargs)
+                except Exception as error:
+                    if error.__class__ is refused:
+                        raise  # a mistake in the code, refused by a guard inside: not retried
+                    call = new_call(operation)
+                    wait = on_error(call, error)
+                    if wait is None:
+                        raise
+                else:
+                    if on_result is None and not listeners._entries:
+                        return result  # nothing to judge, nobody to tell
+                    if accept(None, result, operation):
+                        return result
+                    call = new_call(operation)
+                    wait = on_bad_result(call, result)
+                return await retry_call_async(self, async_fn, args, kwargs, operation, (call, wait))
 
             return cast(Callable[P, R], async_retried)
 
+        coroutine = _COROUTINE
+
         @functools.wraps(fn)
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
-            if self._listeners.times_calls:
+            if listeners.times_calls:
                 return cast(R, self._timed(fn, args, kwargs, operation))
-            return retry_call(self, fn, args, kwargs, operation)
+            if not plain or deadline_in_force() is not None:
+                return retry_call(self, fn, args, kwargs, operation)
+            calls.increment()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as error:
+                if error.__class__ is refused:
+                    raise  # a mistake in the code, refused by a guard inside: not retried
+                call = new_call(operation)
+                wait = on_error(call, error)
+                if wait is None:
+                    raise
+            else:
+                if result.__class__ is coroutine:
+                    _refuse_coroutine(fn, result)  # type: ignore[arg-type]
+                if on_result is None and not listeners._entries:
+                    return result  # nothing to judge, nobody to tell
+                if accept(None, result, operation):
+                    return result
+                call = new_call(operation)
+                wait = on_bad_result(call, result)
+            return retry_call(self, fn, args, kwargs, operation, (call, wait))
 
         return retried
 
@@ -503,7 +566,7 @@ class Retry(Guard[RetryState]):
         self._calls.increment()
         budget = self._budget
         outer = _current_deadline.get()
-        if outer is None and budget is None and self._timeout is None:
+        if outer is None and self._plain:
             return None
         call = _Call(operation)
         if self._timeout is not None:

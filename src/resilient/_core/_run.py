@@ -733,14 +733,30 @@ def retry_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     operation: str,
+    resume: tuple[Any, float] | None = None,
 ) -> R:
-    """Run ``fn`` until it succeeds or ``policy`` stops it, sleeping between attempts."""
-    call = policy._begin(operation)  # None unless the call carries a deadline or budget
-    scoped = call
+    """Run ``fn`` until it succeeds or ``policy`` stops it, sleeping between attempts.
+
+    ``resume`` is ``(call, wait)`` when the caller has begun the call (``_begin`` gave
+    None: no deadline or budget to carry) and made the first attempt itself, which the
+    policy answered with ``wait``: the loop goes on from that wait. A decorator does so to
+    keep a first success to its own frame.
+    """
+    if resume is None:
+        call = policy._begin(operation)  # None unless the call carries a deadline or budget
+        scoped = call
+        wait: float | None = None  # no attempt made yet
+    else:
+        call, wait = resume
+        scoped = None
     if scoped is not None:
         policy._activate(scoped)
     try:
         while True:
+            if wait is not None:
+                if wait > 0:
+                    policy.clock.sleep(wait)
+                policy._before_retry(call)
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
@@ -759,9 +775,6 @@ def retry_call(
                 if call is None:
                     call = policy._new_call(operation)
                 wait = policy._on_bad_result(call, result)
-            if wait > 0:
-                policy.clock.sleep(wait)
-            policy._before_retry(call)
     finally:
         if scoped is not None:
             policy._deactivate(scoped)
@@ -773,14 +786,24 @@ async def retry_call_async(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     operation: str,
+    resume: tuple[Any, float] | None = None,
 ) -> R:
     """The async twin of :func:`retry_call`; each wait is a cancellation point."""
-    call = policy._begin(operation)
-    scoped = call
+    if resume is None:
+        call = policy._begin(operation)
+        scoped = call
+        wait: float | None = None
+    else:
+        call, wait = resume
+        scoped = None
     if scoped is not None:
         policy._activate(scoped)
     try:
         while True:
+            if wait is not None:
+                if wait > 0:
+                    await policy.clock.sleep_async(wait)
+                policy._before_retry(call)
             try:
                 result = await fn(*args, **kwargs)
             except Exception as error:
@@ -797,9 +820,6 @@ async def retry_call_async(
                 if call is None:
                     call = policy._new_call(operation)
                 wait = policy._on_bad_result(call, result)
-            if wait > 0:
-                await policy.clock.sleep_async(wait)
-            policy._before_retry(call)
     finally:
         if scoped is not None:
             policy._deactivate(scoped)
