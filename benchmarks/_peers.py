@@ -8,10 +8,12 @@ not installed (``make bench`` installs them from requirements.txt).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 Decorator = Callable[[Callable[[], int]], Callable[[], int]]
@@ -225,3 +227,17 @@ def pyrate_limiter_acquire(rate: int) -> Callable[[], Awaitable[object]] | None:
             raise AssertionError("pyrate-limiter refused a call far below its rate")
 
     return acquire
+
+
+# -- semaphores ---------------------------------------------------------------------------
+
+
+def semaphores(limit: int) -> dict[str, AbstractAsyncContextManager[object]]:
+    """What an uncontended ``async with bulkhead:`` is compared with: anyio's fast-acquire
+    semaphore and asyncio's, each of ``limit`` slots."""
+    import anyio
+
+    return {
+        "anyio.Semaphore(fast_acquire=True)": anyio.Semaphore(limit, fast_acquire=True),
+        "asyncio.Semaphore": asyncio.Semaphore(limit),
+    }

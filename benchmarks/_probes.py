@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
 import tracemalloc
 import types
@@ -99,6 +100,12 @@ def attach_lock_probe(guard: object) -> CountingLock:
         raise ProbeError(f"{guard!r} keeps its attributes in slots: the lock probe cannot see them")
     proxy = CountingLock(original)
     _rebind(guard, original, proxy)
+    others = [name for name, value in vars(guard).items() if isinstance(value, _LOCK_TYPES)]
+    if others:
+        raise ProbeError(
+            f"{type(guard).__name__} has locks the probe does not count ({', '.join(others)}): "
+            "teach benchmarks/_probes.py about them"
+        )
     strays = [
         referrer
         for referrer in gc.get_referrers(original)
@@ -111,6 +118,9 @@ def attach_lock_probe(guard: object) -> CountingLock:
             "lock probe would miss its operations; teach benchmarks/_probes.py where it is"
         )
     return proxy
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
 def _rebind(guard: object, original: object, proxy: CountingLock) -> None:

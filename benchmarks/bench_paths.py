@@ -3,6 +3,7 @@
 Run with ``make bench`` (which installs the peers into .venv) or directly:
 
     python benchmarks/bench_paths.py [--quick] [--only TEXT] [--json PATH] [--chart PATH]
+                                     [--markdown PATH]
 
 For each path it prints resilient's cost per call and the peer's (or the floor's), each
 the best of several rounds with the contenders' rounds interleaved, their ratio (lower is
@@ -17,7 +18,9 @@ resilient's path does, counted by probes on separate instances of the same guard
 Where a path has a floor (a bare call, a fresh exception raised two frames down), the
 floor's cost is printed under it with the lowest ratio any implementation could reach.
 Async paths run on asyncio. ``--json`` writes the rows as data; ``--chart`` draws the
-ratios as an SVG bar chart with each path's goal.
+ratios as an SVG bar chart with each path's goal; ``--markdown`` writes the table of
+docs/performance.md. A probe that cannot attach to a guard (its internals moved) stops the
+run with a message and exit status 2 rather than print a wrong count.
 """
 
 from __future__ import annotations
@@ -671,6 +674,46 @@ def write_json(rows: Sequence[Row], settings: Settings, path: str) -> None:
         out.write("\n")
 
 
+def write_markdown(rows: Sequence[Row], path: str) -> None:
+    """The table of docs/performance.md, and its floors, from this run."""
+    lines = [
+        "| path | resilient | compared with | its cost | ratio | goal | met | clock reads "
+        "| lock ops | frames | bytes kept |",
+        "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        unit = " B" if row.unit == "bytes" else " ns"
+        theirs = "-" if row.versus_value is None else f"{row.versus_value:.0f}{unit}"
+        goal = "-" if row.goal is None else f"<= {row.goal:g}{' B' if row.unit == 'bytes' else ''}"
+        cells = [
+            row.path,
+            f"{row.ours:.0f}{unit}",
+            row.versus or "-",
+            theirs,
+            number(row.ratio),
+            goal,
+            row.verdict,
+            number(row.clock_reads),
+            number(row.lock_operations),
+            number(row.frames),
+            number(row.bytes_retained, 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| path | floor | its cost | the lowest ratio it leaves |",
+        "|---|---|---:|---:|",
+    ]
+    for row in rows:
+        if row.floor is not None and row.floor_value is not None:
+            lines.append(
+                f"| {row.path} | {row.floor} | {row.floor_value:.0f} ns "
+                f"| {number(row.floor_ratio)} x {row.versus} |"
+            )
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+
+
 COLOURS = {"PASS": "#2e7d32", "MISS": "#c62828"}
 OTHER_COLOUR = "#78909c"
 
@@ -747,6 +790,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", metavar="TEXT", help="only the paths whose name contains TEXT")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
     parser.add_argument("--chart", metavar="PATH", help="write an SVG chart of the ratios to PATH")
+    parser.add_argument(
+        "--markdown", metavar="PATH", help="write the table of docs/performance.md to PATH"
+    )
     args = parser.parse_args(argv)
     settings = (
         Settings(rounds=3, round_seconds=0.002, probe_calls=200, idle_breakers=20)
@@ -766,9 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(asyncio.run(measure_async(path, settings)))
             else:
                 rows.append(measure(path, settings))
-        if not args.only or "memory" in args.only.lower():
+        if not args.only or args.only.lower() in "memory per idle breaker":
             rows.extend(idle_breakers(settings))
-        if not args.only or "round" in args.only.lower():
+        if not args.only or args.only.lower() in "1,000 breakers round-robin":
             rows.append(round_robin(settings))
     except ProbeError as error:
         print(f"bench_paths: a probe could not attach: {error}", file=sys.stderr)
@@ -781,6 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(rows, settings, args.json)
     if args.chart:
         write_chart(rows, args.chart)
+    if args.markdown:
+        write_markdown(rows, args.markdown)
     return 0
 
 
