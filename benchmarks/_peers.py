@@ -58,6 +58,13 @@ def raise_floor() -> None:
     _raise_fresh()
 
 
+async def raise_floor_async() -> None:
+    """The async twin of :func:`raise_floor`: a coroutine (an async guard's wrapper must be
+    one, so that a refusal reaches the caller where it awaits) raising a fresh exception
+    from one frame down."""
+    _raise_fresh()
+
+
 def two_clock_reads(fn: Callable[[], int]) -> Callable[[], int]:
     """The floor of a latency measurement: read the clock before and after, keep the
     difference, nothing more."""

@@ -264,11 +264,8 @@ def _bare_async() -> Call:
     return _peers.work_async
 
 
-async def _raise_floor_async() -> None:
-    _peers.raise_floor()
-
-
 RAISE_FLOOR = "raise and catch a fresh exception two frames down"
+RAISE_FLOOR_ASYNC = "await a coroutine that raises a fresh exception one frame down"
 
 
 def paths() -> list[Path]:
@@ -291,7 +288,7 @@ def paths() -> list[Path]:
             cb_open,
             goal=0.5,
             is_async=True,
-            floor=(RAISE_FLOOR + " (async)", lambda: _raise_floor_async, True),
+            floor=(RAISE_FLOOR_ASYNC, lambda: _peers.raise_floor_async, True),
         ),
         Path(
             "breaker open, async, Transition listener",
@@ -299,7 +296,7 @@ def paths() -> list[Path]:
             cb_open,
             goal=0.5,
             is_async=True,
-            floor=(RAISE_FLOOR + " (async)", lambda: _raise_floor_async, True),
+            floor=(RAISE_FLOOR_ASYNC, lambda: _peers.raise_floor_async, True),
         ),
         Path(
             "breaker open, async, Refusal listener",
@@ -742,7 +739,8 @@ def write_chart(rows: Sequence[Row], path: str) -> None:
         '<text x="10" y="20" font-size="14" font-weight="bold">Cost per call as a ratio '
         "to the fastest peer or floor (lower is better)</text>",
         '<text x="10" y="38" fill="#555">bar: measured ratio; black mark: the goal; '
-        "green meets it, red misses it, grey has no goal</text>",
+        "green meets it, red misses it, grey has no goal; circle: the floor, the lowest "
+        "ratio CPython leaves</text>",
     ]
     for tick in range(int(scale_max * 4) + 1):
         value = tick / 4
@@ -773,6 +771,11 @@ def write_chart(rows: Sequence[Row], path: str) -> None:
             f'height="{height - 10}" fill="{colour}"/>'
         )
         parts.append(f'<text x="{x(ratio) + 4:.1f}" y="{y + 16}">{ratio:.2f}</text>')
+        if row.floor_ratio is not None:
+            parts.append(
+                f'<circle cx="{x(row.floor_ratio):.1f}" cy="{y + height / 2:.1f}" r="4" '
+                'fill="white" stroke="black" stroke-width="1.5"/>'
+            )
         if row.goal is not None:
             goal_x = x(row.goal)
             parts.append(
@@ -797,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = (
         Settings(rounds=3, round_seconds=0.002, probe_calls=200, idle_breakers=20)
         if args.quick
-        else Settings(rounds=9, round_seconds=0.02, probe_calls=1_000, idle_breakers=200)
+        else Settings(rounds=15, round_seconds=0.01, probe_calls=1_000, idle_breakers=200)
     )
     chosen = [p for p in paths() if not args.only or args.only.lower() in p.name.lower()]
     print(
