@@ -6,8 +6,8 @@ Run with ``make bench`` (which installs the peers into .venv) or directly:
                                      [--markdown PATH]
 
 For each path it prints resilient's cost per call and the peer's (or the floor's), each
-the best of several rounds with the contenders' rounds interleaved, their ratio (lower is
-better), the goal of issue 16 and whether the run meets it. Then what one call of
+the best of several rounds of CPU time with the contenders' rounds interleaved, their
+ratio (lower is better), the goal of issue 16 and whether the run meets it. Then what one call of
 resilient's path does, counted by probes on separate instances of the same guards:
 
 - clock: reads of the guard's clock (a counting clock passed as ``clock=``);
@@ -100,9 +100,9 @@ class Path:
     name: str
     build: Callable[[Kit], Subject]
     versus: dict[str, Callable[[Kit], Call | None]]
-    """Peers or the floor the goal is measured against; the ratio is to the fastest. Built
-    in the same kit as resilient's side, for the rows that compare two spellings of one
-    guard."""
+    """Peers or the floor the goal is measured against; the ratio is to the fastest. Each
+    is given the kit resilient's side was built in: the block rows build their decorator
+    on its clock."""
     goal: float | None
     is_async: bool = False
     floor: tuple[str, Callable[[], Call], bool] | None = None
@@ -805,8 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [p for p in paths() if not args.only or args.only.lower() in p.name.lower()]
     print(
         f"Python {sys.version.split()[0]} ({platform.python_implementation()}), async paths "
-        f"on asyncio; best of {settings.rounds} interleaved rounds; probes count one call "
-        "of resilient's path"
+        f"on asyncio; CPU time, best of {settings.rounds} interleaved rounds; probes count "
+        "one call of resilient's path"
     )
     rows: list[Row] = []
     try:
