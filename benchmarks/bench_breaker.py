@@ -18,39 +18,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from _harness import ROUNDS, per_call_ns
+from _peers import (
+    circuitbreaker_breaker,
+    circuitbreaker_open,
+    fail,
+    pybreaker_breaker,
+    pybreaker_open,
+    raise_floor,
+    trip,
+    work,
+)
 
 import resilient
-
-
-def work() -> int:
-    return 1
-
-
-def fail() -> int:
-    raise ConnectionError("feed down")
-
-
-class Refused(Exception):
-    """Stands for any refusal: the floor below which no refusing breaker can go."""
-
-
-def _raise_fresh() -> None:
-    raise Refused("refused", 1.0)
-
-
-def raise_floor() -> None:
-    """A fresh exception raised two frames down: what a refusal costs CPython at least."""
-    _raise_fresh()
-
-
-def trip(fn: Callable[[], object], times: int) -> None:
-    for _ in range(times):
-        try:
-            fn()
-        except Exception:  # tripping the breaker on purpose
-            pass
 
 
 def resilient_pair(
@@ -67,30 +49,14 @@ def resilient_pair(
     return closed, open_fn
 
 
-def pybreaker_pair() -> tuple[Callable[[], object], Callable[[], object]] | None:
-    try:
-        import pybreaker
-    except ImportError:
+def peer_pair(
+    closed: Callable[[], Any | None], tripped: Callable[[], Any | None]
+) -> tuple[Callable[[], object], Callable[[], object]] | None:
+    """A peer's closed and open breakers (from benchmarks/_peers.py) around ``work``."""
+    closed_breaker, open_breaker = closed(), tripped()
+    if closed_breaker is None or open_breaker is None:
         return None
-    closed = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=3600)(work)
-    breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=3600)
-    open_fn = breaker(work)
-    trip(breaker(fail), 10)
-    assert breaker.current_state == "open"
-    return closed, open_fn
-
-
-def circuitbreaker_pair() -> tuple[Callable[[], object], Callable[[], object]] | None:
-    try:
-        import circuitbreaker
-    except ImportError:
-        return None
-    closed = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=3600)(work)
-    breaker = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=3600)
-    open_fn = breaker(work)
-    trip(breaker(fail), 10)
-    assert breaker.opened
-    return closed, open_fn
+    return closed_breaker(work), open_breaker(work)
 
 
 def threaded_throughput(threads: int, seconds: float) -> float:
@@ -118,13 +84,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     args = parser.parse_args()
-    calls = 20_000 if args.quick else 200_000
+    calls = 10_000 if args.quick else 50_000
 
     contenders: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "resilient (count window)": resilient_pair(resilient.CountWindow(100)),
         "resilient (time window)": resilient_pair(resilient.TimeWindow(60)),
     }
-    peers = {"pybreaker": pybreaker_pair(), "circuitbreaker": circuitbreaker_pair()}
+    peers = {
+        "pybreaker": peer_pair(pybreaker_breaker, pybreaker_open),
+        "circuitbreaker": peer_pair(circuitbreaker_breaker, circuitbreaker_open),
+    }
     missing = [name for name, pair in peers.items() if pair is None]
     contenders.update({name: pair for name, pair in peers.items() if pair is not None})
 
@@ -158,7 +127,7 @@ def main() -> int:
                 label = ours.removeprefix("resilient ")
                 print(f"{label:<28}{peer:<18}{closed_ratio:>10.2f}{open_ratio:>10.2f}")
 
-    seconds = 0.5 if args.quick else 2.0
+    seconds = 0.25 if args.quick else 1.0
     one = threaded_throughput(1, seconds)
     two = threaded_throughput(2, seconds)
     print("\n1 ms I/O-like function through one breaker (no lock held across the call)")

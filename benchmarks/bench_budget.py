@@ -14,36 +14,14 @@ Run with ``make bench`` or directly:
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-import time
 import tracemalloc
-from collections.abc import Callable
-from typing import Any
 
 from _harness import ROUNDS, per_call_ns
+from _peers import two_clock_reads, work
 
 import resilient
 from resilient.testing import VirtualClock
-
-
-def work() -> int:
-    return 1
-
-
-def two_clock_reads(fn: Callable[[], int]) -> Callable[[], int]:
-    """The floor: what any latency measurement must at least do."""
-    now = time.monotonic
-    last = [0.0]
-
-    @functools.wraps(fn)
-    def timed(*args: Any, **kwargs: Any) -> int:
-        start = now()
-        result = fn(*args, **kwargs)
-        last[0] = now() - start
-        return result
-
-    return timed
 
 
 def overhead(calls: int) -> None:
@@ -87,8 +65,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run, for a smoke test")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}")
-    overhead(20_000 if args.quick else 200_000)
-    memory([1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000])
+    overhead(20_000 if args.quick else 50_000)
+    memory([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     return 0
 
 

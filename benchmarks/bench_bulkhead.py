@@ -21,11 +21,10 @@ import time
 import tracemalloc
 from contextlib import AbstractAsyncContextManager
 
-import anyio
+from _harness import ROUNDS
+from _peers import semaphores
 
 import resilient
-
-ROUNDS = 7
 
 
 async def load(tasks: int, limit: int, queue: int, work_seconds: float, *, trace: bool) -> None:
@@ -86,11 +85,8 @@ async def per_call_ns(guard: AbstractAsyncContextManager[object], calls: int) ->
 
 async def overhead(calls: int) -> None:
     bulkhead = resilient.Bulkhead("overhead", max_concurrent=100, registry=resilient.Registry())
-    contenders: dict[str, AbstractAsyncContextManager[object]] = {
-        "anyio.Semaphore(fast_acquire=True)": anyio.Semaphore(100, fast_acquire=True),
-        "asyncio.Semaphore": asyncio.Semaphore(100),
-        "resilient.Bulkhead": bulkhead,  # type: ignore[dict-item]
-    }
+    contenders = semaphores(100)
+    contenders["resilient.Bulkhead"] = bulkhead
     results = {name: await per_call_ns(guard, calls) for name, guard in contenders.items()}
     print(f"\noverhead: async with, uncontended, {calls:,} calls, best of {ROUNDS} rounds")
     for name, ns in results.items():

@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run, for a smoke test")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}")
-    hit_cost(20_000 if args.quick else 200_000)
+    hit_cost(10_000 if args.quick else 50_000)
     return 0
 
 

@@ -167,8 +167,8 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, httpx {httpx.__version__}")
     if RetryTransport is None:
         print("httpx-retries is not installed (pip install -r benchmarks/requirements.txt)")
-    network_calls = 60 if args.quick else 300
-    mock_calls = 200 if args.quick else 1_500
+    network_calls = 60 if args.quick else 150
+    mock_calls = 200 if args.quick else 750
     with Server() as url:
         rows = measure(url, httpx.HTTPTransport, httpx.AsyncHTTPTransport, network_calls)
     report(

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from _harness import ROUNDS, per_call_ns
+from _peers import Decorator, backoff_decorator, stamina_decorator, tenacity_decorator, work
 
 import resilient
-
-Decorator = Callable[[Callable[[], int]], Callable[[], int]]
 
 
 class Flaky:
@@ -43,48 +41,9 @@ class Flaky:
         return 1
 
 
-def ok() -> int:
-    return 1
-
-
 def resilient_decorator() -> Decorator:
     return resilient.Retry(
         attempts=3, on=ValueError, backoff=resilient.NoWait(), registry=resilient.Registry()
-    )
-
-
-def tenacity_decorator() -> Decorator | None:
-    try:
-        import tenacity
-    except ImportError:
-        return None
-    return tenacity.retry(  # type: ignore[no-any-return]
-        stop=tenacity.stop_after_attempt(3),
-        retry=tenacity.retry_if_exception_type(ValueError),
-        wait=tenacity.wait_none(),
-        reraise=True,
-    )
-
-
-def stamina_decorator() -> Decorator | None:
-    try:
-        import stamina
-        import stamina.instrumentation
-    except ImportError:
-        return None
-    stamina.instrumentation.set_on_retry_hooks([])
-    return stamina.retry(  # type: ignore[no-any-return]
-        on=ValueError, attempts=3, wait_initial=0, wait_max=0, wait_jitter=0
-    )
-
-
-def backoff_decorator() -> Decorator | None:
-    try:
-        import backoff
-    except ImportError:
-        return None
-    return backoff.on_exception(  # type: ignore[no-any-return]
-        backoff.constant, ValueError, max_tries=3, interval=0, jitter=None, logger=None
     )
 
 
@@ -92,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     args = parser.parse_args()
-    calls = 5_000 if args.quick else 50_000
+    calls = 2_000 if args.quick else 10_000
 
     decorators: dict[str, Decorator | None] = {
         "resilient": resilient_decorator(),
@@ -109,7 +68,7 @@ def main() -> int:
     for name, decorate in decorators.items():
         if decorate is None:
             continue
-        success = per_call_ns(decorate(ok), calls)
+        success = per_call_ns(decorate(work), calls)
         flaky = Flaky()
         one_failure = per_call_ns(decorate(flaky), calls // 5)
         assert flaky.calls == 2 * (calls // 5) * ROUNDS, f"{name} did not retry as configured"

@@ -134,7 +134,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     args = parser.parse_args()
-    calls = 5_000 if args.quick else 50_000
+    calls = 3_000 if args.quick else 15_000
     print(f"Python {sys.version.split()[0]}, {calls:,} calls per round, best of {ROUNDS} rounds")
     print("budget + retry + breaker + bulkhead around a trivial function")
 

@@ -342,9 +342,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     args = parser.parse_args()
-    calls = 5_000 if args.quick else 50_000
-    trips = 200 if args.quick else 1_000
-    seconds = 0.5 if args.quick else 2.0
+    calls = 5_000 if args.quick else 20_000
+    trips = 200 if args.quick else 300
+    seconds = 0.5 if args.quick else 1.0
     trials = 5 if args.quick else TRIALS
 
     print(f"Python {sys.version.split()[0]} on {sys.platform}, best of {ROUNDS} rounds")
