@@ -96,11 +96,9 @@ def attach_lock_probe(guard: object) -> CountingLock:
     original = getattr(guard, "_lock", None)
     if original is None or not callable(getattr(original, "acquire", None)):
         raise ProbeError(f"{guard!r} has no lock at ._lock: the lock probe cannot attach")
-    if not hasattr(guard, "__dict__"):
-        raise ProbeError(f"{guard!r} keeps its attributes in slots: the lock probe cannot see them")
     proxy = CountingLock(original)
     _rebind(guard, original, proxy)
-    others = [name for name, value in vars(guard).items() if isinstance(value, _LOCK_TYPES)]
+    others = [name for name, value in _attributes(guard).items() if isinstance(value, _LOCK_TYPES)]
     if others:
         raise ProbeError(
             f"{type(guard).__name__} has locks the probe does not count ({', '.join(others)}): "
@@ -123,16 +121,25 @@ def attach_lock_probe(guard: object) -> CountingLock:
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
+def _attributes(guard: object) -> dict[str, object]:
+    """The guard's attributes, from its instance dict and from the slots of its classes."""
+    found: dict[str, object] = {}
+    for cls in type(guard).__mro__:
+        for name in cls.__dict__.get("__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and hasattr(guard, name):
+                found[name] = getattr(guard, name)
+    found.update(getattr(guard, "__dict__", {}))
+    return found
+
+
 def _rebind(guard: object, original: object, proxy: CountingLock) -> None:
     # In a function of its own, so that the bound methods looked at here are gone (and no
     # longer refer to the old lock) when the caller looks for strays.
-    attributes = vars(guard)
-    for name in list(attributes):
-        value = attributes[name]
+    for name, value in _attributes(guard).items():
         if value is original:
-            attributes[name] = proxy
+            setattr(guard, name, proxy)
         elif getattr(value, "__self__", None) is original:
-            attributes[name] = getattr(proxy, value.__name__)
+            setattr(guard, name, getattr(proxy, value.__name__))
 
 
 def count_frames(fn: Callable[[], object], calls: int) -> int:

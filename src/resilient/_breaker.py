@@ -778,12 +778,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._window_changed()
         if self._state is _OPEN:
             self._refusing = Refusing(
-                guard=self._name,
-                state="open",
-                until=self._open_until,
-                now=self._now,
-                count=self._rejected,
-                error=CircuitOpenError,
+                self._name, "open", self._open_until, self._now, self._rejected, CircuitOpenError
             )
 
     def _operator(

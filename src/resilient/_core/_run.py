@@ -24,7 +24,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
+from typing import Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
@@ -160,33 +160,22 @@ _open_blocks: ContextVar[list[Any] | None] = ContextVar("resilient_open_blocks",
 _NOBODY = ListenerSet()
 
 
-class Refusing:
+class Refusing(NamedTuple):
     """A pattern's standing decision, for the drivers to carry out on their own: refuse
-    every call until ``until`` on the clock ``now``, counting each refusal in ``count``
+    every call until ``until`` on the clock ``now``, counting each refusal in ``refused``
     and raising ``error(guard, retry_after, state)``.
 
     It never changes once published; the pattern replaces it (or sets ``None``) when its
-    state moves, so a driver reads it once per call.
+    state moves, so a driver reads it once per call. A tuple, so that a driver takes all
+    of it in one step.
     """
 
-    __slots__ = ("count", "error", "guard", "now", "state", "until")
-
-    def __init__(
-        self,
-        *,
-        guard: str,
-        state: str,
-        until: float,
-        now: Callable[[], float],
-        count: Tally,
-        error: Callable[[str, float, str], BaseException],
-    ) -> None:
-        self.guard = guard
-        self.state = state
-        self.until = until
-        self.now = now
-        self.count = count
-        self.error = error
+    guard: str
+    state: str
+    until: float
+    now: Callable[[], float]
+    refused: Tally
+    error: Callable[[str, float, str], BaseException]
 
 
 class Admits(Generic[Permit]):
@@ -290,12 +279,13 @@ class Admits(Generic[Permit]):
                 if permit is None:
                     refusing = guard._refusing
                     if refusing is not None:
-                        retry_after = refusing.until - refusing.now()
+                        name, state, until, now, refusals, refusal = refusing
+                        retry_after = until - now()
                         if retry_after > 0:
-                            next(refusing.count)
+                            next(refusals)
                             if listeners.hears_refusals:
-                                guard._announce_refusal(refusing.state, retry_after, None)
-                            raise refusing.error(refusing.guard, retry_after, refusing.state)
+                                guard._announce_refusal(state, retry_after, None)
+                            raise refusal(name, retry_after, state)
                     permit = enter_nowait()
                     if permit is None:
                         permit = await enter_async()
@@ -329,12 +319,13 @@ class Admits(Generic[Permit]):
             if permit is None:
                 refusing = guard._refusing
                 if refusing is not None:
-                    retry_after = refusing.until - refusing.now()
+                    name, state, until, now, refusals, refusal = refusing
+                    retry_after = until - now()
                     if retry_after > 0:
-                        next(refusing.count)
+                        next(refusals)
                         if listeners.hears_refusals:
-                            guard._announce_refusal(refusing.state, retry_after, None)
-                        raise refusing.error(refusing.guard, retry_after, refusing.state)
+                            guard._announce_refusal(state, retry_after, None)
+                        raise refusal(name, retry_after, state)
                 permit = enter()
             try:
                 result = fn(*args, **kwargs)
@@ -368,12 +359,13 @@ class Admits(Generic[Permit]):
         if permit is None:
             refusing = self._refusing
             if refusing is not None:
-                retry_after = refusing.until - refusing.now()
+                name, state, until, now, refusals, refusal = refusing
+                retry_after = until - now()
                 if retry_after > 0:
-                    next(refusing.count)
+                    next(refusals)
                     if self._listeners.hears_refusals:
-                        self._announce_refusal(refusing.state, retry_after, None)
-                    raise refusing.error(refusing.guard, retry_after, refusing.state)
+                        self._announce_refusal(state, retry_after, None)
+                    raise refusal(name, retry_after, state)
             permit = self._enter()
         try:
             result = fn(*args, **kwargs)
@@ -414,12 +406,13 @@ class Admits(Generic[Permit]):
         if permit is None:
             refusing = self._refusing
             if refusing is not None:
-                retry_after = refusing.until - refusing.now()
+                name, state, until, now, refusals, refusal = refusing
+                retry_after = until - now()
                 if retry_after > 0:
-                    next(refusing.count)
+                    next(refusals)
                     if self._listeners.hears_refusals:
-                        self._announce_refusal(refusing.state, retry_after, None)
-                    raise refusing.error(refusing.guard, retry_after, refusing.state)
+                        self._announce_refusal(state, retry_after, None)
+                    raise refusal(name, retry_after, state)
             permit = self._enter_nowait()
             if permit is None:
                 permit = await self._enter_async()
