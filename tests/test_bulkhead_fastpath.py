@@ -15,11 +15,15 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from resilient import (
     AIMD,
@@ -227,6 +231,56 @@ def test_every_end_of_a_call_gives_its_slot_back(
         with contextlib.suppress(ZeroDivisionError, KeyboardInterrupt):
             bulkhead.call(end)
     assert (lock.taken, bulkhead.running) == (3, 0)
+
+
+class SlotsMachine(RuleBasedStateMachine):
+    """Slots taken and given back in any order, with calls in between: every count a
+    user reads is the model's, however many releases are still to be folded in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = clock = VirtualClock()
+        self.limit = 3
+        self.bulkhead = Bulkhead(
+            "pool", max_concurrent=self.limit, registry=Registry(clock=clock), clock=clock
+        )
+        self.held: list[BulkheadSlot] = []
+        self.admitted = 0
+
+    @rule()
+    def take(self) -> None:
+        slot = self.bulkhead.try_acquire()
+        assert (slot is not None) == (len(self.held) < self.limit)
+        if slot is not None:
+            self.held.append(slot)
+            self.admitted += 1
+
+    @rule(data=st.data())
+    def give_back(self, data: st.DataObject) -> None:
+        if self.held:
+            index = data.draw(st.integers(0, len(self.held) - 1))
+            self.held.pop(index).release()
+
+    @rule(times=st.integers(1, 100))
+    def call(self, times: int) -> None:
+        if len(self.held) == self.limit:
+            with pytest.raises(BulkheadFullError):
+                self.bulkhead.call(ok)
+            self.clock.advance(2)  # past recover_after: accepting again, and lock-free
+            return
+        for _ in range(times):
+            assert self.bulkhead.call(lambda: self.bulkhead.running) == len(self.held) + 1
+        self.admitted += times
+
+    @invariant()
+    def counts_are_exact(self) -> None:
+        stats = self.bulkhead.snapshot().statistics
+        assert (self.bulkhead.running, stats["running"]) == (len(self.held), len(self.held))
+        assert stats["admitted"] == self.admitted
+
+
+SlotsMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=40, deadline=None)
+TestCountsAreExactWhateverTheOrderOfTakesReleasesAndCalls = SlotsMachine.TestCase
 
 
 # -- the lost wake-up, forced ------------------------------------------------------------------
@@ -473,6 +527,8 @@ def run_in_child(check: Callable[[], None]) -> None:
         try:
             check()
             code = 0
+        except BaseException:
+            traceback.print_exc()  # to the parent's captured stderr
         finally:
             os._exit(code)
     deadline = time.monotonic() + CHILD_TIMEOUT
