@@ -315,6 +315,30 @@ def test_a_release_between_a_callers_look_and_its_queueing_admits_that_caller(
     assert (stats["running"], stats["queued"], stats["admitted"]) == (1, 0, 2)
 
 
+@pytest.mark.anyio
+async def test_a_release_between_a_tasks_look_and_its_queueing_admits_that_task(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """The same interleaving for an async caller: it takes the slot, and never waits."""
+    bulkhead = make(registry, clock, max_queue=1)
+    first = bulkhead.try_acquire()
+    assert first is not None
+    room_in_queue = bulkhead._room_in_queue
+
+    def release_then_check(*args: Any, **kwargs: Any) -> bool:
+        if kwargs.get("shed", True):  # asked while queueing, not at the first look
+            first.release()
+        return room_in_queue(*args, **kwargs)
+
+    bulkhead._room_in_queue = release_then_check  # type: ignore[method-assign]
+    with anyio.fail_after(BOUND):  # real seconds, only an upper bound
+        slot = await bulkhead.acquire_async()
+    stats = bulkhead.snapshot().statistics
+    assert (stats["running"], stats["queued"], stats["admitted"]) == (1, 0, 2)
+    slot.release()
+    assert bulkhead.running == 0
+
+
 def test_a_releaser_that_sees_a_caller_queued_hands_the_slot_on_exactly_once(
     registry: Registry, clock: VirtualClock
 ) -> None:
