@@ -333,10 +333,11 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         # the lock, before anything reads _running for a count, so every count is exact.
         self._released: list[None] = []
         # Folding costs about as much as the lock a release no longer takes, so admission
-        # does not fold on every call: _running minus the releases is never more than
-        # _running, so `_running < _limit` alone is a safe test, and admission folds only
-        # once _running reaches _fold_at (_FOLD_AT calls past the last fold, or the limit).
-        # A fold is thus due every _FOLD_AT calls, and the list stays short.
+        # does not fold on every call. _running, releases not subtracted, is never less
+        # than the calls really running; so while it is below _fold_at, which is never
+        # above _limit, a slot is surely free. Only at _fold_at (_FOLD_AT calls past the
+        # last fold, or the limit) does admission fold and compare with _limit itself:
+        # a fold every _FOLD_AT calls, and the list stays short.
         self._fold_at = min(limit, _FOLD_AT)
         self._queued = 0
         # How many forks this process is away from the one that made the bulkhead: a
@@ -483,10 +484,8 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         now = self._now() if self._clocked else 0.0
         self._acquire()
         try:
-            if self._running >= self._fold_at:
-                self._fold()  # see _fold_at
             if (
-                self._running < self._limit
+                (self._running < self._fold_at or self._fold())  # see _fold_at
                 and not self._queued
                 # GCRA: a turn is due unless the theoretical arrival time of the next call
                 # lies beyond the burst's tolerance.
@@ -516,9 +515,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         # common case pays for itself.
         self._acquire()
         try:
-            if self._running >= self._fold_at:
-                self._fold()  # see _fold_at
-            if self._running < self._limit and not self._queued:
+            if (self._running < self._fold_at or self._fold()) and not self._queued:
                 self._running += 1
                 return self._default.permit
         finally:
@@ -816,6 +813,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
                 if adaptive.limit != self._limit:
                     self._limit = adaptive.limit
                     self._reserve()
+                    self._fold()  # _fold_at must never exceed the limit
             moved = self._after_release(now)
         if moved:
             self._deliver()
@@ -833,9 +831,13 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         self._grant(now)
         return self._settle(now, rejected=False)
 
-    def _fold(self) -> None:
-        """Subtract the releases taken without the lock from the running counts; call
-        with the lock held, before reading ``_running``. (_admit does the same inline.)"""
+    def _fold(self) -> bool:
+        """Subtract the releases taken without the lock from the running count; call
+        with the lock held, before reading ``_running``.
+
+        Returns:
+            Whether a slot is free.
+        """
         released = self._released
         if released:
             # Appends may land meanwhile: only the ones counted here are deleted.
@@ -844,6 +846,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             self._running -= freed
             self._finished += freed
         self._fold_at = min(self._limit, self._running + _FOLD_AT)
+        return self._running < self._limit
 
     def _grant(self, now: float) -> int:
         """Hand free slots to queued callers; call with the lock held.
