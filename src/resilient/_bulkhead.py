@@ -533,7 +533,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         with self._lock:
             self._fold()
             if self._running < self._limit and not self._queued:
-                return  # a slot is free: the rate said wait
+                return  # a slot is free: the rate said wait (or one was freed meanwhile)
             if self._room_in_queue(part, shed=False):
                 return
             moved = self._count_refusal("queue_full")
@@ -769,9 +769,10 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         it ended: free its slot (bound as all three ``_exit_*`` in __init__).
 
         The common case takes no lock: admissions already take one, and the release is
-        one ``list.append`` (atomic under the GIL), which the next locked reader folds
-        into ``_running``. Only a release that finds callers queued, or a state to settle,
-        takes the lock to hand its slot on.
+        one ``list.append`` (atomic under the GIL) that _fold subtracts from ``_running``
+        later, under the lock: before any count is read, and at admission every
+        _FOLD_AT calls. Only a release that finds callers queued, or a state to settle,
+        takes the lock, to hand its slot on.
         """
         if permit.generation == self._generation:  # else admitted before a fork: not ours
             self._released.append(None)
