@@ -201,6 +201,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         "_successes",
         "_tally",
         "_timed",
+        "_timed_lane",
         "_trials",
         "_trials_succeeded",
         "_window",
@@ -301,10 +302,12 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._tally = Tally(0, *self._window.span(clock.monotonic()))
         self._retired: list[Tally] | None = None
         self._lock_free = False  # window.calls >= minimum_calls
-        # The tally while closed or disabled, lock-free, without failure_result, when the
-        # admission must read the clock (a time window's bucket, or timed calls); else
-        # None. _enter's first branch: one read gives the flag and the tally together.
+        # The tally while closed or disabled, lock-free and without failure_result, when
+        # the admission must read the clock: _lane for a time window's bucket, _timed_lane
+        # for timed calls (either window); else None. _enter's first branches: one read
+        # gives the flag and the tally together.
         self._lane: Tally | None = None
+        self._timed_lane: Tally | None = None
         self._standing_permit: Tally | None = None  # see Admits
         self._refusing: Refusing | None = None
 
@@ -339,19 +342,25 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     # -- admission -----------------------------------------------------------------------
 
     def _enter(self) -> _Permit:
-        # The lane first: the drivers have read _standing_permit and _refusing already.
+        # The lanes first: the drivers have read _standing_permit and _refusing already.
         tally = self._lane
+        if tally is not None:
+            if self._now() < tally.until:
+                return tally
+            return self._enter_slow()  # the time window's next bucket
+        tally = self._timed_lane
         if tally is not None:
             now = self._now()
             if now < tally.until:
-                return (tally, now) if self._timed else tally
-            return self._enter_slow()  # the time window's next bucket
+                return (tally, now)
+            return self._enter_slow()
         permit = self._standing_permit
         if permit is not None:
             return permit  # closed, untimed, count window, lock-free: the epoch's tally
         refusing = self._refusing
         if refusing is not None:  # open: as the drivers do with it
-            retry_after = refusing.until - self._now()
+            until = refusing[2]
+            retry_after = until - self._now()
             if retry_after > 0:
                 next(self._rejected)
                 if self._listeners.hears_refusals:
@@ -643,11 +652,12 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             lock_free and (state is _CLOSED or state is _DISABLED) and self._failure_result is None
         )
         if simple and not self._timed and self._ring is not None:
-            self._lane = None
+            self._lane = self._timed_lane = None
             self._standing_permit = self._tally
         else:
             self._standing_permit = None
-            self._lane = self._tally if simple else None
+            self._lane = self._tally if simple and not self._timed else None
+            self._timed_lane = self._tally if simple and self._timed else None
 
     def _judge(self, now: float | None) -> bool:
         """Open a closed breaker whose window crossed a threshold; call with the lock held.
@@ -759,7 +769,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         if state not in _LEGAL[self._state]:
             raise AssertionError(f"illegal transition {self._state.value} -> {state.value}")
         # The fast paths close first, and open again only once the move is complete.
-        self._standing_permit = self._refusing = self._lane = None
+        self._standing_permit = self._refusing = self._lane = self._timed_lane = None
         self._drain()  # successes that finished before the move belong to the old state
         if state is not _HALF_OPEN:
             self._trials = set()
@@ -770,16 +780,22 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _new_epoch(self, now: float) -> None:
         """Start a new epoch: calls admitted before it now come back late."""
         # The state is written first (in _move), the epoch second: see _enter.
-        self._standing_permit = self._refusing = self._lane = None
+        self._standing_permit = self._refusing = self._lane = self._timed_lane = None
         self._epoch += 1
         self._keep_retired(self._tally)
         at, until = self._window.span(now)
         self._tally = Tally(self._epoch, at, until)
         self._window_changed()
         if self._state is _OPEN:
-            self._refusing = Refusing(
-                self._name, "open", self._open_until, self._now, self._rejected, CircuitOpenError
+            refusing: Refusing = (
+                self._name,
+                "open",
+                self._open_until,
+                self._now,
+                self._rejected,
+                CircuitOpenError,
             )
+            self._refusing = refusing
 
     def _operator(
         self, state: BreakerState, reason: str, *, clear: bool, zero: bool = False

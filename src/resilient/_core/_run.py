@@ -24,7 +24,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar, cast
+from typing import Any, Generic, NoReturn, Protocol, TypeAlias, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
@@ -70,8 +70,13 @@ def is_async_callable(fn: object) -> bool:
             ``__call__`` is one (whose body would run only after the guard has already
             counted the call).
     """
+    if fn.__class__ is types.FunctionType and not (
+        fn.__code__.co_flags & _NOT_PLAIN
+        or "_is_coroutine_marker" in fn.__dict__  # inspect.markcoroutinefunction (3.12)
+    ):
+        return False  # a plain def, what call() is given on every call: no inspect frames
     if inspect.iscoroutinefunction(fn):
-        return True  # the common case first: call_async asks on every call
+        return True  # call_async asks on every call
     if not callable(fn):
         raise TypeError(f"a guard wraps a callable (got {fn!r})")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -85,6 +90,7 @@ def is_async_callable(fn: object) -> bool:
 
 
 _PLAIN_FUNCTIONS = frozenset({types.FunctionType, types.MethodType, types.BuiltinFunctionType})
+_NOT_PLAIN = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 
 
 def _refuse_generator(fn: object) -> NoReturn:
@@ -160,22 +166,18 @@ _open_blocks: ContextVar[list[Any] | None] = ContextVar("resilient_open_blocks",
 _NOBODY = ListenerSet()
 
 
-class Refusing(NamedTuple):
-    """A pattern's standing decision, for the drivers to carry out on their own: refuse
-    every call until ``until`` on the clock ``now``, counting each refusal in ``refused``
-    and raising ``error(guard, retry_after, state)``.
+Refusing: TypeAlias = tuple[
+    str, str, float, Callable[[], float], Tally, Callable[[str, float, str], BaseException]
+]
+"""A pattern's standing decision, for the drivers to carry out on their own:
+``(guard, state, until, now, refused, error)``: refuse every call until ``until`` on the
+clock ``now``, counting each refusal in the tally ``refused`` and raising
+``error(guard, retry_after, state)``.
 
-    It never changes once published; the pattern replaces it (or sets ``None``) when its
-    state moves, so a driver reads it once per call. A tuple, so that a driver takes all
-    of it in one step.
-    """
-
-    guard: str
-    state: str
-    until: float
-    now: Callable[[], float]
-    refused: Tally
-    error: Callable[[str, float, str], BaseException]
+It never changes once published; the pattern replaces it (or sets ``None``) when its
+state moves, so a driver reads it once per call. A plain tuple, which a driver unpacks in
+one specialised step (a tuple subclass, such as a NamedTuple, would not be).
+"""
 
 
 class Admits(Generic[Permit]):
@@ -197,7 +199,7 @@ class Admits(Generic[Permit]):
     - ``_standing_permit``: a permit that every call gets without asking, or ``None`` when
       ``_enter`` must decide. When it (or any permit) is a :class:`Tally`, a call that
       returns ends with ``next(permit)`` instead of ``_exit_ok``: all its success needs.
-    - ``_refusing``: ``None``, or a :class:`Refusing`: every call is refused until a
+    - ``_refusing``: ``None``, or a :data:`Refusing`: every call is refused until a
       known time (an open breaker). The driver refuses on its own, in its own frame,
       which spares a refused call a frame of unwinding; from that time on, the calls go
       to ``_enter`` again.
@@ -253,70 +255,19 @@ class Admits(Generic[Permit]):
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature."""
+        # The closures below hold three cells (the guard, its listeners, the function) and
+        # look everything else up as they go: a call copies every cell of its closure into
+        # its frame, and a dozen of them cost more than the lookups they would save.
         guard = self
-        enter = self._enter
-        exit_ok = self._exit_ok
-        exit_error = self._exit_error
-        exit_cancel = self._exit_cancel
         listeners = self._listeners
-        tally = Tally
-        bump = next
-
-        # A coroutine refused by a guard inside: checked only when the call failed.
-        refused = _CoroutineReturned
 
         if is_async_callable(fn):
-            enter_nowait = self._enter_nowait
-            enter_async = self._enter_async
-            timed_async = self._run_timed_async
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if listeners.times_calls:
-                    return await timed_async(async_fn, args, kwargs)
-                permit = guard._standing_permit
-                if permit is None:
-                    refusing = guard._refusing
-                    if refusing is not None:
-                        name, state, until, now, refusals, refusal = refusing
-                        retry_after = until - now()
-                        if retry_after > 0:
-                            next(refusals)
-                            if listeners.hears_refusals:
-                                guard._announce_refusal(state, retry_after, None)
-                            raise refusal(name, retry_after, state)
-                    permit = enter_nowait()
-                    if permit is None:
-                        permit = await enter_async()
-                try:
-                    result = await async_fn(*args, **kwargs)
-                except Exception as error:
-                    if error.__class__ is refused:
-                        exit_cancel(permit)
-                    else:
-                        exit_error(permit, error)
-                    raise
-                except BaseException:
-                    exit_cancel(permit)
-                    raise
-                if permit.__class__ is tally:
-                    bump(permit)
-                else:
-                    exit_ok(permit, result)
-                return result
-
-            return cast(Callable[P, R], async_guarded)
-
-        timed = self._run_timed
-        coroutine = _COROUTINE
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if listeners.times_calls:
-                return cast(R, timed(fn, args, kwargs))
-            permit = guard._standing_permit
-            if permit is None:
+                    return await guard._run_timed_async(async_fn, args, kwargs)
                 refusing = guard._refusing
                 if refusing is not None:
                     name, state, until, now, refusals, refusal = refusing
@@ -326,25 +277,65 @@ class Admits(Generic[Permit]):
                         if listeners.hears_refusals:
                             guard._announce_refusal(state, retry_after, None)
                         raise refusal(name, retry_after, state)
-                permit = enter()
+                permit = guard._standing_permit
+                if permit is None:
+                    permit = guard._enter_nowait()
+                    if permit is None:
+                        permit = await guard._enter_async()
+                try:
+                    result = await async_fn(*args, **kwargs)
+                except Exception as error:
+                    # A coroutine refused by a guard inside: checked only when it failed.
+                    if error.__class__ is _CoroutineReturned:
+                        guard._exit_cancel(permit)
+                    else:
+                        guard._exit_error(permit, error)
+                    raise
+                except BaseException:
+                    guard._exit_cancel(permit)
+                    raise
+                if permit.__class__ is Tally:
+                    next(permit)
+                else:
+                    guard._exit_ok(permit, result)
+                return result
+
+            return cast(Callable[P, R], async_guarded)
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if listeners.times_calls:
+                return cast(R, guard._run_timed(fn, args, kwargs))
+            refusing = guard._refusing
+            if refusing is not None:
+                name, state, until, now, refusals, refusal = refusing
+                retry_after = until - now()
+                if retry_after > 0:
+                    next(refusals)
+                    if listeners.hears_refusals:
+                        guard._announce_refusal(state, retry_after, None)
+                    raise refusal(name, retry_after, state)
+            permit = guard._standing_permit
+            if permit is None:
+                permit = guard._enter()
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
-                if error.__class__ is refused:
-                    exit_cancel(permit)
+                if error.__class__ is _CoroutineReturned:
+                    guard._exit_cancel(permit)
                 else:
-                    exit_error(permit, error)
+                    guard._exit_error(permit, error)
                 raise
             except BaseException:
-                exit_cancel(permit)
+                guard._exit_cancel(permit)
                 raise
-            if result.__class__ is coroutine:
-                exit_cancel(permit)
+            if result.__class__ is _COROUTINE:
+                guard._exit_cancel(permit)
                 _refuse_coroutine(fn, result)  # type: ignore[arg-type]
-            if permit.__class__ is tally:
-                bump(permit)
+            if permit.__class__ is Tally:
+                next(permit)
             else:
-                exit_ok(permit, result)
+                guard._exit_ok(permit, result)
             return result
 
         return guarded
@@ -355,17 +346,17 @@ class Admits(Generic[Permit]):
             _refuse_async(fn, "call")
         if self._listeners.times_calls:
             return cast(R, self._run_timed(fn, args, kwargs))
+        refusing = self._refusing
+        if refusing is not None:
+            name, state, until, now, refusals, refusal = refusing
+            retry_after = until - now()
+            if retry_after > 0:
+                next(refusals)
+                if self._listeners.hears_refusals:
+                    self._announce_refusal(state, retry_after, None)
+                raise refusal(name, retry_after, state)
         permit = self._standing_permit
         if permit is None:
-            refusing = self._refusing
-            if refusing is not None:
-                name, state, until, now, refusals, refusal = refusing
-                retry_after = until - now()
-                if retry_after > 0:
-                    next(refusals)
-                    if self._listeners.hears_refusals:
-                        self._announce_refusal(state, retry_after, None)
-                    raise refusal(name, retry_after, state)
             permit = self._enter()
         try:
             result = fn(*args, **kwargs)
@@ -402,17 +393,17 @@ class Admits(Generic[Permit]):
             )
         if self._listeners.times_calls:
             return cast(R, await self._run_timed_async(fn, args, kwargs))
+        refusing = self._refusing
+        if refusing is not None:
+            name, state, until, now, refusals, refusal = refusing
+            retry_after = until - now()
+            if retry_after > 0:
+                next(refusals)
+                if self._listeners.hears_refusals:
+                    self._announce_refusal(state, retry_after, None)
+                raise refusal(name, retry_after, state)
         permit = self._standing_permit
         if permit is None:
-            refusing = self._refusing
-            if refusing is not None:
-                name, state, until, now, refusals, refusal = refusing
-                retry_after = until - now()
-                if retry_after > 0:
-                    next(refusals)
-                    if self._listeners.hears_refusals:
-                        self._announce_refusal(state, retry_after, None)
-                    raise refusal(name, retry_after, state)
             permit = self._enter_nowait()
             if permit is None:
                 permit = await self._enter_async()
