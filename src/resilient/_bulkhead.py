@@ -1061,6 +1061,8 @@ class BulkheadPartition(Admits[_Permit]):
     ``@bulkhead.partition("bets")``, ``.call(...)``, ``with ...:``."""
 
     def __init__(self, bulkhead: Bulkhead, part: _Partition) -> None:
+        self._standing_permit = None  # read by the drivers on every call (see Admission)
+        self._refusing = None
         self._bulkhead = bulkhead
         self._part = part
         # Timed as calls of the bulkhead itself: a partition is no guard of the registry,

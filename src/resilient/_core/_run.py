@@ -586,6 +586,14 @@ class Admission(Guard[S], Admits[Permit], Generic[S, Permit]):
 
     __slots__ = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The drivers read both on every call: as attributes of the instance, not
+        # defaults of the class, so that CPython 3.11 specialises the reads. (A subclass
+        # that declares __slots__ must name both, as the circuit breaker does.)
+        self._standing_permit = None
+        self._refusing = None  # type: ignore[misc]
+        super().__init__(*args, **kwargs)
+
     def _started(self) -> float:
         return self._clock.monotonic()
 
