@@ -9,6 +9,7 @@ not installed (``make bench`` installs them from requirements.txt).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 import time
@@ -99,7 +100,8 @@ def lock_and_count(fn: Callable[[], int], limit: int) -> Callable[[], int]:
     ended: list[None] = []
 
     @functools.wraps(fn)
-    def bounded() -> int:
+    def bounded(*args: Any, **kwargs: Any) -> int:
+        # Arguments forwarded as any decorator must forward them.
         nonlocal admitted
         with lock:
             done = len(ended)
@@ -110,11 +112,92 @@ def lock_and_count(fn: Callable[[], int], limit: int) -> Callable[[], int]:
                 admitted -= done
                 del ended[:done]
         try:
-            return fn()
+            return fn(*args, **kwargs)
         finally:
             ended.append(None)
 
     return bounded
+
+
+_blocks: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "bench_blocks", default=None
+)
+
+
+class _BlockFloor:
+    """A context manager that does what any guard used as ``with guard:`` must: keep the
+    block's permit where its exit finds it, per thread and per task (one ContextVar.set
+    per block), and nothing else."""
+
+    def __enter__(self) -> None:
+        _blocks.set([self, 1, _blocks.get()])
+
+    def __exit__(self, *exc: object) -> None:
+        top = _blocks.get()
+        if top is not None and top[0] is self:
+            top[0] = None
+
+    async def __aenter__(self) -> None:
+        _blocks.set([self, 1, _blocks.get()])
+
+    async def __aexit__(self, *exc: object) -> None:
+        top = _blocks.get()
+        if top is not None and top[0] is self:
+            top[0] = None
+
+
+def block_floor() -> Callable[[], int]:
+    """``with`` a :class:`_BlockFloor` around :func:`work`, in a function of its own."""
+    manager = _BlockFloor()
+
+    def block() -> int:
+        with manager:
+            return work()
+
+    return block
+
+
+def block_floor_async() -> Callable[[], Awaitable[int]]:
+    """The ``async with`` twin of :func:`block_floor`."""
+    manager = _BlockFloor()
+
+    async def block() -> int:
+        async with manager:
+            return await work_async()
+
+    return block
+
+
+class _RateFloor:
+    """The least a rate limit used as ``async with`` must do when it admits at once: one
+    clock read and one GCRA step under a lock."""
+
+    def __init__(self, per_second: float) -> None:
+        self._lock = threading.Lock()
+        self._interval = 1.0 / per_second
+        self._tat = 0.0
+
+    async def __aenter__(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tat = max(self._tat, now)
+            if tat - now > 1.0:
+                raise LimitReached("rate")
+            self._tat = tat + self._interval
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def rate_floor_async(per_second: float) -> Callable[[], Awaitable[None]]:
+    """``async with`` a :class:`_RateFloor`."""
+    limit = _RateFloor(per_second)
+
+    async def acquire() -> None:
+        async with limit:
+            pass
+
+    return acquire
 
 
 # -- circuit breakers ---------------------------------------------------------------------

@@ -266,6 +266,7 @@ def _bare_async() -> Call:
 
 RAISE_FLOOR = "raise and catch a fresh exception two frames down"
 RAISE_FLOOR_ASYNC = "await a coroutine that raises a fresh exception one frame down"
+BLOCK_FLOOR = "a block of a context manager that keeps one ContextVar entry per block"
 
 
 def paths() -> list[Path]:
@@ -332,7 +333,7 @@ def paths() -> list[Path]:
             decorated(closed_breaker(slow_call_duration=1.0), work),
             {"circuitbreaker": peer(_peers.circuitbreaker_breaker, work)},
             goal=0.5,
-            floor=("a bare call", _bare, False),
+            floor=("two clock reads around the call", lambda: _peers.two_clock_reads(work), False),
         ),
         Path(
             "retry success, sync",
@@ -358,6 +359,11 @@ def paths() -> list[Path]:
             },
             goal=0.5,
             is_async=True,
+            floor=(
+                "async with: one clock read and one GCRA step under a lock",
+                lambda: _peers.rate_floor_async(1e9),
+                False,
+            ),
         ),
         Path(
             "bulkhead, sync decorator",
@@ -371,6 +377,7 @@ def paths() -> list[Path]:
             sync_block(closed),
             {"its decorator": same_kind(closed, work)},
             goal=None,
+            floor=(BLOCK_FLOOR, _peers.block_floor, False),
         ),
         Path(
             "`async with breaker:` block",
@@ -378,12 +385,14 @@ def paths() -> list[Path]:
             {"its decorator": same_kind(closed, work_async)},
             goal=None,
             is_async=True,
+            floor=(BLOCK_FLOOR, _peers.block_floor_async, False),
         ),
         Path(
             "`with bulkhead:` block",
             sync_block(bulkhead),
             {"its decorator": same_kind(bulkhead, work)},
             goal=1.3,
+            floor=(BLOCK_FLOOR, _peers.block_floor, False),
         ),
         Path(
             "`async with bulkhead:` block",
@@ -391,6 +400,7 @@ def paths() -> list[Path]:
             {"its decorator": same_kind(bulkhead, work_async)},
             goal=1.3,
             is_async=True,
+            floor=(BLOCK_FLOOR, _peers.block_floor_async, False),
         ),
         Path(
             "budget on a trivial call (overhead)",

@@ -74,6 +74,7 @@ class ListenerSet:
         "_wanted",
         "hears_refusals",
         "times_calls",
+        "watches_refusals",
     )
 
     def __init__(self) -> None:
@@ -90,6 +91,8 @@ class ListenerSet:
         self.hears_refusals: bool = False
         """Whether any listener takes :class:`Refusal`: read on every refusal, so that a
         refusal costs the same however many listeners want other events."""
+        self.watches_refusals: bool = False
+        """``hears_refusals or times_calls``: the one flag a driver reads on a refusal."""
         _fork.track(self)
 
     def _after_fork_in_child(self) -> None:
@@ -134,6 +137,7 @@ class ListenerSet:
         self._wanted = {}
         self.times_calls = any(issubclass(CallEnded, entry._types) for entry in self._entries)
         self.hears_refusals = any(issubclass(Refusal, entry._types) for entry in self._entries)
+        self.watches_refusals = self.hears_refusals or self.times_calls
 
     def wants(self, event_class: type) -> bool:
         """Whether any listener takes events of ``event_class``; cheap enough for a hot path."""

@@ -216,6 +216,22 @@ class Admits(Generic[Permit]):
     def _announce_refusal(self, state: str, retry_after: float | None, now: float | None) -> None:
         """Publish the :class:`Refusal` of a call; only while a listener takes them."""
 
+    def _refuse_watched(self, refusing: Refusing, retry_after: float) -> NoReturn:
+        """Carry out a standing refusal that listeners watch: publish its
+        :class:`Refusal` and the refused call's :class:`CallEnded` to those that take them,
+        and raise it."""
+        name, state, _, now, _, refusal = refusing
+        listeners = self._listeners
+        if listeners.hears_refusals:
+            self._announce_refusal(state, retry_after, None)
+        error = refusal(name, retry_after, state)
+        try:
+            if listeners.times_calls:
+                self._call_ended(now(), error, refused=True)
+            raise error
+        finally:
+            del error  # the traceback holds this frame: no cycle through the local
+
     @property
     def name(self) -> str:
         """The name used in error messages."""
@@ -266,17 +282,17 @@ class Admits(Generic[Permit]):
 
             @functools.wraps(fn)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                if listeners.times_calls:
-                    return await guard._run_timed_async(async_fn, args, kwargs)
                 refusing = guard._refusing
                 if refusing is not None:
                     name, state, until, now, refusals, refusal = refusing
                     retry_after = until - now()
                     if retry_after > 0:
                         next(refusals)
-                        if listeners.hears_refusals:
-                            guard._announce_refusal(state, retry_after, None)
+                        if listeners.watches_refusals:
+                            guard._refuse_watched(refusing, retry_after)
                         raise refusal(name, retry_after, state)
+                if listeners.times_calls:
+                    return await guard._run_timed_async(async_fn, args, kwargs)
                 permit = guard._standing_permit
                 if permit is None:
                     permit = guard._enter_nowait()
@@ -304,17 +320,17 @@ class Admits(Generic[Permit]):
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if listeners.times_calls:
-                return cast(R, guard._run_timed(fn, args, kwargs))
             refusing = guard._refusing
             if refusing is not None:
                 name, state, until, now, refusals, refusal = refusing
                 retry_after = until - now()
                 if retry_after > 0:
                     next(refusals)
-                    if listeners.hears_refusals:
-                        guard._announce_refusal(state, retry_after, None)
+                    if listeners.watches_refusals:
+                        guard._refuse_watched(refusing, retry_after)
                     raise refusal(name, retry_after, state)
+            if listeners.times_calls:
+                return cast(R, guard._run_timed(fn, args, kwargs))
             permit = guard._standing_permit
             if permit is None:
                 permit = guard._enter()
@@ -344,17 +360,17 @@ class Admits(Generic[Permit]):
         """Run ``fn(*args, **kwargs)`` through this guard and return its result."""
         if is_async_callable(fn):
             _refuse_async(fn, "call")
-        if self._listeners.times_calls:
-            return cast(R, self._run_timed(fn, args, kwargs))
         refusing = self._refusing
         if refusing is not None:
             name, state, until, now, refusals, refusal = refusing
             retry_after = until - now()
             if retry_after > 0:
                 next(refusals)
-                if self._listeners.hears_refusals:
-                    self._announce_refusal(state, retry_after, None)
+                if self._listeners.watches_refusals:
+                    self._refuse_watched(refusing, retry_after)
                 raise refusal(name, retry_after, state)
+        if self._listeners.times_calls:
+            return cast(R, self._run_timed(fn, args, kwargs))
         permit = self._standing_permit
         if permit is None:
             permit = self._enter()
@@ -391,17 +407,17 @@ class Admits(Generic[Permit]):
                 f"{fn!r} is not async: use guard.call(...) for it; awaiting what it returns "
                 "would count a call that already ran as a failure"
             )
-        if self._listeners.times_calls:
-            return cast(R, await self._run_timed_async(fn, args, kwargs))
         refusing = self._refusing
         if refusing is not None:
             name, state, until, now, refusals, refusal = refusing
             retry_after = until - now()
             if retry_after > 0:
                 next(refusals)
-                if self._listeners.hears_refusals:
-                    self._announce_refusal(state, retry_after, None)
+                if self._listeners.watches_refusals:
+                    self._refuse_watched(refusing, retry_after)
                 raise refusal(name, retry_after, state)
+        if self._listeners.times_calls:
+            return cast(R, await self._run_timed_async(fn, args, kwargs))
         permit = self._standing_permit
         if permit is None:
             permit = self._enter_nowait()
