@@ -302,6 +302,28 @@ def aiolimiter_acquire(rate: int) -> Callable[[], Awaitable[object]] | None:
     return acquire
 
 
+def aiolimiter_decorator(
+    rate: int,
+) -> Callable[[Callable[[], Awaitable[int]]], Callable[[], Awaitable[int]]] | None:
+    """The way to guard an ``async def`` with aiolimiter: a wrapper that awaits the
+    function inside ``async with AsyncLimiter(rate, 1):``."""
+    try:
+        import aiolimiter
+    except ImportError:
+        return None
+    limiter = aiolimiter.AsyncLimiter(rate, 1)
+
+    def decorate(fn: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+        @functools.wraps(fn)
+        async def limited(*args: Any, **kwargs: Any) -> int:
+            async with limiter:
+                return await fn(*args, **kwargs)
+
+        return limited
+
+    return decorate
+
+
 def pyrate_limiter_acquire(rate: int) -> Callable[[], Awaitable[object]] | None:
     """``await limiter.try_acquire_async(name)`` on pyrate-limiter 4's token bucket (its
     constant-size state, like resilient's GCRA), ``rate`` per second with a burst of

@@ -7,7 +7,7 @@ Run with ``make bench`` (which installs the peers into .venv) or directly:
 
 For each path it prints resilient's cost per call and the peer's (or the floor's), each
 the best of several rounds of CPU time with the contenders' rounds interleaved, their
-ratio (lower is better), the goal of issue 16 and whether the run meets it. Then what one call of
+ratio (lower is better), the path's goal and whether the run meets it. Then what one call of
 resilient's path does, counted by probes on separate instances of the same guards:
 
 - clock: reads of the guard's clock (a counting clock passed as ``clock=``);
@@ -183,8 +183,8 @@ def bulkhead(kit: Kit) -> resilient.Bulkhead:
     return kit.guard(resilient.Bulkhead("pool", max_concurrent=100, registry=kit.registry))
 
 
-def rate_limited_acquire(kit: Kit) -> Subject:
-    limit = kit.guard(
+def rate_limit(kit: Kit) -> resilient.Bulkhead:
+    return kit.guard(
         resilient.Bulkhead(
             "rate",
             max_concurrent=BIG,
@@ -192,6 +192,10 @@ def rate_limited_acquire(kit: Kit) -> Subject:
             registry=kit.registry,
         )
     )
+
+
+def rate_limited_acquire(kit: Kit) -> Subject:
+    limit = rate_limit(kit)
 
     async def acquire() -> None:
         async with limit:
@@ -364,6 +368,13 @@ def paths() -> list[Path]:
                 lambda: _peers.rate_floor_async(1e9),
                 False,
             ),
+        ),
+        Path(
+            "rate limit, async decorator",
+            decorated(rate_limit, work_async),
+            {"aiolimiter": peer(lambda: _peers.aiolimiter_decorator(BIG), work_async)},
+            goal=0.5,
+            is_async=True,
         ),
         Path(
             "bulkhead, sync decorator",
