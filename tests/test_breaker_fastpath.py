@@ -18,6 +18,7 @@ import pytest
 
 from resilient import (
     BreakerState,
+    CallEnded,
     CircuitBreaker,
     CircuitOpenError,
     CountWindow,
@@ -344,3 +345,50 @@ async def test_a_task_started_inside_a_block_keeps_its_own_blocks(
     statistics = stats(breaker)
     assert statistics["successes"] == 2 + 2
     assert statistics["late"] == 0
+
+
+def tripped(registry: Registry, clock: VirtualClock) -> CircuitBreaker:
+    """A breaker opened by its own failures (a standing refusal, not forced open)."""
+    breaker = warm(registry, clock)
+    breaker.force_open()
+    breaker.close()
+    for _ in range(2):
+        with pytest.raises(Boom):
+            breaker.call(fail)
+    assert breaker.state is BreakerState.OPEN
+    return breaker
+
+
+async def ok_async() -> str:
+    return "ok"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("spelling", ["decorator", "call", "decorator_async", "call_async"])
+async def test_a_watched_refusal_publishes_its_events_in_every_spelling(
+    registry: Registry, clock: VirtualClock, spelling: str
+) -> None:
+    """While a listener takes Refusal and CallEnded events, each refusal publishes both."""
+    breaker = tripped(registry, clock)
+    heard: list[object] = []
+    registry.subscribe(heard.append, events=(Refusal, CallEnded))
+
+    async def refused_call() -> None:
+        if spelling == "decorator":
+            breaker(ok)()
+        elif spelling == "call":
+            breaker.call(ok)
+        elif spelling == "decorator_async":
+            await breaker(ok_async)()
+        else:
+            await breaker.call_async(ok_async)
+
+    with pytest.raises(CircuitOpenError):
+        await refused_call()
+    refusals = [event for event in heard if isinstance(event, Refusal)]
+    ended = [event for event in heard if isinstance(event, CallEnded)]
+    assert [(r.guard, r.reason) for r in refusals] == [("feed", "open")]
+    assert [(e.guard, e.outcome, e.error_type) for e in ended] == [
+        ("feed", "rejected", "CircuitOpenError")
+    ]
+    assert stats(breaker)["rejected"] == 1
