@@ -26,6 +26,7 @@ from resilient import (
     Registry,
     TimeWindow,
     Transition,
+    _breaker,
 )
 from resilient._core import _run
 from resilient.testing import VirtualClock
@@ -392,3 +393,56 @@ async def test_a_watched_refusal_publishes_its_events_in_every_spelling(
         ("feed", "rejected", "CircuitOpenError")
     ]
     assert stats(breaker)["rejected"] == 1
+
+
+def test_a_time_window_left_over_its_threshold_by_expiry_opens_at_the_next_call(
+    registry: Registry, clock: VirtualClock
+) -> None:
+    """Successes sliding out can leave only failures: the next call judges and is refused."""
+    breaker = CircuitBreaker(
+        "feed",
+        window=TimeWindow(10, buckets=10),
+        minimum_calls=4,
+        failure_rate_threshold=0.6,
+        registry=registry,
+        clock=clock,
+    )
+    clock.advance(0.5)
+    for _ in range(5):
+        breaker.call(ok)
+    clock.advance(5.0)
+    for _ in range(5):
+        with pytest.raises(Boom):
+            breaker.call(fail)
+    assert breaker.state is BreakerState.CLOSED  # 5 failures of 10
+    clock.advance(5.0)  # the five successes slide out: 5 failures of 5
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    assert breaker.state is BreakerState.OPEN
+    assert "failure rate 100%" in (breaker.snapshot().reason or "")
+
+
+def test_without_the_gil_every_outcome_takes_the_lock(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where one C step is not atomic (a free-threaded build), no tally is handed out."""
+    monkeypatch.setattr(_breaker, "ATOMIC_WITHOUT_LOCK", False)
+    breaker = warm(registry, clock)
+    guarded = breaker(ok)
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        start.wait(BOUND)
+        for _ in range(500):
+            guarded()
+
+    workers = [threading.Thread(target=run) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(BOUND * 4)
+    assert breaker._standing_permit is None
+    breaker.force_open()
+    breaker.close()
+    assert not breaker._retired
+    assert stats(breaker)["successes"] == 2 + 4 * 500

@@ -32,6 +32,7 @@ from resilient import (
     BulkheadSlot,
     RateLimit,
     Registry,
+    _bulkhead,
 )
 from resilient.testing import VirtualClock
 
@@ -599,3 +600,19 @@ def test_after_a_fork_releases_of_the_parent_give_nothing_back(
     run_in_child(check)
     held.release()
     assert bulkhead.running == 0
+
+
+def test_without_the_gil_a_release_takes_the_lock(
+    registry: Registry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where one C step is not atomic (a free-threaded build), a release is locked and
+    the counts stay exact."""
+    monkeypatch.setattr(_bulkhead, "ATOMIC_WITHOUT_LOCK", False)
+    bulkhead = make(registry, clock, max_concurrent=3)
+    lock = count_lock(bulkhead)
+    guarded = bulkhead(ok)
+    for _ in range(100):
+        guarded()
+    assert lock.taken == 200
+    statistics = bulkhead.snapshot().statistics
+    assert (statistics["running"], statistics["admitted"]) == (0, 100)

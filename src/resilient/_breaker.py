@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import ClassVar, TypeAlias, cast
 
 from ._core._clock import Clock
-from ._core._counter import Tally, held_elsewhere
+from ._core._counter import ATOMIC_WITHOUT_LOCK, Tally, held_elsewhere
 from ._core._errors import (
     CircuitOpenError,
     ConfigurationError,
@@ -291,13 +291,15 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         self._needs_now = self._timed or isinstance(window, TimeWindow)
         self._now = clock.monotonic
         # Once the window holds minimum_calls, a success cannot trip the breaker: it only
-        # lowers the rates. Such a success in the closed state is one bump of _tally, in C,
-        # with no lock (the drivers bump it themselves when it is the permit). The lock
-        # holder folds the tallies into the window (_drain) before every decision, every
-        # snapshot and every transition. A tally belongs to one epoch and, with a time
-        # window, to one bucket; replaced ones are kept in _retired while a running call
-        # may still bump them. Below minimum_calls every outcome takes the lock, because
-        # the success that reaches minimum_calls must be judged.
+        # lowers the rates (what raises them in a time window, calls sliding out, is
+        # judged when a call starts a new bucket). Such a success in the closed state is
+        # one bump of _tally, in C, with no lock (the drivers bump it themselves when it
+        # is the permit). The lock holder folds the tallies into the window (_drain)
+        # before every decision, every snapshot and every transition. A tally belongs to
+        # one epoch and, with a time window, to one bucket; replaced ones are kept in
+        # _retired while a running call may still bump them. Below minimum_calls every
+        # outcome takes the lock, because the success that reaches minimum_calls must be
+        # judged.
         self._ring = self._window if isinstance(self._window, _CountRing) else None
         self._tally = Tally(0, *self._window.span(clock.monotonic()))
         self._retired: list[Tally] | None = None
@@ -389,6 +391,9 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         try:
             with self._lock:
                 state = self._state
+                if (state is _CLOSED or state is _DISABLED) and now >= self._tally.until:
+                    moved = self._next_bucket(now)
+                    state = self._state
                 if state is _CLOSED or state is _DISABLED:
                     return self._admit_closed(now)
                 if state is _FORCED_OPEN:
@@ -430,27 +435,32 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         raise CircuitOpenError(self._name, retry_after, refused)
 
     def _admit_closed(self, now: float) -> _Permit:
-        """The permit of a call admitted while closed or disabled; call with the lock held."""
-        tally = self._tally
-        if now >= tally.until:
-            tally = self._next_bucket(now)
+        """The permit of a call admitted while closed or disabled, in the bucket of
+        ``now``; call with the lock held."""
         lock_free = self._lock_free and self._failure_result is None
-        key: Tally | int = tally if lock_free else self._epoch
+        key: Tally | int = self._tally if lock_free else self._epoch
         return (key, now) if self._timed else key
 
-    def _next_bucket(self, now: float) -> Tally:
-        """Start the tally of the time window's bucket that holds ``now``; call with the
-        lock held."""
+    def _next_bucket(self, now: float) -> bool:
+        """Start the tally of the time window's bucket that holds ``now``, and judge the
+        window: the calls that slid out of it may leave it over a threshold (successes
+        gone, failures left). Call with the lock held.
+
+        Returns:
+            Whether the breaker opened (deliver after the lock).
+        """
         self._drain()
         self._window.expire(now)
         self._keep_retired(self._tally)
         at, until = self._window.span(now)
-        self._tally = tally = Tally(self._epoch, at, until)
+        self._tally = Tally(self._epoch, at, until)
         self._window_changed()
-        return tally
+        return self._judge(now)
 
     def _keep_retired(self, tally: Tally) -> None:
         """Keep a replaced tally until no running call holds it; call with the lock held."""
+        if not ATOMIC_WITHOUT_LOCK:
+            return  # never handed out (see _window_changed): nothing bumps it
         if self._retired is None:
             self._retired = [tally]
         else:
@@ -645,7 +655,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
     def _window_changed(self) -> None:
         """Decide again how a closed call is admitted and whether its success may skip
         the lock; call with the lock held."""
-        lock_free = self._window.calls >= self._minimum_calls
+        lock_free = ATOMIC_WITHOUT_LOCK and self._window.calls >= self._minimum_calls
         self._lock_free = lock_free
         state = self._state
         simple = (

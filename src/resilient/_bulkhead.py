@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import ClassVar
 
 from ._core._clock import Clock
+from ._core._counter import ATOMIC_WITHOUT_LOCK
 from ._core._deadline import current_deadline
 from ._core._errors import (
     BulkheadFullError,
@@ -368,7 +369,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         elif not self._partitioned:
             self._enter = functools.partial(self._admit, self._default, True)  # type: ignore[method-assign, assignment]
             self._enter_nowait = functools.partial(self._admit, self._default, False)  # type: ignore[method-assign]
-        if not self._partitioned and self._adaptive is None:
+        if not self._partitioned and self._adaptive is None and ATOMIC_WITHOUT_LOCK:
             # Nothing to learn from how a call ended: every end is the same release, and
             # it takes no lock (see _exit_released).
             self._exit_ok = self._exit_released  # type: ignore[method-assign, assignment]

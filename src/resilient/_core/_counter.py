@@ -7,7 +7,13 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
-__all__ = ["Counter", "Tally", "held_elsewhere"]
+__all__ = ["ATOMIC_WITHOUT_LOCK", "Counter", "Tally", "held_elsewhere"]
+
+ATOMIC_WITHOUT_LOCK: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+"""Whether one C-level step (a list append, a count's next) and a reference count are
+exact without a lock: on CPython with the GIL. A free-threaded build running without it
+says False, and the guards' lock-free paths (a breaker's tallies, a bulkhead's release)
+take their locks instead."""
 
 
 class Counter:

@@ -220,14 +220,15 @@ class Admits(Generic[Permit]):
         """Carry out a standing refusal that listeners watch: publish its
         :class:`Refusal` and the refused call's :class:`CallEnded` to those that take them,
         and raise it."""
-        name, state, _, now, _, refusal = refusing
+        name, state, until, _, _, refusal = refusing
+        at = until - retry_after  # when the driver read the clock
         listeners = self._listeners
         if listeners.hears_refusals:
-            self._announce_refusal(state, retry_after, None)
+            self._announce_refusal(state, retry_after, at)
         error = refusal(name, retry_after, state)
         try:
             if listeners.times_calls:
-                self._call_ended(now(), error, refused=True)
+                self._call_ended(at, error, refused=True)
             raise error
         finally:
             del error  # the traceback holds this frame: no cycle through the local
@@ -306,9 +307,11 @@ class Admits(Generic[Permit]):
                         guard._exit_cancel(permit)
                     else:
                         guard._exit_error(permit, error)
+                    permit = None  # a kept traceback must not keep a tally alive
                     raise
                 except BaseException:
                     guard._exit_cancel(permit)
+                    permit = None  # a kept traceback must not keep a tally alive
                     raise
                 if permit.__class__ is Tally:
                     next(permit)
@@ -341,9 +344,11 @@ class Admits(Generic[Permit]):
                     guard._exit_cancel(permit)
                 else:
                     guard._exit_error(permit, error)
+                permit = None  # a kept traceback must not keep a tally alive
                 raise
             except BaseException:
                 guard._exit_cancel(permit)
+                permit = None  # a kept traceback must not keep a tally alive
                 raise
             if result.__class__ is _COROUTINE:
                 guard._exit_cancel(permit)
@@ -381,9 +386,11 @@ class Admits(Generic[Permit]):
                 self._exit_cancel(permit)
             else:
                 self._exit_error(permit, error)
+            permit = None  # a kept traceback must not keep a tally alive
             raise
         except BaseException:
             self._exit_cancel(permit)
+            permit = None  # a kept traceback must not keep a tally alive
             raise
         if result.__class__ is _COROUTINE:
             self._exit_cancel(permit)
@@ -430,9 +437,11 @@ class Admits(Generic[Permit]):
                 self._exit_cancel(permit)
             else:
                 self._exit_error(permit, error)
+            permit = None  # a kept traceback must not keep a tally alive
             raise
         except BaseException:
             self._exit_cancel(permit)
+            permit = None  # a kept traceback must not keep a tally alive
             raise
         if permit.__class__ is Tally:
             next(permit)
@@ -568,6 +577,7 @@ class Admits(Generic[Permit]):
                 _refuse_coroutine(fn, result)
         except BaseException as error:
             self._exit_raised(permit, error)
+            del permit  # a kept traceback must not keep a tally alive
             self._call_ended(started, error)
             raise
         self._exit_ok(permit, result)
@@ -590,6 +600,7 @@ class Admits(Generic[Permit]):
             result = await fn(*args, **kwargs)
         except BaseException as error:
             self._exit_raised(permit, error)
+            del permit  # a kept traceback must not keep a tally alive
             self._call_ended(started, error)
             raise
         self._exit_ok(permit, result)
@@ -643,9 +654,11 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
                     second = await inner_async()
             except Exception as error:
                 outer_error(first, error)
+                first = second = None  # a kept traceback must not keep a tally alive
                 raise
             except BaseException:
                 outer_cancel(first)
+                first = second = None  # a kept traceback must not keep a tally alive
                 raise
             try:
                 result = await async_fn(*args, **kwargs)
@@ -656,10 +669,12 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
                 else:
                     inner_error(second, error)
                     outer_error(first, error)
+                first = second = None  # a kept traceback must not keep a tally alive
                 raise
             except BaseException:
                 inner_cancel(second)
                 outer_cancel(first)
+                first = second = None  # a kept traceback must not keep a tally alive
                 raise
             inner_ok(second, result)
             outer_ok(first, result)
@@ -676,9 +691,11 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
             second = inner_enter()
         except Exception as error:
             outer_error(first, error)
+            first = second = None  # a kept traceback must not keep a tally alive
             raise
         except BaseException:
             outer_cancel(first)
+            first = second = None  # a kept traceback must not keep a tally alive
             raise
         try:
             result = fn(*args, **kwargs)
@@ -689,10 +706,12 @@ def admit_both(outer: Admits[Any], inner: Admits[Any], fn: Callable[P, R]) -> Ca
             else:
                 inner_error(second, error)
                 outer_error(first, error)
+            first = second = None  # a kept traceback must not keep a tally alive
             raise
         except BaseException:
             inner_cancel(second)
             outer_cancel(first)
+            first = second = None  # a kept traceback must not keep a tally alive
             raise
         if result.__class__ is _COROUTINE:
             inner_cancel(second)
