@@ -665,7 +665,7 @@ def print_table(rows: Sequence[Row]) -> None:
         goal = "-" if row.goal is None else f"<={row.goal:g}"
         print(
             f"{row.path:<44}{ours:>10}  {row.versus or '-':<16}{theirs:>10}"
-            f"{number(row.ratio):>7}{goal:>8}  {row.verdict:<5}"
+            f"{number(row.ratio, 3):>7}{goal:>8}  {row.verdict:<5}"
             f"{number(row.clock_reads):>6}{number(row.lock_operations):>6}"
             f"{number(row.frames):>7}{number(row.bytes_retained, 1):>7}"
         )
@@ -708,7 +708,7 @@ def write_markdown(rows: Sequence[Row], path: str) -> None:
             f"{row.ours:.0f}{unit}",
             row.versus or "-",
             theirs,
-            number(row.ratio),
+            number(row.ratio, 3),
             goal,
             row.verdict,
             number(row.clock_reads),
