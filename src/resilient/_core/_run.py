@@ -158,7 +158,6 @@ def _refuse_async(fn: object, method: str) -> None:
 # here steps over it. (A ContextVar.set costs more than the rest of a block's
 # bookkeeping.) Only the context that entered a block leaves it, so a task or thread
 # that inherited the stack never sees an entry change but from open to done.
-_GUARD, _PERMIT, _STARTED, _OUTER = range(4)
 _open_blocks: ContextVar[list[Any] | None] = ContextVar("resilient_open_blocks", default=None)
 
 # The listeners of what is no guard and times nothing: nobody. (A bulkhead's partitions
