@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -67,6 +67,22 @@ def stats(breaker: CircuitBreaker) -> dict[str, Any]:
     return dict(breaker.snapshot().statistics)
 
 
+def call_from_threads(fn: Callable[[], object], *, threads: int, calls: int) -> None:
+    """Call ``fn`` ``calls`` times from each of ``threads`` threads, started together."""
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        start.wait(BOUND)
+        for _ in range(calls):
+            fn()
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(BOUND * threads)
+
+
 def test_successes_past_minimum_calls_are_counted_exactly(
     registry: Registry, clock: VirtualClock
 ) -> None:
@@ -86,19 +102,7 @@ def test_successes_past_minimum_calls_are_counted_exactly(
 def test_threads_lose_no_lock_free_success(registry: Registry, clock: VirtualClock) -> None:
     """Four threads bumping one tally at once: every success is counted."""
     breaker = warm(registry, clock, window=CountWindow(1000))
-    guarded = breaker(ok)
-    start = threading.Barrier(4)
-
-    def run() -> None:
-        start.wait(BOUND)
-        for _ in range(2000):
-            guarded()
-
-    workers = [threading.Thread(target=run) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(BOUND * 4)
+    call_from_threads(breaker(ok), threads=4, calls=2000)
     assert stats(breaker)["successes"] == 2 + 4 * 2000
 
 
@@ -428,19 +432,7 @@ def test_without_the_gil_every_outcome_takes_the_lock(
     """Where one C step is not atomic (a free-threaded build), no tally is handed out."""
     monkeypatch.setattr(_breaker, "ATOMIC_WITHOUT_LOCK", False)
     breaker = warm(registry, clock)
-    guarded = breaker(ok)
-    start = threading.Barrier(4)
-
-    def run() -> None:
-        start.wait(BOUND)
-        for _ in range(500):
-            guarded()
-
-    workers = [threading.Thread(target=run) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(BOUND * 4)
+    call_from_threads(breaker(ok), threads=4, calls=500)
     assert breaker._standing_permit is None
     breaker.force_open()
     breaker.close()
