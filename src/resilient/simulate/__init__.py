@@ -1,0 +1,1 @@
+"""Simulate traffic and failures through candidate guard settings, on virtual time."""
