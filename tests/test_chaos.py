@@ -41,6 +41,7 @@ from resilient.chaos import (
     Delay,
     Distribution,
     EveryNth,
+    Exponential,
     Fault,
     FaultInjected,
     FirstCalls,
@@ -263,6 +264,7 @@ def test_return_answers_the_value_without_calling(registry: Registry, clock: Vir
 DISTRIBUTIONS = [
     pytest.param(Fixed(0.25), id="fixed"),
     pytest.param(Uniform(0.1, 0.3), id="uniform"),
+    pytest.param(Exponential(0.1), id="exponential"),
     pytest.param(LogNormal(0.2, 0.5, maximum=2.0), id="lognormal"),
     pytest.param(Pareto(0.05, 1.5, maximum=3.0), id="pareto"),
 ]
@@ -316,7 +318,8 @@ def test_a_delay_accepts_a_plain_duration_as_fixed(registry: Registry, clock: Vi
 
 
 def test_distributions_have_their_documented_shape() -> None:
-    """Uniform's mean, LogNormal's median and Pareto's tail match their parameters.
+    """Uniform's and Exponential's means, LogNormal's median and Pareto's tail match
+    their parameters.
 
     4,000 seeded draws each; every bound is four standard errors wide, so a correct
     distribution fails it for fewer than one seed in 15,000.
@@ -327,6 +330,9 @@ def test_distributions_have_their_documented_shape() -> None:
     assert all(1.0 <= value <= 3.0 for value in uniform)
     # sd of U(1, 3) is 2 / sqrt(12)
     assert abs(sum(uniform) / n - 2.0) < 4 * (2 / math.sqrt(12)) / math.sqrt(n)
+    exponential = [Exponential(0.5).sample(rng) for _ in range(n)]
+    assert min(exponential) >= 0
+    assert abs(sum(exponential) / n - 0.5) < 4 * 0.5 / math.sqrt(n)  # its sd is its mean
     lognormal = [LogNormal(0.2, 0.5).sample(rng) for _ in range(n)]
     below_median = sum(value < 0.2 for value in lognormal) / n
     assert abs(below_median - 0.5) < 4 * math.sqrt(0.25 / n)
@@ -1312,6 +1318,7 @@ def chaos_with(**options: Any) -> Callable[[], object]:
         pytest.param(lambda: Pareto(0, 2), "minimum", "0", id="pareto-minimum-zero"),
         pytest.param(lambda: Pareto(1, 0), "alpha", "0", id="pareto-alpha-zero"),
         pytest.param(lambda: Pareto(1, 2, maximum=0.5), "maximum", "0.5", id="pareto-maximum"),
+        pytest.param(lambda: Exponential(0), "mean", "0", id="exponential-zero"),
         pytest.param(
             lambda: Raise(unchecked(KeyboardInterrupt)),
             "error",

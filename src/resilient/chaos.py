@@ -6,7 +6,8 @@ picks, injects a fault instead of (or before) running it:
 
 - :class:`Raise` an exception, :class:`Return` a chosen (bad) result,
 - :class:`Delay` the call by a latency drawn from a distribution (:class:`Fixed`,
-  :class:`Uniform`, :class:`LogNormal`, :class:`Pareto`), waited on the guard's clock,
+  :class:`Uniform`, :class:`Exponential`, :class:`LogNormal`, :class:`Pareto`), waited
+  on the guard's clock,
 - :class:`Run` a behaviour before the call, or :class:`Hang` until cancelled.
 
 *Which* calls: a rate, a weighted :class:`Mix` of faults (one outcome per call, so the
@@ -72,6 +73,7 @@ __all__ = [
     "Delay",
     "Distribution",
     "EveryNth",
+    "Exponential",
     "Fault",
     "FaultInjected",
     "FirstCalls",
@@ -150,6 +152,20 @@ class Uniform(Distribution):
 
     def sample(self, rng: _random.Random) -> float:
         return rng.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Exponential(Distribution):
+    """Exponential with mean ``mean`` seconds: memoryless service times, as in the
+    textbook M/M/c queue; most calls short, some several times the mean."""
+
+    mean: float
+
+    def __init__(self, mean: Duration) -> None:
+        object.__setattr__(self, "mean", to_seconds(mean, "mean", allow_zero=False))
+
+    def sample(self, rng: _random.Random) -> float:
+        return rng.expovariate(1.0 / self.mean)
 
 
 @dataclass(frozen=True, slots=True, init=False)

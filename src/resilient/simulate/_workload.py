@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .._core._errors import ConfigurationError
-from .._core._validate import Duration, check_non_negative, to_seconds
+from resilient._core._errors import ConfigurationError
+from resilient._core._validate import Duration, check_non_negative, to_seconds
 
 if TYPE_CHECKING:
     from ._trace import Trace
@@ -112,8 +112,10 @@ class Spike(Shape):
     ) -> None:
         object.__setattr__(self, "at", to_seconds(at, "at"))
         object.__setattr__(self, "duration", to_seconds(duration, "duration", allow_zero=False))
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
-            0 < factor < math.inf
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not (0 < factor < math.inf)
         ):
             raise ConfigurationError(f"factor must be a finite number > 0 (got {factor!r})")
         object.__setattr__(self, "multiple", float(factor))
@@ -214,10 +216,10 @@ class Arrivals:
 
 
 def _rate(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        0 < value < math.inf
-    ):
-        raise ConfigurationError(f"rate must be a finite number of requests per second > 0 (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ConfigurationError(
+            f"rate must be a finite number of requests per second > 0 (got {value!r})"
+        )
     return float(value)
 
 
@@ -234,8 +236,10 @@ def _kinds(value: Mapping[str, float] | None) -> tuple[tuple[str, ...], tuple[fl
     for name, weight in value.items():
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"kinds' keys must be non-empty strings (got {name!r})")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-            0 < weight < math.inf
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not (0 < weight < math.inf)
         ):
             raise ConfigurationError(
                 f"kinds[{name!r}] must be a finite weight > 0 (got {weight!r})"
@@ -247,7 +251,7 @@ def _kinds(value: Mapping[str, float] | None) -> tuple[tuple[str, ...], tuple[fl
 
 
 class _Rated(Arrivals):
-    __slots__ = ("_kind_names", "_kind_edges", "kinds", "rate", "shape")
+    __slots__ = ("_kind_edges", "_kind_names", "kinds", "rate", "shape")
 
     def __init__(
         self, rate: float, *, shape: Shape | None = None, kinds: Mapping[str, float] | None = None
@@ -268,7 +272,7 @@ class _Rated(Arrivals):
         if not self._kind_names:
             return None
         draw = rng.random()
-        for name, edge in zip(self._kind_names, self._kind_edges):
+        for name, edge in zip(self._kind_names, self._kind_edges, strict=True):
             if draw < edge:
                 return name
         return self._kind_names[-1]
@@ -364,9 +368,13 @@ class Replay(Arrivals):
         from ._trace import Trace
 
         if not isinstance(trace, Trace):
-            raise ConfigurationError(f"trace must be a Trace, as Trace.load() gives (got {trace!r})")
-        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not (
-            0 < speed < math.inf
+            raise ConfigurationError(
+                f"trace must be a Trace, as Trace.load() gives (got {trace!r})"
+            )
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, (int, float))
+            or not (0 < speed < math.inf)
         ):
             raise ConfigurationError(f"speed must be a finite number > 0 (got {speed!r})")
         if not isinstance(repeat, bool):

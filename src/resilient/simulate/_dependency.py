@@ -1,0 +1,413 @@
+"""Simulated dependencies: latency, errors, incidents over time, and a capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random as _random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from resilient._core._errors import ConfigurationError
+from resilient._core._validate import check_count, check_flag, check_name, check_non_negative
+from resilient.chaos import Distribution, Fixed, Schedule, Window
+
+if TYPE_CHECKING:
+    from ._trace import Trace
+
+__all__ = ["Dependency", "Incident", "Outage", "SimulatedDependency", "Slowdown"]
+
+ErrorFactory = Callable[[str], BaseException]
+"""Makes the exception a failing call raises, from a message."""
+
+
+# -- incidents ------------------------------------------------------------------------------
+
+
+class Incident:
+    """Something that goes wrong with a dependency for a while: :class:`Outage` or
+    :class:`Slowdown`. ``when`` is a schedule of ``resilient.chaos`` (:class:`Window`,
+    :class:`~resilient.chaos.Ramp`, combined with ``|`` and ``&``); its share in force
+    at a moment is how much of the incident applies then."""
+
+    __slots__ = ()
+    kind: str = "incident"
+    when: Schedule
+
+    def share(self, elapsed: float) -> float:
+        """How much of the incident is in force ``elapsed`` seconds from the start."""
+        return self.when.intensity(0, elapsed)
+
+
+def _check_schedule(when: object) -> Schedule:
+    if not isinstance(when, Schedule):
+        raise ConfigurationError(
+            "when must be a schedule of resilient.chaos such as Window('10m', '15m') "
+            f"(got {when!r})"
+        )
+    return when
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Outage(Incident):
+    """Calls fail while ``when`` is in force (a share of 0.5 fails half of them).
+
+    Args:
+        when: When, such as ``Window("20m", "25m")``.
+        hang: A failing call never answers, it waits until its caller gives up (a
+            partner that went silent); else it fails after ``after``.
+        after: How long a failing call takes to fail (a refused connection is quick, a
+            gateway's timeout is not); immediately by default.
+    """
+
+    when: Schedule
+    hang: bool
+    after: Distribution
+    kind = "outage"
+
+    def __init__(
+        self, when: Schedule, *, hang: bool = False, after: Distribution | None = None
+    ) -> None:
+        object.__setattr__(self, "when", _check_schedule(when))
+        object.__setattr__(self, "hang", check_flag(hang, "hang"))
+        if after is not None and not isinstance(after, Distribution):
+            raise ConfigurationError(
+                f"after must be a distribution such as Fixed('2s') (got {after!r})"
+            )
+        if after is not None and hang:
+            raise ConfigurationError(
+                "after applies to calls that fail; with hang=True they never answer "
+                f"(got after={after!r})"
+            )
+        object.__setattr__(self, "after", Fixed(0.0) if after is None else after)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Slowdown(Incident):
+    """Calls take ``factor`` times as long while ``when`` is in force.
+
+    Args:
+        when: When, such as ``Window("5m", "8m")``; a :class:`~resilient.chaos.Ramp`
+            makes it creep in.
+        factor: The latency's multiple at full share (> 1 slows down).
+    """
+
+    when: Schedule
+    factor: float
+    kind = "slowdown"
+
+    def __init__(self, when: Schedule, *, factor: float) -> None:
+        object.__setattr__(self, "when", _check_schedule(when))
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not (0 < factor < math.inf)
+        ):
+            raise ConfigurationError(f"factor must be a finite number > 0 (got {factor!r})")
+        object.__setattr__(self, "factor", float(factor))
+
+
+def incident_spans(incident: Incident, duration: float, step: float) -> list[tuple[float, float]]:
+    """The stretches of ``[0, duration)`` in which ``incident`` is in force at all.
+
+    A :class:`~resilient.chaos.Window` gives its own bounds; other schedules are looked
+    at every ``step`` seconds.
+    """
+    when = incident.when
+    if isinstance(when, Window):
+        end = duration if when.end is None else min(when.end, duration)
+        return [(when.start, end)] if when.start < end else []
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    steps = max(1, math.ceil(duration / step))
+    for index in range(steps + 1):
+        at = min(index * step, duration)
+        live = at < duration and when.intensity(0, at) > 0
+        if live and start is None:
+            start = at
+        elif not live and start is not None:
+            spans.append((start, at))
+            start = None
+    return spans
+
+
+# -- the dependency -------------------------------------------------------------------------
+
+
+def _default_error(message: str) -> BaseException:
+    return ConnectionError(message)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Dependency:
+    """A service the simulated code calls: how long it takes, how often it fails, what
+    goes wrong when, and how much it takes at once.
+
+    In a run, :meth:`Environment.dependency` gives an ``async`` callable that behaves so;
+    it counts every call, so the load each variant sends is known.
+
+    Args:
+        name: How the service code asks for it, and reports name it.
+        latency: How long a call takes: a distribution of ``resilient.chaos``
+            (:class:`~resilient.chaos.LogNormal`, :class:`~resilient.chaos.Exponential`,
+            ...), or a recorded :class:`Trace`, whose calls are replayed in time order
+            (latencies and failures both).
+        errors: The share of calls that fail after their latency, at any time.
+        error: Makes the exception a failing call raises, from a message; by default a
+            ``ConnectionError``.
+        incidents: :class:`Outage` and :class:`Slowdown` periods.
+        workers: Calls it serves at once; further calls queue (FIFO), so latency grows
+            with load as in a real server. ``None``: no limit.
+        queue: Calls that may wait for a worker; a call beyond it fails at once, as an
+            overloaded server's 503. ``None``: no limit. Needs ``workers``.
+        contention: How much slower a call gets as workers fill: its latency times
+            ``1 + contention * busy / workers``, for a server that slows down under load
+            (locks, CPU, garbage collection). Needs ``workers``.
+        keeps_abandoned: A call its caller gave up on (a timeout) keeps its worker, or
+            its place in the queue, as a server that never hears of the cancellation
+            does. That wasted work is what turns a retry storm into a collapse.
+        value: What a successful call returns.
+    """
+
+    name: str
+    latency: Distribution | Trace
+    errors: float
+    error: ErrorFactory
+    incidents: tuple[Incident, ...]
+    workers: int | None
+    queue: int | None
+    contention: float
+    keeps_abandoned: bool
+    value: object
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        latency: Distribution | Trace,
+        errors: float = 0.0,
+        error: ErrorFactory = _default_error,
+        incidents: Sequence[Incident] = (),
+        workers: int | None = None,
+        queue: int | None = None,
+        contention: float = 0.0,
+        keeps_abandoned: bool = True,
+        value: object = None,
+    ) -> None:
+        from ._trace import Trace
+
+        object.__setattr__(self, "name", check_name(name, "name"))
+        if not isinstance(latency, (Distribution, Trace)):
+            raise ConfigurationError(
+                "latency must be a distribution of resilient.chaos such as "
+                f"LogNormal('40ms', 0.5), or a Trace (got {latency!r})"
+            )
+        object.__setattr__(self, "latency", latency)
+        if (
+            isinstance(errors, bool)
+            or not isinstance(errors, (int, float))
+            or not (0 <= errors <= 1)
+        ):
+            raise ConfigurationError(f"errors must be a share in [0, 1] (got {errors!r})")
+        object.__setattr__(self, "errors", float(errors))
+        if not callable(error):
+            raise ConfigurationError(
+                f"error must make an exception from a message, such as TimeoutError (got {error!r})"
+            )
+        object.__setattr__(self, "error", error)
+        listed = tuple(incidents)
+        for incident in listed:
+            if not isinstance(incident, Incident):
+                raise ConfigurationError(
+                    f"incidents must hold Outage and Slowdown values (got {incident!r})"
+                )
+        object.__setattr__(self, "incidents", listed)
+        if workers is not None:
+            workers = check_count(workers, "workers")
+        object.__setattr__(self, "workers", workers)
+        if queue is not None:
+            queue = check_count(queue, "queue", minimum=0)
+            if workers is None:
+                raise ConfigurationError(
+                    f"queue needs workers: without a limit nothing waits (got queue={queue})"
+                )
+        object.__setattr__(self, "queue", queue)
+        contention = check_non_negative(contention, "contention")
+        if contention and workers is None:
+            raise ConfigurationError(
+                "contention needs workers: it scales with the share of busy workers "
+                f"(got contention={contention!r})"
+            )
+        object.__setattr__(self, "contention", contention)
+        object.__setattr__(self, "keeps_abandoned", check_flag(keeps_abandoned, "keeps_abandoned"))
+        object.__setattr__(self, "value", value)
+
+
+# -- a dependency in a run ------------------------------------------------------------------
+
+_OK = 0
+_FAILS = 1
+_HANGS = 2
+
+
+class _Job:
+    """One call inside a dependency with workers: waiting, then served."""
+
+    __slots__ = ("future", "latency", "outcome", "serving", "timer")
+
+    def __init__(self, future: asyncio.Future[Any], latency: float, outcome: int) -> None:
+        self.future = future
+        self.latency = latency
+        self.outcome = outcome
+        self.serving = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class SimulatedDependency:
+    """A :class:`Dependency` in one run: ``await dependency()`` is one call.
+
+    Attributes:
+        spec: What it simulates.
+        calls: Calls made so far.
+        failures: Calls that failed (errors, outages, a full queue).
+        overloaded: Calls refused because the queue was full.
+        abandoned: Calls their caller stopped waiting for.
+        peak_busy: The most calls served at once.
+        peak_waiting: The longest the queue grew.
+    """
+
+    def __init__(
+        self,
+        spec: Dependency,
+        loop: asyncio.AbstractEventLoop,
+        rng: _random.Random,
+        buckets: list[int],
+        resolution: float,
+    ) -> None:
+        self.spec = spec
+        self._loop = loop
+        self._rng = rng
+        self._buckets = buckets  # calls per stretch of the run's timeline
+        self._resolution = resolution
+        self.calls = 0
+        self.failures = 0
+        self.overloaded = 0
+        self.abandoned = 0
+        self.busy = 0
+        self.peak_busy = 0
+        self.peak_waiting = 0
+        self._waiting: deque[_Job] = deque()
+        self._outages = tuple(i for i in spec.incidents if isinstance(i, Outage))
+        self._slowdowns = tuple(i for i in spec.incidents if isinstance(i, Slowdown))
+        self.__name__ = self.__qualname__ = spec.name  # for guards that name the function
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a worker now."""
+        return len(self._waiting)
+
+    def _draw(self, now: float) -> tuple[float, int, str]:
+        """Latency, outcome and reason of a call starting ``now``."""
+        spec, rng = self.spec, self._rng
+        for outage in self._outages:
+            share = outage.share(now)
+            if share and (share >= 1.0 or rng.random() < share):
+                if outage.hang:
+                    return math.inf, _HANGS, "outage"
+                return outage.after.sample(rng), _FAILS, "outage"
+        latency_source = spec.latency
+        outcome = _OK
+        reason = ""
+        if isinstance(latency_source, Distribution):
+            latency = latency_source.sample(rng)
+        else:
+            latency, error_name = latency_source.at(now)
+            if error_name is not None:
+                outcome, reason = _FAILS, f"recorded {error_name}"
+        if spec.errors and outcome == _OK and rng.random() < spec.errors:
+            outcome, reason = _FAILS, "error"
+        for slowdown in self._slowdowns:
+            share = slowdown.share(now)
+            if share:
+                latency *= 1.0 + (slowdown.factor - 1.0) * share
+        return latency, outcome, reason
+
+    def _error(self, reason: str) -> BaseException:
+        return self.spec.error(f"{self.spec.name} failed ({reason}, simulated)")
+
+    async def __call__(self) -> Any:
+        """Call the dependency once: its value, after its latency, or its failure."""
+        loop = self._loop
+        now = loop.time()
+        self.calls += 1
+        self._buckets[int(now / self._resolution)] += 1
+        latency, outcome, reason = self._draw(now)
+        if outcome == _HANGS:
+            self.failures += 1
+            await loop.create_future()  # until the caller gives up
+        if self.spec.workers is None:
+            future = loop.create_future()
+            handle = loop.call_at(now + latency, _settle, future, outcome)
+            try:
+                await future
+            except asyncio.CancelledError:
+                handle.cancel()
+                self.abandoned += 1
+                raise
+            return self._answer(outcome, reason)
+        return await self._queue_up(latency, outcome, reason)
+
+    def _answer(self, outcome: int, reason: str) -> Any:
+        if outcome == _FAILS:
+            self.failures += 1
+            raise self._error(reason)
+        return self.spec.value
+
+    async def _queue_up(self, latency: float, outcome: int, reason: str) -> Any:
+        spec = self.spec
+        job = _Job(self._loop.create_future(), latency, outcome)
+        if self.busy < (spec.workers or 0):
+            self._serve(job)
+        elif spec.queue is not None and len(self._waiting) >= spec.queue:
+            self.overloaded += 1
+            self.failures += 1
+            raise self._error(f"overloaded, {spec.queue} calls queued")
+        else:
+            self._waiting.append(job)
+            self.peak_waiting = max(self.peak_waiting, len(self._waiting))
+        try:
+            await job.future
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            if not spec.keeps_abandoned:
+                if job.serving and job.timer is not None:
+                    job.timer.cancel()
+                    self._done(job)
+                elif not job.serving:
+                    self._waiting.remove(job)
+            raise
+        return self._answer(job.outcome, reason)
+
+    def _serve(self, job: _Job) -> None:
+        spec = self.spec
+        self.busy += 1
+        self.peak_busy = max(self.peak_busy, self.busy)
+        job.serving = True
+        latency = job.latency
+        if spec.contention:
+            latency *= 1.0 + spec.contention * self.busy / (spec.workers or 1)
+        job.timer = self._loop.call_at(self._loop.time() + latency, self._done, job)
+
+    def _done(self, job: _Job) -> None:
+        self.busy -= 1
+        if not job.future.done():
+            job.future.set_result(None)
+        if self._waiting:
+            self._serve(self._waiting.popleft())
+
+
+def _settle(future: asyncio.Future[Any], outcome: int) -> None:
+    if not future.done():
+        future.set_result(outcome)

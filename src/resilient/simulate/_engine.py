@@ -1,0 +1,470 @@
+"""Plays a scenario through each variant's real guards on an autojump virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import random as _random
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from resilient._cache import Cached, CacheStatus
+from resilient._core._errors import ConfigurationError
+from resilient._core._registry import Registry
+from resilient._core._run import is_async_callable
+from resilient._core._state import FallbackServed, Health, Transition
+from resilient._degraded import Served, Stale
+from resilient.testing import VirtualClock
+
+from ._dependency import SimulatedDependency, incident_spans
+from ._results import (
+    DependencyLoad,
+    IncidentReport,
+    Latency,
+    Mark,
+    SimulationResult,
+    Timeline,
+    VariantResult,
+)
+from ._scenario import Environment, Handler, Scenario, Variant
+from ._workload import Request
+
+__all__ = ["Progress", "run", "run_variant"]
+
+Progress = Callable[[str, float, float], object]
+"""Told ``(variant, simulated seconds done, simulated seconds in all)`` as a run goes."""
+
+# What became of a request; kept per request in a bytearray.
+_PENDING = 0
+_OK = 1
+_FALLBACK = 2
+_STALE = 3
+_ERROR = 4
+
+_STALE_STATUSES = frozenset({CacheStatus.STALE, CacheStatus.STALE_ON_ERROR})
+
+_PROGRESS_STEPS = 100
+"""How often a run reports its progress: this many times over its simulated time."""
+
+# The request the running task answers: fallback events and hedged calls find it here.
+_current: contextvars.ContextVar[int] = contextvars.ContextVar("resilient_simulated_request")
+
+
+def _classify(answer: object) -> int:
+    if isinstance(answer, Served):
+        if not answer.fallback:
+            return _OK
+        return _STALE if answer.age is not None or isinstance(answer.value, Stale) else _FALLBACK
+    if isinstance(answer, Stale):
+        return _STALE
+    if isinstance(answer, Cached) and answer.status in _STALE_STATUSES:
+        return _STALE
+    return _OK
+
+
+class _Run:
+    """One variant, one seed: the loop, the requests, and what became of them."""
+
+    def __init__(self, scenario: Scenario, variant: Variant, seed: int, progress: Progress | None):
+        self.scenario = scenario
+        self.variant = variant
+        self.seed = seed
+        self.progress = progress
+        self.clock = VirtualClock(autojump=True)
+        self.loop = self.clock.new_event_loop()
+        self.registry = Registry(clock=self.clock)
+        self.horizon = scenario.duration + scenario.drain
+        self.stretches = math.floor(self.horizon / scenario.resolution) + 1
+        self.dependencies = {
+            spec.name: SimulatedDependency(
+                spec,
+                self.loop,
+                _random.Random(f"{seed}:dependency:{spec.name}"),
+                [0] * self.stretches,
+                scenario.resolution,
+            )
+            for spec in scenario.dependencies
+        }
+        self.arrivals = array("d")
+        self.latencies = array("d")
+        self.outcomes = bytearray()
+        self.fallbacks = bytearray()
+        self.error_types: Counter[str] = Counter()
+        self.transitions: list[Transition] = []
+        self.arriving = True
+        # Requests in flight, by number: the loop holds tasks only weakly, and a request
+        # that waits on a silent dependency has nothing else holding it.
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.finished: asyncio.Future[None] | None = None
+
+    # -- building the service ---------------------------------------------------------------
+
+    def build(self) -> Handler:
+        env = Environment(
+            registry=self.registry,
+            clock=self.clock,
+            seed=self.seed,
+            variant=self.variant.name,
+            dependencies=self.dependencies,
+        )
+        factory = self.variant.service or self.scenario.service
+        handler = factory(env, **self.variant.settings)
+        try:
+            is_async = callable(handler) and is_async_callable(handler)
+        except TypeError:  # a generator function
+            is_async = False
+        if not is_async:
+            raise ConfigurationError(
+                "the service factory must return an async function of the request, such "
+                f"as a decorated async def (variant {self.variant.name!r} got {handler!r})"
+            )
+        return handler
+
+    # -- playing ----------------------------------------------------------------------------
+
+    def play(self) -> None:
+        self.registry.subscribe(self.transitions.append)
+        self.registry.subscribe(self._fallback_served, events=FallbackServed)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    def _fallback_served(self, event: FallbackServed) -> None:
+        number = _current.get(-1)
+        if number >= 0:
+            self.fallbacks[number] = 1
+
+    async def _main(self) -> None:
+        handler = self.build()
+        loop = self.loop
+        self.finished = loop.create_future()
+        requests = self.scenario.workload.requests(self.scenario.duration, self.seed)
+        first = next(requests, None)
+        if first is None:
+            self.arriving = False
+            self.finished.set_result(None)
+        else:
+            loop.call_at(first.arrival, self._arrive, first, requests, handler)
+        loop.call_at(self.horizon, self._stop)
+        if self.progress is not None:
+            self._tick(0)
+        await self.finished
+        await self._cancel_the_rest()
+
+    def _arrive(self, request: Request, requests: Iterator[Request], handler: Handler) -> None:
+        self.arrivals.append(request.arrival)
+        self.latencies.append(math.nan)
+        self.outcomes.append(_PENDING)
+        self.fallbacks.append(0)
+        self.tasks[request.number] = self.loop.create_task(self._answer(request, handler))
+        following = next(requests, None)
+        if following is None:
+            self.arriving = False
+        else:
+            self.loop.call_at(following.arrival, self._arrive, following, requests, handler)
+
+    async def _answer(self, request: Request, handler: Handler) -> None:
+        number = request.number
+        _current.set(number)
+        try:
+            answer = await handler(request)
+        except asyncio.CancelledError:
+            self._left(number, _PENDING)
+            raise
+        except Exception as error:
+            self.error_types[type(error).__name__] += 1
+            self._left(number, _ERROR)
+        else:
+            outcome = _classify(answer)
+            if outcome == _OK and self.fallbacks[number]:
+                outcome = _FALLBACK
+            self._left(number, outcome)
+
+    def _left(self, number: int, outcome: int) -> None:
+        if outcome != _PENDING:
+            self.outcomes[number] = outcome
+            self.latencies[number] = self.loop.time() - self.arrivals[number]
+        del self.tasks[number]
+        if not self.tasks and not self.arriving:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    def _tick(self, step: int) -> None:
+        assert self.progress is not None
+        duration = self.scenario.duration
+        self.progress(self.variant.name, min(self.loop.time(), duration), duration)
+        if step < _PROGRESS_STEPS:
+            self.loop.call_at(duration * (step + 1) / _PROGRESS_STEPS, self._tick, step + 1)
+
+    async def _cancel_the_rest(self) -> None:
+        # Requests still waiting, and whatever the guards started (background refreshes,
+        # hedges): cancelled, so the loop closes with nothing pending.
+        here = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks(self.loop) if task is not here]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+
+    # -- what it found ----------------------------------------------------------------------
+
+    def result(self, real_seconds: float) -> VariantResult:
+        scenario = self.scenario
+        outcomes = self.outcomes
+        counts = Counter(outcomes)
+        requests = len(outcomes)
+        timeline = self._timeline()
+        return VariantResult(
+            name=self.variant.name,
+            settings=self.variant.settings,
+            requests=requests,
+            ok=counts[_OK],
+            fallback=counts[_FALLBACK],
+            stale=counts[_STALE],
+            errors=counts[_ERROR],
+            unfinished=counts[_PENDING],
+            error_types=dict(self.error_types.most_common()),
+            goodput=counts[_OK] / scenario.duration,
+            latency=self._latency(),
+            dependencies={
+                name: DependencyLoad(
+                    name=name,
+                    calls=dependency.calls,
+                    amplification=dependency.calls / requests if requests else math.nan,
+                    failures=dependency.failures,
+                    overloaded=dependency.overloaded,
+                    abandoned=dependency.abandoned,
+                    peak_busy=dependency.peak_busy,
+                    peak_waiting=dependency.peak_waiting,
+                )
+                for name, dependency in self.dependencies.items()
+            },
+            incidents=self._incidents(timeline),
+            transitions=tuple(self.transitions),
+            timeline=timeline,
+            real_seconds=real_seconds,
+        )
+
+    def _latency(self) -> Latency:
+        answered = sorted(value for value in self.latencies if not math.isnan(value))
+        target = self.scenario.target
+        within: float | None = None
+        if target is not None and self.outcomes:
+            good = sum(
+                1
+                for outcome, latency in zip(self.outcomes, self.latencies, strict=True)
+                if outcome == _OK and latency <= target
+            )
+            within = good / len(self.outcomes)
+        if not answered:
+            return Latency(
+                math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, target, within
+            )
+        return Latency(
+            p50=_percentile(answered, 0.5),
+            p90=_percentile(answered, 0.9),
+            p99=_percentile(answered, 0.99),
+            p999=_percentile(answered, 0.999),
+            mean=math.fsum(answered) / len(answered),
+            maximum=answered[-1],
+            target=target,
+            within_target=within,
+        )
+
+    def _timeline(self) -> Timeline:
+        step = self.scenario.resolution
+        size = self.stretches
+        series = {key: [0] * size for key in (_OK, _FALLBACK, _STALE, _ERROR, _PENDING)}
+        requests = [0] * size
+        latencies: list[list[float]] = [[] for _ in range(size)]
+        answers = zip(self.arrivals, self.outcomes, self.latencies, strict=True)
+        for arrival, outcome, latency in answers:
+            index = int(arrival / step)
+            requests[index] += 1
+            series[outcome][index] += 1
+            if outcome != _PENDING:
+                latencies[index].append(latency)
+        p99 = tuple(
+            _percentile(sorted(values), 0.99) if values else math.nan for values in latencies
+        )
+        return Timeline(
+            resolution=step,
+            requests=tuple(requests),
+            ok=tuple(series[_OK]),
+            fallback=tuple(series[_FALLBACK]),
+            stale=tuple(series[_STALE]),
+            errors=tuple(series[_ERROR]),
+            unfinished=tuple(series[_PENDING]),
+            p99=p99,
+            dependency_calls={
+                name: tuple(dependency._buckets) for name, dependency in self.dependencies.items()
+            },
+        )
+
+    def _incidents(self, timeline: Timeline) -> tuple[IncidentReport, ...]:
+        reports: list[IncidentReport] = []
+        scenario = self.scenario
+        for spec in scenario.dependencies:
+            for incident in spec.incidents:
+                for start, end in incident_spans(incident, scenario.duration, scenario.resolution):
+                    reports.append(self._incident(spec.name, incident.kind, start, end, timeline))
+        reports.sort(key=lambda report: (report.start, report.dependency))
+        return tuple(reports)
+
+    def _incident(
+        self, dependency: str, kind: str, start: float, end: float, timeline: Timeline
+    ) -> IncidentReport:
+        detected_at: float | None = None
+        detected_by: str | None = None
+        for transition in self.transitions:
+            if start <= transition.at <= end and transition.new_health is not Health.HEALTHY:
+                detected_at, detected_by = transition.at, transition.guard
+                break
+        calls = self.dependencies[dependency]._buckets
+        step = self.scenario.resolution
+        length = end - start
+        before_start = max(0.0, start - length)
+        return IncidentReport(
+            dependency=dependency,
+            kind=kind,
+            start=start,
+            end=end,
+            detected_after=None if detected_at is None else detected_at - start,
+            detected_by=detected_by,
+            recovered_after=self._healthy_again(end),
+            served_again_after=self._served_again(start, end, timeline),
+            load_before=_rate(calls, before_start, start, step),
+            load_during=_rate(calls, start, end, step),
+            errors_during=sum(
+                1
+                for arrival, outcome in zip(self.arrivals, self.outcomes, strict=True)
+                if start <= arrival < end and outcome == _ERROR
+            ),
+        )
+
+    def _healthy_again(self, end: float) -> float | None:
+        """Seconds from ``end`` until every guard that moved was healthy, or None."""
+        health: dict[str, Health] = {}
+        for transition in self.transitions:
+            if transition.at > end:
+                break
+            health[transition.guard] = transition.new_health
+        if all(value is Health.HEALTHY for value in health.values()):
+            return 0.0
+        for transition in self.transitions:
+            if transition.at <= end:
+                continue
+            health[transition.guard] = transition.new_health
+            if all(value is Health.HEALTHY for value in health.values()):
+                return transition.at - end
+        return None
+
+    def _served_again(self, start: float, end: float, timeline: Timeline) -> float | None:
+        step = timeline.resolution
+        first, last = int(start / step), int(end / step)
+        before = slice(max(0, first - max(1, last - first)), first)
+        asked = sum(timeline.requests[before])
+        if not asked:
+            return None
+        usual = sum(timeline.ok[before]) / asked
+        closing = int(self.scenario.duration / step)
+        for index in range(last, closing):
+            requests = timeline.requests[index]
+            if requests and timeline.ok[index] / requests >= usual * 0.99:
+                return max(0.0, index * step - end)
+        return None
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    """The nearest-rank percentile of an ordered, non-empty list."""
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _rate(per_stretch: list[int], start: float, end: float, step: float) -> float:
+    """Calls per second between ``start`` and ``end``, from whole stretches."""
+    if end <= start:
+        return 0.0
+    first, last = int(start / step), max(int(start / step) + 1, math.ceil(end / step))
+    return sum(per_stretch[first:last]) / ((last - first) * step)
+
+
+def run_variant(
+    scenario: Scenario, variant: Variant, *, seed: int = 0, progress: Progress | None = None
+) -> VariantResult:
+    """Play ``scenario`` through one variant's guards; what :func:`run` does per variant.
+
+    Raises:
+        ConfigurationError: The factory does not return an async function of the request.
+    """
+    started = time.perf_counter()
+    run = _Run(scenario, variant, seed, progress)
+    run.play()
+    return run.result(time.perf_counter() - started)
+
+
+def run(
+    scenario: Scenario,
+    *,
+    seed: int = 0,
+    variants: list[str] | None = None,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """Play ``scenario`` through every variant, one after another, with one seed.
+
+    Every variant meets the same arrivals; the same seed replays the same run.
+
+    Args:
+        scenario: What to play.
+        seed: The seed for arrivals, dependencies and ``env.random()``.
+        variants: Only the variants of these names, in the scenario's order.
+        progress: Told ``(variant, simulated seconds done, in all)`` as runs go.
+
+    Raises:
+        ConfigurationError: An unknown variant name, or a service factory that does not
+            return an async function of the request.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigurationError(f"seed must be an int (got {seed!r})")
+    chosen = scenario.variants
+    if variants is not None:
+        known = {variant.name for variant in chosen}
+        unknown = [name for name in variants if name not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"variants names {unknown[0]!r}, which the scenario does not have "
+                f"(it has {', '.join(repr(name) for name in known)})"
+            )
+        chosen = tuple(variant for variant in chosen if variant.name in variants)
+    results = tuple(
+        run_variant(scenario, variant, seed=seed, progress=progress) for variant in chosen
+    )
+    return SimulationResult(
+        scenario=scenario.name,
+        seed=seed,
+        duration=scenario.duration,
+        target=scenario.target,
+        marks=_marks(scenario),
+        variants=results,
+        dependencies=tuple(spec.name for spec in scenario.dependencies),
+    )
+
+
+def _marks(scenario: Scenario) -> tuple[Mark, ...]:
+    marks = [
+        Mark("spike", start, min(end, scenario.duration))
+        for start, end in scenario.workload.spans()
+        if start < scenario.duration
+    ]
+    for spec in scenario.dependencies:
+        for incident in spec.incidents:
+            for start, end in incident_spans(incident, scenario.duration, scenario.resolution):
+                marks.append(Mark(f"{spec.name} {incident.kind}", start, end))
+    return tuple(sorted(marks, key=lambda mark: mark.start))

@@ -1,0 +1,385 @@
+"""What a simulation found, per variant: frozen data, a table, a dictionary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from resilient._core._state import Transition
+
+__all__ = [
+    "DependencyLoad",
+    "IncidentReport",
+    "Latency",
+    "Mark",
+    "SimulationResult",
+    "Timeline",
+    "VariantResult",
+]
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
+
+
+def _number(value: float) -> float | None:
+    """A float for JSON: None instead of NaN or infinity."""
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """How long users waited for an answer (any answer, fallbacks and errors included).
+
+    Attributes:
+        p50: The median, in seconds.
+        p90: The 90th percentile.
+        p99: The 99th percentile.
+        p999: The 99.9th percentile.
+        mean: The mean.
+        maximum: The longest wait.
+        target: The scenario's latency target, if it has one.
+        within_target: The share of requests answered successfully (the primary's
+            answer) within ``target``; ``None`` without a target.
+    """
+
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    mean: float
+    maximum: float
+    target: float | None = None
+    within_target: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The numbers, NaN as ``None``."""
+        return {
+            "p50": _number(self.p50),
+            "p90": _number(self.p90),
+            "p99": _number(self.p99),
+            "p999": _number(self.p999),
+            "mean": _number(self.mean),
+            "maximum": _number(self.maximum),
+            "target": self.target,
+            "within_target": self.within_target,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyLoad:
+    """What one variant sent to one dependency.
+
+    Attributes:
+        name: The dependency.
+        calls: Calls made.
+        amplification: Calls per user request.
+        failures: Calls that failed (errors, outages, a full queue).
+        overloaded: Calls refused for a full queue.
+        abandoned: Calls their caller stopped waiting for.
+        peak_busy: The most calls it served at once.
+        peak_waiting: The longest its queue grew.
+    """
+
+    name: str
+    calls: int
+    amplification: float
+    failures: int
+    overloaded: int
+    abandoned: int
+    peak_busy: int
+    peak_waiting: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as a dictionary."""
+        return {
+            "name": self.name,
+            "calls": self.calls,
+            "amplification": _number(self.amplification),
+            "failures": self.failures,
+            "overloaded": self.overloaded,
+            "abandoned": self.abandoned,
+            "peak_busy": self.peak_busy,
+            "peak_waiting": self.peak_waiting,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentReport:
+    """How one variant met one incident of a dependency.
+
+    Attributes:
+        dependency: The dependency the incident struck.
+        kind: ``"outage"`` or ``"slowdown"``.
+        start: When it started, in simulated seconds.
+        end: When it ended.
+        detected_after: Seconds from its start until a guard first left healthy
+            (``None``: no guard noticed before it ended).
+        detected_by: That guard.
+        recovered_after: Seconds from its end until every guard was healthy again
+            (0 when all already were; ``None``: not before the run ended).
+        served_again_after: Seconds from its end until users got as many good answers
+            (the primary's) as before it started, in share of requests; ``None``: never.
+        load_before: Calls per second the dependency received in the stretch before the
+            incident as long as the incident (at most ``start`` seconds).
+        load_during: Calls per second it received during the incident.
+        errors_during: Errors users saw from requests that arrived during it.
+    """
+
+    dependency: str
+    kind: str
+    start: float
+    end: float
+    detected_after: float | None
+    detected_by: str | None
+    recovered_after: float | None
+    served_again_after: float | None
+    load_before: float
+    load_during: float
+    errors_during: int
+
+    @property
+    def load_ratio(self) -> float:
+        """``load_during / load_before``: how much more the dependency was asked while it
+        was down (NaN without load before)."""
+        return self.load_during / self.load_before if self.load_before else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as a dictionary."""
+        return {
+            "dependency": self.dependency,
+            "kind": self.kind,
+            "start": self.start,
+            "end": self.end,
+            "detected_after": self.detected_after,
+            "detected_by": self.detected_by,
+            "recovered_after": self.recovered_after,
+            "served_again_after": self.served_again_after,
+            "load_before": self.load_before,
+            "load_during": self.load_during,
+            "load_ratio": _number(self.load_ratio),
+            "errors_during": self.errors_during,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """One variant over time, in stretches of ``resolution`` seconds.
+
+    Requests count in the stretch they arrived in; dependency calls in the stretch they
+    were made in. The stretches cover the scenario's duration and the drain after it.
+
+    Attributes:
+        resolution: Seconds per stretch.
+        requests: Requests that arrived.
+        ok: Of those, answered by the primary.
+        fallback: Answered by a fallback.
+        stale: Answered with a stale value.
+        errors: Answered with an exception.
+        unfinished: Not answered when the run ended.
+        p99: The 99th percentile of their latency (NaN for a stretch without requests).
+        dependency_calls: Calls per stretch, for each dependency.
+    """
+
+    resolution: float
+    requests: tuple[int, ...]
+    ok: tuple[int, ...]
+    fallback: tuple[int, ...]
+    stale: tuple[int, ...]
+    errors: tuple[int, ...]
+    unfinished: tuple[int, ...]
+    p99: tuple[float, ...]
+    dependency_calls: Mapping[str, tuple[int, ...]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dependency_calls", _frozen(self.dependency_calls))
+
+    def starts(self) -> tuple[float, ...]:
+        """When each stretch starts, in simulated seconds."""
+        return tuple(index * self.resolution for index in range(len(self.requests)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The series as lists (NaN as ``None``)."""
+        return {
+            "resolution": self.resolution,
+            "requests": list(self.requests),
+            "ok": list(self.ok),
+            "fallback": list(self.fallback),
+            "stale": list(self.stale),
+            "errors": list(self.errors),
+            "unfinished": list(self.unfinished),
+            "p99": [_number(value) for value in self.p99],
+            "dependency_calls": {
+                name: list(calls) for name, calls in self.dependency_calls.items()
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    """What one variant of the guards did with the scenario's traffic.
+
+    Attributes:
+        name: The variant.
+        settings: The settings it passed to the service factory (as given).
+        requests: User requests that arrived.
+        ok: Answered by the primary function.
+        fallback: Answered by a fallback (a switch or ``fallback()`` said so).
+        stale: Answered with a stale value (:class:`~resilient.Stale`, a stale
+            :class:`~resilient.Cached`, a :class:`~resilient.Served` with an age).
+        errors: Answered with an exception (refusals included).
+        unfinished: Still waiting when the run ended (the scenario's drain after its
+            duration); no latency is counted for them.
+        error_types: Errors by exception class name.
+        goodput: Primary answers per simulated second of the scenario's duration.
+        latency: Latency of the answered requests.
+        dependencies: The load sent to each dependency.
+        incidents: How each incident was met.
+        transitions: Every transition of every guard, in order.
+        timeline: The run over time.
+        real_seconds: Real seconds the run took.
+    """
+
+    name: str
+    settings: Mapping[str, object]
+    requests: int
+    ok: int
+    fallback: int
+    stale: int
+    errors: int
+    unfinished: int
+    error_types: Mapping[str, int]
+    goodput: float
+    latency: Latency
+    dependencies: Mapping[str, DependencyLoad]
+    incidents: tuple[IncidentReport, ...]
+    transitions: tuple[Transition, ...]
+    timeline: Timeline
+    real_seconds: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", _frozen(self.settings))
+        object.__setattr__(self, "error_types", _frozen(self.error_types))
+        object.__setattr__(self, "dependencies", _frozen(self.dependencies))
+
+    @property
+    def answered(self) -> int:
+        """Requests that got any answer."""
+        return self.requests - self.unfinished
+
+    def share(self, count: int) -> float:
+        """``count`` as a share of all requests (NaN without requests)."""
+        return count / self.requests if self.requests else math.nan
+
+    @property
+    def amplification(self) -> float:
+        """Dependency calls per user request, over all dependencies."""
+        calls = sum(load.calls for load in self.dependencies.values())
+        return calls / self.requests if self.requests else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-able values (settings as ``repr`` strings)."""
+        return {
+            "name": self.name,
+            "settings": {key: repr(value) for key, value in self.settings.items()},
+            "requests": self.requests,
+            "ok": self.ok,
+            "fallback": self.fallback,
+            "stale": self.stale,
+            "errors": self.errors,
+            "unfinished": self.unfinished,
+            "error_types": dict(self.error_types),
+            "goodput": self.goodput,
+            "latency": self.latency.to_dict(),
+            "dependencies": {name: load.to_dict() for name, load in self.dependencies.items()},
+            "incidents": [incident.to_dict() for incident in self.incidents],
+            "transitions": [transition.to_dict() for transition in self.transitions],
+            "timeline": self.timeline.to_dict(),
+            "real_seconds": self.real_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A stretch of the scenario worth marking on a chart: a spike or an incident.
+
+    Attributes:
+        label: What happened (``"spike x10"``, ``"odds-feed outage"``).
+        start: Simulated seconds.
+        end: Simulated seconds.
+    """
+
+    label: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    """Every variant's result for one scenario and seed.
+
+    Attributes:
+        scenario: The scenario's name.
+        seed: The seed: the same seed replays the same run, decision for decision.
+        duration: Simulated seconds of traffic.
+        target: The latency target, if the scenario has one.
+        marks: Spikes and incidents, for charts.
+        variants: One result per variant, in the scenario's order.
+    """
+
+    scenario: str
+    seed: int
+    duration: float
+    target: float | None
+    marks: tuple[Mark, ...]
+    variants: tuple[VariantResult, ...]
+    dependencies: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, name: str) -> VariantResult:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        known = ", ".join(repr(variant.name) for variant in self.variants)
+        raise KeyError(f"no variant named {name!r}; the variants are {known}")
+
+    def __iter__(self) -> Iterator[VariantResult]:
+        return iter(self.variants)
+
+    def __len__(self) -> int:
+        return len(self.variants)
+
+    def table(self) -> str:
+        """The variants side by side, as plain text for a terminal."""
+        from ._report import format_table
+
+        return format_table(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-able values, for ``json.dump``."""
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "duration": self.duration,
+            "target": self.target,
+            "dependencies": list(self.dependencies),
+            "marks": [
+                {"label": mark.label, "start": mark.start, "end": mark.end} for mark in self.marks
+            ],
+            "variants": [variant.to_dict() for variant in self.variants],
+        }
+
+    def html(self) -> str:
+        """A self-contained HTML report: the table and charts comparing the variants."""
+        from ._report import render_html
+
+        return render_html(self)
+
+    def write_html(self, path: str | Path) -> Path:
+        """Write :meth:`html` to ``path``; returns the path."""
+        target = Path(path)
+        target.write_text(self.html(), encoding="utf-8")
+        return target
