@@ -24,6 +24,7 @@ from ._dependency import Slowdown as Slowdown
 from ._engine import Progress as Progress
 from ._engine import run as run
 from ._engine import run_variant as run_variant
+from ._progress import ProgressBar as ProgressBar
 from ._results import DependencyLoad as DependencyLoad
 from ._results import IncidentReport as IncidentReport
 from ._results import Latency as Latency
@@ -61,6 +62,7 @@ __all__ = [
     "Outage",
     "Poisson",
     "Progress",
+    "ProgressBar",
     "Replay",
     "Request",
     "Scenario",

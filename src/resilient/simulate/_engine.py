@@ -99,6 +99,7 @@ class _Run:
         # that waits on a silent dependency has nothing else holding it.
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.finished: asyncio.Future[None] | None = None
+        self.ended = 0.0  # when the last request was answered, or the drain ran out
 
     # -- building the service ---------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class _Run:
         if self.progress is not None:
             self._tick(0)
         await self.finished
+        self.ended = loop.time()
         await self._cancel_the_rest()
 
     def _arrive(self, request: Request, requests: Iterator[Request], handler: Handler) -> None:
@@ -280,7 +282,10 @@ class _Run:
 
     def _timeline(self) -> Timeline:
         step = self.scenario.resolution
-        size = self.stretches
+        # The scenario's duration, and the drain as far as the run went on.
+        size = min(
+            self.stretches, max(1, math.ceil(max(self.ended, self.scenario.duration) / step))
+        )
         series = {key: [0] * size for key in (_OK, _FALLBACK, _STALE, _ERROR, _PENDING)}
         requests = [0] * size
         latencies: list[list[float]] = [[] for _ in range(size)]
@@ -304,7 +309,8 @@ class _Run:
             unfinished=tuple(series[_PENDING]),
             p99=p99,
             dependency_calls={
-                name: tuple(dependency._buckets) for name, dependency in self.dependencies.items()
+                name: tuple(dependency._buckets[:size])
+                for name, dependency in self.dependencies.items()
             },
         )
 
@@ -439,8 +445,8 @@ def run(
         unknown = [name for name in variants if name not in known]
         if unknown:
             raise ConfigurationError(
-                f"variants names {unknown[0]!r}, which the scenario does not have "
-                f"(it has {', '.join(repr(name) for name in known)})"
+                f"variants must name variants of the scenario (got {unknown[0]!r}; it has "
+                f"{', '.join(repr(name) for name in known)})"
             )
         chosen = tuple(variant for variant in chosen if variant.name in variants)
     results = tuple(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import random as _random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,5 +259,35 @@ class Scenario:
                 )
         object.__setattr__(self, "resolution", step)
         object.__setattr__(self, "drain", to_seconds(drain, "drain"))
-        if not math.isfinite(self.duration + self.drain):
-            raise ConfigurationError(f"duration and drain must be finite (got {duration!r})")
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` (the constructor's keyword arguments), checked as the
+        constructor checks them. A new ``duration`` without a new ``resolution`` gets the
+        default resolution for that duration.
+
+        Raises:
+            ConfigurationError: A change is not a parameter, or not a valid value.
+        """
+        arguments: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in (
+                "name",
+                "duration",
+                "workload",
+                "dependencies",
+                "service",
+                "variants",
+                "target",
+                "resolution",
+                "drain",
+            )
+        }
+        unknown = sorted(set(changes) - set(arguments))
+        if unknown:
+            raise ConfigurationError(
+                f"a Scenario has no parameter {unknown[0]!r} (it has {', '.join(arguments)})"
+            )
+        if "duration" in changes and "resolution" not in changes:
+            arguments["resolution"] = None
+        arguments.update(changes)
+        return Scenario(**arguments)
