@@ -17,6 +17,7 @@ import resilient
 import resilient.asgi
 import resilient.chaos
 import resilient.httpx
+import resilient.simulate
 import resilient.stores.redis
 import resilient.testing
 from resilient._core._public import publish
@@ -30,6 +31,7 @@ PACKAGES = [
         resilient.asgi,
         resilient.httpx,
         resilient.stores.redis,
+        resilient.simulate,
     )
 ]
 

@@ -8,14 +8,13 @@ import random as _random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._validate import check_count, check_flag, check_name, check_non_negative
 from resilient.chaos import Distribution, Fixed, Schedule, Window
 
-if TYPE_CHECKING:
-    from ._trace import Trace
+from ._trace import Trace
 
 __all__ = ["Dependency", "Incident", "Outage", "SimulatedDependency", "Slowdown"]
 
@@ -196,8 +195,6 @@ class Dependency:
         keeps_abandoned: bool = True,
         value: object = None,
     ) -> None:
-        from ._trace import Trace
-
         object.__setattr__(self, "name", check_name(name, "name"))
         if not isinstance(latency, (Distribution, Trace)):
             raise ConfigurationError(

@@ -7,13 +7,11 @@ import random as _random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._validate import Duration, check_non_negative, to_seconds
 
-if TYPE_CHECKING:
-    from ._trace import Trace
+from ._trace import Trace
 
 __all__ = [
     "Arrivals",
@@ -365,8 +363,6 @@ class Replay(Arrivals):
     __slots__ = ("_offsets", "repeat", "speed", "trace")
 
     def __init__(self, trace: Trace, *, speed: float = 1.0, repeat: bool = False) -> None:
-        from ._trace import Trace
-
         if not isinstance(trace, Trace):
             raise ConfigurationError(
                 f"trace must be a Trace, as Trace.load() gives (got {trace!r})"
