@@ -334,8 +334,11 @@ class SimulatedDependency:
     def _error(self, reason: str) -> BaseException:
         return self.spec.error(f"{self.spec.name} failed ({reason}, simulated)")
 
-    async def __call__(self) -> Any:
-        """Call the dependency once: its value, after its latency, or its failure."""
+    async def __call__(self, *args: object, **kwargs: object) -> Any:
+        """Call the dependency once: its value, after its latency, or its failure.
+
+        Arguments are accepted and ignored, so the service code can call it as it calls
+        the real client."""
         loop = self._loop
         now = loop.time()
         self.calls += 1

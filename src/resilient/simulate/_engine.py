@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from resilient._cache import Cached, CacheStatus
 from resilient._core._errors import ConfigurationError
-from resilient._core._registry import Registry
+from resilient._core._registry import Registry, default_registry
 from resilient._core._run import is_async_callable
 from resilient._core._state import FallbackServed, Health, Transition
 from resilient._degraded import Served, Stale
@@ -112,7 +112,17 @@ class _Run:
             dependencies=self.dependencies,
         )
         factory = self.variant.service or self.scenario.service
+        before = {guard.name for guard in default_registry}
         handler = factory(env, **self.variant.settings)
+        strays = sorted({guard.name for guard in default_registry} - before)
+        if strays:
+            for name in strays:  # this run's guards are not the process's business
+                default_registry.unregister(name)
+            raise ConfigurationError(
+                f"the service factory registered {strays[0]!r} in the default registry, "
+                "which reads real time: build every guard with registry=env.registry "
+                f"(variant {self.variant.name!r})"
+            )
         try:
             is_async = callable(handler) and is_async_callable(handler)
         except TypeError:  # a generator function

@@ -1,0 +1,71 @@
+"""What the simulation asks of a service factory, and what it tells the user when it errs."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient import CircuitBreaker, ConfigurationError, default_registry
+from resilient.chaos import Fixed
+from resilient.simulate import Dependency, Environment, Handler, Poisson, Request, Scenario, run
+
+
+def scenario(service: object) -> Scenario:
+    return Scenario(
+        "factory",
+        duration=2,
+        workload=Poisson(10),
+        dependencies=[Dependency("feed", latency=Fixed(0.01), value="odds")],
+        service=service,  # type: ignore[arg-type]
+    )
+
+
+def test_a_guard_left_in_the_default_registry_is_refused_and_removed() -> None:
+    """A guard built without registry=env.registry would read real time: the run is
+    refused naming it, and the default registry is left as it was."""
+
+    def service(env: Environment) -> Handler:
+        breaker = CircuitBreaker("stray-breaker")
+        feed = env.dependency("feed")
+
+        @breaker
+        async def handle(request: Request) -> object:
+            return await feed()
+
+        return handle
+
+    with pytest.raises(ConfigurationError, match=r"'stray-breaker'.*registry=env\.registry"):
+        run(scenario(service))
+    assert "stray-breaker" not in default_registry
+
+
+def test_the_dependency_accepts_the_arguments_of_the_real_client() -> None:
+    """``await feed(match, timeout=...)`` works: arguments are accepted and ignored."""
+
+    def service(env: Environment) -> Handler:
+        feed = env.dependency("feed")
+
+        async def handle(request: Request) -> object:
+            return await feed(request.number, timeout=1.0)
+
+        return handle
+
+    result = run(scenario(service)).variants[0]
+    assert result.requests > 0
+    assert result.ok == result.requests
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        pytest.param(lambda request: None, id="sync-function"),
+        pytest.param(42, id="not-callable"),
+    ],
+)
+def test_a_factory_must_return_an_async_function(returned: object) -> None:
+    """A sync function or a non-callable is refused before any request, naming the variant."""
+
+    def service(env: Environment) -> Handler:
+        return returned  # type: ignore[return-value]
+
+    with pytest.raises(ConfigurationError, match=r"async function.*variant 'default'"):
+        run(scenario(service))
