@@ -15,7 +15,7 @@ def scenario(service: object) -> Scenario:
         duration=2,
         workload=Poisson(10),
         dependencies=[Dependency("feed", latency=Fixed(0.01), value="odds")],
-        service=service,  # type: ignore[arg-type]
+        service=service,  # type: ignore[arg-type]  # not always a factory, on purpose
     )
 
 

@@ -27,6 +27,7 @@ from ._engine import run_variant as run_variant
 from ._progress import ProgressBar as ProgressBar
 from ._results import DependencyLoad as DependencyLoad
 from ._results import IncidentReport as IncidentReport
+from ._results import KindResult as KindResult
 from ._results import Latency as Latency
 from ._results import Mark as Mark
 from ._results import SimulationResult as SimulationResult
@@ -57,6 +58,7 @@ __all__ = [
     "Handler",
     "Incident",
     "IncidentReport",
+    "KindResult",
     "Latency",
     "Mark",
     "Outage",

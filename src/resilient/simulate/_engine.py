@@ -23,6 +23,7 @@ from ._dependency import SimulatedDependency, incident_spans
 from ._results import (
     DependencyLoad,
     IncidentReport,
+    KindResult,
     Latency,
     Mark,
     SimulationResult,
@@ -92,6 +93,8 @@ class _Run:
         self.latencies = array("d")
         self.outcomes = bytearray()
         self.fallbacks = bytearray()
+        self.kinds = bytearray()  # each request's traffic class, as an index into kind_names
+        self.kind_names: dict[str | None, int] = {}
         self.error_types: Counter[str] = Counter()
         self.transitions: list[Transition] = []
         self.arriving = True
@@ -172,6 +175,10 @@ class _Run:
         self.latencies.append(math.nan)
         self.outcomes.append(_PENDING)
         self.fallbacks.append(0)
+        kind = self.kind_names.get(request.kind)
+        if kind is None:
+            kind = self.kind_names[request.kind] = len(self.kind_names)
+        self.kinds.append(kind)
         self.tasks[request.number] = self.loop.create_task(self._answer(request, handler))
         following = next(requests, None)
         if following is None:
@@ -262,7 +269,36 @@ class _Run:
             transitions=tuple(self.transitions),
             timeline=timeline,
             real_seconds=real_seconds,
+            kinds=self._kinds(),
         )
+
+    def _kinds(self) -> dict[str, KindResult]:
+        results: dict[str, KindResult] = {}
+        for name, index in self.kind_names.items():
+            if name is None:
+                continue
+            counts: Counter[int] = Counter()
+            answered: list[float] = []
+            for kind, outcome, latency in zip(
+                self.kinds, self.outcomes, self.latencies, strict=True
+            ):
+                if kind == index:
+                    counts[outcome] += 1
+                    if outcome != _PENDING:
+                        answered.append(latency)
+            answered.sort()
+            results[name] = KindResult(
+                kind=name,
+                requests=counts.total(),
+                ok=counts[_OK],
+                fallback=counts[_FALLBACK],
+                stale=counts[_STALE],
+                errors=counts[_ERROR],
+                unfinished=counts[_PENDING],
+                p50=_percentile(answered, 0.5) if answered else math.nan,
+                p99=_percentile(answered, 0.99) if answered else math.nan,
+            )
+        return dict(sorted(results.items()))
 
     def _latency(self) -> Latency:
         answered = sorted(value for value in self.latencies if not math.isnan(value))

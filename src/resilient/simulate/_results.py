@@ -14,6 +14,7 @@ from resilient._core._state import Transition
 __all__ = [
     "DependencyLoad",
     "IncidentReport",
+    "KindResult",
     "Latency",
     "Mark",
     "SimulationResult",
@@ -167,6 +168,47 @@ class IncidentReport:
 
 
 @dataclass(frozen=True, slots=True)
+class KindResult:
+    """What one traffic class got (``Poisson(..., kinds={"bet": 1, "browse": 4})``).
+
+    Attributes:
+        kind: The traffic class.
+        requests: Its requests.
+        ok: Answered by the primary function.
+        fallback: Answered by a fallback.
+        stale: Answered with a stale value.
+        errors: Answered with an exception.
+        unfinished: Not answered when the run ended.
+        p50: The median latency of its answered requests (NaN without any).
+        p99: Their 99th percentile.
+    """
+
+    kind: str
+    requests: int
+    ok: int
+    fallback: int
+    stale: int
+    errors: int
+    unfinished: int
+    p50: float
+    p99: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as a dictionary (NaN as ``None``)."""
+        return {
+            "kind": self.kind,
+            "requests": self.requests,
+            "ok": self.ok,
+            "fallback": self.fallback,
+            "stale": self.stale,
+            "errors": self.errors,
+            "unfinished": self.unfinished,
+            "p50": _number(self.p50),
+            "p99": _number(self.p99),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Timeline:
     """One variant over time, in stretches of ``resolution`` seconds.
 
@@ -242,6 +284,7 @@ class VariantResult:
         transitions: Every transition of every guard, in order.
         timeline: The run over time.
         real_seconds: Real seconds the run took.
+        kinds: The same outcomes per traffic class, when the workload has classes.
     """
 
     name: str
@@ -260,8 +303,10 @@ class VariantResult:
     transitions: tuple[Transition, ...]
     timeline: Timeline
     real_seconds: float
+    kinds: Mapping[str, KindResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", _frozen(self.kinds))
         object.__setattr__(self, "settings", _frozen(self.settings))
         object.__setattr__(self, "error_types", _frozen(self.error_types))
         object.__setattr__(self, "dependencies", _frozen(self.dependencies))
@@ -300,6 +345,7 @@ class VariantResult:
             "transitions": [transition.to_dict() for transition in self.transitions],
             "timeline": self.timeline.to_dict(),
             "real_seconds": self.real_seconds,
+            "kinds": {kind: result.to_dict() for kind, result in self.kinds.items()},
         }
 
 

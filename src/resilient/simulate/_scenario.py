@@ -7,7 +7,7 @@ import random as _random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._registry import Registry
@@ -30,11 +30,10 @@ _MOST_STRETCHES = 720
 """A timeline has at most about this many stretches unless a resolution is given."""
 
 
-class ServiceFactory(Protocol):
-    """Builds the service under test for one run: its guards, on ``env.registry``, around
-    the simulated dependencies, with one variant's settings as keyword arguments."""
-
-    def __call__(self, env: Environment, /, **settings: Any) -> Handler: ...
+ServiceFactory: TypeAlias = Callable[..., Handler]
+"""Builds the service under test for one run: called as ``service(env, **settings)``
+with an :class:`Environment` and one variant's settings, it builds the real guards on
+``env.registry`` around the simulated dependencies and returns the async handler."""
 
 
 class Environment:
