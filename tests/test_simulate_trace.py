@@ -24,7 +24,7 @@ import anyio
 import pytest
 
 from resilient import ConfigurationError
-from resilient.simulate._trace import (
+from resilient.simulate import (
     Trace,
     TraceFileError,
     TraceRecord,

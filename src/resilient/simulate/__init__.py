@@ -39,6 +39,10 @@ from ._scenario import Scenario as Scenario
 from ._scenario import ServiceFactory as ServiceFactory
 from ._scenario import Variant as Variant
 from ._scenario import sweep as sweep
+from ._trace import Trace as Trace
+from ._trace import TraceFileError as TraceFileError
+from ._trace import TraceRecord as TraceRecord
+from ._trace import TraceRecorder as TraceRecorder
 from ._workload import Arrivals as Arrivals
 from ._workload import Constant as Constant
 from ._workload import Daily as Daily
@@ -75,6 +79,10 @@ __all__ = [
     "Slowdown",
     "Spike",
     "Timeline",
+    "Trace",
+    "TraceFileError",
+    "TraceRecord",
+    "TraceRecorder",
     "Variant",
     "VariantResult",
     "run",

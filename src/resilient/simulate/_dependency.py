@@ -201,6 +201,11 @@ class Dependency:
                 "latency must be a distribution of resilient.chaos such as "
                 f"LogNormal('40ms', 0.5), or a Trace (got {latency!r})"
             )
+        if isinstance(latency, Trace) and not latency.latencies():
+            raise ConfigurationError(
+                "latency must be a Trace with at least one call that ended (ok or error); "
+                f"this one has none to replay ({latency!r})"
+            )
         object.__setattr__(self, "latency", latency)
         if (
             isinstance(errors, bool)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from resilient._core._errors import ConfigurationError
-from resilient._core._validate import Duration, check_non_negative, to_seconds
+from resilient._core._validate import Duration, check_count, check_non_negative, to_seconds
 
 from ._trace import Trace
 
@@ -354,15 +354,27 @@ class Constant(_Rated):
 class Replay(Arrivals):
     """The arrivals of a recorded :class:`Trace`, at their recorded offsets.
 
+    A trace recorded with ``sample=0.1`` holds one call in ten; by default each recorded
+    arrival is replayed as ten, spread evenly over the gap to the next one, so the
+    replay carries the traffic the recorder saw, not a tenth of it.
+
     Args:
         trace: What a :class:`TraceRecorder` wrote.
         speed: Play ``speed`` times as fast (2: twice the rate in half the time).
+        scale: Arrivals per recorded arrival; by default ``1 / trace.sample``, rounded.
         repeat: Start over when the trace runs out before the scenario does.
     """
 
-    __slots__ = ("_offsets", "repeat", "speed", "trace")
+    __slots__ = ("_offsets", "repeat", "scale", "speed", "trace")
 
-    def __init__(self, trace: Trace, *, speed: float = 1.0, repeat: bool = False) -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        *,
+        speed: float = 1.0,
+        scale: int | None = None,
+        repeat: bool = False,
+    ) -> None:
         if not isinstance(trace, Trace):
             raise ConfigurationError(
                 f"trace must be a Trace, as Trace.load() gives (got {trace!r})"
@@ -378,9 +390,23 @@ class Replay(Arrivals):
         self.trace = trace
         self.speed = float(speed)
         self.repeat = repeat
-        self._offsets: Sequence[float] = trace.arrivals()
-        if not self._offsets:
+        self.scale = (
+            max(1, round(1 / trace.sample)) if scale is None else check_count(scale, "scale")
+        )
+        recorded = trace.arrivals()
+        if not recorded:
             raise ConfigurationError(f"trace has no records to replay ({trace!r})")
+        self._offsets = self._spread(recorded, trace.span)
+
+    def _spread(self, recorded: Sequence[float], span: float) -> tuple[float, ...]:
+        if self.scale == 1:
+            return tuple(recorded)
+        spread: list[float] = []
+        ends = [*recorded[1:], max(span, recorded[-1])]
+        for start, end in zip(recorded, ends, strict=True):
+            step = (end - start) / self.scale
+            spread.extend(start + index * step for index in range(self.scale))
+        return tuple(spread)
 
     def times(self, duration: float, rng: _random.Random) -> Iterator[float]:
         length = self.trace.span
@@ -396,4 +422,7 @@ class Replay(Arrivals):
             base += length
 
     def __repr__(self) -> str:
-        return f"Replay({self.trace!r}, speed={self.speed:g}, repeat={self.repeat})"
+        return (
+            f"Replay({self.trace!r}, speed={self.speed:g}, scale={self.scale}, "
+            f"repeat={self.repeat})"
+        )
