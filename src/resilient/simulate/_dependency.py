@@ -288,22 +288,24 @@ class SimulatedDependency:
         buckets: list[int],
         resolution: float,
     ) -> None:
-        self.spec = spec
+        self.spec: Dependency = spec
         self._loop = loop
         self._rng = rng
         self._buckets = buckets  # calls per stretch of the run's timeline
         self._resolution = resolution
-        self.calls = 0
-        self.failures = 0
-        self.overloaded = 0
-        self.abandoned = 0
-        self.busy = 0
-        self.peak_busy = 0
-        self.peak_waiting = 0
+        self.calls: int = 0
+        self.failures: int = 0
+        self.overloaded: int = 0
+        self.abandoned: int = 0
+        self.busy: int = 0
+        self.peak_busy: int = 0
+        self.peak_waiting: int = 0
         self._waiting: deque[_Job] = deque()
         self._outages = tuple(i for i in spec.incidents if isinstance(i, Outage))
         self._slowdowns = tuple(i for i in spec.incidents if isinstance(i, Slowdown))
-        self.__name__ = self.__qualname__ = spec.name  # for guards that name the function
+        # For guards that name the function they guard.
+        self.__name__: str = spec.name
+        self.__qualname__: str = spec.name
 
     @property
     def waiting(self) -> int:

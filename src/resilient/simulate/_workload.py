@@ -254,12 +254,12 @@ class _Rated(Arrivals):
     def __init__(
         self, rate: float, *, shape: Shape | None = None, kinds: Mapping[str, float] | None = None
     ) -> None:
-        self.rate = _rate(rate)
+        self.rate: float = _rate(rate)
         if shape is not None and not isinstance(shape, Shape):
             raise ConfigurationError(
                 f"shape must be a Shape such as Spike(...) or Daily(...) (got {shape!r})"
             )
-        self.shape = shape
+        self.shape: Shape | None = shape
         self._kind_names, self._kind_edges = _kinds(kinds)
         self.kinds: Mapping[str, float] = MappingProxyType(dict(kinds or {}))
 
@@ -387,10 +387,10 @@ class Replay(Arrivals):
             raise ConfigurationError(f"speed must be a finite number > 0 (got {speed!r})")
         if not isinstance(repeat, bool):
             raise ConfigurationError(f"repeat must be a bool (got {repeat!r})")
-        self.trace = trace
-        self.speed = float(speed)
-        self.repeat = repeat
-        self.scale = (
+        self.trace: Trace = trace
+        self.speed: float = float(speed)
+        self.repeat: bool = repeat
+        self.scale: int = (
             max(1, round(1 / trace.sample)) if scale is None else check_count(scale, "scale")
         )
         recorded = trace.arrivals()
