@@ -234,11 +234,6 @@ def test_constant_on_a_spike_plateau_is_spaced_at_the_multiplied_rate() -> None:
     assert gaps == pytest.approx([1 / 50] * len(gaps))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Constant waits 1/rate at the rate of its last arrival: at a dip of factor 0.01 "
-    "it waits 100 s, long after the dip ended and the rate came back",
-)
 def test_constant_comes_back_when_a_dip_ends() -> None:
     """After a tenfold-and-more dip ends, Constant(1) arrives once a second again."""
     times = arrivals(Constant(1, shape=Spike(10, 10, 0.01)), 40)

@@ -12,7 +12,7 @@ from typing import Any
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._validate import check_count, check_flag, check_name, check_non_negative
-from resilient.chaos import Distribution, Fixed, Schedule, Window
+from resilient.chaos import Distribution, EveryNth, FirstCalls, Fixed, Schedule, Window
 
 from ._trace import Trace
 
@@ -29,15 +29,19 @@ class Incident:
     """Something that goes wrong with a dependency for a while: :class:`Outage` or
     :class:`Slowdown`. ``when`` is a schedule of ``resilient.chaos`` (:class:`Window`,
     :class:`~resilient.chaos.Ramp`, combined with ``|`` and ``&``); its share in force
-    at a moment is how much of the incident applies then."""
+    at a moment is how much of the incident applies then. Schedules by call number
+    (:class:`~resilient.chaos.FirstCalls`, :class:`~resilient.chaos.EveryNth`) count
+    the dependency's calls; they cover no stretch of time, so reports do not list them
+    as incidents."""
 
     __slots__ = ()
     kind: str = "incident"
     when: Schedule
 
-    def share(self, elapsed: float) -> float:
-        """How much of the incident is in force ``elapsed`` seconds from the start."""
-        return self.when.intensity(0, elapsed)
+    def share(self, call: int, elapsed: float) -> float:
+        """How much of the incident is in force for the ``call``-th call to the
+        dependency (from 1), made ``elapsed`` seconds from the start."""
+        return self.when.intensity(call, elapsed)
 
 
 def _check_schedule(when: object) -> Schedule:
@@ -108,6 +112,14 @@ class Slowdown(Incident):
         object.__setattr__(self, "factor", float(factor))
 
 
+def _counts_calls(when: Schedule) -> bool:
+    """Whether a schedule picks calls by their number (FirstCalls, EveryNth) anywhere."""
+    if isinstance(when, (FirstCalls, EveryNth)):
+        return True
+    parts = [getattr(when, "first", None), getattr(when, "second", None)]
+    return any(isinstance(part, Schedule) and _counts_calls(part) for part in parts)
+
+
 def incident_spans(incident: Incident, duration: float, step: float) -> list[tuple[float, float]]:
     """The stretches of ``[0, duration)`` in which ``incident`` is in force at all.
 
@@ -115,6 +127,8 @@ def incident_spans(incident: Incident, duration: float, step: float) -> list[tup
     at every ``step`` seconds.
     """
     when = incident.when
+    if _counts_calls(when):
+        return []  # in force by call count, not over a stretch of time
     if isinstance(when, Window):
         end = duration if when.end is None else min(when.end, duration)
         return [(when.start, end)] if when.start < end else []
@@ -162,7 +176,8 @@ class Dependency:
         queue: Calls that may wait for a worker; a call beyond it fails at once, as an
             overloaded server's 503. ``None``: no limit. Needs ``workers``.
         contention: How much slower a call gets as workers fill: its latency times
-            ``1 + contention * busy / workers``, for a server that slows down under load
+            ``1 + contention * others / workers``, where ``others`` are the calls in
+            service beside it when it starts, for a server that slows down under load
             (locks, CPU, garbage collection). Needs ``workers``.
         keeps_abandoned: A call its caller gave up on (a timeout) keeps its worker, or
             its place in the queue, as a server that never hears of the cancellation
@@ -219,6 +234,10 @@ class Dependency:
                 f"error must make an exception from a message, such as TimeoutError (got {error!r})"
             )
         object.__setattr__(self, "error", error)
+        if isinstance(incidents, Incident) or not isinstance(incidents, (list, tuple)):
+            raise ConfigurationError(
+                f"incidents must be a list of Outage and Slowdown values (got {incidents!r})"
+            )
         listed = tuple(incidents)
         for incident in listed:
             if not isinstance(incident, Incident):
@@ -257,13 +276,14 @@ _HANGS = 2
 class _Job:
     """One call inside a dependency with workers: waiting, then served."""
 
-    __slots__ = ("future", "latency", "outcome", "serving", "timer")
+    __slots__ = ("ended", "future", "latency", "outcome", "serving", "timer")
 
     def __init__(self, future: asyncio.Future[Any], latency: float, outcome: int) -> None:
         self.future = future
         self.latency = latency
         self.outcome = outcome
         self.serving = False
+        self.ended = False  # served: its worker is free again (answered, or abandoned)
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -316,7 +336,7 @@ class SimulatedDependency:
         """Latency, outcome and reason of a call starting ``now``."""
         spec, rng = self.spec, self._rng
         for outage in self._outages:
-            share = outage.share(now)
+            share = outage.share(self.calls, now)
             if share and (share >= 1.0 or rng.random() < share):
                 if outage.hang:
                     return math.inf, _HANGS, "outage"
@@ -333,7 +353,7 @@ class SimulatedDependency:
         if spec.errors and outcome == _OK and rng.random() < spec.errors:
             outcome, reason = _FAILS, "error"
         for slowdown in self._slowdowns:
-            share = slowdown.share(now)
+            share = slowdown.share(self.calls, now)
             if share:
                 latency *= 1.0 + (slowdown.factor - 1.0) * share
         return latency, outcome, reason
@@ -352,8 +372,14 @@ class SimulatedDependency:
         self._buckets[int(now / self._resolution)] += 1
         latency, outcome, reason = self._draw(now)
         if outcome == _HANGS:
+            # A silent partner: the call holds no worker (nothing answers it), and lasts
+            # until its caller gives up.
             self.failures += 1
-            await loop.create_future()  # until the caller gives up
+            try:
+                await loop.create_future()
+            except asyncio.CancelledError:
+                self.abandoned += 1
+                raise
         if self.spec.workers is None:
             future = loop.create_future()
             handle = loop.call_at(now + latency, _settle, future, outcome)
@@ -388,7 +414,7 @@ class SimulatedDependency:
             await job.future
         except asyncio.CancelledError:
             self.abandoned += 1
-            if not spec.keeps_abandoned:
+            if not spec.keeps_abandoned and not job.ended:
                 if job.serving and job.timer is not None:
                     job.timer.cancel()
                     self._done(job)
@@ -404,10 +430,12 @@ class SimulatedDependency:
         job.serving = True
         latency = job.latency
         if spec.contention:
-            latency *= 1.0 + spec.contention * self.busy / (spec.workers or 1)
+            others = self.busy - 1  # in service beside this call
+            latency *= 1.0 + spec.contention * others / (spec.workers or 1)
         job.timer = self._loop.call_at(self._loop.time() + latency, self._done, job)
 
     def _done(self, job: _Job) -> None:
+        job.ended = True
         self.busy -= 1
         if not job.future.done():
             job.future.set_result(None)

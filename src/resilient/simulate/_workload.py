@@ -344,11 +344,19 @@ class Constant(_Rated):
                 number += 1
                 at = number / self.rate  # no sum of steps: no drift
                 continue
+            at = self._next_after(at)
+
+    def _next_after(self, at: float) -> float:
+        """Where the rate's integral from ``at`` reaches one arrival: stepped at most a
+        slice at a time, so a dip or a pause ends when the shape says, not 1/rate later."""
+        owed = 1.0
+        while True:
             rate = self.rate_at(at)
-            if rate <= 0:
-                at = math.floor(at / _SLICE + 1) * _SLICE  # wait for the rate to return
-                continue
-            at += 1.0 / rate
+            boundary = (math.floor(at / _SLICE) + 1) * _SLICE
+            if rate > 0 and rate * (boundary - at) >= owed:
+                return at + owed / rate
+            owed -= rate * (boundary - at)
+            at = boundary
 
 
 class Replay(Arrivals):
