@@ -25,6 +25,7 @@ from ._engine import Progress as Progress
 from ._engine import run as run
 from ._engine import run_variant as run_variant
 from ._progress import ProgressBar as ProgressBar
+from ._report import chart_svg as chart_svg
 from ._results import DependencyLoad as DependencyLoad
 from ._results import IncidentReport as IncidentReport
 from ._results import KindResult as KindResult
@@ -85,6 +86,7 @@ __all__ = [
     "TraceRecorder",
     "Variant",
     "VariantResult",
+    "chart_svg",
     "run",
     "run_variant",
     "sweep",
