@@ -327,6 +327,11 @@ class SimulatedDependency:
         self.__name__: str = spec.name
         self.__qualname__: str = spec.name
 
+    def calls_per_stretch(self, stretches: int) -> list[int]:
+        """Calls made in each of the first ``stretches`` stretches of the timeline."""
+        counted = self._buckets[:stretches]
+        return counted + [0] * (stretches - len(counted))
+
     @property
     def waiting(self) -> int:
         """Calls waiting for a worker now."""
@@ -369,7 +374,11 @@ class SimulatedDependency:
         loop = self._loop
         now = loop.time()
         self.calls += 1
-        self._buckets[int(now / self._resolution)] += 1
+        index = int(now / self._resolution)
+        buckets = self._buckets
+        if index >= len(buckets):  # a call in the drain after the duration
+            buckets.extend([0] * (index + 1 - len(buckets)))
+        buckets[index] += 1
         latency, outcome, reason = self._draw(now)
         if outcome == _HANGS:
             # A silent partner: the call holds no worker (nothing answers it), and lasts

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import math
 import random as _random
+import threading
 import time
 from array import array
 from collections import Counter
@@ -30,7 +32,7 @@ from ._results import (
     Timeline,
     VariantResult,
 )
-from ._scenario import Environment, Handler, Scenario, Variant
+from ._scenario import Environment, Handler, Scenario, ServiceFactory, Variant
 from ._workload import Request
 
 __all__ = ["Progress", "run", "run_variant"]
@@ -46,6 +48,12 @@ _STALE = 3
 _ERROR = 4
 
 _STALE_STATUSES = frozenset({CacheStatus.STALE, CacheStatus.STALE_ON_ERROR})
+
+_SETTLED = 5.0
+"""Seconds over which users must get their usual share of good answers again, for an
+incident's ``served_again_after``."""
+_USUAL_SHARE = 0.95
+"""The share of the usual good answers that counts as usual again."""
 
 _PROGRESS_STEPS = 100
 """How often a run reports its progress: this many times over its simulated time."""
@@ -78,7 +86,8 @@ class _Run:
         self.loop = self.clock.new_event_loop()
         self.registry = Registry(clock=self.clock)
         self.horizon = scenario.duration + scenario.drain
-        self.stretches = math.floor(self.horizon / scenario.resolution) + 1
+        # Stretches of the duration; calls made in the drain add theirs as they come.
+        self.stretches = math.floor(scenario.duration / scenario.resolution) + 1
         self.dependencies = {
             spec.name: SimulatedDependency(
                 spec,
@@ -114,7 +123,7 @@ class _Run:
             variant=self.variant.name,
             dependencies=self.dependencies,
         )
-        factory = self.variant.service or self.scenario.service
+        factory = check_factory(self.scenario, self.variant)
         before = {guard.name for guard in default_registry}
         handler = factory(env, **self.variant.settings)
         strays = sorted({guard.name for guard in default_registry} - before)
@@ -169,6 +178,9 @@ class _Run:
         await self.finished
         self.ended = loop.time()
         await self._cancel_the_rest()
+        if self.progress is not None:
+            duration = self.scenario.duration
+            self.progress(self.variant.name, duration, duration)
 
     def _arrive(self, request: Request, requests: Iterator[Request], handler: Handler) -> None:
         self.arrivals.append(request.arrival)
@@ -216,10 +228,11 @@ class _Run:
             self.finished.set_result(None)
 
     def _tick(self, step: int) -> None:
+        # Reports before the duration; the run's end makes the last one (the duration).
         assert self.progress is not None
         duration = self.scenario.duration
         self.progress(self.variant.name, min(self.loop.time(), duration), duration)
-        if step < _PROGRESS_STEPS:
+        if step + 1 < _PROGRESS_STEPS:
             self.loop.call_at(duration * (step + 1) / _PROGRESS_STEPS, self._tick, step + 1)
 
     async def _cancel_the_rest(self) -> None:
@@ -329,9 +342,7 @@ class _Run:
     def _timeline(self) -> Timeline:
         step = self.scenario.resolution
         # The scenario's duration, and the drain as far as the run went on.
-        size = min(
-            self.stretches, max(1, math.ceil(max(self.ended, self.scenario.duration) / step))
-        )
+        size = max(1, math.ceil(max(self.ended, self.scenario.duration) / step))
         series = {key: [0] * size for key in (_OK, _FALLBACK, _STALE, _ERROR, _PENDING)}
         requests = [0] * size
         latencies: list[list[float]] = [[] for _ in range(size)]
@@ -355,43 +366,55 @@ class _Run:
             unfinished=tuple(series[_PENDING]),
             p99=p99,
             dependency_calls={
-                name: tuple(dependency._buckets[:size])
+                name: tuple(dependency.calls_per_stretch(size))
                 for name, dependency in self.dependencies.items()
             },
         )
 
     def _incidents(self, timeline: Timeline) -> tuple[IncidentReport, ...]:
-        reports: list[IncidentReport] = []
         scenario = self.scenario
-        for spec in scenario.dependencies:
-            for incident in spec.incidents:
-                for start, end in incident_spans(incident, scenario.duration, scenario.resolution):
-                    reports.append(self._incident(spec.name, incident.kind, start, end, timeline))
-        reports.sort(key=lambda report: (report.start, report.dependency))
+        spans = sorted(
+            (start, end, spec.name, incident.kind)
+            for spec in scenario.dependencies
+            for incident in spec.incidents
+            for start, end in incident_spans(incident, scenario.duration, scenario.resolution)
+        )
+        reports: list[IncidentReport] = []
+        for start, end, dependency, kind in spans:
+            # What follows an incident is its own until the next one starts after it.
+            later = [other for other, *_ in spans if other >= end]
+            until = min(later) if later else max(self.ended, scenario.duration)
+            reports.append(self._incident(dependency, kind, start, end, until, timeline))
         return tuple(reports)
 
     def _incident(
-        self, dependency: str, kind: str, start: float, end: float, timeline: Timeline
+        self,
+        dependency: str,
+        kind: str,
+        start: float,
+        end: float,
+        until: float,
+        timeline: Timeline,
     ) -> IncidentReport:
-        detected_at: float | None = None
-        detected_by: str | None = None
+        detected: Transition | None = None
         for transition in self.transitions:
-            if start <= transition.at <= end and transition.new_health is not Health.HEALTHY:
-                detected_at, detected_by = transition.at, transition.guard
+            if start <= transition.at < until and transition.new_health is not Health.HEALTHY:
+                detected = transition
                 break
-        calls = self.dependencies[dependency]._buckets
+        calls = self.dependencies[dependency].calls_per_stretch(self.stretches)
         step = self.scenario.resolution
         length = end - start
         before_start = max(0.0, start - length)
+        recovered_at = None if detected is None else self._healthy_again(detected.at, until)
         return IncidentReport(
             dependency=dependency,
             kind=kind,
             start=start,
             end=end,
-            detected_after=None if detected_at is None else detected_at - start,
-            detected_by=detected_by,
-            recovered_after=self._healthy_again(end),
-            served_again_after=self._served_again(start, end, timeline),
+            detected_after=None if detected is None else detected.at - start,
+            detected_by=None if detected is None else detected.guard,
+            recovered_after=None if recovered_at is None else max(0.0, recovered_at - end),
+            served_again_after=self._served_again(start, end, until, timeline),
             load_before=_rate(calls, before_start, start, step),
             load_during=_rate(calls, start, end, step),
             errors_during=sum(
@@ -401,24 +424,29 @@ class _Run:
             ),
         )
 
-    def _healthy_again(self, end: float) -> float | None:
-        """Seconds from ``end`` until every guard that moved was healthy, or None."""
+    def _healthy_again(self, detected: float, until: float) -> float | None:
+        """When every guard was healthy again for good (until ``until``), after the
+        detection at ``detected``; None if some guard was still not by then."""
         health: dict[str, Health] = {}
+        healthy_since: float | None = None
         for transition in self.transitions:
-            if transition.at > end:
+            if transition.at >= until:
                 break
             health[transition.guard] = transition.new_health
-        if all(value is Health.HEALTHY for value in health.values()):
-            return 0.0
-        for transition in self.transitions:
-            if transition.at <= end:
+            if transition.at < detected:
                 continue
-            health[transition.guard] = transition.new_health
             if all(value is Health.HEALTHY for value in health.values()):
-                return transition.at - end
-        return None
+                if healthy_since is None:
+                    healthy_since = transition.at
+            else:
+                healthy_since = None
+        return healthy_since
 
-    def _served_again(self, start: float, end: float, timeline: Timeline) -> float | None:
+    def _served_again(
+        self, start: float, end: float, until: float, timeline: Timeline
+    ) -> float | None:
+        """Seconds from ``end`` until users got their usual share of good answers again,
+        over a few seconds, not one lucky stretch; None if not before ``until``."""
         step = timeline.resolution
         first, last = int(start / step), int(end / step)
         before = slice(max(0, first - max(1, last - first)), first)
@@ -426,12 +454,36 @@ class _Run:
         if not asked:
             return None
         usual = sum(timeline.ok[before]) / asked
-        closing = int(self.scenario.duration / step)
+        closing = min(len(timeline.requests), math.ceil(until / step))
+        span = max(1, round(_SETTLED / step))
         for index in range(last, closing):
-            requests = timeline.requests[index]
-            if requests and timeline.ok[index] / requests >= usual * 0.99:
+            stretch = slice(index, min(closing, index + span))
+            requests = sum(timeline.requests[stretch])
+            if requests and sum(timeline.ok[stretch]) / requests >= usual * _USUAL_SHARE:
                 return max(0.0, index * step - end)
         return None
+
+
+def check_factory(scenario: Scenario, variant: Variant) -> ServiceFactory:
+    """The variant's factory, once its settings are known to fit its parameters.
+
+    Raises:
+        ConfigurationError: The factory does not take ``env`` and the settings.
+    """
+    factory = variant.service or scenario.service
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call tell
+        return factory
+    try:
+        signature.bind(None, **variant.settings)
+    except TypeError as error:
+        raise ConfigurationError(
+            f"variant {variant.name!r} sets {dict(variant.settings)!r}, which the service "
+            f"factory {getattr(factory, '__qualname__', factory)!r} does not take "
+            f"({error}); it is called as service(env, **settings)"
+        ) from None
+    return factory
 
 
 def _percentile(ordered: list[float], share: float) -> float:
@@ -458,8 +510,33 @@ def run_variant(
     """
     started = time.perf_counter()
     run = _Run(scenario, variant, seed, progress)
-    run.play()
+    if _loop_running_here():
+        # Called from code on an event loop (a notebook, an async test), which cannot run
+        # a second loop in its thread: this run's loop gets a thread of its own.
+        failure: list[BaseException] = []
+
+        def play() -> None:
+            try:
+                run.play()
+            except BaseException as error:
+                failure.append(error)
+
+        worker = threading.Thread(target=play, name=f"simulate {variant.name}")
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+    else:
+        run.play()
     return run.result(time.perf_counter() - started)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def run(
@@ -487,7 +564,11 @@ def run(
         raise ConfigurationError(f"seed must be an int (got {seed!r})")
     chosen = scenario.variants
     if variants is not None:
-        known = {variant.name for variant in chosen}
+        if isinstance(variants, str) or not isinstance(variants, (list, tuple)) or not variants:
+            raise ConfigurationError(
+                f"variants must be a non-empty list of variant names (got {variants!r})"
+            )
+        known = [variant.name for variant in chosen]
         unknown = [name for name in variants if name not in known]
         if unknown:
             raise ConfigurationError(
@@ -495,6 +576,8 @@ def run(
                 f"{', '.join(repr(name) for name in known)})"
             )
         chosen = tuple(variant for variant in chosen if variant.name in variants)
+    for variant in chosen:  # every mistake before the first run, not after it
+        check_factory(scenario, variant)
     results = tuple(
         run_variant(scenario, variant, seed=seed, progress=progress) for variant in chosen
     )

@@ -118,13 +118,17 @@ class IncidentReport:
         kind: ``"outage"`` or ``"slowdown"``.
         start: When it started, in simulated seconds.
         end: When it ended.
-        detected_after: Seconds from its start until a guard first left healthy
-            (``None``: no guard noticed before it ended).
-        detected_by: That guard.
-        recovered_after: Seconds from its end until every guard was healthy again
-            (0 when all already were; ``None``: not before the run ended).
-        served_again_after: Seconds from its end until users got as many good answers
-            (the primary's) as before it started, in share of requests; ``None``: never.
+        detected_after: Seconds from its start until a guard first left healthy, at
+            any time before the next incident starts (failures that come late, after a
+            timeout, are noticed late); ``None``: no guard noticed.
+        detected_by: That guard (any guard of the run: with incidents of several
+            dependencies at once, another dependency's guard may be the one).
+        recovered_after: Seconds from its end until every guard was healthy again for
+            good (until the next incident or the end of the run); 0 if they already
+            were at its end; ``None`` if it was not detected, or not before then.
+        served_again_after: Seconds from its end until users got their usual share of
+            good answers (the primary's, as before it started) again, within 5%, over
+            5 s; ``None``: not before the next incident or the end of the run.
         load_before: Calls per second the dependency received in the stretch before the
             incident as long as the incident (at most ``start`` seconds).
         load_during: Calls per second it received during the incident.

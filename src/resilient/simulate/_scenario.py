@@ -79,8 +79,10 @@ class Environment:
 
     def random(self, name: str) -> _random.Random:
         """A random number generator of its own for ``name`` (a retry's jitter, say),
-        seeded from the run's seed: the same seed gives the same draws."""
-        return _random.Random(f"{self.seed}:{self.variant}:{name}")
+        seeded from the run's seed and ``name`` only: the same seed gives the same draws,
+        and every variant draws the same numbers for the same name, so variants differ
+        by their settings, not by their luck."""
+        return _random.Random(f"{self.seed}:{name}")
 
 
 @dataclass(frozen=True, slots=True, init=False)
