@@ -113,7 +113,7 @@ def _ratio(value: float | None) -> str:
 def _multiple(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return _MISSING
-    return f"x{value:.1f}"
+    return f"x{value:.1f}" if value >= 0.95 or value == 0 else f"x{value:.2g}"
 
 
 def _span(seconds: float | None) -> str:
