@@ -969,3 +969,78 @@ def test_a_run_leaves_hanging_calls_without_a_timeout_unfinished() -> None:
     result = run_once(spec, calls_once)
 
     assert (result.ok, result.errors, result.unfinished) == (16, 0, 4)
+
+
+# -- found in review ------------------------------------------------------------------------
+
+
+def test_an_outage_failure_does_not_wait_for_a_worker() -> None:
+    """With every worker busy, calls made during an outage fail at once: a refused
+    connection never reaches the server's queue."""
+    spec = Dependency("odds", latency=Fixed(10), workers=1, incidents=[Outage(Window(1, 5))])
+
+    made = play(spec, calls_at([0.0, 2.0, 3.0]))
+
+    assert [c.failed for c in made] == [False, True, True]
+    assert [c.took for c in made] == pytest.approx([10.0, 0.0, 0.0])
+
+
+def test_a_partial_outage_fails_its_share_of_calls() -> None:
+    """Outage(..., share=0.25) fails about a quarter of the calls in its window."""
+    spec = Dependency("odds", latency=Fixed(0.01), incidents=[Outage(Window(0), share=0.25)])
+
+    made = play(spec, calls_at([index / 100 for index in range(4000)]))
+
+    failed = sum(c.failed for c in made) / len(made)
+    assert within_four_sd(failed, 0.25, len(made))
+
+
+def test_a_call_waiting_past_queue_timeout_fails_and_leaves_the_queue() -> None:
+    """One worker busy for 10 s: a call queued at 0 s fails at 2 s (queue_timeout), and
+    the call queued behind it moves up."""
+    spec = Dependency("odds", latency=Fixed(10), workers=1, queue_timeout=2)
+
+    async def script(dependency: SimulatedDependency) -> tuple[list[Call], int]:
+        made = await calls(dependency, [0.0, 0.0, 1.5])
+        return made, dependency.failures
+
+    made, failures = play(spec, script)
+    first, second, third = made
+    assert not first.failed
+    assert first.ended == pytest.approx(10.0)
+    assert second.failed
+    assert second.ended == pytest.approx(2.0)
+    assert "queued longer than 2 s" in str(second.error)
+    assert third.failed
+    assert third.ended == pytest.approx(3.5)  # its own 2 s: the worker is still busy
+    assert failures == 2
+
+
+def test_a_call_served_before_its_queue_timeout_is_not_failed_by_it() -> None:
+    """A queued call that gets a worker in time is answered, its queue timeout void."""
+    spec = Dependency("odds", latency=Fixed(1), workers=1, queue_timeout=2)
+
+    made = play(spec, calls_at([0.0, 0.0]))
+
+    assert [c.failed for c in made] == [False, False]
+    assert [c.ended for c in made] == pytest.approx([1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        pytest.param(str, "must make an Exception", id="makes-a-string"),
+        pytest.param(asyncio.CancelledError, "not a cancellation", id="cancellation"),
+        pytest.param(lambda message: 1 / 0, "calling it raised", id="raises"),
+    ],
+)
+def test_an_error_factory_must_make_an_exception(error: Any, says: str) -> None:
+    """error= is tried once when the dependency is built: it must make an Exception."""
+    with pytest.raises(ConfigurationError, match=says):
+        Dependency("odds", latency=Fixed(0.01), error=error)
+
+
+def test_queue_timeout_needs_workers() -> None:
+    """Without workers nothing waits, so a queue_timeout is refused, naming it."""
+    with pytest.raises(ConfigurationError, match=r"queue_timeout needs workers.*2\.0"):
+        Dependency("odds", latency=Fixed(0.01), queue_timeout=2)

@@ -6,6 +6,7 @@ import contextlib
 import random
 from pathlib import Path
 
+import anyio
 import pytest
 
 from resilient import ConfigurationError
@@ -92,8 +93,38 @@ def test_a_sampled_trace_is_replayed_at_the_traffic_the_recorder_saw(tmp_path: P
     assert Replay(trace, scale=1).scale == 1
 
 
-def test_a_trace_with_no_call_that_ended_cannot_be_a_latency() -> None:
-    """A trace of cancelled calls only has nothing to replay: refused when built."""
-    cancelled = Trace.from_records([TraceRecord(at=0.0, latency=1.0, outcome="cancelled")])
-    with pytest.raises(ConfigurationError, match="at least one call that ended"):
-        Dependency("feed", latency=cancelled)
+def test_a_recorded_call_without_an_answer_replays_as_a_partner_that_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """Calls whose callers gave up (cancelled in the recording) hang in the replay, until
+    the replay's own caller gives up: a silent partner stays silent."""
+    trace = Trace.from_records(
+        [TraceRecord(at=float(second), latency=2.0, outcome="cancelled") for second in range(10)]
+    )
+
+    def with_timeout(env: Environment) -> Handler:
+        feed = env.dependency("feed")
+
+        async def handle(request: Request) -> object:
+            with anyio.fail_after(1.0):
+                return await feed()
+
+        return handle
+
+    scenario = Scenario(
+        "silent",
+        duration=10,
+        workload=Replay(trace),
+        dependencies=[Dependency("feed", latency=trace)],
+        service=with_timeout,
+    )
+    result = run(scenario).variants[0]
+    assert result.errors == result.requests == 10
+    assert result.error_types == {"TimeoutError": 10}
+    assert result.dependencies["feed"].abandoned == 10
+
+
+def test_a_trace_without_records_cannot_be_a_latency() -> None:
+    """An empty trace has nothing to replay: refused when the dependency is built."""
+    with pytest.raises(ConfigurationError, match="Trace with records"):
+        Dependency("feed", latency=Trace.from_records([]))

@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import math
 import random as _random
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from resilient._core._errors import ConfigurationError
-from resilient._core._validate import check_count, check_flag, check_name, check_non_negative
+from resilient._core._validate import (
+    Duration,
+    check_count,
+    check_flag,
+    check_name,
+    check_non_negative,
+    check_ratio,
+    to_seconds,
+)
 from resilient.chaos import Distribution, EveryNth, FirstCalls, Fixed, Schedule, Window
 
 from ._trace import Trace
@@ -38,7 +47,7 @@ class Incident:
     kind: str = "incident"
     when: Schedule
 
-    def share(self, call: int, elapsed: float) -> float:
+    def in_force(self, call: int, elapsed: float) -> float:
         """How much of the incident is in force for the ``call``-th call to the
         dependency (from 1), made ``elapsed`` seconds from the start."""
         return self.when.intensity(call, elapsed)
@@ -57,8 +66,13 @@ def _check_schedule(when: object) -> Schedule:
 class Outage(Incident):
     """Calls fail while ``when`` is in force (a share of 0.5 fails half of them).
 
+    A failing call fails without waiting for a worker: a refused connection never
+    reaches the server's queue.
+
     Args:
         when: When, such as ``Window("20m", "25m")``.
+        share: The share of calls that fail while ``when`` is fully in force (0.2: a
+            partial outage, one call in five).
         hang: A failing call never answers, it waits until its caller gives up (a
             partner that went silent); else it fails after ``after``.
         after: How long a failing call takes to fail (a refused connection is quick, a
@@ -66,14 +80,21 @@ class Outage(Incident):
     """
 
     when: Schedule
+    share: float
     hang: bool
     after: Distribution
     kind = "outage"
 
     def __init__(
-        self, when: Schedule, *, hang: bool = False, after: Distribution | None = None
+        self,
+        when: Schedule,
+        *,
+        share: float = 1.0,
+        hang: bool = False,
+        after: Distribution | None = None,
     ) -> None:
         object.__setattr__(self, "when", _check_schedule(when))
+        object.__setattr__(self, "share", check_ratio(share, "share"))
         object.__setattr__(self, "hang", check_flag(hang, "hang"))
         if after is not None and not isinstance(after, Distribution):
             raise ConfigurationError(
@@ -85,6 +106,9 @@ class Outage(Incident):
                 f"(got after={after!r})"
             )
         object.__setattr__(self, "after", Fixed(0.0) if after is None else after)
+
+    def in_force(self, call: int, elapsed: float) -> float:
+        return self.share * self.when.intensity(call, elapsed)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -153,6 +177,27 @@ def _default_error(message: str) -> BaseException:
     return ConnectionError(message)
 
 
+def _check_error(error: object, name: object) -> ErrorFactory:
+    """``error``, once it has made an exception a caller can catch as an error."""
+    if not callable(error):
+        raise ConfigurationError(
+            f"error must make an exception from a message, such as TimeoutError (got {error!r})"
+        )
+    try:
+        made = error(f"{name} failed (simulated)")
+    except Exception as failure:
+        raise ConfigurationError(
+            f"error must make an exception from a message; calling it raised {failure!r} "
+            f"(got {error!r})"
+        ) from failure
+    if not isinstance(made, Exception):
+        raise ConfigurationError(
+            "error must make an Exception (not a cancellation or an exit, which no caller "
+            f"handles as a failure) from a message (got {error!r}, which made {made!r})"
+        )
+    return error
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Dependency:
     """A service the simulated code calls: how long it takes, how often it fails, what
@@ -179,10 +224,19 @@ class Dependency:
             ``1 + contention * others / workers``, where ``others`` are the calls in
             service beside it when it starts, for a server that slows down under load
             (locks, CPU, garbage collection). Needs ``workers``.
+        queue_timeout: The longest a call waits for a worker before the server gives
+            up on it and fails it (a 503 after a queueing timeout): errors that grow with
+            load. ``None``: it waits as long as it takes. Needs ``workers``.
         keeps_abandoned: A call its caller gave up on (a timeout) keeps its worker, or
             its place in the queue, as a server that never hears of the cancellation
             does. That wasted work is what turns a retry storm into a collapse.
         value: What a successful call returns.
+        watched_by: The names of the guards that protect it: its incidents count as
+            detected, and recovered from, by these guards only. By default any guard of
+            the run (fine with one dependency; with several, name them).
+
+    A call's latency and fate are drawn when it is made, from the dependency's own
+    random numbers; a queued call keeps them while it waits.
     """
 
     name: str
@@ -193,8 +247,10 @@ class Dependency:
     workers: int | None
     queue: int | None
     contention: float
+    queue_timeout: float | None
     keeps_abandoned: bool
     value: object
+    watched_by: tuple[str, ...]
 
     def __init__(
         self,
@@ -207,8 +263,10 @@ class Dependency:
         workers: int | None = None,
         queue: int | None = None,
         contention: float = 0.0,
+        queue_timeout: Duration | None = None,
         keeps_abandoned: bool = True,
         value: object = None,
+        watched_by: Sequence[str] = (),
     ) -> None:
         object.__setattr__(self, "name", check_name(name, "name"))
         if not isinstance(latency, (Distribution, Trace)):
@@ -216,24 +274,11 @@ class Dependency:
                 "latency must be a distribution of resilient.chaos such as "
                 f"LogNormal('40ms', 0.5), or a Trace (got {latency!r})"
             )
-        if isinstance(latency, Trace) and not latency.latencies():
-            raise ConfigurationError(
-                "latency must be a Trace with at least one call that ended (ok or error); "
-                f"this one has none to replay ({latency!r})"
-            )
+        if isinstance(latency, Trace) and not latency.records:
+            raise ConfigurationError(f"latency must be a Trace with records (got {latency!r})")
         object.__setattr__(self, "latency", latency)
-        if (
-            isinstance(errors, bool)
-            or not isinstance(errors, (int, float))
-            or not (0 <= errors <= 1)
-        ):
-            raise ConfigurationError(f"errors must be a share in [0, 1] (got {errors!r})")
-        object.__setattr__(self, "errors", float(errors))
-        if not callable(error):
-            raise ConfigurationError(
-                f"error must make an exception from a message, such as TimeoutError (got {error!r})"
-            )
-        object.__setattr__(self, "error", error)
+        object.__setattr__(self, "errors", check_ratio(errors, "errors", allow_zero=True))
+        object.__setattr__(self, "error", _check_error(error, name))
         if isinstance(incidents, Incident) or not isinstance(incidents, (list, tuple)):
             raise ConfigurationError(
                 f"incidents must be a list of Outage and Slowdown values (got {incidents!r})"
@@ -262,8 +307,23 @@ class Dependency:
                 f"(got contention={contention!r})"
             )
         object.__setattr__(self, "contention", contention)
+        if queue_timeout is not None:
+            queue_timeout = to_seconds(queue_timeout, "queue_timeout", allow_zero=False)
+            if workers is None:
+                raise ConfigurationError(
+                    "queue_timeout needs workers: without a limit nothing waits "
+                    f"(got queue_timeout={queue_timeout!r})"
+                )
+        object.__setattr__(self, "queue_timeout", queue_timeout)
         object.__setattr__(self, "keeps_abandoned", check_flag(keeps_abandoned, "keeps_abandoned"))
         object.__setattr__(self, "value", value)
+        if isinstance(watched_by, str) or not isinstance(watched_by, (list, tuple)):
+            raise ConfigurationError(
+                f"watched_by must be a list of guard names (got {watched_by!r})"
+            )
+        object.__setattr__(
+            self, "watched_by", tuple(check_name(guard, "watched_by") for guard in watched_by)
+        )
 
 
 # -- a dependency in a run ------------------------------------------------------------------
@@ -271,6 +331,7 @@ class Dependency:
 _OK = 0
 _FAILS = 1
 _HANGS = 2
+_GIVEN_UP = 3  # waited in the queue past queue_timeout
 
 
 class _Job:
@@ -321,6 +382,8 @@ class SimulatedDependency:
         self.peak_busy: int = 0
         self.peak_waiting: int = 0
         self._waiting: deque[_Job] = deque()
+        # When each call was made: incidents' loads are counted over their exact span.
+        self.call_times: array[float] = array("d")
         self._outages = tuple(i for i in spec.incidents if isinstance(i, Outage))
         self._slowdowns = tuple(i for i in spec.incidents if isinstance(i, Slowdown))
         # For guards that name the function they guard.
@@ -341,7 +404,7 @@ class SimulatedDependency:
         """Latency, outcome and reason of a call starting ``now``."""
         spec, rng = self.spec, self._rng
         for outage in self._outages:
-            share = outage.share(self.calls, now)
+            share = outage.in_force(self.calls, now)
             if share and (share >= 1.0 or rng.random() < share):
                 if outage.hang:
                     return math.inf, _HANGS, "outage"
@@ -352,13 +415,18 @@ class SimulatedDependency:
         if isinstance(latency_source, Distribution):
             latency = latency_source.sample(rng)
         else:
-            latency, error_name = latency_source.at(now)
-            if error_name is not None:
-                outcome, reason = _FAILS, f"recorded {error_name}"
+            record = latency_source.record_at(now)
+            if record.outcome == "cancelled":
+                # Its caller gave up after record.latency; how much longer it would have
+                # taken is unknown: replayed as a partner that does not answer.
+                return math.inf, _HANGS, "recorded without an answer"
+            latency = record.latency
+            if record.error is not None:
+                outcome, reason = _FAILS, f"recorded {record.error}"
         if spec.errors and outcome == _OK and rng.random() < spec.errors:
             outcome, reason = _FAILS, "error"
         for slowdown in self._slowdowns:
-            share = slowdown.share(self.calls, now)
+            share = slowdown.in_force(self.calls, now)
             if share:
                 latency *= 1.0 + (slowdown.factor - 1.0) * share
         return latency, outcome, reason
@@ -379,6 +447,7 @@ class SimulatedDependency:
         if index >= len(buckets):  # a call in the drain after the duration
             buckets.extend([0] * (index + 1 - len(buckets)))
         buckets[index] += 1
+        self.call_times.append(now)
         latency, outcome, reason = self._draw(now)
         if outcome == _HANGS:
             # A silent partner: the call holds no worker (nothing answers it), and lasts
@@ -389,7 +458,8 @@ class SimulatedDependency:
             except asyncio.CancelledError:
                 self.abandoned += 1
                 raise
-        if self.spec.workers is None:
+        if self.spec.workers is None or reason == "outage":
+            # No worker to wait for (an outage's failure never reaches the queue).
             future = loop.create_future()
             handle = loop.call_at(now + latency, _settle, future, outcome)
             try:
@@ -419,6 +489,10 @@ class SimulatedDependency:
         else:
             self._waiting.append(job)
             self.peak_waiting = max(self.peak_waiting, len(self._waiting))
+            if spec.queue_timeout is not None:
+                job.timer = self._loop.call_at(
+                    self._loop.time() + spec.queue_timeout, self._give_up, job
+                )
         try:
             await job.future
         except asyncio.CancelledError:
@@ -430,13 +504,27 @@ class SimulatedDependency:
                 elif not job.serving:
                     self._waiting.remove(job)
             raise
+        if job.outcome == _GIVEN_UP:
+            self.failures += 1
+            raise self._error(f"queued longer than {spec.queue_timeout:g} s")
         return self._answer(job.outcome, reason)
+
+    def _give_up(self, job: _Job) -> None:
+        """The server gives up on a call still waiting for a worker (queue_timeout)."""
+        if job.serving or job.ended or job not in self._waiting:
+            return  # served in time, or its caller left and took it out of the queue
+        self._waiting.remove(job)  # abandoned but kept, too: the server gives up alike
+        job.outcome = _GIVEN_UP
+        if not job.future.done():
+            job.future.set_result(None)
 
     def _serve(self, job: _Job) -> None:
         spec = self.spec
         self.busy += 1
         self.peak_busy = max(self.peak_busy, self.busy)
         job.serving = True
+        if job.timer is not None:
+            job.timer.cancel()  # its queue_timeout: it is served in time
         latency = job.latency
         if spec.contention:
             others = self.busy - 1  # in service beside this call

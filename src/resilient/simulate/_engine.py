@@ -10,11 +10,12 @@ import random as _random
 import threading
 import time
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 from resilient._cache import Cached, CacheStatus
-from resilient._core._errors import ConfigurationError
+from resilient._core._errors import ConfigurationError, add_note
 from resilient._core._registry import Registry, default_registry
 from resilient._core._run import is_async_callable
 from resilient._core._state import FallbackServed, Health, Transition
@@ -112,6 +113,9 @@ class _Run:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.finished: asyncio.Future[None] | None = None
         self.ended = 0.0  # when the last request was answered, or the drain ran out
+        # What stopped the run: a mistake in the service or a workload, an exception
+        # that is not an answer; raised by play() once the loop is closed.
+        self.failure: BaseException | None = None
 
     # -- building the service ---------------------------------------------------------------
 
@@ -125,11 +129,16 @@ class _Run:
         )
         factory = check_factory(self.scenario, self.variant)
         before = {guard.name for guard in default_registry}
-        handler = factory(env, **self.variant.settings)
-        strays = sorted({guard.name for guard in default_registry} - before)
-        if strays:
+        try:
+            handler = factory(env, **self.variant.settings)
+        except Exception as error:
+            add_note(error, f"(building the service of variant {self.variant.name!r})")
+            raise
+        finally:
+            strays = sorted({guard.name for guard in default_registry} - before)
             for name in strays:  # this run's guards are not the process's business
                 default_registry.unregister(name)
+        if strays:
             raise ConfigurationError(
                 f"the service factory registered {strays[0]!r} in the default registry, "
                 "which reads real time: build every guard with registry=env.registry "
@@ -155,6 +164,8 @@ class _Run:
             self.loop.run_until_complete(self._main())
         finally:
             self.loop.close()
+        if self.failure is not None:
+            raise self.failure
 
     def _fallback_served(self, event: FallbackServed) -> None:
         number = _current.get(-1)
@@ -167,6 +178,12 @@ class _Run:
         self.finished = loop.create_future()
         requests = self.scenario.workload.requests(self.scenario.duration, self.seed)
         first = next(requests, None)
+        if first is not None and not 0 <= first.arrival < self.scenario.duration:
+            raise ConfigurationError(
+                f"workload {self.scenario.workload!r} must give arrival times from 0 and "
+                f"below the duration ({self.scenario.duration:g} s): the first arrives at "
+                f"{first.arrival!r}"
+            )
         if first is None:
             self.arriving = False
             self.finished.set_result(None)
@@ -183,6 +200,8 @@ class _Run:
             self.progress(self.variant.name, duration, duration)
 
     def _arrive(self, request: Request, requests: Iterator[Request], handler: Handler) -> None:
+        if self.finished is not None and self.finished.done():
+            return  # the run is over (the drain ran out, or it failed): no more requests
         self.arrivals.append(request.arrival)
         self.latencies.append(math.nan)
         self.outcomes.append(_PENDING)
@@ -195,6 +214,16 @@ class _Run:
         following = next(requests, None)
         if following is None:
             self.arriving = False
+        elif not request.arrival <= following.arrival < self.scenario.duration:
+            self.arriving = False
+            self._fail(
+                ConfigurationError(
+                    f"workload {self.scenario.workload!r} must give arrival times in order "
+                    f"and below the duration ({self.scenario.duration:g} s): request "
+                    f"{following.number} arrives at {following.arrival!r}, after one at "
+                    f"{request.arrival!r}"
+                )
+            )
         else:
             self.loop.call_at(following.arrival, self._arrive, following, requests, handler)
 
@@ -209,7 +238,25 @@ class _Run:
         except Exception as error:
             self.error_types[type(error).__name__] += 1
             self._left(number, _ERROR)
+        except BaseException as error:
+            # Not an answer a user could get (GeneratorExit, an exception of the
+            # program's own): the run stops and says so.
+            add_note(error, f"(raised by the service answering request {number})")
+            self._left(number, _PENDING)
+            self._fail(error)
         else:
+            if inspect.isawaitable(answer):
+                if inspect.iscoroutine(answer):
+                    answer.close()  # never awaited, on purpose: no warning about it
+                self._left(number, _PENDING)
+                self._fail(
+                    ConfigurationError(
+                        f"the service answered request {number} with an awaitable "
+                        f"({answer!r}): a missing await in the handler of variant "
+                        f"{self.variant.name!r}?"
+                    )
+                )
+                return
             outcome = _classify(answer)
             if outcome == _OK and self.fallbacks[number]:
                 outcome = _FALLBACK
@@ -227,11 +274,22 @@ class _Run:
         if self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
 
+    def _fail(self, failure: BaseException) -> None:
+        """Stop the run; play() raises ``failure`` (the first one) when the loop is done."""
+        if self.failure is None:
+            self.failure = failure
+        self._stop()
+
     def _tick(self, step: int) -> None:
         # Reports before the duration; the run's end makes the last one (the duration).
         assert self.progress is not None
         duration = self.scenario.duration
-        self.progress(self.variant.name, min(self.loop.time(), duration), duration)
+        try:
+            self.progress(self.variant.name, min(self.loop.time(), duration), duration)
+        except Exception as error:
+            add_note(error, "(raised by the progress callback)")
+            self._fail(error)
+            return
         if step + 1 < _PROGRESS_STEPS:
             self.loop.call_at(duration * (step + 1) / _PROGRESS_STEPS, self._tick, step + 1)
 
@@ -283,6 +341,7 @@ class _Run:
             timeline=timeline,
             real_seconds=real_seconds,
             kinds=self._kinds(),
+            listener_errors=self.registry.listener_errors,
         )
 
     def _kinds(self) -> dict[str, KindResult]:
@@ -380,12 +439,32 @@ class _Run:
             for start, end in incident_spans(incident, scenario.duration, scenario.resolution)
         )
         reports: list[IncidentReport] = []
+        usual = self._usual_share(spans, timeline)
         for start, end, dependency, kind in spans:
             # What follows an incident is its own until the next one starts after it.
             later = [other for other, *_ in spans if other >= end]
             until = min(later) if later else max(self.ended, scenario.duration)
-            reports.append(self._incident(dependency, kind, start, end, until, timeline))
+            reports.append(self._incident(dependency, kind, start, end, until, usual, timeline))
         return tuple(reports)
+
+    def _usual_share(
+        self, spans: list[tuple[float, float, str, str]], timeline: Timeline
+    ) -> float | None:
+        """The share of good answers among requests that arrived outside every incident
+        (None if none did): what "served again" means."""
+        step = timeline.resolution
+        inside = bytearray(len(timeline.requests))
+        for start, end, *_ in spans:
+            inside[int(start / step) : math.ceil(end / step)] = b"\x01" * (
+                math.ceil(end / step) - int(start / step)
+            )
+        duration_stretches = math.ceil(self.scenario.duration / step)
+        asked = good = 0
+        for index in range(min(duration_stretches, len(inside))):
+            if not inside[index]:
+                asked += timeline.requests[index]
+                good += timeline.ok[index]
+        return good / asked if asked else None
 
     def _incident(
         self,
@@ -394,18 +473,20 @@ class _Run:
         start: float,
         end: float,
         until: float,
+        usual: float | None,
         timeline: Timeline,
     ) -> IncidentReport:
+        simulated = self.dependencies[dependency]
+        watchers = set(simulated.spec.watched_by)
+        transitions = [t for t in self.transitions if not watchers or t.guard in watchers]
         detected: Transition | None = None
-        for transition in self.transitions:
+        for transition in transitions:
             if start <= transition.at < until and transition.new_health is not Health.HEALTHY:
                 detected = transition
                 break
-        calls = self.dependencies[dependency].calls_per_stretch(self.stretches)
-        step = self.scenario.resolution
         length = end - start
         before_start = max(0.0, start - length)
-        recovered_at = None if detected is None else self._healthy_again(detected.at, until)
+        recovered_at = None if detected is None else _healthy_again(transitions, detected.at, until)
         return IncidentReport(
             dependency=dependency,
             kind=kind,
@@ -414,9 +495,9 @@ class _Run:
             detected_after=None if detected is None else detected.at - start,
             detected_by=None if detected is None else detected.guard,
             recovered_after=None if recovered_at is None else max(0.0, recovered_at - end),
-            served_again_after=self._served_again(start, end, until, timeline),
-            load_before=_rate(calls, before_start, start, step),
-            load_during=_rate(calls, start, end, step),
+            served_again_after=_served_again(end, until, usual, timeline),
+            load_before=_rate(simulated.call_times, before_start, start),
+            load_during=_rate(simulated.call_times, start, end),
             errors_during=sum(
                 1
                 for arrival, outcome in zip(self.arrivals, self.outcomes, strict=True)
@@ -424,44 +505,42 @@ class _Run:
             ),
         )
 
-    def _healthy_again(self, detected: float, until: float) -> float | None:
-        """When every guard was healthy again for good (until ``until``), after the
-        detection at ``detected``; None if some guard was still not by then."""
-        health: dict[str, Health] = {}
-        healthy_since: float | None = None
-        for transition in self.transitions:
-            if transition.at >= until:
-                break
-            health[transition.guard] = transition.new_health
-            if transition.at < detected:
-                continue
-            if all(value is Health.HEALTHY for value in health.values()):
-                if healthy_since is None:
-                    healthy_since = transition.at
-            else:
-                healthy_since = None
-        return healthy_since
 
-    def _served_again(
-        self, start: float, end: float, until: float, timeline: Timeline
-    ) -> float | None:
-        """Seconds from ``end`` until users got their usual share of good answers again,
-        over a few seconds, not one lucky stretch; None if not before ``until``."""
-        step = timeline.resolution
-        first, last = int(start / step), int(end / step)
-        before = slice(max(0, first - max(1, last - first)), first)
-        asked = sum(timeline.requests[before])
-        if not asked:
-            return None
-        usual = sum(timeline.ok[before]) / asked
-        closing = min(len(timeline.requests), math.ceil(until / step))
-        span = max(1, round(_SETTLED / step))
-        for index in range(last, closing):
-            stretch = slice(index, min(closing, index + span))
-            requests = sum(timeline.requests[stretch])
-            if requests and sum(timeline.ok[stretch]) / requests >= usual * _USUAL_SHARE:
-                return max(0.0, index * step - end)
+def _healthy_again(transitions: list[Transition], detected: float, until: float) -> float | None:
+    """When every guard in ``transitions`` was healthy again for good (until
+    ``until``), after the detection at ``detected``; None if one was still not by then."""
+    health: dict[str, Health] = {}
+    healthy_since: float | None = None
+    for transition in transitions:
+        if transition.at >= until:
+            break
+        health[transition.guard] = transition.new_health
+        if transition.at < detected:
+            continue
+        if all(value is Health.HEALTHY for value in health.values()):
+            if healthy_since is None:
+                healthy_since = transition.at
+        else:
+            healthy_since = None
+    return healthy_since
+
+
+def _served_again(
+    end: float, until: float, usual: float | None, timeline: Timeline
+) -> float | None:
+    """Seconds from ``end`` until users got their usual share of good answers again,
+    over a few seconds, not one lucky stretch; None if not before ``until``."""
+    if usual is None:
         return None
+    step = timeline.resolution
+    closing = min(len(timeline.requests), math.ceil(until / step))
+    span = max(1, round(_SETTLED / step))
+    for index in range(int(end / step), closing):
+        stretch = slice(index, min(closing, index + span))
+        requests = sum(timeline.requests[stretch])
+        if requests and sum(timeline.ok[stretch]) / requests >= usual * _USUAL_SHARE:
+            return max(0.0, index * step - end)
+    return None
 
 
 def check_factory(scenario: Scenario, variant: Variant) -> ServiceFactory:
@@ -492,12 +571,11 @@ def _percentile(ordered: list[float], share: float) -> float:
     return ordered[rank - 1]
 
 
-def _rate(per_stretch: list[int], start: float, end: float, step: float) -> float:
-    """Calls per second between ``start`` and ``end``, from whole stretches."""
+def _rate(times: array[float], start: float, end: float) -> float:
+    """Calls per second made in ``[start, end)``, from each call's own time."""
     if end <= start:
         return 0.0
-    first, last = int(start / step), max(int(start / step) + 1, math.ceil(end / step))
-    return sum(per_stretch[first:last]) / ((last - first) * step)
+    return (bisect_left(times, end) - bisect_left(times, start)) / (end - start)
 
 
 def run_variant(

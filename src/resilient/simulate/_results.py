@@ -289,6 +289,8 @@ class VariantResult:
         timeline: The run over time.
         real_seconds: Real seconds the run took.
         kinds: The same outcomes per traffic class, when the workload has classes.
+        listener_errors: Exceptions raised by listeners on the run's registry (logged
+            once each by the registry, and never passed to the guarded calls).
     """
 
     name: str
@@ -308,6 +310,7 @@ class VariantResult:
     timeline: Timeline
     real_seconds: float
     kinds: Mapping[str, KindResult] = field(default_factory=dict)
+    listener_errors: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", _frozen(self.kinds))
@@ -350,6 +353,7 @@ class VariantResult:
             "timeline": self.timeline.to_dict(),
             "real_seconds": self.real_seconds,
             "kinds": {kind: result.to_dict() for kind, result in self.kinds.items()},
+            "listener_errors": self.listener_errors,
         }
 
 
@@ -379,6 +383,7 @@ class SimulationResult:
         target: The latency target, if the scenario has one.
         marks: Spikes and incidents, for charts.
         variants: One result per variant, in the scenario's order.
+        dependencies: The names of the scenario's dependencies.
     """
 
     scenario: str

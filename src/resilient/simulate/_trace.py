@@ -378,6 +378,23 @@ class Trace:
         # Index -1 (nothing at or before ``elapsed``) is the last call: the previous pass.
         return self._behaviours[bisect_right(ended, elapsed) - 1]
 
+    def record_at(self, elapsed: float) -> TraceRecord:
+        """The latest recorded call that started at or before ``elapsed`` seconds into a
+        replay, cancelled calls included (a replay treats one as a partner that did not
+        answer); past :attr:`span` the trace starts over, as in :meth:`at`.
+
+        Raises:
+            ValueError: ``elapsed`` is negative or not finite, or the trace is empty.
+        """
+        if not self.records:
+            raise ValueError(f"{self!r} has no records to replay")
+        if not 0.0 <= elapsed < math.inf:
+            raise ValueError(f"elapsed must be a finite number >= 0 (got {elapsed!r})")
+        span = self._span
+        if elapsed >= span > 0.0:
+            elapsed %= span
+        return self.records[bisect_right(self._offsets, elapsed) - 1]
+
     def error_rate(self) -> float:
         """The share of the calls that ended which raised an exception (cancelled calls
         are left out); 0.0 when none ended."""

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import heapq
+import itertools
 import math
 import selectors
 from collections.abc import Callable, Mapping
@@ -132,15 +135,62 @@ class _ClockSelector(selectors.BaseSelector):
         self._inner.close()
 
 
+class _Timer(asyncio.TimerHandle):
+    """A timer that runs after every timer scheduled before it for the same moment.
+
+    asyncio orders its timers by their time alone, in a heap, so timers due at one
+    instant run in an order that depends on every other timer in the heap. Real clocks
+    rarely tie; a virtual one ties all the time (a timeout and the answer it waits for,
+    on round numbers), and a simulation must not change its outcome because an unrelated
+    timer (a progress report) was added.
+    """
+
+    __slots__ = ("_order",)
+
+    _order: int
+
+    def __lt__(self, other: asyncio.TimerHandle) -> bool:
+        # On every push and pop of the loop's heap: as lean as asyncio's own.
+        mine: float = self._when  # type: ignore[attr-defined]
+        theirs: float = other._when  # type: ignore[attr-defined]
+        if mine != theirs:
+            return mine < theirs
+        return self._order < getattr(other, "_order", -1)
+
+
 class VirtualEventLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose time is the clock's."""
+    """An asyncio loop whose time is the clock's; timers due at one moment run in the
+    order they were scheduled."""
 
     def __init__(self, clock: ClockDriven) -> None:
         self._clock_selector = _ClockSelector(clock)
+        self._timer_order = itertools.count()
         super().__init__(self._clock_selector)
         setattr(self, CLOCK_MARK, clock)
         self._time = clock.monotonic
         self._clock_selector._next_deadline = self._next_deadline
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        # asyncio's own call_at, with a timer that keeps the order of ties.
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()  # type: ignore[attr-defined]
+        if self.get_debug():
+            self._check_thread()  # type: ignore[attr-defined]
+            self._check_callback(callback, "call_at")  # type: ignore[attr-defined]
+        timer = _Timer(when, callback, args, self, context)
+        timer._order = next(self._timer_order)
+        if timer._source_traceback:  # type: ignore[attr-defined]
+            del timer._source_traceback[-1]  # type: ignore[attr-defined]
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
     async def wait_all_tasks_blocked(self) -> None:
         """Return once every other task waits (for a timer, I/O or an event)."""
