@@ -19,6 +19,7 @@ PAGES = (
     "failover.md",
     "httpx.md",
     "recipes/starlette.md",
+    "simulation.md",
     "testing.md",
 )
 # A block fenced as ```python runs; one fenced as ```python no-run (it would call a real

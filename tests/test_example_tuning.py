@@ -350,11 +350,6 @@ def test_the_example_explains_itself_with_help() -> None:
 # -- library behaviour met while writing this example ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Constant with a shape sums its gaps in floats: the arrival due at 10.0 lands at "
-    "9.99999999999998, takes the old rate's gap, and the spike loses 4 of its 500 arrivals",
-)
 def test_a_constant_workload_with_a_spike_has_the_spikes_arrivals() -> None:
     """Ten a second, fifty from 10 s to 20 s: 100 + 500 + 100 arrivals in 30 s."""
     workload = Constant(10, shape=Spike(at=10, duration=10, factor=5))

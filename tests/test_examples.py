@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("odds_aggregator", "kickoff_spike", "http_gateway")
+EXAMPLES = ("odds_aggregator", "kickoff_spike", "http_gateway", "tuning")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

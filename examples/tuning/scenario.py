@@ -253,7 +253,11 @@ def build_scenario(
         contention=PARTNER_CONTENTION,
         keeps_abandoned=True,
         incidents=[
-            Outage(Window(timing.outage_start, timing.outage_end), after=OUTAGE_FAILS_AFTER)
+            Outage(
+                Window(timing.outage_start, timing.outage_end),
+                after=OUTAGE_FAILS_AFTER,
+                holds_worker=True,
+            )
         ],
         value=ODDS,
     )

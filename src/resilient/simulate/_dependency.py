@@ -66,8 +66,10 @@ def _check_schedule(when: object) -> Schedule:
 class Outage(Incident):
     """Calls fail while ``when`` is in force (a share of 0.5 fails half of them).
 
-    A failing call fails without waiting for a worker: a refused connection never
-    reaches the server's queue.
+    By default a failing call fails at the door, without waiting for a worker (a
+    refused connection never reaches the server's queue); with ``holds_worker`` it
+    queues and takes a worker like any call, as when the server fails inside (its
+    database times out).
 
     Args:
         when: When, such as ``Window("20m", "25m")``.
@@ -77,12 +79,15 @@ class Outage(Incident):
             partner that went silent); else it fails after ``after``.
         after: How long a failing call takes to fail (a refused connection is quick, a
             gateway's timeout is not); immediately by default.
+        holds_worker: A failing call waits for a worker and holds it for ``after``
+            (the dependency's ``workers``); else it fails at the door.
     """
 
     when: Schedule
     share: float
     hang: bool
     after: Distribution
+    holds_worker: bool
     kind = "outage"
 
     def __init__(
@@ -92,6 +97,7 @@ class Outage(Incident):
         share: float = 1.0,
         hang: bool = False,
         after: Distribution | None = None,
+        holds_worker: bool = False,
     ) -> None:
         object.__setattr__(self, "when", _check_schedule(when))
         object.__setattr__(self, "share", check_ratio(share, "share"))
@@ -106,6 +112,12 @@ class Outage(Incident):
                 f"(got after={after!r})"
             )
         object.__setattr__(self, "after", Fixed(0.0) if after is None else after)
+        object.__setattr__(self, "holds_worker", check_flag(holds_worker, "holds_worker"))
+        if holds_worker and hang:
+            raise ConfigurationError(
+                "holds_worker applies to calls that fail; with hang=True they never "
+                "answer and hold nothing (got holds_worker=True)"
+            )
 
     def in_force(self, call: int, elapsed: float) -> float:
         return self.share * self.when.intensity(call, elapsed)
@@ -332,6 +344,9 @@ _OK = 0
 _FAILS = 1
 _HANGS = 2
 _GIVEN_UP = 3  # waited in the queue past queue_timeout
+# An outage's reasons: a failure at the door skips the queue, one inside takes a worker.
+_AT_THE_DOOR = "outage"
+_INSIDE = "outage, inside"
 
 
 class _Job:
@@ -408,7 +423,11 @@ class SimulatedDependency:
             if share and (share >= 1.0 or rng.random() < share):
                 if outage.hang:
                     return math.inf, _HANGS, "outage"
-                return outage.after.sample(rng), _FAILS, "outage"
+                return (
+                    outage.after.sample(rng),
+                    _FAILS,
+                    _INSIDE if outage.holds_worker else _AT_THE_DOOR,
+                )
         latency_source = spec.latency
         outcome = _OK
         reason = ""
@@ -458,7 +477,7 @@ class SimulatedDependency:
             except asyncio.CancelledError:
                 self.abandoned += 1
                 raise
-        if self.spec.workers is None or reason == "outage":
+        if self.spec.workers is None or reason == _AT_THE_DOOR:
             # No worker to wait for (an outage's failure never reaches the queue).
             future = loop.create_future()
             handle = loop.call_at(now + latency, _settle, future, outcome)

@@ -439,32 +439,32 @@ class _Run:
             for start, end in incident_spans(incident, scenario.duration, scenario.resolution)
         )
         reports: list[IncidentReport] = []
-        usual = self._usual_share(spans, timeline)
         for start, end, dependency, kind in spans:
             # What follows an incident is its own until the next one starts after it.
             later = [other for other, *_ in spans if other >= end]
             until = min(later) if later else max(self.ended, scenario.duration)
+            usual = self._usual_share(spans, start, timeline)
             reports.append(self._incident(dependency, kind, start, end, until, usual, timeline))
         return tuple(reports)
 
     def _usual_share(
-        self, spans: list[tuple[float, float, str, str]], timeline: Timeline
-    ) -> float | None:
-        """The share of good answers among requests that arrived outside every incident
-        (None if none did): what "served again" means."""
+        self, spans: list[tuple[float, float, str, str]], start: float, timeline: Timeline
+    ) -> float:
+        """The share of good answers among requests that arrived before ``start`` and
+        outside every incident: what "served again" means. With none (an incident at
+        the start of the run), every request answered well."""
         step = timeline.resolution
-        inside = bytearray(len(timeline.requests))
-        for start, end, *_ in spans:
-            inside[int(start / step) : math.ceil(end / step)] = b"\x01" * (
-                math.ceil(end / step) - int(start / step)
-            )
-        duration_stretches = math.ceil(self.scenario.duration / step)
+        first = min(int(start / step), len(timeline.requests))
+        inside = bytearray(first)
+        for begin, end, *_ in spans:
+            low, high = min(int(begin / step), first), min(math.ceil(end / step), first)
+            inside[low:high] = b"\x01" * (high - low)
         asked = good = 0
-        for index in range(min(duration_stretches, len(inside))):
+        for index in range(first):
             if not inside[index]:
                 asked += timeline.requests[index]
                 good += timeline.ok[index]
-        return good / asked if asked else None
+        return good / asked if asked else 1.0
 
     def _incident(
         self,
@@ -473,7 +473,7 @@ class _Run:
         start: float,
         end: float,
         until: float,
-        usual: float | None,
+        usual: float,
         timeline: Timeline,
     ) -> IncidentReport:
         simulated = self.dependencies[dependency]
@@ -525,18 +525,14 @@ def _healthy_again(transitions: list[Transition], detected: float, until: float)
     return healthy_since
 
 
-def _served_again(
-    end: float, until: float, usual: float | None, timeline: Timeline
-) -> float | None:
+def _served_again(end: float, until: float, usual: float, timeline: Timeline) -> float | None:
     """Seconds from ``end`` until users got their usual share of good answers again,
     over a few seconds, not one lucky stretch; None if not before ``until``."""
-    if usual is None:
-        return None
     step = timeline.resolution
     closing = min(len(timeline.requests), math.ceil(until / step))
     span = max(1, round(_SETTLED / step))
-    for index in range(int(end / step), closing):
-        stretch = slice(index, min(closing, index + span))
+    for index in range(int(end / step), closing - span + 1):
+        stretch = slice(index, index + span)
         requests = sum(timeline.requests[stretch])
         if requests and sum(timeline.ok[stretch]) / requests >= usual * _USUAL_SHARE:
             return max(0.0, index * step - end)

@@ -29,6 +29,10 @@ _SLICE = 1.0
 of a slice decides how many candidates are drawn in it (thinning)."""
 
 
+_EDGE = 1e-9
+"""Arrivals: a Constant arrival due this close to a slice's edge is due on the edge."""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One user request of a simulation.
@@ -336,27 +340,30 @@ class Constant(_Rated):
     __slots__ = ()
 
     def times(self, duration: float, rng: _random.Random) -> Iterator[float]:
-        number = 0
-        at = 0.0
-        while at < duration:
-            yield at
-            if self.shape is None:
+        if self.shape is None:
+            number = 0
+            while number / self.rate < duration:
+                yield number / self.rate  # no sum of steps: no drift
                 number += 1
-                at = number / self.rate  # no sum of steps: no drift
-                continue
-            at = self._next_after(at)
-
-    def _next_after(self, at: float) -> float:
-        """Where the rate's integral from ``at`` reaches one arrival: stepped at most a
-        slice at a time, so a dip or a pause ends when the shape says, not 1/rate later."""
-        owed = 1.0
-        while True:
-            rate = self.rate_at(at)
-            boundary = (math.floor(at / _SLICE) + 1) * _SLICE
-            if rate > 0 and rate * (boundary - at) >= owed:
-                return at + owed / rate
-            owed -= rate * (boundary - at)
-            at = boundary
+            return
+        # Each arrival where the rate's integral since the last one reaches 1, stepped a
+        # slice at a time, so a dip or a pause ends when the shape says, not 1/rate later.
+        # Times are a whole slice plus an offset within it: steps add up within a slice
+        # only, so an arrival due on a slice's edge (a spike's start) lands on it.
+        start, offset = 0.0, 0.0
+        while start + offset < duration:
+            yield start + offset
+            owed = 1.0
+            while True:
+                rate = self.rate_at(start + offset)
+                room = _SLICE - offset
+                if rate * room > owed + _EDGE:
+                    offset += owed / rate
+                    break
+                owed -= rate * room
+                start, offset = start + _SLICE, 0.0
+                if abs(owed) <= _EDGE:  # due on the edge itself (sums of steps miss it)
+                    break
 
 
 class Replay(Arrivals):
