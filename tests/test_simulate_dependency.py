@@ -62,10 +62,7 @@ def play(
     clock = VirtualClock(autojump=True)
 
     async def main() -> T:
-        # One stretch of timeline for the whole run: these tests read counters.
-        dependency = SimulatedDependency(
-            spec, asyncio.get_running_loop(), random.Random(seed), [0], 1e12
-        )
+        dependency = SimulatedDependency(spec, asyncio.get_running_loop(), random.Random(seed))
         return await script(dependency)
 
     return clock.run(main)

@@ -381,14 +381,10 @@ class SimulatedDependency:
         spec: Dependency,
         loop: asyncio.AbstractEventLoop,
         rng: _random.Random,
-        buckets: list[int],
-        resolution: float,
     ) -> None:
         self.spec: Dependency = spec
         self._loop = loop
         self._rng = rng
-        self._buckets = buckets  # calls per stretch of the run's timeline
-        self._resolution = resolution
         self.calls: int = 0
         self.failures: int = 0
         self.overloaded: int = 0
@@ -397,18 +393,27 @@ class SimulatedDependency:
         self.peak_busy: int = 0
         self.peak_waiting: int = 0
         self._waiting: deque[_Job] = deque()
-        # When each call was made: incidents' loads are counted over their exact span.
+        # When each call was made, in order: the timeline counts them per stretch, and
+        # incidents' loads over their exact spans.
         self.call_times: array[float] = array("d")
+        latency = spec.latency
+        self._sample = latency.sample if isinstance(latency, Distribution) else None
         self._outages = tuple(i for i in spec.incidents if isinstance(i, Outage))
         self._slowdowns = tuple(i for i in spec.incidents if isinstance(i, Slowdown))
         # For guards that name the function they guard.
         self.__name__: str = spec.name
         self.__qualname__: str = spec.name
 
-    def calls_per_stretch(self, stretches: int) -> list[int]:
-        """Calls made in each of the first ``stretches`` stretches of the timeline."""
-        counted = self._buckets[:stretches]
-        return counted + [0] * (stretches - len(counted))
+    def calls_per_stretch(self, stretches: int, resolution: float) -> list[int]:
+        """Calls made in each of the first ``stretches`` stretches of ``resolution``
+        seconds."""
+        counted = [0] * stretches
+        for at in self.call_times:
+            index = int(at / resolution)
+            if index >= stretches:
+                break
+            counted[index] += 1
+        return counted
 
     @property
     def waiting(self) -> int:
@@ -428,13 +433,13 @@ class SimulatedDependency:
                     _FAILS,
                     _INSIDE if outage.holds_worker else _AT_THE_DOOR,
                 )
-        latency_source = spec.latency
         outcome = _OK
         reason = ""
-        if isinstance(latency_source, Distribution):
-            latency = latency_source.sample(rng)
+        if self._sample is not None:
+            latency = self._sample(rng)
         else:
-            record = latency_source.record_at(now)
+            assert isinstance(spec.latency, Trace)
+            record = spec.latency.record_at(now)
             if record.outcome == "cancelled":
                 # Its caller gave up after record.latency; how much longer it would have
                 # taken is unknown: replayed as a partner that does not answer.
@@ -461,11 +466,6 @@ class SimulatedDependency:
         loop = self._loop
         now = loop.time()
         self.calls += 1
-        index = int(now / self._resolution)
-        buckets = self._buckets
-        if index >= len(buckets):  # a call in the drain after the duration
-            buckets.extend([0] * (index + 1 - len(buckets)))
-        buckets[index] += 1
         self.call_times.append(now)
         latency, outcome, reason = self._draw(now)
         if outcome == _HANGS:

@@ -87,15 +87,11 @@ class _Run:
         self.loop = self.clock.new_event_loop()
         self.registry = Registry(clock=self.clock)
         self.horizon = scenario.duration + scenario.drain
-        # Stretches of the duration; calls made in the drain add theirs as they come.
-        self.stretches = math.floor(scenario.duration / scenario.resolution) + 1
         self.dependencies = {
             spec.name: SimulatedDependency(
                 spec,
                 self.loop,
                 _random.Random(f"{seed}:dependency:{spec.name}"),
-                [0] * self.stretches,
-                scenario.resolution,
             )
             for spec in scenario.dependencies
         }
@@ -245,9 +241,8 @@ class _Run:
             self._left(number, _PENDING)
             self._fail(error)
         else:
-            if inspect.isawaitable(answer):
-                if inspect.iscoroutine(answer):
-                    answer.close()  # never awaited, on purpose: no warning about it
+            if inspect.iscoroutine(answer):  # the usual missing await; cheap to ask
+                answer.close()  # never awaited, on purpose: no warning about it
                 self._left(number, _PENDING)
                 self._fail(
                     ConfigurationError(
@@ -425,7 +420,7 @@ class _Run:
             unfinished=tuple(series[_PENDING]),
             p99=p99,
             dependency_calls={
-                name: tuple(dependency.calls_per_stretch(size))
+                name: tuple(dependency.calls_per_stretch(size, step))
                 for name, dependency in self.dependencies.items()
             },
         )

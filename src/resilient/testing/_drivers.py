@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 import selectors
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -78,9 +78,17 @@ class _ClockSelector(selectors.BaseSelector):
         self.jumps = True  # off while the loop waits for threads to finish
         # Tasks waiting for every other task to wait: told so before any jump.
         self.idle_waiters: list[asyncio.Future[None]] = []
+        # The loop's queue of ready callbacks (set by the loop).
+        self.ready_callbacks: Sized = ()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
+            if len(self._inner.get_map()) <= 1:
+                # Callbacks are ready and nothing but the loop's own wake-up socket is
+                # watched: no file to look at. (A thread's call_soon_threadsafe is in the
+                # ready queue already; its wake-up byte is read at the next wait.) On
+                # virtual time most turns of the loop are such turns.
+                return []
             return self._inner.select(0)
         if self.idle_waiters:
             # Every task waits. Tasks that I/O wakes were not idle, so look first; then
@@ -97,9 +105,15 @@ class _ClockSelector(selectors.BaseSelector):
             # The timers are virtual: only I/O, a callback from a thread, or advance()
             # (which sends one) can end this wait.
             return self._inner.select(None)
-        ready = self._inner.select(min(self._clock.autojump_threshold, _LONGEST_SELECT))
-        if ready:
-            return ready
+        threshold = self._clock.autojump_threshold
+        if threshold or len(self._inner.get_map()) > 1:
+            ready = self._inner.select(min(threshold, _LONGEST_SELECT))
+            if ready:
+                return ready
+        elif self.ready_callbacks:
+            # Only the loop's own wake-up socket is watched, so no file to look at; but
+            # a thread's call_soon_threadsafe came in since the loop looked: no jump.
+            return []
         deadline = self._next_deadline() if timeout is not None else math.inf
         if deadline == math.inf:
             # No timer, or only one that never comes (anyio.sleep_forever() on asyncio is
@@ -158,6 +172,11 @@ class _Timer(asyncio.TimerHandle):
         return self._order < getattr(other, "_order", -1)
 
 
+_FINE_READINGS = 2.0**20
+"""Below this reading (about 12 days) a float's step is under a nanosecond, finer than
+any clock's resolution."""
+
+
 class VirtualEventLoop(asyncio.SelectorEventLoop):
     """An asyncio loop whose time is the clock's; timers due at one moment run in the
     order they were scheduled."""
@@ -168,7 +187,11 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         super().__init__(self._clock_selector)
         setattr(self, CLOCK_MARK, clock)
         self._time = clock.monotonic
+        # asyncio calls time() several times a turn: the clock's own method, no frame
+        # of the loop's between.
+        self.time = clock.monotonic  # type: ignore[method-assign]
         self._clock_selector._next_deadline = self._next_deadline
+        self._clock_selector.ready_callbacks = self._ready  # type: ignore[attr-defined]
 
     def call_at(  # type: ignore[override]
         self,
@@ -181,7 +204,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         if when is None:
             raise TypeError("when cannot be None")
         self._check_closed()  # type: ignore[attr-defined]
-        if self.get_debug():
+        if self._debug:  # type: ignore[attr-defined]
             self._check_thread()  # type: ignore[attr-defined]
             self._check_callback(callback, "call_at")  # type: ignore[attr-defined]
         timer = _Timer(when, callback, args, self, context)
@@ -223,7 +246,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     # and the loop would spin with a zero timeout. At least one step of the reading, then.
     @property
     def _clock_resolution(self) -> float:
-        return max(self._nominal_resolution, math.ulp(self._time()))
+        reading = self._time()
+        if reading < _FINE_READINGS:
+            return self._nominal_resolution  # a step of the reading is below it here
+        return max(self._nominal_resolution, math.ulp(reading))
 
     @_clock_resolution.setter
     def _clock_resolution(self, value: float) -> None:

@@ -41,6 +41,10 @@ DEFAULT_WALL_START = 1_767_225_600.0
 
 _NS = 1_000_000_000
 
+# Below this many seconds floats are finer than a nanosecond (2**23 s: a float's step is
+# under 1e-9), so distinct nanoseconds read as distinct floats.
+_DISTINCT_NS = 2.0**23
+
 # The smallest size at which the heap of waits drops those that ended early.
 _COMPACT_AT = 64
 
@@ -251,16 +255,22 @@ class VirtualClock:
         with self._lock:
             if deadline <= self._reading:
                 return
-            numerator, denominator = deadline.as_integer_ratio()
             # The nanosecond the deadline stands for, when it reads as one: the clock's
             # own deadlines are whole nanoseconds as floats, and 1.2 is a hair below
             # 1_200_000_000 ns (flooring would start the next wait a nanosecond early,
             # and the error would pile up). Else the last nanosecond not after it.
-            nearest = (2 * numerator * _NS + denominator) // (2 * denominator)
-            if nearest / _NS != deadline:
-                nearest = numerator * _NS // denominator
+            nearest = round(deadline * _NS)
+            if not (0 <= deadline < _DISTINCT_NS and nearest / _NS == deadline):
+                # Exactly, in integers: below _DISTINCT_NS only one nanosecond reads as
+                # a given float, so the quick guess, when it reads as the deadline, is it.
+                numerator, denominator = deadline.as_integer_ratio()
+                nearest = (2 * numerator * _NS + denominator) // (2 * denominator)
+                if nearest / _NS != deadline:
+                    nearest = numerator * _NS // denominator
             self._now_ns = max(self._now_ns, nearest)
             self._reading = deadline
+            if not self._timers:
+                return  # no wait of a loop the clock does not drive: nothing falls due
             due = self._pop_due()
         self._fire(due)
 
