@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_httpx.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_paths.py
+	$(BIN)/python benchmarks/bench_simulate.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks

@@ -3,5 +3,7 @@
 
 - ``odds_aggregator``: a match day priced from three flaky bookmaker feeds;
 - ``kickoff_spike``: bet placement kept fast through a tenfold spike at kick-off;
-- ``http_gateway``: a real ASGI service over misbehaving HTTP upstreams.
+- ``http_gateway``: a real ASGI service over misbehaving HTTP upstreams;
+- ``tuning``: three guard configurations through a kick-off spike and a partner outage,
+  simulated (``resilient.simulate``).
 """

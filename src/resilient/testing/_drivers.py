@@ -80,10 +80,11 @@ class _ClockSelector(selectors.BaseSelector):
         self.idle_waiters: list[asyncio.Future[None]] = []
         # The loop's queue of ready callbacks (set by the loop).
         self.ready_callbacks: Sized = ()
+        self._watched = 0  # files registered: 1 is the loop's own wake-up socket
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
-            if len(self._inner.get_map()) <= 1:
+            if self._watched <= 1:
                 # Callbacks are ready and nothing but the loop's own wake-up socket is
                 # watched: no file to look at. (A thread's call_soon_threadsafe is in the
                 # ready queue already; its wake-up byte is read at the next wait.) On
@@ -106,7 +107,7 @@ class _ClockSelector(selectors.BaseSelector):
             # (which sends one) can end this wait.
             return self._inner.select(None)
         threshold = self._clock.autojump_threshold
-        if threshold or len(self._inner.get_map()) > 1:
+        if threshold or self._watched > 1:
             ready = self._inner.select(min(threshold, _LONGEST_SELECT))
             if ready:
                 return ready
@@ -129,10 +130,14 @@ class _ClockSelector(selectors.BaseSelector):
     def register(
         self, fileobj: FileDescriptorLike, events: int, data: Any = None
     ) -> selectors.SelectorKey:
-        return self._inner.register(fileobj, events, data)
+        key = self._inner.register(fileobj, events, data)
+        self._watched += 1
+        return key
 
     def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
-        return self._inner.unregister(fileobj)
+        key = self._inner.unregister(fileobj)
+        self._watched -= 1
+        return key
 
     def modify(
         self, fileobj: FileDescriptorLike, events: int, data: Any = None
