@@ -1085,7 +1085,7 @@ def test_run_works_from_inside_a_running_event_loop() -> None:
             return f"refused: {error}"
 
     with warnings.catch_warnings():
-        # Today's refusal leaves a coroutine never awaited; keep its warning in here.
+        # Should run() ever refuse again, its coroutine's warning stays in here.
         warnings.simplefilter("ignore", RuntimeWarning)
         outcome = asyncio.run(tuning())
         gc.collect()

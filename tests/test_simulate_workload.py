@@ -553,8 +553,14 @@ def test_a_bad_value_is_a_configuration_error_naming_parameter_and_value(
     ],
 )
 def test_edge_values_that_make_sense_are_accepted(build: Callable[[], object]) -> None:
-    """Values at the edges of their ranges that mean something are taken as they are."""
-    build()
+    """Values at the edges of their ranges that mean something are taken as they are,
+    and the workload or shape they make gives arrivals or factors."""
+    built = build()
+    if isinstance(built, (Constant, Poisson)):
+        assert built.rate_at(0.0) > 0
+    else:
+        assert isinstance(built, Shape)
+        assert 0 <= built.factor(0.0) <= built.upper(0.0, 1.0)
 
 
 def test_spike_reads_its_durations_as_seconds() -> None:

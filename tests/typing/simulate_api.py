@@ -96,3 +96,12 @@ async def use_fetch_odds() -> None:
 
 
 assert_type(fetch_odds_sync("ars-che"), float)
+
+
+def takes_no_environment(count: int) -> Handler:
+    raise NotImplementedError
+
+
+# A factory must take the Environment first: mypy --strict flags this (an unneeded ignore
+# would fail the type check instead).
+wrong = Variant("wrong", service=takes_no_environment)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ __all__ = [
     "check_flag",
     "check_name",
     "check_non_negative",
+    "check_positive",
     "check_ratio",
     "operator_reason",
     "to_seconds",
@@ -167,6 +168,29 @@ def check_factor(value: object, name: str) -> float:
     if not 1.0 < factor < math.inf:
         raise ConfigurationError(f"{name} must be a finite number > 1 (got {value!r})")
     return factor
+
+
+def check_positive(value: object, name: str, *, what: str = "a finite number") -> float:
+    """Check that ``value`` is a finite number > 0, such as a rate or a multiple.
+
+    Args:
+        value: The value given.
+        name: The parameter name, for the error message.
+        what: How the message names the value wanted (``"a finite number of requests
+            per second"``).
+
+    Raises:
+        ConfigurationError: The value is not a real number, not finite, or not above 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be {what} > 0 (got {value!r})")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not 0.0 < number < math.inf:
+        raise ConfigurationError(f"{name} must be {what} > 0 (got {value!r})")
+    return number
 
 
 def check_ratio(value: object, name: str, *, allow_zero: bool = False) -> float:

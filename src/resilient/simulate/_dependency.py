@@ -18,6 +18,7 @@ from resilient._core._validate import (
     check_flag,
     check_name,
     check_non_negative,
+    check_positive,
     check_ratio,
     to_seconds,
 )
@@ -139,12 +140,7 @@ class Slowdown(Incident):
 
     def __init__(self, when: Schedule, *, factor: float) -> None:
         object.__setattr__(self, "when", _check_schedule(when))
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, (int, float))
-            or not (0 < factor < math.inf)
-        ):
-            raise ConfigurationError(f"factor must be a finite number > 0 (got {factor!r})")
+        factor = check_positive(factor, "factor")
         object.__setattr__(self, "factor", float(factor))
 
 

@@ -577,6 +577,7 @@ def run_variant(
     Raises:
         ConfigurationError: The factory does not return an async function of the request.
     """
+    _check_seed(seed)
     started = time.perf_counter()
     run = _Run(scenario, variant, seed, progress)
     if _loop_running_here():
@@ -598,6 +599,11 @@ def run_variant(
     else:
         run.play()
     return run.result(time.perf_counter() - started)
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigurationError(f"seed must be an int (got {seed!r})")
 
 
 def _loop_running_here() -> bool:
@@ -629,8 +635,7 @@ def run(
         ConfigurationError: An unknown variant name, or a service factory that does not
             return an async function of the request.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigurationError(f"seed must be an int (got {seed!r})")
+    _check_seed(seed)
     chosen = scenario.variants
     if variants is not None:
         if isinstance(variants, str) or not isinstance(variants, (list, tuple)) or not variants:

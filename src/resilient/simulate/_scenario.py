@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
+from typing_extensions import Concatenate
+
 from resilient._core._errors import ConfigurationError
 from resilient._core._registry import Registry
 from resilient._core._validate import Duration, check_name, to_seconds
@@ -28,12 +30,6 @@ finish; those still waiting then count as unfinished."""
 
 _MOST_STRETCHES = 720
 """A timeline has at most about this many stretches unless a resolution is given."""
-
-
-ServiceFactory: TypeAlias = Callable[..., Handler]
-"""Builds the service under test for one run: called as ``service(env, **settings)``
-with an :class:`Environment` and one variant's settings, it builds the real guards on
-``env.registry`` around the simulated dependencies and returns the async handler."""
 
 
 class Environment:
@@ -83,6 +79,12 @@ class Environment:
         and every variant draws the same numbers for the same name, so variants differ
         by their settings, not by their luck."""
         return _random.Random(f"{self.seed}:{name}")
+
+
+ServiceFactory: TypeAlias = Callable[Concatenate[Environment, ...], Handler]
+"""Builds the service under test for one run: called as ``service(env, **settings)``
+with an :class:`Environment` and one variant's settings, it builds the real guards on
+``env.registry`` around the simulated dependencies and returns the async handler."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -143,7 +145,7 @@ def sweep(
     """
     if not isinstance(parameter, str) or not parameter.isidentifier():
         raise ConfigurationError(f"parameter must be a keyword name (got {parameter!r})")
-    listed = list(values) if not isinstance(values, (str, bytes)) else None
+    listed = list(values) if isinstance(values, (list, tuple, range)) else None
     if not listed:
         raise ConfigurationError(f"values must be a non-empty sequence (got {values!r})")
     return tuple(

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from resilient._core._errors import ConfigurationError
-from resilient._core._validate import Duration, check_count, check_non_negative, to_seconds
+from resilient._core._validate import (
+    Duration,
+    check_count,
+    check_non_negative,
+    check_positive,
+    to_seconds,
+)
 
 from ._trace import Trace
 
@@ -114,12 +120,7 @@ class Spike(Shape):
     ) -> None:
         object.__setattr__(self, "at", to_seconds(at, "at"))
         object.__setattr__(self, "duration", to_seconds(duration, "duration", allow_zero=False))
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, (int, float))
-            or not (0 < factor < math.inf)
-        ):
-            raise ConfigurationError(f"factor must be a finite number > 0 (got {factor!r})")
+        factor = check_positive(factor, "factor")
         object.__setattr__(self, "multiple", float(factor))
         object.__setattr__(self, "ramp", to_seconds(ramp, "ramp"))
 
@@ -218,11 +219,7 @@ class Arrivals:
 
 
 def _rate(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ConfigurationError(
-            f"rate must be a finite number of requests per second > 0 (got {value!r})"
-        )
-    return float(value)
+    return check_positive(value, "rate", what="a finite number of requests per second")
 
 
 def _kinds(value: Mapping[str, float] | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -394,12 +391,7 @@ class Replay(Arrivals):
             raise ConfigurationError(
                 f"trace must be a Trace, as Trace.load() gives (got {trace!r})"
             )
-        if (
-            isinstance(speed, bool)
-            or not isinstance(speed, (int, float))
-            or not (0 < speed < math.inf)
-        ):
-            raise ConfigurationError(f"speed must be a finite number > 0 (got {speed!r})")
+        speed = check_positive(speed, "speed")
         if not isinstance(repeat, bool):
             raise ConfigurationError(f"repeat must be a bool (got {repeat!r})")
         self.trace: Trace = trace
