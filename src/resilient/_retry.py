@@ -388,6 +388,7 @@ class Retry(Guard[RetryState]):
         # Neither a timeout nor a budget: a call carries state only under an outer deadline.
         self._plain = budget is None and self._timeout is None
         self._random = _random.Random() if random is None else random
+        self._random_given = random is not None  # else a simulation may seed it
         registry, clock = registry_and_clock(registry, clock)
         self._now = clock.monotonic
         self._calls = Counter()

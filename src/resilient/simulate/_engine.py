@@ -20,6 +20,7 @@ from resilient._core._registry import Registry, default_registry
 from resilient._core._run import is_async_callable
 from resilient._core._state import FallbackServed, Health, Transition
 from resilient._degraded import Served, Stale
+from resilient._retry import Retry
 from resilient.testing import VirtualClock
 
 from ._dependency import SimulatedDependency, incident_spans
@@ -140,6 +141,11 @@ class _Run:
                 "which reads real time: build every guard with registry=env.registry "
                 f"(variant {self.variant.name!r})"
             )
+        for guard in self.registry:
+            if isinstance(guard, Retry) and not guard._random_given:
+                # Jitter drawn from the operating system's entropy would make the run
+                # differ from run to run: seeded from the run's seed and the guard's name.
+                guard._random.seed(f"{self.seed}:{guard.name}")
         try:
             is_async = callable(handler) and is_async_callable(handler)
         except TypeError:  # a generator function
