@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,27 @@ def _number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _fields(result: Any) -> dict[str, Any]:
+    """A result's fields as JSON-able data (see :func:`_plain`)."""
+    return {field.name: _plain(getattr(result, field.name)) for field in dataclasses.fields(result)}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data: what has a ``to_dict()`` (results, transitions) as
+    that, marks as their fields, tuples as lists, NaN and infinity as None."""
+    if isinstance(value, float):
+        return _number(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """How long users waited for an answer (any answer, fallbacks and errors included).
@@ -57,18 +79,9 @@ class Latency:
     target: float | None = None
     within_target: float | None = None
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, Any]:
         """The numbers, NaN as ``None``."""
-        return {
-            "p50": _number(self.p50),
-            "p90": _number(self.p90),
-            "p99": _number(self.p99),
-            "p999": _number(self.p999),
-            "mean": _number(self.mean),
-            "maximum": _number(self.maximum),
-            "target": self.target,
-            "within_target": self.within_target,
-        }
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +110,7 @@ class DependencyLoad:
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as a dictionary."""
-        return {
-            "name": self.name,
-            "calls": self.calls,
-            "amplification": _number(self.amplification),
-            "failures": self.failures,
-            "overloaded": self.overloaded,
-            "abandoned": self.abandoned,
-            "peak_busy": self.peak_busy,
-            "peak_waiting": self.peak_waiting,
-        }
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +158,8 @@ class IncidentReport:
         return self.load_during / self.load_before if self.load_before else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """The numbers as a dictionary."""
-        return {
-            "dependency": self.dependency,
-            "kind": self.kind,
-            "start": self.start,
-            "end": self.end,
-            "detected_after": self.detected_after,
-            "detected_by": self.detected_by,
-            "recovered_after": self.recovered_after,
-            "served_again_after": self.served_again_after,
-            "load_before": self.load_before,
-            "load_during": self.load_during,
-            "load_ratio": _number(self.load_ratio),
-            "errors_during": self.errors_during,
-        }
+        """The numbers as a dictionary, ``load_ratio`` included."""
+        return {**_fields(self), "load_ratio": _number(self.load_ratio)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,17 +190,7 @@ class KindResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as a dictionary (NaN as ``None``)."""
-        return {
-            "kind": self.kind,
-            "requests": self.requests,
-            "ok": self.ok,
-            "fallback": self.fallback,
-            "stale": self.stale,
-            "errors": self.errors,
-            "unfinished": self.unfinished,
-            "p50": _number(self.p50),
-            "p99": _number(self.p99),
-        }
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,19 +231,7 @@ class Timeline:
 
     def to_dict(self) -> dict[str, Any]:
         """The series as lists (NaN as ``None``)."""
-        return {
-            "resolution": self.resolution,
-            "requests": list(self.requests),
-            "ok": list(self.ok),
-            "fallback": list(self.fallback),
-            "stale": list(self.stale),
-            "errors": list(self.errors),
-            "unfinished": list(self.unfinished),
-            "p99": [_number(value) for value in self.p99],
-            "dependency_calls": {
-                name: list(calls) for name, calls in self.dependency_calls.items()
-            },
-        }
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,24 +305,8 @@ class VariantResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-able values (settings as ``repr`` strings)."""
         return {
-            "name": self.name,
+            **_fields(self),
             "settings": {key: repr(value) for key, value in self.settings.items()},
-            "requests": self.requests,
-            "ok": self.ok,
-            "fallback": self.fallback,
-            "stale": self.stale,
-            "errors": self.errors,
-            "unfinished": self.unfinished,
-            "error_types": dict(self.error_types),
-            "goodput": self.goodput,
-            "latency": self.latency.to_dict(),
-            "dependencies": {name: load.to_dict() for name, load in self.dependencies.items()},
-            "incidents": [incident.to_dict() for incident in self.incidents],
-            "transitions": [transition.to_dict() for transition in self.transitions],
-            "timeline": self.timeline.to_dict(),
-            "real_seconds": self.real_seconds,
-            "kinds": {kind: result.to_dict() for kind, result in self.kinds.items()},
-            "listener_errors": self.listener_errors,
         }
 
 
@@ -415,17 +368,7 @@ class SimulationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-able values, for ``json.dump``."""
-        return {
-            "scenario": self.scenario,
-            "seed": self.seed,
-            "duration": self.duration,
-            "target": self.target,
-            "dependencies": list(self.dependencies),
-            "marks": [
-                {"label": mark.label, "start": mark.start, "end": mark.end} for mark in self.marks
-            ],
-            "variants": [variant.to_dict() for variant in self.variants],
-        }
+        return _fields(self)
 
     def html(self) -> str:
         """A self-contained HTML report: the table and charts comparing the variants."""

@@ -616,46 +616,18 @@ class TraceRecorder:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or ``async def``), keeping its signature, so that its
         calls are recorded."""
-        rate = self._sample
-        draw = self._random.random
-        monotonic = self._clock.monotonic
-        add = self._add
         if is_async_callable(fn):
             async_fn = cast(Callable[P, Awaitable[Any]], fn)
 
             @functools.wraps(fn)
             async def async_recorded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                if rate < 1.0 and draw() >= rate:
-                    return await async_fn(*args, **kwargs)
-                start = monotonic()
-                try:
-                    result = await async_fn(*args, **kwargs)
-                except Exception as error:
-                    add(start, monotonic(), "error", type(error).__name__)
-                    raise
-                except BaseException:
-                    add(start, monotonic(), "cancelled", None)
-                    raise
-                add(start, monotonic(), "ok", None)
-                return result
+                return await self._record_async(async_fn, args, kwargs)
 
             return cast(Callable[P, R], async_recorded)
 
         @functools.wraps(fn)
         def recorded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if rate < 1.0 and draw() >= rate:
-                return fn(*args, **kwargs)
-            start = monotonic()
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as error:
-                add(start, monotonic(), "error", type(error).__name__)
-                raise
-            except BaseException:
-                add(start, monotonic(), "cancelled", None)
-                raise
-            add(start, monotonic(), "ok", None)
-            return result
+            return self._record(fn, args, kwargs)
 
         return recorded
 
@@ -670,20 +642,7 @@ class TraceRecorder:
                 f"{fn!r} is async: use `await recorder.call_async(...)`; call() would only "
                 "time the creation of a coroutine"
             )
-        if self._sample < 1.0 and self._random.random() >= self._sample:
-            return fn(*args, **kwargs)
-        monotonic = self._clock.monotonic
-        start = monotonic()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as error:
-            self._add(start, monotonic(), "error", type(error).__name__)
-            raise
-        except BaseException:
-            self._add(start, monotonic(), "cancelled", None)
-            raise
-        self._add(start, monotonic(), "ok", None)
-        return result
+        return self._record(fn, args, kwargs)
 
     async def call_async(
         self,
@@ -699,20 +658,45 @@ class TraceRecorder:
         """
         if not is_async_callable(fn):
             raise TypeError(f"{fn!r} is not async: use recorder.call(...) for it")
-        if self._sample < 1.0 and self._random.random() >= self._sample:
+        return cast(R, await self._record_async(fn, args, kwargs))
+
+    def _sampled(self) -> bool:
+        return self._sample >= 1.0 or self._random.random() < self._sample
+
+    def _record(self, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
+        """Run a sync call, and record it when sampled."""
+        if not self._sampled():
+            return fn(*args, **kwargs)
+        monotonic = self._clock.monotonic
+        start = monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as error:
+            self._add_failed(start, monotonic(), error)
+            raise
+        self._add(start, monotonic(), "ok", None)
+        return result
+
+    async def _record_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        """Await an async call, and record it when sampled."""
+        if not self._sampled():
             return await fn(*args, **kwargs)
         monotonic = self._clock.monotonic
         start = monotonic()
         try:
             result = await fn(*args, **kwargs)
-        except Exception as error:
-            self._add(start, monotonic(), "error", type(error).__name__)
-            raise
-        except BaseException:
-            self._add(start, monotonic(), "cancelled", None)
+        except BaseException as error:
+            self._add_failed(start, monotonic(), error)
             raise
         self._add(start, monotonic(), "ok", None)
         return result
+
+    def _add_failed(self, start: float, end: float, error: BaseException) -> None:
+        # Cancellation and exits are not the dependency's errors: the caller gave up.
+        if isinstance(error, Exception):
+            self._add(start, end, "error", type(error).__name__)
+        else:
+            self._add(start, end, "cancelled", None)
 
     def _add(self, start: float, end: float, outcome: Outcome, error: str | None) -> None:
         """Keep one record, and write the buffer when it is full. Never raises: it runs
