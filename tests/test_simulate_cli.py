@@ -142,13 +142,16 @@ def test_an_unknown_variant_is_a_usage_error_naming_it(
 def test_an_unwritable_path_fails_the_command_but_writes_the_other_file(
     scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A --html into a missing folder is reported, status 1; the --json still lands."""
+    """A --html path that is a folder cannot be written: reported, status 1; the --json
+    still lands."""
     numbers = tmp_path / "numbers.json"
+    folder = tmp_path / "taken"
+    folder.mkdir()
     status = main(
         [
             str(scenario_file),
             "--html",
-            str(tmp_path / "missing" / "report.html"),
+            str(folder),
             "--json",
             str(numbers),
             "--duration",
@@ -198,3 +201,45 @@ def test_the_progress_bar_redraws_in_place_on_a_terminal() -> None:
     assert written.count("\r") == 2
     assert "of 1 h simulated" in written
     assert written.endswith("real\n")
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [pytest.param("7", 7.0, id="bare-seconds"), pytest.param("0.5m", 30.0, id="with-a-unit")],
+)
+def test_duration_takes_seconds_bare_or_with_a_unit(
+    scenario_file: Path, tmp_path: Path, given: str, seconds: float
+) -> None:
+    """--duration 7 is seven seconds, as --duration 7s would be."""
+    numbers = tmp_path / "numbers.json"
+    main([str(scenario_file), "--duration", given, "--json", str(numbers), "--no-progress"])
+    assert json.loads(numbers.read_text())["duration"] == seconds
+
+
+def test_a_shorter_duration_says_which_incidents_it_leaves_out(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An outage that starts after the new end is not played, and the command says so."""
+    main([str(scenario_file), "--duration", "4s", "--no-progress"])
+    assert "note: the feed outage at 0:05 starts after the 0:04" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_the_run(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--html into a missing folder is a usage error at once, not after the run."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(scenario_file), "--html", str(tmp_path / "missing" / "r.html")])
+    assert exit_.value.code == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_several_variants_are_ranked_by_their_good_answers(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With more than one variant, a line ranks them by the share of ok answers."""
+    main([str(scenario_file), "--duration", "2s", "--no-progress"])
+    ranking = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Ranked")]
+    assert len(ranking) == 1
+    assert "'one'" in ranking[0]
+    assert "'two'" in ranking[0]

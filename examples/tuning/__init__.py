@@ -10,7 +10,7 @@ Run it from the repository root::
 A betting service looks up odds from one partner's feed, through the guards it would
 deploy: a latency budget, retries, a bulkhead, a stale-odds fallback, and in one variant
 a circuit breaker. ``resilient.simulate`` plays eight minutes on a virtual clock, in
-about twelve seconds of real time: 10 lookups a second, ten times as many from kick-off
+about ten seconds of real time: 10 lookups a second, ten times as many from kick-off
 for four minutes, and one minute into the spike the partner fails every call for a
 minute. The partner has a capacity (ten workers, a queue of 100, slower when busy) and
 keeps working on calls whose callers gave up, so retries cost it what they would cost it
@@ -28,12 +28,12 @@ What it teaches, in the numbers of seed 1 (``docs/simulation.md`` has all of the
   (x2.96 against the minute before), and after the outage the retries keep its queue full
   of calls whose callers have already given up: hardly a lookup gets an answer in time,
   every lookup is retried, and the storm lasts until the spike winds down (good answers
-  return 115 s after the outage; two minutes after the last good answer the stale odds
+  return 113 s after the outage; two minutes after the last good answer the stale odds
   are too old to show, and 19% of all lookups end in an error).
-- With a retry budget the load stays at x1.10 and good answers return 3 s after the
+- With a retry budget the load stays at x1.10 and good answers return 2 s after the
   outage.
 - With a breaker as well, the partner gets a tenth of its load during the outage (x0.10),
-  users get their stale odds within the 250 ms timeout (p99 250 ms against 577 ms), good
+  users get their stale odds within the 250 ms timeout (p99 250 ms against 581 ms), good
   answers return 2 s after the outage, and this variant has the most good answers (by
   half a point).
 - The bulkhead is a fourth lever: with plain retries, a pool of 25 calls at once (what

@@ -13,8 +13,10 @@ from pathlib import Path
 from resilient._core._errors import ConfigurationError
 from resilient._core._validate import to_seconds
 
+from ._dependency import incident_spans
 from ._engine import run
 from ._progress import ProgressBar
+from ._results import SimulationResult
 from ._scenario import Scenario
 
 __all__ = ["load_scenario", "main"]
@@ -78,6 +80,52 @@ def _load_file(path: Path) -> object:
     return module
 
 
+def _duration(text: str) -> float:
+    """``--duration``: seconds as a bare number, or with a unit (``90s``, ``10m``)."""
+    try:
+        seconds: object = float(text)
+    except ValueError:
+        seconds = text
+    return to_seconds(seconds, "--duration", allow_zero=False)
+
+
+def _left_out(scenario: Scenario, duration: float) -> list[str]:
+    """What a shorter duration leaves out of ``scenario``: spikes and incidents that
+    start at or after it."""
+    marks = [(start, "spike") for start, _ in scenario.workload.spans() if start >= duration] + [
+        (start, f"{spec.name} {incident.kind}")
+        for spec in scenario.dependencies
+        for incident in spec.incidents
+        for start, _ in incident_spans(incident, scenario.duration, scenario.resolution)
+        if start >= duration
+    ]
+    return [
+        f"the {label} at {_clock(start)} starts after the {_clock(duration)} the run now "
+        "lasts: it is not played"
+        for start, label in sorted(marks)
+    ]
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def _ranking(result: SimulationResult) -> str:
+    """One line ranking the variants by their good answers (the primary's, within the
+    target when there is one)."""
+    if result.target is not None:
+        score = {v.name: v.latency.within_target or 0.0 for v in result.variants}
+        what = f"ok within {result.target * 1000:g} ms"
+    else:
+        score = {v.name: v.share(v.ok) if v.requests else 0.0 for v in result.variants}
+        what = "ok"
+    ranked = sorted(result.variants, key=lambda v: -score[v.name])
+    return f"Ranked by {what}: " + ", ".join(
+        f"{variant.name!r} {score[variant.name]:.1%}" for variant in ranked
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line's options."""
     command_line = argparse.ArgumentParser(
@@ -104,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     command_line.add_argument(
         "--duration",
         metavar="DURATION",
-        help="simulate this long instead, such as 10m or 90s",
+        help="simulate this long instead: seconds, or with a unit, such as 90, 90s or 10m",
     )
     command_line.add_argument(
         "--html", type=Path, metavar="PATH", help="write the HTML report with charts here"
@@ -122,10 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     command_line = parser()
     options = command_line.parse_args(argv)
+    for path, option in ((options.html, "--html"), (options.json, "--json")):
+        if path is not None and not path.parent.is_dir():
+            command_line.error(
+                f"argument {option}: {str(path.parent)!r} is not a directory: make it first, "
+                "so that the run's results have somewhere to go"
+            )
     try:
         scenario = load_scenario(options.scenario)
         if options.duration is not None:
-            scenario = scenario.replace(duration=to_seconds(options.duration, "--duration"))
+            shorter = scenario.replace(duration=_duration(options.duration))
+            for note in _left_out(scenario, shorter.duration):
+                print(f"note: {note}", file=sys.stderr)
+            scenario = shorter
         result = run(
             scenario,
             seed=options.seed,
@@ -135,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         command_line.error(str(error))
     print(result.table())
+    if len(result.variants) > 1:
+        print(_ranking(result))
     # Every file is tried: one unwritable path does not lose the other.
     status = 0
     for path, write in (

@@ -61,7 +61,7 @@ class ProgressBar:
 
 def _simulated(seconds: float) -> str:
     if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
+        return f"{seconds / 3600:.3g} h"
     if seconds >= 60:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"

@@ -199,6 +199,23 @@ def _incident_cells(
     return cells
 
 
+_ERROR_TYPES_SHOWN = 4
+"""The table lists the errors of this many exception classes, the most frequent first:
+a bug in the service shows by name, not only as a share of errors."""
+
+
+def _error_names(variants: Sequence[VariantResult]) -> list[str]:
+    totals: dict[str, int] = {}
+    for variant in variants:
+        for name, count in variant.error_types.items():
+            totals[name] = totals.get(name, 0) + count
+    return sorted(totals, key=lambda name: (-totals[name], name))[:_ERROR_TYPES_SHOWN]
+
+
+def _errors_of(name: str) -> Callable[[VariantResult], int]:
+    return lambda variant: variant.error_types.get(name, 0)
+
+
 def _rows(result: SimulationResult) -> list[_Row]:
     variants = result.variants
 
@@ -215,6 +232,10 @@ def _rows(result: SimulationResult) -> list[_Row]:
         _Row("fallback", share(lambda variant: variant.fallback), indent=True),
         _Row("stale", share(lambda variant: variant.stale), indent=True),
         _Row("errors", share(lambda variant: variant.errors), indent=True),
+        *(
+            _Row(f"  {name}", share(_errors_of(name)), indent=True)
+            for name in _error_names(variants)
+        ),
         _Row("unfinished", share(lambda variant: variant.unfinished), indent=True),
         _Row("goodput (ok answers/s)", each(lambda variant: _rate(variant.goodput))),
         _Row("latency"),

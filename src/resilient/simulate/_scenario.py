@@ -7,9 +7,7 @@ import random as _random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
-
-from typing_extensions import Concatenate
+from typing import Any, Concatenate, TypeAlias
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._registry import Registry
