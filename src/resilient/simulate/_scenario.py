@@ -7,7 +7,7 @@ import random as _random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Concatenate, TypeAlias
+from typing import Any, Concatenate, TypeAlias, TypeVar
 
 from resilient._core._errors import ConfigurationError
 from resilient._core._registry import Registry
@@ -163,6 +163,24 @@ def _resolution(duration: float) -> float:
     return rough
 
 
+Named = TypeVar("Named", Dependency, Variant)
+
+
+def _named(
+    values: Sequence[Named], kind: type[Named], parameter: str, what: str
+) -> tuple[Named, ...]:
+    """``values`` as a tuple, once each is a ``kind`` and their names are distinct."""
+    listed = tuple(values)
+    names: set[str] = set()
+    for value in listed:
+        if not isinstance(value, kind):
+            raise ConfigurationError(f"{parameter} must hold {what} (got {value!r})")
+        if value.name in names:
+            raise ConfigurationError(f"{parameter} must have distinct names ({value.name!r} twice)")
+        names.add(value.name)
+    return listed
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Scenario:
     """Traffic, dependencies and candidate guard settings: what :func:`run` plays.
@@ -213,36 +231,16 @@ class Scenario:
                 f"workload must be Poisson(...), Constant(...) or Replay(...) (got {workload!r})"
             )
         object.__setattr__(self, "workload", workload)
-        listed = tuple(dependencies)
-        names: set[str] = set()
-        for dependency in listed:
-            if not isinstance(dependency, Dependency):
-                raise ConfigurationError(
-                    f"dependencies must hold Dependency values (got {dependency!r})"
-                )
-            if dependency.name in names:
-                raise ConfigurationError(
-                    f"dependencies must have distinct names ({dependency.name!r} twice)"
-                )
-            names.add(dependency.name)
+        listed = _named(dependencies, Dependency, "dependencies", "Dependency values")
         object.__setattr__(self, "dependencies", listed)
         if not callable(service):
             raise ConfigurationError(
                 f"service must be a factory: service(env, **settings) -> handler (got {service!r})"
             )
         object.__setattr__(self, "service", service)
-        chosen = tuple(variants) or (Variant("default"),)
-        seen: set[str] = set()
-        for variant in chosen:
-            if not isinstance(variant, Variant):
-                raise ConfigurationError(
-                    f"variants must hold Variant values, as sweep() gives (got {variant!r})"
-                )
-            if variant.name in seen:
-                raise ConfigurationError(
-                    f"variants must have distinct names ({variant.name!r} twice)"
-                )
-            seen.add(variant.name)
+        chosen = _named(variants, Variant, "variants", "Variant values, as sweep() gives") or (
+            Variant("default"),
+        )
         object.__setattr__(self, "variants", chosen)
         object.__setattr__(
             self,
