@@ -13,9 +13,9 @@ from pathlib import Path
 from resilient._core._errors import ConfigurationError
 from resilient._core._validate import to_seconds
 
-from ._dependency import incident_spans
-from ._engine import run
+from ._engine import marks_of, run
 from ._progress import ProgressBar
+from ._report import _clock
 from ._results import SimulationResult
 from ._scenario import Scenario
 
@@ -90,25 +90,14 @@ def _duration(text: str) -> float:
 
 
 def _left_out(scenario: Scenario, duration: float) -> list[str]:
-    """What a shorter duration leaves out of ``scenario``: spikes and incidents that
+    """What a shorter duration leaves out of ``scenario``: the spikes and incidents that
     start at or after it."""
-    marks = [(start, "spike") for start, _ in scenario.workload.spans() if start >= duration] + [
-        (start, f"{spec.name} {incident.kind}")
-        for spec in scenario.dependencies
-        for incident in spec.incidents
-        for start, _ in incident_spans(incident, scenario.duration, scenario.resolution)
-        if start >= duration
-    ]
     return [
-        f"the {label} at {_clock(start)} starts after the {_clock(duration)} the run now "
-        "lasts: it is not played"
-        for start, label in sorted(marks)
+        f"the {mark.label} at {_clock(mark.start)} starts after the {_clock(duration)} the "
+        "run now lasts: it is not played"
+        for mark in marks_of(scenario)
+        if mark.start >= duration
     ]
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}:{rest:02d}"
 
 
 def _ranking(result: SimulationResult) -> str:

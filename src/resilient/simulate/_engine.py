@@ -418,13 +418,14 @@ def run(
         seed=seed,
         duration=scenario.duration,
         target=scenario.target,
-        marks=_marks(scenario),
+        marks=marks_of(scenario),
         variants=results,
         dependencies=tuple(spec.name for spec in scenario.dependencies),
     )
 
 
-def _marks(scenario: Scenario) -> tuple[Mark, ...]:
+def marks_of(scenario: Scenario) -> tuple[Mark, ...]:
+    """The spikes and incidents of ``scenario`` that start within its duration, in order."""
     marks = [
         Mark("spike", start, min(end, scenario.duration))
         for start, end in scenario.workload.spans()

@@ -370,13 +370,8 @@ class Trace:
         ended = self._ended
         if not ended:
             raise ValueError(f"{self!r} has no call that ended, so none to replay")
-        if not 0.0 <= elapsed < math.inf:
-            raise ValueError(f"elapsed must be a finite number >= 0 (got {elapsed!r})")
-        span = self._span
-        if elapsed >= span > 0.0:
-            elapsed %= span
         # Index -1 (nothing at or before ``elapsed``) is the last call: the previous pass.
-        return self._behaviours[bisect_right(ended, elapsed) - 1]
+        return self._behaviours[bisect_right(ended, self._into_pass(elapsed)) - 1]
 
     def record_at(self, elapsed: float) -> TraceRecord:
         """The latest recorded call that started at or before ``elapsed`` seconds into a
@@ -388,12 +383,14 @@ class Trace:
         """
         if not self.records:
             raise ValueError(f"{self!r} has no records to replay")
+        return self.records[bisect_right(self._offsets, self._into_pass(elapsed)) - 1]
+
+    def _into_pass(self, elapsed: float) -> float:
+        """``elapsed`` seconds into a replay, as seconds into one pass of the trace."""
         if not 0.0 <= elapsed < math.inf:
             raise ValueError(f"elapsed must be a finite number >= 0 (got {elapsed!r})")
         span = self._span
-        if elapsed >= span > 0.0:
-            elapsed %= span
-        return self.records[bisect_right(self._offsets, elapsed) - 1]
+        return elapsed % span if elapsed >= span > 0.0 else elapsed
 
     def error_rate(self) -> float:
         """The share of the calls that ended which raised an exception (cancelled calls

@@ -192,8 +192,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         super().__init__(self._clock_selector)
         setattr(self, CLOCK_MARK, clock)
         self._time = clock.monotonic
-        # asyncio calls time() several times a turn: the clock's own method, no frame
-        # of the loop's between.
+        # The loop's time is the clock's reading; asyncio asks for it several times a
+        # turn, so it gets the clock's own method, with no frame of the loop's between.
         self.time = clock.monotonic  # type: ignore[method-assign]
         self._clock_selector._next_deadline = self._next_deadline
         self._clock_selector.ready_callbacks = self._ready  # type: ignore[attr-defined]
@@ -241,9 +241,6 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             await super().shutdown_default_executor(*args, **kwargs)
         finally:
             self._clock_selector.jumps = True
-
-    def time(self) -> float:
-        return self._time()
 
     # asyncio runs a timer once ``when < time() + _clock_resolution`` (the monotonic
     # clock's, a nanosecond). Beyond 2**24 s a float's step is over two nanoseconds, so
