@@ -22,7 +22,7 @@ PAGES = (
     "simulation.md",
     "testing.md",
 )
-# A block fenced as ```python runs; one fenced as ```python no-run (it would call a real
+# A block fenced as ```python runs; one fenced as ```python { .no-run } (it would call a real
 # host) is shown only.
 # Real seconds: only a bound, should an example hang.
 BOUND = 120

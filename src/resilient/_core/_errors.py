@@ -174,12 +174,10 @@ class RejectedError(ResilientError):
 
     Refusals are cheap: a new, small exception per refusal (nothing is kept per refused
     call, and no traceback grows), built in C from its positional arguments
-    ``(guard, retry_after)``, with the message formatted only when somebody reads it.
-
-    Args:
-        guard: Name of the guard that refused the call (positional).
-        retry_after: Seconds after which a new call may be admitted, or ``None`` when
-            no estimate exists (positional, optional).
+    ``(guard, retry_after)``, with the message formatted only when somebody reads it:
+    ``guard`` is the name of the guard that refused the call, and the optional
+    ``retry_after`` the seconds after which a new call may be admitted, or ``None`` when
+    no estimate exists.
     """
 
     __slots__ = ()
