@@ -215,9 +215,11 @@ class VirtualClock:
         return self._threshold
 
     def monotonic(self) -> float:
+        """The virtual reading, in seconds; it moves only when the clock is advanced."""
         return self._reading
 
     def wall(self) -> float:
+        """The virtual wall time: the reading plus the wall time the clock started at."""
         return self._reading + self._wall_offset
 
     def advance(self, seconds: Duration) -> None:
@@ -361,6 +363,7 @@ class VirtualClock:
             timer.done = True
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Block until ``event`` is set or the virtual ``timeout`` passes; whether it is set."""
         if timeout is None:
             return event.wait()
         deadline_ns = _deadline_ns(self._now_ns, timeout)
@@ -371,6 +374,7 @@ class VirtualClock:
         return True
 
     async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        """Suspend until ``event`` is set or the virtual ``timeout`` passes; whether it is set."""
         if timeout is None:
             await event.wait()
             return True
