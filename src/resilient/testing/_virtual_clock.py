@@ -163,6 +163,10 @@ class VirtualClock:
             ``autojump_threshold`` is not a duration, or is given without autojump.
     """
 
+    # Test mode (set_testing) leaves retries on this clock alone: its waits take no real
+    # time, and a test or simulation on it is asking for its timeline.
+    _virtual_time = True
+
     def __init__(
         self,
         start: float = 0.0,
