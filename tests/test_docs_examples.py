@@ -41,7 +41,8 @@ BOUND = 120
 CONTINUED = "# continues the block above\n"
 # A print whose line ends with a comment promises that text, at any indentation (inside
 # `with` blocks and `async def main()` too).
-PROMISE = re.compile(r"^[ \t]*print\(.*\)\s+# (.*)$", re.M)
+# The comment must be on the print's own line, even when the text ends with ")".
+PROMISE = re.compile(r"^[ \t]*print\(.*\)[ \t]+# (.*)$", re.M)
 
 SHELL = frozenset({"sh", "bash", "console"})
 DATA = frozenset({"json", "toml", "yaml"})
@@ -57,6 +58,11 @@ NO_RUN = {
     ("docs/httpx.md", "import resilient.httpx"): (
         "the three-line quick start: it calls a real host, and the rest of the page runs "
         "the same client against a virtual one"
+    ),
+    ("docs/observability.md", "from opentelemetry import metrics, trace"): (
+        "wires the OTLP exporters, a package of their own that we do not depend on, to a "
+        "collector on localhost; the page's durations example runs the same SDK wiring "
+        "with an in-memory reader"
     ),
     ("docs/simulation.md", "workload = simulate.Replay("): (
         "reads the reader's own recorded trace (odds-feed.jsonl); the page's other "
@@ -515,8 +521,10 @@ def test_every_commented_print_is_a_promise_whatever_its_indentation() -> None:
         "async def main():\n"
         "        print(3)    # 3\n"
         "print(4)\n"
+        "print(5)  # 5 (five)\n"
+        "    # a comment on the next line promises nothing\n"
     )
-    assert PROMISE.findall(block) == ["1", "2", "3"]
+    assert PROMISE.findall(block) == ["1", "2", "3", "5 (five)"]
 
 
 def test_the_pages_are_found_not_listed() -> None:
