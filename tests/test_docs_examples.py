@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -32,6 +31,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
+from _subprocess import same_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -64,6 +65,14 @@ NO_RUN = {
         "collector on localhost; the page's durations example runs the same SDK wiring "
         "with an in-memory reader"
     ),
+    ("docs/migrating/tenacity.md", "# tenacity 9.2"): (
+        "tenacity's code, before the move: we do not install tenacity; "
+        "tests/test_docs_migrating.py compiles it and checks each name it uses is mapped"
+    ),
+    ("docs/migrating/pybreaker.md", "# pybreaker 1.4"): (
+        "pybreaker's code, before the move: we do not install pybreaker; "
+        "tests/test_docs_migrating.py compiles it and checks each name it uses is mapped"
+    ),
     ("docs/simulation.md", "workload = simulate.Replay("): (
         "reads the reader's own recorded trace (odds-feed.jsonl); the page's other "
         "examples build traces in memory"
@@ -87,6 +96,10 @@ OTHER_COMMANDS = {
         "the reader writes it; uvicorn itself is in the examples extra"
     ),
     "curl": "an HTTP call to the reader's running service; the page's Python runs the app",
+    "promtool": (
+        "Prometheus's rule checker, on the page's rule files; tests/test_docs_telemetry.py "
+        "runs the same two commands on them"
+    ),
 }
 
 
@@ -210,12 +223,7 @@ def _of(kinds: frozenset[str], page: str, number: int) -> Block:
 def run(script: str) -> list[str]:
     """The lines the script prints, run in a fresh interpreter from the repository root,
     with chaos unset and the same import path as these tests."""
-    env = {k: v for k, v in os.environ.items() if k != "RESILIENT_CHAOS"}
-    if env.get("PYTHONPATH"):
-        # A relative entry (PYTHONPATH=src) keeps its meaning from the new working directory.
-        env["PYTHONPATH"] = os.pathsep.join(
-            str(Path(entry).resolve()) for entry in env["PYTHONPATH"].split(os.pathsep) if entry
-        )
+    env = {k: v for k, v in same_imports().items() if k != "RESILIENT_CHAOS"}
     ran = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -55,7 +52,6 @@ MODULES = (
 )
 # The link form of every runbook in the examples: the playbook's path in the repository.
 RUNBOOK_LINK = re.compile(r"docs/playbooks/[\w.-]*")
-BOUND = 120  # real seconds: only a bound, should an example hang
 CONTINUED = "# continues the block above\n"
 PROMISE = re.compile(r"^[ \t]*print\(.*\)\s+# (.*)$", re.M)
 
@@ -293,30 +289,14 @@ def python_blocks(page: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("page", "number"),
-    [
-        pytest.param(page.name, number, id=f"{page.stem}-{number}")
-        for page in sorted(PLAYBOOKS.glob("*.md"))
-        for number in range(len(python_blocks(page)))
-    ],
+    "page", sorted(p.name for p in PLAYBOOKS.glob("*.md") if p.stem != "index")
 )
-def test_a_playbooks_rehearsal_runs_and_prints_what_it_promises(page: str, number: int) -> None:
-    """Each ```python block runs as a script of its own and prints the promised lines."""
-    block = python_blocks(PLAYBOOKS / page)[number]
-    env = {k: v for k, v in os.environ.items() if k != "RESILIENT_CHAOS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    ran = subprocess.run(
-        [sys.executable, "-c", block],
-        capture_output=True,
-        text=True,
-        timeout=BOUND,
-        env=env,
-        cwd=ROOT,
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    promised = PROMISE.findall(block)
-    assert promised
-    assert ran.stdout.splitlines() == promised
+def test_every_playbook_has_a_rehearsal_that_promises_what_it_prints(page: str) -> None:
+    """Each playbook ends in at least one ```python rehearsal whose prints promise their
+    output; tests/test_docs_examples.py runs it and holds it to those promises."""
+    blocks = python_blocks(PLAYBOOKS / page)
+    assert blocks
+    assert all(PROMISE.findall(block) for block in blocks)
 
 
 # -- the examples' runbook links ----------------------------------------------------------

@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Sum
 
 import resilient.otel
+from _ci import missing
 from resilient import (
     Budget,
     Bulkhead,
@@ -462,9 +463,13 @@ def test_burn_rate_thresholds_follow_the_workbook(rules: list[dict[str, Any]]) -
     assert [float(m["burn"]) for m in _THRESHOLD.finditer(alerts[0]["expr"])] == [14.4, 14.4]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_rules_and_their_unit_tests() -> None:
     """promtool checks the rule file and runs alerts-test.yaml's scenarios against it."""
+    if shutil.which("promtool") is None:
+        missing(
+            "promtool is not installed; apt-get install prometheus",
+            "promtool, to check the alert rules",
+        )
     for command in (["check", "rules", ALERTS.name], ["test", "rules", ALERTS_TEST.name]):
         done = subprocess.run(
             ["promtool", *command], cwd=TELEMETRY, capture_output=True, text=True, timeout=60
