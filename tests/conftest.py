@@ -3,12 +3,15 @@ pytest plugin (``resilient.testing``), as they would in a user's test suite."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+import resilient
 from resilient import Registry, chaos
 from resilient.testing import VirtualClock
 
@@ -20,6 +23,22 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("resilient")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``RESILIENT_TEST_INSTALLED=1`` (``make installed``) the suite must test the
+    installed wheel: stop at once if ``resilient`` came from this checkout's src/."""
+    if os.environ.get("RESILIENT_TEST_INSTALLED") != "1":
+        return
+    imported = Path(resilient.__file__).resolve()
+    if imported.is_relative_to(ROOT / "src"):
+        raise pytest.UsageError(
+            f"RESILIENT_TEST_INSTALLED=1, but resilient was imported from {imported}, in "
+            "this checkout; run the suite with the wheel's environment and without "
+            "src/ on PYTHONPATH (make installed)"
+        )
 
 
 @pytest.fixture(

@@ -8,14 +8,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import os
 import random
 import subprocess
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import resilient
+from _subprocess import same_imports
 from resilient import (
     BreakerState,
     CircuitBreaker,
@@ -924,12 +923,10 @@ PROBE = (
 
 def python_with(variable: str | None, code: str = PROBE) -> list[str]:
     """The lines printed by ``code`` in a fresh interpreter with RESILIENT_CHAOS=variable."""
-    env = dict(os.environ)
+    env = same_imports(examples=False)
     env.pop(chaos.ENVIRONMENT_VARIABLE, None)
     if variable is not None:
         env[chaos.ENVIRONMENT_VARIABLE] = variable
-    source = str(Path(resilient.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", code],
         env=env,

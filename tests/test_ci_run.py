@@ -4,8 +4,8 @@ password, and otherwise stops and says what to install. It runs ``make test`` wi
 ``CI=true`` unless the caller set ``CI``.
 
 Nothing is installed and nothing runs as another user: ``id``, ``sudo``, ``apt-get``,
-``make``, ``python3``, ``chromium`` and ``redis-server`` are stubs on a PATH of the test's
-own, and each stub writes what it was asked to a log.
+``make``, ``python3``, ``chromium``, ``redis-server`` and ``promtool`` are stubs on a PATH
+of the test's own, and each stub writes what it was asked to a log.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ BASICS = ("bash", "env", "dirname", "cat", "true", "cp")
 """Real commands that the script and the stubs use."""
 RUN_BOUND = 30.0
 """Real seconds one run of the script may take; it waits for nothing."""
-EVERYTHING = ("apt-get", "make", "python3", "chromium", "redis-server")
+EVERYTHING = ("apt-get", "make", "python3", "chromium", "redis-server", "promtool")
 
 _bash = shutil.which("bash")
 if _bash is None:  # pragma: no cover - every Debian has bash
@@ -44,6 +44,7 @@ STUBS: dict[str, tuple[str, str]] = {
     "python3-without-venv": ("python3", '[ "$*" = "-c import ensurepip" ] && exit 1; exit 0'),
     "chromium": ("chromium", "exit 0"),
     "redis-server": ("redis-server", "exit 0"),
+    "promtool": ("promtool", "exit 0"),
     "sudo": (
         "sudo",
         '[ "$1" = -n ] || { log "sudo without -n: it would wait for a password"; exit 99; }\n'
@@ -100,7 +101,9 @@ INSTALL = "install -y -qq --no-install-recommends"
 
 def test_as_root_a_missing_chromium_is_installed_with_apt_get(tmp_path: Path) -> None:
     """Root installs chromium itself, without sudo, then runs make test with CI=true."""
-    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3", "redis-server"))
+    status, calls, _ = run(
+        tmp_path, uid=0, stubs=("apt-get", "make", "python3", "redis-server", "promtool")
+    )
     assert status == 0
     assert calls == [
         "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
@@ -112,7 +115,7 @@ def test_as_root_a_missing_chromium_is_installed_with_apt_get(tmp_path: Path) ->
 def test_a_user_with_passwordless_sudo_installs_through_sudo_n(tmp_path: Path) -> None:
     """Another user installs through ``sudo -n``, which fails rather than ask for a
     password; with sudo that needs none, chromium is installed and make test runs."""
-    stubs = ("apt-get", "make", "python3", "sudo", "redis-server")
+    stubs = ("apt-get", "make", "python3", "sudo", "redis-server", "promtool")
     status, calls, _ = run(tmp_path, uid=1000, stubs=stubs)
     assert status == 0
     assert calls == [
@@ -129,7 +132,7 @@ def test_a_user_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
     """Without root and without sudo (a fresh Debian), the script stops before apt-get and
     make, and names the packages and the command that installs them."""
     status, calls, stderr = run(
-        tmp_path, uid=1000, stubs=("apt-get", "make", "python3", "redis-server")
+        tmp_path, uid=1000, stubs=("apt-get", "make", "python3", "redis-server", "promtool")
     )
     assert status == 1
     assert calls == []
@@ -141,7 +144,7 @@ def test_a_user_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
 def test_sudo_that_asks_for_a_password_is_not_waited_for(tmp_path: Path) -> None:
     """sudo that wants a password is asked only with -n, once: the script stops at once,
     saying why and what to install, and never runs apt-get or make."""
-    stubs = ("apt-get", "make", "python3", "sudo-asking-for-a-password", "redis-server")
+    stubs = ("apt-get", "make", "python3", "sudo-asking-for-a-password", "redis-server", "promtool")
     status, calls, stderr = run(tmp_path, uid=1000, stubs=stubs)
     assert status == 1
     assert calls == ["sudo -n true"]
@@ -161,7 +164,9 @@ def test_only_what_is_missing_is_installed(tmp_path: Path) -> None:
     """make and python3's venv module, which make test needs, are installed when missing,
     in one apt-get with nothing else: chromium is there."""
     status, calls, _ = run(
-        tmp_path, uid=0, stubs=("apt-get", "python3-without-venv", "chromium", "redis-server")
+        tmp_path,
+        uid=0,
+        stubs=("apt-get", "python3-without-venv", "chromium", "redis-server", "promtool"),
     )
     assert status == 0
     assert calls == [
@@ -191,7 +196,9 @@ def test_ci_is_true_unless_the_caller_set_it(tmp_path: Path, ci: str | None, see
 def test_without_apt_get_the_script_says_what_to_install(tmp_path: Path) -> None:
     """On a machine without apt-get (not Debian), the script names the packages to install
     with that system's package manager, and stops."""
-    status, calls, stderr = run(tmp_path, uid=0, stubs=("make", "python3", "redis-server"))
+    status, calls, stderr = run(
+        tmp_path, uid=0, stubs=("make", "python3", "redis-server", "promtool")
+    )
     assert status == 1
     assert calls == []
     assert "these Debian packages are missing: chromium" in stderr
@@ -201,10 +208,22 @@ def test_without_apt_get_the_script_says_what_to_install(tmp_path: Path) -> None
 def test_a_missing_redis_server_is_installed_for_the_shared_state_tests(tmp_path: Path) -> None:
     """The shared-state tests start a real redis-server: as root, a missing one is installed
     in the same apt-get as anything else missing."""
-    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3"))
+    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3", "promtool"))
     assert status == 0
     assert calls == [
         "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
         f"apt-get {INSTALL} chromium redis-server (uid 0, DEBIAN_FRONTEND=noninteractive)",
+        "make test (CI=true)",
+    ]
+
+
+def test_a_missing_promtool_is_installed_with_the_prometheus_package(tmp_path: Path) -> None:
+    """The telemetry tests run promtool on the alert rules: as root, a missing promtool is
+    installed through Debian's prometheus package, in the same apt-get as the rest."""
+    status, calls, _ = run(tmp_path, uid=0, stubs=("apt-get", "make", "python3", "chromium"))
+    assert status == 0
+    assert calls == [
+        "apt-get update -qq (uid 0, DEBIAN_FRONTEND=noninteractive)",
+        f"apt-get {INSTALL} redis-server prometheus (uid 0, DEBIAN_FRONTEND=noninteractive)",
         "make test (CI=true)",
     ]

@@ -59,10 +59,13 @@ from examples.http_gateway.gateway import (
     CLOCK_SKEW,
     MAX_BODY,
     MAX_RETRY_AFTER,
+    PARTNER_BUSY_RUNBOOK,
+    PARTNER_DOWN_RUNBOOK,
     Gateway,
     InvalidOdds,
     Settings,
     breaker_name,
+    bulkhead_name,
     check_odds,
 )
 from examples.http_gateway.servers import HOST, START_BOUND, STOP_BOUND, Servers, listen
@@ -515,18 +518,27 @@ def test_the_partners_guards_are_named_after_the_partners() -> None:
     assert not [name for name in names if "127.0.0.1" in name]
 
 
-def test_a_breakers_runbook_link_is_a_url_that_explains() -> None:
-    """links.runbook of a partner's breaker is a path on the gateway, which explains what
-    the open breaker means and what to do."""
+def test_a_partners_guards_link_their_playbooks_in_health() -> None:
+    """links.runbook of a partner's breaker is the dependency-down playbook, and of its
+    bulkhead the load-shedding one (tests/test_docs_playbooks.py checks they exist)."""
     gateway = in_process(every_partner_answers(odds_body()))
     _, health = ask(gateway, "/odds/ARS-CHE", "/ops/health")
-    link = health.json()["checks"][breaker_name("bet-alpha")][0]["links"]["runbook"]
-    assert link == "/runbooks/bet-alpha"
-    (runbook,) = ask(gateway, link)
+    checks = health.json()["checks"]
+    assert checks[breaker_name("bet-alpha")][0]["links"]["runbook"] == PARTNER_DOWN_RUNBOOK
+    assert checks[bulkhead_name("bet-alpha")][0]["links"]["runbook"] == PARTNER_BUSY_RUNBOOK
+    assert PARTNER_DOWN_RUNBOOK == "docs/playbooks/dependency-down.md"
+
+
+def test_the_gateways_partner_runbook_explains_and_names_the_playbook() -> None:
+    """/runbooks/{partner} explains what the partner's open breaker means, what to do, and
+    where the playbook is."""
+    gateway = in_process(every_partner_answers(odds_body()))
+    (runbook,) = ask(gateway, "/runbooks/bet-alpha")
     assert runbook.status_code == 200
     assert runbook.headers["content-type"].startswith("text/plain")
     assert "Partner bet-alpha (http://127.0.0.1:8001)" in runbook.text
     assert "the other partners answer" in runbook.text
+    assert f"The playbook: {PARTNER_DOWN_RUNBOOK}" in runbook.text
 
 
 # -- a partner down -----------------------------------------------------------------------

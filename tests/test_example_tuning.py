@@ -12,7 +12,6 @@ import importlib.util
 import io
 import json
 import math
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from _subprocess import same_imports
 from examples.tuning import (
     FULL,
     SCENARIO,
@@ -337,7 +337,7 @@ def test_the_example_explains_itself_with_help() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "examples.tuning", "--help"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        env=same_imports(),
         capture_output=True,
         text=True,
         timeout=60,

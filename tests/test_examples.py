@@ -4,12 +4,13 @@ only the public API."""
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _subprocess import same_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("odds_aggregator", "kickoff_spike", "http_gateway", "tuning")
@@ -76,7 +77,7 @@ def test_an_example_explains_itself_with_help(name: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", f"examples.{name}", "--help"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        env=same_imports(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import resilient
+from _subprocess import same_imports
 
 # The name `resilient` on the package index is IBM's SOAR client; ours is distributed as this.
 DISTRIBUTION = "resilient-guards"
@@ -115,7 +116,6 @@ def test_importing_the_package_needs_only_its_declared_dependencies(module: str)
 
 def test_importing_resilient_does_not_import_httpx() -> None:
     """`import resilient` leaves httpx alone; only `import resilient.httpx` brings it in."""
-    import os
     import subprocess
     import sys
 
@@ -128,6 +128,51 @@ def test_importing_resilient_does_not_import_httpx() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env=same_imports(examples=False),
     )
     assert done.returncode == 0, done.stderr
+
+
+def _installed_from_wheel() -> bool:
+    """Whether ``resilient`` comes from an installed wheel, not from this checkout."""
+    return not Path(resilient.__file__).resolve().is_relative_to(ROOT / "src")
+
+
+@pytest.mark.skipif(
+    not _installed_from_wheel(),
+    reason="resilient is this checkout (editable); `make test` runs the suite on the wheel",
+)
+def test_the_installed_wheel_holds_every_file_of_the_source_tree() -> None:
+    """Every module, script and marker file under src/resilient is in the installed wheel,
+    and the wheel holds nothing else there."""
+    source = {
+        path.relative_to(ROOT / "src").as_posix()
+        for path in (ROOT / "src" / "resilient").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    shipped = {
+        str(file)
+        for file in metadata.files(DISTRIBUTION) or []
+        if str(file).startswith("resilient/") and "__pycache__" not in str(file)
+    }
+    assert shipped == source
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml takes the version from ``__version__`` and states none of its own."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^dynamic = \["version"\]$', pyproject, re.MULTILINE)
+    assert not re.search(r"^version\s*=", pyproject, re.MULTILINE)
+    assert re.search(
+        r'^\[tool\.hatch\.version\]\npath = "src/resilient/__init__\.py"$', pyproject, re.MULTILINE
+    )
+
+
+def test_the_changelog_has_a_dated_section_for_this_version() -> None:
+    """A release version has its own ``## [X.Y.Z] - YYYY-MM-DD`` section below Unreleased."""
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", changelog, re.MULTILINE)
+    assert sections[0] == ("Unreleased", "")
+    if ".dev" not in resilient.__version__:
+        dated = dict(sections[1:])
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", dated.get(resilient.__version__, ""))

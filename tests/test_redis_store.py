@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,6 +31,7 @@ redis = pytest.importorskip("redis")
 from redis.crc import key_slot  # noqa: E402
 
 from _redis import HOST, RedisServer  # noqa: E402
+from _subprocess import same_imports  # noqa: E402
 from resilient import ConfigurationError  # noqa: E402
 from resilient._core._errors import format_seconds  # noqa: E402
 from resilient._core._store import TRIAL_OUTCOMES, StoreValueError  # noqa: E402
@@ -114,13 +114,12 @@ def test_importing_resilient_does_not_import_redis() -> None:
         "assert 'redis' not in sys.modules, 'redis imported'; "
         "import resilient.stores.redis; assert 'redis' in sys.modules"
     )
-    src = Path(__file__).resolve().parents[1] / "src"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env=same_imports(examples=False),
     )
     assert done.returncode == 0, done.stderr
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from _subprocess import same_imports
 from resilient import (
     Cached,
     CacheStatus,
@@ -195,14 +196,9 @@ print(json.dumps(comparable(simulate.run(jittered_scenario(), seed=7)), sort_key
 def test_the_same_seed_replays_the_same_run_in_another_process() -> None:
     """A seed replays the run in a fresh interpreter too, whatever its hash seed."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = os.path.join(root, "src")
     outputs = []
     for hash_seed in ("1", "2"):
-        environment = {
-            **os.environ,
-            "PYTHONHASHSEED": hash_seed,
-            "PYTHONPATH": os.pathsep.join([source, root]),
-        }
+        environment = {**same_imports(), "PYTHONHASHSEED": hash_seed}
         done = subprocess.run(
             [sys.executable, "-c", _REPLAY],
             capture_output=True,

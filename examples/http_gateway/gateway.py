@@ -300,7 +300,7 @@ def guarded_transport(
     def bulkhead(guard: str) -> Bulkhead:
         # One per partner: a partner that answers slowly holds at most this many requests.
         return Bulkhead(
-            f"{TRANSPORT}.bulkhead.{partner(guard, 'bulkhead')}",
+            bulkhead_name(partner(guard, "bulkhead")),
             max_concurrent=settings.partner_concurrency,
             max_queue=settings.partner_concurrency,
             registry=registry,
@@ -331,6 +331,18 @@ def breaker_name(partner: str) -> str:
     return f"{TRANSPORT}.breaker.{partner}"
 
 
+def bulkhead_name(partner: str) -> str:
+    """The name of ``partner``'s bulkhead, as ``/ops/health`` lists it."""
+    return f"{TRANSPORT}.bulkhead.{partner}"
+
+
+PARTNER_DOWN_RUNBOOK: Final = "docs/playbooks/dependency-down.md"
+"""The runbook of each partner's breaker in ``/ops/health``: the playbook for a dependency
+that is down, by its path in the repository."""
+PARTNER_BUSY_RUNBOOK: Final = "docs/playbooks/load-shedding.md"
+"""The runbook of each partner's bulkhead: the playbook for a queue backing up."""
+
+
 # -- the app ------------------------------------------------------------------------------
 
 RUNBOOK: Final = """\
@@ -345,6 +357,8 @@ Meanwhile: the gateway does not ask {partner}; the other partners answer /odds, 
 closes again once one succeeds.
 
 To do: check the partner's own status page; tell the partner if it lasts.
+
+The playbook: {playbook}
 """
 
 
@@ -395,7 +409,10 @@ class Gateway:
             checks={"partner-client": self._client_is_open},
             service="odds-gateway",
             status_page=True,
-            runbooks={breaker_name(name): f"/runbooks/{name}" for name in self.partners},
+            runbooks={
+                **{breaker_name(name): PARTNER_DOWN_RUNBOOK for name in self.partners},
+                **{bulkhead_name(name): PARTNER_BUSY_RUNBOOK for name in self.partners},
+            },
         )
         self.app = Starlette(
             routes=[
@@ -454,6 +471,7 @@ class Gateway:
             url=self.partners[name],
             breaker=breaker_name(name),
             open=self.settings.breaker_open,
+            playbook=PARTNER_DOWN_RUNBOOK,
         )
         return PlainTextResponse(text)
 

@@ -29,7 +29,9 @@ BET_OBJECTIVE = 0.99
 """... for 99% of bets; a refused bet misses it, however quickly it was refused."""
 BUDGET_NAME = "place-bet"
 """The budget's name, as its transitions and snapshots carry it."""
-RUNBOOK = "https://runbooks.example/betting#bet-placement-slow"
+RUNBOOK = "docs/playbooks/dependency-slow.md"
+"""The budget's runbook: the playbook for a latency budget burning, by its path in the
+repository."""
 BUDGET_WINDOW = 60.0
 """The budget judges the bets of the last minute, not a whole phase ..."""
 BURN_THRESHOLD = 2.0

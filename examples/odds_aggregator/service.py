@@ -85,7 +85,9 @@ PUBLISH_LIMIT = 2.0
 """Seconds after which a fetch is given up (the cache then answers the last good price)."""
 ASKS_FOR_NEWS = 3
 """How many times a fetch asks the feeds while they answer with re-sent old updates."""
-RUNBOOK = "https://runbooks.example/odds#publish-prices"
+RUNBOOK = "docs/playbooks/dependency-slow.md"
+"""The publish-prices budget's runbook: the playbook for a latency budget burning, by its
+path in the repository."""
 
 
 @dataclass(frozen=True, slots=True)

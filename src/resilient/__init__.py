@@ -204,6 +204,6 @@ __all__ = [
     "read_audit_log",
 ]
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 _publish(globals(), __all__, __name__)

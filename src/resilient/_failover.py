@@ -224,6 +224,7 @@ class AllSourcesFailedError(ResilientError, _ExceptionGroup):  # type: ignore[mi
         super().__init__(message, exceptions)
 
     def derive(self, excs: Sequence[Exception]) -> AllSourcesFailedError:
+        """A group of ``excs`` with this one's message, guard and attempts."""
         # except* and split() build parts of the group through this: they keep the lineage.
         return AllSourcesFailedError(self.message, excs, self.guard, self.attempts)
 

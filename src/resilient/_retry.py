@@ -42,6 +42,7 @@ from ._core._run import (
     retry_call_async,
 )
 from ._core._state import Event, Health, Statistic
+from ._core._test_mode import attempts_cap
 from ._core._validate import Duration, check_count, check_flag, to_seconds
 from ._retry_budget import RetryBudget
 
@@ -112,7 +113,8 @@ class RetryScheduled(Event):
         guard: The retry policy's name.
         operation: The qualified name of the function retried.
         attempt: The number of the attempt that will follow the wait (2 for the first retry).
-        wait: Seconds to wait first.
+        wait: Seconds to wait first, as the policy chose them; in test mode
+            (:func:`resilient.testing.set_testing`) the driver then skips that wait.
         reason: ``"backoff"``, or ``"retry_after"`` when the server's hint set the wait.
         error_type: Class name of the exception that caused the retry, or ``None`` when
             a result was retried.
@@ -685,6 +687,14 @@ class Retry(Guard[RetryState]):
         if attempt >= self._attempts:
             return self._give_up(
                 call, error, "attempts", f"{attempt} of {self._attempts} attempts made"
+            )
+        cap = attempts_cap(self._clock)  # test mode's, read only once an attempt failed
+        if cap is not None and attempt >= cap:
+            return self._give_up(
+                call,
+                error,
+                "attempts",
+                f"{attempt} of {self._attempts} attempts made, the most test mode allows",
             )
         wait = self._backoff.wait(attempt, call.previous_wait, self._random)
         reason = "backoff"

@@ -368,7 +368,8 @@ class Mix:
     ``Mix((Raise(TimeoutError), 0.1), (Delay(2.0), 0.2))`` one call in ten times out and
     one in five is slow, and none is both. The rates add up to at most 1; the rest of the
     calls run untouched. (Two strategies stacked on one function draw independently and
-    compound: that is possible, but then it is what you wrote.)
+    compound: that is possible, but then it is what you wrote.) ``faults`` holds the pairs
+    as given, checked; ``bounds`` each fault with where its share of [0, 1) ends.
     """
 
     faults: tuple[tuple[Fault, float], ...]
@@ -410,7 +411,7 @@ class Mix:
 @dataclass(frozen=True, slots=True, eq=False)
 class Script:
     """The fault of each call in turn (``None``: that call runs untouched), then none,
-    or the script again from the start with ``repeat=True``."""
+    or the script again from the start with ``repeat=True``; ``steps`` holds them."""
 
     steps: tuple[Fault | None, ...]
     repeat: bool = False

@@ -112,6 +112,8 @@ DURATION_BUCKETS: tuple[float, ...] = (
     7.5,
     10,
 )
+"""The bucket boundaries, in seconds, of the call-duration histogram: OpenTelemetry's
+advisory boundaries for request durations."""
 
 _HEARD = (
     Transition,

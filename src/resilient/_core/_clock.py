@@ -87,15 +87,18 @@ class SystemClock:
         wall = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` (``time.sleep``)."""
         while seconds > _LONGEST_WAIT:
             time.sleep(_LONGEST_WAIT)
             seconds -= _LONGEST_WAIT
         time.sleep(seconds)
 
     async def sleep_async(self, seconds: float) -> None:
+        """Suspend the calling task for ``seconds`` (``anyio.sleep``); a cancellation point."""
         await anyio.sleep(seconds)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Block until ``event`` is set or ``timeout`` seconds pass; whether it is set."""
         while timeout is not None and timeout > _LONGEST_WAIT:
             if event.wait(_LONGEST_WAIT):
                 return True
@@ -103,6 +106,7 @@ class SystemClock:
         return event.wait(timeout)
 
     async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        """Suspend until ``event`` is set or ``timeout`` seconds pass; whether it is set."""
         if timeout is None:
             await event.wait()
             return True
@@ -111,6 +115,7 @@ class SystemClock:
         return event.is_set()
 
     def cancel_after(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope on the event loop's clock that cancels itself ``seconds`` from now."""
         return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
     def __repr__(self) -> str:

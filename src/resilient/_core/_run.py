@@ -8,7 +8,9 @@ attempt, how long to wait before the next one or that there is none.
 
 The drivers here act: they run the function, sync or async, as a decorator, through
 ``call`` / ``call_async``, or around a block, and they do all the waiting, on the
-pattern's clock, skipping the sleep entirely for a zero wait.
+pattern's clock, skipping the sleep entirely for a zero wait. In test mode
+(:mod:`._test_mode`) they skip every retry wait on a clock that takes real time; an async
+driver still passes a checkpoint there, so cancellation reaches it as it would a sleep.
 
 Control-flow exceptions (anything that is not an ``Exception``: cancellation,
 ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``) end the call as *cancelled*
@@ -26,12 +28,14 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeAlias, TypeVar, cast
 
+from anyio.lowlevel import checkpoint
 from typing_extensions import ParamSpec
 
 from ._clock import Clock
 from ._counter import Tally
 from ._events import ListenerSet
 from ._guard import Guard, S
+from ._test_mode import skips_waits
 
 __all__ = [
     "NO_RESULT",
@@ -780,7 +784,7 @@ def retry_call(
     try:
         while True:
             if wait is not None:
-                if wait > 0:
+                if wait > 0 and not skips_waits(policy.clock):
                     policy.clock.sleep(wait)
                 policy._before_retry(call)
             try:
@@ -828,7 +832,10 @@ async def retry_call_async(
         while True:
             if wait is not None:
                 if wait > 0:
-                    await policy.clock.sleep_async(wait)
+                    if skips_waits(policy.clock):
+                        await checkpoint()  # test mode: no wait, still a cancellation point
+                    else:
+                        await policy.clock.sleep_async(wait)
                 policy._before_retry(call)
             try:
                 result = await fn(*args, **kwargs)
@@ -916,7 +923,7 @@ class Attempts:
 
     def __next__(self) -> Attempt:
         wait = self._next_wait()
-        if wait:
+        if wait and not skips_waits(self._policy.clock):
             try:
                 self._policy.clock.sleep(wait)
             except BaseException as error:  # interrupted: the block ends here
@@ -931,7 +938,10 @@ class Attempts:
             raise StopAsyncIteration from None
         if wait:
             try:
-                await self._policy.clock.sleep_async(wait)
+                if skips_waits(self._policy.clock):
+                    await checkpoint()  # test mode: no wait, still a cancellation point
+                else:
+                    await self._policy.clock.sleep_async(wait)
             except BaseException as error:  # cancelled: the block ends here
                 self._end(error)
                 raise

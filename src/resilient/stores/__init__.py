@@ -6,6 +6,7 @@ extra, keeps it in Redis for a fleet. Both make the same decisions; see
 ``docs/shared-state.md``.
 """
 
+from resilient._core._public import publish as _publish
 from resilient._core._store import BreakerReport as BreakerReport
 from resilient._core._store import BreakerRules as BreakerRules
 from resilient._core._store import BreakerView as BreakerView
@@ -28,3 +29,5 @@ __all__ = [
     "StoreError",
     "StoreValueError",
 ]
+
+_publish(globals(), __all__, __name__)

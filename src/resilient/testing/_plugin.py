@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from resilient._core._registry import Registry
+from resilient._core._test_mode import set_testing
 
 from ._virtual_clock import VirtualClock
 
@@ -32,3 +35,28 @@ def resilient_registry(request: pytest.FixtureRequest) -> Registry:
         "autojump_clock" if uses_autojump else "virtual_clock"
     )
     return Registry(clock=clock)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "resilient_testing(on=True, *, attempts=None): the arguments the resilient_testing "
+        "fixture passes to resilient.testing.set_testing for this test",
+    )
+
+
+@pytest.fixture
+def resilient_testing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Test mode for the test: retry waits are skipped (see
+    :func:`~resilient.testing.set_testing`), and the setting before the test is restored
+    after it.
+
+    A ``@pytest.mark.resilient_testing(...)`` marker on the test (or its class or module)
+    gives the arguments of ``set_testing``: ``attempts=1`` to cap attempts, ``False`` to
+    keep waits in a suite that uses this fixture everywhere. For a whole suite, request
+    it from an autouse fixture in ``conftest.py``.
+    """
+    marker = request.node.get_closest_marker("resilient_testing")
+    args, kwargs = ((), {}) if marker is None else (marker.args, marker.kwargs)
+    with set_testing(*args, **kwargs):
+        yield

@@ -163,6 +163,10 @@ class VirtualClock:
             ``autojump_threshold`` is not a duration, or is given without autojump.
     """
 
+    # Test mode (set_testing) leaves retries on this clock alone: its waits take no real
+    # time, and a test or simulation on it is asking for its timeline.
+    _virtual_time = True
+
     def __init__(
         self,
         start: float = 0.0,
@@ -215,9 +219,11 @@ class VirtualClock:
         return self._threshold
 
     def monotonic(self) -> float:
+        """The virtual reading, in seconds; it moves only when the clock is advanced."""
         return self._reading
 
     def wall(self) -> float:
+        """The virtual wall time: the reading plus the wall time the clock started at."""
         return self._reading + self._wall_offset
 
     def advance(self, seconds: Duration) -> None:
@@ -361,6 +367,7 @@ class VirtualClock:
             timer.done = True
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Block until ``event`` is set or the virtual ``timeout`` passes; whether it is set."""
         if timeout is None:
             return event.wait()
         deadline_ns = _deadline_ns(self._now_ns, timeout)
@@ -371,6 +378,7 @@ class VirtualClock:
         return True
 
     async def wait_async(self, event: anyio.Event, timeout: float | None) -> bool:
+        """Suspend until ``event`` is set or the virtual ``timeout`` passes; whether it is set."""
         if timeout is None:
             await event.wait()
             return True
