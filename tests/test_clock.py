@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import resilient
-from resilient import ConfigurationError, SystemClock
+from resilient import CircuitBreaker, ConfigurationError, Registry, SystemClock
 from resilient.testing import VirtualClock
 
 TIMEOUT = 5.0
@@ -688,3 +688,32 @@ def test_virtual_clock_refuses_a_bad_start(start: object) -> None:
     """VirtualClock(start=...) must be a finite number of seconds."""
     with pytest.raises(ConfigurationError, match="start"):
         VirtualClock(start=start)  # type: ignore[arg-type]
+
+
+def test_a_positive_sleep_shorter_than_half_a_nanosecond_still_moves_the_clock() -> None:
+    """A wait that would round to no time moves the clock one nanosecond, and a zero wait
+    none: a loop sleeping the time left until a deadline gets there."""
+    clock = VirtualClock(start=24.383068481)
+    clock.sleep(3.5e-15)
+    assert clock.monotonic() == 24.383068482
+    clock.sleep(0)
+    assert clock.monotonic() == 24.383068482
+
+
+def test_sleeping_an_open_breakers_retry_after_reaches_its_trial() -> None:
+    """Sleeping ``retry_after`` until it is 0 ends, even when the open deadline lands a
+    float's hair after the clock's nanosecond."""
+    clock = VirtualClock()
+    clock.advance(14.383068481)
+    breaker = CircuitBreaker(
+        "wallet", minimum_calls=1, open_duration=10, registry=Registry(clock=clock)
+    )
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda: 1 / 0)
+    sleeps = 0
+    while (wait := breaker.retry_after) and sleeps < 5:
+        clock.sleep(wait)
+        sleeps += 1
+    assert breaker.retry_after in (0, None)
+    assert sleeps <= 2
+    assert breaker.call(lambda: "trial") == "trial"

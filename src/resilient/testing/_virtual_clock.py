@@ -100,7 +100,11 @@ def _duration_ns(seconds: object) -> int:
     step = to_seconds(seconds, "seconds")
     if step > 2 * MAX_READING:
         raise _past_range(seconds, None)
-    return _to_ns(step)
+    nanoseconds = _to_ns(step)
+    # A positive wait moves the clock by a nanosecond at least. Shorter ones are the float
+    # remainders of deadlines (a breaker's retry_after a hair above 0): rounded to none, a
+    # loop that sleeps the time left until a deadline would never reach it.
+    return nanoseconds if nanoseconds or step <= 0 else 1
 
 
 def _past_range(seconds: object, now: float | None) -> ConfigurationError:
