@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml
 test: lint typecheck installed
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
+	$(BIN)/ruff format --check src tests examples benchmarks tools
 
 # pyright: strict over tests/typing and examples. (pyright --verifytypes, complete types for
 # every public symbol, is a test: tests/test_exports.py.)
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src tests/typing examples
+	$(BIN)/mypy --strict src tests/typing examples tools
 	$(BIN)/pyright -p pyproject.toml
 
 # The suite against the checkout (an editable install): the quick loop while working.
@@ -51,7 +51,7 @@ dist: $(STAMP)
 # docstring that disagrees with its signature fails. (NO_MKDOCS_2_WARNING: Material's
 # notice about its own end of life, printed on every build.)
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # A match day against three flaky feeds, then the same match unprotected; prints where
 # the HTML report is. The other examples: python -m examples.kickoff_spike, http_gateway.
@@ -77,8 +77,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests examples benchmarks
-	$(BIN)/ruff check --fix src tests examples benchmarks
+	$(BIN)/ruff format src tests examples benchmarks tools
+	$(BIN)/ruff check --fix src tests examples benchmarks tools
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist

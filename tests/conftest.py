@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import resilient
+from _install import installed_from_wheel
 from resilient import Registry, chaos
 from resilient.testing import VirtualClock
 
@@ -24,20 +25,17 @@ settings.register_profile(
 )
 settings.load_profile("resilient")
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under ``RESILIENT_TEST_INSTALLED=1`` (``make installed``) the suite must test the
-    installed wheel: stop at once if ``resilient`` came from this checkout's src/."""
+    installed wheel: stop at once if ``resilient`` came from a checkout instead."""
     if os.environ.get("RESILIENT_TEST_INSTALLED") != "1":
         return
-    imported = Path(resilient.__file__).resolve()
-    if imported.is_relative_to(ROOT / "src"):
+    if not installed_from_wheel():
         raise pytest.UsageError(
-            f"RESILIENT_TEST_INSTALLED=1, but resilient was imported from {imported}, in "
-            "this checkout; run the suite with the wheel's environment and without "
-            "src/ on PYTHONPATH (make installed)"
+            f"RESILIENT_TEST_INSTALLED=1, but resilient was imported from "
+            f"{Path(resilient.__file__).parent}, not from a wheel's install; run the suite "
+            "with the wheel's environment and without src/ on PYTHONPATH (make installed)"
         )
 
 

@@ -26,20 +26,39 @@ REFERENCE = {
 }
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The site, built with ``mkdocs build --strict`` as ``make docs`` builds it."""
-    out = tmp_path_factory.mktemp("site")
-    built = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+def build(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``mkdocs build --strict`` of ``config`` into ``out``, as ``make docs`` runs it (not
+    with --quiet, which drops warnings before strict mode counts them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built as ``make docs`` builds it."""
+    out = tmp_path_factory.mktemp("site")
+    built = build(ROOT / "mkdocs.yml", out)
     assert built.returncode == 0, built.stdout + built.stderr
+    assert "WARNING" not in built.stdout + built.stderr, built.stdout + built.stderr
     return out
+
+
+def test_the_strict_build_fails_on_a_broken_link(tmp_path: Path) -> None:
+    """The same configuration and flags stop at a link to a page that does not exist."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\nSee [the missing page](missing.md).\n")
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:\n")[0]
+    (tmp_path / "mkdocs.yml").write_text(config.replace("docs_dir: docs", f"docs_dir: {docs}"))
+    built = build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert built.returncode != 0
+    assert "missing.md" in built.stdout + built.stderr
 
 
 def test_the_site_builds_strictly_without_a_warning(site: Path) -> None:
@@ -71,3 +90,20 @@ def test_every_public_package_has_a_reference_page_in_the_navigation() -> None:
     for page in pages:
         assert f"{page}.md" in config
         assert (ROOT / "docs" / f"{page}.md").read_text(encoding="utf-8").count(":::") == 1
+
+
+@pytest.mark.parametrize("package", sorted(REFERENCE))
+def test_the_reference_shows_no_raw_sphinx_markup(site: Path, package: str) -> None:
+    """The docstrings' Sphinx roles and ``::`` literal markers are rewritten for the site
+    (tools/docs_roles.py), into links where the name has an entry: none is left as text."""
+    html = (site / REFERENCE[package] / "index.html").read_text(encoding="utf-8")
+    raw = re.findall(r":(?:py:)?(?:class|func|meth|attr|mod|exc|data|obj|const):", html)
+    assert raw == []
+    assert re.findall(r"::</p>", html) == []
+
+
+def test_a_role_in_a_docstring_links_to_the_entry_it_names(site: Path) -> None:
+    """``:class:`~resilient.Registry``` in ``CircuitBreaker``'s docstring is a link to the
+    Registry entry, showing ``Registry``."""
+    html = (site / "reference/resilient/index.html").read_text(encoding="utf-8")
+    assert re.search(r'<a [^>]*href="#resilient\.Registry"[^>]*>(<code>)?Registry', html)

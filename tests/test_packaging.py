@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import resilient
+from _install import installed_from_wheel
 from _subprocess import same_imports
 
 # The name `resilient` on the package index is IBM's SOAR client; ours is distributed as this.
@@ -133,13 +134,8 @@ def test_importing_resilient_does_not_import_httpx() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _installed_from_wheel() -> bool:
-    """Whether ``resilient`` comes from an installed wheel, not from this checkout."""
-    return not Path(resilient.__file__).resolve().is_relative_to(ROOT / "src")
-
-
 @pytest.mark.skipif(
-    not _installed_from_wheel(),
+    not installed_from_wheel(),
     reason="resilient is this checkout (editable); `make test` runs the suite on the wheel",
 )
 def test_the_installed_wheel_holds_every_file_of_the_source_tree() -> None:

@@ -3,7 +3,6 @@ for the whole process, attempts optionally capped, everything else decided as us
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import resilient
+from _subprocess import same_imports
 from resilient import (
     ConfigurationError,
     Constant,
@@ -440,6 +439,17 @@ def test_a_marker_gives_the_fixture_its_arguments(
     assert flaky.calls == 1
 
 
+@pytest.mark.resilient_testing(attempts=1)
+def test_a_marker_alone_turns_test_mode_on(real: RecordingClock) -> None:
+    """A marked test that does not ask for the fixture gets it all the same."""
+    assert is_testing()
+    flaky = Flaky(failures=1)
+    with pytest.raises(ConnectionError):
+        make(real)(flaky)()
+    assert flaky.calls == 1
+    assert real.slept == []
+
+
 SUITE_CONFTEST = '''
 import pytest
 
@@ -479,17 +489,13 @@ def test_an_autouse_fixture_puts_a_whole_suite_in_test_mode(tmp_path: Path) -> N
     restores it after, and a marker turns it off for one test."""
     (tmp_path / "conftest.py").write_text(SUITE_CONFTEST, encoding="utf-8")
     (tmp_path / "test_suite.py").write_text(SUITE_TESTS, encoding="utf-8")
-    # The child imports the very resilient this test imports (a relative PYTHONPATH would
-    # not survive the change of directory).
-    here = str(Path(resilient.__file__).resolve().parents[1])
-    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     ran = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=BOUND,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": path},
+        env=same_imports(examples=False),  # the very resilient this test imports
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "4 passed" in ran.stdout

@@ -40,9 +40,22 @@ def resilient_registry(request: pytest.FixtureRequest) -> Registry:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "resilient_testing(on=True, *, attempts=None): the arguments the resilient_testing "
-        "fixture passes to resilient.testing.set_testing for this test",
+        "resilient_testing(on=True, *, attempts=None): test mode for this test, with the "
+        "arguments the resilient_testing fixture passes to resilient.testing.set_testing",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked ``resilient_testing`` uses the fixture of that name, whether or not
+    it asks for it: the marker alone turns test mode on, as ``usefixtures`` would."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", None)
+        if (
+            isinstance(fixtures, list)
+            and "resilient_testing" not in fixtures
+            and item.get_closest_marker("resilient_testing") is not None
+        ):
+            fixtures.append("resilient_testing")
 
 
 @pytest.fixture
@@ -53,8 +66,9 @@ def resilient_testing(request: pytest.FixtureRequest) -> Iterator[None]:
 
     A ``@pytest.mark.resilient_testing(...)`` marker on the test (or its class or module)
     gives the arguments of ``set_testing``: ``attempts=1`` to cap attempts, ``False`` to
-    keep waits in a suite that uses this fixture everywhere. For a whole suite, request
-    it from an autouse fixture in ``conftest.py``.
+    keep waits in a suite that uses this fixture everywhere; a marked test gets the
+    fixture without asking for it. For a whole suite, request it from an autouse fixture
+    in ``conftest.py``.
     """
     marker = request.node.get_closest_marker("resilient_testing")
     args, kwargs = ((), {}) if marker is None else (marker.args, marker.kwargs)
