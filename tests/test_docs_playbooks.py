@@ -368,7 +368,12 @@ def test_the_examples_runbooks_are_the_links_their_guards_carry() -> None:
 
     for link in (
         kickoff.RUNBOOK,
+        kickoff.BULKHEAD_RUNBOOK,
         odds.RUNBOOK,
+        odds.FEED_DOWN_RUNBOOK,
+        odds.FEED_BUSY_RUNBOOK,
+        odds.RETRIES_RUNBOOK,
+        odds.STALE_RUNBOOK,
         gateway.PARTNER_DOWN_RUNBOOK,
         gateway.PARTNER_BUSY_RUNBOOK,
     ):

@@ -294,6 +294,7 @@ def guarded_transport(
             window=CountWindow(settings.breaker_window),
             minimum_calls=settings.breaker_minimum_calls,
             open_duration=settings.breaker_open,
+            runbook=PARTNER_DOWN_RUNBOOK,
             registry=registry,
         )
 
@@ -303,6 +304,7 @@ def guarded_transport(
             bulkhead_name(partner(guard, "bulkhead")),
             max_concurrent=settings.partner_concurrency,
             max_queue=settings.partner_concurrency,
+            runbook=PARTNER_BUSY_RUNBOOK,
             registry=registry,
         )
 
@@ -337,8 +339,9 @@ def bulkhead_name(partner: str) -> str:
 
 
 PARTNER_DOWN_RUNBOOK: Final = "docs/playbooks/dependency-down.md"
-"""The runbook of each partner's breaker in ``/ops/health``: the playbook for a dependency
-that is down, by its path in the repository."""
+"""The runbook of each partner's breaker (on its transitions, log records and
+``/ops/health`` entry): the playbook for a dependency that is down, by its path in the
+repository."""
 PARTNER_BUSY_RUNBOOK: Final = "docs/playbooks/load-shedding.md"
 """The runbook of each partner's bulkhead: the playbook for a queue backing up."""
 
@@ -409,10 +412,6 @@ class Gateway:
             checks={"partner-client": self._client_is_open},
             service="odds-gateway",
             status_page=True,
-            runbooks={
-                **{breaker_name(name): PARTNER_DOWN_RUNBOOK for name in self.partners},
-                **{bulkhead_name(name): PARTNER_BUSY_RUNBOOK for name in self.partners},
-            },
         )
         self.app = Starlette(
             routes=[

@@ -206,7 +206,7 @@ def _verdict(run: RunResult) -> str:
 
 
 def transition_lines(run: RunResult) -> Iterator[str]:
-    """Every transition of the run's guards, with the budget's runbook."""
+    """Every transition of the run's guards, with their runbooks."""
     for transition in run.transitions:
         yield f"  {clock_time(transition.at)}  {_describe(transition)}"
         if transition.runbook:

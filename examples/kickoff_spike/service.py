@@ -32,6 +32,8 @@ BUDGET_NAME = "place-bet"
 RUNBOOK = "docs/playbooks/dependency-slow.md"
 """The budget's runbook: the playbook for a latency budget burning, by its path in the
 repository."""
+BULKHEAD_RUNBOOK = "docs/playbooks/load-shedding.md"
+"""The backend bulkhead's runbook: the playbook for a queue backing up."""
 BUDGET_WINDOW = 60.0
 """The budget judges the bets of the last minute, not a whole phase ..."""
 BURN_THRESHOLD = 2.0
@@ -84,6 +86,7 @@ class ProtectedBetting:
             max_queue=MAX_QUEUE,
             max_wait=MAX_WAIT,
             partitions=SHARES,
+            runbook=BULKHEAD_RUNBOOK,
             registry=registry,
         )
         self.budget = place_bet_budget(registry)

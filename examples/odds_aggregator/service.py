@@ -88,6 +88,14 @@ ASKS_FOR_NEWS = 3
 RUNBOOK = "docs/playbooks/dependency-slow.md"
 """The publish-prices budget's runbook: the playbook for a latency budget burning, by its
 path in the repository."""
+FEED_DOWN_RUNBOOK = "docs/playbooks/dependency-down.md"
+"""The runbook of each feed's breaker: the playbook for a dependency that is down."""
+FEED_BUSY_RUNBOOK = "docs/playbooks/load-shedding.md"
+"""The runbook of each feed's bulkhead: the playbook for a queue backing up."""
+RETRIES_RUNBOOK = "docs/playbooks/retry-storm.md"
+"""The runbook of the retry budget: the playbook for a retry storm."""
+STALE_RUNBOOK = "docs/playbooks/stale-fallbacks.md"
+"""The runbook of the price caches: the playbook for stale answers served too long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,7 @@ def guard_feed(
         open_duration=10,
         open_duration_max=60,
         half_open_calls=2,
+        runbook=FEED_DOWN_RUNBOOK,
         registry=registry,
     )
     retry = Retry(
@@ -132,7 +141,12 @@ def guard_feed(
         registry=registry,
     )
     bulkhead = Bulkhead(
-        f"{name}-bulkhead", max_concurrent=16, max_queue=16, max_wait=0.5, registry=registry
+        f"{name}-bulkhead",
+        max_concurrent=16,
+        max_queue=16,
+        max_wait=0.5,
+        runbook=FEED_BUSY_RUNBOOK,
+        registry=registry,
     )
 
     async def ask(market: str) -> FeedReply:
@@ -175,6 +189,7 @@ class MarketGroup:
             ttl=PRICE_TTL,
             stale_while_revalidate=SERVE_WHILE_REFRESHING,
             stale_if_error=staleness_limit,  # older than that the market is suspended anyway
+            runbook=STALE_RUNBOOK,
             registry=registry,
         )
         self._publish_latencies: list[float] = []  # each fetch's, until taken
@@ -279,7 +294,12 @@ class OddsService:
         # One budget for every retry and every hedge of the service: when the feeds are in
         # trouble, the whole service backs off together instead of multiplying its load.
         self.retry_budget = RetryBudget(
-            "feed-retries", ratio=0.2, window=10, min_per_second=0.2, registry=registry
+            "feed-retries",
+            ratio=0.2,
+            window=10,
+            min_per_second=0.2,
+            runbook=RETRIES_RUNBOOK,
+            registry=registry,
         )
         self.feed_guards = {
             name: guard_feed(feed, budget=self.retry_budget, registry=registry, seed=seed)

@@ -156,6 +156,8 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             Refusals by guards nested inside (``RejectedError``) always count as neither.
         failure_result: Predicate on a returned value; a true answer counts the call as
             a failure (the value is still returned to the caller).
+        runbook: One line of text, or a URL, for whoever handles the breaker opening; it
+            rides along with every transition and snapshot of the breaker.
         registry: Where the breaker is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time; :class:`resilient.testing.VirtualClock` in tests.
@@ -230,6 +232,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
         record: ExceptionSpec = Exception,
         ignore: ExceptionSpec = (),
         failure_result: Callable[[object], bool] | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -339,6 +342,7 @@ class CircuitBreaker(Admission[BreakerState, _Permit]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
 
     # -- admission -----------------------------------------------------------------------

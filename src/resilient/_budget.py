@@ -39,7 +39,6 @@ from ._core._validate import (
     Duration,
     check_count,
     check_flag,
-    check_name,
     check_ratio,
     to_seconds,
 )
@@ -157,7 +156,7 @@ class Budget(Admission[BudgetState, _Permit]):
         idempotent: Whether the operation may safely run twice; required for ``hedge``.
         on_breach: Called with the :class:`Transition` when the budget breaches.
         runbook: One line of text, or a URL, for whoever handles a breach; it rides along
-            with every transition of the budget.
+            with every transition and snapshot of the budget.
         accuracy: The histogram's relative error, from 0.001 (0.1%, about 1 MB of memory)
             to below 0.5 (default 0.01, 1%, about 100 KiB).
         registry: Where the budget is registered; the default registry if omitted.
@@ -257,9 +256,6 @@ class Budget(Admission[BudgetState, _Permit]):
             )
         if on_breach is not None and not callable(on_breach):
             raise ConfigurationError(f"on_breach must be callable (got {on_breach!r})")
-        if runbook is not None:
-            # One line of text or a URL: it becomes a log field and a line of to_text().
-            check_name(runbook, "runbook")
         if (
             isinstance(accuracy, bool)
             or not isinstance(accuracy, (int, float))
@@ -271,7 +267,6 @@ class Budget(Admission[BudgetState, _Permit]):
                 f"as 0.01 for 1% (got {accuracy!r})"
             )
         self._hedge_budget = hedge_budget
-        self._runbook = runbook
         self._histogram = WindowedHistogram(self._window, _SLICES, float(accuracy))
         self._counts = BucketRing(self._window, _SLICES, 4)
         self._fast = (
@@ -312,6 +307,7 @@ class Budget(Admission[BudgetState, _Permit]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         if on_breach is not None:
             callback = on_breach
@@ -841,8 +837,6 @@ class Budget(Admission[BudgetState, _Permit]):
         }
         if self._fast is not None:
             stats["fast_burn_rate"] = self._burn(self._fast, now)
-        if self._runbook is not None:
-            stats["runbook"] = self._runbook
         return stats
 
 

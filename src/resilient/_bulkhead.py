@@ -261,6 +261,9 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             SATURATED) or without a wait past ``degrade_after`` (to leave QUEUEING) before
             it reports a better state (default 1 s), so that a steady overload reads as one
             state rather than a flip on every call.
+        runbook: One line of text, or a URL, for whoever handles the bulkhead queueing or
+            refusing calls; it rides along with every transition and snapshot of the
+            bulkhead.
         registry: Where the bulkhead is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time; a virtual clock in tests.
@@ -285,6 +288,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
         rate: RateLimit | None = None,
         degrade_after: Duration = DEFAULT_DEGRADE_AFTER,
         recover_after: Duration = DEFAULT_BULKHEAD_RECOVER_AFTER,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -385,6 +389,7 @@ class Bulkhead(Admission[BulkheadState, _Permit]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         self._last_empty = clock.monotonic()
         self._acquire = self._lock.acquire

@@ -219,6 +219,8 @@ class Cache(Guard[CacheState], Generic[T]):
             themselves, which must then be hashable.
         freshness: Gives each fetched value its own :class:`Freshness`, from its key and
             value; by default every value gets ``ttl`` and the two stale durations.
+        runbook: One line of text, or a URL, for whoever handles the cache serving stale
+            values; it rides along with every transition and snapshot of the cache.
         registry: Where the cache is registered; the default registry if omitted.
         clock: Source of time; the registry's clock if omitted.
         replace: Replace a guard of the same name instead of refusing.
@@ -241,6 +243,7 @@ class Cache(Guard[CacheState], Generic[T]):
         max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
         key: Callable[..., Hashable] | None = None,
         freshness: Callable[[Hashable, T], Freshness] | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         clock: Clock | None = None,
         replace: bool = False,
@@ -278,6 +281,7 @@ class Cache(Guard[CacheState], Generic[T]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
 
     # -- the function it serves --------------------------------------------------------------

@@ -176,6 +176,8 @@ class DegradedMode(Guard[DegradedState]):
         condition: Decides from the watched snapshots whether to degrade; the default
             degrades when any of them is not healthy.
         recover_after: How long the condition must stay false before returning to normal.
+        runbook: One line of text, or a URL, for whoever handles the switch degrading; it
+            rides along with every transition and snapshot of the switch.
         registry: Where the switch is registered, and where the watched guards are.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time; the registry's clock if omitted.
@@ -194,6 +196,7 @@ class DegradedMode(Guard[DegradedState]):
         watches: Iterable[Guard[Any] | str],
         condition: Condition | None = None,
         recover_after: Duration = DEFAULT_RECOVER_AFTER,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -241,6 +244,7 @@ class DegradedMode(Guard[DegradedState]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         self._subscription = registry.subscribe(self._heard)
         try:

@@ -522,6 +522,8 @@ class Failover(Guard[FailoverState], Generic[T]):
             before they are cancelled; the caller waits at most that long. Needs ``hedge``.
         discard: Called once with every answer produced but not returned (invalid ones,
             losers that finished during ``grace``), to close or release it.
+        runbook: One line of text, or a URL, for whoever handles a failover; it rides along
+            with every transition and snapshot of the failover.
         registry: Where the failover is registered; the default registry if omitted.
         clock: Source of time and waits; the registry's clock if omitted.
         replace: Replace a guard of the same name instead of refusing.
@@ -543,6 +545,7 @@ class Failover(Guard[FailoverState], Generic[T]):
         budget: RetryBudget | None = None,
         grace: Duration = 0.0,
         discard: Callable[[T], object] | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         clock: Clock | None = None,
         replace: bool = False,
@@ -652,6 +655,7 @@ class Failover(Guard[FailoverState], Generic[T]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         self._observe()
         # The healthy path of a sequential failover, bound as closures over what it reads:

@@ -103,6 +103,8 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
             only, as :func:`~resilient.fallback` says (its events name the pipeline).
         on: Further exceptions the fallback answers for.
         served: Return :class:`~resilient.Served` values from the fallback layer.
+        runbook: One line of text, or a URL, for whoever handles the pipeline's health
+            falling; it rides along with every transition and snapshot of the pipeline.
         registry: The registry of the pipeline and of all its guards; that of the guards
             if omitted.
         replace: Replace a guard of the same name instead of refusing.
@@ -125,6 +127,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: None = ...,
         on: ExceptionSpec = ...,
         served: Literal[False] = ...,
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -138,6 +141,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Coroutine[Any, Any, Stale[T]]],
         on: ExceptionSpec = ...,
         served: Literal[True],
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -151,6 +155,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Coroutine[Any, Any, T]],
         on: ExceptionSpec = ...,
         served: Literal[True],
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -164,6 +169,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Stale[T]],
         on: ExceptionSpec = ...,
         served: Literal[True],
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -177,6 +183,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., T],
         on: ExceptionSpec = ...,
         served: Literal[True],
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -190,6 +197,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Coroutine[Any, Any, T]],
         on: ExceptionSpec = ...,
         served: Literal[False] = ...,
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -203,6 +211,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., T],
         on: ExceptionSpec = ...,
         served: Literal[False] = ...,
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -216,6 +225,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Any] | None = ...,
         on: ExceptionSpec = ...,
         served: bool,
+        runbook: str | None = ...,
         registry: Registry | None = ...,
         replace: bool = ...,
     ) -> None: ...
@@ -228,6 +238,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
         fallback: Callable[..., Any] | None = None,
         on: ExceptionSpec = (),
         served: bool = False,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
     ) -> None:
@@ -299,6 +310,7 @@ class Pipeline(Guard[PipelineState], Generic[Answers]):
             registry=registry,
             clock=registry.clock,
             replace=replace,
+            runbook=runbook,
         )
         self._subscription = registry.subscribe(self._heard)
         self._update()

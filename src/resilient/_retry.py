@@ -317,6 +317,9 @@ class Retry(Guard[RetryState]):
         budget: A :class:`RetryBudget` shared with other policies; when it is spent the
             call fails fast with its error.
         random: The random source for jitter (seed it in tests).
+        runbook: One line of text, or a URL, for whoever handles the calls it gives up on;
+            it rides along with the policy's snapshots (a policy has one state, so it
+            makes no transitions).
         registry: Where a named policy is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         register: ``False`` keeps a named policy out of the registry: its events still
@@ -347,6 +350,7 @@ class Retry(Guard[RetryState]):
         retry_rejections: bool = False,
         budget: RetryBudget | None = None,
         random: _random.Random | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -407,6 +411,7 @@ class Retry(Guard[RetryState]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
             register=register and name is not None,
         )
 

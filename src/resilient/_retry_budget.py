@@ -76,6 +76,8 @@ class RetryBudget(Guard[RetryBudgetState]):
             replicas the limit last counted), with no round trip; the store does not hear
             of those turns, so a fleet that retries both ways may get up to twice the
             floor.
+        runbook: One line of text, or a URL, for whoever handles the budget throttling
+            retries; it rides along with every transition and snapshot of the budget.
         registry: Where the budget is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time.
@@ -96,6 +98,7 @@ class RetryBudget(Guard[RetryBudgetState]):
         min_per_second: float = DEFAULT_BUDGET_MIN_PER_SECOND,
         recover_after: Duration = DEFAULT_BUDGET_RECOVER_AFTER,
         floor: SharedRateLimit | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -127,6 +130,7 @@ class RetryBudget(Guard[RetryBudgetState]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
 
     def _allowance(self) -> float:

@@ -142,6 +142,9 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             every outcome at once.
         replica: This replica's id in the store (a pod's name, say); by default the
             host, the process id and a random part. A forked child adds its process id.
+        runbook: One line of text, or a URL, for whoever handles the breaker opening; it
+            rides along with every transition and snapshot of the breaker, and of the
+            default local breaker.
         registry: Where the breaker is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time for this replica's own decisions.
@@ -171,6 +174,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
         trial_lease: Duration = DEFAULT_TRIAL_LEASE,
         sync_interval: Duration = DEFAULT_SYNC_INTERVAL,
         replica: str | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -197,6 +201,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
                     failure_rate_threshold, "failure_rate_threshold"
                 ),
                 open_duration=base,
+                runbook=runbook,
                 registry=registry,
                 replace=replace,
                 clock=clock,
@@ -254,6 +259,7 @@ class SharedBreaker(Admission[BreakerState, _Permit]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         self._link = link(store, registry)
         _LOCALS_IN_USE.add(local)  # once registered: a refused name keeps it free

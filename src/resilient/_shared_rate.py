@@ -63,6 +63,8 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             rate while the store is away is the rate divided by this. Required: a
             default of 1 would give every replica the whole rate.
         replica: This replica's id (a pod's name, say); as for :class:`SharedBreaker`.
+        runbook: One line of text, or a URL, for whoever handles the limit deciding locally;
+            it rides along with every transition and snapshot of the limit.
         registry: Where the limit is registered; the default registry if omitted.
         replace: Replace a guard of the same name in the registry instead of refusing.
         clock: Source of time for this replica's own decisions.
@@ -82,6 +84,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         rate: RateLimit,
         replicas: int,
         replica: str | None = None,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -116,6 +119,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         self._link = link(store, registry)
 

@@ -764,6 +764,8 @@ class Chaos(Guard[ChaosState]):
         seed: Seed of the strategy's own random numbers, for runs that repeat exactly.
         random: A :class:`random.Random` to draw from instead (not with ``seed``).
         enabled: Whether the strategy itself is on.
+        runbook: One line of text, or a URL, for whoever handles the faults the strategy
+            injects; it rides along with every transition and snapshot of the strategy.
         registry: Where the strategy is registered; the default registry if omitted.
         replace: Replace a guard of the same name instead of refusing.
         clock: Source of time, for ``when=`` and for delays.
@@ -786,6 +788,7 @@ class Chaos(Guard[ChaosState]):
         seed: int | None = None,
         random: _random.Random | None = None,
         enabled: bool = True,
+        runbook: str | None = None,
         registry: Registry | None = None,
         replace: bool = False,
         clock: Clock | None = None,
@@ -839,6 +842,7 @@ class Chaos(Guard[ChaosState]):
             registry=registry,
             clock=clock,
             replace=replace,
+            runbook=runbook,
         )
         with _switch.lock:
             _switch.strategies.add(self)

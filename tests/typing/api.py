@@ -191,7 +191,8 @@ async def priced(slip: str) -> float:
     return 1.95
 
 
-feed = resilient.CircuitBreaker("typed-feed")
+feed = resilient.CircuitBreaker("typed-feed", runbook="docs/playbooks/dependency-down.md")
+assert_type(feed.runbook, str | None)
 page = resilient.DegradedMode("typed-page", watches=[feed], recover_after="30s")
 cache: resilient.StaleCache[float] = resilient.StaleCache(max_staleness="2m")
 
@@ -211,7 +212,9 @@ def plain(match: str) -> float:
     return 1.95
 
 
-stack = resilient.Pipeline("typed-stack", feed, pool, retry, latency)
+stack = resilient.Pipeline(
+    "typed-stack", feed, pool, retry, latency, runbook="https://runbooks.example/stack"
+)
 
 
 @stack

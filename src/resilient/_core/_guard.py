@@ -64,7 +64,9 @@ class Guard(abc.ABC, Generic[S]):
     A guard has a unique ``name`` in its registry, a ``kind``, a pattern-specific ``state``
     (a str-valued enum) and the ``health`` that state implies. It is read through
     :meth:`snapshot`; every change of state goes through one path that records a
-    :class:`Transition` with its reason and tells the registry's listeners.
+    :class:`Transition` with its reason and tells the registry's listeners. A guard built
+    with a ``runbook`` (one line of text, or a URL, for whoever handles its trouble) puts
+    it on every transition and snapshot.
     """
 
     # Slots, so that a guard whose class declares its own (the breaker: a service may hold
@@ -78,6 +80,7 @@ class Guard(abc.ABC, Generic[S]):
         "_name",
         "_reason",
         "_registry",
+        "_runbook",
         "_since",
         "_since_wall",
         "_state",
@@ -87,7 +90,6 @@ class Guard(abc.ABC, Generic[S]):
     #: Every state a guard of this kind can be in (its state enum), so that telemetry can
     #: report the states it is not in as well.
     states: ClassVar[type[enum.Enum]]
-    _runbook: str | None = None  # rides along with every transition when a guard has one
 
     def __init__(
         self,
@@ -99,8 +101,11 @@ class Guard(abc.ABC, Generic[S]):
         clock: Clock,
         replace: bool,
         register: bool = True,
+        runbook: str | None = None,
     ) -> None:
         name = check_name(name, "name")
+        # One line of text or a URL: it becomes a log field and a line of to_text().
+        runbook = None if runbook is None else check_name(runbook, "runbook")
         # The library's guards resolved both already (the checks are then a type lookup);
         # a subclass of Guard that passes None or something else gets the same defaults
         # and errors as they do.
@@ -116,6 +121,7 @@ class Guard(abc.ABC, Generic[S]):
         self._since = clock.monotonic()
         self._since_wall = clock.wall()
         self._reason: str | None = None
+        self._runbook = runbook
         _fork.track(self)
         if register:
             registry.register(self, replace=replace)
@@ -169,10 +175,13 @@ class Guard(abc.ABC, Generic[S]):
         it. Guards that subscribe to the registry override this."""
 
     def snapshot(self) -> GuardSnapshot:
-        """A frozen copy of the guard's state and statistics."""
+        """A frozen copy of the guard's state and statistics (with its ``runbook``, if set)."""
         self._refresh()
         now = self._clock.monotonic()
         with self._lock:
+            statistics = self._statistics(now)
+            if self._runbook is not None:
+                statistics["runbook"] = self._runbook
             return GuardSnapshot(
                 name=self._name,
                 kind=self.kind,
@@ -181,7 +190,7 @@ class Guard(abc.ABC, Generic[S]):
                 since=self._since,
                 since_wall=self._since_wall,
                 reason=self._snapshot_reason(now),
-                statistics=self._statistics(now),
+                statistics=statistics,
             )
 
     def _snapshot_reason(self, now: float) -> str | None:

@@ -99,7 +99,8 @@ class GuardSnapshot:
         since: Monotonic time of the last transition (or of creation).
         since_wall: Wall time (Unix seconds) of the same moment.
         reason: Why the guard entered its state, or ``None`` if it never moved.
-        statistics: Pattern-specific numbers (read-only mapping of JSON-able values).
+        statistics: Pattern-specific numbers, and the guard's ``runbook`` if it has one
+            (read-only mapping of JSON-able values).
     """
 
     name: str
