@@ -456,7 +456,9 @@ class Retry(Guard[RetryState]):
                     if wait is None:
                         raise
                 else:
-                    if on_result is None and not listeners._entries:
+                    if on_result is None and not (
+                        listeners._entries and listeners.wants(RetryAttempt)
+                    ):
                         return result  # nothing to judge, nobody to tell
                     if accept(None, result, operation):
                         return result
@@ -487,7 +489,7 @@ class Retry(Guard[RetryState]):
             else:
                 if result.__class__ is coroutine:
                     _refuse_coroutine(fn, result)  # type: ignore[arg-type]
-                if on_result is None and not listeners._entries:
+                if on_result is None and not (listeners._entries and listeners.wants(RetryAttempt)):
                     return result  # nothing to judge, nobody to tell
                 if accept(None, result, operation):
                     return result
