@@ -119,7 +119,7 @@ def test_the_turn_after_a_burst_at_one_instant_waits_exactly_one_interval(
     """rate_turn: from an empty bucket, turns 1..burst are due at once; the next waits one
     interval, exactly."""
     interval = 1.0 / per_second
-    bucket = (-float("inf"), 0)
+    bucket: tuple[float, float] = (-float("inf"), 0.0)
     waits = []
     for _ in range(burst + 1):
         begun, calls, wait = rate_turn(*bucket, start, interval, burst - 1)

@@ -105,7 +105,7 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._refused_until = -math.inf  # the store said no turn is free until then
         self._next_count = -math.inf
         self._local_start = -math.inf  # this replica's own GCRA bucket (see _share_turn)
-        self._local_calls = 0
+        self._local_calls = 0.0
         self._local_interval = 0.0
         self._admitted = Counter()
         self._rejected = Counter()

@@ -24,16 +24,17 @@ __all__ = ["rate_rebased", "rate_slack", "rate_turn"]
 
 
 def rate_turn(
-    start: float, calls: int, now: float, interval: float, slack: int
-) -> tuple[float, int, float]:
+    start: float, calls: float, now: float, interval: float, slack: float
+) -> tuple[float, float, float]:
     """Where the next turn of a bucket falls.
 
     Args:
         start: When the bucket was last empty (``-inf`` for a bucket never used).
-        calls: Turns taken since ``start``.
+        calls: Turns taken since ``start``: a whole number (an int, or a float below
+            2**53, which holds it exactly).
         now: The time of the call.
         interval: Seconds between turns at the steady rate (``1 / rate``).
-        slack: Turns the bucket holds beyond the one due now: ``burst - 1``.
+        slack: Turns the bucket holds beyond the one due now: ``burst - 1``, whole.
 
     Returns:
         ``(start, calls, wait)``: the bucket as the call finds it (begun afresh at ``now``
@@ -42,7 +43,7 @@ def rate_turn(
     """
     elapsed = now - start
     if calls * interval < elapsed:  # every turn taken lies in the past: it is empty
-        return now, 0, -slack * interval
+        return now, 0.0, -slack * interval
     return start, calls, (calls - slack) * interval - elapsed
 
 
@@ -53,10 +54,10 @@ def rate_slack(interval: float, tolerance: float) -> int:
     return round(tolerance / interval) if interval > 0 else 0
 
 
-def rate_rebased(start: float, calls: int, was: float, interval: float) -> tuple[float, int]:
+def rate_rebased(start: float, calls: float, was: float, interval: float) -> tuple[float, float]:
     """The bucket ``(start, calls)``, counted in turns of ``was`` seconds, in turns of
     ``interval``: unchanged if the interval is, else begun at its theoretical arrival time
     with no turns counted, so that a new interval applies from the next turn on."""
     if was == interval:
         return start, calls
-    return start + calls * was, 0
+    return start + calls * was, 0.0

@@ -34,7 +34,7 @@ from resilient._core._validate import check_name
 __all__ = ["MemoryStore"]
 
 # A rate limit's bucket before its first turn: (start, calls, interval), see _core/_gcra.py.
-_EMPTY = (-math.inf, 0, 0.0)
+_EMPTY = (-math.inf, 0.0, 0.0)
 
 
 @dataclass(slots=True)
@@ -73,7 +73,7 @@ class MemoryStore:
         _, self._clock = registry_and_clock(None, clock)
         self._lock = threading.Lock()
         self._breakers: dict[str, _Breaker] = {}
-        self._rates: dict[str, tuple[float, int, float]] = {}  # guard -> GCRA bucket
+        self._rates: dict[str, tuple[float, float, float]] = {}  # guard -> GCRA bucket
         self._rate_users: dict[str, dict[str, float]] = {}
         self._snapshots: dict[str, tuple[str, float]] = {}  # replica -> document, expiry
         self._actions: dict[str, FleetAction] = {}  # guard -> the latest action on it
