@@ -385,6 +385,54 @@ def test_idle_keys_expire_and_actions_stay(store: RedisStore, client: Any, names
         assert client.pttl(f"{tag}fleet}}:{kept}") == -1  # no expiry
 
 
+# -- the rate key's layout, read by earlier versions too ----------------------------------------
+
+
+def _server_time_us(client: Any) -> float:
+    seconds, micros = client.time()
+    return float(seconds * 1_000_000 + micros)
+
+
+def test_the_rate_key_keeps_the_theoretical_arrival_time_earlier_versions_read(
+    store: RedisStore, client: Any, namespace: str
+) -> None:
+    """After a turn the rate key is still layout version 1 with its tat (what an earlier
+    version reads), and tat is where the counted turns say the next one lies."""
+    for _ in range(3):
+        store.acquire("g", "r", 2.0, 4.0, count=False)
+    fields = client.hgetall(f"{_tag(namespace, 'g')}:rate")
+    assert fields[b"v"] == b"1"
+    start, calls = float(fields[b"start"]), int(fields[b"calls"])
+    assert (calls, float(fields[b"interval"])) == (3, 2.0)
+    assert float(fields[b"tat"]) == start + 3 * 2.0 * 1_000_000
+
+
+def test_a_rate_key_an_earlier_version_wrote_is_read_by_its_tat(
+    store: RedisStore, client: Any, namespace: str
+) -> None:
+    """A key with tat alone (as earlier versions write it) holds: a tat 100 s ahead refuses
+    a call without burst for the 100 s."""
+    key = f"{_tag(namespace, 'g')}:rate"
+    client.hset(key, mapping={"v": "1", "tat": repr(_server_time_us(client) + 100e6)})
+    view = store.acquire("g", "r", 1.0, 0.0, count=False)
+    assert not view.admitted
+    assert 99.0 < view.retry_after <= 100.0
+
+
+def test_a_tat_an_earlier_version_moved_between_turns_is_followed(
+    store: RedisStore, client: Any, namespace: str
+) -> None:
+    """An earlier version taking turns in the meantime moves tat alone (its HSET leaves the
+    counted fields as they were): the counted turns no longer give that tat, so the next
+    turn goes by tat."""
+    key = f"{_tag(namespace, 'g')}:rate"
+    assert store.acquire("g", "r", 1.0, 0.0, count=False).admitted
+    client.hset(key, "tat", repr(_server_time_us(client) + 50e6))
+    view = store.acquire("g", "r", 1.0, 0.0, count=False)
+    assert not view.admitted
+    assert 49.0 < view.retry_after <= 50.0
+
+
 # -- values it cannot read --------------------------------------------------------------------
 
 
@@ -484,6 +532,10 @@ GARBAGE: list[Any] = [
     ),
     pytest.param(
         "rate", lambda c, k: c.lpush(k, "1"), _rate, "holds a list, not a hash", id="rate-type"
+    ),
+    pytest.param(
+        "rate", lambda c, k: c.hset(k, mapping={"v": "1", "tat": "1", "start": "1",
+        "calls": "1.5", "interval": "1"}), _rate, 'calls "1.5"', id="rate-calls",
     ),
     pytest.param(
         "users", lambda c, k: c.hset(k, "other", "x"), _rate, "last use of replica",

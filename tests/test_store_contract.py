@@ -14,12 +14,15 @@ answer.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resilient import ConfigurationError
 from resilient._core._store import REPLICA_HORIZON
@@ -42,6 +45,7 @@ LONG = 60.0
 SLACK = 0.003
 """Seconds a store may round a duration by (Redis keeps milliseconds)."""
 GUARD = "odds-feed"
+EXAMPLES = itertools.count()
 FAILURE = "ConnectionError: partner down"
 
 
@@ -633,6 +637,57 @@ def test_a_burst_is_admitted_at_once_then_the_next_call_waits_an_interval(store:
     assert [v.admitted for v in views] == [True, True, True, False]
     assert [v.retry_after for v in views[:3]] == [0.0, 0.0, 0.0]
     assert remaining(views[3].retry_after, LONG, started)
+
+
+@pytest.mark.parametrize(
+    ("interval", "burst"),
+    [
+        pytest.param(LONG / 7, 50, id="interval-of-no-whole-microseconds"),
+        pytest.param(1 / 0.3, 7, id="3.33s-burst-7"),
+        pytest.param(LONG, 1000, id="burst-1000"),
+    ],
+)
+def test_a_burst_admits_exactly_burst_calls_and_the_next_waits_one_interval(
+    store: Store, store_kind: str, interval: float, burst: int
+) -> None:
+    """However the interval rounds, a burst admits exactly ``burst`` calls; the next is told
+    what is left of one interval (all of it, exactly, when no time passed)."""
+    tolerance = (burst - 1) * interval
+    started = time.monotonic()
+    views = [store.acquire(GUARD, "a", interval, tolerance, count=False) for _ in range(burst + 1)]
+    assert [v.admitted for v in views] == [True] * burst + [False]
+    assert remaining(views[-1].retry_after, interval, started)
+    if store_kind == "memory":
+        assert views[-1].retry_after == interval
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(per_second=st.floats(min_value=1e-3, max_value=0.1), burst=st.integers(1, 200))
+def test_any_burst_admits_exactly_burst_calls(store: Store, per_second: float, burst: int) -> None:
+    """Over rates whose interval outlasts the test (at least 10 s) and bursts up to 200, a
+    burst admits exactly ``burst`` calls, never one fewer nor one more."""
+    guard = f"rate-{next(EXAMPLES)}"  # the store lives on from example to example
+    interval = 1.0 / per_second
+    views = [
+        store.acquire(guard, "a", interval, (burst - 1) * interval, count=False)
+        for _ in range(burst + 1)
+    ]
+    assert [v.admitted for v in views] == [True] * burst + [False]
+
+
+def test_a_new_interval_applies_from_the_next_turn(store: Store) -> None:
+    """A limit asked with a new interval keeps its theoretical arrival time and spaces the
+    turns after it by the new interval, as a stored arrival time alone would."""
+    started = time.monotonic()
+    assert store.acquire(GUARD, "a", LONG, LONG, count=False).admitted
+    assert store.acquire(GUARD, "a", LONG, LONG, count=False).admitted
+    # Two turns of LONG taken: the next turn lies 2 * LONG ahead, and with a slack of one
+    # turn of 2 * LONG it is due now.
+    assert store.acquire(GUARD, "a", 2 * LONG, 2 * LONG, count=False).admitted
+    # Now it lies 4 * LONG ahead, one turn beyond the slack: 2 * LONG to wait.
+    view = store.acquire(GUARD, "a", 2 * LONG, 2 * LONG, count=False)
+    assert not view.admitted
+    assert remaining(view.retry_after, 2 * LONG, started)
 
 
 def test_a_call_is_admitted_again_after_the_interval(

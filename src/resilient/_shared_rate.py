@@ -10,6 +10,7 @@ from ._bulkhead import RateLimit
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RateLimitedError, format_number
+from ._core._gcra import rate_rebased, rate_turn
 from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission
@@ -106,7 +107,9 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         self._now = clock.monotonic
         self._refused_until = -math.inf  # the store said no turn is free until then
         self._next_count = -math.inf
-        self._local_tat = -math.inf
+        self._local_start = -math.inf  # this replica's own GCRA bucket (see _share_turn)
+        self._local_calls = 0.0
+        self._local_interval = 0.0
         self._admitted = Counter()
         self._rejected = Counter()
         self._refused_here = Counter()  # refused without asking the store
@@ -212,11 +215,15 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         wait for one. Call with the lock held."""
         replicas = self._replicas
         interval = replicas / self._rate.per_second
-        tolerance = (max(1, self._rate.burst // replicas) - 1) * interval
-        tat = max(self._local_tat, now)
-        wait = tat - tolerance - now
+        slack = max(1, self._rate.burst // replicas) - 1
+        start, calls = rate_rebased(
+            self._local_start, self._local_calls, self._local_interval, interval
+        )
+        start, calls, wait = rate_turn(start, calls, now, interval, slack)
         if wait <= 0:
-            self._local_tat = tat + interval
+            self._local_start = start
+            self._local_calls = calls + 1
+            self._local_interval = interval
             return 0.0
         return wait
 

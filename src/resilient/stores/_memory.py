@@ -16,6 +16,7 @@ from resilient._breaker import _trial_calls
 from resilient._core._clock import Clock
 from resilient._core._errors import format_seconds
 from resilient._core._fork import track
+from resilient._core._gcra import rate_rebased, rate_slack, rate_turn
 from resilient._core._guard import registry_and_clock
 from resilient._core._store import (
     FLEET_ACTIONS,
@@ -31,6 +32,9 @@ from resilient._core._store import (
 from resilient._core._validate import check_name
 
 __all__ = ["MemoryStore"]
+
+# A rate limit's bucket before its first turn: (start, calls, interval), see _core/_gcra.py.
+_EMPTY = (-math.inf, 0.0, 0.0)
 
 
 @dataclass(slots=True)
@@ -69,7 +73,7 @@ class MemoryStore:
         _, self._clock = registry_and_clock(None, clock)
         self._lock = threading.Lock()
         self._breakers: dict[str, _Breaker] = {}
-        self._rates: dict[str, float] = {}  # guard -> theoretical arrival time
+        self._rates: dict[str, tuple[float, float, float]] = {}  # guard -> GCRA bucket
         self._rate_users: dict[str, dict[str, float]] = {}
         self._snapshots: dict[str, tuple[str, float]] = {}  # replica -> document, expiry
         self._actions: dict[str, FleetAction] = {}  # guard -> the latest action on it
@@ -122,11 +126,14 @@ class MemoryStore:
                     if last <= now - REPLICA_HORIZON:
                         del users[user]
                 replicas = len(users)
-            tat = max(self._rates.get(guard, now), now)
-            wait = tat - tolerance - now
+            start, calls, was = self._rates.get(guard, _EMPTY)
+            start, calls = rate_rebased(start, calls, was, interval)
+            start, calls, wait = rate_turn(
+                start, calls, now, interval, rate_slack(interval, tolerance)
+            )
             if wait > 0:
                 return RateView(admitted=False, retry_after=wait, replicas=replicas)
-            self._rates[guard] = tat + interval
+            self._rates[guard] = (start, calls + 1, interval)
             return RateView(admitted=True, retry_after=0.0, replicas=replicas)
 
     async def acquire_async(
