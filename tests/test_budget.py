@@ -192,7 +192,7 @@ def test_on_breach_is_called_once_with_the_transition(
 
 
 def test_the_runbook_rides_along_with_the_breach(registry: Registry, clock: VirtualClock) -> None:
-    """The runbook is on the breach transition and in the snapshot's statistics."""
+    """The runbook is on the breach transition and in the snapshot."""
     budget = make(registry, clock, runbook=RUNBOOK)
     handle = handler(budget, clock)
     run(handle, FAST, 10)
@@ -200,7 +200,7 @@ def test_the_runbook_rides_along_with_the_breach(registry: Registry, clock: Virt
 
     assert registry.trail[-1].runbook == RUNBOOK
     assert registry.trail[-1].to_dict()["runbook"] == RUNBOOK
-    assert statistics(budget)["runbook"] == RUNBOOK
+    assert budget.snapshot().runbook == RUNBOOK
 
 
 @pytest.mark.parametrize(

@@ -297,8 +297,11 @@ def test_a_bad_runbook_is_refused_naming_it_and_the_value(
 def test_the_snapshot_names_the_runbook(
     build: Build, registry: Registry, clock: VirtualClock
 ) -> None:
-    """The guard's snapshot has its runbook among the statistics."""
-    assert build(registry, clock, runbook=RUNBOOK).snapshot().statistics["runbook"] == RUNBOOK
+    """The guard's snapshot has its runbook as a field of its own, not a statistic."""
+    snapshot = build(registry, clock, runbook=RUNBOOK).snapshot()
+    assert snapshot.runbook == RUNBOOK
+    assert "runbook" not in snapshot.statistics
+    assert snapshot.to_dict()["runbook"] == RUNBOOK
 
 
 def own_transitions(registry: Registry) -> Iterator[resilient.Transition]:

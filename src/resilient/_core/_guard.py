@@ -175,13 +175,11 @@ class Guard(abc.ABC, Generic[S]):
         it. Guards that subscribe to the registry override this."""
 
     def snapshot(self) -> GuardSnapshot:
-        """A frozen copy of the guard's state and statistics (with its ``runbook``, if set)."""
+        """A frozen copy of the guard's state, statistics and runbook."""
         self._refresh()
         now = self._clock.monotonic()
         with self._lock:
             statistics = self._statistics(now)
-            if self._runbook is not None:
-                statistics["runbook"] = self._runbook
             return GuardSnapshot(
                 name=self._name,
                 kind=self.kind,
@@ -191,6 +189,7 @@ class Guard(abc.ABC, Generic[S]):
                 since_wall=self._since_wall,
                 reason=self._snapshot_reason(now),
                 statistics=statistics,
+                runbook=self._runbook,
             )
 
     def _snapshot_reason(self, now: float) -> str | None:

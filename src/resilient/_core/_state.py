@@ -99,8 +99,9 @@ class GuardSnapshot:
         since: Monotonic time of the last transition (or of creation).
         since_wall: Wall time (Unix seconds) of the same moment.
         reason: Why the guard entered its state, or ``None`` if it never moved.
-        statistics: Pattern-specific numbers, and the guard's ``runbook`` if it has one
-            (read-only mapping of JSON-able values).
+        statistics: Pattern-specific numbers (read-only mapping of JSON-able values).
+        runbook: What whoever handles the guard's trouble should read (text or a URL),
+            or ``None``.
     """
 
     name: str
@@ -111,6 +112,7 @@ class GuardSnapshot:
     since_wall: float
     reason: str | None
     statistics: Mapping[str, Statistic]
+    runbook: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.statistics, MappingProxyType):
@@ -135,6 +137,7 @@ class GuardSnapshot:
             "since_wall": self.since_wall,
             "reason": self.reason,
             "statistics": dict(self.statistics),
+            "runbook": self.runbook,
         }
 
 
