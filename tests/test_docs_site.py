@@ -107,3 +107,37 @@ def test_a_role_in_a_docstring_links_to_the_entry_it_names(site: Path) -> None:
     Registry entry, showing ``Registry``."""
     html = (site / "reference/resilient/index.html").read_text(encoding="utf-8")
     assert re.search(r'<a [^>]*href="#resilient\.Registry"[^>]*>(<code>)?Registry', html)
+
+
+@pytest.mark.parametrize(
+    ("docstring", "rendered"),
+    [
+        pytest.param(
+            "See :class:`~resilient.Registry`.", "See [`Registry`][resilient.Registry].", id="short"
+        ),
+        pytest.param(
+            "See :meth:`resilient.Registry.get`.",
+            "See [`resilient.Registry.get()`][resilient.Registry.get].",
+            id="method",
+        ),
+        pytest.param(
+            "See :class:`the registry <resilient.Registry>`.",
+            "See [`the registry`][resilient.Registry].",
+            id="titled",
+        ),
+        pytest.param("See :func:`~somewhere.else`.", "See `else()`.", id="no-entry-plain-code"),
+        pytest.param("Like so::\n\n    x = 1\n", "Like so:\n\n    x = 1\n", id="literal"),
+        pytest.param("Text.\n\n::\n\n    x = 1\n", "Text.\n\n\n    x = 1\n", id="bare-literal"),
+    ],
+)
+def test_the_docs_extension_rewrites_roles_and_literal_markers(
+    docstring: str, rendered: str
+) -> None:
+    """tools/docs_roles.py turns a role into a link to the entry it names (or into plain
+    code when the name has no entry), and reStructuredText's ``::`` into Markdown."""
+    import griffe
+    from tools import docs_roles
+
+    public = {"resilient.Registry": "resilient.Registry"}
+    public["resilient.Registry.get"] = "resilient.Registry.get"
+    assert docs_roles._rewrite(docstring, griffe.Module("x"), public) == rendered

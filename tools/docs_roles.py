@@ -32,7 +32,8 @@ PUBLIC = (
 )
 
 ROLE = re.compile(r":(?:py:)?(class|func|meth|attr|mod|exc|data|obj|const):`([^`]+)`")
-LITERAL = re.compile(r"::$", re.MULTILINE)
+TITLED = re.compile(r"^(.*?)\s*<([^<>]+)>$")  # :class:`the text <target>`
+LITERAL = re.compile(r"^[ \t]*::\n|::$", re.MULTILINE)
 
 
 class SphinxRoles(griffe.Extension):
@@ -63,6 +64,8 @@ def _public_entries(pkg: griffe.Module) -> dict[str, str]:
     entries: dict[str, str] = {}
     for module_path in PUBLIC:
         module = pkg if module_path == "resilient" else pkg[module_path.removeprefix("resilient.")]
+        entries.setdefault(module_path, module_path)  # the page's own heading
+        entries.setdefault(module.path, module_path)
         for export in module.exports or ():
             name = export if isinstance(export, str) else export.name
             public = f"{module_path}.{name}"
@@ -81,14 +84,20 @@ def _public_entries(pkg: griffe.Module) -> dict[str, str]:
 def _rewrite(text: str, obj: griffe.Object, public: dict[str, str]) -> str:
     def link(match: re.Match[str]) -> str:
         role, written = match.groups()
+        titled = TITLED.match(written.strip())
+        if titled:
+            title, written = titled.groups()
         target = written.strip().lstrip("~").lstrip(".").removesuffix("()")
         shown = target.rsplit(".", 1)[-1] if written.strip().startswith("~") else target
         if role in ("func", "meth"):
             shown += "()"
+        if titled:
+            shown = title
         entry = _entry(target, obj, public)
         return f"[`{shown}`][{entry}]" if entry else f"`{shown}`"
 
-    return LITERAL.sub(":", ROLE.sub(link, text))
+    # "::" ending a paragraph becomes ":"; a line of "::" alone goes.
+    return LITERAL.sub(lambda m: "" if m.group().endswith("\n") else ":", ROLE.sub(link, text))
 
 
 def _entry(target: str, obj: griffe.Object, public: dict[str, str]) -> str | None:
