@@ -10,7 +10,7 @@ from ._bulkhead import RateLimit
 from ._core._clock import Clock
 from ._core._counter import Counter
 from ._core._errors import ConfigurationError, RateLimitedError, format_number
-from ._core._gcra import rate_rebased, rate_turn
+from ._core._gcra import rate_turn
 from ._core._guard import registry_and_clock
 from ._core._registry import Registry
 from ._core._run import Admission
@@ -216,10 +216,9 @@ class SharedRateLimit(Admission[SharedRateState, bool]):
         replicas = self._replicas
         interval = replicas / self._rate.per_second
         slack = max(1, self._rate.burst // replicas) - 1
-        start, calls = rate_rebased(
-            self._local_start, self._local_calls, self._local_interval, interval
+        start, calls, wait = rate_turn(
+            self._local_start, self._local_calls, now, interval, slack, self._local_interval
         )
-        start, calls, wait = rate_turn(start, calls, now, interval, slack)
         if wait <= 0:
             self._local_start = start
             self._local_calls = calls + 1

@@ -20,11 +20,16 @@ store's ``rate.lua`` makes the same decision.
 
 from __future__ import annotations
 
-__all__ = ["rate_rebased", "rate_slack", "rate_turn"]
+__all__ = ["rate_slack", "rate_turn"]
 
 
 def rate_turn(
-    start: float, calls: float, now: float, interval: float, slack: float
+    start: float,
+    calls: float,
+    now: float,
+    interval: float,
+    slack: float,
+    counted_in: float | None = None,
 ) -> tuple[float, float, float]:
     """Where the next turn of a bucket falls.
 
@@ -35,12 +40,18 @@ def rate_turn(
         now: The time of the call.
         interval: Seconds between turns at the steady rate (``1 / rate``).
         slack: Turns the bucket holds beyond the one due now: ``burst - 1``, whole.
+        counted_in: The interval ``calls`` were counted in, when it may differ from
+            ``interval`` (a shared limit's share changes with the replicas): the bucket
+            then begins at its theoretical arrival time with no turns counted, so that
+            the new interval applies from the next turn on. None: the same interval.
 
     Returns:
         ``(start, calls, wait)``: the bucket as the call finds it (begun afresh at ``now``
         if it has emptied) and the seconds until its next turn is due, ``<= 0`` when it is
         due now. The caller takes the turn by keeping ``(start, calls + 1)``.
     """
+    if counted_in is not None and counted_in != interval:
+        start, calls = start + calls * counted_in, 0.0
     elapsed = now - start
     if calls * interval < elapsed:  # every turn taken lies in the past: it is empty
         return now, 0.0, -slack * interval
@@ -52,12 +63,3 @@ def rate_slack(interval: float, tolerance: float) -> int:
     the store protocol passes it: ``burst - 1``, exactly (the quotient is within an ulp or
     two of a whole number)."""
     return round(tolerance / interval) if interval > 0 else 0
-
-
-def rate_rebased(start: float, calls: float, was: float, interval: float) -> tuple[float, float]:
-    """The bucket ``(start, calls)``, counted in turns of ``was`` seconds, in turns of
-    ``interval``: unchanged if the interval is, else begun at its theoretical arrival time
-    with no turns counted, so that a new interval applies from the next turn on."""
-    if was == interval:
-        return start, calls
-    return start + calls * was, 0.0

@@ -179,7 +179,6 @@ class Guard(abc.ABC, Generic[S]):
         self._refresh()
         now = self._clock.monotonic()
         with self._lock:
-            statistics = self._statistics(now)
             return GuardSnapshot(
                 name=self._name,
                 kind=self.kind,
@@ -188,7 +187,7 @@ class Guard(abc.ABC, Generic[S]):
                 since=self._since,
                 since_wall=self._since_wall,
                 reason=self._snapshot_reason(now),
-                statistics=statistics,
+                statistics=self._statistics(now),
                 runbook=self._runbook,
             )
 

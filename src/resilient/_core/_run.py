@@ -757,6 +757,20 @@ class Retrying(Protocol):
     ) -> None: ...
 
 
+def _retry_wait(clock: Clock, wait: float) -> None:
+    """Wait before a retry, unless test mode skips it."""
+    if not skips_waits(clock):
+        clock.sleep(wait)
+
+
+async def _retry_wait_async(clock: Clock, wait: float) -> None:
+    """Wait before a retry; in test mode only a checkpoint, so cancellation still lands."""
+    if skips_waits(clock):
+        await checkpoint()
+    else:
+        await clock.sleep_async(wait)
+
+
 def retry_call(
     policy: Retrying,
     fn: Callable[..., R],
@@ -784,8 +798,8 @@ def retry_call(
     try:
         while True:
             if wait is not None:
-                if wait > 0 and not skips_waits(policy.clock):
-                    policy.clock.sleep(wait)
+                if wait > 0:
+                    _retry_wait(policy.clock, wait)
                 policy._before_retry(call)
             try:
                 result = fn(*args, **kwargs)
@@ -832,10 +846,7 @@ async def retry_call_async(
         while True:
             if wait is not None:
                 if wait > 0:
-                    if skips_waits(policy.clock):
-                        await checkpoint()  # test mode: no wait, still a cancellation point
-                    else:
-                        await policy.clock.sleep_async(wait)
+                    await _retry_wait_async(policy.clock, wait)
                 policy._before_retry(call)
             try:
                 result = await fn(*args, **kwargs)
@@ -923,9 +934,9 @@ class Attempts:
 
     def __next__(self) -> Attempt:
         wait = self._next_wait()
-        if wait and not skips_waits(self._policy.clock):
+        if wait:
             try:
-                self._policy.clock.sleep(wait)
+                _retry_wait(self._policy.clock, wait)
             except BaseException as error:  # interrupted: the block ends here
                 self._end(error)
                 raise
@@ -938,10 +949,7 @@ class Attempts:
             raise StopAsyncIteration from None
         if wait:
             try:
-                if skips_waits(self._policy.clock):
-                    await checkpoint()  # test mode: no wait, still a cancellation point
-                else:
-                    await self._policy.clock.sleep_async(wait)
+                await _retry_wait_async(self._policy.clock, wait)
             except BaseException as error:  # cancelled: the block ends here
                 self._end(error)
                 raise

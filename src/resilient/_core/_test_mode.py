@@ -127,15 +127,21 @@ def set_testing(on: bool = True, *, attempts: int | None = None) -> AbstractCont
     return _Restore(previous)
 
 
+def _in_force(clock: object) -> _Testing | None:
+    """Test mode's setting for a retry on ``clock`` now: None while it is off, or when the
+    clock takes no real time."""
+    testing = _current
+    if testing is None or getattr(clock, "_virtual_time", False):
+        return None
+    return testing
+
+
 def skips_waits(clock: object) -> bool:
-    """Whether a retry on ``clock`` skips its waits now: test mode is on and the clock
-    takes real time."""
-    return _current is not None and not getattr(clock, "_virtual_time", False)
+    """Whether a retry on ``clock`` skips its waits now."""
+    return _in_force(clock) is not None
 
 
 def attempts_cap(clock: object) -> int | None:
     """The cap on attempts that test mode puts on a retry on ``clock`` now, or None."""
-    testing = _current
-    if testing is None or getattr(clock, "_virtual_time", False):
-        return None
-    return testing.attempts
+    testing = _in_force(clock)
+    return None if testing is None else testing.attempts

@@ -16,7 +16,7 @@ from resilient._breaker import _trial_calls
 from resilient._core._clock import Clock
 from resilient._core._errors import format_seconds
 from resilient._core._fork import track
-from resilient._core._gcra import rate_rebased, rate_slack, rate_turn
+from resilient._core._gcra import rate_slack, rate_turn
 from resilient._core._guard import registry_and_clock
 from resilient._core._store import (
     FLEET_ACTIONS,
@@ -127,9 +127,8 @@ class MemoryStore:
                         del users[user]
                 replicas = len(users)
             start, calls, was = self._rates.get(guard, _EMPTY)
-            start, calls = rate_rebased(start, calls, was, interval)
             start, calls, wait = rate_turn(
-                start, calls, now, interval, rate_slack(interval, tolerance)
+                start, calls, now, interval, rate_slack(interval, tolerance), was
             )
             if wait > 0:
                 return RateView(admitted=False, retry_after=wait, replicas=replicas)
